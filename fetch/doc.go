@@ -1,0 +1,15 @@
+// Package fetch reads remote model objects: S3 and S3-compatible stores,
+// HTTP(S) servers and local directories, behind one small Source interface.
+//
+// Invariants:
+//   - Every object is pinned at Stat/List time to a version (ETag, VersionId,
+//     or size+mtime for local files). Every ReadAt names that version and fails
+//     with ErrChanged if the remote object is no longer it; bytes of two
+//     versions are never mixed.
+//   - Transient failures (5xx, SlowDown, timeouts, resets, short bodies) are
+//     retried with exponential backoff and jitter within a bounded budget;
+//     then the error surfaces, wrapped with the object key and range.
+//   - Credentials and tokens never appear in errors or logs.
+//
+// fetch knows nothing of blocks, caches or FUSE.
+package fetch

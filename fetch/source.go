@@ -1,0 +1,61 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Object is one remote file, pinned to the version seen when it was listed.
+type Object struct {
+	// Key is the object's path relative to the source root, '/'-separated.
+	Key string
+	// Size in bytes.
+	Size int64
+	// ModTime is the remote last-modified time (zero when unknown).
+	ModTime time.Time
+	// ETag is the entity tag as the server sent it, quotes included
+	// (empty when the server has none).
+	ETag string
+	// VersionID is the S3 version id, when the bucket is versioned.
+	VersionID string
+}
+
+// Version returns a string that identifies this exact content: the VersionID
+// when present, else the ETag, else size and mtime. Cache keys use it.
+func (o Object) Version() string {
+	switch {
+	case o.VersionID != "":
+		return "v:" + o.VersionID
+	case o.ETag != "":
+		return "e:" + o.ETag
+	default:
+		return fmt.Sprintf("s:%d:%d", o.Size, o.ModTime.UnixNano())
+	}
+}
+
+// Source is a read-only view of a tree of remote objects.
+type Source interface {
+	// List returns every object under the source root. Keys are relative
+	// to the root and not yet sanitised: callers decide what is safe to show.
+	List(ctx context.Context) ([]Object, error)
+	// Stat returns the current version of one object.
+	Stat(ctx context.Context, key string) (Object, error)
+	// ReadAt fills p with the bytes of obj at off, pinned to obj's version.
+	// It returns len(p) bytes unless the range passes the end of the object,
+	// in which case it returns the bytes up to the end and io.EOF.
+	ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error)
+	// String describes the source for logs, without secrets.
+	String() string
+}
+
+// Errors a Source returns, wrapped with context; test with errors.Is.
+var (
+	// ErrChanged: the object's version or size differs from the pinned one.
+	ErrChanged = errors.New("object changed since it was listed")
+	// ErrNotFound: the object or bucket does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrAccess: credentials were refused or lack permission.
+	ErrAccess = errors.New("access denied")
+)
