@@ -1,0 +1,434 @@
+package blockcache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// ObjectID is the immutable identity of a remote object's content.
+type ObjectID struct {
+	Name    string
+	Version string
+	Size    int64
+}
+
+// Loader fills a block from the remote object. p is exactly the block's
+// length (shorter for the last block); the loader must fill all of it.
+type Loader interface {
+	LoadBlock(ctx context.Context, obj ObjectID, off int64, p []byte) error
+}
+
+// Options sizes the cache.
+type Options struct {
+	// BlockSize is the unit of fetching and caching (default 8 MiB).
+	BlockSize int64
+	// MemBytes is the RAM budget (default 1 GiB).
+	MemBytes int64
+	// Workers is the number of concurrent block loads (default 16).
+	Workers int
+}
+
+func (o Options) withDefaults() Options {
+	if o.BlockSize <= 0 {
+		o.BlockSize = 8 << 20
+	}
+	if o.MemBytes <= 0 {
+		o.MemBytes = 1 << 30
+	}
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	return o
+}
+
+// Stats are cumulative counters.
+type Stats struct {
+	Hits, Misses          int64 // demand block lookups
+	Loads, LoadErrors     int64 // loader calls
+	BytesLoaded           int64
+	Prefetches            int64 // prefetch loads started
+	PrefetchesDropped     int64 // prefetches refused for want of room
+	Evictions             int64
+	MemBytes, MemCapacity int64 // current use and budget
+}
+
+type key struct {
+	name, version string
+	index         int64
+}
+
+type priority int
+
+const (
+	prioDemand priority = iota
+	prioPrefetch
+)
+
+type blockState int
+
+const (
+	stateQueued blockState = iota
+	stateLoading
+	stateReady
+)
+
+type block struct {
+	key   key
+	obj   ObjectID
+	off   int64
+	size  int64
+	state blockState
+	prio  priority
+	data  []byte
+	err   error
+	done  chan struct{} // closed when the load finished, well or not
+	refs  int           // readers copying out of data
+	// unread marks a prefetched block no demand read has touched yet.
+	unread bool
+	elem   *list.Element // in Cache.lru while ready
+}
+
+// Cache is a RAM block cache. Create with New; Close stops its workers.
+type Cache struct {
+	opts   Options
+	loader Loader
+
+	mu       sync.Mutex
+	wake     *sync.Cond
+	blocks   map[key]*block
+	lru      list.List // ready blocks, most recently used at the front
+	demandQ  []*block
+	prefQ    []*block
+	used     int64
+	free     [][]byte // reusable full-size buffers
+	closed   bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	workers  sync.WaitGroup
+	counters struct {
+		hits, misses, loads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
+	}
+}
+
+// New starts a cache with its load workers.
+func New(opts Options, loader Loader) *Cache {
+	opts = opts.withDefaults()
+	c := &Cache{opts: opts, loader: loader, blocks: make(map[key]*block)}
+	c.wake = sync.NewCond(&c.mu)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.workers.Add(opts.Workers)
+	for range opts.Workers {
+		go c.work()
+	}
+	return c
+}
+
+// Close stops the workers; loads in flight are cancelled.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wake.Broadcast()
+	c.workers.Wait()
+}
+
+// BlockSize returns the block size in bytes.
+func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	used := c.used
+	c.mu.Unlock()
+	k := &c.counters
+	return Stats{
+		Hits: k.hits.Load(), Misses: k.misses.Load(),
+		Loads: k.loads.Load(), LoadErrors: k.loadErrors.Load(), BytesLoaded: k.bytesLoaded.Load(),
+		Prefetches: k.prefetches.Load(), PrefetchesDropped: k.dropped.Load(), Evictions: k.evictions.Load(),
+		MemBytes: used, MemCapacity: c.opts.MemBytes,
+	}
+}
+
+// Object returns a reader of one object's content through the cache.
+func (c *Cache) Object(id ObjectID) *Object { return &Object{c: c, id: id} }
+
+// Object reads one remote object through the cache.
+type Object struct {
+	c  *Cache
+	id ObjectID
+}
+
+// Size returns the object's size.
+func (o *Object) Size() int64 { return o.id.Size }
+
+// ReadAt reads len(p) bytes at off, loading missing blocks in parallel.
+// It returns io.EOF when the read reaches the end of the object.
+func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %s at %d: negative offset", o.id.Name, off)
+	}
+	if off >= o.id.Size {
+		return 0, io.EOF
+	}
+	var eof error
+	if rem := o.id.Size - off; int64(len(p)) > rem {
+		p, eof = p[:rem], io.EOF
+	}
+	bs := o.c.opts.BlockSize
+	first, last := off/bs, (off+int64(len(p))-1)/bs
+	// Ask for every block first so a read spanning several loads them at once.
+	blocks := make([]*block, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		blocks = append(blocks, o.c.acquire(o.id, i))
+	}
+	n := 0
+	var err error
+	for _, b := range blocks {
+		if err == nil {
+			err = o.c.wait(ctx, b)
+		}
+		if err == nil {
+			n += copy(p[n:], b.data[off+int64(n)-b.off:])
+		}
+		o.c.release(b)
+	}
+	if err != nil {
+		return n, err
+	}
+	return n, eof
+}
+
+// Prefetch asks for the blocks covering [off, off+length) to be loaded in
+// the background, behind any demand load. It never blocks.
+func (o *Object) Prefetch(off, length int64) {
+	if off < 0 {
+		off = 0
+	}
+	end := min(off+length, o.id.Size)
+	if end <= off {
+		return
+	}
+	bs := o.c.opts.BlockSize
+	c := o.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	for i := off / bs; i <= (end-1)/bs; i++ {
+		k := key{o.id.Name, o.id.Version, i}
+		if _, ok := c.blocks[k]; ok {
+			continue
+		}
+		b := c.newBlock(k, o.id, prioPrefetch)
+		c.prefQ = append(c.prefQ, b)
+	}
+	c.wake.Broadcast()
+}
+
+func (c *Cache) newBlock(k key, id ObjectID, prio priority) *block {
+	bs := c.opts.BlockSize
+	b := &block{key: k, obj: id, off: k.index * bs, prio: prio, done: make(chan struct{})}
+	b.size = min(bs, id.Size-b.off)
+	b.unread = prio == prioPrefetch
+	c.blocks[k] = b
+	return b
+}
+
+// acquire returns the block, queued for a demand load if missing, with a
+// reference that keeps it from being evicted until release.
+func (c *Cache) acquire(id ObjectID, index int64) *block {
+	k := key{id.Name, id.Version, index}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.blocks[k]
+	switch {
+	case !ok:
+		c.counters.misses.Add(1)
+		b = c.newBlock(k, id, prioDemand)
+		c.demandQ = append(c.demandQ, b)
+		c.wake.Signal()
+	case b.state == stateReady:
+		c.counters.hits.Add(1)
+		c.lru.MoveToFront(b.elem)
+	default:
+		c.counters.misses.Add(1)
+		if b.state == stateQueued && b.prio == prioPrefetch {
+			// A reader is waiting: jump the prefetch queue.
+			b.prio = prioDemand
+			c.demandQ = append(c.demandQ, b)
+			c.wake.Signal()
+		}
+	}
+	b.unread = false
+	b.refs++
+	return b
+}
+
+func (c *Cache) wait(ctx context.Context, b *block) error {
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Cache) release(b *block) {
+	c.mu.Lock()
+	b.refs--
+	c.mu.Unlock()
+}
+
+// work is one load worker: demand loads first, then prefetches.
+func (c *Cache) work() {
+	defer c.workers.Done()
+	for {
+		c.mu.Lock()
+		var b *block
+		for b == nil {
+			if c.closed {
+				c.failQueued()
+				c.mu.Unlock()
+				return
+			}
+			b = c.next()
+			if b == nil {
+				c.wake.Wait()
+			}
+		}
+		buf := c.allocate(b)
+		if buf == nil {
+			c.drop(b)
+			c.mu.Unlock()
+			continue
+		}
+		b.state = stateLoading
+		c.mu.Unlock()
+
+		if b.prio == prioPrefetch {
+			c.counters.prefetches.Add(1)
+		}
+		c.counters.loads.Add(1)
+		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, buf[:b.size])
+		c.finish(b, buf, err)
+	}
+}
+
+// next pops the next queued block, demand before prefetch. Entries that
+// were promoted or already handled are skipped.
+func (c *Cache) next() *block {
+	for len(c.demandQ) > 0 {
+		b := c.demandQ[0]
+		c.demandQ[0] = nil
+		c.demandQ = c.demandQ[1:]
+		if b.state == stateQueued {
+			return b
+		}
+	}
+	for len(c.prefQ) > 0 {
+		b := c.prefQ[0]
+		c.prefQ[0] = nil
+		c.prefQ = c.prefQ[1:]
+		if b.state == stateQueued && b.prio == prioPrefetch {
+			return b
+		}
+	}
+	return nil
+}
+
+// allocate returns a buffer for b, evicting to stay in budget. A prefetch
+// that would need to evict an unread prefetched block gets nil instead.
+func (c *Cache) allocate(b *block) []byte {
+	for c.used+c.opts.BlockSize > c.opts.MemBytes {
+		if !c.evictOne(b.prio == prioPrefetch) {
+			if b.prio == prioPrefetch {
+				return nil
+			}
+			break // demand proceeds over budget; bounded by Workers blocks
+		}
+	}
+	c.used += c.opts.BlockSize
+	if n := len(c.free); n > 0 {
+		buf := c.free[n-1]
+		c.free = c.free[:n-1]
+		return buf
+	}
+	return make([]byte, c.opts.BlockSize)
+}
+
+// evictOne drops the least recently used block nobody is reading. For a
+// prefetch it skips blocks prefetched but not read yet.
+func (c *Cache) evictOne(forPrefetch bool) bool {
+	for e := c.lru.Back(); e != nil; e = e.Prev() {
+		v := e.Value.(*block)
+		if v.refs > 0 || (forPrefetch && v.unread) {
+			continue
+		}
+		c.lru.Remove(e)
+		delete(c.blocks, v.key)
+		c.recycle(v.data)
+		v.data = nil
+		c.counters.evictions.Add(1)
+		return true
+	}
+	return false
+}
+
+func (c *Cache) recycle(buf []byte) {
+	c.used -= c.opts.BlockSize
+	// Keep a few buffers around; more would only hide memory from the budget.
+	if len(c.free) < c.opts.Workers {
+		c.free = append(c.free, buf)
+	}
+}
+
+func (c *Cache) drop(b *block) {
+	c.counters.dropped.Add(1)
+	delete(c.blocks, b.key)
+	b.err = errDropped
+	close(b.done)
+}
+
+var errDropped = errors.New("prefetch dropped: cache full")
+
+func (c *Cache) finish(b *block, buf []byte, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.counters.loadErrors.Add(1)
+		c.recycle(buf)
+		// Forget the block so the next read tries again.
+		delete(c.blocks, b.key)
+		b.err = fmt.Errorf("block %d of %s: %w", b.key.index, b.obj.Name, err)
+	} else {
+		c.counters.bytesLoaded.Add(b.size)
+		b.data = buf[:b.size]
+		b.state = stateReady
+		b.elem = c.lru.PushFront(b)
+	}
+	close(b.done)
+}
+
+// failQueued ends every queued load when the cache closes.
+func (c *Cache) failQueued() {
+	for _, q := range [][]*block{c.demandQ, c.prefQ} {
+		for _, b := range q {
+			if b.state == stateQueued {
+				b.state = stateLoading // so no other worker touches it
+				b.err = errClosed
+				delete(c.blocks, b.key)
+				close(b.done)
+			}
+		}
+	}
+	c.demandQ, c.prefQ = nil, nil
+}
+
+var errClosed = errors.New("block cache closed")

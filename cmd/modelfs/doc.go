@@ -1,0 +1,7 @@
+// Command modelfs mounts remote model weights as a local read-only
+// filesystem that streams bytes on demand.
+//
+// This package is the composition root: one file per command, turning
+// flags (each with a MODELFS_* environment twin) into each package's
+// Options and wiring fetch -> blockcache -> prefetch -> fs.
+package main

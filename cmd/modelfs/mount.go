@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/prefetch"
+)
+
+func mountCommand() *cli.Command {
+	env := func(name string) []string { return []string{"MODELFS_" + name} }
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a remote model read-only; runs in the foreground until SIGINT/SIGTERM",
+		ArgsUsage: "SOURCE MOUNTPOINT",
+		Description: `SOURCE is one of
+   s3://bucket/prefix       S3 or an S3-compatible store (--endpoint); credentials from
+                            the AWS default chain (env, shared config, web identity, instance role)
+   https://host/path/       a directory with a manifest (modelfs.json or model.safetensors.index.json)
+   https://host/file        a single file
+   file:///dir              a local or NFS directory`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "region", Usage: "S3 region (default: the AWS chain, then us-east-1)", EnvVars: env("REGION")},
+			&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL; implies path-style addressing", EnvVars: env("ENDPOINT")},
+			&cli.StringFlag{Name: "profile", Usage: "AWS shared-config profile", EnvVars: env("PROFILE")},
+			&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous S3 requests (public buckets)", EnvVars: env("NO_SIGN_REQUEST")},
+			&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
+			&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
+			&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
+			&cli.StringFlag{Name: "mem-cache", Value: "1GiB", Usage: "RAM block cache budget", EnvVars: env("MEM_CACHE")},
+			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, readahead or off (auto: readahead)", EnvVars: env("PREFETCH")},
+			&cli.StringFlag{Name: "readahead", Value: "128MiB", Usage: "largest readahead window per open file", EnvVars: env("READAHEAD")},
+			&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
+			&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before EIO", EnvVars: env("RETRIES")},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (needs user_allow_other for non-root)", EnvVars: env("ALLOW_OTHER")},
+			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request", EnvVars: env("DEBUG_FUSE")},
+		},
+		Action: runMount,
+	}
+}
+
+func runMount(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return fmt.Errorf("mount: want two arguments, SOURCE and MOUNTPOINT (got %d)", c.NArg())
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	loc, err := fetch.ParseLocation(c.Args().Get(0))
+	if err != nil {
+		return err
+	}
+	mountpoint := c.Args().Get(1)
+	blockSize, err := parseSize(c.String("block-size"), "--block-size")
+	if err != nil {
+		return err
+	}
+	memCache, err := parseSize(c.String("mem-cache"), "--mem-cache")
+	if err != nil {
+		return err
+	}
+	raMax, err := parseSize(c.String("readahead"), "--readahead")
+	if err != nil {
+		return err
+	}
+	if blockSize < 64<<10 || blockSize > 256<<20 {
+		return fmt.Errorf("--block-size %s: want 64KiB to 256MiB", c.String("block-size"))
+	}
+	if memCache < 2*blockSize {
+		return fmt.Errorf("--mem-cache %s: want at least two blocks (%d bytes)", c.String("mem-cache"), 2*blockSize)
+	}
+	if c.Int("concurrency") < 1 || c.Int("concurrency") > 1024 {
+		return fmt.Errorf("--concurrency %d: want 1 to 1024", c.Int("concurrency"))
+	}
+	ra := prefetch.ReadaheadOptions{Max: raMax}
+	switch c.String("prefetch") {
+	case "auto", "readahead":
+	case "off":
+		ra.Disabled = true
+	default:
+		return fmt.Errorf("--prefetch %q: want auto, readahead or off", c.String("prefetch"))
+	}
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	retry := fetch.RetryOptions{MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout")}
+	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
+		S3: fetch.S3Options{
+			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("profile"),
+			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
+		},
+		HTTP:  fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
+		Retry: retry,
+	})
+	if err != nil {
+		return err
+	}
+	// Listing is the first remote call: a bad bucket or credentials fail here.
+	listCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	objs, err := src.List(listCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", src, err)
+	}
+
+	loader := &sourceLoader{src: src, objs: make(map[string]fetch.Object, len(objs))}
+	cache := blockcache.New(blockcache.Options{BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency")}, loader)
+	defer cache.Close()
+	files := make([]fs.File, 0, len(objs))
+	var total int64
+	for _, o := range objs {
+		loader.objs[o.Key] = o
+		bo := cache.Object(blockcache.ObjectID{Name: o.Key, Version: o.Version(), Size: o.Size})
+		files = append(files, fs.File{Path: o.Key, Size: o.Size, ModTime: o.ModTime, Content: streamOpener{bo, ra}})
+		total += o.Size
+	}
+
+	srv, err := fs.Mount(mountpoint, fs.Options{
+		Files: files, FsName: src.String(), Logger: log,
+		AllowOther: c.Bool("allow-other"), Debug: c.Bool("debug-fuse"),
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range srv.Skipped {
+		log.Warn("object not shown", "key", fmt.Sprintf("%q", s.Path), "reason", s.Reason)
+	}
+	fmt.Printf("ready: %s mounted at %s (%d files, %s)\n", src, mountpoint, len(files)-len(srv.Skipped), formatSize(total))
+
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done:
+		log.Info("unmounted externally", "mountpoint", mountpoint)
+		return nil
+	case <-ctx.Done():
+	}
+	log.Info("unmounting", "mountpoint", mountpoint)
+	if err := srv.Unmount(); err != nil {
+		// Busy: detach now; the kernel finishes once the last file closes.
+		log.Warn("mount busy, detaching lazily", "err", err)
+		if err := fs.Unmount(mountpoint); err != nil {
+			return err
+		}
+	}
+	<-done
+	return nil
+}
+
+// streamOpener gives each open file its own readahead stream.
+type streamOpener struct {
+	obj *blockcache.Object
+	ra  prefetch.ReadaheadOptions
+}
+
+func (o streamOpener) Open() fs.Handle { return prefetch.NewStream(o.obj, o.ra) }
+
+// sourceLoader feeds the block cache from the source, by pinned object.
+type sourceLoader struct {
+	src  fetch.Source
+	objs map[string]fetch.Object // written before the mount, read-only after
+}
+
+func (l *sourceLoader) LoadBlock(ctx context.Context, id blockcache.ObjectID, off int64, p []byte) error {
+	obj, ok := l.objs[id.Name]
+	if !ok || obj.Version() != id.Version {
+		return fmt.Errorf("object %q version %s is not part of this mount", id.Name, id.Version)
+	}
+	n, err := l.src.ReadAt(ctx, obj, p, off)
+	if err != nil && !(errors.Is(err, io.EOF) && n == len(p)) {
+		return err
+	}
+	return nil
+}

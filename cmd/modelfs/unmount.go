@@ -1,0 +1,24 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/modelfs/modelfs/fs"
+)
+
+func unmountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "unmount",
+		Aliases:   []string{"umount"},
+		Usage:     "unmount a modelfs mount, including a stale one whose process died",
+		ArgsUsage: "MOUNTPOINT",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("unmount: want exactly one argument, MOUNTPOINT")
+			}
+			return fs.Unmount(c.Args().First())
+		},
+	}
+}

@@ -1,0 +1,122 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+)
+
+// Location is a parsed source URI.
+type Location struct {
+	// Scheme is "s3", "http", "https" or "file".
+	Scheme string
+	// Bucket and Prefix, for s3.
+	Bucket, Prefix string
+	// URL, for http(s); Path, for file.
+	URL, Path string
+}
+
+// ParseLocation parses s3://bucket[/prefix], http(s)://host/path and
+// file:///abs/dir. It rejects what it cannot serve with a message that
+// names the problem.
+func ParseLocation(raw string) (Location, error) {
+	if raw == "" {
+		return Location{}, fmt.Errorf("source is empty")
+	}
+	if strings.ContainsAny(raw, "\x00\r\n") {
+		return Location{}, fmt.Errorf("source %q contains control characters", raw)
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return Location{}, fmt.Errorf("source %q is not a URI: want s3://bucket/prefix, https://host/path or file:///dir", raw)
+	}
+	switch strings.ToLower(scheme) {
+	case "s3":
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if err := checkBucket(bucket); err != nil {
+			return Location{}, fmt.Errorf("source %q: %w", raw, err)
+		}
+		for _, seg := range strings.Split(strings.TrimSuffix(prefix, "/"), "/") {
+			if seg == ".." || seg == "." {
+				return Location{}, fmt.Errorf("source %q: prefix contains a %q segment", raw, seg)
+			}
+		}
+		return Location{Scheme: "s3", Bucket: bucket, Prefix: prefix}, nil
+	case "http", "https":
+		u, err := url.Parse(raw)
+		if err != nil {
+			return Location{}, fmt.Errorf("source is a malformed URL: %w", err)
+		}
+		if u.Host == "" {
+			return Location{}, fmt.Errorf("source %q has no host", redactURL(u))
+		}
+		return Location{Scheme: strings.ToLower(scheme), URL: raw}, nil
+	case "file":
+		u, err := url.Parse(raw)
+		if err != nil {
+			return Location{}, fmt.Errorf("source is a malformed file URI: %w", err)
+		}
+		if u.Host != "" && u.Host != "localhost" {
+			return Location{}, fmt.Errorf("source %q: file URIs must be local (file:///path)", raw)
+		}
+		if u.Path == "" || !filepath.IsAbs(u.Path) {
+			return Location{}, fmt.Errorf("source %q: file URIs need an absolute path (file:///path)", raw)
+		}
+		return Location{Scheme: "file", Path: filepath.Clean(u.Path)}, nil
+	default:
+		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https or file", raw, scheme)
+	}
+}
+
+// checkBucket applies S3's bucket naming rules, loosened for S3-compatible
+// stores that also allow underscores and upper case.
+func checkBucket(b string) error {
+	if b == "" {
+		return fmt.Errorf("bucket name is empty")
+	}
+	if len(b) < 3 || len(b) > 63 {
+		return fmt.Errorf("bucket name %q must be 3 to 63 characters", b)
+	}
+	for _, r := range b {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_'
+		if !ok {
+			return fmt.Errorf("bucket name %q contains %q", b, r)
+		}
+	}
+	return nil
+}
+
+// redactURL drops userinfo and query, where credentials and signatures hide.
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.Fragment = ""
+	return c.String()
+}
+
+// OpenOptions carries what each kind of source may need.
+type OpenOptions struct {
+	S3    S3Options // Bucket and Prefix are taken from the location
+	HTTP  HTTPOptions
+	Retry RetryOptions
+}
+
+// Open returns the Source for a location.
+func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
+	switch loc.Scheme {
+	case "s3":
+		o := opts.S3
+		o.Bucket, o.Prefix, o.Retry = loc.Bucket, loc.Prefix, opts.Retry
+		return NewS3(ctx, o)
+	case "http", "https":
+		o := opts.HTTP
+		o.URL, o.Retry = loc.URL, opts.Retry
+		return NewHTTP(o)
+	case "file":
+		return NewLocal(LocalOptions{Root: loc.Path})
+	}
+	return nil, fmt.Errorf("unknown scheme %q", loc.Scheme)
+}

@@ -1,0 +1,322 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// S3Options configures an S3 (or S3-compatible) source.
+type S3Options struct {
+	Bucket string
+	// Prefix is the key prefix the mount shows as its root ("" = whole bucket).
+	Prefix string
+	// Region; empty means the SDK's default chain, then us-east-1.
+	Region string
+	// Endpoint for S3-compatible stores (path-style addressing is used).
+	Endpoint string
+	// Profile selects a shared-config profile (empty: AWS_PROFILE or default).
+	Profile string
+	// NoSignRequest sends anonymous requests, for public buckets.
+	NoSignRequest bool
+	// MaxConns bounds connections to the store (0 = 64).
+	MaxConns int
+	Retry    RetryOptions
+}
+
+// S3 is a Source over one bucket and prefix.
+type S3 struct {
+	client *s3.Client
+	bucket string
+	prefix string // as the user gave it
+	// root is what keys are relative to: the prefix as a directory, or the
+	// parent of a prefix that turned out to name a single object. List
+	// settles it; it is not changed afterwards.
+	root  string
+	retry RetryOptions
+}
+
+// NewS3 builds a client from the SDK's default credential chain (env,
+// shared config, web identity / IRSA, container and instance roles).
+// Retries are ours, not the SDK's, so that short bodies and stalls are
+// retried by the same budget as 5xx responses.
+func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
+	if opts.Bucket == "" {
+		return nil, errors.New("s3: bucket name is empty")
+	}
+	maxConns := opts.MaxConns
+	if maxConns <= 0 {
+		maxConns = 64
+	}
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConns = maxConns
+		tr.MaxIdleConnsPerHost = maxConns
+		tr.MaxConnsPerHost = maxConns
+		// Model weights do not compress; asking for gzip only costs CPU.
+		tr.DisableCompression = true
+	})
+	loadOpts := []func(*config.LoadOptions) error{
+		config.WithHTTPClient(httpClient),
+		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if opts.Region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
+	}
+	if opts.Profile != "" {
+		loadOpts = append(loadOpts, config.WithSharedConfigProfile(opts.Profile))
+	}
+	if opts.NoSignRequest {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("s3: loading AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(opts.Endpoint)
+			o.UsePathStyle = true
+		}
+	})
+	prefix := strings.TrimPrefix(opts.Prefix, "/")
+	root := prefix
+	if root != "" && !strings.HasSuffix(root, "/") {
+		root += "/"
+	}
+	return &S3{client: client, bucket: opts.Bucket, prefix: prefix, root: root, retry: opts.Retry}, nil
+}
+
+func (s *S3) String() string {
+	if s.prefix == "" {
+		return "s3://" + s.bucket
+	}
+	return "s3://" + s.bucket + "/" + s.prefix
+}
+
+// List lists every object under the prefix. A prefix that names a single
+// object (s3://bucket/model.gguf) yields that object alone.
+func (s *S3) List(ctx context.Context) ([]Object, error) {
+	dir := s.root
+	objs, err := s.listPrefix(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(objs) == 0 && s.prefix != "" && !strings.HasSuffix(s.prefix, "/") {
+		// Perhaps the prefix is an object key itself.
+		obj, err := s.head(ctx, s.prefix)
+		if err == nil {
+			s.root = s.prefix[:strings.LastIndex(s.prefix, "/")+1]
+			obj.Key = strings.TrimPrefix(s.prefix, s.root)
+			return []Object{obj}, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("%s: %w: no objects under this prefix", s, ErrNotFound)
+	}
+	return objs, nil
+}
+
+func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
+	var objs []Object
+	var token *string
+	for {
+		var out *s3.ListObjectsV2Output
+		err := s.retry.do(ctx, "list "+s.String(), func(ctx context.Context) error {
+			var err error
+			out, err = s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+				Bucket:            aws.String(s.bucket),
+				Prefix:            aws.String(dir),
+				ContinuationToken: token,
+			})
+			return s.mapError(err)
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range out.Contents {
+			key := strings.TrimPrefix(aws.ToString(o.Key), dir)
+			if key == "" || strings.HasSuffix(key, "/") {
+				continue // directory markers
+			}
+			objs = append(objs, Object{
+				Key:     key,
+				Size:    aws.ToInt64(o.Size),
+				ModTime: aws.ToTime(o.LastModified),
+				ETag:    aws.ToString(o.ETag),
+			})
+		}
+		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+			return objs, nil
+		}
+		token = out.NextContinuationToken
+	}
+}
+
+// Stat returns the current version of key (relative to the prefix).
+func (s *S3) Stat(ctx context.Context, key string) (Object, error) {
+	obj, err := s.head(ctx, s.fullKey(key))
+	obj.Key = key
+	return obj, err
+}
+
+func (s *S3) head(ctx context.Context, full string) (Object, error) {
+	var out *s3.HeadObjectOutput
+	err := s.retry.do(ctx, "stat "+full, func(ctx context.Context) error {
+		var err error
+		out, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(full)})
+		return s.mapError(err)
+	})
+	if err != nil {
+		return Object{}, err
+	}
+	return Object{
+		Key:       full,
+		Size:      aws.ToInt64(out.ContentLength),
+		ModTime:   aws.ToTime(out.LastModified),
+		ETag:      aws.ToString(out.ETag),
+		VersionID: aws.ToString(out.VersionId),
+	}, nil
+}
+
+func (s *S3) fullKey(key string) string { return s.root + key }
+
+// ReadAt is one ranged GET, If-Match pinned, retried within the budget.
+func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
+	n, eof := clipRange(obj.Size, int64(len(p)), off)
+	if n == 0 {
+		return 0, eof
+	}
+	p = p[:n]
+	full := s.fullKey(obj.Key)
+	what := fmt.Sprintf("read %s [%d, %d)", full, off, off+n)
+	err := s.retry.do(ctx, what, func(ctx context.Context) error {
+		in := &s3.GetObjectInput{
+			Bucket: aws.String(s.bucket),
+			Key:    aws.String(full),
+			Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+		}
+		if obj.ETag != "" {
+			in.IfMatch = aws.String(obj.ETag)
+		}
+		if obj.VersionID != "" {
+			in.VersionId = aws.String(obj.VersionID)
+		}
+		out, err := s.client.GetObject(ctx, in)
+		if err != nil {
+			return s.mapError(err)
+		}
+		defer out.Body.Close()
+		if etag := aws.ToString(out.ETag); obj.ETag != "" && etag != "" && etag != obj.ETag {
+			return fmt.Errorf("%w: ETag %s, pinned %s", ErrChanged, etag, obj.ETag)
+		}
+		if err := checkContentRange(aws.ToString(out.ContentRange), off, n, obj.Size); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(out.Body, p); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("reading body: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), eof
+}
+
+// clipRange returns how many bytes of a read of want at off exist in an
+// object of size, and io.EOF when the read reaches past the end.
+func clipRange(size, want, off int64) (int64, error) {
+	if off >= size {
+		return 0, io.EOF
+	}
+	if off+want > size {
+		return size - off, io.EOF
+	}
+	return want, nil
+}
+
+// checkContentRange verifies "bytes a-b/total" against the request, so a
+// misbehaving server or proxy can never hand us the wrong bytes.
+func checkContentRange(cr string, off, n, size int64) error {
+	if cr == "" {
+		return transient(errors.New("response has no Content-Range"), 0)
+	}
+	var a, b int64
+	var total string
+	if _, err := fmt.Sscanf(cr, "bytes %d-%d/%s", &a, &b, &total); err != nil {
+		return transient(fmt.Errorf("malformed Content-Range %q", cr), 0)
+	}
+	if t, err := strconv.ParseInt(total, 10, 64); err == nil && t != size {
+		return fmt.Errorf("%w: size %d, pinned %d", ErrChanged, t, size)
+	}
+	if a != off || b != off+n-1 {
+		return transient(fmt.Errorf("Content-Range %q, asked for %d-%d", cr, off, off+n-1), 0)
+	}
+	return nil
+}
+
+// mapError turns SDK errors into the package's sentinels and marks the
+// transient ones. The SDK's messages carry no credentials.
+func (s *S3) mapError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr smithy.APIError
+	code := ""
+	if errors.As(err, &apiErr) {
+		code = apiErr.ErrorCode()
+	}
+	status := 0
+	var respErr *smithyhttp.ResponseError
+	if errors.As(err, &respErr) {
+		status = respErr.HTTPStatusCode()
+	}
+	switch {
+	case code == "NoSuchBucket":
+		return fmt.Errorf("%w: bucket %q does not exist", ErrNotFound, s.bucket)
+	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "AccessDenied" ||
+		code == "ExpiredToken" || code == "InvalidToken" || status == http.StatusForbidden || status == http.StatusUnauthorized:
+		return fmt.Errorf("%w: %s: check credentials and bucket policy: %w", ErrAccess, s, err)
+	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed || status == http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%w: %w", ErrChanged, err)
+	case code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" || code == "ServiceUnavailable" ||
+		status == http.StatusTooManyRequests || status >= 500:
+		return transient(err, retryAfter(respErr))
+	}
+	return err
+}
+
+func retryAfter(respErr *smithyhttp.ResponseError) time.Duration {
+	if respErr == nil || respErr.Response == nil {
+		return 0
+	}
+	secs, err := strconv.Atoi(respErr.Response.Header.Get("Retry-After"))
+	if err != nil || secs <= 0 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
+}

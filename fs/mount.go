@@ -1,0 +1,218 @@
+package fs
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Options configures a mount.
+type Options struct {
+	Files []File
+	// FsName shows in /proc/mounts as the source, e.g. "s3://bucket/prefix".
+	FsName string
+	Logger *slog.Logger
+	// MaxRead is the largest read request asked of the kernel (default
+	// 1 MiB; the kernel may cap it lower).
+	MaxRead int
+	// CacheTimeout is how long the kernel may cache entries and attributes
+	// (default 1 h: the tree never changes while mounted).
+	CacheTimeout time.Duration
+	AllowOther   bool
+	Debug        bool
+}
+
+// Server is a running mount.
+type Server struct {
+	srv        *fuse.Server
+	mountpoint string
+	// Skipped lists remote files left out of the tree.
+	Skipped []Skipped
+}
+
+// Mount mounts the files read-only at mountpoint and serves them until
+// Unmount. As root it mounts /dev/fuse directly; otherwise through
+// fusermount3.
+func Mount(mountpoint string, opts Options) (*Server, error) {
+	if err := checkMountpoint(mountpoint); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	maxRead := opts.MaxRead
+	if maxRead <= 0 {
+		maxRead = 1 << 20
+	}
+	timeout := opts.CacheTimeout
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	tree, skipped := buildTree(opts.Files)
+	root := &dirNode{mtime: tree.mtime}
+	fsName := opts.FsName
+	if fsName == "" {
+		fsName = "modelfs"
+	}
+	fopts := &fusefs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:       fsName,
+			Name:         "modelfs",
+			Options:      []string{"ro", "default_permissions"},
+			MaxWrite:     maxRead,
+			MaxReadAhead: maxRead,
+			AllowOther:   opts.AllowOther,
+			DirectMount:  true,
+			Debug:        opts.Debug,
+			// Read-only and no xattrs: spare the kernel those round trips.
+			DisableXAttrs: true,
+		},
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		OnAdd: func(ctx context.Context) {
+			addChildren(ctx, &root.Inode, tree, log)
+		},
+	}
+	srv, err := fusefs.Mount(mountpoint, root, fopts)
+	if err != nil {
+		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
+	}
+	return &Server{srv: srv, mountpoint: mountpoint, Skipped: skipped}, nil
+}
+
+func addChildren(ctx context.Context, parent *fusefs.Inode, d *dirEntry, log *slog.Logger) {
+	for name, sub := range d.dirs {
+		n := &dirNode{mtime: sub.mtime}
+		child := parent.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFDIR})
+		parent.AddChild(name, child, false)
+		addChildren(ctx, child, sub, log)
+	}
+	for name, f := range d.files {
+		n := &fileNode{file: f, log: log}
+		child := parent.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG})
+		parent.AddChild(name, child, false)
+	}
+}
+
+// Wait blocks until the filesystem is unmounted.
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Unmount unmounts, retrying briefly while the mount is busy.
+func (s *Server) Unmount() error {
+	if err := s.srv.Unmount(); err != nil {
+		return fmt.Errorf("unmounting %s: %w", s.mountpoint, err)
+	}
+	return nil
+}
+
+// checkMountpoint wants an existing directory that is not already a mount.
+func checkMountpoint(mp string) error {
+	st, err := os.Stat(mp)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("mountpoint %s is a stale mount (transport endpoint is not connected); run 'modelfs unmount %s' first", mp, mp)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("mountpoint %s does not exist", mp)
+	case err != nil:
+		return fmt.Errorf("mountpoint %s: %w", mp, err)
+	case !st.IsDir():
+		return fmt.Errorf("mountpoint %s is not a directory", mp)
+	}
+	mounted, err := IsMounted(mp)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return fmt.Errorf("mountpoint %s is already mounted", mp)
+	}
+	return nil
+}
+
+// IsMounted reports whether path is a mount point, from /proc/self/mountinfo.
+func IsMounted(path string) (bool, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false, err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("reading mount table: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// Field 5 is the mount point, octal-escaped.
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == abs {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Unmount unmounts a modelfs mount that may belong to another process or
+// to none (a stale mount left by a crash: "transport endpoint is not
+// connected"). As root it detaches directly; otherwise it asks fusermount3.
+func Unmount(mountpoint string) error {
+	mounted, err := IsMounted(mountpoint)
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		return fmt.Errorf("%s is not mounted", mountpoint)
+	}
+	if os.Geteuid() == 0 {
+		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmounting %s: %w", mountpoint, err)
+		}
+		return nil
+	}
+	for _, bin := range []string{"fusermount3", "fusermount"} {
+		path, err := exec.LookPath(bin)
+		if err != nil {
+			continue
+		}
+		out, err := exec.Command(path, "-u", "-z", mountpoint).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("unmounting %s: %s: %w", mountpoint, strings.TrimSpace(string(out)), err)
+		}
+		return nil
+	}
+	return fmt.Errorf("unmounting %s: not root and no fusermount3 found", mountpoint)
+}

@@ -1,0 +1,113 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+const (
+	dirMode  = syscall.S_IFDIR | 0o555
+	fileMode = syscall.S_IFREG | 0o444
+)
+
+type dirNode struct {
+	fusefs.Inode
+	mtime time.Time
+}
+
+var (
+	_ fusefs.NodeGetattrer = (*dirNode)(nil)
+	_ fusefs.NodeSetattrer = (*dirNode)(nil)
+)
+
+func (d *dirNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = dirMode
+	out.Nlink = 2
+	setTimes(&out.Attr, d.mtime)
+	return 0
+}
+
+func (d *dirNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+type fileNode struct {
+	fusefs.Inode
+	file *File
+	log  *slog.Logger
+}
+
+var (
+	_ fusefs.NodeGetattrer = (*fileNode)(nil)
+	_ fusefs.NodeSetattrer = (*fileNode)(nil)
+	_ fusefs.NodeOpener    = (*fileNode)(nil)
+)
+
+func (n *fileNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = fileMode
+	out.Nlink = 1
+	out.Size = uint64(n.file.Size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = 1 << 20
+	setTimes(&out.Attr, n.file.ModTime)
+	return 0
+}
+
+func (n *fileNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	// Content is immutable while mounted: keep the page cache across opens.
+	return &handle{h: n.file.Content.Open(), node: n}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func setTimes(a *fuse.Attr, t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	a.SetTimes(&t, &t, &t)
+}
+
+type handle struct {
+	h    Handle
+	node *fileNode
+}
+
+var (
+	_ fusefs.FileReader   = (*handle)(nil)
+	_ fusefs.FileReleaser = (*handle)(nil)
+)
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.h.ReadAt(ctx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.node.errno(err, off, len(dest))
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.h.Release()
+	return 0
+}
+
+// errno maps a read error to what the application sees, logging it once.
+// The errors below fs carry the object and cause; the app only gets EIO.
+func (n *fileNode) errno(err error, off int64, size int) syscall.Errno {
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR
+	}
+	n.log.Error("read failed", "file", n.file.Path, "offset", off, "size", size, "err", err)
+	return syscall.EIO
+}

@@ -1,0 +1,128 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// File is one regular file of the mount.
+type File struct {
+	// Path is '/'-separated and relative to the mount root.
+	Path    string
+	Size    int64
+	ModTime time.Time
+	// Content opens readers of the file's bytes.
+	Content Opener
+}
+
+// Opener opens the content of one file, once per open(2).
+type Opener interface {
+	Open() Handle
+}
+
+// Handle reads an open file. ReadAt may be called concurrently and returns
+// io.EOF at the end of the file.
+type Handle interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	Release()
+}
+
+// Skipped is a file left out of the tree, with the reason.
+type Skipped struct {
+	Path   string
+	Reason string
+}
+
+// maxName is the longest file name Linux accepts (NAME_MAX).
+const maxName = 255
+
+// splitPath validates a remote key and returns its segments.
+func splitPath(p string) ([]string, error) {
+	if p == "" {
+		return nil, fmt.Errorf("empty name")
+	}
+	if strings.HasPrefix(p, "/") {
+		return nil, fmt.Errorf("absolute path")
+	}
+	segs := strings.Split(p, "/")
+	for _, s := range segs {
+		switch {
+		case s == "":
+			return nil, fmt.Errorf("empty path segment")
+		case s == "." || s == "..":
+			return nil, fmt.Errorf("%q path segment", s)
+		case len(s) > maxName:
+			return nil, fmt.Errorf("name longer than %d bytes", maxName)
+		}
+		for _, r := range s {
+			if r < 0x20 || r == 0x7f {
+				return nil, fmt.Errorf("control character in name")
+			}
+		}
+	}
+	return segs, nil
+}
+
+// dirEntry is the tree as plain data, before it becomes inodes.
+type dirEntry struct {
+	dirs  map[string]*dirEntry
+	files map[string]*File
+	mtime time.Time // newest mtime below, so ls -l shows something useful
+}
+
+func newDirEntry() *dirEntry {
+	return &dirEntry{dirs: map[string]*dirEntry{}, files: map[string]*File{}}
+}
+
+// buildTree lays files out as directories. Unsafe paths and file/directory
+// conflicts are skipped; when a key is both a file and a prefix the
+// directory wins, since it holds more of the model.
+func buildTree(files []File) (*dirEntry, []Skipped) {
+	root := newDirEntry()
+	var skipped []Skipped
+	type placed struct {
+		parent *dirEntry
+		name   string
+		path   string
+	}
+	var all []placed
+	for i := range files {
+		f := &files[i]
+		segs, err := splitPath(f.Path)
+		if err != nil {
+			skipped = append(skipped, Skipped{f.Path, err.Error()})
+			continue
+		}
+		d := root
+		for _, s := range segs[:len(segs)-1] {
+			child, ok := d.dirs[s]
+			if !ok {
+				child = newDirEntry()
+				d.dirs[s] = child
+			}
+			if f.ModTime.After(d.mtime) {
+				d.mtime = f.ModTime
+			}
+			d = child
+		}
+		if f.ModTime.After(d.mtime) {
+			d.mtime = f.ModTime
+		}
+		name := segs[len(segs)-1]
+		if _, dup := d.files[name]; dup {
+			skipped = append(skipped, Skipped{f.Path, "duplicate name"})
+			continue
+		}
+		d.files[name] = f
+		all = append(all, placed{d, name, f.Path})
+	}
+	for _, p := range all {
+		if _, isDir := p.parent.dirs[p.name]; isDir {
+			delete(p.parent.files, p.name)
+			skipped = append(skipped, Skipped{p.path, "name is also a directory"})
+		}
+	}
+	return root, skipped
+}

@@ -1,0 +1,103 @@
+package prefetch
+
+import (
+	"context"
+	"sync"
+)
+
+// Blocks is what a Stream reads from and prefetches into.
+type Blocks interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	// Prefetch loads [off, off+length) in the background; it must not block.
+	Prefetch(off, length int64)
+	Size() int64
+}
+
+// ReadaheadOptions bound the readahead window.
+type ReadaheadOptions struct {
+	// Initial window once a read looks sequential (default 16 MiB).
+	Initial int64
+	// Max window (default 128 MiB).
+	Max int64
+	// Slack is how far a read may land from where the last one ended and
+	// still count as sequential, for reordered or skipping reads (default 4 MiB).
+	Slack int64
+	// Disabled turns readahead off: Stream only passes reads through.
+	Disabled bool
+}
+
+func (o ReadaheadOptions) withDefaults() ReadaheadOptions {
+	if o.Initial <= 0 {
+		o.Initial = 16 << 20
+	}
+	if o.Max <= 0 {
+		o.Max = 128 << 20
+	}
+	if o.Max < o.Initial {
+		o.Max = o.Initial
+	}
+	if o.Slack <= 0 {
+		o.Slack = 4 << 20
+	}
+	return o
+}
+
+// Stream is one reader of one object with its readahead state. It is safe
+// for concurrent use: go-fuse serves a handle's reads in parallel.
+type Stream struct {
+	b    Blocks
+	opts ReadaheadOptions
+
+	mu     sync.Mutex
+	next   int64 // where the last read ended
+	window int64 // current window; 0 = not sequential yet
+	issued int64 // prefetch requested up to here
+}
+
+// NewStream wraps b with readahead.
+func NewStream(b Blocks, opts ReadaheadOptions) *Stream {
+	return &Stream{b: b, opts: opts.withDefaults(), next: -1}
+}
+
+// ReadAt observes the read, extends the readahead, then reads.
+func (s *Stream) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if !s.opts.Disabled {
+		s.observe(off, int64(len(p)))
+	}
+	return s.b.ReadAt(ctx, p, off)
+}
+
+// Release ends the stream. Prefetched blocks stay cached for other readers.
+func (s *Stream) Release() {}
+
+func (s *Stream) observe(off, n int64) {
+	end := off + n
+	s.mu.Lock()
+	// A stream starts at 0 (loaders read the header first) or continues
+	// near where the last read ended; anything else is a jump.
+	sequential := (s.next < 0 && off == 0) ||
+		(s.next >= 0 && off >= s.next-s.opts.Slack && off <= s.next+s.opts.Slack)
+	switch {
+	case !sequential:
+		s.window, s.issued, s.next = 0, end, end
+	case s.window == 0:
+		s.window, s.next = s.opts.Initial, max(s.next, end)
+	default:
+		if end > s.next {
+			s.window = min(s.window*2, s.opts.Max)
+		}
+		s.next = max(s.next, end)
+	}
+	var from, length int64
+	if s.window > 0 {
+		from = max(s.issued, end)
+		if target := min(end+s.window, s.b.Size()); target > from {
+			length = target - from
+			s.issued = target
+		}
+	}
+	s.mu.Unlock()
+	if length > 0 {
+		s.b.Prefetch(from, length)
+	}
+}
