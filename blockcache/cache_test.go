@@ -1,0 +1,296 @@
+package blockcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memLoader serves objects from memory and records what it loaded.
+type memLoader struct {
+	data map[string][]byte // by name+version
+
+	mu    sync.Mutex
+	loads []int64 // offsets, in load order
+	gate  chan struct{}
+	fail  int // fail this many loads first
+}
+
+func (l *memLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	if l.gate != nil {
+		select {
+		case <-l.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	l.mu.Lock()
+	l.loads = append(l.loads, off)
+	if l.fail > 0 {
+		l.fail--
+		l.mu.Unlock()
+		return errors.New("injected failure")
+	}
+	l.mu.Unlock()
+	copy(p, l.data[id.Name+id.Version][off:])
+	return nil
+}
+
+func (l *memLoader) loadOrder() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int64(nil), l.loads...)
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// waitFor polls a condition, bounded in time, yielding between polls.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		runtime.Gosched()
+	}
+}
+
+func TestReadAtMatchesSource(t *testing.T) {
+	data := randomBytes(1<<20+12345, 1)
+	l := &memLoader{data: map[string][]byte{"fv1": data}}
+	c := New(Options{BlockSize: 64 << 10, MemBytes: 4 << 20, Workers: 4}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v1", Size: int64(len(data))})
+	r := rand.New(rand.NewPCG(2, 2))
+	for range 2000 {
+		off := r.Int64N(int64(len(data)) + 10)
+		p := make([]byte, r.IntN(300<<10))
+		n, err := obj.ReadAt(context.Background(), p, off)
+		wantN := max(0, min(len(p), len(data)-int(off)))
+		if n != wantN {
+			t.Fatalf("ReadAt(%d, %d) = %d bytes, want %d", off, len(p), n, wantN)
+		}
+		if wantN < len(p) && !errors.Is(err, io.EOF) {
+			t.Fatalf("ReadAt past end: err %v, want io.EOF", err)
+		}
+		if wantN == len(p) && err != nil {
+			t.Fatalf("ReadAt(%d, %d): %v", off, len(p), err)
+		}
+		if !bytes.Equal(p[:n], data[off:int(off)+n]) {
+			t.Fatalf("ReadAt(%d, %d): wrong bytes", off, len(p))
+		}
+	}
+}
+
+func TestConcurrentMissesMakeOneLoad(t *testing.T) {
+	data := randomBytes(1<<20, 3)
+	l := &memLoader{data: map[string][]byte{"fv": data}, gate: make(chan struct{})}
+	c := New(Options{BlockSize: 1 << 20, MemBytes: 8 << 20, Workers: 4}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	const readers = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for i := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 4096)
+			off := int64(i * 100000)
+			if _, err := obj.ReadAt(context.Background(), p, off); err != nil {
+				errs <- err
+			} else if !bytes.Equal(p, data[off:off+4096]) {
+				errs <- errors.New("wrong bytes")
+			}
+		}()
+	}
+	waitFor(t, "all readers to miss", func() bool { return c.Stats().Misses == readers })
+	close(l.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := len(l.loadOrder()); got != 1 {
+		t.Fatalf("%d concurrent misses made %d loads, want 1", readers, got)
+	}
+}
+
+func TestMemoryBudgetIsKept(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(40*bs, 4)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 4 * bs, Workers: 2}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	p := make([]byte, bs)
+	for i := range 40 {
+		if _, err := obj.ReadAt(context.Background(), p, int64(i*bs)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, data[i*bs:(i+1)*bs]) {
+			t.Fatalf("block %d: wrong bytes", i)
+		}
+		if s := c.Stats(); s.MemBytes > s.MemCapacity {
+			t.Fatalf("after block %d: %d bytes in use, budget %d", i, s.MemBytes, s.MemCapacity)
+		}
+	}
+	if s := c.Stats(); s.Evictions < 36 {
+		t.Fatalf("evictions = %d, want at least 36", s.Evictions)
+	}
+}
+
+func TestPrefetchNeverEvictsUnreadPrefetches(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(8*bs, 5)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 4 * bs, Workers: 1}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	obj.Prefetch(0, int64(len(data)))
+	waitFor(t, "prefetches to settle", func() bool {
+		s := c.Stats()
+		return s.Prefetches+s.PrefetchesDropped == 8
+	})
+	s := c.Stats()
+	if s.Prefetches != 4 || s.PrefetchesDropped != 4 || s.Evictions != 0 {
+		t.Fatalf("prefetch of 8 blocks into a 4-block cache: %d loaded, %d dropped, %d evicted; want 4, 4, 0",
+			s.Prefetches, s.PrefetchesDropped, s.Evictions)
+	}
+	// The first four blocks were kept and are hits.
+	p := make([]byte, 4*bs)
+	if _, err := obj.ReadAt(context.Background(), p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p, data[:4*bs]) {
+		t.Fatal("wrong bytes from prefetched blocks")
+	}
+	if got := c.Stats().Hits; got != 4 {
+		t.Fatalf("hits = %d, want 4", got)
+	}
+}
+
+func TestDemandLoadsGoBeforePrefetches(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(16*bs, 6)
+	l := &memLoader{data: map[string][]byte{"fv": data}, gate: make(chan struct{})}
+	c := New(Options{BlockSize: bs, MemBytes: 32 * bs, Workers: 1}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	obj.Prefetch(0, 6*bs) // the worker takes block 0 and waits at the gate
+	done := make(chan error)
+	go func() {
+		p := make([]byte, 10)
+		_, err := obj.ReadAt(context.Background(), p, 12*bs)
+		done <- err
+	}()
+	waitFor(t, "the demand miss", func() bool { return c.Stats().Misses == 1 })
+	close(l.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "all loads", func() bool { return len(l.loadOrder()) == 7 })
+	order := l.loadOrder()
+	if order[0] != 0 || order[1] != 12*bs {
+		t.Fatalf("load order %v: want block 0 (already started), then the demand block %d", order, 12*bs)
+	}
+}
+
+func TestFailedLoadIsRetriedByNextRead(t *testing.T) {
+	data := randomBytes(100000, 7)
+	l := &memLoader{data: map[string][]byte{"fv": data}, fail: 1}
+	c := New(Options{BlockSize: 64 << 10, MemBytes: 1 << 20, Workers: 2}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	p := make([]byte, 1000)
+	if _, err := obj.ReadAt(context.Background(), p, 0); err == nil {
+		t.Fatal("first read succeeded despite a failed load")
+	}
+	if _, err := obj.ReadAt(context.Background(), p, 0); err != nil {
+		t.Fatalf("second read: %v", err)
+	}
+	if !bytes.Equal(p, data[:1000]) {
+		t.Fatal("wrong bytes after retry")
+	}
+	if s := c.Stats(); s.LoadErrors != 1 || s.Loads != 2 {
+		t.Fatalf("loads %d, errors %d; want 2, 1", s.Loads, s.LoadErrors)
+	}
+}
+
+func TestVersionsNeverShareBlocks(t *testing.T) {
+	v1, v2 := randomBytes(5000, 8), randomBytes(5000, 9)
+	l := &memLoader{data: map[string][]byte{"fv1": v1, "fv2": v2}}
+	c := New(Options{BlockSize: 64 << 10, MemBytes: 1 << 20}, l)
+	defer c.Close()
+	for _, tc := range []struct {
+		version string
+		want    []byte
+	}{{"v1", v1}, {"v2", v2}, {"v1", v1}} {
+		obj := c.Object(ObjectID{Name: "f", Version: tc.version, Size: 5000})
+		p := make([]byte, 5000)
+		if _, err := obj.ReadAt(context.Background(), p, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, tc.want) {
+			t.Fatalf("version %s served other bytes", tc.version)
+		}
+	}
+	if got := len(l.loadOrder()); got != 2 {
+		t.Fatalf("loads = %d, want one per version", got)
+	}
+}
+
+func TestCloseFailsWaitingReads(t *testing.T) {
+	l := &memLoader{data: map[string][]byte{"fv": make([]byte, 1<<20)}, gate: make(chan struct{})}
+	c := New(Options{BlockSize: 64 << 10, MemBytes: 1 << 20, Workers: 1}, l)
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: 1 << 20})
+	errs := make(chan error, 2)
+	for _, off := range []int64{0, 200 << 10} {
+		go func() {
+			_, err := obj.ReadAt(context.Background(), make([]byte, 10), off)
+			errs <- err
+		}()
+	}
+	waitFor(t, "both misses", func() bool { return c.Stats().Misses == 2 })
+	c.Close()
+	for range 2 {
+		if err := <-errs; err == nil {
+			t.Fatal("read succeeded on a closed cache with a blocked loader")
+		}
+	}
+}
+
+func BenchmarkHit(b *testing.B) {
+	const bs = 8 << 20
+	data := randomBytes(bs, 10)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 64 << 20}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: bs})
+	p := make([]byte, 1<<20)
+	if _, err := obj.ReadAt(context.Background(), p, 0); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := obj.ReadAt(context.Background(), p, int64(i%8)<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

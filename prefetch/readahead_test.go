@@ -1,0 +1,106 @@
+package prefetch
+
+import (
+	"context"
+	"sync"
+	"testing"
+)
+
+// recorder is a Blocks that records prefetch requests.
+type recorder struct {
+	size   int64
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+func (r *recorder) ReadAt(ctx context.Context, p []byte, off int64) (int, error) { return len(p), nil }
+func (r *recorder) Size() int64                                                  { return r.size }
+func (r *recorder) Prefetch(off, length int64) {
+	r.mu.Lock()
+	r.ranges = append(r.ranges, [2]int64{off, off + length})
+	r.mu.Unlock()
+}
+
+// covered returns the end of the contiguous prefetched range from start,
+// failing if any requests overlap (each byte is asked for once).
+func (r *recorder) covered(t *testing.T, start int64) int64 {
+	t.Helper()
+	end := start
+	for _, rg := range r.ranges {
+		if rg[0] != end {
+			t.Fatalf("prefetch ranges not contiguous: %v", r.ranges)
+		}
+		end = rg[1]
+	}
+	return end
+}
+
+const mib int64 = 1 << 20
+
+func read(s *Stream, off, n int64) { s.ReadAt(context.Background(), make([]byte, n), off) }
+
+func TestSequentialReadsGrowTheWindow(t *testing.T) {
+	r := &recorder{size: 1 << 40}
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib})
+	read(s, 0, mib)
+	if got := r.covered(t, mib); got != 3*mib {
+		t.Fatalf("after the first read, prefetched to %d, want %d", got, 3*mib)
+	}
+	for i := int64(1); i < 10; i++ {
+		read(s, i*mib, mib)
+	}
+	// Window doubles per read to 32 MiB: 2,4,8,16,32,32...
+	if got, want := r.covered(t, mib), 10*mib+32*mib; got != want {
+		t.Fatalf("after 10 sequential reads, prefetched to %d MiB, want %d MiB", got/mib, want/mib)
+	}
+}
+
+func TestReorderedReadsStaySequential(t *testing.T) {
+	r := &recorder{size: 1 << 40}
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 64 * mib, Slack: 4 * mib})
+	for _, i := range []int64{0, 2, 1, 3, 5, 4, 6, 7} {
+		read(s, i*mib, mib)
+	}
+	if got := r.covered(t, mib); got < 8*mib+32*mib {
+		t.Fatalf("reordered stream prefetched only to %d MiB", got/mib)
+	}
+}
+
+func TestRandomReadsDoNotPrefetch(t *testing.T) {
+	r := &recorder{size: 1 << 40}
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Slack: mib})
+	for _, off := range []int64{500, 900, 100, 300, 700} {
+		read(s, off*mib, 4096)
+	}
+	if len(r.ranges) != 0 {
+		t.Fatalf("random reads prefetched %v", r.ranges)
+	}
+	// A jump followed by a sequential read starts a new stream there.
+	read(s, 200*mib, 4096)
+	read(s, 200*mib+4096, mib)
+	if len(r.ranges) == 0 || r.ranges[0][0] != 201*mib+4096 {
+		t.Fatalf("sequential read after a jump: prefetch %v, want one starting at %d", r.ranges, 201*mib+4096)
+	}
+}
+
+func TestPrefetchStopsAtEndOfObject(t *testing.T) {
+	r := &recorder{size: 5 * mib}
+	s := NewStream(r, ReadaheadOptions{Initial: 4 * mib, Max: 64 * mib})
+	for i := int64(0); i < 5; i++ {
+		read(s, i*mib, mib)
+	}
+	if got := r.covered(t, mib); got != 5*mib {
+		t.Fatalf("prefetched to %d, want the object's end %d", got, 5*mib)
+	}
+}
+
+func TestDisabledPassesThrough(t *testing.T) {
+	r := &recorder{size: 1 << 30}
+	s := NewStream(r, ReadaheadOptions{Disabled: true})
+	for i := int64(0); i < 8; i++ {
+		read(s, i*mib, mib)
+	}
+	if len(r.ranges) != 0 {
+		t.Fatalf("disabled readahead prefetched %v", r.ranges)
+	}
+}
