@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -47,7 +48,7 @@ func ParseLocation(raw string) (Location, error) {
 	case "http", "https":
 		u, err := url.Parse(raw)
 		if err != nil {
-			return Location{}, fmt.Errorf("source is a malformed URL: %w", err)
+			return Location{}, fmt.Errorf("source is a malformed URL: %w", urlCause(err))
 		}
 		if u.Host == "" {
 			return Location{}, fmt.Errorf("source %q has no host", redactURL(u))
@@ -56,7 +57,7 @@ func ParseLocation(raw string) (Location, error) {
 	case "file":
 		u, err := url.Parse(raw)
 		if err != nil {
-			return Location{}, fmt.Errorf("source is a malformed file URI: %w", err)
+			return Location{}, fmt.Errorf("source is a malformed file URI: %w", urlCause(err))
 		}
 		if u.Host != "" && u.Host != "localhost" {
 			return Location{}, fmt.Errorf("source %q: file URIs must be local (file:///path)", raw)
@@ -68,6 +69,16 @@ func ParseLocation(raw string) (Location, error) {
 	default:
 		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https or file", raw, scheme)
 	}
+}
+
+// urlCause drops the URL that url.Parse quotes in its errors: it may hold
+// a password or a signed query.
+func urlCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // checkBucket applies S3's bucket naming rules, loosened for S3-compatible

@@ -123,7 +123,7 @@ func checkMountpoint(mp string) error {
 	st, err := os.Stat(mp)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
-		return fmt.Errorf("mountpoint %s is a stale mount (transport endpoint is not connected); run 'modelfs unmount %s' first", mp, mp)
+		return staleError(mp)
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mountpoint %s does not exist", mp)
 	case err != nil:
@@ -136,9 +136,27 @@ func checkMountpoint(mp string) error {
 		return err
 	}
 	if mounted {
+		// Attributes may come from the kernel's cache; listing reaches the
+		// filesystem and tells a live mount from a dead one.
+		if isStale(mp) {
+			return staleError(mp)
+		}
 		return fmt.Errorf("mountpoint %s is already mounted", mp)
 	}
 	return nil
+}
+
+func staleError(mp string) error {
+	return fmt.Errorf("mountpoint %s is a stale mount (transport endpoint is not connected); run 'modelfs unmount %s' first", mp, mp)
+}
+
+func isStale(mp string) bool {
+	f, err := os.Open(mp)
+	if err == nil {
+		_, err = f.Readdirnames(1)
+		f.Close()
+	}
+	return errors.Is(err, syscall.ENOTCONN)
 }
 
 // IsMounted reports whether path is a mount point, from /proc/self/mountinfo.

@@ -1,0 +1,42 @@
+# modelfs — see README.md.
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# The race detector slows FUSE round trips a lot; the suite still fits CI's budget.
+TESTFLAGS ?= -race -timeout 30m
+
+.PHONY: all build tools test lint demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/modelfs ./cmd/modelfs
+
+# Helper programs used by the demo and the end-to-end tests.
+tools:
+	$(GO) build -o $(BIN)/ ./tests/cmd/...
+
+test: lint
+	$(GO) test $(TESTFLAGS) ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# End to end: a local S3 server with a generated model, mounted and read.
+demo: build tools
+	$(BIN)/demo -modelfs $(BIN)/modelfs -mmapread $(BIN)/mmapread -dir .demo
+
+# Longer fuzzing of every parser (the seed corpora run in 'make test').
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN) .demo

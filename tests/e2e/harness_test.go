@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelfs/modelfs/tests/modelgen"
+	"github.com/modelfs/modelfs/tests/s3server"
+)
+
+const (
+	accessKey = "AKIAMODELFSTEST00001"
+	secretKey = "modelfs-test-secret-key-do-not-leak-0001"
+	bucket    = "models"
+	region    = "us-east-1"
+)
+
+// Built once for the package: the binary under test and a generated model.
+var (
+	modelfsBin string
+	modelDir   string
+	model      *modelgen.Model
+	fuseReason string // why FUSE mounts cannot run here, if they cannot
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "modelfs-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	modelfsBin = filepath.Join(tmp, "modelfs")
+	build := exec.Command("go", "build", "-o", modelfsBin, "github.com/modelfs/modelfs/cmd/modelfs")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building modelfs: %v\n%s", err, out)
+		return 1
+	}
+	modelDir = filepath.Join(tmp, "model")
+	model, err = modelgen.Generate(modelDir, modelgen.Options{TotalBytes: 48 << 20, Shards: 3, Layers: 4, Seed: 42})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "generating model: %v\n", err)
+		return 1
+	}
+	fuseReason = checkFuse()
+	return m.Run()
+}
+
+// checkFuse returns why mounting cannot work here, or "".
+func checkFuse() string {
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Sprintf("/dev/fuse is not usable: %v", err)
+	}
+	f.Close()
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			return "not root and fusermount3 is not installed (apt-get install fuse3)"
+		}
+	}
+	return ""
+}
+
+func needFuse(t *testing.T) {
+	t.Helper()
+	if fuseReason != "" {
+		t.Skip("skipping: " + fuseReason)
+	}
+}
+
+// remote is an S3 server on loopback holding a copy of the model.
+type remote struct {
+	srv    *s3server.Server
+	client *s3.Client
+}
+
+func newRemote(t *testing.T) *remote {
+	t.Helper()
+	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: accessKey, SecretKey: secretKey, Region: region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	client := s3.New(s3.Options{
+		Region:       region,
+		BaseEndpoint: aws.String(srv.URL()),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""),
+	})
+	return &remote{srv: srv, client: client}
+}
+
+// uploadModel puts every model file under prefix through the SDK.
+func (r *remote) uploadModel(t *testing.T, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := r.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		var owned interface{ ErrorCode() string }
+		if !errors.As(err, &owned) || owned.ErrorCode() != "BucketAlreadyOwnedByYou" {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range model.Files {
+		f, err := os.Open(filepath.Join(modelDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + name), Body: f})
+		f.Close()
+		if err != nil {
+			t.Fatalf("uploading %s: %v", name, err)
+		}
+	}
+	r.srv.ResetStats()
+}
+
+// mount is a running `modelfs mount` process.
+type mount struct {
+	dir    string
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan error
+}
+
+// mountArgs are the flags every test mount uses to reach the remote.
+func (r *remote) mountArgs() []string {
+	return []string{"--endpoint", r.srv.URL(), "--region", region}
+}
+
+// env is the process environment with the test credentials.
+func testEnv() []string {
+	return append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey,
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+}
+
+// startMount runs modelfs mount and waits for its ready line.
+func startMount(t *testing.T, source string, args ...string) *mount {
+	t.Helper()
+	needFuse(t)
+	dir := t.TempDir()
+	full := append([]string{"mount"}, args...)
+	full = append(full, source, dir)
+	cmd := exec.Command(modelfsBin, full...)
+	cmd.Env = testEnv()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mount{dir: dir, cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = m.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "ready:") {
+				ready <- sc.Text()
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() { m.done <- cmd.Wait() }()
+	t.Cleanup(func() { m.stop(t) })
+	select {
+	case <-ready:
+	case err := <-m.done:
+		m.done <- err
+		t.Fatalf("modelfs mount exited before ready: %v\n%s", err, m.stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("modelfs mount not ready after 60s\n%s", m.stderr.String())
+	}
+	return m
+}
+
+// stop unmounts with SIGTERM and waits for a clean exit.
+func (m *mount) stop(t *testing.T) {
+	t.Helper()
+	if m.cmd.ProcessState != nil {
+		return
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-m.done:
+		m.done <- err
+		if err != nil {
+			t.Errorf("modelfs mount exited with %v after SIGTERM\n%s", err, m.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		m.cmd.Process.Kill()
+		syscall.Unmount(m.dir, syscall.MNT_DETACH)
+		t.Errorf("modelfs mount did not exit within 30s of SIGTERM\n%s", m.stderr.String())
+	}
+}
+
+func (m *mount) path(name string) string { return filepath.Join(m.dir, name) }
+
+// syncBuffer collects a process's output for assertions.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// sourceBytes returns a model file's true content.
+func sourceBytes(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(modelDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// biggest returns the largest model file.
+func biggest(t *testing.T) string {
+	t.Helper()
+	best, size := "", int64(-1)
+	for _, f := range model.Files {
+		st, err := os.Stat(filepath.Join(modelDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > size {
+			best, size = f, st.Size()
+		}
+	}
+	return best
+}
