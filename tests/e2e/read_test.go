@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -226,4 +227,32 @@ func TestWriteOperationsFailWithEROFS(t *testing.T) {
 func hexSum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+func TestMountWithThousandsOfFiles(t *testing.T) {
+	r := newRemote(t)
+	r.srv.CreateBucket(bucket)
+	const n = 2000
+	for i := range n {
+		if _, err := r.srv.PutObject(bucket, fmt.Sprintf("many/d%02d/f%04d.json", i%20, i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startMount(t, "s3://"+bucket+"/many", r.mountArgs()...)
+	count := 0
+	err := filepath.WalkDir(m.dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			count++
+		}
+		return err
+	})
+	if err != nil || count != n {
+		t.Fatalf("walked %d files (%v), want %d", count, err, n)
+	}
+	for _, i := range []int{0, 777, n - 1} {
+		got, err := os.ReadFile(m.path(fmt.Sprintf("d%02d/f%04d.json", i%20, i)))
+		if err != nil || string(got) != fmt.Sprint(i) {
+			t.Fatalf("file %d: %q, %v", i, got, err)
+		}
+	}
 }
