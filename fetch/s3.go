@@ -201,18 +201,22 @@ func (s *S3) fullKey(key string) string { return s.root + key }
 
 // ReadAt is one ranged GET, If-Match pinned, retried within the budget.
 func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
-	n, eof := clipRange(obj.Size, int64(len(p)), off)
-	if n == 0 {
-		return 0, eof
+	if off < 0 {
+		return 0, fmt.Errorf("read %s: negative offset %d", obj.Key, off)
 	}
+	if off >= obj.Size {
+		return 0, io.EOF
+	}
+	n, atEnd := clipToSize(len(p), off, obj.Size)
 	p = p[:n]
 	full := s.fullKey(obj.Key)
-	what := fmt.Sprintf("read %s [%d, %d)", full, off, off+n)
+	end := off + int64(n)
+	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
 	err := s.retry.do(ctx, what, func(ctx context.Context) error {
 		in := &s3.GetObjectInput{
 			Bucket: aws.String(s.bucket),
 			Key:    aws.String(full),
-			Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+			Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, end-1)),
 		}
 		if obj.ETag != "" {
 			in.IfMatch = aws.String(obj.ETag)
@@ -228,51 +232,36 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		if etag := aws.ToString(out.ETag); obj.ETag != "" && etag != "" && etag != obj.ETag {
 			return fmt.Errorf("%w: ETag %s, pinned %s", ErrChanged, etag, obj.ETag)
 		}
-		if err := checkContentRange(aws.ToString(out.ContentRange), off, n, obj.Size); err != nil {
+		if err := checkContentRange(aws.ToString(out.ContentRange), off, end, obj.Size); err != nil {
 			return err
 		}
 		if _, err := io.ReadFull(out.Body, p); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return fmt.Errorf("reading body: %w", err)
+			return fmt.Errorf("reading body: %w", shortBody(err))
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	return int(n), eof
+	if atEnd {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
-// clipRange returns how many bytes of a read of want at off exist in an
-// object of size, and io.EOF when the read reaches past the end.
-func clipRange(size, want, off int64) (int64, error) {
-	if off >= size {
-		return 0, io.EOF
+// checkContentRange verifies the response covers exactly [off, end) of an
+// object of the pinned size, so a misbehaving server or proxy can never
+// hand us the wrong bytes.
+func checkContentRange(cr string, off, end, size int64) error {
+	start, last, total, err := parseHTTPContentRange(cr)
+	if err != nil {
+		return transient(err, 0)
 	}
-	if off+want > size {
-		return size - off, io.EOF
+	if total >= 0 && total != size {
+		return fmt.Errorf("%w: size %d, pinned %d", ErrChanged, total, size)
 	}
-	return want, nil
-}
-
-// checkContentRange verifies "bytes a-b/total" against the request, so a
-// misbehaving server or proxy can never hand us the wrong bytes.
-func checkContentRange(cr string, off, n, size int64) error {
-	if cr == "" {
-		return transient(errors.New("response has no Content-Range"), 0)
-	}
-	var a, b int64
-	var total string
-	if _, err := fmt.Sscanf(cr, "bytes %d-%d/%s", &a, &b, &total); err != nil {
-		return transient(fmt.Errorf("malformed Content-Range %q", cr), 0)
-	}
-	if t, err := strconv.ParseInt(total, 10, 64); err == nil && t != size {
-		return fmt.Errorf("%w: size %d, pinned %d", ErrChanged, t, size)
-	}
-	if a != off || b != off+n-1 {
-		return transient(fmt.Errorf("Content-Range %q, asked for %d-%d", cr, off, off+n-1), 0)
+	if start != off || last != end-1 {
+		return transient(fmt.Errorf("Content-Range %q, asked for %d-%d", cr, off, end-1), 0)
 	}
 	return nil
 }
