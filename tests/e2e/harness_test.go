@@ -36,6 +36,7 @@ const (
 // Built once for the package: the binary under test and a generated model.
 var (
 	modelfsBin string
+	mmapBin    string // tests/cmd/mmapread: faults through mmap in its own process
 	modelDir   string
 	model      *modelgen.Model
 	fuseReason string // why FUSE mounts cannot run here, if they cannot
@@ -52,11 +53,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	modelfsBin = filepath.Join(tmp, "modelfs")
-	build := exec.Command("go", "build", "-o", modelfsBin, "github.com/modelfs/modelfs/cmd/modelfs")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building modelfs: %v\n%s", err, out)
-		return 1
+	modelfsBin, mmapBin = filepath.Join(tmp, "modelfs"), filepath.Join(tmp, "mmapread")
+	for bin, pkg := range map[string]string{modelfsBin: "cmd/modelfs", mmapBin: "tests/cmd/mmapread"} {
+		build := exec.Command("go", "build", "-o", bin, "github.com/modelfs/modelfs/"+pkg)
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			return 1
+		}
 	}
 	modelDir = filepath.Join(tmp, "model")
 	model, err = modelgen.Generate(modelDir, modelgen.Options{TotalBytes: 48 << 20, Shards: 3, Layers: 4, Seed: 42})
