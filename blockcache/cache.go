@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // ObjectID is the immutable identity of a remote object's content.
@@ -128,7 +129,8 @@ func New(opts Options, loader Loader) *Cache {
 	return c
 }
 
-// Close stops the workers; loads in flight are cancelled.
+// Close stops the workers; loads in flight are cancelled. Reads must have
+// finished: the memory of idle blocks is returned to the system.
 func (c *Cache) Close() {
 	c.mu.Lock()
 	c.closed = true
@@ -136,6 +138,20 @@ func (c *Cache) Close() {
 	c.cancel()
 	c.wake.Broadcast()
 	c.workers.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.lru.Front(); e != nil; e = e.Next() {
+		if b := e.Value.(*block); b.refs == 0 {
+			c.free = append(c.free, b.data[:cap(b.data)])
+			b.data = nil
+		}
+	}
+	for _, buf := range c.free {
+		syscall.Munmap(buf) // fails harmlessly for the rare heap fallback
+	}
+	c.free = nil
+	c.blocks = map[key]*block{}
+	c.lru.Init()
 }
 
 // BlockSize returns the block size in bytes.
@@ -247,6 +263,11 @@ func (c *Cache) acquire(id ObjectID, index int64) *block {
 	k := key{id.Name, id.Version, index}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		b := &block{err: errClosed, done: make(chan struct{})}
+		close(b.done)
+		return b
+	}
 	b, ok := c.blocks[k]
 	switch {
 	case !ok:
@@ -354,13 +375,24 @@ func (c *Cache) allocate(b *block) []byte {
 			break // demand proceeds over budget; bounded by Workers blocks
 		}
 	}
-	c.used += c.opts.BlockSize
 	if n := len(c.free); n > 0 {
 		buf := c.free[n-1]
 		c.free = c.free[:n-1]
+		c.used += c.opts.BlockSize
 		return buf
 	}
-	return make([]byte, c.opts.BlockSize)
+	// Block buffers live outside the Go heap, so the budget bounds what the
+	// process really holds instead of a target the GC overshoots by GOGC.
+	buf, err := syscall.Mmap(-1, 0, int(c.opts.BlockSize), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+	if err != nil {
+		if b.prio == prioPrefetch {
+			return nil
+		}
+		// Out of address space or memory: fall back to the heap for demand.
+		buf = make([]byte, c.opts.BlockSize)
+	}
+	c.used += c.opts.BlockSize
+	return buf
 }
 
 // evictOne drops the least recently used block nobody is reading. For a
@@ -381,12 +413,12 @@ func (c *Cache) evictOne(forPrefetch bool) bool {
 	return false
 }
 
+// recycle keeps buf for the next load. Buffers are never unmapped while
+// the cache runs: in-flight copies may still read them, and the free list
+// never holds more than the budget's worth anyway.
 func (c *Cache) recycle(buf []byte) {
 	c.used -= c.opts.BlockSize
-	// Keep a few buffers around; more would only hide memory from the budget.
-	if len(c.free) < c.opts.Workers {
-		c.free = append(c.free, buf)
-	}
+	c.free = append(c.free, buf[:cap(buf)])
 }
 
 func (c *Cache) drop(b *block) {

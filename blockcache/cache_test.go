@@ -294,3 +294,16 @@ func BenchmarkHit(b *testing.B) {
 		}
 	}
 }
+
+func TestReadAfterCloseFails(t *testing.T) {
+	l := &memLoader{data: map[string][]byte{"fv": make([]byte, 1<<20)}}
+	c := New(Options{BlockSize: 64 << 10, MemBytes: 1 << 20}, l)
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: 1 << 20})
+	if _, err := obj.ReadAt(context.Background(), make([]byte, 10), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := obj.ReadAt(context.Background(), make([]byte, 10), 0); !errors.Is(err, errClosed) {
+		t.Fatalf("read after Close: %v, want errClosed", err)
+	}
+}
