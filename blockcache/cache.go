@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +33,9 @@ type Options struct {
 	MemBytes int64
 	// Workers is the number of concurrent block loads (default 16).
 	Workers int
+	// Disk, when set, adds a persistent tier below RAM.
+	Disk   *DiskOptions
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -43,6 +47,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 16
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	return o
 }
@@ -56,6 +63,9 @@ type Stats struct {
 	PrefetchesDropped     int64 // prefetches refused for want of room
 	Evictions             int64
 	MemBytes, MemCapacity int64 // current use and budget
+	// Disk tier; all zero without one.
+	DiskHits, DiskMisses, DiskCorrupt, DiskWrites, DiskEvictions int64
+	DiskBytes, DiskCapacity                                      int64
 }
 
 type key struct {
@@ -98,6 +108,7 @@ type block struct {
 type Cache struct {
 	opts   Options
 	loader Loader
+	disk   *diskTier // nil without a disk tier
 
 	mu       sync.Mutex
 	wake     *sync.Cond
@@ -120,6 +131,14 @@ type Cache struct {
 func New(opts Options, loader Loader) *Cache {
 	opts = opts.withDefaults()
 	c := &Cache{opts: opts, loader: loader, blocks: make(map[key]*block)}
+	if opts.Disk != nil {
+		d, err := openDiskTier(*opts.Disk, opts.BlockSize, opts.Logger)
+		if err != nil {
+			opts.Logger.Error("disk cache unavailable, caching in RAM only", "err", err)
+		} else {
+			c.disk = d
+		}
+	}
 	c.wake = sync.NewCond(&c.mu)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.workers.Add(opts.Workers)
@@ -138,6 +157,9 @@ func (c *Cache) Close() {
 	c.cancel()
 	c.wake.Broadcast()
 	c.workers.Wait()
+	if c.disk != nil {
+		c.disk.close()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for e := c.lru.Front(); e != nil; e = e.Next() {
@@ -163,12 +185,20 @@ func (c *Cache) Stats() Stats {
 	used := c.used
 	c.mu.Unlock()
 	k := &c.counters
-	return Stats{
+	s := Stats{
 		Hits: k.hits.Load(), Misses: k.misses.Load(),
 		Loads: k.loads.Load(), LoadErrors: k.loadErrors.Load(), BytesLoaded: k.bytesLoaded.Load(),
 		Prefetches: k.prefetches.Load(), PrefetchesDropped: k.dropped.Load(), Evictions: k.evictions.Load(),
 		MemBytes: used, MemCapacity: c.opts.MemBytes,
 	}
+	if d := c.disk; d != nil {
+		s.DiskHits, s.DiskMisses, s.DiskCorrupt = d.hits.Load(), d.misses.Load(), d.corrupt.Load()
+		s.DiskWrites, s.DiskEvictions = d.writes.Load(), d.evictions.Load()
+		d.mu.Lock()
+		s.DiskBytes, s.DiskCapacity = d.used, d.max
+		d.mu.Unlock()
+	}
+	return s
 }
 
 // Object returns a reader of one object's content through the cache.
@@ -336,9 +366,21 @@ func (c *Cache) work() {
 		if b.prio == prioPrefetch {
 			c.counters.prefetches.Add(1)
 		}
+		p := buf[:b.size]
+		if c.disk != nil && c.disk.get(b.obj, b.key.index, p) {
+			c.finish(b, buf, nil, false)
+			continue
+		}
 		c.counters.loads.Add(1)
-		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, buf[:b.size])
-		c.finish(b, buf, err)
+		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
+		writeBack := err == nil && c.disk != nil
+		c.finish(b, buf, err, writeBack)
+		if writeBack {
+			// Readers are already served from RAM; the reference taken
+			// in finish keeps the buffer from being recycled meanwhile.
+			c.disk.put(b.obj, b.key.index, p)
+			c.release(b)
+		}
 	}
 }
 
@@ -430,9 +472,13 @@ func (c *Cache) drop(b *block) {
 
 var errDropped = errors.New("prefetch dropped: cache full")
 
-func (c *Cache) finish(b *block, buf []byte, err error) {
+// finish publishes a load's outcome; hold takes a reference for the caller.
+func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if hold {
+		b.refs++
+	}
 	if err != nil {
 		c.counters.loadErrors.Add(1)
 		c.recycle(buf)

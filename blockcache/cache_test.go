@@ -192,6 +192,7 @@ func TestDemandLoadsGoBeforePrefetches(t *testing.T) {
 	defer c.Close()
 	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
 	obj.Prefetch(0, 6*bs) // the worker takes block 0 and waits at the gate
+	waitFor(t, "the worker to start block 0", func() bool { return c.Stats().Prefetches == 1 })
 	done := make(chan error)
 	go func() {
 		p := make([]byte, 10)

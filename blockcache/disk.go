@@ -1,0 +1,456 @@
+package blockcache
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sys/unix"
+)
+
+// DiskOptions enables the disk tier.
+type DiskOptions struct {
+	// Dir holds the cache; several processes may share it.
+	Dir string
+	// MaxBytes bounds the bytes of cached blocks in Dir.
+	MaxBytes int64
+}
+
+// On-disk layout, under Dir/v1/<id>/ where id hashes {name, version, block size}:
+//
+//	data  a sparse file the size of the object; block i at offset i*blockSize
+//	meta  a 4 KiB header (magic line + JSON identity), then one 16-byte record
+//	      per block: xxhash64 of the block, a state word, and a check word
+//	      over both and the block index
+//
+// A block is published by writing its data, then its record: the record is
+// the commit point, so a process killed in between leaves a block that is
+// simply absent. Every read from disk is checked against the record's hash;
+// a mismatch (bit rot, a torn write, a concurrent eviction) is a miss, and
+// the block is cleared and fetched again.
+const (
+	diskVersionDir = "v1"
+	metaMagic      = "modelfs-cache v1\n"
+	metaHeaderSize = 4096
+	recordSize     = 16
+	statePresent   = 0x50524553 // "PRES"
+)
+
+type metaHeader struct {
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	Size      int64  `json:"size"`
+	BlockSize int64  `json:"block_size"`
+}
+
+type diskKey struct {
+	id    string
+	index int64
+}
+
+type diskObject struct {
+	id   string
+	hdr  metaHeader
+	data *os.File
+	meta *os.File
+}
+
+func (o *diskObject) blockLen(index int64) int64 {
+	return min(o.hdr.BlockSize, o.hdr.Size-index*o.hdr.BlockSize)
+}
+
+type diskEntry struct {
+	key diskKey
+	obj *diskObject
+	n   int64
+}
+
+// diskTier is the persistent tier below RAM.
+type diskTier struct {
+	root string // Dir/v1
+	max  int64
+	bs   int64
+	log  *slog.Logger
+	lock *os.File // flock'ed while making room, so processes evict one at a time
+
+	mu       sync.Mutex
+	objs     map[string]*diskObject
+	lru      list.List // *diskEntry, most recently used at the front
+	entries  map[diskKey]*list.Element
+	used     int64
+	disabled bool
+
+	hits, misses, corrupt, writes, evictions atomic.Int64
+}
+
+func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, error) {
+	root := filepath.Join(opts.Dir, diskVersionDir)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
+	}
+	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}}
+	t.mu.Lock()
+	t.rescan()
+	t.mu.Unlock()
+	return t, nil
+}
+
+func (t *diskTier) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.objs {
+		o.data.Close()
+		o.meta.Close()
+	}
+	t.objs = map[string]*diskObject{}
+	t.lock.Close()
+}
+
+func objectDirID(id ObjectID, bs int64) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", id.Name, id.Version, id.Size, bs)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// object returns the open disk object, creating its files when create is set.
+// Called with t.mu held.
+func (t *diskTier) object(id ObjectID, create bool) (*diskObject, error) {
+	dirID := objectDirID(id, t.bs)
+	if o, ok := t.objs[dirID]; ok {
+		return o, nil
+	}
+	want := metaHeader{Name: id.Name, Version: id.Version, Size: id.Size, BlockSize: t.bs}
+	o, err := t.openObject(dirID, &want)
+	if err == nil || !create {
+		return o, err
+	}
+	if err := t.createObject(dirID, want); err != nil {
+		return nil, err
+	}
+	return t.openObject(dirID, &want)
+}
+
+// openObject opens an existing object. A header that does not match want
+// (garbage, or not ours) makes the object unusable: it is removed.
+func (t *diskTier) openObject(dirID string, want *metaHeader) (*diskObject, error) {
+	dir := filepath.Join(t.root, dirID)
+	meta, err := os.OpenFile(filepath.Join(dir, "meta"), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	hdr, err := readHeader(meta)
+	if err == nil && want != nil && hdr != *want {
+		err = fmt.Errorf("header names %+v", hdr)
+	}
+	if err != nil {
+		meta.Close()
+		t.log.Warn("disk cache: dropping object with bad metadata", "dir", dir, "err", err)
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bad metadata in %s: %w", dir, err)
+	}
+	data, err := os.OpenFile(filepath.Join(dir, "data"), os.O_RDWR, 0)
+	if err != nil {
+		meta.Close()
+		return nil, err
+	}
+	o := &diskObject{id: dirID, hdr: hdr, data: data, meta: meta}
+	t.objs[dirID] = o
+	now := time.Now()
+	os.Chtimes(meta.Name(), now, now) // last use, for other processes' LRU
+	return o, nil
+}
+
+// createObject makes the object's files. The meta file appears atomically
+// (link of a complete temporary), so a concurrent creator never sees half a
+// header and never clobbers records another process already wrote.
+func (t *diskTier) createObject(dirID string, hdr metaHeader) error {
+	dir := filepath.Join(t.root, dirID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	data, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	err = data.Truncate(hdr.Size)
+	data.Close()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "meta.tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	header := make([]byte, metaHeaderSize)
+	js, _ := json.Marshal(hdr)
+	if len(metaMagic)+len(js)+1 > metaHeaderSize {
+		tmp.Close()
+		return fmt.Errorf("object name too long for the cache header")
+	}
+	n := copy(header, metaMagic)
+	n += copy(header[n:], js)
+	header[n] = '\n'
+	nblocks := (hdr.Size + hdr.BlockSize - 1) / hdr.BlockSize
+	_, err = tmp.Write(header)
+	if err == nil {
+		err = tmp.Truncate(metaHeaderSize + nblocks*recordSize)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), filepath.Join(dir, "meta")); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+func readHeader(f *os.File) (metaHeader, error) {
+	var hdr metaHeader
+	buf := make([]byte, metaHeaderSize)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return hdr, fmt.Errorf("reading header: %w", err)
+	}
+	if string(buf[:len(metaMagic)]) != metaMagic {
+		return hdr, errors.New("not a modelfs cache header")
+	}
+	rest := buf[len(metaMagic):]
+	end := 0
+	for end < len(rest) && rest[end] != '\n' {
+		end++
+	}
+	if err := json.Unmarshal(rest[:end], &hdr); err != nil {
+		return hdr, fmt.Errorf("header: %w", err)
+	}
+	if hdr.Size < 0 || hdr.BlockSize <= 0 {
+		return hdr, errors.New("header has an impossible size")
+	}
+	return hdr, nil
+}
+
+func encodeRecord(index int64, sum uint64) []byte {
+	rec := make([]byte, recordSize)
+	binary.LittleEndian.PutUint64(rec[0:], sum)
+	binary.LittleEndian.PutUint32(rec[8:], statePresent)
+	binary.LittleEndian.PutUint32(rec[12:], recordCheck(rec, index))
+	return rec
+}
+
+// recordCheck ties a record to its position, so a record copied or
+// shifted to another index, or plain garbage, reads as absent.
+func recordCheck(rec []byte, index int64) uint32 {
+	var buf [20]byte
+	copy(buf[:12], rec[:12])
+	binary.LittleEndian.PutUint64(buf[12:], uint64(index))
+	return uint32(xxhash.Sum64(buf[:]))
+}
+
+// decodeRecord returns the block's hash if the record says it is present.
+func decodeRecord(rec []byte, index int64) (uint64, bool) {
+	if binary.LittleEndian.Uint32(rec[8:]) != statePresent || binary.LittleEndian.Uint32(rec[12:]) != recordCheck(rec, index) {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(rec[0:]), true
+}
+
+func readRecord(meta *os.File, index int64) (uint64, bool) {
+	rec := make([]byte, recordSize)
+	if _, err := meta.ReadAt(rec, metaHeaderSize+index*recordSize); err != nil {
+		return 0, false
+	}
+	return decodeRecord(rec, index)
+}
+
+// get fills p with the block from disk if it is there and verifies.
+func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
+	t.mu.Lock()
+	o, err := t.object(id, false)
+	t.mu.Unlock()
+	if err != nil {
+		t.misses.Add(1)
+		return false
+	}
+	sum, ok := readRecord(o.meta, index)
+	if !ok {
+		t.misses.Add(1)
+		return false
+	}
+	n, err := o.data.ReadAt(p, index*t.bs)
+	if n != len(p) || xxhash.Sum64(p) != sum {
+		t.corrupt.Add(1)
+		t.misses.Add(1)
+		t.log.Warn("disk cache: block failed verification, fetching it again", "object", id.Name, "block", index, "read_err", err)
+		t.mu.Lock()
+		t.dropLocked(o, index)
+		t.mu.Unlock()
+		return false
+	}
+	t.hits.Add(1)
+	t.mu.Lock()
+	k := diskKey{o.id, index}
+	if e, ok := t.entries[k]; ok {
+		t.lru.MoveToFront(e)
+	} else {
+		t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: o, n: int64(len(p))})
+		t.used += int64(len(p))
+	}
+	t.mu.Unlock()
+	return true
+}
+
+// put writes a block through to disk. Failures switch the tier off: the
+// cache goes on serving from RAM and remote.
+func (t *diskTier) put(id ObjectID, index int64, p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.disabled || int64(len(p)) > t.max {
+		return
+	}
+	k := diskKey{objectDirID(id, t.bs), index}
+	if _, ok := t.entries[k]; ok {
+		return
+	}
+	o, err := t.object(id, true)
+	if err != nil {
+		t.disable(err)
+		return
+	}
+	if !t.makeRoom(int64(len(p))) {
+		return
+	}
+	if _, err := o.data.WriteAt(p, index*t.bs); err != nil {
+		t.disable(err)
+		return
+	}
+	if _, err := o.meta.WriteAt(encodeRecord(index, xxhash.Sum64(p)), metaHeaderSize+index*recordSize); err != nil {
+		t.disable(err)
+		return
+	}
+	t.writes.Add(1)
+	t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: o, n: int64(len(p))})
+	t.used += int64(len(p))
+}
+
+func (t *diskTier) disable(err error) {
+	t.disabled = true
+	t.log.Error("disk cache: writes failed, caching in RAM only from now on", "dir", t.root, "err", err)
+}
+
+// makeRoom evicts least recently used blocks until n more bytes fit. When
+// this process's view says the cache is full it takes the directory lock
+// and rescans, since other processes fill and evict the same directory.
+func (t *diskTier) makeRoom(n int64) bool {
+	if t.used+n <= t.max {
+		return true
+	}
+	if err := syscall.Flock(int(t.lock.Fd()), syscall.LOCK_EX); err == nil {
+		defer syscall.Flock(int(t.lock.Fd()), syscall.LOCK_UN)
+		t.rescan()
+	}
+	for t.used+n > t.max {
+		e := t.lru.Back()
+		if e == nil {
+			return false
+		}
+		d := e.Value.(*diskEntry)
+		t.dropLocked(d.obj, d.key.index)
+		t.evictions.Add(1)
+	}
+	return true
+}
+
+// dropLocked clears a block's record, then frees its space.
+func (t *diskTier) dropLocked(o *diskObject, index int64) {
+	o.meta.WriteAt(make([]byte, recordSize), metaHeaderSize+index*recordSize)
+	// Punching a hole returns the space; where unsupported the bytes stay
+	// until the object is removed, but the cleared record already hides them.
+	unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, index*t.bs, o.blockLen(index))
+	k := diskKey{o.id, index}
+	if e, ok := t.entries[k]; ok {
+		t.used -= e.Value.(*diskEntry).n
+		t.lru.Remove(e)
+		delete(t.entries, k)
+	}
+}
+
+// rescan rebuilds the index of present blocks from every object's records.
+// Objects are ordered by last use (meta mtime), oldest evicted first.
+func (t *diskTier) rescan() {
+	dirs, err := os.ReadDir(t.root)
+	if err != nil {
+		return
+	}
+	type found struct {
+		o     *diskObject
+		mtime time.Time
+	}
+	var objs []found
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue // foreign files are none of ours
+		}
+		o, ok := t.objs[d.Name()]
+		if !ok {
+			var err error
+			if o, err = t.openObject(d.Name(), nil); err != nil {
+				continue
+			}
+		}
+		st, err := o.meta.Stat()
+		if err != nil {
+			continue
+		}
+		objs = append(objs, found{o, st.ModTime()})
+	}
+	sort.Slice(objs, func(i, j int) bool { return objs[i].mtime.Before(objs[j].mtime) })
+	// Blocks this process touched keep their recent order, as the newest.
+	var recent []diskKey
+	for e := t.lru.Back(); e != nil; e = e.Prev() {
+		recent = append(recent, e.Value.(*diskEntry).key)
+	}
+	t.lru.Init()
+	t.entries = map[diskKey]*list.Element{}
+	t.used = 0
+	for _, f := range objs {
+		nblocks := (f.o.hdr.Size + f.o.hdr.BlockSize - 1) / f.o.hdr.BlockSize
+		recs := make([]byte, nblocks*recordSize)
+		if _, err := f.o.meta.ReadAt(recs, metaHeaderSize); err != nil && !errors.Is(err, io.EOF) {
+			continue
+		}
+		for i := range nblocks {
+			if _, ok := decodeRecord(recs[i*recordSize:(i+1)*recordSize], i); !ok {
+				continue
+			}
+			k := diskKey{f.o.id, i}
+			n := f.o.blockLen(i)
+			t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: f.o, n: n})
+			t.used += n
+		}
+	}
+	for _, k := range recent {
+		if e, ok := t.entries[k]; ok {
+			t.lru.MoveToFront(e)
+		}
+	}
+}

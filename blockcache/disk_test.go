@@ -1,0 +1,237 @@
+package blockcache
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+const testBS = 64 << 10
+
+func newDiskCache(t *testing.T, dir string, l Loader, diskMax int64) *Cache {
+	t.Helper()
+	c := New(Options{BlockSize: testBS, MemBytes: 1 << 20, Workers: 4, Disk: &DiskOptions{Dir: dir, MaxBytes: diskMax}}, l)
+	if c.disk == nil {
+		t.Fatal("disk tier did not open")
+	}
+	return c
+}
+
+func readAll(t *testing.T, c *Cache, id ObjectID) []byte {
+	t.Helper()
+	p := make([]byte, id.Size)
+	if n, err := c.Object(id).ReadAt(context.Background(), p, 0); n != len(p) || (err != nil && n != len(p)) {
+		t.Fatalf("read %d of %d bytes: %v", n, len(p), err)
+	}
+	return p
+}
+
+// objectFiles returns the data and meta paths of the only cached object.
+func objectFiles(t *testing.T, dir string) (data, meta string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dir, diskVersionDir))
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("cache dir holds %v (%v), want one object", entries, err)
+	}
+	d := filepath.Join(dir, diskVersionDir, entries[0].Name())
+	return filepath.Join(d, "data"), filepath.Join(d, "meta")
+}
+
+func TestDiskTierPersistsAcrossCaches(t *testing.T) {
+	dir := t.TempDir()
+	data := randomBytes(10*testBS+123, 20)
+	id := ObjectID{Name: "m/model.safetensors", Version: "e:1", Size: int64(len(data))}
+	l1 := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+	c1 := newDiskCache(t, dir, l1, 1<<30)
+	if got := readAll(t, c1, id); !bytes.Equal(got, data) {
+		t.Fatal("first read: wrong bytes")
+	}
+	if s := c1.Stats(); s.DiskWrites != 11 {
+		t.Fatalf("disk writes = %d, want 11", s.DiskWrites)
+	}
+	c1.Close()
+
+	l2 := &memLoader{data: l1.data}
+	c2 := newDiskCache(t, dir, l2, 1<<30)
+	defer c2.Close()
+	if got := readAll(t, c2, id); !bytes.Equal(got, data) {
+		t.Fatal("read from disk: wrong bytes")
+	}
+	if n := len(l2.loadOrder()); n != 0 {
+		t.Fatalf("a new cache on the same dir loaded %d blocks remotely, want 0", n)
+	}
+	if s := c2.Stats(); s.DiskHits != 11 || s.DiskBytes != int64(len(data)) {
+		t.Fatalf("disk hits %d, bytes %d; want 11, %d", s.DiskHits, s.DiskBytes, len(data))
+	}
+	// Another version of the same name never comes from these blocks.
+	v2 := ObjectID{Name: id.Name, Version: "e:2", Size: id.Size}
+	other := randomBytes(len(data), 21)
+	l2.data[v2.Name+v2.Version] = other
+	if got := readAll(t, c2, v2); !bytes.Equal(got, other) {
+		t.Fatal("a new version was served from the old version's blocks")
+	}
+}
+
+func TestDiskTierDetectsDamage(t *testing.T) {
+	dir := t.TempDir()
+	data := randomBytes(8*testBS, 22)
+	id := ObjectID{Name: "w.bin", Version: "e:1", Size: int64(len(data))}
+	l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+	c := newDiskCache(t, dir, l, 1<<30)
+	readAll(t, c, id)
+	c.Close()
+	dataPath, metaPath := objectFiles(t, dir)
+
+	// Flip a bit in block 1, zero block 3's bytes, garble block 5's record,
+	// and leave a foreign file and directory in the cache.
+	f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, 1*testBS+100)
+	b[0] ^= 0x04
+	f.WriteAt(b, 1*testBS+100)
+	f.WriteAt(make([]byte, testBS), 3*testBS)
+	f.Close()
+	m, err := os.OpenFile(metaPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteAt([]byte("garbage!garbage!"), metaHeaderSize+5*recordSize)
+	m.Close()
+	os.WriteFile(filepath.Join(dir, diskVersionDir, "stray-file"), []byte("x"), 0o644)
+	os.MkdirAll(filepath.Join(dir, diskVersionDir, "stray-dir"), 0o755)
+
+	l2 := &memLoader{data: l.data}
+	c2 := newDiskCache(t, dir, l2, 1<<30)
+	if got := readAll(t, c2, id); !bytes.Equal(got, data) {
+		t.Fatal("damaged cache served wrong bytes")
+	}
+	if got := l2.loadOrder(); len(got) != 3 {
+		t.Fatalf("refetched blocks at %v, want the 3 damaged ones", got)
+	}
+	if s := c2.Stats(); s.DiskCorrupt != 2 {
+		t.Fatalf("corrupt blocks counted %d, want 2 (the garbled record reads as absent)", s.DiskCorrupt)
+	}
+	c2.Close()
+
+	// A truncated data file and a garbage header: nothing wrong is served.
+	os.Truncate(dataPath, 2*testBS)
+	l3 := &memLoader{data: l.data}
+	c3 := newDiskCache(t, dir, l3, 1<<30)
+	if got := readAll(t, c3, id); !bytes.Equal(got, data) {
+		t.Fatal("truncated cache served wrong bytes")
+	}
+	if got := len(l3.loadOrder()); got != 6 {
+		t.Fatalf("after truncation %d blocks were refetched, want 6", got)
+	}
+	c3.Close()
+	os.WriteFile(metaPath, bytes.Repeat([]byte{0xff}, 5000), 0o644)
+	l4 := &memLoader{data: l.data}
+	c4 := newDiskCache(t, dir, l4, 1<<30)
+	defer c4.Close()
+	if got := readAll(t, c4, id); !bytes.Equal(got, data) {
+		t.Fatal("cache with a garbage header served wrong bytes")
+	}
+	if got := len(l4.loadOrder()); got != 8 {
+		t.Fatalf("with a garbage header %d blocks were refetched, want all 8", got)
+	}
+}
+
+func TestDiskTierUnpublishedBlockIsNotServed(t *testing.T) {
+	// A process killed between writing a block's data and its record
+	// leaves bytes without a record: they must read as absent.
+	dir := t.TempDir()
+	data := randomBytes(4*testBS, 23)
+	id := ObjectID{Name: "w.bin", Version: "e:1", Size: int64(len(data))}
+	l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+	c := newDiskCache(t, dir, l, 1<<30)
+	c.Object(id).ReadAt(context.Background(), make([]byte, 1), 0) // creates the object, fills block 0
+	c.Close()
+	dataPath, _ := objectFiles(t, dir)
+	f, _ := os.OpenFile(dataPath, os.O_RDWR, 0)
+	f.WriteAt(bytes.Repeat([]byte{0xAB}, testBS), 2*testBS)
+	f.Close()
+	l2 := &memLoader{data: l.data}
+	c2 := newDiskCache(t, dir, l2, 1<<30)
+	defer c2.Close()
+	if got := readAll(t, c2, id); !bytes.Equal(got, data) {
+		t.Fatal("unpublished bytes were served")
+	}
+}
+
+func TestDiskTierStaysWithinBudget(t *testing.T) {
+	dir := t.TempDir()
+	data := randomBytes(20*testBS, 24)
+	id := ObjectID{Name: "w.bin", Version: "e:1", Size: int64(len(data))}
+	l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+	const budget = 5 * testBS
+	c := newDiskCache(t, dir, l, budget)
+	defer c.Close()
+	p := make([]byte, testBS)
+	for i := range 20 {
+		if _, err := c.Object(id).ReadAt(context.Background(), p, int64(i*testBS)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the write-back", func() bool { return c.Stats().DiskWrites == int64(i+1) })
+		if s := c.Stats(); s.DiskBytes > budget {
+			t.Fatalf("after block %d the disk tier holds %d bytes, budget %d", i, s.DiskBytes, budget)
+		}
+		dataPath, _ := objectFiles(t, dir)
+		var st syscall.Stat_t
+		syscall.Stat(dataPath, &st)
+		if used := st.Blocks * 512; used > budget+testBS {
+			t.Fatalf("after block %d the data file occupies %d bytes on disk, budget %d", i, used, budget)
+		}
+	}
+	if s := c.Stats(); s.DiskEvictions != 15 {
+		t.Fatalf("disk evictions = %d, want 15", s.DiskEvictions)
+	}
+}
+
+func TestDiskTierSharedByConcurrentCaches(t *testing.T) {
+	dir := t.TempDir()
+	data := randomBytes(32*testBS, 25)
+	id := ObjectID{Name: "w.bin", Version: "e:1", Size: int64(len(data))}
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+			c := New(Options{BlockSize: testBS, MemBytes: 4 * testBS, Workers: 2, Disk: &DiskOptions{Dir: dir, MaxBytes: 16 * testBS}}, l)
+			defer c.Close()
+			for round := range 3 {
+				p := make([]byte, 3*testBS)
+				for off := int64((i + round) % 4 * testBS); off < int64(len(data)); off += int64(len(p)) {
+					n, _ := c.Object(id).ReadAt(context.Background(), p, off)
+					if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+						t.Errorf("cache %d: wrong bytes at %d", i, off)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestUnusableDiskDirFallsBackToRAM(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	os.WriteFile(file, nil, 0o644)
+	data := randomBytes(3*testBS, 26)
+	id := ObjectID{Name: "w", Version: "v", Size: int64(len(data))}
+	c := New(Options{BlockSize: testBS, Disk: &DiskOptions{Dir: file, MaxBytes: 1 << 20}}, &memLoader{data: map[string][]byte{"wv": data}})
+	defer c.Close()
+	if c.disk != nil {
+		t.Fatal("disk tier opened on a plain file")
+	}
+	if got := readAll(t, c, id); !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes without a disk tier")
+	}
+}
