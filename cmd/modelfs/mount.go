@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"syscall"
 	"time"
@@ -38,7 +42,9 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
 			&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
 			&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
-			&cli.StringFlag{Name: "mem-cache", Value: "1GiB", Usage: "RAM block cache budget", EnvVars: env("MEM_CACHE")},
+			&cli.StringFlag{Name: "mem-cache", Value: "auto", Usage: "RAM block cache budget (auto: a quarter of memory, at most 8GiB)", EnvVars: env("MEM_CACHE")},
+			&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
+			&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: 80% of the free space at mount time)", EnvVars: env("CACHE_SIZE")},
 			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, readahead or off (auto: readahead)", EnvVars: env("PREFETCH")},
 			&cli.StringFlag{Name: "readahead", Value: "128MiB", Usage: "largest readahead window per open file", EnvVars: env("READAHEAD")},
 			&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
@@ -67,7 +73,7 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	memCache, err := parseSize(c.String("mem-cache"), "--mem-cache")
+	memCache, err := sizeOrAuto(c.String("mem-cache"), "--mem-cache", defaultMemCache)
 	if err != nil {
 		return err
 	}
@@ -107,16 +113,23 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// Listing is the first remote call: a bad bucket or credentials fail here.
-	listCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	objs, err := src.List(listCtx)
-	cancel()
+	var disk *blockcache.DiskOptions
+	if dir := c.String("cache-dir"); dir != "" {
+		size, err := sizeOrAuto(c.String("cache-size"), "--cache-size", func() int64 { return defaultDiskCache(dir) })
+		if err != nil {
+			return err
+		}
+		disk = &blockcache.DiskOptions{Dir: dir, MaxBytes: size}
+	}
+	objs, err := list(ctx, src, c.String("cache-dir"), log)
 	if err != nil {
-		return fmt.Errorf("listing %s: %w", src, err)
+		return err
 	}
 
 	loader := &sourceLoader{src: src, objs: make(map[string]fetch.Object, len(objs))}
-	cache := blockcache.New(blockcache.Options{BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency")}, loader)
+	cache := blockcache.New(blockcache.Options{
+		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Disk: disk, Logger: log,
+	}, loader)
 	defer cache.Close()
 	files := make([]fs.File, 0, len(objs))
 	var total int64
@@ -157,6 +170,39 @@ func runMount(c *cli.Context) error {
 	}
 	<-done
 	return nil
+}
+
+// list lists the source. Listing is the first remote call, so a bad bucket
+// or refused credentials fail here. With a cache dir the listing is saved,
+// and when the source cannot be reached the saved one is used, so that
+// cached blocks stay readable through an outage.
+func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logger) ([]fetch.Object, error) {
+	listCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	objs, err := src.List(listCtx)
+	cancel()
+	if cacheDir == "" {
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", src, err)
+		}
+		return objs, nil
+	}
+	sum := sha256.Sum256([]byte(src.String()))
+	saved := filepath.Join(cacheDir, "listings", hex.EncodeToString(sum[:8])+".json")
+	if err == nil {
+		if err := fetch.SaveListing(saved, src.String(), objs); err != nil {
+			log.Warn("could not save the listing for offline use", "err", err)
+		}
+		return objs, nil
+	}
+	if errors.Is(err, fetch.ErrAccess) || errors.Is(err, fetch.ErrNotFound) || ctx.Err() != nil {
+		return nil, fmt.Errorf("listing %s: %w", src, err)
+	}
+	old, at, lerr := fetch.LoadListing(saved, src.String())
+	if lerr != nil {
+		return nil, fmt.Errorf("listing %s: %w", src, err)
+	}
+	log.Warn("source unreachable: using the saved listing; only cached blocks can be read", "source", src.String(), "saved_at", at, "err", err)
+	return old, nil
 }
 
 // streamOpener gives each open file its own readahead stream.

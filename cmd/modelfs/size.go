@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 var sizeUnits = []struct {
@@ -44,4 +46,34 @@ func formatSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// sizeOrAuto parses a size flag whose value may be "auto".
+func sizeOrAuto(s, flag string, auto func() int64) (int64, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		return auto(), nil
+	}
+	return parseSize(s, flag)
+}
+
+// defaultMemCache is a quarter of physical memory, between 256 MiB and 8 GiB.
+func defaultMemCache() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 1 << 30
+	}
+	total := int64(si.Totalram) * int64(si.Unit)
+	return min(max(total/4, 256<<20), 8<<30)
+}
+
+// defaultDiskCache is 80% of the free space where the cache lives.
+func defaultDiskCache(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0
+	}
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	return int64(st.Bavail) * st.Bsize / 5 * 4
 }

@@ -281,3 +281,19 @@ func biggest(t *testing.T) string {
 	}
 	return best
 }
+
+// waitForCondition polls cond, bounded in time, for conditions that live
+// outside this process (files, mounts) and so have nothing to wait on.
+func waitForCondition(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}

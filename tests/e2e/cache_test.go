@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// readModel checks every model file through the mount against the source.
+func readModel(t *testing.T, m *mount) {
+	t.Helper()
+	for _, name := range model.Files {
+		if got, want := sha256File(t, m.path(name)), hexSum(sourceBytes(t, name)); got != want {
+			t.Fatalf("%s: sha256 through the mount differs from the source", name)
+		}
+	}
+}
+
+func TestDiskCachePersistsAcrossMountsAndOutages(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	args := append(r.mountArgs(), "--cache-dir", cacheDir)
+
+	m := startMount(t, "s3://"+bucket, args...)
+	readModel(t, m)
+	m.stop(t)
+	if r.srv.Stats().Gets == 0 {
+		t.Fatal("first mount made no GETs")
+	}
+
+	r.srv.ResetStats()
+	m = startMount(t, "s3://"+bucket, args...)
+	readModel(t, m)
+	m.stop(t)
+	if gets := r.srv.Stats().Gets; gets != 0 {
+		t.Fatalf("a remount on the same cache dir made %d GETs, want 0", gets)
+	}
+
+	// With the server gone, a fresh mount starts from the saved listing and
+	// serves every cached byte.
+	r.srv.Close()
+	m = startMount(t, "s3://"+bucket, append(args, "--retries", "1")...)
+	readModel(t, m)
+	if !strings.Contains(m.stderr.String(), "saved listing") {
+		t.Errorf("no warning about the saved listing:\n%s", m.stderr.String())
+	}
+}
+
+func TestKilledFillLeavesNothingWrong(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	args := append(r.mountArgs(), "--cache-dir", cacheDir, "--block-size", "256KiB")
+	m := startMount(t, "s3://"+bucket, args...)
+	name := biggest(t)
+	reader := exec.Command("cat", m.path(name))
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill the mount once the fill is under way: some, not all, blocks on disk.
+	size := int64(len(sourceBytes(t, name)))
+	waitForCondition(t, "the disk cache to start filling", func() bool {
+		used := diskUsage(t, cacheDir)
+		return used > 0 && used < size
+	})
+	m.cmd.Process.Kill()
+	<-m.done
+	m.done <- nil
+	reader.Wait()
+	if code, stderr := runCLI(t, testEnv(), "unmount", m.dir); code != 0 {
+		t.Fatalf("unmount after kill -9: %s", stderr)
+	}
+	m = startMount(t, "s3://"+bucket, args...)
+	readModel(t, m)
+}
+
+func TestMountsShareOneCacheDir(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	args := append(r.mountArgs(), "--cache-dir", cacheDir, "--block-size", "1MiB", "--cache-size", "16MiB")
+	mounts := []*mount{startMount(t, "s3://"+bucket, args...), startMount(t, "s3://"+bucket, args...)}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := mounts[i%2]
+			for j := range model.Files {
+				name := model.Files[(i+j)%len(model.Files)]
+				if got, want := sha256File(t, m.path(name)), hexSum(sourceBytes(t, name)); got != want {
+					t.Errorf("reader %d: %s differs from the source", i, name)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if used := diskUsage(t, cacheDir); used > 16<<20+1<<20 {
+		t.Fatalf("two mounts left %d bytes of blocks in a 16 MiB cache", used)
+	}
+}
+
+func TestFullCacheDirKeepsServing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: mounting a small tmpfs needs root")
+	}
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	if err := syscall.Mount("tmpfs", cacheDir, "tmpfs", 0, "size=3m"); err != nil {
+		t.Skipf("skipping: cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(cacheDir, syscall.MNT_DETACH) })
+	// The budget claims more than the tmpfs holds: writes hit ENOSPC.
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir, "--cache-size", "1GiB", "--block-size", "1MiB")...)
+	readModel(t, m)
+	if !strings.Contains(m.stderr.String(), "caching in RAM only") {
+		t.Fatalf("no log line about the full cache dir:\n%s", m.stderr.String())
+	}
+}
+
+// diskUsage is the space the cache's data files really occupy.
+func diskUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	var used int64
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() && info.Name() == "data" {
+			used += info.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		return nil
+	})
+	return used
+}
