@@ -110,19 +110,20 @@ type Cache struct {
 	loader Loader
 	disk   *diskTier // nil without a disk tier
 
-	mu       sync.Mutex
-	wake     *sync.Cond
-	blocks   map[key]*block
-	lru      list.List // ready blocks, most recently used at the front
-	demandQ  []*block
-	prefQ    []*block
-	used     int64
-	free     [][]byte // reusable full-size buffers
-	closed   bool
-	ctx      context.Context
-	cancel   context.CancelFunc
-	workers  sync.WaitGroup
-	counters struct {
+	mu        sync.Mutex
+	wake      *sync.Cond
+	blocks    map[key]*block
+	lru       list.List // ready blocks, most recently used at the front
+	demandQ   []*block
+	prefQ     []*block
+	used      int64
+	free      [][]byte // reusable full-size buffers
+	closed    bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	workers   sync.WaitGroup
+	closeOnce sync.Once
+	counters  struct {
 		hits, misses, loads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
 	}
 }
@@ -149,8 +150,13 @@ func New(opts Options, loader Loader) *Cache {
 }
 
 // Close stops the workers; loads in flight are cancelled. Reads must have
-// finished: the memory of idle blocks is returned to the system.
+// finished: the memory of idle blocks is returned to the system. Closing
+// twice is harmless.
 func (c *Cache) Close() {
+	c.closeOnce.Do(c.close)
+}
+
+func (c *Cache) close() {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()

@@ -368,16 +368,30 @@ func (t *diskTier) makeRoom(n int64) bool {
 		defer syscall.Flock(int(t.lock.Fd()), syscall.LOCK_UN)
 		t.rescan()
 	}
-	for t.used+n > t.max {
-		e := t.lru.Back()
-		if e == nil {
-			return false
+	locks := map[string]*os.File{} // object id -> held eviction lock; nil = pinned
+	defer func() {
+		for _, f := range locks {
+			if f != nil {
+				f.Close()
+			}
 		}
+	}()
+	e := t.lru.Back()
+	for t.used+n > t.max && e != nil {
 		d := e.Value.(*diskEntry)
+		e = e.Prev()
+		lock, seen := locks[d.obj.id]
+		if !seen {
+			lock, _ = t.evictionLock(d.obj)
+			locks[d.obj.id] = lock
+		}
+		if lock == nil {
+			continue // in use through passthrough somewhere
+		}
 		t.dropLocked(d.obj, d.key.index)
 		t.evictions.Add(1)
 	}
-	return true
+	return t.used+n <= t.max
 }
 
 // dropLocked clears a block's record, then frees its space.

@@ -235,3 +235,65 @@ func TestUnusableDiskDirFallsBackToRAM(t *testing.T) {
 		t.Fatal("wrong bytes without a disk tier")
 	}
 }
+
+func TestBackingNeedsEveryBlockAndPinsTheObject(t *testing.T) {
+	dir := t.TempDir()
+	a := randomBytes(4*testBS, 30)
+	b := randomBytes(4*testBS, 31)
+	ida := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
+	idb := ObjectID{Name: "b", Version: "1", Size: int64(len(b))}
+	l := &memLoader{data: map[string][]byte{"a1": a, "b1": b}}
+	c := newDiskCache(t, dir, l, 6*testBS)
+	defer c.Close()
+	p := make([]byte, testBS)
+	c.Object(ida).ReadAt(context.Background(), p, 0)
+	waitFor(t, "write-back", func() bool { return c.Stats().DiskWrites == 1 })
+	if _, ok := c.Object(ida).Backing(); ok {
+		t.Fatal("Backing of a partly cached object")
+	}
+	readAll(t, c, ida)
+	waitFor(t, "write-back", func() bool { return c.Stats().DiskWrites == 4 })
+	back, ok := c.Object(ida).Backing()
+	if !ok {
+		t.Fatal("no Backing for a fully cached object")
+	}
+	got := make([]byte, len(a))
+	if _, err := back.File.ReadAt(got, 0); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("backing file holds other bytes (%v)", err)
+	}
+	// Filling b needs room; a is pinned, so the tier goes without rather
+	// than punch holes in a file the kernel may be reading.
+	readAll(t, c, idb)
+	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites >= 6 })
+	again, ok := c.Object(ida).Backing()
+	if !ok {
+		t.Fatal("a pinned object lost blocks to eviction")
+	}
+	again.Close()
+	back.Close()
+	// Unpinned, a can be evicted again, and then has no Backing.
+	c.Object(idb).Prefetch(0, idb.Size)
+	c.disk.mu.Lock()
+	c.disk.makeRoom(6 * testBS)
+	c.disk.mu.Unlock()
+	if _, ok := c.Object(ida).Backing(); ok {
+		t.Fatal("Backing after a's blocks were evicted")
+	}
+}
+
+func TestBackingRejectsCorruptFile(t *testing.T) {
+	dir := t.TempDir()
+	a := randomBytes(3*testBS, 32)
+	id := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
+	c := newDiskCache(t, dir, &memLoader{data: map[string][]byte{"a1": a}}, 1<<20)
+	defer c.Close()
+	readAll(t, c, id)
+	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites == 3 })
+	dataPath, _ := objectFiles(t, dir)
+	f, _ := os.OpenFile(dataPath, os.O_RDWR, 0)
+	f.WriteAt([]byte{^a[testBS+7]}, testBS+7)
+	f.Close()
+	if _, ok := c.Object(id).Backing(); ok {
+		t.Fatal("Backing handed out a file with a flipped bit")
+	}
+}

@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Options configures a mount.
@@ -29,8 +31,12 @@ type Options struct {
 	// CacheTimeout is how long the kernel may cache entries and attributes
 	// (default 1 h: the tree never changes while mounted).
 	CacheTimeout time.Duration
-	AllowOther   bool
-	Debug        bool
+	// ReadAheadKB sets the kernel's readahead for the mount (default
+	// 8192). The kernel's own default, 128 KiB, splits a stream into many
+	// small requests; this needs root and is skipped silently without it.
+	ReadAheadKB int
+	AllowOther  bool
+	Debug       bool
 }
 
 // Server is a running mount.
@@ -39,6 +45,7 @@ type Server struct {
 	mountpoint string
 	// Skipped lists remote files left out of the tree.
 	Skipped []Skipped
+	Stats   *Stats
 }
 
 // Mount mounts the files read-only at mountpoint and serves them until
@@ -61,6 +68,7 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		timeout = time.Hour
 	}
 	tree, skipped := buildTree(opts.Files)
+	stats := &Stats{}
 	root := &dirNode{mtime: tree.mtime}
 	fsName := opts.FsName
 	if fsName == "" {
@@ -83,25 +91,43 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		OnAdd: func(ctx context.Context) {
-			addChildren(ctx, &root.Inode, tree, log)
+			addChildren(ctx, &root.Inode, tree, log, stats)
 		},
 	}
 	srv, err := fusefs.Mount(mountpoint, root, fopts)
 	if err != nil {
 		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
 	}
-	return &Server{srv: srv, mountpoint: mountpoint, Skipped: skipped}, nil
+	ra := opts.ReadAheadKB
+	if ra <= 0 {
+		ra = 8192
+	}
+	if err := setReadAhead(mountpoint, ra); err != nil {
+		log.Debug("kernel readahead left at its default", "err", err)
+	}
+	return &Server{srv: srv, mountpoint: mountpoint, Skipped: skipped, Stats: stats}, nil
 }
 
-func addChildren(ctx context.Context, parent *fusefs.Inode, d *dirEntry, log *slog.Logger) {
+// setReadAhead writes the mount's backing-device readahead in sysfs.
+func setReadAhead(mountpoint string, kb int) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mountpoint, &st); err != nil {
+		return err
+	}
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	return os.WriteFile(path, []byte(strconv.Itoa(kb)), 0)
+}
+
+func addChildren(ctx context.Context, parent *fusefs.Inode, d *dirEntry, log *slog.Logger, stats *Stats) {
 	for name, sub := range d.dirs {
 		n := &dirNode{mtime: sub.mtime}
 		child := parent.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 		parent.AddChild(name, child, false)
-		addChildren(ctx, child, sub, log)
+		addChildren(ctx, child, sub, log, stats)
 	}
 	for name, f := range d.files {
-		n := &fileNode{file: f, log: log}
+		n := &fileNode{file: f, log: log, stats: stats}
 		child := parent.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG})
 		parent.AddChild(name, child, false)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,8 +41,9 @@ func (d *dirNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.Set
 
 type fileNode struct {
 	fusefs.Inode
-	file *File
-	log  *slog.Logger
+	file  *File
+	log   *slog.Logger
+	stats *Stats
 }
 
 var (
@@ -85,16 +87,28 @@ type handle struct {
 }
 
 var (
-	_ fusefs.FileReader   = (*handle)(nil)
-	_ fusefs.FileReleaser = (*handle)(nil)
+	_ fusefs.FileReader          = (*handle)(nil)
+	_ fusefs.FileReleaser        = (*handle)(nil)
+	_ fusefs.FilePassthroughFder = (*handle)(nil)
 )
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.h.ReadAt(ctx, dest, off)
+	h.node.stats.Reads.Add(1)
+	h.node.stats.ReadBytes.Add(int64(n))
 	if err != nil && !errors.Is(err, io.EOF) {
+		h.node.stats.ReadErrors.Add(1)
 		return nil, h.node.errno(err, off, len(dest))
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// PassthroughFd offers the kernel a backing file when the content has one.
+func (h *handle) PassthroughFd() (int, bool) {
+	if p, ok := h.h.(Passthrougher); ok {
+		return p.PassthroughFd()
+	}
+	return 0, false
 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
@@ -110,4 +124,10 @@ func (n *fileNode) errno(err error, off int64, size int) syscall.Errno {
 	}
 	n.log.Error("read failed", "file", n.file.Path, "offset", off, "size", size, "err", err)
 	return syscall.EIO
+}
+
+// Stats count the reads the filesystem served itself; reads the kernel
+// answered from its page cache or through passthrough never arrive here.
+type Stats struct {
+	Reads, ReadBytes, ReadErrors atomic.Int64
 }

@@ -29,6 +29,13 @@ type Handle interface {
 	Release()
 }
 
+// Passthrougher is implemented by a Handle whose bytes all sit verified in
+// a local file: the kernel may then read that file directly (FUSE
+// passthrough, Linux 6.9+, root) and the Handle sees no reads at all.
+type Passthrougher interface {
+	PassthroughFd() (fd int, ok bool)
+}
+
 // Skipped is a file left out of the tree, with the reason.
 type Skipped struct {
 	Path   string

@@ -9,8 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -157,6 +157,7 @@ func runMount(c *cli.Context) error {
 	select {
 	case <-done:
 		log.Info("unmounted externally", "mountpoint", mountpoint)
+		logSummary(log, srv, cache)
 		return nil
 	case <-ctx.Done():
 	}
@@ -169,7 +170,19 @@ func runMount(c *cli.Context) error {
 		}
 	}
 	<-done
+	logSummary(log, srv, cache)
 	return nil
+}
+
+// logSummary is the mount's one line of accounts, written at unmount
+// once the cache has finished its write-backs.
+func logSummary(log *slog.Logger, srv *fs.Server, cache *blockcache.Cache) {
+	cache.Close()
+	st := cache.Stats()
+	log.Info("unmounted",
+		"fuse_reads", srv.Stats.Reads.Load(), "fuse_read_bytes", srv.Stats.ReadBytes.Load(), "read_errors", srv.Stats.ReadErrors.Load(),
+		"block_hits", st.Hits, "block_misses", st.Misses, "remote_loads", st.Loads, "remote_bytes", st.BytesLoaded,
+		"prefetches", st.Prefetches, "disk_hits", st.DiskHits, "disk_corrupt", st.DiskCorrupt, "disk_writes", st.DiskWrites)
 }
 
 // list lists the source. Listing is the first remote call, so a bad bucket
@@ -205,13 +218,33 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 	return old, nil
 }
 
-// streamOpener gives each open file its own readahead stream.
+// streamOpener gives each open file its own readahead stream, and the
+// verified disk-cache file for passthrough when the object is all there.
 type streamOpener struct {
 	obj *blockcache.Object
 	ra  prefetch.ReadaheadOptions
 }
 
-func (o streamOpener) Open() fs.Handle { return prefetch.NewStream(o.obj, o.ra) }
+func (o streamOpener) Open() fs.Handle {
+	s := prefetch.NewStream(o.obj, o.ra)
+	if b, ok := o.obj.Backing(); ok {
+		return &backedStream{Stream: s, backing: b}
+	}
+	return s
+}
+
+// backedStream is a stream whose object is complete in the disk cache.
+type backedStream struct {
+	*prefetch.Stream
+	backing *blockcache.Backing
+}
+
+func (b *backedStream) PassthroughFd() (int, bool) { return int(b.backing.File.Fd()), true }
+
+func (b *backedStream) Release() {
+	b.Stream.Release()
+	b.backing.Close()
+}
 
 // sourceLoader feeds the block cache from the source, by pinned object.
 type sourceLoader struct {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,4 +136,55 @@ func diskUsage(t *testing.T, dir string) int64 {
 		return nil
 	})
 	return used
+}
+
+// Once an object is complete in the disk cache, a new mount hands the
+// kernel the cache file (FUSE passthrough): reads never reach modelfs.
+func TestCompleteObjectsArePassedThrough(t *testing.T) {
+	if reason := passthroughUnsupported(); reason != "" {
+		t.Skip("skipping: " + reason)
+	}
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	args := append(r.mountArgs(), "--cache-dir", cacheDir)
+	m := startMount(t, "s3://"+bucket, args...)
+	readModel(t, m)
+	m.stop(t)
+
+	r.srv.ResetStats()
+	m = startMount(t, "s3://"+bucket, args...)
+	readModel(t, m)
+	m.stop(t)
+	if !strings.Contains(m.stderr.String(), "fuse_reads=0 ") {
+		t.Fatalf("reads reached modelfs although every object was cached:\n%s", m.stderr.String())
+	}
+	if gets := r.srv.Stats().Gets; gets != 0 {
+		t.Fatalf("%d GETs from a fully cached remount", gets)
+	}
+}
+
+// passthroughUnsupported says why this kernel or process cannot use FUSE
+// passthrough (Linux 6.9+, CAP_SYS_ADMIN), or "".
+func passthroughUnsupported() string {
+	if os.Geteuid() != 0 {
+		return "FUSE passthrough needs root"
+	}
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		return err.Error()
+	}
+	var rel []byte
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	var major, minor int
+	fmt.Sscanf(string(rel), "%d.%d", &major, &minor)
+	if major < 6 || major == 6 && minor < 9 {
+		return fmt.Sprintf("kernel %s has no FUSE passthrough (needs 6.9+)", rel)
+	}
+	return ""
 }

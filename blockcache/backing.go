@@ -1,0 +1,123 @@
+package blockcache
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Backing is an object's disk-cache data file, complete and verified,
+// which a reader may hand to the kernel (FUSE passthrough). While any
+// Backing of an object is open, no process sharing the cache directory
+// evicts that object's blocks, since the kernel reads the file unchecked.
+type Backing struct {
+	File *os.File
+	pin  *os.File // holds a shared flock on the object's pin file
+}
+
+// Close releases the file and the pin.
+func (b *Backing) Close() error {
+	b.pin.Close() // closing drops the flock
+	return b.File.Close()
+}
+
+// Backing returns the object's verified data file when every block is on
+// disk, or false. Verification reads the whole object, but only once per
+// change of the file: a stamp of its inode, size and ctime records it.
+func (o *Object) Backing() (*Backing, bool) {
+	t := o.c.disk
+	if t == nil || o.id.Size == 0 {
+		return nil, false
+	}
+	t.mu.Lock()
+	obj, err := t.object(o.id, false)
+	t.mu.Unlock()
+	if err != nil {
+		return nil, false
+	}
+	dir := filepath.Join(t.root, obj.id)
+	pin, err := os.OpenFile(filepath.Join(dir, "pin"), os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return nil, false
+	}
+	// Pin first, then check: an eviction that got in before us shows up
+	// as a missing block below, and none can start after.
+	if err := syscall.Flock(int(pin.Fd()), syscall.LOCK_SH); err != nil {
+		pin.Close()
+		return nil, false
+	}
+	data, err := os.Open(filepath.Join(dir, "data"))
+	if err == nil && t.verifiedWhole(obj, dir, data) {
+		return &Backing{File: data, pin: pin}, true
+	}
+	if data != nil {
+		data.Close()
+	}
+	pin.Close()
+	return nil, false
+}
+
+func stampOf(f *os.File) (string, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return "", false
+	}
+	return fmt.Sprintf("%d %d %d.%09d", st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec), true
+}
+
+// verifiedWhole reports whether every block is present and matches its
+// record, consulting and refreshing the verification stamp.
+func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File) bool {
+	stamp, ok := stampOf(data)
+	if !ok {
+		return false
+	}
+	nblocks := (o.hdr.Size + o.hdr.BlockSize - 1) / o.hdr.BlockSize
+	sums := make([]uint64, nblocks)
+	for i := range nblocks {
+		sum, ok := readRecord(o.meta, i)
+		if !ok {
+			return false
+		}
+		sums[i] = sum
+	}
+	stampPath := filepath.Join(dir, "verified")
+	if old, err := os.ReadFile(stampPath); err == nil && strings.TrimSpace(string(old)) == stamp {
+		return true
+	}
+	buf := make([]byte, o.hdr.BlockSize)
+	for i := range nblocks {
+		p := buf[:o.blockLen(i)]
+		if n, _ := data.ReadAt(p, i*o.hdr.BlockSize); n != len(p) || xxhash.Sum64(p) != sums[i] {
+			return false
+		}
+	}
+	// A change during the scan changes the ctime: then the stamp is stale.
+	if now, ok := stampOf(data); !ok || now != stamp {
+		return false
+	}
+	tmp := stampPath + ".tmp"
+	if os.WriteFile(tmp, []byte(stamp+"\n"), 0o644) == nil {
+		os.Rename(tmp, stampPath)
+	}
+	return true
+}
+
+// evictionLock takes the object's pin exclusively, without waiting: it
+// fails while a Backing of the object is open in any process. Held while
+// blocks are dropped, it also stops a Backing from being verified halfway.
+func (t *diskTier) evictionLock(o *diskObject) (*os.File, bool) {
+	f, err := os.OpenFile(filepath.Join(t.root, o.id, "pin"), os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return nil, false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return f, true
+}
