@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # The race detector slows FUSE round trips a lot; the suite still fits CI's budget.
 TESTFLAGS ?= -race -timeout 30m
 
-.PHONY: all build tools test lint demo fuzz clean
+.PHONY: all build tools test lint demo bench fuzz clean
 
 all: build
 
@@ -28,6 +28,14 @@ lint:
 # End to end: a local S3 server with a generated model, mounted and read.
 demo: build tools
 	$(BIN)/demo -modelfs $(BIN)/modelfs -mmapread $(BIN)/mmapread -dir .demo
+
+# Cold and warm throughput, CPU and RSS against raw GETs, download-then-read
+# and a local copy (docs/benchmarks.md). BENCHFLAGS="--size 8GiB --runs 5",
+# "--rate-gbit 10 --rtt-ms 2", "--scenarios seq,mmap-header", ...
+BENCHFLAGS ?=
+bench: build
+	$(GO) build -o $(BIN)/bench ./tests/bench
+	$(BIN)/bench -modelfs $(BIN)/modelfs $(BENCHFLAGS)
 
 # Longer fuzzing of every parser (the seed corpora run in 'make test').
 FUZZTIME ?= 30s

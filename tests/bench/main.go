@@ -1,0 +1,514 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+const (
+	accessKey = "AKIABENCH00000000000"
+	secretKey = "modelfs-bench-secret-key-loopback-only"
+	region    = "us-east-1"
+	bucket    = "models"
+	prefix    = "bench/"
+)
+
+// config is the parsed command line.
+type config struct {
+	modelfs    string
+	size       int64
+	runs       int
+	scenarios  []string
+	baselines  []string
+	cacheDir   string
+	jsonPath   string
+	rateGbit   float64
+	rttMs      float64
+	mountFlags []string
+	warm       bool
+	verify     bool
+}
+
+var (
+	allScenarios = []string{"seq", "seq-2g", "mmap-header", "mmap-random", "concurrent-4", "ttft"}
+	allBaselines = []string{"raw-get", "download-then-read", "local-read"}
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == remoteChildArg {
+		if err := runRemoteChild(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: S3 server process:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	cfg, flags, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err = run(ctx, cfg, flags)
+	stop()
+	// Whatever happened, no mount outlives the bench.
+	stopAllMounts()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, map[string]string, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var c config
+	var size, scen, base, mflags string
+	fs.StringVar(&c.modelfs, "modelfs", "bin/modelfs", "the modelfs binary to measure")
+	fs.StringVar(&size, "size", "2GiB", "model size (7/8 sharded safetensors, 1/8 GGUF)")
+	fs.IntVar(&c.runs, "runs", 3, "runs of every scenario and baseline; the table shows the median, min and max")
+	fs.StringVar(&scen, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
+	fs.StringVar(&base, "baselines", strings.Join(allBaselines, ","), "comma-separated baselines to run: "+strings.Join(allBaselines, ", ")+` (raw-get also measures the largest object when seq-2g runs; "" for none)`)
+	fs.StringVar(&c.cacheDir, "cache-dir", ".bench", "where the generated model, the server's objects, the download and the mountpoint live")
+	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "where to write the results as JSON")
+	fs.Float64Var(&c.rateGbit, "rate-gbit", 0, "emulated link rate in Gbit/s per direction, shared by all connections (0: no limit)")
+	fs.Float64Var(&c.rttMs, "rtt-ms", 0, "emulated round-trip time in ms (0: none)")
+	fs.StringVar(&mflags, "mount-flags", "", `extra flags for "modelfs mount", e.g. "--block-size 16MiB --concurrency 32"`)
+	fs.BoolVar(&c.warm, "warm", true, "after each cold pass, time a warm pass on the same mount")
+	fs.BoolVar(&c.verify, "verify", true, "spot-check bytes read through each mount against the source (untimed)")
+	if err := fs.Parse(args); err != nil {
+		return c, nil, err
+	}
+	if fs.NArg() > 0 {
+		return c, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if c.size, err = parseSize(size); err != nil {
+		return c, nil, fmt.Errorf("--size: %w", err)
+	}
+	if c.size < 64<<20 {
+		return c, nil, fmt.Errorf("--size %s: want at least 64MiB", size)
+	}
+	if c.runs < 1 {
+		return c, nil, fmt.Errorf("--runs %d: want at least 1", c.runs)
+	}
+	if c.rateGbit < 0 || c.rttMs < 0 {
+		return c, nil, errors.New("--rate-gbit and --rtt-ms must not be negative")
+	}
+	if c.scenarios, err = pickList(scen, allScenarios, "--scenarios"); err != nil {
+		return c, nil, err
+	}
+	if c.baselines, err = pickList(base, allBaselines, "--baselines"); err != nil {
+		return c, nil, err
+	}
+	c.mountFlags = strings.Fields(mflags)
+	flags := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { flags[f.Name] = f.Value.String() })
+	return c, flags, nil
+}
+
+// pickList parses a comma-separated subset of known, keeping known's order.
+func pickList(s string, known []string, flagName string) ([]string, error) {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		x = strings.TrimSpace(x)
+		if x == "" {
+			continue
+		}
+		if x == "all" {
+			return known, nil
+		}
+		if !slices.Contains(known, x) {
+			return nil, fmt.Errorf("%s: unknown name %q (want some of %s)", flagName, x, strings.Join(known, ", "))
+		}
+		out = append(out, x)
+	}
+	var ordered []string
+	for _, k := range known {
+		if slices.Contains(out, k) {
+			ordered = append(ordered, k)
+		}
+	}
+	return ordered, nil
+}
+
+// bench is the state of one invocation.
+type bench struct {
+	cfg      config
+	model    *benchModel
+	remote   *remoteProc
+	client   *s3.Client
+	endpoint string
+	mnt      string
+	env      []string
+	series   map[string]*series
+	order    []string
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}
+
+func run(ctx context.Context, cfg config, flags map[string]string) error {
+	started := time.Now()
+	machine := probeMachine(cfg.modelfs)
+	if machine.Modelfs == "" {
+		return fmt.Errorf("%s --version failed: build it first (make build)", cfg.modelfs)
+	}
+	fmt.Println(machine)
+	fmt.Printf("command: %s\n", strings.Join(os.Args, " "))
+
+	cache, err := filepath.Abs(cfg.cacheDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", cache, err)
+	}
+	// Everything under the cache dir is scratch: keep it out of git.
+	_ = os.WriteFile(filepath.Join(cache, ".gitignore"), []byte("*\n"), 0o644)
+	b := &bench{cfg: cfg, mnt: filepath.Join(cache, "mnt"), series: map[string]*series{}}
+	if mounted(b.mnt) { // left by a bench that was killed
+		logf("clearing a stale mount at %s", b.mnt)
+		if out, err := runCmd(cfg.modelfs, "unmount", b.mnt); err != nil {
+			return fmt.Errorf("clearing the stale mount at %s: %v: %s", b.mnt, err, out)
+		}
+	}
+	if err := os.MkdirAll(b.mnt, 0o755); err != nil {
+		return err
+	}
+
+	b.model, err = loadOrGenerateModel(filepath.Join(cache, "model-"+sizeLabel(cfg.size)), cfg.size, logf)
+	if err != nil {
+		return err
+	}
+	if len(b.model.Shards) < 4 && slices.Contains(cfg.scenarios, "concurrent-4") {
+		return fmt.Errorf("the model has %d shards; concurrent-4 needs 4", len(b.model.Shards))
+	}
+
+	srvDir := filepath.Join(cache, "s3")
+	if err := os.RemoveAll(srvDir); err != nil {
+		return fmt.Errorf("clearing %s: %w", srvDir, err)
+	}
+	defer os.RemoveAll(srvDir)
+	link := linkOptions{RateBitsPerSec: cfg.rateGbit * 1e9, RTT: time.Duration(cfg.rttMs * float64(time.Millisecond))}
+	b.remote, err = startRemote(srvDir, link)
+	if err != nil {
+		return err
+	}
+	defer b.remote.Close()
+	t0 := time.Now()
+	if err := uploadModel(ctx, b.remote, b.model, bucket, prefix); err != nil {
+		return err
+	}
+	hot, err := b.remote.warm(ctx)
+	if err != nil {
+		return fmt.Errorf("pre-reading the server's objects: %w", err)
+	}
+	logf("uploaded %d files (%s) and pre-read the server's copy (%s hot in the page cache) in %.1fs",
+		len(b.model.Files), fmtBytes(b.model.total()), fmtBytes(hot), time.Since(t0).Seconds())
+	b.endpoint = b.remote.Endpoint
+	if link.enabled() {
+		logf("emulated link: %g Gbit/s per direction, %g ms RTT, via %s", cfg.rateGbit, cfg.rttMs, b.endpoint)
+	} else {
+		logf("link: loopback, no emulation (S3 server at %s)", b.endpoint)
+	}
+	b.client = newS3Client(b.endpoint, region, accessKey, secretKey)
+	b.env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey,
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+	defer os.RemoveAll(filepath.Join(cache, "download"))
+
+	for i := 1; i <= cfg.runs; i++ {
+		// Baselines and scenarios interleave run by run, so that drift in
+		// the machine (thermal, page cache) spreads over all rows alike.
+		if err := b.runBaselines(ctx, filepath.Join(cache, "download")); err != nil {
+			return err
+		}
+		for _, name := range cfg.scenarios {
+			if err := b.runScenario(ctx, name); err != nil {
+				return fmt.Errorf("run %d, %s: %w", i, name, err)
+			}
+		}
+	}
+
+	var all []series
+	for _, key := range b.order {
+		all = append(all, *b.series[key])
+	}
+	rows := buildRows(all)
+	fmt.Printf("model: %s in %d files (%d safetensors shards of up to %s, GGUF %s); link: %s; mount flags: %q; %d runs\n\n",
+		fmtBytes(b.model.total()), len(b.model.Files), len(b.model.Shards), fmtBytes(b.model.size(b.model.Shards[0])),
+		fmtBytes(b.model.size(b.model.GGUF)), linkLabel(cfg), strings.Join(cfg.mountFlags, " "), cfg.runs)
+	writeTable(os.Stdout, rows)
+	elapsed := time.Since(started)
+	fmt.Printf("\ntotal time %.0fs\n", elapsed.Seconds())
+	rep := report{
+		Machine: machine, Command: strings.Join(os.Args, " "), Flags: flags,
+		Model:   modelReport{Dir: b.model.Dir, TotalBytes: b.model.total(), Files: b.model.Files},
+		Started: started.UTC().Format(time.RFC3339), Duration: elapsed.Seconds(), Rows: rows,
+	}
+	if err := writeJSON(cfg.jsonPath, rep); err != nil {
+		return err
+	}
+	logf("wrote %s", cfg.jsonPath)
+	return nil
+}
+
+func linkLabel(cfg config) string {
+	if cfg.rateGbit == 0 && cfg.rttMs == 0 {
+		return "loopback"
+	}
+	return fmt.Sprintf("%g Gbit/s, %g ms RTT", cfg.rateGbit, cfg.rttMs)
+}
+
+// record appends a sample to the named series, creating it in table order.
+func (b *bench) record(name, phase, rawRef string, s sample) {
+	key := name + " " + phase
+	sr := b.series[key]
+	if sr == nil {
+		sr = &series{Name: name, Phase: phase, RawRef: rawRef, FirstBytes: name == "ttft"}
+		b.series[key] = sr
+		b.order = append(b.order, key)
+	}
+	sr.Samples = append(sr.Samples, s)
+	line := fmt.Sprintf("run %d  %-18s %-8s %9s %7.2fs %6.0f MB/s   CPU s: reader %.2f server %.2f",
+		len(sr.Samples), name, phase, fmtBytes(s.Bytes), s.Seconds, mbps(s.Bytes, s.Seconds), s.ReaderCPU, s.ServerCPU)
+	if s.MountCPU >= 0 {
+		line += fmt.Sprintf(" mount %.2f", s.MountCPU)
+	}
+	logf("%s", line)
+}
+
+// measure times fn and collects the CPU and S3 counters around it. mp may
+// be nil (baselines).
+func (b *bench) measure(ctx context.Context, mp *mountProc, fn func() (int64, error)) (sample, error) {
+	runtime.GC() // earlier garbage is not this pass's cost
+	st0, err := b.remote.stats(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	scpu0, err := procCPU(b.remote.pid())
+	if err != nil {
+		return sample{}, err
+	}
+	mcpu0 := 0.0
+	if mp != nil {
+		if mcpu0, err = procCPU(mp.pid()); err != nil {
+			return sample{}, err
+		}
+	}
+	cpu0 := selfCPU()
+	t0 := time.Now()
+	n, err := fn()
+	secs := time.Since(t0).Seconds()
+	cpu1 := selfCPU()
+	if err != nil {
+		return sample{}, err
+	}
+	s := sample{Seconds: secs, Bytes: n, MountCPU: -1, ReaderCPU: cpu1 - cpu0}
+	if mp != nil {
+		mcpu1, err := procCPU(mp.pid())
+		if err != nil {
+			return sample{}, err
+		}
+		s.MountCPU = mcpu1 - mcpu0
+	}
+	scpu1, err := procCPU(b.remote.pid())
+	if err != nil {
+		return sample{}, err
+	}
+	s.ServerCPU = scpu1 - scpu0
+	st1, err := b.remote.stats(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	s.S3Gets, s.S3Bytes = st1.Gets-st0.Gets, st1.BytesServed-st0.BytesServed
+	return s, nil
+}
+
+func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
+	want := func(n string) bool { return slices.Contains(b.cfg.baselines, n) }
+	if want("raw-get") {
+		s, err := b.measure(ctx, nil, func() (int64, error) {
+			return parallelGet(ctx, b.client, bucket, prefix, b.model.Files, nil)
+		})
+		if err != nil {
+			return fmt.Errorf("raw-get: %w", err)
+		}
+		b.record("raw-get", "baseline", "", s)
+		if slices.Contains(b.cfg.scenarios, "seq-2g") {
+			s, err := b.measure(ctx, nil, func() (int64, error) {
+				return parallelGet(ctx, b.client, bucket, prefix, []modelFile{b.model.largest()}, nil)
+			})
+			if err != nil {
+				return fmt.Errorf("raw-get of the largest object: %w", err)
+			}
+			b.record("raw-get-largest", "baseline", "", s)
+		}
+	}
+	if want("download-then-read") || want("local-read") {
+		s, err := b.measure(ctx, nil, func() (int64, error) {
+			return downloadThenRead(ctx, b.client, bucket, prefix, b.model.Files, downloadDir)
+		})
+		if err != nil {
+			return fmt.Errorf("download-then-read: %w", err)
+		}
+		if want("download-then-read") {
+			b.record("download-then-read", "baseline", "", s)
+		}
+	}
+	if want("local-read") {
+		names := make([]string, len(b.model.Files))
+		for i, f := range b.model.Files {
+			names[i] = f.Name
+		}
+		s, err := b.measure(ctx, nil, func() (int64, error) { return readSeq(ctx, downloadDir, names) })
+		if err != nil {
+			return fmt.Errorf("local-read: %w", err)
+		}
+		b.record("local-read", "baseline", "", s)
+	}
+	// Deleting the copy frees its page cache (and its dirty pages), which
+	// the scenarios would otherwise compete with.
+	if err := os.RemoveAll(downloadDir); err != nil {
+		return fmt.Errorf("removing the download: %w", err)
+	}
+	return nil
+}
+
+// scenarioSpec is what a scenario reads and how.
+type scenarioSpec struct {
+	files  []string // what it reads, for the spot check
+	rawRef string
+	read   func(ctx context.Context, root string) (int64, error)
+	verify func(root string) error
+}
+
+func (b *bench) spec(name string) scenarioSpec {
+	m := b.model
+	var all []string
+	for _, f := range m.Files {
+		all = append(all, f.Name)
+	}
+	s := scenarioSpec{rawRef: "raw-get"}
+	switch name {
+	case "seq":
+		s.files = all
+		s.read = func(ctx context.Context, root string) (int64, error) { return readSeq(ctx, root, all) }
+	case "seq-2g":
+		big := []string{m.largest().Name}
+		s.files, s.rawRef = big, "raw-get-largest"
+		s.read = func(ctx context.Context, root string) (int64, error) { return readSeq(ctx, root, big) }
+	case "mmap-header", "mmap-random":
+		w := m.weightFiles()
+		s.files = w
+		shuffle := name == "mmap-random"
+		s.read = func(ctx context.Context, root string) (int64, error) { return mmapTouch(ctx, root, w, shuffle) }
+	case "concurrent-4":
+		four := m.Shards[:4]
+		s.files = four
+		s.read = func(ctx context.Context, root string) (int64, error) { return readConcurrent(ctx, root, four) }
+	case "ttft":
+		first := m.Shards[0]
+		s.rawRef = "" // a latency, not a throughput: see FirstBytes
+		s.read = func(ctx context.Context, root string) (int64, error) {
+			n, _, _, err := firstTensor(filepath.Join(root, first))
+			return n, err
+		}
+		s.verify = func(root string) error {
+			_, got, off, err := firstTensor(filepath.Join(root, first))
+			if err != nil {
+				return err
+			}
+			want := make([]byte, len(got))
+			f, err := os.Open(filepath.Join(m.Dir, first))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if _, err := f.ReadAt(want, off); err != nil {
+				return fmt.Errorf("reading the source of %s: %w", first, err)
+			}
+			if string(got) != string(want) {
+				return fmt.Errorf("spot check: the first tensor of %s differs from the source", first)
+			}
+			return nil
+		}
+	}
+	if s.verify == nil {
+		files := s.files
+		s.verify = func(root string) error { return spotCheck(root, m.Dir, files, 16) }
+	}
+	return s
+}
+
+// runScenario does one cold pass on a fresh mount, then a warm pass on the
+// same mount, then stops it and attributes its rusage.
+func (b *bench) runScenario(ctx context.Context, name string) error {
+	spec := b.spec(name)
+	mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+prefix, b.mnt,
+		append([]string{"--endpoint", b.endpoint, "--region", region}, b.cfg.mountFlags...), b.env)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		if _, serr := mp.stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return err
+	}
+	cold, err := b.measure(ctx, mp, func() (int64, error) { return spec.read(ctx, b.mnt) })
+	if err != nil {
+		return fail(fmt.Errorf("cold pass: %w", err))
+	}
+	var warm sample
+	if b.cfg.warm {
+		if warm, err = b.measure(ctx, mp, func() (int64, error) { return spec.read(ctx, b.mnt) }); err != nil {
+			return fail(fmt.Errorf("warm pass: %w", err))
+		}
+	}
+	if b.cfg.verify {
+		if err := spec.verify(b.mnt); err != nil {
+			return fail(err)
+		}
+	}
+	u, err := mp.stop()
+	if err != nil {
+		return err
+	}
+	cold.MountCPUExit, cold.MountPeakRSS = u.CPUSeconds, u.MaxRSS
+	b.record(name, "cold", spec.rawRef, cold)
+	if b.cfg.warm {
+		warm.MountPeakRSS = u.MaxRSS
+		b.record(name, "warm", "", warm)
+	}
+	return nil
+}
+
+func runCmd(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// sizeLabel names a size for the cache directory: 2GiB, 512MiB, or bytes.
+func sizeLabel(n int64) string {
+	switch {
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	default:
+		return fmt.Sprintf("%d", n)
+	}
+}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"github.com/modelfs/modelfs/tests/modelgen"
+)
+
+// The readers do their I/O from this process, the way a loader would, so
+// the timing is of the reads alone (no process start-up).
+
+const (
+	readSize = 1 << 20 // dd bs=1M, and what loaders' buffered reads issue
+	pageSize = 4096
+)
+
+// readSeq reads each file start to end with 1 MiB ReadAt calls and returns
+// the bytes read.
+func readSeq(ctx context.Context, root string, names []string) (int64, error) {
+	buf := make([]byte, readSize)
+	var total int64
+	for _, name := range names {
+		n, err := readFileSeq(ctx, filepath.Join(root, name), buf)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func readFileSeq(ctx context.Context, path string, buf []byte) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var off int64
+	for {
+		if off%(256<<20) == 0 && ctx.Err() != nil {
+			return off, ctx.Err()
+		}
+		n, err := f.ReadAt(buf, off)
+		off += int64(n)
+		if errors.Is(err, io.EOF) {
+			return off, nil
+		}
+		if err != nil {
+			return off, fmt.Errorf("reading %s at %d: %w", path, off, err)
+		}
+	}
+}
+
+// readConcurrent runs one sequential reader per file, all at once.
+func readConcurrent(ctx context.Context, root string, names []string) (int64, error) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int64
+		errs  []error
+	)
+	for _, name := range names {
+		wg.Go(func() {
+			n, err := readFileSeq(ctx, filepath.Join(root, name), make([]byte, readSize))
+			mu.Lock()
+			defer mu.Unlock()
+			total += n
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	return total, errors.Join(errs...)
+}
+
+// span is a tensor's byte range in its file.
+type span struct{ begin, end int64 }
+
+// tensorSpans parses a mapped weight file (safetensors or GGUF) and returns
+// its tensors' ranges in header order.
+func tensorSpans(name string, data []byte) ([]span, error) {
+	r := bytes.NewReader(data)
+	if strings.HasSuffix(name, ".gguf") {
+		g, err := parseGGUF(r, int64(len(data)))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]span, len(g.Tensors))
+		for i, t := range g.Tensors {
+			b := g.DataStart + int64(t.Offset)
+			out[i] = span{b, b + int64(t.Size())}
+		}
+		return out, nil
+	}
+	ts, err := modelgen.ParseSafetensors(r, int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]span, len(ts))
+	for i, t := range ts {
+		out[i] = span{t.Begin, t.End}
+	}
+	return out, nil
+}
+
+// sink keeps the page-touching loads from being optimised away.
+var sink byte
+
+// mmapTouch maps each file read-only, parses its header from the mapping,
+// then touches one byte in each 4 KiB page of every tensor, in header order
+// or (shuffle) a fixed random order: the page-fault pattern of mmap-based
+// safetensors and GGUF loaders. It returns the mapped bytes.
+func mmapTouch(ctx context.Context, root string, names []string, shuffle bool) (int64, error) {
+	var total int64
+	for i, name := range names {
+		if ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+		n, err := mmapTouchFile(filepath.Join(root, name), name, shuffle, uint64(i))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return total, nil
+}
+
+func mmapTouchFile(path, name string, shuffle bool, seed uint64) (size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size = st.Size()
+	if size == 0 || int64(int(size)) != size {
+		return 0, fmt.Errorf("cannot map %d bytes", size)
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return 0, fmt.Errorf("mmap: %w", err)
+	}
+	defer syscall.Munmap(data)
+	// A failed read behind a mapping (EIO from the mount) arrives as
+	// SIGBUS: make it an error rather than a crash with the mount left up.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			fe, ok := r.(interface{ Addr() uintptr })
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("fault reading the mapping at offset %d", fe.Addr()-uintptr(unsafe.Pointer(&data[0])))
+		}
+	}()
+	spans, err := tensorSpans(name, data)
+	if err != nil {
+		return size, err
+	}
+	if shuffle {
+		// Fixed seed: runs are comparable, and the order has nothing to do
+		// with the layout, which is what defeats readahead.
+		rand.New(rand.NewPCG(seed, 0x5eed)).Shuffle(len(spans), func(i, j int) { spans[i], spans[j] = spans[j], spans[i] })
+	}
+	var acc byte
+	for _, s := range spans {
+		// The first byte, then the start of every later page: each page
+		// overlapping [begin, end) faults exactly once.
+		for off := s.begin; off < s.end; off = (off/pageSize + 1) * pageSize {
+			acc ^= data[off]
+		}
+	}
+	sink = acc
+	return size, nil
+}
+
+// firstTensor is the ttft reader: open the shard, read the 8-byte length
+// and the JSON header, then the bytes of the tensor stored first, as a
+// loader streaming tensors to a device would. It returns the bytes in hand
+// and the tensor's data (for checking, outside the timing).
+func firstTensor(path string) (int64, []byte, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	cr := &countingReaderAt{r: f}
+	ts, err := modelgen.ParseSafetensors(cr, st.Size())
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	first := ts[0]
+	for _, t := range ts {
+		if t.Begin < first.Begin {
+			first = t
+		}
+	}
+	buf := make([]byte, first.Size())
+	if _, err := f.ReadAt(buf, first.Begin); err != nil {
+		return 0, nil, 0, fmt.Errorf("reading tensor %s of %s: %w", first.Name, path, err)
+	}
+	return cr.n + first.Size(), buf, first.Begin, nil
+}
+
+type countingReaderAt struct {
+	r io.ReaderAt
+	n int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n += int64(n)
+	return n, err
+}
+
+// spotCheck compares samples of 4 KiB at fixed pseudo-random offsets of
+// each file under the mount with the generated source, so that a fast but
+// wrong read path cannot post a number. It runs outside the timing, after
+// the warm pass, when the pages are cached.
+func spotCheck(mountRoot, srcRoot string, names []string, perFile int) error {
+	rng := rand.New(rand.NewPCG(7, 11))
+	a, b := make([]byte, pageSize), make([]byte, pageSize)
+	for _, name := range names {
+		mf, err := os.Open(filepath.Join(mountRoot, name))
+		if err != nil {
+			return err
+		}
+		sf, err := os.Open(filepath.Join(srcRoot, name))
+		if err != nil {
+			mf.Close()
+			return err
+		}
+		st, err := sf.Stat()
+		for i := 0; err == nil && i < perFile; i++ {
+			off := int64(0)
+			if i > 0 && st.Size() > pageSize {
+				off = rng.Int64N(st.Size() - pageSize)
+			}
+			na, ea := mf.ReadAt(a, off)
+			nb, eb := sf.ReadAt(b, off)
+			switch {
+			case ea != nil && !errors.Is(ea, io.EOF):
+				err = fmt.Errorf("spot check: reading %s at %d through the mount: %w", name, off, ea)
+			case eb != nil && !errors.Is(eb, io.EOF):
+				err = fmt.Errorf("spot check: reading the source of %s: %w", name, eb)
+			case na != nb || !bytes.Equal(a[:na], b[:nb]):
+				err = fmt.Errorf("spot check: %s at %d differs between the mount and the source", name, off)
+			}
+		}
+		mf.Close()
+		sf.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

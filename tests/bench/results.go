@@ -1,0 +1,265 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+)
+
+// sample is one timed pass of a scenario or baseline.
+type sample struct {
+	Seconds float64 `json:"seconds"`
+	Bytes   int64   `json:"bytes"`
+	// MountCPU is the mount process's user+system CPU during this pass, from
+	// /proc/PID/stat deltas (the pass's share of what its rusage reports at
+	// exit); -1 for baselines, which have no mount.
+	MountCPU float64 `json:"mount_cpu_s"`
+	// MountCPUExit is the mount process's rusage at exit (cold and warm
+	// passes together, plus mounting and unmounting); on cold samples only.
+	MountCPUExit float64 `json:"mount_cpu_at_exit_s,omitempty"`
+	// MountPeakRSS is ProcessState.SysUsage().Maxrss of the mount process,
+	// in bytes (peak over its whole life, so the same for cold and warm).
+	MountPeakRSS int64 `json:"mount_peak_rss_bytes,omitempty"`
+	// ReaderCPU is this process's CPU during the pass: the reader through
+	// the mount, or the SDK client of a baseline.
+	ReaderCPU float64 `json:"reader_cpu_s"`
+	// ServerCPU is the S3 server process's (the link proxy's included).
+	ServerCPU float64 `json:"server_cpu_s"`
+	// S3Gets and S3Bytes are what the server served during the pass.
+	S3Gets  int64 `json:"s3_gets"`
+	S3Bytes int64 `json:"s3_bytes"`
+}
+
+// series is every sample of one row of the table.
+type series struct {
+	Name    string
+	Phase   string // "baseline", "cold" or "warm"
+	Samples []sample
+	// RawRef names the raw-get baseline of the same objects ("" for none).
+	RawRef string
+	// FirstBytes marks a latency scenario (ttft): it is compared with the
+	// whole of download-then-read, since a loader fed by a download has
+	// its first tensor only after the download is complete.
+	FirstBytes bool
+}
+
+// stat is the median, min and max of a set of runs.
+type stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+// MarshalJSON writes NaN (no data) as null, which encoding/json refuses.
+func (s stat) MarshalJSON() ([]byte, error) {
+	f := func(x float64) any {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil
+		}
+		return x
+	}
+	return json.Marshal(map[string]any{"median": f(s.Median), "min": f(s.Min), "max": f(s.Max)})
+}
+
+// summarize returns the median (mean of the middle two for an even count),
+// min and max of xs; all NaN for none.
+func summarize(xs []float64) stat {
+	if len(xs) == 0 {
+		return stat{math.NaN(), math.NaN(), math.NaN()}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	mid := len(s) / 2
+	med := s[mid]
+	if len(s)%2 == 0 {
+		med = (s[mid-1] + s[mid]) / 2
+	}
+	return stat{Median: med, Min: s[0], Max: s[len(s)-1]}
+}
+
+// mbps is decimal megabytes per second, as network links are quoted.
+func mbps(bytes int64, seconds float64) float64 {
+	if seconds <= 0 {
+		return math.NaN()
+	}
+	return float64(bytes) / seconds / 1e6
+}
+
+// cpuPerGiB is CPU seconds spent per GiB moved (1 core fully busy while
+// moving 1 GiB/s is 1.0).
+func cpuPerGiB(cpuSeconds float64, bytes int64) float64 {
+	if bytes <= 0 {
+		return math.NaN()
+	}
+	return cpuSeconds / (float64(bytes) / (1 << 30))
+}
+
+// row is one line of the table: a series reduced to medians and ratios.
+type row struct {
+	Name  string `json:"name"`
+	Phase string `json:"phase"`
+	Bytes int64  `json:"bytes"`
+	Runs  int    `json:"runs"`
+	// Seconds and MBps are the median, min and max over runs. MBps min and
+	// max come from the slowest and fastest run.
+	Seconds stat `json:"seconds"`
+	MBps    stat `json:"mb_per_s"`
+	// VsRaw is throughput over raw-get's on the same objects (higher is
+	// better; the cold targets are 0.9 sequential, 0.8 and 0.6 mmap).
+	VsRaw *float64 `json:"throughput_vs_raw_get,omitempty"`
+	// VsDownload is this row's time over download-then-read's time for the
+	// same number of bytes (lower is better; the target is 0.6).
+	VsDownload *float64 `json:"time_vs_download_then_read,omitempty"`
+	// VsLocal is throughput over local-read's (warm rows; target 0.95).
+	VsLocal *float64 `json:"throughput_vs_local_read,omitempty"`
+	// MountCPUPerGiB is the mount process's CPU seconds per GiB read.
+	MountCPUPerGiB *stat `json:"mount_cpu_s_per_gib,omitempty"`
+	// ReaderCPUPerGiB and ServerCPUPerGiB are the reader's (or baseline
+	// client's) and the S3 server's.
+	ReaderCPUPerGiB stat `json:"reader_cpu_s_per_gib"`
+	ServerCPUPerGiB stat `json:"server_cpu_s_per_gib"`
+	// MountPeakRSS is the largest peak RSS over runs, in bytes.
+	MountPeakRSS int64 `json:"mount_peak_rss_bytes,omitempty"`
+	// ReadAmp is S3 bytes served over bytes read (median): above 1 is
+	// over-fetch, below 1 is bytes served from the mount's caches.
+	ReadAmp *float64 `json:"s3_bytes_per_byte_read"`
+	Samples []sample `json:"samples"`
+}
+
+func ptr(f float64) *float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil
+	}
+	return &f
+}
+
+// reduce turns one series into a row without the ratios.
+func reduce(s series) row {
+	r := row{Name: s.Name, Phase: s.Phase, Runs: len(s.Samples), Samples: s.Samples}
+	var secs, mb, mcpu, rcpu, scpu, amp []float64
+	for _, x := range s.Samples {
+		r.Bytes = x.Bytes
+		secs = append(secs, x.Seconds)
+		mb = append(mb, mbps(x.Bytes, x.Seconds))
+		rcpu = append(rcpu, cpuPerGiB(x.ReaderCPU, x.Bytes))
+		scpu = append(scpu, cpuPerGiB(x.ServerCPU, x.Bytes))
+		if x.MountCPU >= 0 {
+			mcpu = append(mcpu, cpuPerGiB(x.MountCPU, x.Bytes))
+		}
+		r.MountPeakRSS = max(r.MountPeakRSS, x.MountPeakRSS)
+		if x.Bytes > 0 {
+			amp = append(amp, float64(x.S3Bytes)/float64(x.Bytes))
+		}
+	}
+	r.Seconds, r.MBps = summarize(secs), summarize(mb)
+	r.ReaderCPUPerGiB, r.ServerCPUPerGiB = summarize(rcpu), summarize(scpu)
+	if len(mcpu) > 0 {
+		m := summarize(mcpu)
+		r.MountCPUPerGiB = &m
+	}
+	r.ReadAmp = ptr(summarize(amp).Median)
+	return r
+}
+
+// buildRows reduces every series and fills in the ratios to the baselines
+// (ratios of medians). Baselines that were not run leave their ratio out.
+func buildRows(all []series) []row {
+	rows := make([]row, len(all))
+	byName := map[string]*row{}
+	for i, s := range all {
+		rows[i] = reduce(s)
+		if s.Phase == "baseline" {
+			byName[s.Name] = &rows[i]
+		}
+	}
+	for i, s := range all {
+		r := &rows[i]
+		switch s.Phase {
+		case "cold":
+			if raw := byName[s.RawRef]; raw != nil {
+				r.VsRaw = ptr(r.MBps.Median / raw.MBps.Median)
+			}
+			if dl := byName["download-then-read"]; dl != nil {
+				if s.FirstBytes {
+					r.VsDownload = ptr(r.Seconds.Median / dl.Seconds.Median)
+				} else {
+					// Same bytes: the time ratio is the inverse throughput ratio.
+					r.VsDownload = ptr(dl.MBps.Median / r.MBps.Median)
+				}
+			}
+		case "warm":
+			if loc := byName["local-read"]; loc != nil {
+				r.VsLocal = ptr(r.MBps.Median / loc.MBps.Median)
+			}
+		}
+	}
+	return rows
+}
+
+// writeTable prints rows as a markdown table.
+func writeTable(w io.Writer, rows []row) {
+	fmt.Fprintln(w, "| scenario | pass | MiB | time s (min–max) | MB/s (min–max) | × raw-get | time ÷ download-then-read | × local-read | mount CPU s/GiB | server CPU s/GiB | reader CPU s/GiB | mount peak RSS MiB | S3 bytes ÷ read |")
+	fmt.Fprintln(w, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		mcpu, rss := "—", "—"
+		if r.MountCPUPerGiB != nil {
+			mcpu = fmt.Sprintf("%.2f", r.MountCPUPerGiB.Median)
+		}
+		if r.MountPeakRSS > 0 {
+			rss = fmt.Sprintf("%.0f", float64(r.MountPeakRSS)/(1<<20))
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s (%s–%s) | %s (%s–%s) | %s | %s | %s | %s | %.2f | %.2f | %s | %s |\n",
+			r.Name, r.Phase, float64(r.Bytes)/(1<<20),
+			fmtSecs(r.Seconds.Median), fmtSecs(r.Seconds.Min), fmtSecs(r.Seconds.Max),
+			fmtRate(r.MBps.Median), fmtRate(r.MBps.Min), fmtRate(r.MBps.Max),
+			fmtRatio(r.VsRaw), fmtRatio(r.VsDownload), fmtRatio(r.VsLocal),
+			mcpu, r.ServerCPUPerGiB.Median, r.ReaderCPUPerGiB.Median, rss, fmtRatio(r.ReadAmp))
+	}
+}
+
+func fmtSecs(s float64) string {
+	if s < 0.1 {
+		return fmt.Sprintf("%.4f", s)
+	}
+	return fmt.Sprintf("%.2f", s)
+}
+
+func fmtRate(r float64) string { return fmt.Sprintf("%.0f", r) }
+
+func fmtRatio(p *float64) string {
+	if p == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", *p)
+}
+
+// report is what --json writes.
+type report struct {
+	Machine  machineInfo       `json:"machine"`
+	Command  string            `json:"command"`
+	Flags    map[string]string `json:"flags"`
+	Model    modelReport       `json:"model"`
+	Started  string            `json:"started"`
+	Duration float64           `json:"duration_s"`
+	Rows     []row             `json:"rows"`
+}
+
+type modelReport struct {
+	Dir        string      `json:"dir"`
+	TotalBytes int64       `json:"total_bytes"`
+	Files      []modelFile `json:"files"`
+}
+
+func writeJSON(path string, rep report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+)
+
+func near(t *testing.T, what string, got, want float64) {
+	t.Helper()
+	if math.Abs(got-want) > 1e-9*math.Max(1, math.Abs(want)) {
+		t.Errorf("%s = %.12g, want %.12g", what, got, want)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	for _, c := range []struct {
+		in            []float64
+		med, min, max float64
+	}{
+		{[]float64{3}, 3, 3, 3},
+		{[]float64{5, 1, 3}, 3, 1, 5},
+		{[]float64{4, 1, 3, 2}, 2.5, 1, 4},
+		{[]float64{2, 2, 9, 2, 1}, 2, 1, 9},
+	} {
+		s := summarize(c.in)
+		near(t, "median", s.Median, c.med)
+		near(t, "min", s.Min, c.min)
+		near(t, "max", s.Max, c.max)
+	}
+	if s := summarize(nil); !math.IsNaN(s.Median) {
+		t.Errorf("summarize(nil) = %v, want NaN", s)
+	}
+	in := []float64{3, 1, 2}
+	summarize(in)
+	if in[0] != 3 {
+		t.Error("summarize sorted its argument in place")
+	}
+}
+
+func TestUnits(t *testing.T) {
+	near(t, "mbps", mbps(2e9, 2), 1000)
+	near(t, "mbps", mbps(1<<30, 1), 1073.741824)
+	if !math.IsNaN(mbps(1, 0)) {
+		t.Error("mbps with zero time is not NaN")
+	}
+	near(t, "cpuPerGiB", cpuPerGiB(1.5, 3<<30), 0.5)
+	near(t, "cpuPerGiB", cpuPerGiB(1, 1e9), 1.073741824)
+}
+
+// TestBuildRows checks every derived number against hand arithmetic.
+func TestBuildRows(t *testing.T) {
+	base := func(name string, secs ...float64) series {
+		s := series{Name: name, Phase: "baseline"}
+		for _, x := range secs {
+			s.Samples = append(s.Samples, sample{Seconds: x, Bytes: 1e9, MountCPU: -1, ReaderCPU: x / 2, ServerCPU: 0.25, S3Bytes: 1e9})
+		}
+		return s
+	}
+	seqCold := series{Name: "seq", Phase: "cold", RawRef: "raw-get", Samples: []sample{
+		{Seconds: 2, Bytes: 1e9, MountCPU: 1.0, MountCPUExit: 1.2, MountPeakRSS: 100 << 20, S3Bytes: 1.0e9},
+		{Seconds: 2.5, Bytes: 1e9, MountCPU: 2.0, MountPeakRSS: 300 << 20, S3Bytes: 1.1e9},
+		{Seconds: 3, Bytes: 1e9, MountCPU: 1.5, MountPeakRSS: 200 << 20, S3Bytes: 1.2e9},
+	}}
+	seqWarm := series{Name: "seq", Phase: "warm", Samples: []sample{
+		{Seconds: 0.2, Bytes: 1e9}, {Seconds: 0.25, Bytes: 1e9}, {Seconds: 0.2, Bytes: 1e9},
+	}}
+	ttft := series{Name: "ttft", Phase: "cold", FirstBytes: true, Samples: []sample{
+		{Seconds: 0.09, Bytes: 1e7}, {Seconds: 0.1, Bytes: 1e7}, {Seconds: 0.11, Bytes: 1e7},
+	}}
+	rows := buildRows([]series{
+		base("raw-get", 1, 2, 1.25),           // MB/s 1000, 500, 800
+		base("download-then-read", 4, 5, 4.5), // MB/s 250, 200, 222.2
+		base("local-read", 0.1, 0.2, 0.125),   // MB/s 10000, 5000, 8000
+		seqCold, seqWarm, ttft,
+	})
+	if len(rows) != 6 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	raw, dl, cold, warm, tt := rows[0], rows[1], rows[3], rows[4], rows[5]
+
+	near(t, "raw seconds median", raw.Seconds.Median, 1.25)
+	near(t, "raw MB/s median", raw.MBps.Median, 800)
+	near(t, "raw MB/s min", raw.MBps.Min, 500)
+	near(t, "raw MB/s max", raw.MBps.Max, 1000)
+	near(t, "raw reader CPU/GiB", raw.ReaderCPUPerGiB.Median, 0.625*1.073741824)
+	near(t, "raw server CPU/GiB", raw.ServerCPUPerGiB.Median, 0.25*1.073741824)
+	if raw.VsRaw != nil || raw.VsDownload != nil || raw.VsLocal != nil || raw.MountCPUPerGiB != nil {
+		t.Errorf("baseline row has ratios or mount CPU: %+v", raw)
+	}
+	near(t, "download MB/s", dl.MBps.Median, 1e9/4.5/1e6)
+
+	near(t, "seq cold MB/s", cold.MBps.Median, 400)
+	if cold.VsRaw == nil || cold.VsDownload == nil || cold.VsLocal != nil {
+		t.Fatalf("seq cold ratios: %+v", cold)
+	}
+	near(t, "seq cold × raw-get", *cold.VsRaw, 0.5)
+	near(t, "seq cold time ÷ download", *cold.VsDownload, 2.5/4.5)
+	near(t, "seq cold mount CPU/GiB", cold.MountCPUPerGiB.Median, 1.5*1.073741824)
+	near(t, "seq cold mount CPU/GiB max", cold.MountCPUPerGiB.Max, 2.0*1.073741824)
+	if cold.MountPeakRSS != 300<<20 {
+		t.Errorf("peak RSS %d, want the largest of the runs", cold.MountPeakRSS)
+	}
+	near(t, "seq cold read amplification", *cold.ReadAmp, 1.1)
+
+	if warm.VsLocal == nil || warm.VsRaw != nil || warm.VsDownload != nil {
+		t.Fatalf("seq warm ratios: %+v", warm)
+	}
+	near(t, "seq warm × local-read", *warm.VsLocal, 5000.0/8000)
+
+	// ttft compares with the whole download: 0.1 s against 4.5 s.
+	if tt.VsRaw != nil || tt.VsDownload == nil {
+		t.Fatalf("ttft ratios: %+v", tt)
+	}
+	near(t, "ttft time ÷ download", *tt.VsDownload, 0.1/4.5)
+
+	var b strings.Builder
+	writeTable(&b, rows)
+	want := "| seq | cold | 954 | 2.50 (2.00–3.00) | 400 (333–500) | 0.50 | 0.56 | — | 1.61 | 0.00 | 0.00 | 300 | 1.10 |"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks\n%s\ngot\n%s", want, b.String())
+	}
+	if _, err := json.Marshal(rows); err != nil {
+		t.Errorf("rows do not encode: %v", err)
+	}
+}
+
+func TestEmptyStatEncodes(t *testing.T) {
+	b, err := json.Marshal(summarize(nil))
+	if err != nil || string(b) != `{"max":null,"median":null,"min":null}` {
+		t.Errorf("got %s, %v", b, err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"2GiB": 2 << 30, "512MiB": 512 << 20, "1.5g": 3 << 29, "4096": 4096, "8GB": 8e9} {
+		got, err := parseSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1GiB", "2 parsecs"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestPickList(t *testing.T) {
+	got, err := pickList("ttft, seq", allScenarios, "--scenarios")
+	if err != nil || strings.Join(got, ",") != "seq,ttft" {
+		t.Errorf("got %v, %v; want the known order", got, err)
+	}
+	if _, err := pickList("seq,nope", allScenarios, "--scenarios"); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+	if got, _ := pickList("all", allScenarios, "--scenarios"); len(got) != len(allScenarios) {
+		t.Errorf("all = %v", got)
+	}
+}
