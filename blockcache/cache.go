@@ -256,6 +256,46 @@ func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return n, eof
 }
 
+// ReadSlices is ReadAt without the copy: it returns the cached bytes of
+// [off, off+n) in place, one slice per block, valid until release is
+// called. Until then those blocks cannot be evicted. At the end of the
+// object it returns what there is and io.EOF.
+func (o *Object) ReadSlices(ctx context.Context, off int64, n int) (slices [][]byte, release func(), err error) {
+	if off < 0 {
+		return nil, nil, fmt.Errorf("read %s at %d: negative offset", o.id.Name, off)
+	}
+	if off >= o.id.Size || n <= 0 {
+		return nil, func() {}, io.EOF
+	}
+	var eof error
+	end := off + int64(n)
+	if end > o.id.Size {
+		end, eof = o.id.Size, io.EOF
+	}
+	bs := o.c.opts.BlockSize
+	first, last := off/bs, (end-1)/bs
+	blocks := make([]*block, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		blocks = append(blocks, o.c.acquire(o.id, i))
+	}
+	release = func() {
+		for _, b := range blocks {
+			o.c.release(b)
+		}
+	}
+	slices = make([][]byte, 0, len(blocks))
+	for _, b := range blocks {
+		if err := o.c.wait(ctx, b); err != nil {
+			release()
+			return nil, nil, err
+		}
+		lo := max(off, b.off) - b.off
+		hi := min(end, b.off+b.size) - b.off
+		slices = append(slices, b.data[lo:hi])
+	}
+	return slices, release, eof
+}
+
 // Prefetch asks for the blocks covering [off, off+length) to be loaded in
 // the background, behind any demand load. It never blocks.
 func (o *Object) Prefetch(off, length int64) {

@@ -308,3 +308,34 @@ func TestReadAfterCloseFails(t *testing.T) {
 		t.Fatalf("read after Close: %v, want errClosed", err)
 	}
 }
+
+func TestReadSlicesLendsBlocksInPlace(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(5*bs+100, 40)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 2 * bs, Workers: 2}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	off := int64(bs - 10)
+	slices, release, err := obj.ReadSlices(context.Background(), off, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slices) != 2 || !bytes.Equal(bytes.Join(slices, nil), data[off:off+20]) {
+		t.Fatalf("got %d slices with other bytes, want 2 holding [%d, %d)", len(slices), off, off+20)
+	}
+	// The lent blocks fill the budget; reading elsewhere must not evict them.
+	if _, err := obj.ReadAt(context.Background(), make([]byte, 10), 4*bs); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(bytes.Join(slices, nil), data[off:off+20]) {
+		t.Fatal("lent bytes changed before release")
+	}
+	release()
+	// At the end: what is there, and io.EOF.
+	slices, release, err = obj.ReadSlices(context.Background(), int64(len(data))-50, 200)
+	if !errors.Is(err, io.EOF) || len(bytes.Join(slices, nil)) != 50 {
+		t.Fatalf("read at the end: %d bytes, %v; want 50 and io.EOF", len(bytes.Join(slices, nil)), err)
+	}
+	release()
+}

@@ -50,10 +50,10 @@ func TestDiskTierPersistsAcrossCaches(t *testing.T) {
 	if got := readAll(t, c1, id); !bytes.Equal(got, data) {
 		t.Fatal("first read: wrong bytes")
 	}
+	c1.Close() // waits for the write-backs
 	if s := c1.Stats(); s.DiskWrites != 11 {
 		t.Fatalf("disk writes = %d, want 11", s.DiskWrites)
 	}
-	c1.Close()
 
 	l2 := &memLoader{data: l1.data}
 	c2 := newDiskCache(t, dir, l2, 1<<30)

@@ -29,6 +29,13 @@ type Handle interface {
 	Release()
 }
 
+// SliceReader is implemented by a Handle that can lend its bytes in place
+// rather than copy them: the reply to the kernel is written straight from
+// the slices, and release is called once it has been sent.
+type SliceReader interface {
+	ReadSlices(ctx context.Context, off int64, n int) (slices [][]byte, release func(), err error)
+}
+
 // Passthrougher is implemented by a Handle whose bytes all sit verified in
 // a local file: the kernel may then read that file directly (FUSE
 // passthrough, Linux 6.9+, root) and the Handle sees no reads at all.

@@ -8,6 +8,8 @@ import (
 // Blocks is what a Stream reads from and prefetches into.
 type Blocks interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	// ReadSlices returns the bytes in place, valid until release.
+	ReadSlices(ctx context.Context, off int64, n int) (slices [][]byte, release func(), err error)
 	// Prefetch loads [off, off+length) in the background; it must not block.
 	Prefetch(off, length int64)
 	Size() int64
@@ -65,6 +67,14 @@ func (s *Stream) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		s.observe(off, int64(len(p)))
 	}
 	return s.b.ReadAt(ctx, p, off)
+}
+
+// ReadSlices observes the read, extends the readahead, then reads in place.
+func (s *Stream) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error) {
+	if !s.opts.Disabled {
+		s.observe(off, int64(n))
+	}
+	return s.b.ReadSlices(ctx, off, n)
 }
 
 // Release ends the stream. Prefetched blocks stay cached for other readers.

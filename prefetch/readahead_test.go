@@ -15,6 +15,9 @@ type recorder struct {
 
 func (r *recorder) ReadAt(ctx context.Context, p []byte, off int64) (int, error) { return len(p), nil }
 func (r *recorder) Size() int64                                                  { return r.size }
+func (r *recorder) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error) {
+	return [][]byte{make([]byte, n)}, func() {}, nil
+}
 func (r *recorder) Prefetch(off, length int64) {
 	r.mu.Lock()
 	r.ranges = append(r.ranges, [2]int64{off, off + length})
