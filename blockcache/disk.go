@@ -399,7 +399,7 @@ func (t *diskTier) dropLocked(o *diskObject, index int64) {
 	o.meta.WriteAt(make([]byte, recordSize), metaHeaderSize+index*recordSize)
 	// Punching a hole returns the space; where unsupported the bytes stay
 	// until the object is removed, but the cleared record already hides them.
-	unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, index*t.bs, o.blockLen(index))
+	unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, index*o.hdr.BlockSize, o.blockLen(index))
 	k := diskKey{o.id, index}
 	if e, ok := t.entries[k]; ok {
 		t.used -= e.Value.(*diskEntry).n

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -187,4 +188,54 @@ func passthroughUnsupported() string {
 		return fmt.Sprintf("kernel %s has no FUSE passthrough (needs 6.9+)", rel)
 	}
 	return ""
+}
+
+func TestCacheCommands(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir, "--block-size", "1MiB")...)
+	readModel(t, m)
+	m.stop(t)
+
+	ls := func() map[string]float64 {
+		t.Helper()
+		out, err := exec.Command(modelfsBin, "cache", "ls", "--json", "--cache-dir", cacheDir).Output()
+		if err != nil {
+			t.Fatalf("cache ls: %v", err)
+		}
+		var objs []struct {
+			Name              string
+			Size, CachedBytes int64
+		}
+		if err := json.Unmarshal(out, &objs); err != nil {
+			t.Fatalf("cache ls --json: %v\n%s", err, out)
+		}
+		got := map[string]float64{}
+		for _, o := range objs {
+			got[o.Name] = float64(o.CachedBytes) / float64(max(o.Size, 1))
+		}
+		return got
+	}
+	got := ls()
+	for _, name := range model.Files {
+		if got[name] != 1 {
+			t.Errorf("cache ls: %s is %.0f%% cached, want 100%%", name, 100*got[name])
+		}
+	}
+	if code, stderr := runCLI(t, testEnv(), "cache", "drop", "--cache-dir", cacheDir, model.Files[0]); code != 0 {
+		t.Fatalf("cache drop: %s", stderr)
+	}
+	if _, ok := ls()[model.Files[0]]; ok {
+		t.Fatalf("%s still listed after cache drop", model.Files[0])
+	}
+	if code, stderr := runCLI(t, testEnv(), "cache", "gc", "--cache-dir", cacheDir, "--size", "8MiB"); code != 0 {
+		t.Fatalf("cache gc: %s", stderr)
+	}
+	if used := diskUsage(t, cacheDir); used > 8<<20 {
+		t.Fatalf("after gc to 8 MiB the cache occupies %d bytes", used)
+	}
+	if code, _ := runCLI(t, testEnv(), "cache", "ls", "--cache-dir", t.TempDir()); code == 0 {
+		t.Fatal("cache ls of an empty directory succeeded")
+	}
 }
