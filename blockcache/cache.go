@@ -117,6 +117,7 @@ type Cache struct {
 	demandQ   []*block
 	prefQ     []*block
 	used      int64
+	pinned    int64    // bytes of blocks held by Pin
 	free      [][]byte // reusable full-size buffers
 	closed    bool
 	ctx       context.Context
@@ -296,6 +297,46 @@ func (o *Object) ReadSlices(ctx context.Context, off int64, n int) (slices [][]b
 	return slices, release, eof
 }
 
+// Pin keeps the blocks of [off, off+length) in RAM until unpin is called,
+// loading the missing ones now. Pinned blocks are never evicted; all pins
+// together may hold at most half of the RAM budget.
+func (o *Object) Pin(off, length int64) (unpin func(), err error) {
+	c := o.c
+	off = max(off, 0)
+	end := min(off+length, o.id.Size)
+	if end <= off {
+		return func() {}, nil
+	}
+	bs := c.opts.BlockSize
+	first, last := off/bs, (end-1)/bs
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errClosed
+	}
+	if add := (last - first + 1) * bs; c.pinned+add > c.opts.MemBytes/2 {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("pinning %d bytes of %s: pins may hold at most half of the %d-byte RAM budget", length, o.id.Name, c.opts.MemBytes)
+	}
+	blocks := make([]*block, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		blocks = append(blocks, c.acquireLocked(o.id, i, false))
+	}
+	c.pinned += int64(len(blocks)) * bs
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, b := range blocks {
+				c.release(b)
+			}
+			c.mu.Lock()
+			c.pinned -= int64(len(blocks)) * bs
+			c.mu.Unlock()
+		})
+	}, nil
+}
+
 // Prefetch asks for the blocks covering [off, off+length) to be loaded in
 // the background, behind any demand load. It never blocks.
 func (o *Object) Prefetch(off, length int64) {
@@ -336,26 +377,33 @@ func (c *Cache) newBlock(k key, id ObjectID, prio priority) *block {
 // acquire returns the block, queued for a demand load if missing, with a
 // reference that keeps it from being evicted until release.
 func (c *Cache) acquire(id ObjectID, index int64) *block {
-	k := key{id.Name, id.Version, index}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.acquireLocked(id, index, true)
+}
+
+func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
+	k := key{id.Name, id.Version, index}
 	if c.closed {
 		b := &block{err: errClosed, done: make(chan struct{})}
 		close(b.done)
 		return b
 	}
 	b, ok := c.blocks[k]
+	hit := ok && b.state == stateReady
+	if count && hit {
+		c.counters.hits.Add(1)
+	} else if count {
+		c.counters.misses.Add(1)
+	}
 	switch {
 	case !ok:
-		c.counters.misses.Add(1)
 		b = c.newBlock(k, id, prioDemand)
 		c.demandQ = append(c.demandQ, b)
 		c.wake.Signal()
-	case b.state == stateReady:
-		c.counters.hits.Add(1)
+	case hit:
 		c.lru.MoveToFront(b.elem)
 	default:
-		c.counters.misses.Add(1)
 		if b.state == stateQueued && b.prio == prioPrefetch {
 			// A reader is waiting: jump the prefetch queue.
 			b.prio = prioDemand

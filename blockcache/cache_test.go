@@ -339,3 +339,42 @@ func TestReadSlicesLendsBlocksInPlace(t *testing.T) {
 	}
 	release()
 }
+
+func TestPinnedBlocksAreNeverEvicted(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(24*bs, 41)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 6 * bs, Workers: 2}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	if _, err := obj.Pin(0, 4*bs); err == nil {
+		t.Fatal("a pin of more than half the budget succeeded")
+	}
+	unpin, err := obj.Pin(bs, 2*bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pinned loads", func() bool { return len(l.loadOrder()) == 2 })
+	for i := 3; i < 24; i++ { // stream the rest through the small budget
+		if _, err := obj.ReadAt(context.Background(), make([]byte, 10), int64(i*bs)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loads := len(l.loadOrder())
+	p := make([]byte, 2*bs)
+	if _, err := obj.ReadAt(context.Background(), p, bs); err != nil || !bytes.Equal(p, data[bs:3*bs]) {
+		t.Fatalf("pinned read: %v (or wrong bytes)", err)
+	}
+	if got := len(l.loadOrder()); got != loads {
+		t.Fatalf("pinned blocks were evicted and loaded again (%d loads, want %d)", got, loads)
+	}
+	unpin()
+	unpin() // harmless twice
+	for i := 3; i < 24; i++ {
+		obj.ReadAt(context.Background(), make([]byte, 10), int64(i*bs))
+	}
+	obj.ReadAt(context.Background(), p, bs)
+	if got := len(l.loadOrder()); got <= loads+21 {
+		t.Fatalf("unpinned blocks were never evicted (%d loads)", got)
+	}
+}
