@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // readModel checks every model file through the mount against the source.
@@ -238,4 +239,54 @@ func TestCacheCommands(t *testing.T) {
 	if code, _ := runCLI(t, testEnv(), "cache", "ls", "--cache-dir", t.TempDir()); code == 0 {
 		t.Fatal("cache ls of an empty directory succeeded")
 	}
+}
+
+// The mount's resident memory follows --mem-cache, sampled while a model
+// three times the budget streams through it.
+func TestRSSStaysWithinRAMBudget(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--mem-cache", "16MiB", "--block-size", "1MiB", "--concurrency", "4")...)
+	done := make(chan struct{})
+	peak := make(chan int64)
+	go func() {
+		var max int64
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if rss := rssOf(m.cmd.Process.Pid); rss > max {
+				max = rss
+			}
+			select {
+			case <-done:
+				peak <- max
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	readModel(t, m)
+	close(done)
+	const limit = 16<<20 + 64<<20
+	got := <-peak
+	t.Logf("peak RSS of the mount: %d MiB", got>>20)
+	if got == 0 || got > limit {
+		t.Fatalf("peak RSS %d MiB, want more than 0 and at most %d MiB", got>>20, limit>>20)
+	}
+}
+
+// rssOf reads VmRSS of a process, in bytes.
+func rssOf(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
