@@ -1,5 +1,6 @@
 // Package blockcache serves reads of remote objects from fixed-size blocks
-// held in memory, loading missing blocks through a Loader it declares.
+// held in RAM and, optionally, on local disk, loading missing blocks
+// through a Loader it declares.
 //
 // Invariants:
 //   - A block is keyed by its object's name and pinned version, the block
@@ -10,9 +11,37 @@
 //     of workers that always take a waiting demand load first.
 //   - The RAM tier stays within its byte budget, except for blocks that a
 //     demand read needs while everything else is in use; that overshoot is
-//     bounded by the number of workers times the block size.
-//   - Prefetch never evicts a prefetched block nobody has read yet; when the
-//     budget has no room for it, the prefetch is dropped.
+//     bounded by the number of workers times the block size. Block memory
+//     is mapped outside the Go heap, so the budget is what the process holds.
+//   - Prefetch never evicts a prefetched block nobody has read yet, nor a
+//     pinned one; when the budget has no room for it, the prefetch is dropped.
+//   - No byte from disk reaches a reader unverified: every block read from
+//     the disk tier is checked against the xxhash64 recorded when it was
+//     written. A mismatch or short block is dropped and fetched again.
+//
+// Disk format. One sparse data file per object, with block i at offset
+// i*blockSize, plus a meta file of fixed 16-byte per-block records (hash,
+// state, and a check word tied to the block's index); a record is written
+// after its data, so it is the atomic commit point, and a process killed in
+// between leaves a block that reads as absent. Eviction punches holes and
+// clears records. The alternative, one file per block, is simpler to evict
+// but can never be handed to the kernel: with one file per object, an
+// object complete on disk is served by FUSE passthrough (Linux 6.9+, root)
+// at the speed of a local file, which decided it (numbers in
+// docs/benchmarks.md). The kernel reads a passthrough file unchecked, so
+// it is handed out only after a full verification, remembered by a stamp
+// of the file's inode, size and ctime, and while it is open a shared flock
+// on the object's pin file keeps every process sharing the directory from
+// evicting it.
+//
+// Sharing. Several processes may use one directory: objects are created
+// with an atomic link of a complete meta file, blocks are verified on every
+// read, and the processes take an exclusive flock on the directory's lock
+// file to evict (released by the kernel if the holder dies). Eviction is
+// LRU over blocks; across processes the order falls back to each object's
+// last use (the meta file's mtime). LRU rather than something cleverer
+// because model loads are scans: what was loaded last is what the next
+// start of the same model wants.
 //
 // blockcache knows nothing of S3, file formats or FUSE.
 package blockcache
