@@ -58,6 +58,7 @@ func (o Options) withDefaults() Options {
 type Stats struct {
 	Hits, Misses          int64 // demand block lookups
 	Loads, LoadErrors     int64 // loader calls
+	DemandLoads           int64 // loads a reader waited for from the start: what prefetch missed
 	BytesLoaded           int64
 	Prefetches            int64 // prefetch loads started
 	PrefetchesDropped     int64 // prefetches refused for want of room
@@ -125,7 +126,7 @@ type Cache struct {
 	workers   sync.WaitGroup
 	closeOnce sync.Once
 	counters  struct {
-		hits, misses, loads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
+		hits, misses, loads, demandLoads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
 	}
 }
 
@@ -194,7 +195,7 @@ func (c *Cache) Stats() Stats {
 	k := &c.counters
 	s := Stats{
 		Hits: k.hits.Load(), Misses: k.misses.Load(),
-		Loads: k.loads.Load(), LoadErrors: k.loadErrors.Load(), BytesLoaded: k.bytesLoaded.Load(),
+		Loads: k.loads.Load(), DemandLoads: k.demandLoads.Load(), LoadErrors: k.loadErrors.Load(), BytesLoaded: k.bytesLoaded.Load(),
 		Prefetches: k.prefetches.Load(), PrefetchesDropped: k.dropped.Load(), Evictions: k.evictions.Load(),
 		MemBytes: used, MemCapacity: c.opts.MemBytes,
 	}
@@ -459,6 +460,8 @@ func (c *Cache) work() {
 
 		if b.prio == prioPrefetch {
 			c.counters.prefetches.Add(1)
+		} else {
+			c.counters.demandLoads.Add(1)
 		}
 		p := buf[:b.size]
 		if c.disk != nil && c.disk.get(b.obj, b.key.index, p) {

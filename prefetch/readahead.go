@@ -47,8 +47,9 @@ func (o ReadaheadOptions) withDefaults() ReadaheadOptions {
 // Stream is one reader of one object with its readahead state. It is safe
 // for concurrent use: go-fuse serves a handle's reads in parallel.
 type Stream struct {
-	b    Blocks
-	opts ReadaheadOptions
+	b        Blocks
+	opts     ReadaheadOptions
+	watchers []Watcher
 
 	mu     sync.Mutex
 	next   int64 // where the last read ended
@@ -56,24 +57,36 @@ type Stream struct {
 	issued int64 // prefetch requested up to here
 }
 
-// NewStream wraps b with readahead.
-func NewStream(b Blocks, opts ReadaheadOptions) *Stream {
-	return &Stream{b: b, opts: opts.withDefaults(), next: -1}
+// NewStream wraps b with readahead; every read is also shown to the
+// watchers (plan followers, profile recorders). Nil watchers are ignored.
+func NewStream(b Blocks, opts ReadaheadOptions, watchers ...Watcher) *Stream {
+	s := &Stream{b: b, opts: opts.withDefaults(), next: -1}
+	for _, w := range watchers {
+		if w != nil {
+			s.watchers = append(s.watchers, w)
+		}
+	}
+	return s
 }
 
 // ReadAt observes the read, extends the readahead, then reads.
 func (s *Stream) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if !s.opts.Disabled {
-		s.observe(off, int64(len(p)))
-	}
+	s.watch(off, int64(len(p)))
 	return s.b.ReadAt(ctx, p, off)
+}
+
+func (s *Stream) watch(off, n int64) {
+	for _, w := range s.watchers {
+		w.Observe(off, n)
+	}
+	if !s.opts.Disabled {
+		s.observe(off, n)
+	}
 }
 
 // ReadSlices observes the read, extends the readahead, then reads in place.
 func (s *Stream) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error) {
-	if !s.opts.Disabled {
-		s.observe(off, int64(n))
-	}
+	s.watch(off, int64(n))
 	return s.b.ReadSlices(ctx, off, n)
 }
 

@@ -37,7 +37,7 @@ func mountCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "region", Usage: "S3 region (default: the AWS chain, then us-east-1)", EnvVars: env("REGION")},
 			&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL; implies path-style addressing", EnvVars: env("ENDPOINT")},
-			&cli.StringFlag{Name: "profile", Usage: "AWS shared-config profile", EnvVars: env("PROFILE")},
+			&cli.StringFlag{Name: "aws-profile", Usage: "AWS shared-config profile (default: AWS_PROFILE, then default)", EnvVars: env("AWS_PROFILE")},
 			&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous S3 requests (public buckets)", EnvVars: env("NO_SIGN_REQUEST")},
 			&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
 			&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
@@ -45,7 +45,10 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "mem-cache", Value: "auto", Usage: "RAM block cache budget (auto: a quarter of memory, at most 8GiB)", EnvVars: env("MEM_CACHE")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
 			&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: 80% of the free space at mount time)", EnvVars: env("CACHE_SIZE")},
-			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, readahead or off (auto: readahead)", EnvVars: env("PREFETCH")},
+			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, layer, profile, readahead or off (auto: --profile if given and usable, else layer order from the model's headers; readahead always)", EnvVars: env("PREFETCH")},
+			&cli.StringFlag{Name: "profile", Usage: "replay this recorded load profile at mount time", EnvVars: env("PROFILE")},
+			&cli.StringFlag{Name: "record-profile", Usage: "write the order blocks were first read to this file on unmount", EnvVars: env("RECORD_PROFILE")},
+			&cli.StringFlag{Name: "small-file", Value: "1MiB", Usage: "files up to this size are fetched whole on first open", EnvVars: env("SMALL_FILE")},
 			&cli.StringFlag{Name: "readahead", Value: "128MiB", Usage: "largest readahead window per open file", EnvVars: env("READAHEAD")},
 			&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
 			&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before EIO", EnvVars: env("RETRIES")},
@@ -90,13 +93,30 @@ func runMount(c *cli.Context) error {
 	if c.Int("concurrency") < 1 || c.Int("concurrency") > 1024 {
 		return fmt.Errorf("--concurrency %d: want 1 to 1024", c.Int("concurrency"))
 	}
-	ra := prefetch.ReadaheadOptions{Max: raMax}
-	switch c.String("prefetch") {
-	case "auto", "readahead":
+	smallFile, err := parseSize(c.String("small-file"), "--small-file")
+	if err != nil {
+		return err
+	}
+	pf := &prefetcher{
+		mode: c.String("prefetch"), profile: c.String("profile"), log: log, smallFile: smallFile,
+		ra: prefetch.ReadaheadOptions{Max: raMax}, blockSize: blockSize, window: min(256<<20, memCache/2),
+	}
+	switch pf.mode {
+	case "auto", "layer", "readahead":
+	case "profile":
+		if pf.profile == "" {
+			return fmt.Errorf("--prefetch profile needs --profile FILE")
+		}
 	case "off":
-		ra.Disabled = true
+		pf.ra.Disabled = true
 	default:
-		return fmt.Errorf("--prefetch %q: want auto, readahead or off", c.String("prefetch"))
+		return fmt.Errorf("--prefetch %q: want auto, layer, profile, readahead or off", pf.mode)
+	}
+	if rec := c.String("record-profile"); rec != "" {
+		if st, err := os.Stat(filepath.Dir(rec)); err != nil || !st.IsDir() {
+			return fmt.Errorf("--record-profile %s: its directory does not exist", rec)
+		}
+		pf.recorder = prefetch.NewRecorder(blockSize)
 	}
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
@@ -104,7 +124,7 @@ func runMount(c *cli.Context) error {
 	retry := fetch.RetryOptions{MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout")}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
 		S3: fetch.S3Options{
-			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("profile"),
+			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
 			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
 		},
 		HTTP:  fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
@@ -133,10 +153,12 @@ func runMount(c *cli.Context) error {
 	defer cache.Close()
 	files := make([]fs.File, 0, len(objs))
 	var total int64
+	pf.objs = make(map[string]*blockcache.Object, len(objs))
+	pf.fetchObjs = loader.objs
 	for _, o := range objs {
 		loader.objs[o.Key] = o
-		bo := cache.Object(blockcache.ObjectID{Name: o.Key, Version: o.Version(), Size: o.Size})
-		files = append(files, fs.File{Path: o.Key, Size: o.Size, ModTime: o.ModTime, Content: streamOpener{bo, ra}})
+		pf.objs[o.Key] = cache.Object(blockcache.ObjectID{Name: o.Key, Version: o.Version(), Size: o.Size})
+		files = append(files, fs.File{Path: o.Key, Size: o.Size, ModTime: o.ModTime, Content: pf.opener(o)})
 		total += o.Size
 	}
 
@@ -151,6 +173,14 @@ func runMount(c *cli.Context) error {
 		log.Warn("object not shown", "key", fmt.Sprintf("%q", s.Path), "reason", s.Reason)
 	}
 	fmt.Printf("ready: %s mounted at %s (%d files, %s)\n", src, mountpoint, len(files)-len(srv.Skipped), formatSize(total))
+	go pf.start(ctx)
+	defer func() {
+		if rec := c.String("record-profile"); rec != "" {
+			if err := pf.saveProfile(rec); err != nil {
+				log.Error("profile not saved", "err", err)
+			}
+		}
+	}()
 
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
@@ -181,7 +211,7 @@ func logSummary(log *slog.Logger, srv *fs.Server, cache *blockcache.Cache) {
 	st := cache.Stats()
 	log.Info("unmounted",
 		"fuse_reads", srv.Stats.Reads.Load(), "fuse_read_bytes", srv.Stats.ReadBytes.Load(), "read_errors", srv.Stats.ReadErrors.Load(),
-		"block_hits", st.Hits, "block_misses", st.Misses, "remote_loads", st.Loads, "remote_bytes", st.BytesLoaded,
+		"block_hits", st.Hits, "block_misses", st.Misses, "demand_loads", st.DemandLoads, "remote_loads", st.Loads, "remote_bytes", st.BytesLoaded,
 		"prefetches", st.Prefetches, "disk_hits", st.DiskHits, "disk_corrupt", st.DiskCorrupt, "disk_writes", st.DiskWrites)
 }
 
@@ -216,34 +246,6 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 	}
 	log.Warn("source unreachable: using the saved listing; only cached blocks can be read", "source", src.String(), "saved_at", at, "err", err)
 	return old, nil
-}
-
-// streamOpener gives each open file its own readahead stream, and the
-// verified disk-cache file for passthrough when the object is all there.
-type streamOpener struct {
-	obj *blockcache.Object
-	ra  prefetch.ReadaheadOptions
-}
-
-func (o streamOpener) Open() fs.Handle {
-	s := prefetch.NewStream(o.obj, o.ra)
-	if b, ok := o.obj.Backing(); ok {
-		return &backedStream{Stream: s, backing: b}
-	}
-	return s
-}
-
-// backedStream is a stream whose object is complete in the disk cache.
-type backedStream struct {
-	*prefetch.Stream
-	backing *blockcache.Backing
-}
-
-func (b *backedStream) PassthroughFd() (int, bool) { return int(b.backing.File.Fd()), true }
-
-func (b *backedStream) Release() {
-	b.Stream.Release()
-	b.backing.Close()
 }
 
 // sourceLoader feeds the block cache from the source, by pinned object.

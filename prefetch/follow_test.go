@@ -1,0 +1,87 @@
+package prefetch
+
+import (
+	"sync"
+	"testing"
+)
+
+// fileRecorder records prefetches of one file.
+type fileRecorder struct {
+	mu   sync.Mutex
+	path string
+	log  *[]string
+}
+
+func (r *fileRecorder) Prefetch(off, length int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.log = append(*r.log, r.path+":"+itoa(off/mib)+"+"+itoa(length/mib))
+}
+
+func itoa(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+func TestFollowerKeepsAWindowAheadOfTheReader(t *testing.T) {
+	var log []string
+	files := map[string]FileBlocks{}
+	for _, p := range []string{"a", "b"} {
+		files[p] = &fileRecorder{path: p, log: &log}
+	}
+	// Plan order interleaves two shards, like a layer split across files.
+	plan := []Range{
+		{Path: "a", Off: 0, Len: mib}, {Path: "b", Off: 0, Len: 2 * mib},
+		{Path: "a", Off: mib, Len: 2 * mib}, {Path: "b", Off: 2 * mib, Len: mib},
+		{Path: "c", Off: 0, Len: mib}, // not mounted: skipped
+		{Path: "a", Off: 3 * mib, Len: mib}, {Path: "b", Off: 3 * mib, Len: 4 * mib},
+	}
+	f := NewFollower(plan, files, FollowOptions{Window: 3 * mib, BlockSize: mib})
+	if got := f.PlannedBytes(); got != 11*mib {
+		t.Fatalf("planned %d MiB, want 11", got/mib)
+	}
+	f.Start()
+	want := []string{"a:0+1", "b:0+2"} // 3 MiB window
+	if !equal(log, want) {
+		t.Fatalf("after Start: %v, want %v", log, want)
+	}
+	// The reader reaches plan entry 2 (a at 1 MiB): the window moves there.
+	f.ForFile("a").Observe(mib+100, 4096)
+	want = append(want, "a:1+2", "b:2+1")
+	if !equal(log, want) {
+		t.Fatalf("after reading a@1MiB: %v, want %v", log, want)
+	}
+	// Reading behind the position changes nothing; reads off the plan neither.
+	f.ForFile("b").Observe(0, 4096)
+	f.ForFile("b").Observe(100*mib, 4096)
+	if !equal(log, want) {
+		t.Fatalf("reads behind or off the plan prefetched: %v", log)
+	}
+	if f.ForFile("c") != nil {
+		t.Fatal("a watcher for a file not in the plan")
+	}
+	// Skipping to the last entry requests it, not what was skipped over.
+	f.ForFile("b").Observe(5*mib, 4096)
+	want = append(want, "b:3+4")
+	if !equal(log, want) {
+		t.Fatalf("after skipping ahead: %v, want %v", log, want)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,275 @@
+package prefetch
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// File is one file of the model as the planner sees it.
+type File struct {
+	Path string // '/'-separated, relative to the model root
+	Size int64
+	// Open returns a reader of the file (through the cache in production).
+	// Plan calls it only for the headers it needs, possibly from several
+	// goroutines at once; a reader that is also an io.Closer is closed
+	// when Plan is done with it.
+	Open func() (io.ReaderAt, error)
+}
+
+// Range is a byte range of one file, in the order it should be fetched.
+type Range struct {
+	Path     string
+	Off, Len int64
+	// Tensor names the tensor the range holds: "" for a header or a whole
+	// file, and for ranges that Merge joined.
+	Tensor string
+}
+
+// PlanOptions tune Plan; zero values take the defaults.
+type PlanOptions struct {
+	// SmallFile: files at most this size are fetched whole and first
+	// (default 1 MiB).
+	SmallFile int64
+	// MaxHeader is the largest safetensors or GGUF header (and safetensors
+	// index) accepted (default 100 MiB).
+	MaxHeader int64
+	// Parallel is how many headers are read at once (default 8): each is
+	// a round trip to the store, and checkpoints have dozens of shards.
+	Parallel int
+}
+
+func (o PlanOptions) withDefaults() PlanOptions {
+	if o.SmallFile <= 0 {
+		o.SmallFile = 1 << 20
+	}
+	if o.MaxHeader <= 0 {
+		o.MaxHeader = 100 << 20
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 8
+	}
+	return o
+}
+
+// Plan reads the headers it needs and returns the ranges in the order an
+// inference loader reads them:
+//
+//  1. every file of at most SmallFile bytes (config.json first, then by
+//     path), and every safetensors index, whole;
+//  2. each checkpoint, in path order of its first file: the header of each
+//     of its files, then its tensors in Order across all of its files.
+//     A checkpoint is the shard set a *.safetensors.index.json names, or
+//     files named <prefix>-NNNNN-of-MMMMM.safetensors (or .gguf), or
+//     else a single .safetensors or .gguf file;
+//
+// Other big files are not planned: readahead covers them. Zero-length
+// tensors and files get no range.
+//
+// A file whose header (or index) cannot be read or is invalid is left out,
+// and the error, naming it, is joined into the returned error; the ranges
+// returned alongside are still a valid plan for the other files.
+func Plan(files []File, opts PlanOptions) ([]Range, error) {
+	opts = opts.withDefaults()
+	var errs []error
+	fail := func(f File, err error) { errs = append(errs, fmt.Errorf("prefetch: plan %s: %w", f.Path, err)) }
+
+	var whole, big []File
+	shardOf := map[string]string{} // shard path → its checkpoint's index path
+	for _, f := range files {
+		switch {
+		case f.Size <= 0:
+		case strings.HasSuffix(f.Path, ".safetensors.index.json"):
+			shards, err := readIndex(f, opts.MaxHeader)
+			if err != nil {
+				fail(f, err)
+				if f.Size > opts.SmallFile {
+					continue
+				}
+			}
+			whole = append(whole, f)
+			for _, s := range shards {
+				shardOf[s] = f.Path
+			}
+		case f.Size <= opts.SmallFile:
+			whole = append(whole, f)
+		case strings.HasSuffix(f.Path, ".safetensors") || strings.HasSuffix(f.Path, ".gguf"):
+			big = append(big, f)
+		}
+	}
+
+	// Loaders read config.json before anything else.
+	slices.SortStableFunc(whole, func(a, b File) int {
+		ac, bc := path.Base(a.Path) == "config.json", path.Base(b.Path) == "config.json"
+		if ac != bc {
+			if ac {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Path, b.Path)
+	})
+	var out []Range
+	for _, f := range whole {
+		out = append(out, Range{Path: f.Path, Off: 0, Len: f.Size})
+	}
+
+	// Group the big files into checkpoints, each in path order (which is
+	// shard order), checkpoints ordered by their first file.
+	slices.SortStableFunc(big, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	var groups [][]int // indices into big
+	groupOf := map[string]int{}
+	for i, f := range big {
+		key := checkpointKey(f.Path, shardOf)
+		g, ok := groupOf[key]
+		if !ok {
+			g = len(groups)
+			groupOf[key] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+
+	headers := readHeaders(big, opts)
+	for _, g := range groups {
+		var names []string
+		var tensors []Range
+		for _, i := range g {
+			h := headers[i]
+			if h.err != nil {
+				fail(big[i], h.err)
+				continue
+			}
+			out = append(out, Range{Path: big[i].Path, Off: 0, Len: h.len})
+			for _, t := range h.tensors {
+				names = append(names, t.name)
+				tensors = append(tensors, Range{Path: big[i].Path, Off: t.off, Len: t.len, Tensor: t.name})
+			}
+		}
+		for _, k := range Order(names) {
+			if tensors[k].Len > 0 {
+				out = append(out, tensors[k])
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// shardName matches a shard of a checkpoint split by the usual writers:
+// Hugging Face's model-00001-of-00003.safetensors and llama.cpp's
+// gguf-split model-00001-of-00003.gguf.
+var shardName = regexp.MustCompile(`^(.*)-[0-9]+-of-([0-9]+)\.(safetensors|gguf)$`)
+
+// checkpointKey names the checkpoint the file at p belongs to.
+func checkpointKey(p string, shardOf map[string]string) string {
+	if idx, ok := shardOf[p]; ok {
+		return "index:" + idx
+	}
+	if m := shardName.FindStringSubmatch(p); m != nil {
+		return "shards:" + m[1] + "-of-" + m[2] + "." + m[3]
+	}
+	return "file:" + p
+}
+
+// header is one big file's parsed header.
+type header struct {
+	len     int64 // the header's length: where the data starts
+	tensors []tensorRange
+	err     error
+}
+
+// readHeaders parses the headers of files, opts.Parallel at a time.
+func readHeaders(files []File, opts PlanOptions) []header {
+	out := make([]header, len(files))
+	sem := make(chan struct{}, opts.Parallel)
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			h := &out[i]
+			h.err = withReader(f, func(r io.ReaderAt) error {
+				var err error
+				if strings.HasSuffix(f.Path, ".gguf") {
+					h.len, h.tensors, err = parseGGUF(r, f.Size, opts.MaxHeader)
+				} else {
+					h.len, h.tensors, err = parseSafetensors(r, f.Size, opts.MaxHeader)
+				}
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// readIndex returns the paths of the shards a safetensors index names,
+// relative to the model root like the index's own path.
+func readIndex(f File, maxHeader int64) ([]string, error) {
+	if f.Size > maxHeader {
+		return nil, fmt.Errorf("%d-byte index exceeds the %d-byte limit", f.Size, maxHeader)
+	}
+	var idx struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	err := withReader(f, func(r io.ReaderAt) error {
+		return json.NewDecoder(io.NewSectionReader(r, 0, f.Size)).Decode(&idx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("safetensors index: %w", err)
+	}
+	// Shard names are relative to the index's directory.
+	dir := path.Dir(f.Path)
+	var shards []string
+	for _, s := range idx.WeightMap {
+		shards = append(shards, path.Join(dir, s))
+	}
+	slices.Sort(shards)
+	return slices.Compact(shards), nil
+}
+
+func withReader(f File, fn func(io.ReaderAt) error) error {
+	if f.Open == nil {
+		return errors.New("file has no Open")
+	}
+	r, err := f.Open()
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	if c, ok := r.(io.Closer); ok {
+		defer c.Close()
+	}
+	return fn(r)
+}
+
+// Merge joins consecutive ranges of the same file that are contiguous, so
+// that a plan costs fewer requests. A joined range has no Tensor name.
+func Merge(ranges []Range) []Range {
+	var out []Range
+	for _, r := range ranges {
+		if n := len(out); n > 0 && out[n-1].Path == r.Path && out[n-1].Off+out[n-1].Len == r.Off {
+			out[n-1].Len += r.Len
+			out[n-1].Tensor = ""
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// sortByOffset orders idx by the offset, then length, of ts[idx[i]].
+func sortByOffset(idx []int, ts []tensorRange) {
+	slices.SortFunc(idx, func(a, b int) int {
+		if c := cmp.Compare(ts[a].off, ts[b].off); c != 0 {
+			return c
+		}
+		return cmp.Compare(ts[a].len, ts[b].len)
+	})
+}

@@ -1,0 +1,298 @@
+package prefetch
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// strictReader is a file of size bytes of which data is the start (a file
+// may claim more than a test bothers to hold). It fails the test if asked
+// to read outside the file, or more than planMaxRead bytes at once: the
+// planners must read headers in bounded chunks.
+type strictReader struct {
+	tb     testing.TB
+	data   []byte
+	size   int64
+	closed atomic.Bool
+}
+
+const planMaxRead = 1 << 20
+
+func newStrict(tb testing.TB, data []byte) *strictReader {
+	return &strictReader{tb: tb, data: data, size: int64(len(data))}
+}
+
+func (r *strictReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > r.size {
+		r.tb.Errorf("read [%d, %d) outside the %d-byte file", off, off+int64(len(p)), r.size)
+		return 0, errors.New("read outside the file")
+	}
+	if len(p) > planMaxRead {
+		r.tb.Errorf("read of %d bytes at once", len(p))
+	}
+	if off >= int64(len(r.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *strictReader) Close() error {
+	if r.closed.Swap(true) {
+		r.tb.Errorf("closed twice")
+	}
+	return nil
+}
+
+// memFile is a File over data; opened records its readers.
+func memFile(tb testing.TB, p string, data []byte, opened *[]*strictReader) File {
+	return File{Path: p, Size: int64(len(data)), Open: func() (io.ReaderAt, error) {
+		r := newStrict(tb, data)
+		if opened != nil {
+			*opened = append(*opened, r) // Plan opens in parallel only when Parallel > 1
+		}
+		return r, nil
+	}}
+}
+
+// unopenable is a File that Plan must not read.
+func unopenable(tb testing.TB, p string, size int64) File {
+	return File{Path: p, Size: size, Open: func() (io.ReaderAt, error) {
+		tb.Errorf("Plan opened %s", p)
+		return nil, errors.New("must not open")
+	}}
+}
+
+// allocated runs f and returns the bytes it allocated.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// checkWithin fails unless the parsed header and tensors lie inside a file
+// of size bytes, after the header, without overlapping.
+func checkWithin(t *testing.T, hdr int64, ts []tensorRange, size int64) {
+	t.Helper()
+	if hdr <= 0 || hdr > size {
+		t.Fatalf("header length %d outside the %d-byte file", hdr, size)
+	}
+	idx := make([]int, len(ts))
+	for i := range idx {
+		idx[i] = i
+	}
+	sortByOffset(idx, ts)
+	end := hdr
+	for _, i := range idx {
+		r := ts[i]
+		if r.off < end || r.len < 0 || r.off+r.len > size || r.off+r.len < r.off {
+			t.Fatalf("tensor %q [%d, +%d) outside [%d, %d) or overlapping", r.name, r.off, r.len, end, size)
+		}
+		end = r.off + r.len
+	}
+}
+
+func rangesString(rs []Range) string {
+	var b strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&b, "\n  %s [%d, +%d) %s", r.Path, r.Off, r.Len, r.Tensor)
+	}
+	return b.String()
+}
+
+func checkRanges(t *testing.T, got, want []Range) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Fatalf("plan:%s\nwant:%s", rangesString(got), rangesString(want))
+	}
+}
+
+// A sharded Llama-style checkpoint whose layers are split across three
+// shards with unusual names, so that only the index can tie them together.
+func TestPlanShardedSafetensors(t *testing.T) {
+	f32 := func(name string, n int64) stTensor { return stTensor{name: name, dtype: "F32", shape: []int64{n}} }
+	a := writeSafetensors(t, f32("model.embed_tokens.weight", 16), f32("model.layers.0.mlp.weight", 8), f32("model.layers.1.attn.weight", 4))
+	b := writeSafetensors(t, f32("model.layers.0.attn.weight", 4), f32("model.layers.1.mlp.weight", 8), f32("model.layers.2.attn.weight", 4))
+	c := writeSafetensors(t, f32("lm_head.weight", 16), f32("model.layers.2.mlp.weight", 8), f32("model.norm.weight", 2))
+	extra := writeSafetensors(t, f32("model.norm.weight", 2), f32("model.embed_tokens.weight", 16))
+	index := []byte(`{"metadata": {"total_size": 300}, "weight_map": {
+		"lm_head.weight": "c.safetensors",
+		"model.embed_tokens.weight": "a.safetensors",
+		"model.layers.0.attn.weight": "b.safetensors",
+		"model.layers.0.mlp.weight": "a.safetensors",
+		"model.layers.1.attn.weight": "a.safetensors",
+		"model.layers.1.mlp.weight": "b.safetensors",
+		"model.layers.2.attn.weight": "b.safetensors",
+		"model.layers.2.mlp.weight": "c.safetensors",
+		"model.norm.weight": "c.safetensors",
+		"model.gone.weight": "missing.safetensors"}}`)
+	config := []byte(`{"architectures": ["LlamaForCausalLM"]}`)
+	tokenizer := []byte(`{"model": {"type": "BPE"}}`)
+
+	var opened []*strictReader
+	files := []File{
+		memFile(t, "w/extra.safetensors", extra.data, &opened),
+		memFile(t, "w/c.safetensors", c.data, &opened),
+		memFile(t, "w/b.safetensors", b.data, &opened),
+		memFile(t, "w/a.safetensors", a.data, &opened),
+		memFile(t, "w/model.safetensors.index.json", index, &opened),
+		memFile(t, "tokenizer.json", tokenizer, &opened),
+		memFile(t, "w/config.json", config, &opened),
+		unopenable(t, "original/consolidated.pth", 1<<30),
+		unopenable(t, "empty.txt", 0),
+	}
+	got, err := Plan(files, PlanOptions{SmallFile: 100, Parallel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := func(p string, st stFile, name string) Range {
+		o := st.offs[name]
+		return Range{Path: p, Off: o[0], Len: o[1] - o[0], Tensor: name}
+	}
+	checkRanges(t, got, []Range{
+		{Path: "w/config.json", Len: int64(len(config))},
+		{Path: "tokenizer.json", Len: int64(len(tokenizer))},
+		{Path: "w/model.safetensors.index.json", Len: int64(len(index))},
+		{Path: "w/a.safetensors", Len: a.hdr},
+		{Path: "w/b.safetensors", Len: b.hdr},
+		{Path: "w/c.safetensors", Len: c.hdr},
+		tr("w/a.safetensors", a, "model.embed_tokens.weight"),
+		tr("w/a.safetensors", a, "model.layers.0.mlp.weight"),
+		tr("w/b.safetensors", b, "model.layers.0.attn.weight"),
+		tr("w/a.safetensors", a, "model.layers.1.attn.weight"),
+		tr("w/b.safetensors", b, "model.layers.1.mlp.weight"),
+		tr("w/b.safetensors", b, "model.layers.2.attn.weight"),
+		tr("w/c.safetensors", c, "model.layers.2.mlp.weight"),
+		tr("w/c.safetensors", c, "model.norm.weight"),
+		tr("w/c.safetensors", c, "lm_head.weight"),
+		// Not in the index: a checkpoint of its own.
+		{Path: "w/extra.safetensors", Len: extra.hdr},
+		tr("w/extra.safetensors", extra, "model.embed_tokens.weight"),
+		tr("w/extra.safetensors", extra, "model.norm.weight"),
+	})
+	// Whole small files are fetched, not opened; the index and the big
+	// files are opened once each, and closed.
+	if len(opened) != 5 {
+		t.Errorf("Plan opened %d readers, want 5 (index and 4 shards)", len(opened))
+	}
+	for _, r := range opened {
+		if !r.closed.Load() {
+			t.Errorf("a reader was not closed")
+		}
+	}
+}
+
+// Without an index, files named -NNNNN-of-MMMMM are one checkpoint.
+func TestPlanShardNamesWithoutIndex(t *testing.T) {
+	f16 := func(name string) stTensor { return stTensor{name: name, dtype: "F16", shape: []int64{8}} }
+	s1 := writeSafetensors(t, f16("model.layers.1.w"), f16("model.embed_tokens.weight"))
+	s2 := writeSafetensors(t, f16("model.layers.0.w"), f16("lm_head.weight"))
+	other := writeSafetensors(t, f16("model.layers.0.w"))
+	files := []File{
+		memFile(t, "model-00002-of-00002.safetensors", s2.data, nil),
+		memFile(t, "model-00001-of-00002.safetensors", s1.data, nil),
+		memFile(t, "other-00001-of-00002.safetensors", other.data, nil),
+	}
+	got, err := Plan(files, PlanOptions{SmallFile: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths, tensors []string
+	for _, r := range got {
+		paths = append(paths, r.Path)
+		tensors = append(tensors, r.Tensor)
+	}
+	wantTensors := []string{"", "", "model.embed_tokens.weight", "model.layers.0.w", "model.layers.1.w", "lm_head.weight", "", "model.layers.0.w"}
+	wantPaths := []string{
+		"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+		"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+		"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+		"other-00001-of-00002.safetensors", "other-00001-of-00002.safetensors",
+	}
+	if !slices.Equal(tensors, wantTensors) || !slices.Equal(paths, wantPaths) {
+		t.Fatalf("plan:%s", rangesString(got))
+	}
+}
+
+// An invalid file is left out and named in the error; the rest is planned.
+func TestPlanReportsBadFilesAndPlansTheRest(t *testing.T) {
+	good := writeSafetensors(t, stTensor{name: "w", dtype: "U8", shape: []int64{64}})
+	bad := rawSafetensors(`{"w":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}`, 4)
+	files := []File{
+		memFile(t, "good.safetensors", good.data, nil),
+		memFile(t, "sub/bad.safetensors", bad, nil),
+		{Path: "noopen.gguf", Size: 100},
+		{Path: "broken.gguf", Size: 100, Open: func() (io.ReaderAt, error) { return nil, errors.New("store down") }},
+	}
+	got, err := Plan(files, PlanOptions{SmallFile: 1})
+	for _, want := range []string{"sub/bad.safetensors", "F33", "noopen.gguf", "broken.gguf: open: store down"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %q", err, want)
+		}
+	}
+	checkRanges(t, got, []Range{
+		{Path: "good.safetensors", Len: good.hdr},
+		{Path: "good.safetensors", Off: good.hdr, Len: 64, Tensor: "w"},
+	})
+}
+
+func TestPlanBadIndex(t *testing.T) {
+	_, err := Plan([]File{memFile(t, "model.safetensors.index.json", []byte(`{"weight_map": [`), nil)}, PlanOptions{})
+	if err == nil || !strings.Contains(err.Error(), "model.safetensors.index.json") {
+		t.Fatalf("bad index: error %v", err)
+	}
+	// An index larger than MaxHeader is not read at all.
+	_, err = Plan([]File{unopenable(t, "model.safetensors.index.json", 1<<40)}, PlanOptions{})
+	if err == nil {
+		t.Fatal("huge index accepted")
+	}
+}
+
+// Many shards are read in parallel (run with -race).
+func TestPlanParallelHeaders(t *testing.T) {
+	var files []File
+	for i := range 20 {
+		st := writeSafetensors(t, stTensor{name: fmt.Sprintf("model.layers.%d.w", i), dtype: "I32", shape: []int64{4, 4}})
+		files = append(files, memFile(t, fmt.Sprintf("model-%05d-of-00020.safetensors", i+1), st.data, nil))
+	}
+	got, err := Plan(files, PlanOptions{SmallFile: 1, Parallel: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 40 {
+		t.Fatalf("plan has %d ranges, want 40", len(got))
+	}
+	for i := range 20 {
+		if r := got[20+i]; r.Tensor != fmt.Sprintf("model.layers.%d.w", i) || r.Len != 64 {
+			t.Fatalf("range %d is %+v", 20+i, r)
+		}
+	}
+}
+
+func TestMerge(t *testing.T) {
+	got := Merge([]Range{
+		{Path: "a", Off: 0, Len: 10},
+		{Path: "a", Off: 10, Len: 5, Tensor: "x"},
+		{Path: "a", Off: 15, Len: 5, Tensor: "y"},
+		{Path: "b", Off: 20, Len: 5, Tensor: "z"},
+		{Path: "a", Off: 30, Len: 5, Tensor: "u"},
+		{Path: "a", Off: 40, Len: 5, Tensor: "v"},
+	})
+	checkRanges(t, got, []Range{
+		{Path: "a", Off: 0, Len: 20},
+		{Path: "b", Off: 20, Len: 5, Tensor: "z"},
+		{Path: "a", Off: 30, Len: 5, Tensor: "u"},
+		{Path: "a", Off: 40, Len: 5, Tensor: "v"},
+	})
+}

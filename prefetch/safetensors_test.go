@@ -1,0 +1,202 @@
+package prefetch
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+type stTensor struct {
+	name  string
+	dtype string
+	shape []int64
+}
+
+// stFile is a written safetensors file and where its parts lie.
+type stFile struct {
+	data []byte
+	hdr  int64               // 8 + header length
+	offs map[string][2]int64 // absolute [begin, end) of each tensor
+}
+
+var stTestBytes = map[string]int64{"F32": 4, "F16": 2, "BF16": 2, "I32": 4, "U8": 1, "F64": 8}
+
+// writeSafetensors writes tensors in the given order, with the header
+// listing them in the same order (a map would sort them) and padded with
+// spaces to 8 bytes as the reference writer does.
+func writeSafetensors(tb testing.TB, tensors ...stTensor) stFile {
+	tb.Helper()
+	var hdr strings.Builder
+	hdr.WriteString(`{"__metadata__":{"format":"pt"}`)
+	f := stFile{offs: map[string][2]int64{}}
+	var off int64
+	for _, t := range tensors {
+		n, ok := stTestBytes[t.dtype]
+		if !ok {
+			tb.Fatalf("test writer lacks dtype %s", t.dtype)
+		}
+		for _, d := range t.shape {
+			n *= d
+		}
+		name, _ := json.Marshal(t.name)
+		shape, _ := json.Marshal(t.shape)
+		fmt.Fprintf(&hdr, `,%s:{"dtype":%q,"shape":%s,"data_offsets":[%d,%d]}`, name, t.dtype, shape, off, off+n)
+		f.offs[t.name] = [2]int64{off, off + n}
+		off += n
+	}
+	hdr.WriteString("}")
+	for hdr.Len()%8 != 0 {
+		hdr.WriteByte(' ')
+	}
+	f.hdr = 8 + int64(hdr.Len())
+	for k, o := range f.offs {
+		f.offs[k] = [2]int64{o[0] + f.hdr, o[1] + f.hdr}
+	}
+	f.data = binary.LittleEndian.AppendUint64(nil, uint64(hdr.Len()))
+	f.data = append(f.data, hdr.String()...)
+	for i := range off {
+		f.data = append(f.data, byte(i))
+	}
+	return f
+}
+
+// rawSafetensors is header as the JSON, followed by dataLen bytes.
+func rawSafetensors(header string, dataLen int) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	b = append(b, header...)
+	return append(b, make([]byte, dataLen)...)
+}
+
+// withLength replaces the header length of a file.
+func withLength(b []byte, n uint64) []byte {
+	b = append([]byte(nil), b...)
+	binary.LittleEndian.PutUint64(b, n)
+	return b
+}
+
+func TestSafetensorsParse(t *testing.T) {
+	st := writeSafetensors(t,
+		stTensor{name: "b", dtype: "BF16", shape: []int64{3, 2}},
+		stTensor{name: "a", dtype: "F32", shape: []int64{}},
+		stTensor{name: "empty", dtype: "F64", shape: []int64{0, 5}},
+		stTensor{name: "c", dtype: "U8", shape: []int64{5}},
+	)
+	hdr, ts, err := parseSafetensors(newStrict(t, st.data), int64(len(st.data)), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr != st.hdr {
+		t.Errorf("header length %d, want %d", hdr, st.hdr)
+	}
+	// Header order, absolute offsets: b [0,12), a [12,16), empty [16,16), c [16,21).
+	want := []tensorRange{{"b", hdr, 12}, {"a", hdr + 12, 4}, {"empty", hdr + 16, 0}, {"c", hdr + 16, 5}}
+	if fmt.Sprint(ts) != fmt.Sprint(want) {
+		t.Errorf("tensors %v, want %v", ts, want)
+	}
+}
+
+// Packed sub-byte dtypes and padding or gaps between tensors, which the
+// planner tolerates (it only fetches what the header names).
+func TestSafetensorsSubByteAndGaps(t *testing.T) {
+	data := rawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}  `, 16)
+	hdr, ts, err := parseSafetensors(newStrict(t, data), int64(len(data)), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tensorRange{{"f4", hdr, 3}, {"f6", hdr + 8, 3}}
+	if fmt.Sprint(ts) != fmt.Sprint(want) {
+		t.Errorf("tensors %v, want %v", ts, want)
+	}
+}
+
+func TestSafetensorsRejects(t *testing.T) {
+	valid := writeSafetensors(t, stTensor{name: "w", dtype: "F32", shape: []int64{2, 3}}).data
+	tests := []struct {
+		name string
+		data []byte
+		size int64 // the size the file claims; 0: len(data)
+		want string
+	}{
+		{"shorter than the length field", []byte{1, 2, 3}, 0, "shorter than"},
+		{"header length beyond file", withLength(valid, uint64(len(valid))), 0, "past the end"},
+		{"huge header length", withLength(valid, 1<<62), 0, "exceeds"},
+		{"max uint64 header length", withLength(valid, 1<<64-1), 0, "exceeds"},
+		{"header over MaxHeader in a big file", withLength(valid, 200<<20), 1 << 40, "exceeds"},
+		{"header too short", withLength(valid, 1), 0, "cannot hold"},
+		{"end beyond data", rawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,1000]}}`, 24), 0, "outside"},
+		{"huge offsets", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551615,18446744073709551615]}}`, 24), 0, "outside"},
+		{"begin after end", rawSafetensors(`{"w":{"dtype":"U8","shape":[0],"data_offsets":[8,4]}}`, 24), 0, "outside"},
+		{"negative offset", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}}`, 24), 0, "cannot unmarshal"},
+		{"overlapping", rawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32), 0, "overlap"},
+		{"same range twice", rawSafetensors(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}`, 8), 0, "overlap"},
+		{"empty inside another", rawSafetensors(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}`, 8), 0, "overlap"},
+		{"bad dtype", rawSafetensors(`{"w":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}`, 4), 0, "unknown dtype"},
+		{"no dtype", rawSafetensors(`{"w":{"shape":[1],"data_offsets":[0,4]}}`, 4), 0, "unknown dtype"},
+		{"shape and size disagree", rawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}`, 24), 0, "bits"},
+		{"shape overflows", rawSafetensors(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, 4), 0, "overflows"},
+		{"bits overflow", rawSafetensors(`{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,0]}}`, 4), 0, "overflows"},
+		{"half a byte", rawSafetensors(`{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}}`, 4), 0, "bits"},
+		{"no shape", rawSafetensors(`{"w":{"dtype":"F32","data_offsets":[0,4]}}`, 4), 0, "no shape"},
+		{"three offsets", rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}`, 8), 0, "want 2"},
+		{"truncated JSON", rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4), 0, "unexpected EOF"},
+		{"truncated object", rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}`, 4), 0, "unexpected EOF"},
+		{"not an object", rawSafetensors(`[1,2,3]`, 4), 0, "not a JSON object"},
+		{"not JSON", rawSafetensors(`PK\x03\x04junk`, 4), 0, "invalid character"},
+		{"data after the object", rawSafetensors(`{} {}`, 4), 0, "after the header"},
+		{"duplicate tensor", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}`, 4), 0, "twice"},
+		{"metadata not strings", rawSafetensors(`{"__metadata__":{"a":1}}`, 4), 0, "__metadata__"},
+		{"entry not an object", rawSafetensors(`{"w":7}`, 4), 0, "cannot unmarshal"},
+		// The file claims 1 GiB and a 90 MiB header, but holds a few bytes:
+		// parsing must fail on the missing bytes, not allocate 90 MiB.
+		{"claimed header not there", withLength(rawSafetensors(`{"w":{"dtype":"F32"`, 0), 90<<20), 1 << 30, "unexpected EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newStrict(t, tt.data)
+			if tt.size != 0 {
+				r.size = tt.size
+			}
+			var err error
+			alloc := allocated(func() { _, _, err = parseSafetensors(r, r.size, 100<<20) })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			}
+			if alloc > 4<<20 {
+				t.Errorf("rejecting it allocated %d bytes", alloc)
+			}
+		})
+	}
+}
+
+// Plan wraps a rejection with the file's path.
+func TestSafetensorsRejectNamesPath(t *testing.T) {
+	data := withLength(writeSafetensors(t, stTensor{name: "w", dtype: "U8", shape: []int64{4}}).data, 1<<62)
+	_, err := Plan([]File{memFile(t, "dir/model.safetensors", data, nil)}, PlanOptions{SmallFile: 1})
+	if err == nil || !strings.HasPrefix(err.Error(), "prefetch: plan dir/model.safetensors: safetensors: ") {
+		t.Fatalf("error %v does not name the file", err)
+	}
+}
+
+func FuzzSafetensorsHeader(f *testing.F) {
+	f.Add(writeSafetensors(f,
+		stTensor{name: "model.embed_tokens.weight", dtype: "BF16", shape: []int64{4, 2}},
+		stTensor{name: "model.layers.0.w", dtype: "F32", shape: []int64{3}},
+	).data)
+	f.Add(writeSafetensors(f).data)
+	f.Add(rawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}`, 16))
+	f.Add(rawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32))
+	f.Add(rawSafetensors(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, 4))
+	f.Add(rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4))
+	f.Add(withLength(writeSafetensors(f, stTensor{name: "w", dtype: "U8", shape: []int64{1}}).data, 1<<62))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		size := int64(len(data))
+		hdr, ts, err := parseSafetensors(newStrict(t, data), size, 1<<20)
+		if err != nil {
+			return
+		}
+		checkWithin(t, hdr, ts, size)
+	})
+}

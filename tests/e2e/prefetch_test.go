@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// summaryCount reads one counter from the mount's unmount summary line.
+func summaryCount(t *testing.T, logs, name string) int {
+	t.Helper()
+	m := regexp.MustCompile(`msg=unmounted .*\b` + name + `=(\d+)`).FindStringSubmatch(logs)
+	if m == nil {
+		t.Fatalf("no %s in the unmount summary:\n%s", name, logs)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// mmapLoad loads every tensor through mmap in a child process, as a
+// safetensors loader does, and returns the mount's demand misses: blocks
+// a reader had to wait for with no prefetch under way.
+func mmapLoad(t *testing.T, r *remote, order string, args ...string) (misses int, logs string) {
+	t.Helper()
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), args...)...)
+	if out, err := exec.Command(mmapBin, "-quiet", "-order", order, m.dir).CombinedOutput(); err != nil {
+		t.Fatalf("mmapread: %v\n%s", err, out)
+	}
+	m.stop(t)
+	logs = m.stderr.String()
+	return summaryCount(t, logs, "demand_loads"), logs
+}
+
+func TestPrefetchKeepsAheadOfAColdMmapLoad(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	args := []string{"--block-size", "1MiB"}
+	for _, order := range []string{"header", "random"} {
+		off, _ := mmapLoad(t, r, order, append(args, "--prefetch", "off")...)
+		on, logs := mmapLoad(t, r, order, args...)
+		t.Logf("%s order: %d demand misses with prefetch, %d without", order, on, off)
+		if !strings.Contains(logs, "prefetch plan") {
+			t.Fatalf("no prefetch plan was made:\n%s", logs)
+		}
+		if on > 8 || on*4 > off {
+			t.Errorf("%s order: %d demand misses with prefetch (without: %d); want at most 8 and a quarter", order, on, off)
+		}
+	}
+}
+
+func TestProfileRecordAndReplay(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	profile := filepath.Join(t.TempDir(), "load.profile")
+	_, logs := mmapLoad(t, r, "random", "--record-profile", profile, "--prefetch", "readahead")
+	if st, err := os.Stat(profile); err != nil || st.Size() == 0 {
+		t.Fatalf("no profile written (%v):\n%s", err, logs)
+	}
+	misses, logs := mmapLoad(t, r, "random", "--profile", profile, "--prefetch", "profile")
+	if !strings.Contains(logs, "from=\"profile") {
+		t.Fatalf("the profile was not replayed:\n%s", logs)
+	}
+	if misses > 8 {
+		t.Fatalf("replaying the profile left %d demand misses", misses)
+	}
+	// A changed object's entries are ignored, not fetched at the old version.
+	if _, err := r.srv.PutObject(bucket, biggest(t), []byte("changed")); err != nil {
+		t.Fatal(err)
+	}
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--profile", profile, "--prefetch", "profile")...)
+	m.stop(t)
+	if !strings.Contains(m.stderr.String(), "ignored") {
+		t.Fatalf("entries of a changed file were not reported as ignored:\n%s", m.stderr.String())
+	}
+}
