@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fetch"
+)
+
+const sourceHelp = `SOURCE is one of
+   s3://bucket/prefix       S3 or an S3-compatible store (--endpoint); credentials from
+                            the AWS default chain (env, shared config, web identity, instance role)
+   https://host/path/       a directory with a manifest (modelfs.json or model.safetensors.index.json)
+   https://host/file        a single file
+   file:///dir              a local or NFS directory`
+
+// sourceFlags are the flags of every command that reads a source.
+func sourceFlags() []cli.Flag {
+	env := func(name string) []string { return []string{"MODELFS_" + name} }
+	return []cli.Flag{
+		&cli.StringFlag{Name: "region", Usage: "S3 region (default: the AWS chain, then us-east-1)", EnvVars: env("REGION")},
+		&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL; implies path-style addressing", EnvVars: env("ENDPOINT")},
+		&cli.StringFlag{Name: "aws-profile", Usage: "AWS shared-config profile (default: AWS_PROFILE, then default)", EnvVars: env("AWS_PROFILE")},
+		&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous S3 requests (public buckets)", EnvVars: env("NO_SIGN_REQUEST")},
+		&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
+		&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
+		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
+		&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
+		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
+		&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
+		&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before failing", EnvVars: env("RETRIES")},
+	}
+}
+
+func blockSizeFlag(c *cli.Context) (int64, error) {
+	bs, err := parseSize(c.String("block-size"), "--block-size")
+	if err != nil {
+		return 0, err
+	}
+	if bs < 64<<10 || bs > 256<<20 {
+		return 0, fmt.Errorf("--block-size %s: want 64KiB to 256MiB", c.String("block-size"))
+	}
+	return bs, nil
+}
+
+// remote is a listed source with its block cache.
+type remote struct {
+	src    fetch.Source
+	objs   []fetch.Object
+	loader *sourceLoader
+	cache  *blockcache.Cache
+}
+
+// openRemote parses the SOURCE argument and the source flags, lists the
+// source and builds the cache in front of it.
+func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache int64) (*remote, error) {
+	loc, err := fetch.ParseLocation(c.Args().Get(0))
+	if err != nil {
+		return nil, err
+	}
+	blockSize, err := blockSizeFlag(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Int("concurrency") < 1 || c.Int("concurrency") > 1024 {
+		return nil, fmt.Errorf("--concurrency %d: want 1 to 1024", c.Int("concurrency"))
+	}
+	var disk *blockcache.DiskOptions
+	if dir := c.String("cache-dir"); dir != "" {
+		size, err := sizeOrAuto(c.String("cache-size"), "--cache-size", func() int64 { return defaultDiskCache(dir) })
+		if err != nil {
+			return nil, err
+		}
+		disk = &blockcache.DiskOptions{Dir: dir, MaxBytes: size}
+	}
+	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
+		S3: fetch.S3Options{
+			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
+			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
+		},
+		HTTP:  fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
+		Retry: fetch.RetryOptions{MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	objs, err := list(ctx, src, c.String("cache-dir"), log)
+	if err != nil {
+		return nil, err
+	}
+	loader := &sourceLoader{src: src, objs: make(map[string]fetch.Object, len(objs))}
+	for _, o := range objs {
+		loader.objs[o.Key] = o
+	}
+	cache := blockcache.New(blockcache.Options{
+		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Disk: disk, Logger: log,
+	}, loader)
+	return &remote{src: src, objs: objs, loader: loader, cache: cache}, nil
+}
+
+func cacheID(o fetch.Object) blockcache.ObjectID {
+	return blockcache.ObjectID{Name: o.Key, Version: o.Version(), Size: o.Size}
+}
+
+// list lists the source. Listing is the first remote call, so a bad bucket
+// or refused credentials fail here. With a cache dir the listing is saved,
+// and when the source cannot be reached the saved one is used, so that
+// cached blocks stay readable through an outage.
+func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logger) ([]fetch.Object, error) {
+	listCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	objs, err := src.List(listCtx)
+	cancel()
+	if cacheDir == "" {
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", src, err)
+		}
+		return objs, nil
+	}
+	sum := sha256.Sum256([]byte(src.String()))
+	saved := filepath.Join(cacheDir, "listings", hex.EncodeToString(sum[:8])+".json")
+	if err == nil {
+		if err := fetch.SaveListing(saved, src.String(), objs); err != nil {
+			log.Warn("could not save the listing for offline use", "err", err)
+		}
+		return objs, nil
+	}
+	if errors.Is(err, fetch.ErrAccess) || errors.Is(err, fetch.ErrNotFound) || ctx.Err() != nil {
+		return nil, fmt.Errorf("listing %s: %w", src, err)
+	}
+	old, at, lerr := fetch.LoadListing(saved, src.String())
+	if lerr != nil {
+		return nil, fmt.Errorf("listing %s: %w", src, err)
+	}
+	log.Warn("source unreachable: using the saved listing; only cached blocks can be read", "source", src.String(), "saved_at", at, "err", err)
+	return old, nil
+}
+
+// sourceLoader feeds the block cache from the source, by pinned object.
+type sourceLoader struct {
+	src  fetch.Source
+	objs map[string]fetch.Object // written before the mount, read-only after
+}
+
+func (l *sourceLoader) LoadBlock(ctx context.Context, id blockcache.ObjectID, off int64, p []byte) error {
+	obj, ok := l.objs[id.Name]
+	if !ok || obj.Version() != id.Version {
+		return fmt.Errorf("object %q version %s is not part of this mount", id.Name, id.Version)
+	}
+	n, err := l.src.ReadAt(ctx, obj, p, off)
+	if err != nil && !(errors.Is(err, io.EOF) && n == len(p)) {
+		return err
+	}
+	return nil
+}
