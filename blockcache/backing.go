@@ -1,6 +1,7 @@
 package blockcache
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -120,4 +121,51 @@ func (t *diskTier) evictionLock(o *diskObject) (*os.File, bool) {
 		return nil, false
 	}
 	return f, true
+}
+
+// Fill makes sure block index of the object is on disk, verified, without
+// keeping it in RAM: the warm-up path, which must not evict what readers
+// use. It reports whether the block had to be fetched.
+func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched bool, err error) {
+	if c.disk == nil {
+		return false, fmt.Errorf("fill %s: the cache has no disk tier", id.Name)
+	}
+	off := index * c.opts.BlockSize
+	if index < 0 || off >= id.Size {
+		return false, fmt.Errorf("fill %s: block %d is past the end", id.Name, index)
+	}
+	buf := c.fillBuf.Get().(*[]byte)
+	defer c.fillBuf.Put(buf)
+	p := (*buf)[:min(c.opts.BlockSize, id.Size-off)]
+	if c.disk.get(id, index, p) {
+		return false, nil
+	}
+	c.counters.loads.Add(1)
+	if err := c.loader.LoadBlock(ctx, id, off, p); err != nil {
+		c.counters.loadErrors.Add(1)
+		return true, fmt.Errorf("block %d of %s: %w", index, id.Name, err)
+	}
+	c.counters.bytesLoaded.Add(int64(len(p)))
+	if !c.disk.put(id, index, p) {
+		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
+	}
+	return true, nil
+}
+
+// DropObject removes every cached block of one object version from RAM's
+// index and from disk, e.g. after its content failed a whole-object check.
+func (c *Cache) DropObject(id ObjectID) error {
+	c.mu.Lock()
+	for k, b := range c.blocks {
+		if k.name == id.Name && k.version == id.Version && b.state == stateReady && b.refs == 0 {
+			c.lru.Remove(b.elem)
+			delete(c.blocks, k)
+			c.recycle(b.data)
+		}
+	}
+	c.mu.Unlock()
+	if c.disk == nil {
+		return nil
+	}
+	return c.disk.dropObject(id)
 }

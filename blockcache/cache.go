@@ -125,6 +125,7 @@ type Cache struct {
 	cancel    context.CancelFunc
 	workers   sync.WaitGroup
 	closeOnce sync.Once
+	fillBuf   sync.Pool // *[]byte of BlockSize, for Fill
 	counters  struct {
 		hits, misses, loads, demandLoads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
 	}
@@ -143,6 +144,7 @@ func New(opts Options, loader Loader) *Cache {
 		}
 	}
 	c.wake = sync.NewCond(&c.mu)
+	c.fillBuf.New = func() any { b := make([]byte, opts.BlockSize); return &b }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.workers.Add(opts.Workers)
 	for range opts.Workers {

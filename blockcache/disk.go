@@ -319,37 +319,68 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 	return true
 }
 
-// put writes a block through to disk. Failures switch the tier off: the
-// cache goes on serving from RAM and remote.
-func (t *diskTier) put(id ObjectID, index int64, p []byte) {
+// put writes a block through to disk and reports whether it is there.
+// Failures switch the tier off: the cache goes on serving from RAM and
+// remote.
+func (t *diskTier) put(id ObjectID, index int64, p []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.disabled || int64(len(p)) > t.max {
-		return
+		return false
 	}
 	k := diskKey{objectDirID(id, t.bs), index}
 	if _, ok := t.entries[k]; ok {
-		return
+		return true
 	}
 	o, err := t.object(id, true)
 	if err != nil {
 		t.disable(err)
-		return
+		return false
 	}
 	if !t.makeRoom(int64(len(p))) {
-		return
+		return false
 	}
 	if _, err := o.data.WriteAt(p, index*t.bs); err != nil {
 		t.disable(err)
-		return
+		return false
 	}
 	if _, err := o.meta.WriteAt(encodeRecord(index, xxhash.Sum64(p)), metaHeaderSize+index*recordSize); err != nil {
 		t.disable(err)
-		return
+		return false
 	}
 	t.writes.Add(1)
 	t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: o, n: int64(len(p))})
 	t.used += int64(len(p))
+	return true
+}
+
+// dropObject removes one object's files, unless it is in use through
+// passthrough.
+func (t *diskTier) dropObject(id ObjectID) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o, err := t.object(id, false)
+	if err != nil {
+		return nil // nothing cached
+	}
+	lock, ok := t.evictionLock(o)
+	if !ok {
+		return fmt.Errorf("dropping %s: in use", id.Name)
+	}
+	defer lock.Close()
+	for e := t.lru.Front(); e != nil; {
+		next := e.Next()
+		if d := e.Value.(*diskEntry); d.obj == o {
+			t.used -= d.n
+			t.lru.Remove(e)
+			delete(t.entries, d.key)
+		}
+		e = next
+	}
+	o.data.Close()
+	o.meta.Close()
+	delete(t.objs, o.id)
+	return os.RemoveAll(filepath.Join(t.root, o.id))
 }
 
 func (t *diskTier) disable(err error) {

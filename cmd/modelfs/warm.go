@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/prefetch"
+)
+
+func warmCommand() *cli.Command {
+	env := func(name string) []string { return []string{"MODELFS_" + name} }
+	return &cli.Command{
+		Name:      "warm",
+		Usage:     "fill the disk cache ahead of time, verified and resumable (the init-container mode)",
+		ArgsUsage: "SOURCE",
+		Description: sourceHelp + `
+
+Blocks already in --cache-dir are verified, not fetched again, so an
+interrupted warm picks up where it stopped. Files are fetched in the order a
+loader reads them (--profile, else layer order from the model's headers),
+then everything else. With --sha256, each named file is hashed once complete;
+on a mismatch its cached blocks are dropped and warm exits non-zero.`,
+		Flags: append(sourceFlags(),
+			&cli.StringSliceFlag{Name: "sha256", Usage: "expected sha256 of a file, as NAME=HEX (repeatable)", EnvVars: env("SHA256")},
+			&cli.StringFlag{Name: "profile", Usage: "fetch in the order of this recorded load profile first", EnvVars: env("PROFILE")},
+			&cli.DurationFlag{Name: "log-interval", Value: 10 * time.Second, Usage: "how often to log progress when stderr is not a terminal", EnvVars: env("LOG_INTERVAL")},
+		),
+		Action: runWarm,
+	}
+}
+
+func runWarm(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("warm: want one argument, SOURCE (got %d)", c.NArg())
+	}
+	if c.String("cache-dir") == "" {
+		return fmt.Errorf("warm: --cache-dir is required: warm fills a disk cache")
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	want, err := parseSHA256Flags(c.StringSlice("sha256"))
+	if err != nil {
+		return err
+	}
+	blockSize, err := blockSizeFlag(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// Warm writes to disk, not RAM: the RAM tier only holds headers.
+	r, err := openRemote(ctx, c, log, 4*blockSize)
+	if err != nil {
+		return err
+	}
+	defer r.cache.Close()
+	byName := map[string]fetch.Object{}
+	for _, o := range r.objs {
+		byName[o.Key] = o
+	}
+	for name := range want {
+		if _, ok := byName[name]; !ok {
+			return fmt.Errorf("--sha256 %s: no such file in %s", name, r.src)
+		}
+	}
+
+	tasks := warmOrder(ctx, r, c.String("profile"), blockSize, log)
+	var total int64
+	for _, t := range tasks {
+		total += t.size
+	}
+	t0 := time.Now()
+	prog := newProgress(total, c.Duration("log-interval"), log)
+	var fetched atomic.Int64
+	err = runTasks(ctx, tasks, c.Int("concurrency"), func(ctx context.Context, t warmTask) error {
+		got, err := r.cache.Fill(ctx, cacheID(t.obj), t.index)
+		if got {
+			fetched.Add(t.size)
+		}
+		prog.add(t.size)
+		return err
+	})
+	prog.finish()
+	if err != nil {
+		return fmt.Errorf("warm: %w", err)
+	}
+	var failed []string
+	for name, hexsum := range want {
+		o := byName[name]
+		if err := checkSHA256(r.cache.Object(cacheID(o)), hexsum); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", name, err))
+			if derr := r.cache.DropObject(cacheID(o)); derr != nil {
+				log.Error("could not drop the cached blocks", "file", name, "err", derr)
+			}
+		}
+	}
+	d := time.Since(t0)
+	fmt.Printf("warmed %d files, %s (%s fetched, %s already cached) in %s, %s/s\n",
+		len(r.objs), formatSize(total), formatSize(fetched.Load()), formatSize(total-fetched.Load()),
+		d.Round(time.Millisecond), formatSize(int64(float64(fetched.Load())/max(d.Seconds(), 1e-3))))
+	if len(failed) > 0 {
+		return fmt.Errorf("warm: sha256 mismatch, cached blocks dropped: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func parseSHA256Flags(vals []string) (map[string]string, error) {
+	want := map[string]string{}
+	for _, v := range vals {
+		name, sum, ok := strings.Cut(v, "=")
+		sum = strings.ToLower(strings.TrimSpace(sum))
+		if _, err := hex.DecodeString(sum); !ok || name == "" || len(sum) != 64 || err != nil {
+			return nil, fmt.Errorf("--sha256 %q: want NAME=<64 hex digits>", v)
+		}
+		want[name] = sum
+	}
+	return want, nil
+}
+
+// checkSHA256 hashes an object complete and verified in the disk cache.
+func checkSHA256(o *blockcache.Object, want string) error {
+	b, ok := o.Backing()
+	if !ok {
+		return fmt.Errorf("not completely cached")
+	}
+	defer b.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, bufio.NewReaderSize(b.File, 1<<20)); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("sha256 is %s, want %s", got, want)
+	}
+	return nil
+}
+
+type warmTask struct {
+	obj   fetch.Object
+	index int64
+	size  int64
+}
+
+// warmOrder lists every block once: the plan's (profile or layer order)
+// first, then the rest of each file in order.
+func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *slog.Logger) []warmTask {
+	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20, objs: map[string]*blockcache.Object{}, fetchObjs: r.loader.objs}
+	for _, o := range r.objs {
+		p.objs[o.Key] = r.cache.Object(cacheID(o))
+	}
+	var plan []prefetch.Range
+	if profile != "" {
+		plan = p.profilePlan()
+	}
+	if plan == nil {
+		plan = p.layerPlan(ctx)
+	}
+	seen := map[string]map[int64]bool{}
+	var tasks []warmTask
+	add := func(o fetch.Object, i int64) {
+		if seen[o.Key] == nil {
+			seen[o.Key] = map[int64]bool{}
+		}
+		if i*bs >= o.Size || seen[o.Key][i] {
+			return
+		}
+		seen[o.Key][i] = true
+		tasks = append(tasks, warmTask{obj: o, index: i, size: min(bs, o.Size-i*bs)})
+	}
+	for _, rg := range plan {
+		o, ok := r.loader.objs[rg.Path]
+		if !ok || rg.Len <= 0 {
+			continue
+		}
+		for i := rg.Off / bs; i <= (rg.Off+rg.Len-1)/bs; i++ {
+			add(o, i)
+		}
+	}
+	for _, o := range r.objs {
+		for i := int64(0); i*bs < o.Size; i++ {
+			add(o, i)
+		}
+	}
+	return tasks
+}
+
+// runTasks runs fn over tasks with n workers, in order of start, stopping
+// at the first error.
+func runTasks(ctx context.Context, tasks []warmTask, n int, fn func(context.Context, warmTask) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan warmTask)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for t := range next {
+				if err := fn(ctx, t); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+feed:
+	for _, t := range tasks {
+		select {
+		case next <- t:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && err != context.Canceled {
+		return err
+	}
+	return ctx.Err()
+}
+
+// progress is a bar on a terminal and a periodic log line elsewhere.
+type progress struct {
+	bar   *progressbar.ProgressBar
+	total int64
+	done  atomic.Int64
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newProgress(total int64, every time.Duration, log *slog.Logger) *progress {
+	p := &progress{total: total, stop: make(chan struct{})}
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		p.bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription("warming"), progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionFullWidth())
+		return p
+	}
+	t0 := time.Now()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+				done := p.done.Load()
+				rate := float64(done) / time.Since(t0).Seconds()
+				eta := time.Duration(float64(total-done) / max(rate, 1) * float64(time.Second))
+				log.Info("warm progress", "done", formatSize(done), "total", formatSize(total),
+					"percent", fmt.Sprintf("%.1f", percent(done, total)), "rate", formatSize(int64(rate))+"/s", "eta", eta.Round(time.Second))
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progress) add(n int64) {
+	p.done.Add(n)
+	if p.bar != nil {
+		p.bar.Add64(n)
+	}
+}
+
+func (p *progress) finish() {
+	close(p.stop)
+	p.wg.Wait()
+	if p.bar != nil {
+		p.bar.Finish()
+		fmt.Fprintln(os.Stderr)
+	}
+}

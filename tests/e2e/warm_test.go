@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// warm needs no FUSE: it fills the disk cache straight from the source.
+func TestWarmFillsResumesAndVerifies(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	warm := func(extra ...string) (int, string) {
+		args := append(append([]string{"warm"}, r.mountArgs()...), "--cache-dir", cacheDir, "--block-size", "1MiB")
+		return runCLI(t, testEnv(), append(append(args, extra...), "s3://"+bucket)...)
+	}
+	shard := biggest(t)
+	good := "--sha256=" + shard + "=" + hexSum(sourceBytes(t, shard))
+
+	if code, stderr := warm(good); code != 0 {
+		t.Fatalf("warm: exit %d: %s", code, stderr)
+	}
+	first := r.srv.Stats().Gets
+	if first == 0 {
+		t.Fatal("warm made no GETs")
+	}
+
+	// A rerun finds everything cached and fetches nothing.
+	r.srv.ResetStats()
+	if code, stderr := warm(good); code != 0 {
+		t.Fatalf("second warm: exit %d: %s", code, stderr)
+	}
+	if gets := r.srv.Stats().Gets; gets != 0 {
+		t.Fatalf("a rerun of warm made %d GETs, want 0", gets)
+	}
+
+	// After dropping one file, a rerun fetches only that file.
+	if code, stderr := runCLI(t, testEnv(), "cache", "drop", "--cache-dir", cacheDir, shard); code != 0 {
+		t.Fatalf("cache drop: %s", stderr)
+	}
+	r.srv.ResetStats()
+	if code, stderr := warm(); code != 0 {
+		t.Fatalf("resumed warm: exit %d: %s", code, stderr)
+	}
+	size := int64(len(sourceBytes(t, shard)))
+	if gets, want := r.srv.GetsFor(bucket, shard), (size+1<<20-1)>>20; gets != want || r.srv.Stats().Gets != want {
+		t.Fatalf("resumed warm made %d GETs for %s (%d in all), want %d, all for it", gets, shard, r.srv.Stats().Gets, want)
+	}
+
+	// A wrong sha256 fails, names the file and drops its blocks.
+	bad := "--sha256=" + shard + "=" + strings.Repeat("0", 64)
+	code, stderr := warm(bad)
+	if code == 0 || !strings.Contains(stderr, "sha256 mismatch") || !strings.Contains(stderr, shard) {
+		t.Fatalf("warm with a wrong sha256: exit %d, %q", code, stderr)
+	}
+	r.srv.ResetStats()
+	if code, stderr := warm(); code != 0 {
+		t.Fatalf("warm after a mismatch: %s", stderr)
+	}
+	if gets := r.srv.GetsFor(bucket, shard); gets == 0 {
+		t.Fatal("the mismatched file's blocks were not dropped")
+	}
+
+	// Bad flags get one-line errors.
+	for _, tc := range []struct{ flag, mentions string }{
+		{"--sha256=nohash", "NAME="},
+		{"--sha256=missing.bin=" + strings.Repeat("a", 64), "no such file"},
+	} {
+		code, stderr := warm(tc.flag)
+		if code == 0 || !strings.Contains(stderr, tc.mentions) {
+			t.Errorf("warm %s: exit %d, %q; want an error mentioning %q", tc.flag, code, stderr, tc.mentions)
+		}
+	}
+	if code, stderr := runCLI(t, testEnv(), append(append([]string{"warm"}, r.mountArgs()...), "s3://"+bucket)...); code == 0 || !strings.Contains(stderr, "--cache-dir") {
+		t.Errorf("warm without --cache-dir: exit %d, %q", code, stderr)
+	}
+}
+
+// A mount on a warmed cache dir makes no GETs.
+func TestMountAfterWarmFetchesNothing(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	if code, stderr := runCLI(t, testEnv(), append(append([]string{"warm"}, r.mountArgs()...), "--cache-dir", cacheDir, "s3://"+bucket)...); code != 0 {
+		t.Fatalf("warm: %s", stderr)
+	}
+	r.srv.ResetStats()
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir)...)
+	readModel(t, m)
+	if gets := r.srv.Stats().Gets; gets != 0 {
+		t.Fatalf("a mount after warm made %d GETs", gets)
+	}
+}
