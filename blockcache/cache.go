@@ -61,6 +61,8 @@ type Stats struct {
 	DemandLoads           int64 // loads a reader waited for from the start: what prefetch missed
 	BytesLoaded           int64
 	Prefetches            int64 // prefetch loads started
+	PrefetchBytes         int64 // bytes those loads brought in
+	PrefetchWasted        int64 // bytes prefetched, then evicted or left at Close unread
 	PrefetchesDropped     int64 // prefetches refused for want of room
 	Evictions             int64
 	MemBytes, MemCapacity int64 // current use and budget
@@ -128,6 +130,7 @@ type Cache struct {
 	fillBuf   sync.Pool // *[]byte of BlockSize, for Fill
 	counters  struct {
 		hits, misses, loads, demandLoads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
+		prefetchBytes, prefetchWasted                                                             atomic.Int64
 	}
 }
 
@@ -173,7 +176,11 @@ func (c *Cache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for e := c.lru.Front(); e != nil; e = e.Next() {
-		if b := e.Value.(*block); b.refs == 0 {
+		b := e.Value.(*block)
+		if b.unread {
+			c.counters.prefetchWasted.Add(b.size)
+		}
+		if b.refs == 0 {
 			c.free = append(c.free, b.data[:cap(b.data)])
 			b.data = nil
 		}
@@ -199,6 +206,7 @@ func (c *Cache) Stats() Stats {
 		Hits: k.hits.Load(), Misses: k.misses.Load(),
 		Loads: k.loads.Load(), DemandLoads: k.demandLoads.Load(), LoadErrors: k.loadErrors.Load(), BytesLoaded: k.bytesLoaded.Load(),
 		Prefetches: k.prefetches.Load(), PrefetchesDropped: k.dropped.Load(), Evictions: k.evictions.Load(),
+		PrefetchBytes: k.prefetchBytes.Load(), PrefetchWasted: k.prefetchWasted.Load(),
 		MemBytes: used, MemCapacity: c.opts.MemBytes,
 	}
 	if d := c.disk; d != nil {
@@ -462,6 +470,7 @@ func (c *Cache) work() {
 
 		if b.prio == prioPrefetch {
 			c.counters.prefetches.Add(1)
+			c.counters.prefetchBytes.Add(b.size)
 		} else {
 			c.counters.demandLoads.Add(1)
 		}
@@ -549,6 +558,9 @@ func (c *Cache) evictOne(forPrefetch bool) bool {
 		c.recycle(v.data)
 		v.data = nil
 		c.counters.evictions.Add(1)
+		if v.unread {
+			c.counters.prefetchWasted.Add(v.size)
+		}
 		return true
 	}
 	return false

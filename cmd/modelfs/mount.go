@@ -154,5 +154,5 @@ func logSummary(log *slog.Logger, srv *fs.Server, cache *blockcache.Cache) {
 	log.Info("unmounted",
 		"fuse_reads", srv.Stats.Reads.Load(), "fuse_read_bytes", srv.Stats.ReadBytes.Load(), "read_errors", srv.Stats.ReadErrors.Load(),
 		"block_hits", st.Hits, "block_misses", st.Misses, "demand_loads", st.DemandLoads, "remote_loads", st.Loads, "remote_bytes", st.BytesLoaded,
-		"prefetches", st.Prefetches, "disk_hits", st.DiskHits, "disk_corrupt", st.DiskCorrupt, "disk_writes", st.DiskWrites)
+		"prefetches", st.Prefetches, "prefetch_bytes", st.PrefetchBytes, "prefetch_unused_bytes", st.PrefetchWasted, "disk_hits", st.DiskHits, "disk_corrupt", st.DiskCorrupt, "disk_writes", st.DiskWrites)
 }

@@ -49,6 +49,11 @@ func TestPrefetchKeepsAheadOfAColdMmapLoad(t *testing.T) {
 		if on > 8 || on*4 > off {
 			t.Errorf("%s order: %d demand misses with prefetch (without: %d); want at most 8 and a quarter", order, on, off)
 		}
+		// A full load reads everything: prefetch must not fetch what is never read.
+		unused := summaryCount(t, logs, "prefetch_unused_bytes")
+		if total := model.TotalBytes; int64(unused)*20 > total {
+			t.Errorf("%s order: %d bytes prefetched and never read, more than 5%% of %d", order, unused, total)
+		}
 	}
 }
 
