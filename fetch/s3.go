@@ -14,6 +14,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
@@ -182,7 +183,9 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 	var out *s3.HeadObjectOutput
 	err := s.retry.do(ctx, "stat "+full, func(ctx context.Context) error {
 		var err error
-		out, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(full)})
+		out, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
+			Bucket: aws.String(s.bucket), Key: aws.String(full), ChecksumMode: types.ChecksumModeEnabled,
+		})
 		return s.mapError(err)
 	})
 	if err != nil {
@@ -194,7 +197,27 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 		ModTime:   aws.ToTime(out.LastModified),
 		ETag:      aws.ToString(out.ETag),
 		VersionID: aws.ToString(out.VersionId),
+		Checksum:  fullObjectChecksum(out),
 	}, nil
+}
+
+// fullObjectChecksum picks the checksum S3 keeps for the whole object.
+// Composite checksums of multipart uploads ("...-N") cover parts, not the
+// object, and are skipped.
+func fullObjectChecksum(out *s3.HeadObjectOutput) Checksum {
+	if out.ChecksumType != "" && out.ChecksumType != types.ChecksumTypeFullObject {
+		return Checksum{}
+	}
+	for _, c := range []Checksum{
+		{"SHA256", aws.ToString(out.ChecksumSHA256)}, {"SHA1", aws.ToString(out.ChecksumSHA1)},
+		{"CRC32C", aws.ToString(out.ChecksumCRC32C)}, {"CRC32", aws.ToString(out.ChecksumCRC32)},
+		{"CRC64NVME", aws.ToString(out.ChecksumCRC64NVME)},
+	} {
+		if c.Value != "" && !strings.Contains(c.Value, "-") {
+			return c
+		}
+	}
+	return Checksum{}
 }
 
 func (s *S3) fullKey(key string) string { return s.root + key }

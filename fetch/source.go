@@ -20,6 +20,15 @@ type Object struct {
 	ETag string
 	// VersionID is the S3 version id, when the bucket is versioned.
 	VersionID string
+	// Checksum is a whole-object checksum the store keeps, when Stat
+	// found one (S3 additional checksums); zero otherwise.
+	Checksum Checksum
+}
+
+// Checksum is a whole-object checksum: Algorithm is SHA256, SHA1, CRC32,
+// CRC32C or CRC64NVME, Value its base64 encoding as S3 gives it.
+type Checksum struct {
+	Algorithm, Value string
 }
 
 // Version returns a string that identifies this exact content: the VersionID

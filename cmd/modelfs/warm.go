@@ -2,10 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -104,13 +109,13 @@ func runWarm(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("warm: %w", err)
 	}
+	checks := wholeFileChecks(ctx, r, want, log)
 	var failed []string
-	for name, hexsum := range want {
-		o := byName[name]
-		if err := checkSHA256(r.cache.Object(cacheID(o)), hexsum); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", name, err))
-			if derr := r.cache.DropObject(cacheID(o)); derr != nil {
-				log.Error("could not drop the cached blocks", "file", name, "err", derr)
+	for _, ck := range checks {
+		if err := ck.verify(r.cache.Object(cacheID(ck.obj))); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", ck.obj.Key, err))
+			if derr := r.cache.DropObject(cacheID(ck.obj)); derr != nil {
+				log.Error("could not drop the cached blocks", "file", ck.obj.Key, "err", derr)
 			}
 		}
 	}
@@ -119,7 +124,7 @@ func runWarm(c *cli.Context) error {
 		len(r.objs), formatSize(total), formatSize(fetched.Load()), formatSize(total-fetched.Load()),
 		d.Round(time.Millisecond), formatSize(int64(float64(fetched.Load())/max(d.Seconds(), 1e-3))))
 	if len(failed) > 0 {
-		return fmt.Errorf("warm: sha256 mismatch, cached blocks dropped: %s", strings.Join(failed, "; "))
+		return fmt.Errorf("warm: checksum mismatch, cached blocks dropped: %s", strings.Join(failed, "; "))
 	}
 	return nil
 }
@@ -137,19 +142,65 @@ func parseSHA256Flags(vals []string) (map[string]string, error) {
 	return want, nil
 }
 
-// checkSHA256 hashes an object complete and verified in the disk cache.
-func checkSHA256(o *blockcache.Object, want string) error {
+// fileCheck is one whole-file checksum to verify once the file is cached.
+type fileCheck struct {
+	obj  fetch.Object
+	algo string // SHA256, SHA1, CRC32 or CRC32C
+	want []byte
+}
+
+// wholeFileChecks gathers what to verify: the --sha256 values, and for
+// other files the whole-object checksum the store keeps, if any (one HEAD
+// per file; S3 only).
+func wholeFileChecks(ctx context.Context, r *remote, want map[string]string, log *slog.Logger) []fileCheck {
+	var checks []fileCheck
+	for _, o := range r.objs {
+		if hexsum, ok := want[o.Key]; ok {
+			sum, _ := hex.DecodeString(hexsum)
+			checks = append(checks, fileCheck{o, "SHA256", sum})
+			continue
+		}
+		st, err := r.src.Stat(ctx, o.Key)
+		if err != nil || st.Checksum.Value == "" || st.Version() != o.Version() {
+			continue
+		}
+		sum, err := base64.StdEncoding.DecodeString(st.Checksum.Value)
+		if err != nil || newDigest(st.Checksum.Algorithm) == nil {
+			log.Info("store checksum not verified", "file", o.Key, "algorithm", st.Checksum.Algorithm)
+			continue
+		}
+		checks = append(checks, fileCheck{o, st.Checksum.Algorithm, sum})
+	}
+	return checks
+}
+
+func newDigest(algo string) hash.Hash {
+	switch algo {
+	case "SHA256":
+		return sha256.New()
+	case "SHA1":
+		return sha1.New()
+	case "CRC32":
+		return crc32.NewIEEE()
+	case "CRC32C":
+		return crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	}
+	return nil
+}
+
+// verify hashes the object, complete and block-verified in the disk cache.
+func (ck fileCheck) verify(o *blockcache.Object) error {
 	b, ok := o.Backing()
 	if !ok {
 		return fmt.Errorf("not completely cached")
 	}
 	defer b.Close()
-	h := sha256.New()
+	h := newDigest(ck.algo)
 	if _, err := io.Copy(h, bufio.NewReaderSize(b.File, 1<<20)); err != nil {
 		return err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("sha256 is %s, want %s", got, want)
+	if got := h.Sum(nil); !bytes.Equal(got, ck.want) {
+		return fmt.Errorf("%s is %x, want %x", strings.ToLower(ck.algo), got, ck.want)
 	}
 	return nil
 }

@@ -1,8 +1,17 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/base64"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 // warm needs no FUSE: it fills the disk cache straight from the source.
@@ -50,7 +59,7 @@ func TestWarmFillsResumesAndVerifies(t *testing.T) {
 	// A wrong sha256 fails, names the file and drops its blocks.
 	bad := "--sha256=" + shard + "=" + strings.Repeat("0", 64)
 	code, stderr := warm(bad)
-	if code == 0 || !strings.Contains(stderr, "sha256 mismatch") || !strings.Contains(stderr, shard) {
+	if code == 0 || !strings.Contains(stderr, "checksum mismatch") || !strings.Contains(stderr, shard) {
 		t.Fatalf("warm with a wrong sha256: exit %d, %q", code, stderr)
 	}
 	r.srv.ResetStats()
@@ -89,5 +98,44 @@ func TestMountAfterWarmFetchesNothing(t *testing.T) {
 	readModel(t, m)
 	if gets := r.srv.Stats().Gets; gets != 0 {
 		t.Fatalf("a mount after warm made %d GETs", gets)
+	}
+}
+
+// Files the store keeps a whole-object checksum for are verified by warm.
+func TestWarmVerifiesStoreChecksums(t *testing.T) {
+	r := newRemote(t)
+	r.srv.CreateBucket(bucket)
+	body := bytes.Repeat([]byte("modelfs checksum "), 100000)
+	out, err := r.client.PutObject(t.Context(), &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String("w.bin"), Body: bytes.NewReader(body),
+		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm := func() (int, string) {
+		return runCLI(t, testEnv(), append(append([]string{"warm"}, r.mountArgs()...), "--cache-dir", t.TempDir(), "s3://"+bucket)...)
+	}
+	if code, stderr := warm(); code != 0 {
+		t.Fatalf("warm of an object with a good checksum: %s", stderr)
+	}
+	// The store now claims another checksum: warm must notice.
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodHead || !strings.HasSuffix(req.URL.Path, "/w.bin") {
+			return false
+		}
+		h := w.Header()
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("ETag", aws.ToString(out.ETag))
+		h.Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+		h.Set("x-amz-checksum-sha256", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+		h.Set("x-amz-checksum-type", "FULL_OBJECT")
+		w.WriteHeader(http.StatusOK)
+		return true
+	})
+	defer r.srv.SetHook(nil)
+	code, stderr := warm()
+	if code == 0 || !strings.Contains(stderr, "checksum mismatch") || !strings.Contains(stderr, "w.bin") {
+		t.Fatalf("warm with a wrong store checksum: exit %d, %q", code, stderr)
 	}
 }
