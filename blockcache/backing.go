@@ -26,10 +26,33 @@ func (b *Backing) Close() error {
 	return b.File.Close()
 }
 
-// Backing returns the object's verified data file when every block is on
-// disk, or false. Verification reads the whole object, but only once per
-// change of the file: a stamp of its inode, size and ctime records it.
+// Backing returns the object's data file when every block is on disk and
+// the whole file was verified since it last changed, or false. It never
+// blocks on verification: when the file needs it, a background pass is
+// started (reading the whole object once) so that a later open gets it.
 func (o *Object) Backing() (*Backing, bool) {
+	return o.backing(false)
+}
+
+// VerifiedBacking is Backing that verifies the file first if it must.
+func (o *Object) VerifiedBacking() (*Backing, bool) {
+	return o.backing(true)
+}
+
+// CompleteOnDisk reports whether every block of the object is in the disk
+// tier (by its records; contents are verified when read).
+func (o *Object) CompleteOnDisk() bool {
+	t := o.c.disk
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	obj, err := t.object(o.id, false)
+	t.mu.Unlock()
+	return err == nil && allRecorded(obj) != nil
+}
+
+func (o *Object) backing(wait bool) (*Backing, bool) {
 	t := o.c.disk
 	if t == nil || o.id.Size == 0 {
 		return nil, false
@@ -37,29 +60,80 @@ func (o *Object) Backing() (*Backing, bool) {
 	t.mu.Lock()
 	obj, err := t.object(o.id, false)
 	t.mu.Unlock()
-	if err != nil {
+	if err != nil || allRecorded(obj) == nil {
 		return nil, false
 	}
+	b, fresh, ok := t.openBacking(obj, wait)
+	if ok || wait || !fresh {
+		return b, ok
+	}
+	// Complete but not verified since it last changed.
+	t.mu.Lock()
+	t.verifyInBackground(obj)
+	t.mu.Unlock()
+	return nil, false
+}
+
+// verifyInBackground verifies a complete object and stamps it, once at a
+// time per object, so that later opens can pass it through. Called with
+// t.mu held.
+func (t *diskTier) verifyInBackground(obj *diskObject) {
+	if t.verifying[obj.id] || t.closed {
+		return
+	}
+	t.verifying[obj.id] = true
+	t.bg.Add(1)
+	go func() {
+		defer t.bg.Done()
+		if b, _, ok := t.openBacking(obj, true); ok {
+			b.Close()
+		}
+		t.mu.Lock()
+		delete(t.verifying, obj.id)
+		t.mu.Unlock()
+	}()
+}
+
+// openBacking pins the object and opens its data file if it verifies:
+// from the stamp alone, or by reading it all when verify is set. fresh
+// reports whether verification is what was missing.
+func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh bool, ok bool) {
 	dir := filepath.Join(t.root, obj.id)
 	pin, err := os.OpenFile(filepath.Join(dir, "pin"), os.O_CREATE|os.O_RDONLY, 0o644)
 	if err != nil {
-		return nil, false
+		return nil, false, false
 	}
 	// Pin first, then check: an eviction that got in before us shows up
 	// as a missing block below, and none can start after.
 	if err := syscall.Flock(int(pin.Fd()), syscall.LOCK_SH); err != nil {
 		pin.Close()
-		return nil, false
+		return nil, false, false
 	}
 	data, err := os.Open(filepath.Join(dir, "data"))
-	if err == nil && t.verifiedWhole(obj, dir, data) {
-		return &Backing{File: data, pin: pin}, true
+	if err != nil {
+		pin.Close()
+		return nil, false, false
 	}
-	if data != nil {
-		data.Close()
+	if t.verifiedWhole(obj, dir, data, verify) {
+		return &Backing{File: data, pin: pin}, false, true
 	}
+	data.Close()
 	pin.Close()
-	return nil, false
+	return nil, !verify, false
+}
+
+// allRecorded returns every block's recorded hash, or nil if one is missing.
+func allRecorded(o *diskObject) []uint64 {
+	nblocks := o.blocks()
+	sums := make([]uint64, nblocks)
+	for i := range nblocks {
+		sum, ok := readRecord(o.meta, i)
+		if !ok {
+			return nil
+		}
+		sums[i] = sum
+	}
+	return sums
 }
 
 func stampOf(f *os.File) (string, bool) {
@@ -71,27 +145,26 @@ func stampOf(f *os.File) (string, bool) {
 }
 
 // verifiedWhole reports whether every block is present and matches its
-// record, consulting and refreshing the verification stamp.
-func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File) bool {
+// record: by the verification stamp, or, when verify is set, by reading
+// the file and then refreshing the stamp.
+func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verify bool) bool {
 	stamp, ok := stampOf(data)
 	if !ok {
 		return false
 	}
-	nblocks := (o.hdr.Size + o.hdr.BlockSize - 1) / o.hdr.BlockSize
-	sums := make([]uint64, nblocks)
-	for i := range nblocks {
-		sum, ok := readRecord(o.meta, i)
-		if !ok {
-			return false
-		}
-		sums[i] = sum
+	sums := allRecorded(o)
+	if sums == nil {
+		return false
 	}
 	stampPath := filepath.Join(dir, "verified")
 	if old, err := os.ReadFile(stampPath); err == nil && strings.TrimSpace(string(old)) == stamp {
 		return true
 	}
+	if !verify {
+		return false
+	}
 	buf := make([]byte, o.hdr.BlockSize)
-	for i := range nblocks {
+	for i := range int64(len(sums)) {
 		p := buf[:o.blockLen(i)]
 		if n, _ := data.ReadAt(p, i*o.hdr.BlockSize); n != len(p) || xxhash.Sum64(p) != sums[i] {
 			return false

@@ -67,7 +67,12 @@ type diskObject struct {
 	hdr  metaHeader
 	data *os.File
 	meta *os.File
+	// present counts this process's entries for the object, to notice
+	// when a write completes it.
+	present int64
 }
+
+func (o *diskObject) blocks() int64 { return (o.hdr.Size + o.hdr.BlockSize - 1) / o.hdr.BlockSize }
 
 func (o *diskObject) blockLen(index int64) int64 {
 	return min(o.hdr.BlockSize, o.hdr.Size-index*o.hdr.BlockSize)
@@ -93,6 +98,10 @@ type diskTier struct {
 	entries  map[diskKey]*list.Element
 	used     int64
 	disabled bool
+	closed   bool
+	// background verifications of complete objects, by object id
+	verifying map[string]bool
+	bg        sync.WaitGroup
 
 	hits, misses, corrupt, writes, evictions atomic.Int64
 }
@@ -106,7 +115,7 @@ func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, erro
 	if err != nil {
 		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
 	}
-	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}}
+	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}, verifying: map[string]bool{}}
 	t.mu.Lock()
 	t.rescan()
 	t.mu.Unlock()
@@ -114,6 +123,10 @@ func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, erro
 }
 
 func (t *diskTier) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.bg.Wait()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.objs {
@@ -209,7 +222,7 @@ func (t *diskTier) createObject(dirID string, hdr metaHeader) error {
 	n := copy(header, metaMagic)
 	n += copy(header[n:], js)
 	header[n] = '\n'
-	nblocks := (hdr.Size + hdr.BlockSize - 1) / hdr.BlockSize
+	nblocks := (&diskObject{hdr: hdr}).blocks()
 	_, err = tmp.Write(header)
 	if err == nil {
 		err = tmp.Truncate(metaHeaderSize + nblocks*recordSize)
@@ -312,8 +325,7 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 	if e, ok := t.entries[k]; ok {
 		t.lru.MoveToFront(e)
 	} else {
-		t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: o, n: int64(len(p))})
-		t.used += int64(len(p))
+		t.addEntry(k, o, int64(len(p)))
 	}
 	t.mu.Unlock()
 	return true
@@ -349,9 +361,18 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) bool {
 		return false
 	}
 	t.writes.Add(1)
-	t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: o, n: int64(len(p))})
-	t.used += int64(len(p))
+	t.addEntry(k, o, int64(len(p)))
+	if o.present == o.blocks() {
+		// Complete: verify now, so the next open can pass it through.
+		t.verifyInBackground(o)
+	}
 	return true
+}
+
+func (t *diskTier) addEntry(k diskKey, o *diskObject, n int64) {
+	t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: o, n: n})
+	t.used += n
+	o.present++
 }
 
 // dropObject removes one object's files, unless it is in use through
@@ -374,6 +395,7 @@ func (t *diskTier) dropObject(id ObjectID) error {
 			t.used -= d.n
 			t.lru.Remove(e)
 			delete(t.entries, d.key)
+			o.present--
 		}
 		e = next
 	}
@@ -436,6 +458,7 @@ func (t *diskTier) dropLocked(o *diskObject, index int64) {
 		t.used -= e.Value.(*diskEntry).n
 		t.lru.Remove(e)
 		delete(t.entries, k)
+		o.present--
 	}
 }
 
@@ -477,8 +500,11 @@ func (t *diskTier) rescan() {
 	t.lru.Init()
 	t.entries = map[diskKey]*list.Element{}
 	t.used = 0
+	for _, o := range t.objs {
+		o.present = 0
+	}
 	for _, f := range objs {
-		nblocks := (f.o.hdr.Size + f.o.hdr.BlockSize - 1) / f.o.hdr.BlockSize
+		nblocks := f.o.blocks()
 		recs := make([]byte, nblocks*recordSize)
 		if _, err := f.o.meta.ReadAt(recs, metaHeaderSize); err != nil && !errors.Is(err, io.EOF) {
 			continue
@@ -487,10 +513,7 @@ func (t *diskTier) rescan() {
 			if _, ok := decodeRecord(recs[i*recordSize:(i+1)*recordSize], i); !ok {
 				continue
 			}
-			k := diskKey{f.o.id, i}
-			n := f.o.blockLen(i)
-			t.entries[k] = t.lru.PushFront(&diskEntry{key: k, obj: f.o, n: n})
-			t.used += n
+			t.addEntry(diskKey{f.o.id, i}, f.o, f.o.blockLen(i))
 		}
 	}
 	for _, k := range recent {

@@ -248,12 +248,12 @@ func TestBackingNeedsEveryBlockAndPinsTheObject(t *testing.T) {
 	p := make([]byte, testBS)
 	c.Object(ida).ReadAt(context.Background(), p, 0)
 	waitFor(t, "write-back", func() bool { return c.Stats().DiskWrites == 1 })
-	if _, ok := c.Object(ida).Backing(); ok {
+	if _, ok := c.Object(ida).VerifiedBacking(); ok {
 		t.Fatal("Backing of a partly cached object")
 	}
 	readAll(t, c, ida)
 	waitFor(t, "write-back", func() bool { return c.Stats().DiskWrites == 4 })
-	back, ok := c.Object(ida).Backing()
+	back, ok := c.Object(ida).VerifiedBacking()
 	if !ok {
 		t.Fatal("no Backing for a fully cached object")
 	}
@@ -265,7 +265,7 @@ func TestBackingNeedsEveryBlockAndPinsTheObject(t *testing.T) {
 	// than punch holes in a file the kernel may be reading.
 	readAll(t, c, idb)
 	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites >= 6 })
-	again, ok := c.Object(ida).Backing()
+	again, ok := c.Object(ida).VerifiedBacking()
 	if !ok {
 		t.Fatal("a pinned object lost blocks to eviction")
 	}
@@ -276,7 +276,7 @@ func TestBackingNeedsEveryBlockAndPinsTheObject(t *testing.T) {
 	c.disk.mu.Lock()
 	c.disk.makeRoom(6 * testBS)
 	c.disk.mu.Unlock()
-	if _, ok := c.Object(ida).Backing(); ok {
+	if _, ok := c.Object(ida).VerifiedBacking(); ok {
 		t.Fatal("Backing after a's blocks were evicted")
 	}
 }
@@ -293,7 +293,7 @@ func TestBackingRejectsCorruptFile(t *testing.T) {
 	f, _ := os.OpenFile(dataPath, os.O_RDWR, 0)
 	f.WriteAt([]byte{^a[testBS+7]}, testBS+7)
 	f.Close()
-	if _, ok := c.Object(id).Backing(); ok {
+	if _, ok := c.Object(id).VerifiedBacking(); ok {
 		t.Fatal("Backing handed out a file with a flipped bit")
 	}
 }

@@ -23,7 +23,7 @@ func mountCommand() *cli.Command {
 		ArgsUsage:   "SOURCE MOUNTPOINT",
 		Description: sourceHelp,
 		Flags: append(sourceFlags(), []cli.Flag{
-			&cli.StringFlag{Name: "mem-cache", Value: "auto", Usage: "RAM block cache budget (auto: a quarter of memory, at most 8GiB)", EnvVars: env("MEM_CACHE")},
+			&cli.StringFlag{Name: "mem-cache", Value: "auto", Usage: "RAM block cache budget (auto: an eighth of memory, 256MiB to 1GiB)", EnvVars: env("MEM_CACHE")},
 			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, layer, profile, readahead or off (auto: --profile if given and usable, else layer order from the model's headers; readahead always)", EnvVars: env("PREFETCH")},
 			&cli.StringFlag{Name: "profile", Usage: "replay this recorded load profile at mount time", EnvVars: env("PROFILE")},
 			&cli.StringFlag{Name: "record-profile", Usage: "write the order blocks were first read to this file on unmount", EnvVars: env("RECORD_PROFILE")},

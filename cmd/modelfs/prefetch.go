@@ -100,19 +100,26 @@ func (p *prefetcher) start(ctx context.Context) {
 		return
 	}
 	t0 := time.Now()
+	// Files complete in the disk cache are read through passthrough or
+	// from disk at local speed: prefetching them into RAM only costs.
+	files := make(map[string]prefetch.FileBlocks, len(p.objs))
+	for k, o := range p.objs {
+		if !o.CompleteOnDisk() {
+			files[k] = o
+		}
+	}
+	if len(files) == 0 {
+		return
+	}
 	var plan []prefetch.Range
 	if p.profile != "" {
 		plan = p.profilePlan()
 	}
 	if plan == nil && p.mode != "profile" {
-		plan = p.layerPlan(ctx)
+		plan = p.layerPlan(ctx, files)
 	}
 	if len(plan) == 0 {
 		return
-	}
-	files := make(map[string]prefetch.FileBlocks, len(p.objs))
-	for k, o := range p.objs {
-		files[k] = o
 	}
 	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize})
 	p.follower.Store(f)
@@ -120,9 +127,13 @@ func (p *prefetcher) start(ctx context.Context) {
 	p.log.Info("prefetch plan", "from", p.plannedFrom, "ranges", len(plan), "bytes", f.PlannedBytes(), "took", time.Since(t0).Round(time.Millisecond))
 }
 
-func (p *prefetcher) layerPlan(ctx context.Context) []prefetch.Range {
+// layerPlan plans the files in want (nil: all of them) from their headers.
+func (p *prefetcher) layerPlan(ctx context.Context, want map[string]prefetch.FileBlocks) []prefetch.Range {
 	files := make([]prefetch.File, 0, len(p.objs))
 	for k, o := range p.objs {
+		if _, ok := want[k]; want != nil && !ok {
+			continue
+		}
 		files = append(files, prefetch.File{Path: k, Size: o.Size(), Open: func() (io.ReaderAt, error) {
 			return objectReader{ctx, o}, nil
 		}})

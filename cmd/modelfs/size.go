@@ -56,14 +56,17 @@ func sizeOrAuto(s, flag string, auto func() int64) (int64, error) {
 	return parseSize(s, flag)
 }
 
-// defaultMemCache is a quarter of physical memory, between 256 MiB and 8 GiB.
+// defaultMemCache is an eighth of physical memory, between 256 MiB and
+// 1 GiB. The RAM tier is a staging area for prefetch (the kernel's page
+// cache keeps what was read), and a small one reuses its buffers: a large
+// one spends its first pass faulting in fresh memory.
 func defaultMemCache() int64 {
 	var si syscall.Sysinfo_t
 	if err := syscall.Sysinfo(&si); err != nil {
 		return 1 << 30
 	}
 	total := int64(si.Totalram) * int64(si.Unit)
-	return min(max(total/4, 256<<20), 8<<30)
+	return min(max(total/8, 256<<20), 1<<30)
 }
 
 // defaultDiskCache is 80% of the free space where the cache lives.

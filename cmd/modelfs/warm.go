@@ -190,7 +190,7 @@ func newDigest(algo string) hash.Hash {
 
 // verify hashes the object, complete and block-verified in the disk cache.
 func (ck fileCheck) verify(o *blockcache.Object) error {
-	b, ok := o.Backing()
+	b, ok := o.VerifiedBacking()
 	if !ok {
 		return fmt.Errorf("not completely cached")
 	}
@@ -223,7 +223,7 @@ func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *sl
 		plan = p.profilePlan()
 	}
 	if plan == nil {
-		plan = p.layerPlan(ctx)
+		plan = p.layerPlan(ctx, nil)
 	}
 	seen := map[string]map[int64]bool{}
 	var tasks []warmTask
