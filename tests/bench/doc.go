@@ -10,14 +10,20 @@
 //     SDK, discarded: the limit), download-then-read (parallel download to
 //     local disk, then a sequential read: what init containers do) and
 //     local-read (the downloaded copy read again from the page cache: the
-//     warm limit);
-//   - scenarios through a fresh `modelfs mount` each (cold), then again on
-//     the same mount (warm): seq, seq-2g, mmap-header, mmap-random,
-//     concurrent-4 and ttft.
+//     warm limit), plus each scenario's own reads of that copy
+//     (local-mmap-header, ...), which its warm and remount rows are
+//     compared with;
+//   - scenarios through a fresh `modelfs mount` each, with a fresh, empty
+//     --cache-dir (cold), then again on the same mount (warm), then on a
+//     new mount with the same --cache-dir (remount: blocks from the disk
+//     cache, or the cache files handed to the kernel by FUSE passthrough):
+//     seq, seq-2g, mmap-header, mmap-random, concurrent-4 and ttft.
 //
 // The reads are done by this process (ReadAt, mmap), so each timing is of
 // the I/O alone. Each mount's CPU time comes from /proc/PID/stat deltas
-// around each pass and its peak RSS from its rusage at exit. It prints the
-// machine, then a markdown table of medians (with min and max) over --runs,
-// and writes the same numbers to --json. See docs/benchmarks.md.
+// around each pass, its peak RSS from /proc/PID/status (VmHWM) and its
+// FUSE reads, remote loads and disk hits from the summary line it logs at
+// unmount. It prints the machine, then a markdown table of medians (with
+// min and max) over --runs, and writes the same numbers to --json. See
+// docs/benchmarks.md.
 package main

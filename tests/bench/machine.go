@@ -90,6 +90,26 @@ func procCPU(pid int) (float64, error) {
 	return float64(ut+st) / userHZ, nil
 }
 
+// procHWM returns pid's peak resident set size in bytes (VmHWM in
+// /proc/PID/status): the high-water mark of its own address space since
+// it exec'd. The rusage Maxrss of a child is not that: Go starts children
+// with clone(CLONE_VM|CLONE_VFORK), so at exec the child's maxrss is
+// seeded with the parent's peak RSS, which for the bench (hundreds of MiB
+// of buffers and mappings) hides any smaller mount.
+func procHWM(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	v := procField(f, "VmHWM")
+	kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parsing VmHWM of %d: %q", pid, v)
+	}
+	return kb << 10, nil
+}
+
 // selfCPU returns this process's user+system CPU seconds (all threads).
 func selfCPU() float64 {
 	var ru syscall.Rusage

@@ -39,6 +39,7 @@ type config struct {
 	rttMs      float64
 	mountFlags []string
 	warm       bool
+	remount    bool
 	verify     bool
 }
 
@@ -86,6 +87,7 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	fs.Float64Var(&c.rttMs, "rtt-ms", 0, "emulated round-trip time in ms (0: none)")
 	fs.StringVar(&mflags, "mount-flags", "", `extra flags for "modelfs mount", e.g. "--block-size 16MiB --concurrency 32"`)
 	fs.BoolVar(&c.warm, "warm", true, "after each cold pass, time a warm pass on the same mount")
+	fs.BoolVar(&c.remount, "remount", true, "give each scenario's mount a fresh --cache-dir and, after its passes, time a remount pass on a new mount with the same --cache-dir (false: no --cache-dir, no remount pass)")
 	fs.BoolVar(&c.verify, "verify", true, "spot-check bytes read through each mount against the source (untimed)")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
@@ -113,6 +115,13 @@ func parseFlags(args []string) (config, map[string]string, error) {
 		return c, nil, err
 	}
 	c.mountFlags = strings.Fields(mflags)
+	if c.remount {
+		for _, f := range c.mountFlags {
+			if name, _, _ := strings.Cut(strings.TrimLeft(f, "-"), "="); name == "cache-dir" && strings.HasPrefix(f, "-") {
+				return c, nil, errors.New("--mount-flags: the bench gives each mount its own --cache-dir; add --remount=false to pass one")
+			}
+		}
+	}
 	flags := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { flags[f.Name] = f.Value.String() })
 	return c, flags, nil
@@ -146,6 +155,7 @@ func pickList(s string, known []string, flagName string) ([]string, error) {
 // bench is the state of one invocation.
 type bench struct {
 	cfg      config
+	cache    string // the bench's --cache-dir, absolute
 	model    *benchModel
 	remote   *remoteProc
 	client   *s3.Client
@@ -178,7 +188,7 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 	}
 	// Everything under the cache dir is scratch: keep it out of git.
 	_ = os.WriteFile(filepath.Join(cache, ".gitignore"), []byte("*\n"), 0o644)
-	b := &bench{cfg: cfg, mnt: filepath.Join(cache, "mnt"), series: map[string]*series{}}
+	b := &bench{cfg: cfg, cache: cache, mnt: filepath.Join(cache, "mnt"), series: map[string]*series{}}
 	if mounted(b.mnt) { // left by a bench that was killed
 		logf("clearing a stale mount at %s", b.mnt)
 		if out, err := runCmd(cfg.modelfs, "unmount", b.mnt); err != nil {
@@ -188,6 +198,13 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 	if err := os.MkdirAll(b.mnt, 0o755); err != nil {
 		return err
 	}
+	// Disk caches left by a killed bench: every cold pass starts without.
+	stale, _ := filepath.Glob(filepath.Join(cache, diskCachePrefix+"*"))
+	for _, d := range stale {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("clearing %s: %w", d, err)
+		}
+	}
 
 	b.model, err = loadOrGenerateModel(filepath.Join(cache, "model-"+sizeLabel(cfg.size)), cfg.size, logf)
 	if err != nil {
@@ -195,6 +212,12 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 	}
 	if len(b.model.Shards) < 4 && slices.Contains(cfg.scenarios, "concurrent-4") {
 		return fmt.Errorf("the model has %d shards; concurrent-4 needs 4", len(b.model.Shards))
+	}
+	if slices.Contains(cfg.scenarios, "ttft") {
+		// Untimed: sizes and faults in the buffer every ttft pass reuses.
+		if _, _, _, err := firstTensor(filepath.Join(b.model.Dir, b.model.Shards[0])); err != nil {
+			return fmt.Errorf("ttft: %w", err)
+		}
 	}
 
 	srvDir := filepath.Join(cache, "s3")
@@ -225,7 +248,22 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		logf("link: loopback, no emulation (S3 server at %s)", b.endpoint)
 	}
 	b.client = newS3Client(b.endpoint, region, accessKey, secretKey)
-	b.env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey,
+	// modelfs takes every mount flag from MODELFS_* too: one left in the
+	// environment (MODELFS_CACHE_DIR above all) would change what is
+	// measured, or make the cold passes warm. --mount-flags is the way.
+	var dropped []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "MODELFS_") {
+			name, _, _ := strings.Cut(kv, "=")
+			dropped = append(dropped, name)
+			continue
+		}
+		b.env = append(b.env, kv)
+	}
+	if len(dropped) > 0 {
+		logf("not passing %s to the mounts (use --mount-flags)", strings.Join(dropped, ", "))
+	}
+	b.env = append(b.env, "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey,
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
 	defer os.RemoveAll(filepath.Join(cache, "download"))
 
@@ -273,11 +311,13 @@ func linkLabel(cfg config) string {
 }
 
 // record appends a sample to the named series, creating it in table order.
-func (b *bench) record(name, phase, rawRef string, s sample) {
+// rawRef and localRef name the baselines a cold, or warm and remount, row
+// is compared with.
+func (b *bench) record(name, phase, rawRef, localRef string, s sample) {
 	key := name + " " + phase
 	sr := b.series[key]
 	if sr == nil {
-		sr = &series{Name: name, Phase: phase, RawRef: rawRef, FirstBytes: name == "ttft"}
+		sr = &series{Name: name, Phase: phase, RawRef: rawRef, LocalRef: localRef, FirstBytes: name == "ttft"}
 		b.series[key] = sr
 		b.order = append(b.order, key)
 	}
@@ -286,6 +326,14 @@ func (b *bench) record(name, phase, rawRef string, s sample) {
 		len(sr.Samples), name, phase, fmtBytes(s.Bytes), s.Seconds, mbps(s.Bytes, s.Seconds), s.ReaderCPU, s.ServerCPU)
 	if s.MountCPU >= 0 {
 		line += fmt.Sprintf(" mount %.2f", s.MountCPU)
+	}
+	line += fmt.Sprintf("   GETs %d", s.S3Gets)
+	if s.CacheBytes > 0 {
+		line += fmt.Sprintf("   cache dir %s, %.0f%% in page cache", fmtBytes(s.CacheBytes), 100*float64(s.CacheResident)/float64(s.CacheBytes))
+	}
+	if m := s.Mount; m != nil {
+		line += fmt.Sprintf("   mount's summary: fuse_reads %d (%s) remote_loads %d disk_hits %d disk_writes %d",
+			m["fuse_reads"], fmtBytes(m["fuse_read_bytes"]), m["remote_loads"], m["disk_hits"], m["disk_writes"])
 	}
 	logf("%s", line)
 }
@@ -346,7 +394,7 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 		if err != nil {
 			return fmt.Errorf("raw-get: %w", err)
 		}
-		b.record("raw-get", "baseline", "", s)
+		b.record("raw-get", "baseline", "", "", s)
 		if slices.Contains(b.cfg.scenarios, "seq-2g") {
 			s, err := b.measure(ctx, nil, func() (int64, error) {
 				return parallelGet(ctx, b.client, bucket, prefix, []modelFile{b.model.largest()}, nil)
@@ -354,7 +402,7 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 			if err != nil {
 				return fmt.Errorf("raw-get of the largest object: %w", err)
 			}
-			b.record("raw-get-largest", "baseline", "", s)
+			b.record("raw-get-largest", "baseline", "", "", s)
 		}
 	}
 	if want("download-then-read") || want("local-read") {
@@ -365,7 +413,7 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 			return fmt.Errorf("download-then-read: %w", err)
 		}
 		if want("download-then-read") {
-			b.record("download-then-read", "baseline", "", s)
+			b.record("download-then-read", "baseline", "", "", s)
 		}
 	}
 	if want("local-read") {
@@ -377,7 +425,21 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 		if err != nil {
 			return fmt.Errorf("local-read: %w", err)
 		}
-		b.record("local-read", "baseline", "", s)
+		b.record("local-read", "baseline", "", "", s)
+		// Each other scenario's own reads of the copy: what its warm and
+		// remount passes are compared with (an mmap pass that touches a
+		// byte per page copies nothing, so read() is no reference for it).
+		for _, name := range b.cfg.scenarios {
+			sp := b.spec(name)
+			if sp.localRef == "local-read" {
+				continue
+			}
+			s, err := b.measure(ctx, nil, func() (int64, error) { return sp.read(ctx, downloadDir) })
+			if err != nil {
+				return fmt.Errorf("%s: %w", sp.localRef, err)
+			}
+			b.record(sp.localRef, "baseline", "", "", s)
+		}
 	}
 	// Deleting the copy frees its page cache (and its dirty pages), which
 	// the scenarios would otherwise compete with.
@@ -391,8 +453,10 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 type scenarioSpec struct {
 	files  []string // what it reads, for the spot check
 	rawRef string
-	read   func(ctx context.Context, root string) (int64, error)
-	verify func(root string) error
+	// localRef names the baseline of the same reads on the local copy.
+	localRef string
+	read     func(ctx context.Context, root string) (int64, error)
+	verify   func(root string) error
 }
 
 func (b *bench) spec(name string) scenarioSpec {
@@ -401,14 +465,14 @@ func (b *bench) spec(name string) scenarioSpec {
 	for _, f := range m.Files {
 		all = append(all, f.Name)
 	}
-	s := scenarioSpec{rawRef: "raw-get"}
+	s := scenarioSpec{rawRef: "raw-get", localRef: "local-" + name}
 	switch name {
 	case "seq":
-		s.files = all
+		s.files, s.localRef = all, "local-read"
 		s.read = func(ctx context.Context, root string) (int64, error) { return readSeq(ctx, root, all) }
 	case "seq-2g":
 		big := []string{m.largest().Name}
-		s.files, s.rawRef = big, "raw-get-largest"
+		s.files, s.rawRef, s.localRef = big, "raw-get-largest", "local-read-largest"
 		s.read = func(ctx context.Context, root string) (int64, error) { return readSeq(ctx, root, big) }
 	case "mmap-header", "mmap-random":
 		w := m.weightFiles()
@@ -453,46 +517,88 @@ func (b *bench) spec(name string) scenarioSpec {
 	return s
 }
 
+// diskCachePrefix names the scenarios' modelfs cache dirs in the bench's.
+const diskCachePrefix = "disk-cache-"
+
 // runScenario does one cold pass on a fresh mount, then a warm pass on the
-// same mount, then stops it and attributes its rusage.
+// same mount, then stops it and attributes its rusage. With --remount the
+// mount has a fresh, empty --cache-dir, and after it stops a new mount
+// with that same --cache-dir times the remount pass; the cache dir is
+// removed at the end.
 func (b *bench) runScenario(ctx context.Context, name string) error {
 	spec := b.spec(name)
-	mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+prefix, b.mnt,
-		append([]string{"--endpoint", b.endpoint, "--region", region}, b.cfg.mountFlags...), b.env)
-	if err != nil {
-		return err
-	}
-	fail := func(err error) error {
-		if _, serr := mp.stop(); serr != nil {
-			err = errors.Join(err, serr)
+	args := append([]string{"--endpoint", b.endpoint, "--region", region}, b.cfg.mountFlags...)
+	dir := filepath.Join(b.cache, diskCachePrefix+name)
+	if b.cfg.remount {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("clearing %s: %w", dir, err)
 		}
-		return err
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
+		// Deleting the cache also drops its page cache (and any dirty
+		// pages), which later passes would otherwise compete with.
+		defer os.RemoveAll(dir)
+		args = append(args, "--cache-dir", dir)
 	}
-	cold, err := b.measure(ctx, mp, func() (int64, error) { return spec.read(ctx, b.mnt) })
-	if err != nil {
-		return fail(fmt.Errorf("cold pass: %w", err))
+	// passes runs the timed passes named on one new mount, then the spot
+	// check, and stops it.
+	passes := func(names ...string) ([]sample, exitUsage, error) {
+		mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+prefix, b.mnt, args, b.env)
+		if err != nil {
+			return nil, exitUsage{}, fmt.Errorf("mounting for the %s pass: %w", strings.Join(names, " and "), err)
+		}
+		var out []sample
+		for _, pass := range names {
+			s, err := b.measure(ctx, mp, func() (int64, error) { return spec.read(ctx, b.mnt) })
+			if err != nil {
+				_, serr := mp.stop()
+				return nil, exitUsage{}, errors.Join(fmt.Errorf("%s pass: %w", pass, err), serr)
+			}
+			out = append(out, s)
+		}
+		if b.cfg.verify {
+			if err := spec.verify(b.mnt); err != nil {
+				_, serr := mp.stop()
+				return nil, exitUsage{}, errors.Join(err, serr)
+			}
+		}
+		u, err := mp.stop()
+		return out, u, err
 	}
-	var warm sample
+	names := []string{"cold"}
 	if b.cfg.warm {
-		if warm, err = b.measure(ctx, mp, func() (int64, error) { return spec.read(ctx, b.mnt) }); err != nil {
-			return fail(fmt.Errorf("warm pass: %w", err))
-		}
+		names = append(names, "warm")
 	}
-	if b.cfg.verify {
-		if err := spec.verify(b.mnt); err != nil {
-			return fail(err)
-		}
-	}
-	u, err := mp.stop()
+	first, u, err := passes(names...)
 	if err != nil {
 		return err
 	}
-	cold.MountCPUExit, cold.MountPeakRSS = u.CPUSeconds, u.MaxRSS
-	b.record(name, "cold", spec.rawRef, cold)
+	cold := first[0]
+	cold.MountCPUExit, cold.MountPeakRSS, cold.Mount = u.CPUSeconds, u.MaxRSS, u.Summary
+	b.record(name, "cold", spec.rawRef, "", cold)
 	if b.cfg.warm {
+		warm := first[1]
 		warm.MountPeakRSS = u.MaxRSS
-		b.record(name, "warm", "", warm)
+		b.record(name, "warm", "", spec.localRef, warm)
 	}
+	if !b.cfg.remount {
+		return nil
+	}
+	// The condition the remount pass starts in: how much of the cache the
+	// fill left in the page cache (nothing is dropped; see the docs).
+	resident, total, err := residentBytes(dir)
+	if err != nil {
+		return fmt.Errorf("page-cache residency of %s: %w", dir, err)
+	}
+	second, u, err := passes("remount")
+	if err != nil {
+		return err
+	}
+	re := second[0]
+	re.MountCPUExit, re.MountPeakRSS, re.Mount = u.CPUSeconds, u.MaxRSS, u.Summary
+	re.CacheBytes, re.CacheResident = total, resident
+	b.record(name, "remount", "", spec.localRef, re)
 	return nil
 }
 

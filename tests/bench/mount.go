@@ -8,10 +8,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/modelfs/modelfs/fs"
 )
 
 // mountProc is a running `modelfs mount` child. Each cold pass gets a fresh
@@ -38,7 +42,7 @@ func startMount(ctx context.Context, bin, source, dir string, args, env []string
 	full = append(full, source, dir)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = env
-	m := &mountProc{bin: bin, dir: dir, cmd: cmd, stderr: &tailBuffer{max: 16 << 10}, done: make(chan struct{})}
+	m := &mountProc{bin: bin, dir: dir, cmd: cmd, stderr: &tailBuffer{max: 16 << 10, noise: spliceNoise}, done: make(chan struct{})}
 	cmd.Stderr = m.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -90,18 +94,52 @@ func (m *mountProc) forget() {
 // exitUsage is what the mount process used over its whole life.
 type exitUsage struct {
 	CPUSeconds float64
-	MaxRSS     int64 // bytes
+	// MaxRSS is the mount's peak RSS in bytes, its VmHWM read just before
+	// it is told to stop (see procHWM for why not its rusage); 0 if it had
+	// exited by then.
+	MaxRSS int64
+	// Summary is the mount's own account, from its "msg=unmounted" log
+	// line (fuse_reads, remote_loads, disk_hits, ...); nil when it wrote
+	// none.
+	Summary map[string]int64
+}
+
+// parseSummary returns the integer fields of the last "msg=unmounted"
+// line of a modelfs log (slog's text format: key=value pairs), or nil.
+func parseSummary(log string) map[string]int64 {
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		f := strings.Fields(lines[i])
+		if !slices.Contains(f, "msg=unmounted") {
+			continue
+		}
+		out := map[string]int64{}
+		for _, kv := range f {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				out[k] = n
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // stop unmounts with SIGTERM and waits for a clean exit; if the process
 // does not exit in time it is killed and the mountpoint cleared with
-// `modelfs unmount`. The usage comes from the child's rusage at exit.
+// `modelfs unmount`. The CPU time comes from the child's rusage at exit,
+// the peak RSS from /proc just before the signal.
 func (m *mountProc) stop() (exitUsage, error) {
 	defer m.forget()
 	var errs []error
+	var u exitUsage
 	select {
 	case <-m.done:
 	default:
+		u.MaxRSS, _ = procHWM(m.pid())
 		_ = m.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-m.done:
@@ -119,13 +157,11 @@ func (m *mountProc) stop() (exitUsage, error) {
 			errs = append(errs, fmt.Errorf("modelfs unmount %s: %v: %s", m.dir, err, out))
 		}
 	}
-	var u exitUsage
 	if ps := m.cmd.ProcessState; ps != nil {
 		u.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
-		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			u.MaxRSS = ru.Maxrss << 10 // KiB on Linux
-		}
 	}
+	// cmd.Wait has returned, so the whole log has been copied.
+	u.Summary = parseSummary(m.stderr.String())
 	if len(errs) > 0 {
 		return u, fmt.Errorf("stopping the mount at %s: %v", m.dir, errs)
 	}
@@ -147,60 +183,74 @@ func stopAllMounts() {
 	}
 }
 
-// mounted reports whether dir is a mountpoint, from /proc/self/mountinfo.
+// mounted reports whether dir is a mountpoint.
 func mounted(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// Field 5 is the mount point, with spaces and such octal-escaped.
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
-			return true
-		}
-	}
-	return false
+	ok, err := fs.IsMounted(dir)
+	return err == nil && ok
 }
 
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &v); err == nil {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// spliceNoise marks a line that go-fuse logs for every FUSE read reply of
+// about 1 MiB: it tries to splice the reply, cannot grow its pipe past
+// 1 MiB for the payload plus header, and falls back to a plain write. The
+// log of a mount is otherwise a handful of lines; kept, these would push
+// everything else out of the tail.
+const spliceNoise = "trySplice: splice: want "
 
 // tailBuffer keeps the last max bytes written: the mount's log, for error
-// messages.
+// messages and its summary line. Whole lines containing noise (when set)
+// are counted rather than kept.
 type tailBuffer struct {
-	mu  sync.Mutex
-	b   []byte
-	max int
+	mu      sync.Mutex
+	b       []byte
+	max     int
+	noise   string
+	partial []byte // an unfinished line, when noise is set
+	noisy   int64
 }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.noise == "" {
+		t.keep(p)
+		return len(p), nil
+	}
+	// The log arrives through a pipe in arbitrary chunks: filter by line.
+	t.partial = append(t.partial, p...)
+	done := 0
+	for {
+		i := bytes.IndexByte(t.partial[done:], '\n')
+		if i < 0 {
+			break
+		}
+		if line := t.partial[done : done+i+1]; bytes.Contains(line, []byte(t.noise)) {
+			t.noisy++
+		} else {
+			t.keep(line)
+		}
+		done += i + 1
+	}
+	t.partial = t.partial[:copy(t.partial, t.partial[done:])]
+	if len(t.partial) > t.max { // a line longer than the tail: keep it
+		t.keep(t.partial)
+		t.partial = t.partial[:0]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) keep(p []byte) {
 	t.b = append(t.b, p...)
 	if len(t.b) > t.max {
 		t.b = t.b[len(t.b)-t.max:]
 	}
-	return len(p), nil
 }
 
 func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return string(bytes.TrimSpace(t.b))
+	s := string(bytes.TrimSpace(append(slices.Clip(t.b), t.partial...)))
+	if t.noisy > 0 {
+		s = fmt.Sprintf("(%d lines %q... left out)\n%s", t.noisy, t.noise, s)
+	}
+	return s
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,13 +88,50 @@ func download(t *testing.T, addr string, conns int) (int64, time.Duration) {
 	return total, time.Since(t0)
 }
 
-func within(t *testing.T, what string, got, want, tol float64) {
-	t.Helper()
+// within reports whether got is want ± tol, describing it either way.
+func within(what string, got, want, tol float64) (string, bool) {
 	if got < want*(1-tol) || got > want*(1+tol) {
-		t.Errorf("%s = %.4g, want %.4g ± %.0f%%", what, got, want, tol*100)
-	} else {
-		t.Logf("%s = %.4g (asked %.4g)", what, got, want)
+		return fmt.Sprintf("%s = %.4g, want %.4g ± %.0f%%", what, got, want, tol*100), false
 	}
+	return fmt.Sprintf("%s = %.4g (asked %.4g)", what, got, want), true
+}
+
+// attempts is how many times a timing check may run before it fails.
+// Other load on the machine only ever makes the emulated link slower or
+// later (a goroutine woken late sends late, and the token bucket's 10 ms
+// burst cannot make up for more), never faster or earlier, so the best of
+// a few attempts measures the proxy, and an error of the proxy's own shows
+// in every attempt. A quiet machine passes on the first.
+const attempts = 3
+
+// bestOf runs check until it passes, up to attempts times, and fails the
+// test with the last attempt's findings if none did.
+func bestOf(t *testing.T, check func() ([]string, bool)) {
+	t.Helper()
+	for i := 1; ; i++ {
+		msgs, ok := check()
+		if ok {
+			for _, m := range msgs {
+				t.Log(m)
+			}
+			return
+		}
+		if i == attempts {
+			for _, m := range msgs {
+				t.Error(m)
+			}
+			return
+		}
+		t.Logf("attempt %d of %d off (load average %s): %s", i, attempts, loadAvg(), strings.Join(msgs, "; "))
+	}
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // TestProxyRate sends 50 MB over two connections at 200 Mbit/s: about 2 s
@@ -99,11 +139,14 @@ func within(t *testing.T, what string, got, want, tol float64) {
 func TestProxyRate(t *testing.T) {
 	const rate = 200e6 // bits/s
 	addr := proxy(t, backend(t, source(25e6)), linkOptions{RateBitsPerSec: rate})
-	n, d := download(t, addr, 2)
-	if n != 50e6 {
-		t.Fatalf("got %d bytes, want 50e6", n)
-	}
-	within(t, "rate (bit/s)", float64(n)*8/d.Seconds(), rate, 0.10)
+	bestOf(t, func() ([]string, bool) {
+		n, d := download(t, addr, 2)
+		if n != 50e6 {
+			t.Fatalf("got %d bytes, want 50e6", n)
+		}
+		m, ok := within("rate (bit/s)", float64(n)*8/d.Seconds(), rate, 0.10)
+		return []string{m}, ok
+	})
 }
 
 // TestProxyRTT times request/response round trips on an established
@@ -116,24 +159,28 @@ func TestProxyRTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var rtts []float64
 	b := make([]byte, 1)
-	for range 5 {
-		t0 := time.Now()
-		if _, err := c.Write([]byte{'x'}); err != nil {
-			t.Fatal(err)
+	bestOf(t, func() ([]string, bool) {
+		var rtts []float64
+		for range 5 {
+			t0 := time.Now()
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, b); err != nil {
+				t.Fatal(err)
+			}
+			rtts = append(rtts, time.Since(t0).Seconds())
 		}
-		if _, err := io.ReadFull(c, b); err != nil {
-			t.Fatal(err)
+		slices.Sort(rtts)
+		// The median is the figure. No trip may beat the emulated link:
+		// that would be the proxy's error, so it fails at once.
+		if rtts[0] < 0.95*rtt.Seconds() {
+			t.Fatalf("fastest round trip %.4gs beat the %v link", rtts[0], rtt)
 		}
-		rtts = append(rtts, time.Since(t0).Seconds())
-	}
-	slices.Sort(rtts)
-	// The median is the figure; no trip may beat the emulated link.
-	within(t, "median round trip (s)", rtts[len(rtts)/2], rtt.Seconds(), 0.10)
-	if rtts[0] < 0.95*rtt.Seconds() {
-		t.Errorf("fastest round trip %.4gs beat the %v link", rtts[0], rtt)
-	}
+		m, ok := within("median round trip (s)", rtts[len(rtts)/2], rtt.Seconds(), 0.10)
+		return []string{m}, ok
+	})
 }
 
 // TestProxyFirstByte: a download's first byte arrives rtt/2 after the
@@ -151,27 +198,31 @@ func TestProxyFirstByte(t *testing.T) {
 			io.Copy(c, io.LimitReader(zeros{}, 25e6))
 		}
 	})
-	c, err := net.Dial("tcp", proxy(t, srv, linkOptions{RTT: rtt, RateBitsPerSec: rate}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	t0 := time.Now()
-	if _, err := c.Write([]byte{'?'}); err != nil {
-		t.Fatal(err)
-	}
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(c, first); err != nil {
-		t.Fatal(err)
-	}
-	ttfb := time.Since(t0)
-	t1 := time.Now()
-	n, err := io.Copy(io.Discard, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	within(t, "time to first byte (s)", ttfb.Seconds(), rtt.Seconds(), 0.10)
-	within(t, "rate after the first byte (bit/s)", float64(n)*8/time.Since(t1).Seconds(), rate, 0.10)
+	addr := proxy(t, srv, linkOptions{RTT: rtt, RateBitsPerSec: rate})
+	bestOf(t, func() ([]string, bool) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		t0 := time.Now()
+		if _, err := c.Write([]byte{'?'}); err != nil {
+			t.Fatal(err)
+		}
+		first := make([]byte, 1)
+		if _, err := io.ReadFull(c, first); err != nil {
+			t.Fatal(err)
+		}
+		ttfb := time.Since(t0)
+		t1 := time.Now()
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m1, ok1 := within("time to first byte (s)", ttfb.Seconds(), rtt.Seconds(), 0.10)
+		m2, ok2 := within("rate after the first byte (bit/s)", float64(n)*8/time.Since(t1).Seconds(), rate, 0.10)
+		return []string{m1, m2}, ok1 && ok2
+	})
 }
 
 func TestTokenBucket(t *testing.T) {

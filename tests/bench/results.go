@@ -20,7 +20,7 @@ type sample struct {
 	// MountCPUExit is the mount process's rusage at exit (cold and warm
 	// passes together, plus mounting and unmounting); on cold samples only.
 	MountCPUExit float64 `json:"mount_cpu_at_exit_s,omitempty"`
-	// MountPeakRSS is ProcessState.SysUsage().Maxrss of the mount process,
+	// MountPeakRSS is the mount process's VmHWM just before it was stopped,
 	// in bytes (peak over its whole life, so the same for cold and warm).
 	MountPeakRSS int64 `json:"mount_peak_rss_bytes,omitempty"`
 	// ReaderCPU is this process's CPU during the pass: the reader through
@@ -31,15 +31,29 @@ type sample struct {
 	// S3Gets and S3Bytes are what the server served during the pass.
 	S3Gets  int64 `json:"s3_gets"`
 	S3Bytes int64 `json:"s3_bytes"`
+	// Mount is the mount's own account from its unmount summary line
+	// (fuse_reads, fuse_read_bytes, remote_loads, disk_hits, ...), over
+	// its whole life: on a cold sample the cold and warm passes and the
+	// spot check, on a remount sample the remount pass and its spot check.
+	Mount map[string]int64 `json:"mount_summary,omitempty"`
+	// CacheBytes and CacheResident are, on a remount sample, the bytes the
+	// files in the mount's --cache-dir hold (allocated: its data files are
+	// sparse) and how many of them were in the page cache when the remount
+	// pass started.
+	CacheBytes    int64 `json:"cache_dir_bytes,omitempty"`
+	CacheResident int64 `json:"cache_dir_resident_bytes,omitempty"`
 }
 
 // series is every sample of one row of the table.
 type series struct {
 	Name    string
-	Phase   string // "baseline", "cold" or "warm"
+	Phase   string // "baseline", "cold", "warm" or "remount"
 	Samples []sample
 	// RawRef names the raw-get baseline of the same objects ("" for none).
 	RawRef string
+	// LocalRef names the baseline of the same reads on a local copy in the
+	// page cache (warm and remount rows; "" for local-read).
+	LocalRef string
 	// FirstBytes marks a latency scenario (ttft): it is compared with the
 	// whole of download-then-read, since a loader fed by a download has
 	// its first tensor only after the download is complete.
@@ -113,8 +127,11 @@ type row struct {
 	// VsDownload is this row's time over download-then-read's time for the
 	// same number of bytes (lower is better; the target is 0.6).
 	VsDownload *float64 `json:"time_vs_download_then_read,omitempty"`
-	// VsLocal is throughput over local-read's (warm rows; target 0.95).
-	VsLocal *float64 `json:"throughput_vs_local_read,omitempty"`
+	// VsLocal is throughput over that of the same reads of a local copy
+	// in the page cache, the baseline LocalRef (warm and remount rows; the
+	// target, for remount, is 0.95).
+	VsLocal  *float64 `json:"throughput_vs_local_read,omitempty"`
+	LocalRef string   `json:"local_ref,omitempty"`
 	// MountCPUPerGiB is the mount process's CPU seconds per GiB read.
 	MountCPUPerGiB *stat `json:"mount_cpu_s_per_gib,omitempty"`
 	// ReaderCPUPerGiB and ServerCPUPerGiB are the reader's (or baseline
@@ -126,7 +143,15 @@ type row struct {
 	// ReadAmp is S3 bytes served over bytes read (median): above 1 is
 	// over-fetch, below 1 is bytes served from the mount's caches.
 	ReadAmp *float64 `json:"s3_bytes_per_byte_read"`
-	Samples []sample `json:"samples"`
+	// S3Gets is the GETs the server saw during the pass.
+	S3Gets stat `json:"s3_gets"`
+	// FuseReads is the fuse_reads of the mount's summary line (see
+	// sample.Mount for what it spans), and FuseReadAvgKiB its
+	// fuse_read_bytes over fuse_reads, all runs together; absent on rows
+	// whose samples carry no summary.
+	FuseReads      *stat    `json:"fuse_reads,omitempty"`
+	FuseReadAvgKiB *float64 `json:"fuse_read_avg_kib,omitempty"`
+	Samples        []sample `json:"samples"`
 }
 
 func ptr(f float64) *float64 {
@@ -139,8 +164,14 @@ func ptr(f float64) *float64 {
 // reduce turns one series into a row without the ratios.
 func reduce(s series) row {
 	r := row{Name: s.Name, Phase: s.Phase, Runs: len(s.Samples), Samples: s.Samples}
-	var secs, mb, mcpu, rcpu, scpu, amp []float64
+	var secs, mb, mcpu, rcpu, scpu, amp, gets, freads []float64
+	var fbytes int64
 	for _, x := range s.Samples {
+		gets = append(gets, float64(x.S3Gets))
+		if n, ok := x.Mount["fuse_reads"]; ok {
+			freads = append(freads, float64(n))
+			fbytes += x.Mount["fuse_read_bytes"]
+		}
 		r.Bytes = x.Bytes
 		secs = append(secs, x.Seconds)
 		mb = append(mb, mbps(x.Bytes, x.Seconds))
@@ -161,6 +192,16 @@ func reduce(s series) row {
 		r.MountCPUPerGiB = &m
 	}
 	r.ReadAmp = ptr(summarize(amp).Median)
+	r.S3Gets = summarize(gets)
+	if len(freads) > 0 {
+		f := summarize(freads)
+		r.FuseReads = &f
+		var n float64
+		for _, x := range freads {
+			n += x
+		}
+		r.FuseReadAvgKiB = ptr(float64(fbytes) / n / 1024) // nil for no reads
+	}
 	return r
 }
 
@@ -190,9 +231,14 @@ func buildRows(all []series) []row {
 					r.VsDownload = ptr(dl.MBps.Median / r.MBps.Median)
 				}
 			}
-		case "warm":
-			if loc := byName["local-read"]; loc != nil {
+		case "warm", "remount":
+			ref := s.LocalRef
+			if ref == "" {
+				ref = "local-read"
+			}
+			if loc := byName[ref]; loc != nil {
 				r.VsLocal = ptr(r.MBps.Median / loc.MBps.Median)
+				r.LocalRef = ref
 			}
 		}
 	}
@@ -201,22 +247,29 @@ func buildRows(all []series) []row {
 
 // writeTable prints rows as a markdown table.
 func writeTable(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "| scenario | pass | MiB | time s (min–max) | MB/s (min–max) | × raw-get | time ÷ download-then-read | × local-read | mount CPU s/GiB | server CPU s/GiB | reader CPU s/GiB | mount peak RSS MiB | S3 bytes ÷ read |")
-	fmt.Fprintln(w, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| scenario | pass | MiB | time s (min–max) | MB/s (min–max) | × raw-get | time ÷ download-then-read | × local-read | mount CPU s/GiB | server CPU s/GiB | reader CPU s/GiB | mount peak RSS MiB | S3 bytes ÷ read | S3 GETs | mount FUSE reads (avg KiB) |")
+	fmt.Fprintln(w, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		mcpu, rss := "—", "—"
+		mcpu, rss, freads := "—", "—", "—"
 		if r.MountCPUPerGiB != nil {
 			mcpu = fmt.Sprintf("%.2f", r.MountCPUPerGiB.Median)
 		}
 		if r.MountPeakRSS > 0 {
 			rss = fmt.Sprintf("%.0f", float64(r.MountPeakRSS)/(1<<20))
 		}
-		fmt.Fprintf(w, "| %s | %s | %.0f | %s (%s–%s) | %s (%s–%s) | %s | %s | %s | %s | %.2f | %.2f | %s | %s |\n",
+		if r.FuseReads != nil {
+			freads = fmt.Sprintf("%.0f", r.FuseReads.Median)
+			if r.FuseReadAvgKiB != nil {
+				freads += fmt.Sprintf(" (%.0f)", *r.FuseReadAvgKiB)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s (%s–%s) | %s (%s–%s) | %s | %s | %s | %s | %.2f | %.2f | %s | %s | %.0f | %s |\n",
 			r.Name, r.Phase, float64(r.Bytes)/(1<<20),
 			fmtSecs(r.Seconds.Median), fmtSecs(r.Seconds.Min), fmtSecs(r.Seconds.Max),
 			fmtRate(r.MBps.Median), fmtRate(r.MBps.Min), fmtRate(r.MBps.Max),
 			fmtRatio(r.VsRaw), fmtRatio(r.VsDownload), fmtRatio(r.VsLocal),
-			mcpu, r.ServerCPUPerGiB.Median, r.ReaderCPUPerGiB.Median, rss, fmtRatio(r.ReadAmp))
+			mcpu, r.ServerCPUPerGiB.Median, r.ReaderCPUPerGiB.Median, rss, fmtRatio(r.ReadAmp),
+			r.S3Gets.Median, freads)
 	}
 }
 

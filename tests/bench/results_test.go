@@ -63,8 +63,19 @@ func TestBuildRows(t *testing.T) {
 		{Seconds: 2.5, Bytes: 1e9, MountCPU: 2.0, MountPeakRSS: 300 << 20, S3Bytes: 1.1e9},
 		{Seconds: 3, Bytes: 1e9, MountCPU: 1.5, MountPeakRSS: 200 << 20, S3Bytes: 1.2e9},
 	}}
-	seqWarm := series{Name: "seq", Phase: "warm", Samples: []sample{
+	seqCold.Samples[0].Mount = map[string]int64{"fuse_reads": 1000, "fuse_read_bytes": 1000 << 20}
+	seqCold.Samples[1].Mount = map[string]int64{"fuse_reads": 3000, "fuse_read_bytes": 1000 << 20}
+	seqCold.Samples[2].Mount = map[string]int64{"fuse_reads": 2000, "fuse_read_bytes": 1000 << 20}
+	for i := range seqCold.Samples {
+		seqCold.Samples[i].S3Gets = int64(120 + i)
+	}
+	seqWarm := series{Name: "seq", Phase: "warm", LocalRef: "local-read", Samples: []sample{
 		{Seconds: 0.2, Bytes: 1e9}, {Seconds: 0.25, Bytes: 1e9}, {Seconds: 0.2, Bytes: 1e9},
+	}}
+	// A remount compared with its own local reads, served by passthrough.
+	mmapRemount := series{Name: "mmap-header", Phase: "remount", LocalRef: "local-mmap-header", Samples: []sample{
+		{Seconds: 0.05, Bytes: 1e9, MountCPU: 0, Mount: map[string]int64{"fuse_reads": 0, "fuse_read_bytes": 0}},
+		{Seconds: 0.04, Bytes: 1e9, MountCPU: 0, Mount: map[string]int64{"fuse_reads": 0, "fuse_read_bytes": 0}},
 	}}
 	ttft := series{Name: "ttft", Phase: "cold", FirstBytes: true, Samples: []sample{
 		{Seconds: 0.09, Bytes: 1e7}, {Seconds: 0.1, Bytes: 1e7}, {Seconds: 0.11, Bytes: 1e7},
@@ -73,12 +84,13 @@ func TestBuildRows(t *testing.T) {
 		base("raw-get", 1, 2, 1.25),           // MB/s 1000, 500, 800
 		base("download-then-read", 4, 5, 4.5), // MB/s 250, 200, 222.2
 		base("local-read", 0.1, 0.2, 0.125),   // MB/s 10000, 5000, 8000
-		seqCold, seqWarm, ttft,
+		base("local-mmap-header", 0.02, 0.03), // MB/s 50000, 33333.3
+		seqCold, seqWarm, ttft, mmapRemount,
 	})
-	if len(rows) != 6 {
+	if len(rows) != 8 {
 		t.Fatalf("%d rows", len(rows))
 	}
-	raw, dl, cold, warm, tt := rows[0], rows[1], rows[3], rows[4], rows[5]
+	raw, dl, cold, warm, tt, rem := rows[0], rows[1], rows[4], rows[5], rows[6], rows[7]
 
 	near(t, "raw seconds median", raw.Seconds.Median, 1.25)
 	near(t, "raw MB/s median", raw.MBps.Median, 800)
@@ -103,11 +115,31 @@ func TestBuildRows(t *testing.T) {
 		t.Errorf("peak RSS %d, want the largest of the runs", cold.MountPeakRSS)
 	}
 	near(t, "seq cold read amplification", *cold.ReadAmp, 1.1)
+	near(t, "seq cold GETs", cold.S3Gets.Median, 121)
+	if cold.FuseReads == nil || cold.FuseReadAvgKiB == nil {
+		t.Fatalf("seq cold has no FUSE reads: %+v", cold)
+	}
+	near(t, "seq cold FUSE reads", cold.FuseReads.Median, 2000)
+	near(t, "seq cold FUSE read size", *cold.FuseReadAvgKiB, 3000*1024/6000.0) // 3000 MiB in 6000 reads
+	if warm.FuseReads != nil {
+		t.Errorf("warm row has FUSE reads of its own: %+v", warm.FuseReads)
+	}
 
 	if warm.VsLocal == nil || warm.VsRaw != nil || warm.VsDownload != nil {
 		t.Fatalf("seq warm ratios: %+v", warm)
 	}
 	near(t, "seq warm × local-read", *warm.VsLocal, 5000.0/8000)
+
+	// The remount row: × its own local reads (median 41666.7 MB/s), not
+	// local-read's; no FUSE reads, hence no average size.
+	if rem.VsLocal == nil || rem.LocalRef != "local-mmap-header" || rem.VsRaw != nil {
+		t.Fatalf("remount ratios: %+v", rem)
+	}
+	near(t, "remount MB/s", rem.MBps.Median, 22500)
+	near(t, "remount × local-mmap-header", *rem.VsLocal, 22500/((50000+1e9/0.03/1e6)/2))
+	if rem.FuseReads == nil || rem.FuseReads.Median != 0 || rem.FuseReadAvgKiB != nil {
+		t.Errorf("remount FUSE reads: %+v, avg %v", rem.FuseReads, rem.FuseReadAvgKiB)
+	}
 
 	// ttft compares with the whole download: 0.1 s against 4.5 s.
 	if tt.VsRaw != nil || tt.VsDownload == nil {
@@ -117,9 +149,14 @@ func TestBuildRows(t *testing.T) {
 
 	var b strings.Builder
 	writeTable(&b, rows)
-	want := "| seq | cold | 954 | 2.50 (2.00–3.00) | 400 (333–500) | 0.50 | 0.56 | — | 1.61 | 0.00 | 0.00 | 300 | 1.10 |"
-	if !strings.Contains(b.String(), want) {
-		t.Errorf("table lacks\n%s\ngot\n%s", want, b.String())
+	for _, want := range []string{
+		"| seq | cold | 954 | 2.50 (2.00–3.00) | 400 (333–500) | 0.50 | 0.56 | — | 1.61 | 0.00 | 0.00 | 300 | 1.10 | 121 | 2000 (512) |\n",
+		"| seq | warm | 954 | 0.20 (0.20–0.25) | 5000 (4000–5000) | — | — | 0.62 | 0.00 | 0.00 | 0.00 | — | 0.00 | 0 | — |\n",
+		"| mmap-header | remount | 954 | 0.0450 (0.0400–0.0500) | 22500 (20000–25000) | — | — | 0.54 | 0.00 | 0.00 | 0.00 | — | 0.00 | 0 | 0 |\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks\n%s\ngot\n%s", want, b.String())
+		}
 	}
 	if _, err := json.Marshal(rows); err != nil {
 		t.Errorf("rows do not encode: %v", err)

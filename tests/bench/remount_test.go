@@ -1,0 +1,118 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseSummary(t *testing.T) {
+	log := `time=2026-11-27T16:28:27.383Z level=INFO msg=unmounting mountpoint=/tmp/mnt
+time=2026-11-27T16:28:27.435Z level=INFO msg=unmounted fuse_reads=467 fuse_read_bytes=489626584 read_errors=0 remote_loads=59 disk_hits=3 path=/x
+`
+	m := parseSummary(log)
+	for k, want := range map[string]int64{"fuse_reads": 467, "fuse_read_bytes": 489626584, "read_errors": 0, "remote_loads": 59, "disk_hits": 3} {
+		if got, ok := m[k]; !ok || got != want {
+			t.Errorf("%s = %d (present %v), want %d", k, got, ok, want)
+		}
+	}
+	if _, ok := m["path"]; ok {
+		t.Error("a non-integer field was kept")
+	}
+	if m := parseSummary("level=INFO msg=unmounting\n"); m != nil {
+		t.Errorf("no summary line: got %v, want nil", m)
+	}
+	// "unmounted externally" is not the summary.
+	if m := parseSummary(`level=INFO msg="unmounted externally" mountpoint=/m` + "\n"); m != nil {
+		t.Errorf("got %v from the wrong line", m)
+	}
+}
+
+// TestTailBufferNoise feeds a log in chunks that split lines, as a pipe
+// does, and checks that only the noise lines are left out.
+func TestTailBufferNoise(t *testing.T) {
+	var log strings.Builder
+	for range 1000 {
+		log.WriteString("2026/11/27 16:28:25 trySplice: splice: want 1052688 bytes, max pipe size 1048576\n")
+	}
+	log.WriteString("level=ERROR msg=\"read failed\" file=a\n")
+	log.WriteString("level=INFO msg=unmounted fuse_reads=5 fuse_read_bytes=10\n")
+	log.WriteString("no newline at the end")
+	tb := &tailBuffer{max: 4096, noise: spliceNoise}
+	s := log.String()
+	for i := 0; i < len(s); i += 37 {
+		tb.Write([]byte(s[i:min(i+37, len(s))]))
+	}
+	got := tb.String()
+	if strings.Count(got, "trySplice") != 1 || !strings.Contains(got, "(1000 lines") {
+		t.Errorf("noise not counted and dropped:\n%.300s", got)
+	}
+	for _, want := range []string{`msg="read failed"`, "msg=unmounted fuse_reads=5", "no newline at the end"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lost %q:\n%s", want, got)
+		}
+	}
+	if m := parseSummary(got); m["fuse_reads"] != 5 {
+		t.Errorf("summary through the filter: %v", m)
+	}
+	plain := &tailBuffer{max: 8}
+	plain.Write([]byte("0123456789"))
+	if plain.String() != "23456789" {
+		t.Errorf("plain tail = %q", plain.String())
+	}
+}
+
+func TestParseFlagsRemount(t *testing.T) {
+	c, _, err := parseFlags(nil)
+	if err != nil || !c.remount {
+		t.Fatalf("defaults: remount %v, %v", c.remount, err)
+	}
+	for _, mf := range []string{"--cache-dir /x", "--cache-dir=/x", "-cache-dir /x"} {
+		if _, _, err := parseFlags([]string{"--mount-flags", mf}); err == nil {
+			t.Errorf("--mount-flags %q accepted with --remount", mf)
+		}
+		if _, _, err := parseFlags([]string{"--remount=false", "--mount-flags", mf}); err != nil {
+			t.Errorf("--mount-flags %q refused without --remount: %v", mf, err)
+		}
+	}
+	if _, _, err := parseFlags([]string{"--mount-flags", "--cache-size 1GiB --mem-cache 256MiB"}); err != nil {
+		t.Errorf("--cache-size refused: %v", err)
+	}
+}
+
+func TestResidentBytes(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "v1", "obj"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 1<<20+123)
+	if err := os.WriteFile(filepath.Join(dir, "v1", "obj", "data"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A sparse file, like a cache's data file with one block: only what
+	// it holds counts.
+	sp, err := os.Create(filepath.Join(dir, "v1", "obj", "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sp.WriteAt(make([]byte, 64<<10), 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	res, total, err := residentBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Allocation is in file-system blocks: allow one per file.
+	if want := int64(len(data) + 64<<10); total < want || total > want+2*64<<10 {
+		t.Errorf("total %d, want the bytes held, %d", total, want)
+	}
+	// Just written, so in the page cache (whatever the file system).
+	if res < int64(len(data)+64<<10) {
+		t.Errorf("resident %d of %d just after writing", res, total)
+	}
+}
