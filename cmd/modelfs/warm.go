@@ -45,6 +45,7 @@ then everything else. With --sha256, each named file is hashed once complete;
 on a mismatch its cached blocks are dropped and warm exits non-zero.`,
 		Flags: append(sourceFlags(),
 			&cli.StringSliceFlag{Name: "sha256", Usage: "expected sha256 of a file, as NAME=HEX (repeatable)", EnvVars: env("SHA256")},
+			&cli.StringFlag{Name: "sha256-file", Usage: "expected sha256s in sha256sum's output format (HEX  NAME per line)", EnvVars: env("SHA256_FILE")},
 			&cli.StringFlag{Name: "profile", Usage: "fetch in the order of this recorded load profile first", EnvVars: env("PROFILE")},
 			&cli.DurationFlag{Name: "log-interval", Value: 10 * time.Second, Usage: "how often to log progress when stderr is not a terminal", EnvVars: env("LOG_INTERVAL")},
 		),
@@ -66,6 +67,11 @@ func runWarm(c *cli.Context) error {
 	want, err := parseSHA256Flags(c.StringSlice("sha256"))
 	if err != nil {
 		return err
+	}
+	if path := c.String("sha256-file"); path != "" {
+		if err := readSHA256File(path, want); err != nil {
+			return err
+		}
 	}
 	blockSize, err := blockSizeFlag(c)
 	if err != nil {
@@ -140,6 +146,30 @@ func parseSHA256Flags(vals []string) (map[string]string, error) {
 		want[name] = sum
 	}
 	return want, nil
+}
+
+// readSHA256File adds the sums of a sha256sum-style manifest to want.
+func readSHA256File(path string, want map[string]string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--sha256-file: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(io.LimitReader(f, 16<<20))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		sum, name, ok := strings.Cut(line, " ")
+		name = strings.TrimPrefix(strings.TrimLeft(name, " "), "*") // "*" marks binary mode
+		parsed, err := parseSHA256Flags([]string{name + "=" + sum})
+		if !ok || err != nil {
+			return fmt.Errorf("--sha256-file %s, line %d: want \"HEX  NAME\"", path, n)
+		}
+		want[name] = parsed[name]
+	}
+	return sc.Err()
 }
 
 // fileCheck is one whole-file checksum to verify once the file is cached.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,10 +72,22 @@ func TestWarmFillsResumesAndVerifies(t *testing.T) {
 		t.Fatal("the mismatched file's blocks were not dropped")
 	}
 
+	// The same through a sha256sum-style manifest.
+	manifest := filepath.Join(t.TempDir(), "SHA256SUMS")
+	os.WriteFile(manifest, []byte(strings.Repeat("1", 64)+"  "+shard+"\n"), 0o644)
+	if code, stderr := warm("--sha256-file", manifest); code == 0 || !strings.Contains(stderr, shard) {
+		t.Fatalf("warm with a wrong sha256 in --sha256-file: exit %d, %q", code, stderr)
+	}
+	os.WriteFile(manifest, []byte("# sums\n"+hexSum(sourceBytes(t, shard))+" *"+shard+"\n"), 0o644)
+	if code, stderr := warm("--sha256-file", manifest); code != 0 {
+		t.Fatalf("warm with a right --sha256-file: exit %d, %q", code, stderr)
+	}
+
 	// Bad flags get one-line errors.
 	for _, tc := range []struct{ flag, mentions string }{
 		{"--sha256=nohash", "NAME="},
 		{"--sha256=missing.bin=" + strings.Repeat("a", 64), "no such file"},
+		{"--sha256-file=/nonexistent/SUMS", "--sha256-file"},
 	} {
 		code, stderr := warm(tc.flag)
 		if code == 0 || !strings.Contains(stderr, tc.mentions) {
