@@ -40,12 +40,15 @@ type Follower struct {
 	// first plan index touching each block, by file
 	at map[string]map[int64]int
 
-	mu     sync.Mutex
-	reader int // plan index the reader has reached
-	issued int // plan[:issued] has been requested
+	mu      sync.Mutex
+	started bool
+	reader  int // plan index the reader has reached
+	issued  int // plan[:issued] has been requested
 }
 
-// NewFollower prepares to follow plan; nothing is fetched before Start.
+// NewFollower prepares to follow plan. Nothing is fetched until a read
+// lands in the plan: loaders start with a header, which is in it, while a
+// reader of some other part of the model gets no window it will not use.
 // Ranges of files not in files are skipped.
 func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) *Follower {
 	if opts.Window <= 0 {
@@ -76,9 +79,6 @@ func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) 
 	}
 	return f
 }
-
-// Start requests the first window of the plan.
-func (f *Follower) Start() { f.advance(0) }
 
 // PlannedBytes is the size of the plan.
 func (f *Follower) PlannedBytes() int64 { return f.cum[len(f.plan)] }
@@ -118,6 +118,10 @@ func (f *Follower) advance(pos int) {
 	}
 	var reqs []req
 	f.mu.Lock()
+	if !f.started {
+		// The window starts where the reader first meets the plan.
+		f.started, f.reader, f.issued = true, pos, pos
+	}
 	f.reader = max(f.reader, pos)
 	f.issued = max(f.issued, f.reader)
 	for f.issued < len(f.plan) && f.cum[f.issued]-f.cum[f.reader] < f.opts.Window {

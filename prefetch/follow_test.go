@@ -46,10 +46,13 @@ func TestFollowerKeepsAWindowAheadOfTheReader(t *testing.T) {
 	if got := f.PlannedBytes(); got != 11*mib {
 		t.Fatalf("planned %d MiB, want 11", got/mib)
 	}
-	f.Start()
+	if len(log) != 0 {
+		t.Fatalf("prefetched before any read: %v", log)
+	}
+	f.ForFile("a").Observe(0, 4096)    // the reader meets the plan at its start
 	want := []string{"a:0+1", "b:0+2"} // 3 MiB window
 	if !equal(log, want) {
-		t.Fatalf("after Start: %v, want %v", log, want)
+		t.Fatalf("after the first read: %v, want %v", log, want)
 	}
 	// The reader reaches plan entry 2 (a at 1 MiB): the window moves there.
 	f.ForFile("a").Observe(mib+100, 4096)

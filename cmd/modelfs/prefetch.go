@@ -123,7 +123,6 @@ func (p *prefetcher) start(ctx context.Context) {
 	}
 	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize})
 	p.follower.Store(f)
-	f.Start()
 	p.log.Info("prefetch plan", "from", p.plannedFrom, "ranges", len(plan), "bytes", f.PlannedBytes(), "took", time.Since(t0).Round(time.Millisecond))
 }
 
