@@ -21,7 +21,7 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"MODELFS_LOG_LEVEL"}},
 		},
-		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), cacheCommand()},
+		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), cacheCommand(), gpuwarmCommand()},
 		// One line, no usage dump, for errors a user caused.
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}
