@@ -191,7 +191,7 @@ func (h *HTTP) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int
 	}
 	u := h.objectURL(obj.Key)
 	what := fmt.Sprintf("GET %s [%d, %d)", obj.Key, off, off+int64(n))
-	err := h.retry.do(ctx, what, func(ctx context.Context) error {
+	err := h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
 		return h.readRange(ctx, u, obj, p[:n], off)
 	})
 	if err != nil {
@@ -340,7 +340,7 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 	u := h.objectURL(key)
 	var obj Object
 	var fallback bool
-	err := h.retry.do(ctx, "HEAD "+key, func(ctx context.Context) error {
+	err := h.retry.do(ctx, OpStat, 0, "HEAD "+key, func(ctx context.Context) error {
 		obj, fallback = Object{}, false
 		req, err := h.newRequest(ctx, http.MethodHead, u)
 		if err != nil {
@@ -368,7 +368,7 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 	if err != nil || !fallback {
 		return obj, err
 	}
-	err = h.retry.do(ctx, "GET "+key+" [0, 1)", func(ctx context.Context) error {
+	err = h.retry.do(ctx, OpStat, 0, "GET "+key+" [0, 1)", func(ctx context.Context) error {
 		obj = Object{}
 		req, err := h.newRequest(ctx, http.MethodGet, u)
 		if err != nil {
@@ -456,7 +456,7 @@ func (h *HTTP) manifest(ctx context.Context) ([]httpEntry, error) {
 // the file is absent (404, 410 or 403), with status saying which.
 func (h *HTTP) getManifest(ctx context.Context, name string) (body []byte, status int, err error) {
 	u := h.objectURL(name)
-	err = h.retry.do(ctx, "GET "+name, func(ctx context.Context) error {
+	err = h.retry.do(ctx, OpList, 0, "GET "+name, func(ctx context.Context) error {
 		body, status = nil, 0
 		req, err := h.newRequest(ctx, http.MethodGet, u)
 		if err != nil {

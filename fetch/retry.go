@@ -22,6 +22,8 @@ type RetryOptions struct {
 	// AttemptTimeout bounds one try, body included, so a stalled
 	// connection is abandoned and retried.
 	AttemptTimeout time.Duration
+	// Observer, when set, is told about every request and retry.
+	Observer Observer
 }
 
 // DefaultRetry is 6 tries over about 10 s of backoff, 60 s per try.
@@ -80,15 +82,30 @@ func isTransient(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// do runs op until it succeeds, fails for good, or the budget is spent.
-// Each try gets its own deadline of AttemptTimeout. what names the request
-// in the final error.
-func (r RetryOptions) do(ctx context.Context, what string, op func(ctx context.Context) error) error {
+// do runs fn until it succeeds, fails for good, or the budget is spent.
+// Each try gets its own deadline of AttemptTimeout. op is the kind of
+// request (OpGet...) and bytes what it returns on success, both for the
+// Observer; what names the request in the final error.
+func (r RetryOptions) do(ctx context.Context, op string, bytes int64, what string, fn func(ctx context.Context) error) error {
+	if r.Observer == nil {
+		return r.try(ctx, op, what, fn)
+	}
+	start := time.Now()
+	err := r.try(ctx, op, what, fn)
+	if err != nil {
+		bytes = 0
+	}
+	r.Observer.Request(op, bytes, time.Since(start), err)
+	return err
+}
+
+// try is do's retry loop.
+func (r RetryOptions) try(ctx context.Context, op, what string, fn func(ctx context.Context) error) error {
 	r = r.withDefaults()
 	var err error
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, r.AttemptTimeout)
-		err = op(actx)
+		err = fn(actx)
 		timedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
@@ -102,6 +119,9 @@ func (r RetryOptions) do(ctx context.Context, what string, op func(ctx context.C
 		}
 		if attempt >= r.MaxAttempts {
 			return fmt.Errorf("%s: giving up after %d attempts: %w", what, attempt, err)
+		}
+		if r.Observer != nil {
+			r.Observer.Retry(op)
 		}
 		delay := r.backoff(attempt)
 		var re *retryableError

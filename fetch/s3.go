@@ -141,7 +141,7 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 	var token *string
 	for {
 		var out *s3.ListObjectsV2Output
-		err := s.retry.do(ctx, "list "+s.String(), func(ctx context.Context) error {
+		err := s.retry.do(ctx, OpList, 0, "list "+s.String(), func(ctx context.Context) error {
 			var err error
 			out, err = s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
 				Bucket:            aws.String(s.bucket),
@@ -181,7 +181,7 @@ func (s *S3) Stat(ctx context.Context, key string) (Object, error) {
 
 func (s *S3) head(ctx context.Context, full string) (Object, error) {
 	var out *s3.HeadObjectOutput
-	err := s.retry.do(ctx, "stat "+full, func(ctx context.Context) error {
+	err := s.retry.do(ctx, OpStat, 0, "stat "+full, func(ctx context.Context) error {
 		var err error
 		out, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
 			Bucket: aws.String(s.bucket), Key: aws.String(full), ChecksumMode: types.ChecksumModeEnabled,
@@ -235,7 +235,7 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 	full := s.fullKey(obj.Key)
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
-	err := s.retry.do(ctx, what, func(ctx context.Context) error {
+	err := s.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
 		in := &s3.GetObjectInput{
 			Bucket: aws.String(s.bucket),
 			Key:    aws.String(full),

@@ -20,6 +20,17 @@ func main() {
 		EnableBashCompletion: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"MODELFS_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"MODELFS_LOG_FORMAT"}},
+		},
+		// Before every command: check the log flags once, so a bad value is
+		// one line whatever the command, and size the Go heap to the cgroup.
+		Before: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			applyMemoryLimit(log, 0)
+			return nil
 		},
 		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), cacheCommand(), gpuwarmCommand()},
 		// One line, no usage dump, for errors a user caused.
@@ -31,11 +42,19 @@ func main() {
 	}
 }
 
-// newLogger builds the process logger from --log-level.
+// newLogger builds the process logger from --log-level and --log-format.
 func newLogger(c *cli.Context) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(strings.ToLower(c.String("log-level")))); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+	opts := &slog.HandlerOptions{Level: level}
+	switch f := strings.ToLower(c.String("log-format")); f {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
+	}
 }

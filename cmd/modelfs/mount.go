@@ -30,6 +30,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "small-file", Value: "1MiB", Usage: "files up to this size are fetched whole on first open", EnvVars: env("SMALL_FILE")},
 			&cli.StringFlag{Name: "readahead", Value: "128MiB", Usage: "largest readahead window per open file", EnvVars: env("READAHEAD")},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (needs user_allow_other for non-root)", EnvVars: env("ALLOW_OTHER")},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus /metrics on this address, like 127.0.0.1:9090 (port 0: any free port, logged)", EnvVars: env("METRICS_ADDR")},
+			&cli.BoolFlag{Name: "pprof", Usage: "also serve /debug/pprof/ on --metrics-addr", EnvVars: env("PPROF")},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request", EnvVars: env("DEBUG_FUSE")},
 		}...),
 		Action: runMount,
@@ -86,14 +88,32 @@ func runMount(c *cli.Context) error {
 		pf.recorder = prefetch.NewRecorder(blockSize)
 	}
 
+	// RAM cache blocks live outside the Go heap but inside the cgroup.
+	applyMemoryLimit(log, memCache)
+
+	var m *metrics
+	if addr := c.String("metrics-addr"); addr != "" {
+		m = newMetrics()
+		stopMetrics, err := serveMetrics(m, addr, c.Bool("pprof"), log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	} else if c.Bool("pprof") {
+		return fmt.Errorf("--pprof needs --metrics-addr")
+	}
+
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, err := openRemote(ctx, c, log, memCache)
+	r, err := openRemote(ctx, c, log, memCache, m)
 	if err != nil {
 		return err
 	}
 	src, objs, cache, loader := r.src, r.objs, r.cache, r.loader
 	defer cache.Close()
+	if m != nil {
+		m.mount.cache.Store(cache)
+	}
 	files := make([]fs.File, 0, len(objs))
 	var total int64
 	pf.objs = make(map[string]*blockcache.Object, len(objs))
@@ -110,6 +130,9 @@ func runMount(c *cli.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		m.mount.fuse.Store(srv.Stats)
 	}
 	for _, s := range srv.Skipped {
 		log.Warn("object not shown", "key", fmt.Sprintf("%q", s.Path), "reason", s.Reason)

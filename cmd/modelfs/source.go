@@ -64,7 +64,7 @@ type remote struct {
 
 // openRemote parses the SOURCE argument and the source flags, lists the
 // source and builds the cache in front of it.
-func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache int64) (*remote, error) {
+func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache int64, m *metrics) (*remote, error) {
 	loc, err := fetch.ParseLocation(c.Args().Get(0))
 	if err != nil {
 		return nil, err
@@ -89,8 +89,11 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
 			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
 		},
-		HTTP:  fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
-		Retry: fetch.RetryOptions{MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout")},
+		HTTP: fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
+		Retry: fetch.RetryOptions{
+			MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout"),
+			Observer: m.observer(sourceKind(loc.Scheme)),
+		},
 	})
 	if err != nil {
 		return nil, err

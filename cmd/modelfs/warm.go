@@ -80,7 +80,7 @@ func runWarm(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// Warm writes to disk, not RAM: the RAM tier only holds headers.
-	r, err := openRemote(ctx, c, log, 4*blockSize)
+	r, err := openRemote(ctx, c, log, 4*blockSize, nil)
 	if err != nil {
 		return err
 	}

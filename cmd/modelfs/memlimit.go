@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// cgroupMemoryLimit returns the memory limit of this process's cgroup, read
+// under root ("/" in production, a fake tree in tests): cgroup v2's
+// memory.max or v1's memory.limit_in_bytes, the smallest along the path
+// from the process's cgroup up to the hierarchy root, since any ancestor
+// may be the one that binds. ok is false when there is no limit ("max", v1's
+// huge sentinel) or no cgroup file to read.
+func cgroupMemoryLimit(root string) (limit int64, ok bool, err error) {
+	self, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
+	if err != nil {
+		return 0, false, fmt.Errorf("reading /proc/self/cgroup: %w", err)
+	}
+	var v2Path, v1Path string
+	haveV2, haveV1 := false, false
+	sc := bufio.NewScanner(bytes.NewReader(self))
+	for sc.Scan() {
+		// hierarchy-ID:controller-list:cgroup-path
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			v2Path, haveV2 = parts[2], true
+		case hasController(parts[1], "memory"):
+			v1Path, haveV1 = parts[2], true
+		}
+	}
+	// v1's memory controller, when present, is the one that limits: on a
+	// hybrid host the v2 tree holds no memory controller.
+	switch {
+	case haveV1:
+		return smallestLimit(filepath.Join(root, "sys/fs/cgroup/memory"), v1Path, "memory.limit_in_bytes")
+	case haveV2:
+		return smallestLimit(filepath.Join(root, "sys/fs/cgroup"), v2Path, "memory.max")
+	}
+	return 0, false, nil
+}
+
+func hasController(list, name string) bool {
+	for _, c := range strings.Split(list, ",") {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+// smallestLimit reads file in the cgroup directory and each parent up to
+// mnt. Without a cgroup namespace the path is the host's and may not exist
+// inside a container's mount: the files that do exist still count.
+func smallestLimit(mnt, cgPath, file string) (int64, bool, error) {
+	var best int64
+	found := false
+	for p := path.Clean("/" + cgPath); ; p = path.Dir(p) {
+		b, err := os.ReadFile(filepath.Join(mnt, filepath.FromSlash(p), file))
+		if err == nil {
+			s := strings.TrimSpace(string(b))
+			if s != "max" {
+				n, err := strconv.ParseInt(s, 10, 64)
+				if err != nil {
+					return 0, false, fmt.Errorf("cgroup %s: %q: %w", file, s, err)
+				}
+				// v1 reports "no limit" as a page-rounded MaxInt64.
+				if n > 0 && n < 1<<60 && (!found || n < best) {
+					best, found = n, true
+				}
+			}
+		}
+		if p == "/" {
+			break
+		}
+	}
+	return best, found, nil
+}
+
+// goMemoryLimit is the Go heap's soft limit for a cgroup memory limit: 90%
+// of it, so that the runtime collects harder before the kernel's OOM killer
+// acts, less offHeap, the bytes modelfs keeps outside the Go heap (RAM
+// cache blocks are mmap'ed, and count against the cgroup but not the heap).
+// It never goes below a quarter of the limit, so a large cache does not
+// make the collector run without pause.
+func goMemoryLimit(cgroupLimit, offHeap int64) int64 {
+	l := cgroupLimit/10*9 - offHeap
+	return max(l, cgroupLimit/4)
+}
+
+// applyMemoryLimit sets the Go memory limit from the cgroup, unless
+// GOMEMLIMIT is set (the runtime has applied that already, and a person's
+// choice wins).
+func applyMemoryLimit(log *slog.Logger, offHeap int64) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		log.Debug("memory limit from GOMEMLIMIT", "bytes", debug.SetMemoryLimit(-1))
+		return
+	}
+	limit, ok, err := cgroupMemoryLimit("/")
+	if err != nil || !ok {
+		log.Debug("no cgroup memory limit: Go memory limit left unset", "err", err)
+		return
+	}
+	l := goMemoryLimit(limit, offHeap)
+	debug.SetMemoryLimit(l)
+	log.Debug("Go memory limit set from the cgroup", "cgroup_bytes", limit, "off_heap_bytes", offHeap, "go_limit_bytes", l)
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/fs"
+)
+
+// metrics are a mount's Prometheus metrics, in a registry of their own so
+// that nothing global leaks in and tests can build several.
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests, bytes, retries, errors *prometheus.CounterVec
+	getSeconds                       *prometheus.HistogramVec
+
+	mount mountCollector
+}
+
+func newMetrics() *metrics {
+	labels := []string{"source", "op"}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelfs_fetch_requests_total", Help: "Requests to the source, by source kind and operation, counted once however many tries they took.",
+		}, labels),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelfs_fetch_bytes_total", Help: "Bytes successful requests returned from the source.",
+		}, labels),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelfs_fetch_retries_total", Help: "Tries that failed transiently and were repeated.",
+		}, labels),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelfs_fetch_errors_total", Help: "Requests that failed for good (retries spent, or a permanent error).",
+		}, labels),
+		getSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "modelfs_fetch_get_duration_seconds", Help: "Latency of ranged GETs, retries and backoff included.",
+			Buckets: prometheus.ExponentialBuckets(0.002, 2, 15), // 2ms to ~33s
+		}, []string{"source"}),
+	}
+	m.reg.MustRegister(m.requests, m.bytes, m.retries, m.errors, m.getSeconds, &m.mount,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observer returns the fetch.Observer for a source of this kind. Only the
+// kind is a label: source URLs may carry credentials or signatures.
+func (m *metrics) observer(kind string) fetch.Observer {
+	if m == nil {
+		return nil
+	}
+	return &fetchObserver{m: m, kind: kind}
+}
+
+type fetchObserver struct {
+	m    *metrics
+	kind string
+}
+
+func (o *fetchObserver) Request(op string, bytes int64, d time.Duration, err error) {
+	o.m.requests.WithLabelValues(o.kind, op).Inc()
+	if err != nil {
+		o.m.errors.WithLabelValues(o.kind, op).Inc()
+	} else if bytes > 0 {
+		o.m.bytes.WithLabelValues(o.kind, op).Add(float64(bytes))
+	}
+	if op == fetch.OpGet {
+		o.m.getSeconds.WithLabelValues(o.kind).Observe(d.Seconds())
+	}
+}
+
+func (o *fetchObserver) Retry(op string) { o.m.retries.WithLabelValues(o.kind, op).Inc() }
+
+// sourceKind is the metrics label for a location's scheme.
+func sourceKind(scheme string) string {
+	if scheme == "https" {
+		return "http"
+	}
+	return scheme
+}
+
+// mountCollector reads the block cache's and the FUSE server's counters at
+// scrape time, so neither package needs to know about Prometheus. Both are
+// set once they exist; until then their metrics are absent.
+type mountCollector struct {
+	cache atomic.Pointer[blockcache.Cache]
+	fuse  atomic.Pointer[fs.Stats]
+}
+
+type statDesc struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(blockcache.Stats) int64
+}
+
+func counterDesc(name, help string, v func(blockcache.Stats) int64) statDesc {
+	return statDesc{prometheus.NewDesc(name, help, nil, nil), prometheus.CounterValue, v}
+}
+
+func gaugeDesc(name, help string, v func(blockcache.Stats) int64) statDesc {
+	return statDesc{prometheus.NewDesc(name, help, nil, nil), prometheus.GaugeValue, v}
+}
+
+var cacheDescs = []statDesc{
+	counterDesc("modelfs_cache_hits_total", "Demand block lookups found in RAM.", func(s blockcache.Stats) int64 { return s.Hits }),
+	counterDesc("modelfs_cache_misses_total", "Demand block lookups not found in RAM.", func(s blockcache.Stats) int64 { return s.Misses }),
+	counterDesc("modelfs_cache_demand_loads_total", "Loads a reader waited for from their start: what prefetch missed.", func(s blockcache.Stats) int64 { return s.DemandLoads }),
+	counterDesc("modelfs_cache_loads_total", "Block loads from the source (demand and prefetch).", func(s blockcache.Stats) int64 { return s.Loads }),
+	counterDesc("modelfs_cache_load_errors_total", "Block loads that failed.", func(s blockcache.Stats) int64 { return s.LoadErrors }),
+	counterDesc("modelfs_cache_loaded_bytes_total", "Bytes loaded from the source into the cache.", func(s blockcache.Stats) int64 { return s.BytesLoaded }),
+	counterDesc("modelfs_cache_evictions_total", "Blocks evicted from RAM.", func(s blockcache.Stats) int64 { return s.Evictions }),
+	counterDesc("modelfs_cache_prefetches_total", "Prefetch loads started.", func(s blockcache.Stats) int64 { return s.Prefetches }),
+	counterDesc("modelfs_cache_prefetch_bytes_total", "Bytes prefetch loads brought in.", func(s blockcache.Stats) int64 { return s.PrefetchBytes }),
+	counterDesc("modelfs_cache_prefetch_unused_bytes_total", "Bytes prefetched, then evicted or left at close unread.", func(s blockcache.Stats) int64 { return s.PrefetchWasted }),
+	counterDesc("modelfs_cache_prefetches_dropped_total", "Prefetches refused for want of room.", func(s blockcache.Stats) int64 { return s.PrefetchesDropped }),
+	gaugeDesc("modelfs_cache_ram_bytes", "Bytes of RAM the cache holds.", func(s blockcache.Stats) int64 { return s.MemBytes }),
+	gaugeDesc("modelfs_cache_ram_capacity_bytes", "RAM cache budget.", func(s blockcache.Stats) int64 { return s.MemCapacity }),
+	counterDesc("modelfs_cache_disk_hits_total", "Blocks read from the disk cache.", func(s blockcache.Stats) int64 { return s.DiskHits }),
+	counterDesc("modelfs_cache_disk_misses_total", "Blocks looked for in the disk cache and not found.", func(s blockcache.Stats) int64 { return s.DiskMisses }),
+	counterDesc("modelfs_cache_disk_corrupt_total", "Disk cache blocks that failed their checksum.", func(s blockcache.Stats) int64 { return s.DiskCorrupt }),
+	counterDesc("modelfs_cache_disk_writes_total", "Blocks written to the disk cache.", func(s blockcache.Stats) int64 { return s.DiskWrites }),
+	counterDesc("modelfs_cache_disk_evictions_total", "Blocks evicted from the disk cache.", func(s blockcache.Stats) int64 { return s.DiskEvictions }),
+	gaugeDesc("modelfs_cache_disk_bytes", "Bytes the disk cache holds.", func(s blockcache.Stats) int64 { return s.DiskBytes }),
+	gaugeDesc("modelfs_cache_disk_capacity_bytes", "Disk cache budget (0 without a disk cache).", func(s blockcache.Stats) int64 { return s.DiskCapacity }),
+}
+
+var (
+	fuseReadsDesc      = prometheus.NewDesc("modelfs_fuse_reads_total", "Reads modelfs served itself (not the page cache or passthrough).", nil, nil)
+	fuseReadBytesDesc  = prometheus.NewDesc("modelfs_fuse_read_bytes_total", "Bytes those reads returned.", nil, nil)
+	fuseReadErrorsDesc = prometheus.NewDesc("modelfs_fuse_read_errors_total", "Reads that failed (EIO and the like).", nil, nil)
+)
+
+func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range cacheDescs {
+		ch <- d.desc
+	}
+	ch <- fuseReadsDesc
+	ch <- fuseReadBytesDesc
+	ch <- fuseReadErrorsDesc
+}
+
+func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
+	if c := mc.cache.Load(); c != nil {
+		st := c.Stats()
+		for _, d := range cacheDescs {
+			ch <- prometheus.MustNewConstMetric(d.desc, d.kind, float64(d.value(st)))
+		}
+	}
+	if f := mc.fuse.Load(); f != nil {
+		ch <- prometheus.MustNewConstMetric(fuseReadsDesc, prometheus.CounterValue, float64(f.Reads.Load()))
+		ch <- prometheus.MustNewConstMetric(fuseReadBytesDesc, prometheus.CounterValue, float64(f.ReadBytes.Load()))
+		ch <- prometheus.MustNewConstMetric(fuseReadErrorsDesc, prometheus.CounterValue, float64(f.ReadErrors.Load()))
+	}
+}
+
+// serveMetrics binds addr at once, so a bad address fails before anything
+// is mounted and the bound address (addr may end in :0) can be logged, then
+// serves /metrics and, with withPprof, /debug/pprof/ in the background. The
+// returned func stops the server.
+func serveMetrics(m *metrics, addr string, withPprof bool, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("serving metrics", "addr", ln.Addr().String(), "pprof", withPprof)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
