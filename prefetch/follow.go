@@ -47,9 +47,11 @@ type Follower struct {
 }
 
 // NewFollower prepares to follow plan. Nothing is fetched until a read
-// lands in the plan: loaders start with a header, which is in it, while a
-// reader of some other part of the model gets no window it will not use.
-// Ranges of files not in files are skipped.
+// lands in the plan; the window then starts at the beginning of the
+// checkpoint (Range.Group) that read belongs to, so a loader that reads
+// tensors in any order finds the ones before its first read coming too,
+// while a reader of one checkpoint gets no window over another. Ranges of
+// files not in files are skipped.
 func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) *Follower {
 	if opts.Window <= 0 {
 		opts.Window = 256 << 20
@@ -119,8 +121,11 @@ func (f *Follower) advance(pos int) {
 	var reqs []req
 	f.mu.Lock()
 	if !f.started {
-		// The window starts where the reader first meets the plan.
-		f.started, f.reader, f.issued = true, pos, pos
+		start := pos
+		for start > 0 && f.plan[start-1].Group == f.plan[pos].Group {
+			start--
+		}
+		f.started, f.reader, f.issued = true, start, start
 	}
 	f.reader = max(f.reader, pos)
 	f.issued = max(f.issued, f.reader)

@@ -31,6 +31,10 @@ type Range struct {
 	// Tensor names the tensor the range holds: "" for a header or a whole
 	// file, and for ranges that Merge joined.
 	Tensor string
+	// Group numbers the checkpoint the range belongs to, from 1; 0 for
+	// small files read whole. A Follower starts a reader's window at the
+	// beginning of the checkpoint it first touches.
+	Group int
 }
 
 // PlanOptions tune Plan; zero values take the defaults.
@@ -138,7 +142,7 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 	}
 
 	headers := readHeaders(big, opts)
-	for _, g := range groups {
+	for gi, g := range groups {
 		var names []string
 		var tensors []Range
 		for _, i := range g {
@@ -147,10 +151,10 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 				fail(big[i], h.err)
 				continue
 			}
-			out = append(out, Range{Path: big[i].Path, Off: 0, Len: h.len})
+			out = append(out, Range{Path: big[i].Path, Off: 0, Len: h.len, Group: gi + 1})
 			for _, t := range h.tensors {
 				names = append(names, t.name)
-				tensors = append(tensors, Range{Path: big[i].Path, Off: t.off, Len: t.len, Tensor: t.name})
+				tensors = append(tensors, Range{Path: big[i].Path, Off: t.off, Len: t.len, Tensor: t.name, Group: gi + 1})
 			}
 		}
 		for _, k := range Order(names) {

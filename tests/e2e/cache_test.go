@@ -3,11 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -58,22 +60,33 @@ func TestKilledFillLeavesNothingWrong(t *testing.T) {
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	cacheDir := t.TempDir()
-	args := append(r.mountArgs(), "--cache-dir", cacheDir, "--block-size", "256KiB")
-	m := startMount(t, "s3://"+bucket, args...)
+	args := append(r.mountArgs(), "--cache-dir", cacheDir, "--block-size", "256KiB", "--prefetch", "readahead")
 	name := biggest(t)
+	// Let a few GETs of the file through, then hold the rest: the mount is
+	// killed with the fill under way, some blocks on disk and not all.
+	var gets atomic.Int32
+	gate := make(chan struct{})
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/"+name) && gets.Add(1) > 4 {
+			<-gate
+		}
+		return false
+	})
+	defer r.srv.SetHook(nil)
+	m := startMount(t, "s3://"+bucket, args...)
 	reader := exec.Command("cat", m.path(name))
 	if err := reader.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Kill the mount once the fill is under way: some, not all, blocks on disk.
 	size := int64(len(sourceBytes(t, name)))
-	waitForCondition(t, "the disk cache to start filling", func() bool {
-		used := diskUsage(t, cacheDir)
-		return used > 0 && used < size
-	})
+	waitForCondition(t, "the disk cache to start filling", func() bool { return diskUsage(t, cacheDir) > 0 })
+	if used := diskUsage(t, cacheDir); used >= size {
+		t.Fatalf("the fill was not held: %d of %d bytes cached", used, size)
+	}
 	m.cmd.Process.Kill()
 	<-m.done
 	m.done <- nil
+	close(gate)
 	reader.Wait()
 	if code, stderr := runCLI(t, testEnv(), "unmount", m.dir); code != 0 {
 		t.Fatalf("unmount after kill -9: %s", stderr)
