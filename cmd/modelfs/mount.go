@@ -117,6 +117,7 @@ func runMount(c *cli.Context) error {
 	files := make([]fs.File, 0, len(objs))
 	var total int64
 	pf.objs = make(map[string]*blockcache.Object, len(objs))
+	pf.cache = cache
 	pf.fetchObjs = loader.objs
 	for _, o := range objs {
 		pf.objs[o.Key] = cache.Object(cacheID(o))

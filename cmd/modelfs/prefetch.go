@@ -32,6 +32,7 @@ type prefetcher struct {
 	follower    atomic.Pointer[prefetch.Follower]
 	log         *slog.Logger
 	objs        map[string]*blockcache.Object
+	cache       *blockcache.Cache
 	fetchObjs   map[string]fetch.Object
 	plannedFrom string
 }
@@ -123,7 +124,10 @@ func (p *prefetcher) start(ctx context.Context) {
 	}
 	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize})
 	p.follower.Store(f)
-	p.log.Info("prefetch plan", "from", p.plannedFrom, "ranges", len(plan), "bytes", f.PlannedBytes(), "took", time.Since(t0).Round(time.Millisecond))
+	// Demand loads so far (headers read for the plan, reads that came
+	// first) tell apart what prefetch could not have covered.
+	p.log.Info("prefetch plan", "from", p.plannedFrom, "ranges", len(plan), "bytes", f.PlannedBytes(),
+		"took", time.Since(t0).Round(time.Millisecond), "demand_loads_before", p.cache.Stats().DemandLoads)
 }
 
 // layerPlan plans the files in want (nil: all of them) from their headers.

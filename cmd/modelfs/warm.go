@@ -244,7 +244,7 @@ type warmTask struct {
 // warmOrder lists every block once: the plan's (profile or layer order)
 // first, then the rest of each file in order.
 func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *slog.Logger) []warmTask {
-	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20, objs: map[string]*blockcache.Object{}, fetchObjs: r.loader.objs}
+	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20, objs: map[string]*blockcache.Object{}, fetchObjs: r.loader.objs, cache: r.cache}
 	for _, o := range r.objs {
 		p.objs[o.Key] = r.cache.Object(cacheID(o))
 	}
