@@ -4,7 +4,9 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The race detector slows FUSE round trips a lot; the suite still fits CI's budget.
-TESTFLAGS ?= -race -timeout 30m
+# -count=1: the end-to-end tests build and run binaries whose sources the test
+# cache does not track, so a cached pass could hide a broken change.
+TESTFLAGS ?= -race -count=1 -timeout 30m
 
 .PHONY: all build tools test lint demo bench fuzz clean
 
