@@ -168,7 +168,7 @@ func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 // mount starts modelfs mount in the foreground and waits for its ready
 // line; the returned stop unmounts it with SIGTERM.
 func mount(bin, endpoint, source, mnt string) (stop func() error, err error) {
-	cmd := exec.Command(bin, "mount", "--endpoint", endpoint, source, mnt)
+	cmd := exec.Command(bin, "--log-level", "warn", "mount", "--endpoint", endpoint, source, mnt)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey, "AWS_EC2_METADATA_DISABLED=true")
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
