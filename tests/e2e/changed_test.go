@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -97,4 +100,39 @@ func loggedFailure(logs, file string, off int64) bool {
 		}
 	}
 	return false
+}
+
+// When the store fails every GET, reads fail with EIO once the retry
+// budget is spent, and the mount serves correct bytes once the store
+// recovers.
+func TestMountRecoversAfterStoreOutage(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--prefetch", "off", "--retries", "2")...)
+	var failed atomic.Int32
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet {
+			return false
+		}
+		failed.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, `<Error><Code>InternalError</Code><Message>down</Message></Error>`)
+		return true
+	})
+	name := biggest(t)
+	f, err := os.Open(m.path(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read during the outage: %v, want EIO", err)
+	}
+	if n := failed.Load(); n < 2 {
+		t.Fatalf("%d GETs during the outage, want the retry budget (2) spent", n)
+	}
+	r.srv.SetHook(nil)
+	if got, want := sha256File(t, m.path(name)), hexSum(sourceBytes(t, name)); got != want {
+		t.Fatal("wrong bytes after the store recovered")
+	}
 }

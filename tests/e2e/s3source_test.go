@@ -110,6 +110,31 @@ func TestS3SourceRetriesTransientFailures(t *testing.T) {
 			w.Write(data[:1000])
 		},
 	}
+	partial := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Length", "65536")
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-65535/%d", len(data)))
+		w.Header().Set("ETag", objs[0].ETag)
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(data[:1000])
+		w.(http.Flusher).Flush()
+	}
+	faults["reset mid-body"] = func(w http.ResponseWriter) {
+		partial(w)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
+				tc.SetLinger(0) // RST, not FIN
+			}
+			conn.Close()
+		}
+	}
+	faults["wrong Content-Range"] = func(w http.ResponseWriter) {
+		w.Header().Set("Content-Length", "65536")
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 65536-131071/%d", len(data)))
+		w.Header().Set("ETag", objs[0].ETag)
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(data[65536:131072])
+	}
 	for name, fault := range faults {
 		t.Run(name, func(t *testing.T) {
 			var failures atomic.Int32
@@ -133,6 +158,28 @@ func TestS3SourceRetriesTransientFailures(t *testing.T) {
 			}
 		})
 	}
+	t.Run("stalled body", func(t *testing.T) {
+		// The body stops after a few bytes; the attempt deadline abandons
+		// it and the retry succeeds.
+		stalled := newS3Source(t, r, "m", func(o *fetch.S3Options) { o.Retry.AttemptTimeout = 300 * time.Millisecond })
+		var failures atomic.Int32
+		r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+			if req.Method == http.MethodGet && failures.Add(1) == 1 {
+				partial(w)
+				<-req.Context().Done()
+				return true
+			}
+			return false
+		})
+		defer r.srv.SetHook(nil)
+		p := make([]byte, 65536)
+		if _, err := stalled.ReadAt(context.Background(), objs[0], p, 0); err != nil {
+			t.Fatalf("ReadAt after a stalled body: %v", err)
+		}
+		if !bytes.Equal(p, data[:65536]) || failures.Load() != 2 {
+			t.Fatalf("after a stall: %d GETs, bytes equal %v; want 2 and true", failures.Load(), bytes.Equal(p, data[:65536]))
+		}
+	})
 	t.Run("budget spent", func(t *testing.T) {
 		var gets atomic.Int32
 		r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
