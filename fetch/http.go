@@ -176,13 +176,10 @@ func (h *HTTP) Stat(ctx context.Context, key string) (Object, error) {
 // ReadAt GETs the range [off, off+len(p)) clipped to obj.Size, on condition
 // that the object is still the pinned version.
 func (h *HTTP) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("GET %s: negative offset %d", obj.Key, off)
+	n, atEnd, err := clipRead(obj, len(p), off)
+	if err != nil {
+		return 0, err
 	}
-	if off >= obj.Size {
-		return 0, io.EOF
-	}
-	n, atEnd := clipToSize(len(p), off, obj.Size)
 	if n == 0 {
 		return 0, nil
 	}
@@ -191,7 +188,7 @@ func (h *HTTP) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int
 	}
 	u := h.objectURL(obj.Key)
 	what := fmt.Sprintf("GET %s [%d, %d)", obj.Key, off, off+int64(n))
-	err := h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	err = h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
 		return h.readRange(ctx, u, obj, p[:n], off)
 	})
 	if err != nil {

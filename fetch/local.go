@@ -131,13 +131,10 @@ func (l *Local) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (in
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if off < 0 {
-		return 0, fmt.Errorf("fetch: read %q: negative offset %d", obj.Key, off)
+	want, atEnd, err := clipRead(obj, len(p), off)
+	if err != nil {
+		return 0, err
 	}
-	if off >= obj.Size {
-		return 0, io.EOF
-	}
-	want, atEnd := clipToSize(len(p), off, obj.Size)
 	if err := checkLocalKey(obj.Key); err != nil {
 		return 0, fmt.Errorf("fetch: read %q: %w", obj.Key, err)
 	}
@@ -167,15 +164,6 @@ func (l *Local) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (in
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-// clipToSize returns how many of n bytes at off lie within size, and whether
-// the request ran past the end. off must be below size.
-func clipToSize(n int, off, size int64) (int, bool) {
-	if rest := size - off; int64(n) > rest {
-		return int(rest), true
-	}
-	return n, false
 }
 
 // checkLocalKey rejects keys that are not plain relative '/'-separated paths:

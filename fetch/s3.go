@@ -224,18 +224,15 @@ func (s *S3) fullKey(key string) string { return s.root + key }
 
 // ReadAt is one ranged GET, If-Match pinned, retried within the budget.
 func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("read %s: negative offset %d", obj.Key, off)
+	n, atEnd, err := clipRead(obj, len(p), off)
+	if err != nil {
+		return 0, err
 	}
-	if off >= obj.Size {
-		return 0, io.EOF
-	}
-	n, atEnd := clipToSize(len(p), off, obj.Size)
 	p = p[:n]
 	full := s.fullKey(obj.Key)
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
-	err := s.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	err = s.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
 		in := &s3.GetObjectInput{
 			Bucket: aws.String(s.bucket),
 			Key:    aws.String(full),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -68,3 +69,19 @@ var (
 	// ErrAccess: credentials were refused or lack permission.
 	ErrAccess = errors.New("access denied")
 )
+
+// clipRead checks a read of n bytes at off: it returns how many of them
+// lie within the object and whether the read reaches its end, or io.EOF
+// when none do. Every Source's ReadAt starts with it.
+func clipRead(obj Object, n int, off int64) (int, bool, error) {
+	if off < 0 {
+		return 0, false, fmt.Errorf("read %s: negative offset %d", obj.Key, off)
+	}
+	if off >= obj.Size {
+		return 0, false, io.EOF
+	}
+	if rest := obj.Size - off; int64(n) > rest {
+		return int(rest), true, nil
+	}
+	return n, false, nil
+}
