@@ -124,14 +124,11 @@ func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh 
 
 // allRecorded returns every block's recorded hash, or nil if one is missing.
 func allRecorded(o *diskObject) []uint64 {
-	nblocks := o.blocks()
-	sums := make([]uint64, nblocks)
-	for i := range nblocks {
-		sum, ok := readRecord(o.meta, i)
+	sums, present := readRecords(o)
+	for _, ok := range present {
 		if !ok {
 			return nil
 		}
-		sums[i] = sum
 	}
 	return sums
 }

@@ -287,6 +287,20 @@ func decodeRecord(rec []byte, index int64) (uint64, bool) {
 	return binary.LittleEndian.Uint64(rec[0:]), true
 }
 
+// readRecords reads every block's record of an object in one read.
+func readRecords(o *diskObject) (sums []uint64, present []bool) {
+	n := o.blocks()
+	sums, present = make([]uint64, n), make([]bool, n)
+	recs := make([]byte, n*recordSize)
+	if _, err := o.meta.ReadAt(recs, metaHeaderSize); err != nil && !errors.Is(err, io.EOF) {
+		return sums, present
+	}
+	for i := range n {
+		sums[i], present[i] = decodeRecord(recs[i*recordSize:(i+1)*recordSize], i)
+	}
+	return sums, present
+}
+
 func readRecord(meta *os.File, index int64) (uint64, bool) {
 	rec := make([]byte, recordSize)
 	if _, err := meta.ReadAt(rec, metaHeaderSize+index*recordSize); err != nil {
@@ -504,16 +518,11 @@ func (t *diskTier) rescan() {
 		o.present = 0
 	}
 	for _, f := range objs {
-		nblocks := f.o.blocks()
-		recs := make([]byte, nblocks*recordSize)
-		if _, err := f.o.meta.ReadAt(recs, metaHeaderSize); err != nil && !errors.Is(err, io.EOF) {
-			continue
-		}
-		for i := range nblocks {
-			if _, ok := decodeRecord(recs[i*recordSize:(i+1)*recordSize], i); !ok {
-				continue
+		_, present := readRecords(f.o)
+		for i, ok := range present {
+			if ok {
+				t.addEntry(diskKey{f.o.id, int64(i)}, f.o, f.o.blockLen(int64(i)))
 			}
-			t.addEntry(diskKey{f.o.id, i}, f.o, f.o.blockLen(i))
 		}
 	}
 	for _, k := range recent {
