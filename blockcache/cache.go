@@ -193,9 +193,6 @@ func (c *Cache) close() {
 	c.lru.Init()
 }
 
-// BlockSize returns the block size in bytes.
-func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
-
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()

@@ -29,7 +29,7 @@ type Range struct {
 	Path     string
 	Off, Len int64
 	// Tensor names the tensor the range holds: "" for a header or a whole
-	// file, and for ranges that Merge joined.
+	// file.
 	Tensor string
 	// Group numbers the checkpoint the range belongs to, from 1; 0 for
 	// small files read whole. A Follower starts a reader's window at the
@@ -251,21 +251,6 @@ func withReader(f File, fn func(io.ReaderAt) error) error {
 		defer c.Close()
 	}
 	return fn(r)
-}
-
-// Merge joins consecutive ranges of the same file that are contiguous, so
-// that a plan costs fewer requests. A joined range has no Tensor name.
-func Merge(ranges []Range) []Range {
-	var out []Range
-	for _, r := range ranges {
-		if n := len(out); n > 0 && out[n-1].Path == r.Path && out[n-1].Off+out[n-1].Len == r.Off {
-			out[n-1].Len += r.Len
-			out[n-1].Tensor = ""
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
 }
 
 // sortByOffset orders idx by the offset, then length, of ts[idx[i]].

@@ -295,20 +295,3 @@ func TestPlanParallelHeaders(t *testing.T) {
 		}
 	}
 }
-
-func TestMerge(t *testing.T) {
-	got := Merge([]Range{
-		{Path: "a", Off: 0, Len: 10},
-		{Path: "a", Off: 10, Len: 5, Tensor: "x"},
-		{Path: "a", Off: 15, Len: 5, Tensor: "y"},
-		{Path: "b", Off: 20, Len: 5, Tensor: "z"},
-		{Path: "a", Off: 30, Len: 5, Tensor: "u"},
-		{Path: "a", Off: 40, Len: 5, Tensor: "v"},
-	})
-	checkRanges(t, got, []Range{
-		{Path: "a", Off: 0, Len: 20},
-		{Path: "b", Off: 20, Len: 5, Tensor: "z"},
-		{Path: "a", Off: 30, Len: 5, Tensor: "u"},
-		{Path: "a", Off: 40, Len: 5, Tensor: "v"},
-	})
-}
