@@ -273,6 +273,9 @@ func TestBackingNeedsEveryBlockAndPinsTheObject(t *testing.T) {
 	back.Close()
 	// Unpinned, a can be evicted again, and then has no Backing.
 	c.Object(idb).Prefetch(0, idb.Size)
+	// A background verification pins an object while it reads it; let
+	// those finish so the only pins are the test's.
+	c.disk.bg.Wait()
 	c.disk.mu.Lock()
 	c.disk.makeRoom(6 * testBS)
 	c.disk.mu.Unlock()
