@@ -98,6 +98,9 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 	if err != nil {
 		return nil, err
 	}
+	if src, err = wrapSource(ctx, src, log); err != nil {
+		return nil, err
+	}
 	objs, err := list(ctx, src, c.String("cache-dir"), log)
 	if err != nil {
 		return nil, err
