@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/modelfs/modelfs/csi"
+)
+
+// csiServerEnv marks the plugin server a supervising PID 1 started.
+const csiServerEnv = "MODELFS_CSI_SERVER"
+
+func csiCommand() *cli.Command {
+	env := func(name string) []string { return []string{"MODELFS_" + name} }
+	return &cli.Command{
+		Name:  "csi",
+		Usage: "run the Kubernetes CSI node plugin (and the controller for StorageClass provisioning)",
+		Description: `Serves the CSI Identity, Node and Controller services on --endpoint. Each
+published volume runs as its own 'modelfs mount' process that outlives the
+plugin; a restarted plugin adopts them. Run as a container's PID 1 (or with
+--supervise), it supervises the plugin server and restarts it if it dies,
+so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "endpoint", Value: "unix:///csi/csi.sock", Usage: "CSI gRPC endpoint", EnvVars: append(env("CSI_ENDPOINT"), "CSI_ENDPOINT")},
+			&cli.StringFlag{Name: "node-id", Usage: "this node's name (required)", EnvVars: env("NODE_ID")},
+			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/modelfs/csi", Usage: "volume records and mount logs; must survive plugin restarts", EnvVars: env("CSI_STATE_DIR")},
+			&cli.StringFlag{Name: "cache-dir", Usage: "node-wide disk block cache shared by all volumes (empty: RAM only)", EnvVars: env("CSI_CACHE_DIR")},
+			&cli.StringFlag{Name: "profile-dir", Usage: "where the profile volume attribute names load profiles (default: STATE_DIR/profiles)", EnvVars: env("CSI_PROFILE_DIR")},
+			&cli.BoolFlag{Name: "ephemeral-node-credentials", Usage: "let inline volumes without secrets use the plugin's own cloud identity", EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
+			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
+			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
+		},
+		Action: runCSI,
+	}
+}
+
+func runCSI(c *cli.Context) error {
+	if c.NArg() != 0 {
+		return fmt.Errorf("csi: unexpected argument %q", c.Args().First())
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	if c.String("node-id") == "" {
+		return fmt.Errorf("csi: --node-id is required")
+	}
+	if (c.Bool("supervise") || os.Getpid() == 1) && os.Getenv(csiServerEnv) == "" {
+		return superviseCSI(log)
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("csi: finding the modelfs binary: %w", err)
+	}
+	d, err := csi.New(csi.Options{
+		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
+		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
+		EphemeralNodeCredentials: c.Bool("ephemeral-node-credentials"),
+		MountTimeout:             c.Duration("mount-timeout"), Version: version, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("csi: %w", err)
+	}
+	// SIGTERM stops serving; the volumes' mount processes carry on.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return d.Serve(ctx, c.String("endpoint"))
+}
+
+// superviseCSI runs as a container's init: when PID 1 exits the kernel
+// kills every process in the container, mounts included, so PID 1 must not
+// be the part that can crash. It runs the plugin server as a child,
+// restarts it when it dies, and reaps the mount processes the server
+// leaves behind when it goes.
+func superviseCSI(log *slog.Logger) error {
+	// Orphaned mount processes come to us, as they would to PID 1, so
+	// that we reap them; this matters when we are not PID 1.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("csi: becoming a subreaper: %w", err)
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
+	start := func() (*exec.Cmd, error) {
+		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+		cmd.Env = append(os.Environ(), csiServerEnv+"=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("csi: starting the plugin server: %w", err)
+		}
+		return cmd, nil
+	}
+	server, err := start()
+	if err != nil {
+		return err
+	}
+	stopping := false
+	var restart <-chan time.Time
+	for {
+		select {
+		case <-restart:
+			restart = nil
+			if server, err = start(); err != nil {
+				return err
+			}
+		case sig := <-sigs:
+			if sig != syscall.SIGCHLD {
+				stopping = true
+				if server != nil {
+					server.Process.Signal(sig)
+				}
+				if server == nil {
+					return nil
+				}
+				continue
+			}
+			for {
+				var ws syscall.WaitStatus
+				pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+				if pid <= 0 || err != nil {
+					break
+				}
+				if server == nil || pid != server.Process.Pid {
+					continue // a mount process whose parent server died
+				}
+				server = nil
+				if stopping {
+					return nil
+				}
+				log.Error("csi plugin server exited; restarting it", "status", ws.ExitStatus(), "signal", ws.Signal().String())
+				restart = time.After(time.Second)
+			}
+		}
+	}
+}

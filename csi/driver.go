@@ -1,0 +1,230 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// DriverName is the CSI driver name pods and the CSIDriver object use.
+const DriverName = "csi.modelfs.io"
+
+// Options configure a Driver.
+type Options struct {
+	// NodeID identifies this node to Kubernetes (usually the node name).
+	NodeID string
+	// Bin is the modelfs binary that runs each volume's mount.
+	Bin string
+	// StateDir holds volume records and mount logs; it must survive
+	// plugin restarts (a hostPath).
+	StateDir string
+	// CacheDir is the node-wide disk block cache all volumes share
+	// ("" for RAM only).
+	CacheDir string
+	// ProfileDir holds load profiles volumes name with the profile
+	// attribute (default StateDir/profiles).
+	ProfileDir string
+	// EphemeralNodeCredentials lends the node plugin's own cloud identity
+	// to inline ephemeral volumes that bring no secrets. Off by default:
+	// anyone who can create a pod could otherwise read whatever the node
+	// can.
+	EphemeralNodeCredentials bool
+	// MountTimeout bounds how long a mount may take to come up.
+	MountTimeout time.Duration
+	// Version is reported by GetPluginInfo.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Driver is the modelfs CSI plugin: Identity, Node and a Controller that
+// provisions volumes from StorageClass parameters.
+type Driver struct {
+	csipb.UnimplementedIdentityServer
+	csipb.UnimplementedNodeServer
+	csipb.UnimplementedControllerServer
+
+	opts  Options
+	log   *slog.Logger
+	mount *mounter
+
+	mu      sync.Mutex
+	targets map[string]*sync.Mutex // one publish/unpublish at a time per target
+}
+
+// New checks opts and adopts the volumes an earlier plugin left mounted.
+func New(opts Options) (*Driver, error) {
+	if opts.NodeID == "" {
+		return nil, errors.New("a node id is required")
+	}
+	if opts.StateDir == "" {
+		return nil, errors.New("a state dir is required")
+	}
+	if opts.Bin == "" {
+		return nil, errors.New("the modelfs binary path is required")
+	}
+	if opts.ProfileDir == "" {
+		opts.ProfileDir = filepath.Join(opts.StateDir, "profiles")
+	}
+	if opts.MountTimeout <= 0 {
+		opts.MountTimeout = 2 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, dir := range []string{opts.ProfileDir, opts.CacheDir} {
+		if dir == "" {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", dir, err)
+		}
+	}
+	m, err := newMounter(opts.Bin, opts.StateDir, opts.MountTimeout, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{opts: opts, log: opts.Logger, mount: m, targets: map[string]*sync.Mutex{}}
+	kept, cleaned := m.adopt()
+	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", kept, "stale_cleaned", cleaned)
+	return d, nil
+}
+
+// Serve answers CSI calls on endpoint (unix:///path/csi.sock) until ctx
+// ends.
+func (d *Driver) Serve(ctx context.Context, endpoint string) error {
+	path, err := socketPath(endpoint)
+	if err != nil {
+		return err
+	}
+	// A socket file left by a plugin that died would make Listen fail.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing old socket: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", endpoint, err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(d.logCalls))
+	csipb.RegisterIdentityServer(srv, d)
+	csipb.RegisterNodeServer(srv, d)
+	csipb.RegisterControllerServer(srv, d)
+	go func() {
+		<-ctx.Done()
+		srv.GracefulStop()
+	}()
+	d.log.Info("serving CSI", "endpoint", endpoint)
+	if err := srv.Serve(lis); err != nil {
+		return fmt.Errorf("serving CSI: %w", err)
+	}
+	return nil
+}
+
+func socketPath(endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "unix" || (u.Path == "" && u.Opaque == "") {
+		return "", fmt.Errorf("endpoint %q: want unix:///path/to/csi.sock", endpoint)
+	}
+	if u.Path != "" {
+		return u.Path, nil
+	}
+	return u.Opaque, nil
+}
+
+// logCalls logs each call by method, volume and target, and its outcome.
+// Requests are never logged whole: they carry secrets and service account
+// tokens.
+func (d *Driver) logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	method := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+	attrs := []any{"method", method, "code", status.Code(err).String(), "duration", time.Since(start).Round(time.Millisecond)}
+	if r, ok := req.(interface{ GetVolumeId() string }); ok && r.GetVolumeId() != "" {
+		attrs = append(attrs, "volume_id", r.GetVolumeId())
+	}
+	if r, ok := req.(interface{ GetTargetPath() string }); ok && r.GetTargetPath() != "" {
+		attrs = append(attrs, "target", r.GetTargetPath())
+	}
+	switch {
+	case err != nil:
+		d.log.Warn("csi call failed", append(attrs, "err", status.Convert(err).Message())...)
+	case method == "Probe" || strings.HasSuffix(method, "GetCapabilities") || method == "GetPluginInfo":
+		d.log.Debug("csi call", attrs...)
+	default:
+		d.log.Info("csi call", attrs...)
+	}
+	return resp, err
+}
+
+// GetPluginInfo implements the Identity service.
+func (d *Driver) GetPluginInfo(context.Context, *csipb.GetPluginInfoRequest) (*csipb.GetPluginInfoResponse, error) {
+	v := d.opts.Version
+	if v == "" {
+		v = "dev"
+	}
+	return &csipb.GetPluginInfoResponse{Name: DriverName, VendorVersion: v}, nil
+}
+
+// GetPluginCapabilities implements the Identity service.
+func (d *Driver) GetPluginCapabilities(context.Context, *csipb.GetPluginCapabilitiesRequest) (*csipb.GetPluginCapabilitiesResponse, error) {
+	return &csipb.GetPluginCapabilitiesResponse{Capabilities: []*csipb.PluginCapability{{
+		Type: &csipb.PluginCapability_Service_{Service: &csipb.PluginCapability_Service{
+			Type: csipb.PluginCapability_Service_CONTROLLER_SERVICE,
+		}},
+	}}}, nil
+}
+
+// Probe implements the Identity service: the plugin is ready once New
+// returned.
+func (d *Driver) Probe(context.Context, *csipb.ProbeRequest) (*csipb.ProbeResponse, error) {
+	return &csipb.ProbeResponse{}, nil
+}
+
+// lockTarget serialises calls for one target path.
+func (d *Driver) lockTarget(target string) func() {
+	d.mu.Lock()
+	l, ok := d.targets[target]
+	if !ok {
+		l = &sync.Mutex{}
+		d.targets[target] = l
+	}
+	d.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// checkCapability accepts filesystem volumes in any access mode: the mount
+// is read-only whatever the mode says, so writers simply cannot write.
+func checkCapability(c *csipb.VolumeCapability) error {
+	if c == nil {
+		return status.Error(codes.InvalidArgument, "volume capability is required")
+	}
+	if c.GetBlock() != nil {
+		return status.Error(codes.InvalidArgument, "block volumes are not supported: modelfs volumes are filesystems")
+	}
+	if c.GetMount() == nil {
+		return status.Error(codes.InvalidArgument, "volume capability needs an access type (mount)")
+	}
+	if fst := c.GetMount().GetFsType(); fst != "" && fst != "fuse" && fst != "modelfs" {
+		return status.Errorf(codes.InvalidArgument, "fsType %q is not supported; leave it empty", fst)
+	}
+	if c.GetAccessMode() == nil || c.GetAccessMode().GetMode() == csipb.VolumeCapability_AccessMode_UNKNOWN {
+		return status.Error(codes.InvalidArgument, "volume capability needs an access mode")
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// NodeGetInfo implements the Node service.
+func (d *Driver) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb.NodeGetInfoResponse, error) {
+	return &csipb.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
+}
+
+// NodeGetCapabilities implements the Node service: no staging (each
+// publish is its own mount sharing the node cache), no stats.
+func (d *Driver) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilitiesRequest) (*csipb.NodeGetCapabilitiesResponse, error) {
+	return &csipb.NodeGetCapabilitiesResponse{}, nil
+}
+
+// NodePublishVolume mounts the volume's source read-only at the target.
+// Publishing the same volume at the same target again succeeds.
+func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVolumeRequest) (*csipb.NodePublishVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume id is required")
+	}
+	target := req.GetTargetPath()
+	if target == "" {
+		return nil, status.Error(codes.InvalidArgument, "target path is required")
+	}
+	if !filepath.IsAbs(target) || filepath.Clean(target) != target {
+		return nil, status.Errorf(codes.InvalidArgument, "target path %q must be absolute and clean", target)
+	}
+	if err := checkCapability(req.GetVolumeCapability()); err != nil {
+		return nil, err
+	}
+	vol, err := parseVolume(req.GetVolumeContext())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	env, err := credentials(req.GetSecrets())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
+	}
+	if vol.ephemeral && len(env) == 0 && !vol.noSignRequest && vol.scheme == "s3" && !d.opts.EphemeralNodeCredentials {
+		return nil, status.Error(codes.PermissionDenied,
+			"inline volumes must bring credentials (nodePublishSecretRef) or set noSignRequest: the node's own identity is lent only to PersistentVolumes")
+	}
+
+	unlock := d.lockTarget(target)
+	defer unlock()
+	rec, err := d.mount.load(target)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if rec != nil {
+		if rec.VolumeID != req.GetVolumeId() {
+			return nil, status.Errorf(codes.AlreadyExists, "target %s already holds volume %s", target, rec.VolumeID)
+		}
+		if ok, _ := live(target); ok && ownsTarget(rec) {
+			return &csipb.NodePublishVolumeResponse{}, nil
+		}
+		// The record outlived its mount: clear it and mount again.
+		if err := d.mount.stop(ctx, target); err != nil {
+			return nil, status.Errorf(codes.Internal, "clearing stale mount: %v", err)
+		}
+	}
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
+	}
+	args := vol.mountArgs(target, d.opts.CacheDir, d.opts.ProfileDir)
+	if err := d.mount.start(ctx, req.GetVolumeId(), vol.source, target, args, mountEnv(env)); err != nil {
+		var me *mountError
+		if errors.As(err, &me) {
+			return nil, mountFailure(me.msg)
+		}
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &csipb.NodePublishVolumeResponse{}, nil
+}
+
+// mountFailure turns a mount process's error line into a gRPC error for
+// kubelet's events: callers fix InvalidArgument, NotFound and
+// PermissionDenied themselves.
+func mountFailure(msg string) error {
+	switch {
+	case strings.Contains(msg, "get credentials"):
+		return status.Errorf(codes.PermissionDenied,
+			"no credentials for this volume: give it a nodePublishSecretRef (%s, %s) or the plugin an identity (IRSA, pod identity): %s",
+			secretAccessKeyID, secretSecretAccessKey, msg)
+	case strings.Contains(msg, "access denied"):
+		return status.Error(codes.PermissionDenied, msg)
+	case strings.Contains(msg, "not found"), strings.Contains(msg, "no objects"):
+		return status.Error(codes.NotFound, msg)
+	default:
+		return status.Error(codes.Internal, msg)
+	}
+}
+
+// mountEnv is the plugin's environment for a mount process, without any
+// inherited modelfs settings or static AWS keys (the volume's own secrets
+// replace them), plus creds.
+func mountEnv(creds []string) []string {
+	env := make([]string, 0, len(os.Environ())+len(creds))
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "MODELFS_"):
+		case len(creds) > 0 && (name == "AWS_ACCESS_KEY_ID" || name == "AWS_SECRET_ACCESS_KEY" || name == "AWS_SESSION_TOKEN" || name == "AWS_PROFILE"):
+		default:
+			env = append(env, kv)
+		}
+	}
+	return append(env, creds...)
+}
+
+// NodeUnpublishVolume unmounts the target and removes it. Unpublishing a
+// target that is not mounted succeeds.
+func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume id is required")
+	}
+	target := req.GetTargetPath()
+	if target == "" {
+		return nil, status.Error(codes.InvalidArgument, "target path is required")
+	}
+	unlock := d.lockTarget(target)
+	defer unlock()
+	if err := d.mount.stop(ctx, target); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &csipb.NodeUnpublishVolumeResponse{}, nil
+}

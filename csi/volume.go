@@ -1,0 +1,264 @@
+package csi
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/internal/units"
+)
+
+// Volume attributes (StorageClass parameters, PV volumeAttributes and
+// inline volumeAttributes all use these names).
+const (
+	attrSource        = "source"
+	attrEndpoint      = "endpoint"
+	attrRegion        = "region"
+	attrNoSignRequest = "noSignRequest"
+	attrPrefetch      = "prefetch"
+	attrProfile       = "profile"
+	attrRecordProfile = "recordProfile"
+	attrMemCache      = "memCache"
+	attrCacheSize     = "cacheSize"
+	attrBlockSize     = "blockSize"
+	attrConcurrency   = "concurrency"
+)
+
+// Keys of nodePublishSecretRef secrets.
+const (
+	secretAccessKeyID     = "awsAccessKeyID"
+	secretSecretAccessKey = "awsSecretAccessKey"
+	secretSessionToken    = "awsSessionToken"
+	secretHTTPToken       = "httpToken"
+)
+
+// kubernetesPrefix marks the attributes kubelet adds (pod info, the
+// ephemeral flag, service account tokens): accepted, never logged.
+const kubernetesPrefix = "csi.storage.k8s.io/"
+
+const ephemeralKey = kubernetesPrefix + "ephemeral"
+
+// volume is a validated volume: what to mount and how.
+type volume struct {
+	source        string
+	scheme        string
+	endpoint      string
+	region        string
+	noSignRequest bool
+	prefetch      string
+	profile       string // a single file name under the plugin's profile dir
+	recordProfile bool
+	memCache      string
+	cacheSize     string
+	blockSize     string
+	concurrency   int
+	ephemeral     bool
+}
+
+// attributeError names the attribute that is wrong; the gRPC layer turns it
+// into InvalidArgument.
+type attributeError struct {
+	name string
+	msg  string
+}
+
+func (e *attributeError) Error() string {
+	return fmt.Sprintf("volume attribute %q: %s", e.name, e.msg)
+}
+
+func badAttr(name, format string, args ...any) error {
+	return &attributeError{name: name, msg: fmt.Sprintf(format, args...)}
+}
+
+// parseVolume validates volume attributes. Values are quoted back in errors
+// only where they cannot hold a secret.
+func parseVolume(attrs map[string]string) (*volume, error) {
+	v := &volume{prefetch: "auto"}
+	// Sorted so that, with several bad attributes, the error is stable.
+	keys := make([]string, 0, len(attrs))
+	for k := range attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		val := attrs[k]
+		if strings.HasPrefix(k, kubernetesPrefix) {
+			if k == ephemeralKey {
+				v.ephemeral = val == "true"
+			}
+			continue
+		}
+		if err := v.set(k, val); err != nil {
+			return nil, err
+		}
+	}
+	if v.source == "" {
+		return nil, badAttr(attrSource, "required (like s3://bucket/prefix or https://host/model)")
+	}
+	if v.endpoint != "" && v.scheme != "s3" {
+		return nil, badAttr(attrEndpoint, "only applies to s3:// sources")
+	}
+	if v.recordProfile && v.profile == "" {
+		return nil, badAttr(attrRecordProfile, "needs %q to name the profile to write", attrProfile)
+	}
+	return v, nil
+}
+
+func (v *volume) set(k, val string) error {
+	switch k {
+	case attrSource:
+		loc, err := fetch.ParseLocation(val)
+		if err != nil {
+			// ParseLocation's message quotes the URI, which may carry
+			// userinfo; say what is wrong without it.
+			return badAttr(k, "want s3://bucket[/prefix], https://host/path or http://host/path")
+		}
+		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" {
+			return badAttr(k, "%s:// sources are not available to volumes: a pod could read the node's files through them", loc.Scheme)
+		}
+		if u, err := url.Parse(val); err == nil && u.User != nil {
+			return badAttr(k, "credentials in the URL are not allowed; use nodePublishSecretRef")
+		}
+		v.source, v.scheme = val, loc.Scheme
+	case attrEndpoint:
+		u, err := url.Parse(val)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return badAttr(k, "want an http(s)://host[:port] URL without credentials")
+		}
+		v.endpoint = val
+	case attrRegion:
+		if val == "" || len(val) > 64 || strings.ContainsFunc(val, func(r rune) bool {
+			return !(r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
+		}) {
+			return badAttr(k, "%q is not a region name like us-east-1", val)
+		}
+		v.region = val
+	case attrNoSignRequest, attrRecordProfile:
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return badAttr(k, "%q: want true or false", val)
+		}
+		if k == attrNoSignRequest {
+			v.noSignRequest = b
+		} else {
+			v.recordProfile = b
+		}
+	case attrPrefetch:
+		switch val {
+		case "auto", "layer", "profile", "readahead", "off":
+			v.prefetch = val
+		default:
+			return badAttr(k, "%q: want auto, layer, profile, readahead or off", val)
+		}
+	case attrProfile:
+		if val == "" || val == "." || val == ".." || len(val) > 200 || strings.ContainsAny(val, "/\x00") {
+			return badAttr(k, "want a file name (no slashes) in the node's profile directory")
+		}
+		v.profile = val
+	case attrMemCache, attrCacheSize, attrBlockSize:
+		if _, err := units.ParseSize(val, k); err != nil && !(k != attrBlockSize && val == "auto") {
+			return badAttr(k, "%q: want a size such as 512MiB or 20GiB", val)
+		}
+		switch k {
+		case attrMemCache:
+			v.memCache = val
+		case attrCacheSize:
+			v.cacheSize = val
+		default:
+			v.blockSize = val
+		}
+	case attrConcurrency:
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 || n > 1024 {
+			return badAttr(k, "%q: want a number from 1 to 1024", val)
+		}
+		v.concurrency = n
+	default:
+		return badAttr(k, "unknown attribute; known: %s", strings.Join([]string{
+			attrSource, attrEndpoint, attrRegion, attrNoSignRequest, attrPrefetch, attrProfile,
+			attrRecordProfile, attrMemCache, attrCacheSize, attrBlockSize, attrConcurrency,
+		}, ", "))
+	}
+	return nil
+}
+
+// credentials turns nodePublishSecretRef secrets into environment
+// variables for the mount process. Errors name keys, never values.
+func credentials(secrets map[string]string) ([]string, error) {
+	var env []string
+	for k, val := range secrets {
+		switch k {
+		case secretAccessKeyID:
+			env = append(env, "AWS_ACCESS_KEY_ID="+val)
+		case secretSecretAccessKey:
+			env = append(env, "AWS_SECRET_ACCESS_KEY="+val)
+		case secretSessionToken:
+			env = append(env, "AWS_SESSION_TOKEN="+val)
+		case secretHTTPToken:
+			env = append(env, "MODELFS_HTTP_TOKEN="+val)
+		default:
+			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s", k,
+				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken)
+		}
+		if val == "" {
+			return nil, fmt.Errorf("secret key %q is empty", k)
+		}
+	}
+	_, id := secrets[secretAccessKeyID]
+	_, key := secrets[secretSecretAccessKey]
+	if id != key {
+		return nil, fmt.Errorf("secrets %q and %q go together; only one was given", secretAccessKeyID, secretSecretAccessKey)
+	}
+	if _, tok := secrets[secretSessionToken]; tok && !id {
+		return nil, fmt.Errorf("secret %q needs %q and %q", secretSessionToken, secretAccessKeyID, secretSecretAccessKey)
+	}
+	sort.Strings(env)
+	return env, nil
+}
+
+// mountArgs is the modelfs mount command line for v (secrets travel in the
+// environment, never in arguments, which any user can read in /proc).
+func (v *volume) mountArgs(target, cacheDir, profileDir string) []string {
+	args := []string{"mount", "--prefetch", v.prefetch}
+	if v.endpoint != "" {
+		args = append(args, "--endpoint", v.endpoint)
+	}
+	if v.region != "" {
+		args = append(args, "--region", v.region)
+	}
+	if v.noSignRequest {
+		args = append(args, "--no-sign-request")
+	}
+	if v.profile != "" {
+		// A node learns a model's load order: the first volume records
+		// it, later ones replay it.
+		path := filepath.Join(profileDir, v.profile)
+		if _, err := os.Stat(path); err == nil {
+			args = append(args, "--profile", path)
+		}
+		if v.recordProfile {
+			args = append(args, "--record-profile", path)
+		}
+	}
+	if cacheDir != "" {
+		args = append(args, "--cache-dir", cacheDir)
+		if v.cacheSize != "" {
+			args = append(args, "--cache-size", v.cacheSize)
+		}
+	}
+	if v.memCache != "" {
+		args = append(args, "--mem-cache", v.memCache)
+	}
+	if v.blockSize != "" {
+		args = append(args, "--block-size", v.blockSize)
+	}
+	if v.concurrency != 0 {
+		args = append(args, "--concurrency", strconv.Itoa(v.concurrency))
+	}
+	return append(args, "--allow-other", "--", v.source, target)
+}

@@ -1,0 +1,133 @@
+package csi
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseVolume(t *testing.T) {
+	v, err := parseVolume(map[string]string{
+		"source": "s3://models/llama-3-8b", "endpoint": "http://127.0.0.1:9000", "region": "eu-west-1",
+		"prefetch": "layer", "memCache": "512MiB", "cacheSize": "auto", "blockSize": "8MiB", "concurrency": "32",
+		"csi.storage.k8s.io/pod.name": "server-0", "csi.storage.k8s.io/ephemeral": "true",
+		"csi.storage.k8s.io/serviceAccount.tokens": `{"sts.amazonaws.com":{"token":"secret-token"}}`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.ephemeral || v.scheme != "s3" || v.concurrency != 32 {
+		t.Fatalf("parsed %+v", v)
+	}
+	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", "/var/cache/modelfs", t.TempDir())
+	want := []string{"mount", "--prefetch", "layer", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
+		"--cache-dir", "/var/cache/modelfs", "--cache-size", "auto", "--mem-cache", "512MiB", "--block-size", "8MiB",
+		"--concurrency", "32", "--allow-other", "--", "s3://models/llama-3-8b", "/var/lib/kubelet/pods/x/volumes/m"}
+	if !slices.Equal(args, want) {
+		t.Fatalf("mount args\n got %q\nwant %q", args, want)
+	}
+	if strings.Contains(strings.Join(args, " "), "secret-token") {
+		t.Fatal("a service account token reached the mount arguments")
+	}
+}
+
+func TestParseVolumeRejects(t *testing.T) {
+	cases := []struct {
+		attrs map[string]string
+		attr  string // the attribute the error must name
+	}{
+		{map[string]string{}, "source"},
+		{map[string]string{"source": "s3://bkt/p", "color": "blue"}, "color"},
+		{map[string]string{"source": "file:///etc"}, "source"},
+		{map[string]string{"source": "ftp://host/x"}, "source"},
+		{map[string]string{"source": "https://user:pw@host/m"}, "source"},
+		{map[string]string{"source": "s3://bkt/p", "prefetch": "eager"}, "prefetch"},
+		{map[string]string{"source": "s3://bkt/p", "memCache": "lots"}, "memCache"},
+		{map[string]string{"source": "s3://bkt/p", "blockSize": "auto"}, "blockSize"},
+		{map[string]string{"source": "s3://bkt/p", "concurrency": "0"}, "concurrency"},
+		{map[string]string{"source": "s3://bkt/p", "noSignRequest": "yes please"}, "noSignRequest"},
+		{map[string]string{"source": "s3://bkt/p", "region": "us east"}, "region"},
+		{map[string]string{"source": "s3://bkt/p", "endpoint": "minio:9000"}, "endpoint"},
+		{map[string]string{"source": "https://h/m", "endpoint": "http://minio:9000"}, "endpoint"},
+		{map[string]string{"source": "s3://bkt/p", "profile": "../../etc/shadow"}, "profile"},
+		{map[string]string{"source": "s3://bkt/p", "recordProfile": "true"}, "recordProfile"},
+	}
+	for _, c := range cases {
+		_, err := parseVolume(c.attrs)
+		var ae *attributeError
+		if !errors.As(err, &ae) || ae.name != c.attr || !strings.Contains(err.Error(), `"`+c.attr+`"`) {
+			t.Errorf("parseVolume(%v) = %v; want an error naming %q", c.attrs, err, c.attr)
+		}
+	}
+	// The userinfo must not be echoed back.
+	_, err := parseVolume(map[string]string{"source": "https://user:hunter2@host/m"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %v quotes the URL's password", err)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	env, err := credentials(map[string]string{"awsAccessKeyID": "AKIA1", "awsSecretAccessKey": "s3cr3t", "awsSessionToken": "tok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"AWS_ACCESS_KEY_ID=AKIA1", "AWS_SECRET_ACCESS_KEY=s3cr3t", "AWS_SESSION_TOKEN=tok"}
+	if !slices.Equal(env, want) {
+		t.Fatalf("env %q, want %q", env, want)
+	}
+	for _, bad := range []map[string]string{
+		{"awsAccessKeyID": "AKIA1"},
+		{"awsSecretAccessKey": "s3cr3t"},
+		{"awsSessionToken": "s3cr3t"},
+		{"password": "s3cr3t"},
+		{"awsAccessKeyID": "", "awsSecretAccessKey": "s3cr3t"},
+	} {
+		_, err := credentials(bad)
+		if err == nil {
+			t.Errorf("credentials(%v): want an error", bad)
+		} else if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("error %q quotes a secret value", err)
+		}
+	}
+	if env, err := credentials(map[string]string{"httpToken": "hf_x"}); err != nil || !slices.Equal(env, []string{"MODELFS_HTTP_TOKEN=hf_x"}) {
+		t.Fatalf("http token: %q, %v", env, err)
+	}
+}
+
+// FuzzVolumeAttributes feeds attribute sets, one key=value per line, to the
+// parser: no panic, and whatever it accepts yields a mount command line
+// that ends with the source and the target, so no value can smuggle in an
+// extra argument in their place.
+func FuzzVolumeAttributes(f *testing.F) {
+	for _, seed := range []string{
+		"source=s3://models/llama\nprefetch=layer",
+		"source=https://huggingface.co/org/model/resolve/main/model.safetensors\nconcurrency=8",
+		"source=s3://bkt\nendpoint=http://127.0.0.1:9000\nregion=us-east-1\nnoSignRequest=true",
+		"source=s3://bkt/p\nprofile=llama.prof\nrecordProfile=true\nmemCache=1GiB\ncacheSize=auto",
+		"source=--allow-other\nprefetch=--debug-fuse",
+		"source=s3://b/../../x\nblockSize=1e400",
+		"csi.storage.k8s.io/ephemeral=true\nsource=s3://bkt/p",
+		"source=file:///\x00",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		attrs := map[string]string{}
+		for line := range strings.SplitSeq(in, "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			attrs[k] = v
+		}
+		v, err := parseVolume(attrs)
+		if err != nil {
+			return
+		}
+		args := v.mountArgs("/target", "/cache", "/profiles")
+		if len(args) < 3 || args[len(args)-3] != "--" || args[len(args)-2] != v.source || args[len(args)-1] != "/target" {
+			t.Fatalf("mount args %q do not end with -- SOURCE TARGET", args)
+		}
+		if v.source == "" || strings.HasPrefix(v.source, "-") {
+			t.Fatalf("accepted source %q", v.source)
+		}
+	})
+}
