@@ -3,37 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/modelfs/modelfs/internal/units"
 )
 
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
-	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12},
-	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40},
-	{"b", 1},
-}
-
 // parseSize reads sizes like 8MiB, 1.5GB, 4096 or 64k (k/m/g are binary).
-func parseSize(s, flag string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 || v*float64(mult) > 1<<62 {
-		return 0, fmt.Errorf("%s %q: want a size such as 8MiB, 1GiB or 4096", flag, s)
-	}
-	return int64(v * float64(mult)), nil
-}
+func parseSize(s, flag string) (int64, error) { return units.ParseSize(s, flag) }
 
 func formatSize(n int64) string {
 	const unit = 1024
