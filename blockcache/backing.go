@@ -211,11 +211,14 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 		return false, nil
 	}
 	c.counters.loads.Add(1)
+	oc := c.countersFor(id)
+	oc.loads.Add(1)
 	if err := c.loader.LoadBlock(ctx, id, off, p); err != nil {
 		c.counters.loadErrors.Add(1)
 		return true, fmt.Errorf("block %d of %s: %w", index, id.Name, err)
 	}
 	c.counters.bytesLoaded.Add(int64(len(p)))
+	oc.fetched.Add(int64(len(p)))
 	if !c.disk.put(id, index, p) {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}

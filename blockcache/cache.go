@@ -59,10 +59,11 @@ type Stats struct {
 	Hits, Misses          int64 // demand block lookups
 	Loads, LoadErrors     int64 // loader calls
 	DemandLoads           int64 // loads a reader waited for from the start: what prefetch missed
-	BytesLoaded           int64
+	BytesLoaded           int64 // from the loader, not the disk tier
 	Prefetches            int64 // prefetch loads started
 	PrefetchBytes         int64 // bytes those loads brought in
 	PrefetchWasted        int64 // bytes prefetched, then evicted or left at Close unread
+	PrefetchUsed          int64 // bytes prefetched, then read
 	PrefetchesDropped     int64 // prefetches refused for want of room
 	Evictions             int64
 	MemBytes, MemCapacity int64 // current use and budget
@@ -102,6 +103,7 @@ type block struct {
 	err   error
 	done  chan struct{} // closed when the load finished, well or not
 	refs  int           // readers copying out of data
+	stats *objCounters  // the object's
 	// unread marks a prefetched block no demand read has touched yet.
 	unread bool
 	elem   *list.Element // in Cache.lru while ready
@@ -130,8 +132,9 @@ type Cache struct {
 	fillBuf   sync.Pool // *[]byte of BlockSize, for Fill
 	counters  struct {
 		hits, misses, loads, demandLoads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
-		prefetchBytes, prefetchWasted                                                             atomic.Int64
+		prefetchBytes, prefetchWasted, prefetchUsed                                               atomic.Int64
 	}
+	objCounters map[objKey]*objCounters // per object version, under mu
 }
 
 // New starts a cache with its load workers.
@@ -203,7 +206,7 @@ func (c *Cache) Stats() Stats {
 		Hits: k.hits.Load(), Misses: k.misses.Load(),
 		Loads: k.loads.Load(), DemandLoads: k.demandLoads.Load(), LoadErrors: k.loadErrors.Load(), BytesLoaded: k.bytesLoaded.Load(),
 		Prefetches: k.prefetches.Load(), PrefetchesDropped: k.dropped.Load(), Evictions: k.evictions.Load(),
-		PrefetchBytes: k.prefetchBytes.Load(), PrefetchWasted: k.prefetchWasted.Load(),
+		PrefetchBytes: k.prefetchBytes.Load(), PrefetchWasted: k.prefetchWasted.Load(), PrefetchUsed: k.prefetchUsed.Load(),
 		MemBytes: used, MemCapacity: c.opts.MemBytes,
 	}
 	if d := c.disk; d != nil {
@@ -378,6 +381,7 @@ func (c *Cache) newBlock(k key, id ObjectID, prio priority) *block {
 	b := &block{key: k, obj: id, off: k.index * bs, prio: prio, done: make(chan struct{})}
 	b.size = min(bs, id.Size-b.off)
 	b.unread = prio == prioPrefetch
+	b.stats = c.countersLocked(id)
 	c.blocks[k] = b
 	return b
 }
@@ -418,6 +422,10 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 			c.demandQ = append(c.demandQ, b)
 			c.wake.Signal()
 		}
+	}
+	// A prefetch still queued turns into a demand load: not a use of it.
+	if b.unread && b.state != stateQueued {
+		c.counters.prefetchUsed.Add(b.size)
 	}
 	b.unread = false
 	b.refs++
@@ -468,6 +476,7 @@ func (c *Cache) work() {
 		if b.prio == prioPrefetch {
 			c.counters.prefetches.Add(1)
 			c.counters.prefetchBytes.Add(b.size)
+			b.stats.prefetched.Add(b.size)
 		} else {
 			c.counters.demandLoads.Add(1)
 		}
@@ -477,7 +486,12 @@ func (c *Cache) work() {
 			continue
 		}
 		c.counters.loads.Add(1)
+		b.stats.loads.Add(1)
 		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
+		if err == nil {
+			c.counters.bytesLoaded.Add(b.size)
+			b.stats.fetched.Add(b.size)
+		}
 		writeBack := err == nil && c.disk != nil
 		c.finish(b, buf, err, writeBack)
 		if writeBack {
@@ -594,7 +608,6 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 		delete(c.blocks, b.key)
 		b.err = fmt.Errorf("block %d of %s: %w", b.key.index, b.obj.Name, err)
 	} else {
-		c.counters.bytesLoaded.Add(b.size)
 		b.data = buf[:b.size]
 		b.state = stateReady
 		b.elem = c.lru.PushFront(b)

@@ -12,6 +12,11 @@
 // Every write-like operation fails with EROFS. Errors from reads are logged
 // with file and offset and mapped to errno here, and only here.
 //
+// With Options.Snapshot set, the root also holds a hidden read-only file,
+// StatsName, that lookups find and Readdir does not list; each open of it
+// serves what Snapshot returns then, with direct I/O. An Observer, if
+// given, is told operation latencies and each file's time to first byte.
+//
 // fs holds no caching or fetching policy: reads go to the Opener each file
 // carries.
 package fs

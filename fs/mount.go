@@ -37,6 +37,12 @@ type Options struct {
 	ReadAheadKB int
 	AllowOther  bool
 	Debug       bool
+	// Snapshot, when set, makes the hidden StatsName file at the root:
+	// each open gets what Snapshot returns then. A remote file of that
+	// name at the root is skipped.
+	Snapshot func() ([]byte, error)
+	// Observer, when set, is told operation latencies and first bytes.
+	Observer Observer
 }
 
 // Server is a running mount.
@@ -67,9 +73,15 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 	if timeout <= 0 {
 		timeout = time.Hour
 	}
-	tree, skipped := buildTree(opts.Files)
+	files, skipped := opts.Files, []Skipped(nil)
+	if opts.Snapshot != nil {
+		files, skipped = withoutReserved(files)
+	}
+	tree, bad := buildTree(files)
+	skipped = append(skipped, bad...)
 	stats := &Stats{}
-	root := &dirNode{mtime: tree.mtime}
+	obs := observer{opts.Observer}
+	root := &dirNode{mtime: tree.mtime, obs: obs}
 	fsName := opts.FsName
 	if fsName == "" {
 		fsName = "modelfs"
@@ -91,7 +103,12 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		OnAdd: func(ctx context.Context) {
-			addChildren(ctx, &root.Inode, tree, log, stats)
+			addChildren(ctx, &root.Inode, tree, log, stats, obs)
+			if opts.Snapshot != nil {
+				// Not added as a child: only Lookup finds it.
+				sn := &statsNode{snapshot: opts.Snapshot, mtime: time.Now(), log: log}
+				root.stats = root.NewPersistentInode(ctx, sn, fusefs.StableAttr{Mode: syscall.S_IFREG})
+			}
 		},
 	}
 	srv, err := fusefs.Mount(mountpoint, root, fopts)
@@ -119,15 +136,15 @@ func setReadAhead(mountpoint string, kb int) error {
 	return os.WriteFile(path, []byte(strconv.Itoa(kb)), 0)
 }
 
-func addChildren(ctx context.Context, parent *fusefs.Inode, d *dirEntry, log *slog.Logger, stats *Stats) {
+func addChildren(ctx context.Context, parent *fusefs.Inode, d *dirEntry, log *slog.Logger, stats *Stats, obs observer) {
 	for name, sub := range d.dirs {
-		n := &dirNode{mtime: sub.mtime}
+		n := &dirNode{mtime: sub.mtime, obs: obs}
 		child := parent.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 		parent.AddChild(name, child, false)
-		addChildren(ctx, child, sub, log, stats)
+		addChildren(ctx, child, sub, log, stats, obs)
 	}
 	for name, f := range d.files {
-		n := &fileNode{file: f, log: log, stats: stats}
+		n := &fileNode{file: f, log: log, stats: stats, obs: obs}
 		child := parent.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG})
 		parent.AddChild(name, child, false)
 	}

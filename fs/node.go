@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,18 +23,64 @@ const (
 type dirNode struct {
 	fusefs.Inode
 	mtime time.Time
+	obs   observer
+	// stats is the hidden stats file: set on the root only, when enabled.
+	stats *fusefs.Inode
 }
 
 var (
 	_ fusefs.NodeGetattrer = (*dirNode)(nil)
 	_ fusefs.NodeSetattrer = (*dirNode)(nil)
+	_ fusefs.NodeLookuper  = (*dirNode)(nil)
+	_ fusefs.NodeReaddirer = (*dirNode)(nil)
 )
 
 func (d *dirNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = dirMode
-	out.Nlink = 2
-	setTimes(&out.Attr, d.mtime)
+	defer d.obs.done(OpGetattr, d.obs.start())
+	d.fillAttr(&out.Attr)
 	return 0
+}
+
+func (d *dirNode) fillAttr(a *fuse.Attr) {
+	a.Mode = dirMode
+	a.Nlink = 2
+	setTimes(a, d.mtime)
+}
+
+// attrFiller is every node of the tree.
+type attrFiller interface{ fillAttr(*fuse.Attr) }
+
+// Lookup is go-fuse's own lookup of a child, plus the stats file, which
+// is found by name but is not a listed child.
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	defer d.obs.done(OpLookup, d.obs.start())
+	child := d.stats
+	if child == nil || name != StatsName {
+		child = d.GetChild(name)
+	}
+	if child == nil {
+		return nil, syscall.ENOENT
+	}
+	if n, ok := child.Operations().(attrFiller); ok {
+		n.fillAttr(&out.Attr)
+	}
+	return child, 0
+}
+
+// Readdir lists the children, sorted, without the stats file (which
+// becomes a child once looked up).
+func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	defer d.obs.done(OpReaddir, d.obs.start())
+	children := d.Children()
+	entries := make([]fuse.DirEntry, 0, len(children))
+	for name, c := range children {
+		if d.stats != nil && name == StatsName {
+			continue
+		}
+		entries = append(entries, fuse.DirEntry{Mode: c.Mode(), Name: name, Ino: c.StableAttr().Ino})
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
+	return fusefs.NewListDirStream(entries), 0
 }
 
 func (d *dirNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -45,6 +92,12 @@ type fileNode struct {
 	file  *File
 	log   *slog.Logger
 	stats *Stats
+	obs   observer
+
+	// For Observer.FirstByte: when the file was first opened (Unix
+	// nanoseconds) and whether a byte of it was served since.
+	firstOpen atomic.Int64
+	served    atomic.Bool
 
 	// The kernel fails an open with EIO when one inode would be open both
 	// through the page cache and through passthrough, so passthrough is
@@ -61,13 +114,18 @@ var (
 )
 
 func (n *fileNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = fileMode
-	out.Nlink = 1
-	out.Size = uint64(n.file.Size)
-	out.Blocks = (out.Size + 511) / 512
-	out.Blksize = 1 << 20
-	setTimes(&out.Attr, n.file.ModTime)
+	defer n.obs.done(OpGetattr, n.obs.start())
+	n.fillAttr(&out.Attr)
 	return 0
+}
+
+func (n *fileNode) fillAttr(a *fuse.Attr) {
+	a.Mode = fileMode
+	a.Nlink = 1
+	a.Size = uint64(n.file.Size)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 1 << 20
+	setTimes(a, n.file.ModTime)
 }
 
 func (n *fileNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -77,6 +135,10 @@ func (n *fileNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.Se
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	defer n.obs.done(OpOpen, n.obs.start())
+	if n.obs.o != nil && n.firstOpen.Load() == 0 {
+		n.firstOpen.CompareAndSwap(0, time.Now().UnixNano())
 	}
 	n.mu.Lock()
 	n.opens++
@@ -105,6 +167,7 @@ var (
 )
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	defer h.node.obs.done(OpRead, h.node.obs.start())
 	if sr, ok := h.h.(SliceReader); ok {
 		return h.readSlices(ctx, sr, len(dest), off)
 	}
@@ -115,7 +178,16 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		h.node.stats.ReadErrors.Add(1)
 		return nil, h.node.errno(err, off, len(dest))
 	}
+	h.node.servedBytes(n)
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// servedBytes reports the file's first byte served, once.
+func (n *fileNode) servedBytes(count int) {
+	if n.obs.o == nil || count == 0 || n.served.Load() || !n.served.CompareAndSwap(false, true) {
+		return
+	}
+	n.obs.o.FirstByte(time.Since(time.Unix(0, n.firstOpen.Load())))
 }
 
 func (h *handle) readSlices(ctx context.Context, sr SliceReader, size int, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -126,7 +198,9 @@ func (h *handle) readSlices(ctx context.Context, sr SliceReader, size int, off i
 		return nil, h.node.errno(err, off, size)
 	}
 	r := &sliceResult{slices: slices, release: release}
-	h.node.stats.ReadBytes.Add(int64(r.Size()))
+	size = r.Size()
+	h.node.stats.ReadBytes.Add(int64(size))
+	h.node.servedBytes(size)
 	return r, 0
 }
 

@@ -52,6 +52,23 @@ type Skipped struct {
 // maxName is the longest file name Linux accepts (NAME_MAX).
 const maxName = 255
 
+// CheckName reports why name cannot be one path segment of the mount (a
+// file or directory name), or nil.
+func CheckName(name string) error {
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("contains a '/'")
+	}
+	_, err := splitPath(name)
+	return err
+}
+
+// CheckPath reports why p, '/'-separated and relative, cannot be a path
+// in the mount, or nil.
+func CheckPath(p string) error {
+	_, err := splitPath(p)
+	return err
+}
+
 // splitPath validates a remote key and returns its segments.
 func splitPath(p string) ([]string, error) {
 	if p == "" {

@@ -26,16 +26,19 @@ type metrics struct {
 
 	requests, bytes, retries, errors *prometheus.CounterVec
 	getSeconds                       *prometheus.HistogramVec
+	fuseSeconds                      *prometheus.HistogramVec
+	firstByteSeconds                 prometheus.Histogram
 
 	mount mountCollector
 }
 
 func newMetrics() *metrics {
-	labels := []string{"source", "op"}
+	// model is the manifest's model name, empty for a single SOURCE.
+	labels := []string{"source", "model", "op"}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "modelfs_fetch_requests_total", Help: "Requests to the source, by source kind and operation, counted once however many tries they took.",
+			Name: "modelfs_fetch_requests_total", Help: "Requests to the source, by source kind, model and operation, counted once however many tries they took.",
 		}, labels),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelfs_fetch_bytes_total", Help: "Bytes successful requests returned from the source.",
@@ -49,40 +52,76 @@ func newMetrics() *metrics {
 		getSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "modelfs_fetch_get_duration_seconds", Help: "Latency of ranged GETs, retries and backoff included.",
 			Buckets: prometheus.ExponentialBuckets(0.002, 2, 15), // 2ms to ~33s
-		}, []string{"source"}),
+		}, []string{"source", "model"}),
+		fuseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "modelfs_fuse_op_duration_seconds", Help: "Time modelfs took to answer a FUSE operation, by operation (a read includes waiting for its blocks).",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12), // 10µs to ~42s
+		}, []string{"op"}),
+		firstByteSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "modelfs_file_first_byte_seconds", Help: "Per file, once per mount: time from the file's first open to the first byte modelfs served of it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1ms to ~65s
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.bytes, m.retries, m.errors, m.getSeconds, &m.mount,
+	m.reg.MustRegister(m.requests, m.bytes, m.retries, m.errors, m.getSeconds, m.fuseSeconds, m.firstByteSeconds, &m.mount,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// observer returns the fetch.Observer for a source of this kind. Only the
-// kind is a label: source URLs may carry credentials or signatures.
-func (m *metrics) observer(kind string) fetch.Observer {
+// observer returns the fetch.Observer for a source of this kind, serving
+// this model ("" for a single SOURCE). The kind and the operator's model
+// name are labels, never the source: URLs may carry credentials or
+// signatures.
+func (m *metrics) observer(kind, model string) fetch.Observer {
 	if m == nil {
 		return nil
 	}
-	return &fetchObserver{m: m, kind: kind}
+	return &fetchObserver{m: m, kind: kind, model: model}
 }
 
 type fetchObserver struct {
-	m    *metrics
-	kind string
+	m           *metrics
+	kind, model string
 }
 
 func (o *fetchObserver) Request(op string, bytes int64, d time.Duration, err error) {
-	o.m.requests.WithLabelValues(o.kind, op).Inc()
+	o.m.requests.WithLabelValues(o.kind, o.model, op).Inc()
 	if err != nil {
-		o.m.errors.WithLabelValues(o.kind, op).Inc()
+		o.m.errors.WithLabelValues(o.kind, o.model, op).Inc()
 	} else if bytes > 0 {
-		o.m.bytes.WithLabelValues(o.kind, op).Add(float64(bytes))
+		o.m.bytes.WithLabelValues(o.kind, o.model, op).Add(float64(bytes))
 	}
 	if op == fetch.OpGet {
-		o.m.getSeconds.WithLabelValues(o.kind).Observe(d.Seconds())
+		o.m.getSeconds.WithLabelValues(o.kind, o.model).Observe(d.Seconds())
 	}
 }
 
-func (o *fetchObserver) Retry(op string) { o.m.retries.WithLabelValues(o.kind, op).Inc() }
+func (o *fetchObserver) Retry(op string) { o.m.retries.WithLabelValues(o.kind, o.model, op).Inc() }
+
+// fuseObserver returns the fs.Observer feeding the FUSE histograms, or nil.
+func (m *metrics) fuseObserver() fs.Observer {
+	if m == nil {
+		return nil
+	}
+	o := &fuseObserver{m: m}
+	for _, op := range fs.Ops() {
+		// Resolved once: a read then costs no label lookup.
+		o.ops = append(o.ops, m.fuseSeconds.WithLabelValues(op.String()))
+	}
+	return o
+}
+
+type fuseObserver struct {
+	m   *metrics
+	ops []prometheus.Observer // by fs.Op
+}
+
+func (o *fuseObserver) Op(op fs.Op, d time.Duration) {
+	if int(op) < len(o.ops) {
+		o.ops[op].Observe(d.Seconds())
+	}
+}
+
+func (o *fuseObserver) FirstByte(d time.Duration) { o.m.firstByteSeconds.Observe(d.Seconds()) }
 
 // sourceKind is the metrics label for a location's scheme.
 func sourceKind(scheme string) string {
@@ -120,11 +159,12 @@ var cacheDescs = []statDesc{
 	counterDesc("modelfs_cache_demand_loads_total", "Loads a reader waited for from their start: what prefetch missed.", func(s blockcache.Stats) int64 { return s.DemandLoads }),
 	counterDesc("modelfs_cache_loads_total", "Block loads from the source (demand and prefetch).", func(s blockcache.Stats) int64 { return s.Loads }),
 	counterDesc("modelfs_cache_load_errors_total", "Block loads that failed.", func(s blockcache.Stats) int64 { return s.LoadErrors }),
-	counterDesc("modelfs_cache_loaded_bytes_total", "Bytes loaded from the source into the cache.", func(s blockcache.Stats) int64 { return s.BytesLoaded }),
+	counterDesc("modelfs_cache_loaded_bytes_total", "Bytes loaded from the source into the cache (not from the disk tier).", func(s blockcache.Stats) int64 { return s.BytesLoaded }),
 	counterDesc("modelfs_cache_evictions_total", "Blocks evicted from RAM.", func(s blockcache.Stats) int64 { return s.Evictions }),
 	counterDesc("modelfs_cache_prefetches_total", "Prefetch loads started.", func(s blockcache.Stats) int64 { return s.Prefetches }),
 	counterDesc("modelfs_cache_prefetch_bytes_total", "Bytes prefetch loads brought in.", func(s blockcache.Stats) int64 { return s.PrefetchBytes }),
 	counterDesc("modelfs_cache_prefetch_unused_bytes_total", "Bytes prefetched, then evicted or left at close unread.", func(s blockcache.Stats) int64 { return s.PrefetchWasted }),
+	counterDesc("modelfs_cache_prefetch_used_bytes_total", "Bytes prefetched, then read.", func(s blockcache.Stats) int64 { return s.PrefetchUsed }),
 	counterDesc("modelfs_cache_prefetches_dropped_total", "Prefetches refused for want of room.", func(s blockcache.Stats) int64 { return s.PrefetchesDropped }),
 	gaugeDesc("modelfs_cache_ram_bytes", "Bytes of RAM the cache holds.", func(s blockcache.Stats) int64 { return s.MemBytes }),
 	gaugeDesc("modelfs_cache_ram_capacity_bytes", "RAM cache budget.", func(s blockcache.Stats) int64 { return s.MemCapacity }),

@@ -20,9 +20,10 @@ func mountCommand() *cli.Command {
 	return &cli.Command{
 		Name:        "mount",
 		Usage:       "mount a remote model read-only; runs in the foreground until SIGINT/SIGTERM",
-		ArgsUsage:   "SOURCE MOUNTPOINT",
-		Description: sourceHelp,
+		ArgsUsage:   "SOURCE MOUNTPOINT | --manifest FILE MOUNTPOINT",
+		Description: sourceHelp + "\n\n" + manifestHelp,
 		Flags: append(sourceFlags(), []cli.Flag{
+			&cli.StringFlag{Name: "manifest", Usage: "serve the models this JSON file names, each in a subdirectory, instead of one SOURCE", EnvVars: env("MANIFEST")},
 			&cli.StringFlag{Name: "mem-cache", Value: "auto", Usage: "RAM block cache budget (auto: an eighth of memory, 256MiB to 1GiB)", EnvVars: env("MEM_CACHE")},
 			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, layer, profile, readahead or off (auto: --profile if given and usable, else layer order from the model's headers; readahead always)", EnvVars: env("PREFETCH")},
 			&cli.StringFlag{Name: "profile", Usage: "replay this recorded load profile at mount time", EnvVars: env("PROFILE")},
@@ -39,14 +40,24 @@ func mountCommand() *cli.Command {
 }
 
 func runMount(c *cli.Context) error {
-	if c.NArg() != 2 {
+	manifest := c.String("manifest")
+	switch {
+	case manifest != "" && c.NArg() == 2:
+		return fmt.Errorf("mount: --manifest and a SOURCE argument are mutually exclusive")
+	case manifest != "" && c.NArg() != 1:
+		return fmt.Errorf("mount: with --manifest, want one argument, MOUNTPOINT (got %d)", c.NArg())
+	case manifest == "" && c.NArg() != 2:
 		return fmt.Errorf("mount: want two arguments, SOURCE and MOUNTPOINT (got %d)", c.NArg())
 	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
 	}
-	mountpoint := c.Args().Get(1)
+	mountpoint := c.Args().Get(c.NArg() - 1)
+	specs, err := specsFor(manifest, c.Args().Slice())
+	if err != nil {
+		return err
+	}
 	memCache, err := sizeOrAuto(c.String("mem-cache"), "--mem-cache", defaultMemCache)
 	if err != nil {
 		return err
@@ -105,40 +116,43 @@ func runMount(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, err := openRemote(ctx, c, log, memCache, m)
+	r, err := openRemote(ctx, c, log, memCache, m, specs, manifest)
 	if err != nil {
 		return err
 	}
-	src, objs, cache, loader := r.src, r.objs, r.cache, r.loader
+	cache := r.cache
 	defer cache.Close()
 	if m != nil {
 		m.mount.cache.Store(cache)
 	}
-	files := make([]fs.File, 0, len(objs))
-	var total int64
-	pf.objs = make(map[string]*blockcache.Object, len(objs))
-	pf.cache = cache
-	pf.fetchObjs = loader.objs
-	for _, o := range objs {
-		pf.objs[o.Key] = cache.Object(cacheID(o))
-		files = append(files, fs.File{Path: o.Key, Size: o.Size, ModTime: o.ModTime, Content: pf.opener(o)})
-		total += o.Size
+	pf.attach(r)
+	files := make([]fs.File, 0, len(r.files))
+	for _, f := range r.files {
+		files = append(files, fs.File{Path: f.path, Size: f.obj.Size, ModTime: f.obj.ModTime, Content: pf.opener(f)})
 	}
+	stats := newStatsReporter(r, pf, pf.mode, blockSize)
 
 	srv, err := fs.Mount(mountpoint, fs.Options{
-		Files: files, FsName: src.String(), Logger: log,
+		Files: files, FsName: fsName(r), Logger: log,
 		AllowOther: c.Bool("allow-other"), Debug: c.Bool("debug-fuse"),
+		Snapshot: stats.snapshot, Observer: m.fuseObserver(),
 	})
 	if err != nil {
 		return err
 	}
+	stats.mounted(srv)
 	if m != nil {
 		m.mount.fuse.Store(srv.Stats)
 	}
 	for _, s := range srv.Skipped {
 		log.Warn("object not shown", "key", fmt.Sprintf("%q", s.Path), "reason", s.Reason)
 	}
-	fmt.Printf("ready: %s mounted at %s (%d files, %s)\n", src, mountpoint, len(files)-len(srv.Skipped), formatSize(total))
+	var total int64
+	shown := stats.files()
+	for _, f := range shown {
+		total += f.obj.Size
+	}
+	fmt.Printf("ready: %s mounted at %s (%d files, %s)\n", r, mountpoint, len(shown), formatSize(total))
 	go pf.start(ctx)
 	defer func() {
 		if rec := c.String("record-profile"); rec != "" {
@@ -168,6 +182,21 @@ func runMount(c *cli.Context) error {
 	<-done
 	logSummary(log, srv, cache)
 	return nil
+}
+
+// fsName is what /proc/mounts shows as the mount's source: the source,
+// or the manifest file's name, kept to characters mount options allow.
+func fsName(r *remote) string {
+	if r.manifest == "" {
+		return r.models[0].src.String()
+	}
+	name := []byte(filepath.Base(r.manifest))
+	for i, b := range name {
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '-' || b == '_') {
+			name[i] = '_'
+		}
+	}
+	return "manifest:" + string(name)
 }
 
 // logSummary is the mount's one line of accounts, written at unmount

@@ -8,42 +8,75 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/modelfs/modelfs/blockcache"
-	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/prefetch"
 )
 
 // prefetcher is one mount's prefetch machinery, as --prefetch chose it:
-// readahead per open file, a plan (from the model's headers or a recorded
-// profile) followed ahead of the reader, whole small files on first open,
-// and the profile recorder.
+// readahead per open file, a plan per model (from its headers or a
+// recorded profile) followed ahead of the reader, whole small files on
+// first open, and the profile recorder.
 type prefetcher struct {
-	mode        string // auto, layer, profile, readahead or off
-	profile     string // --profile to replay
-	ra          prefetch.ReadaheadOptions
-	smallFile   int64
-	window      int64
-	blockSize   int64
-	recorder    *prefetch.Recorder // nil unless --record-profile
-	follower    atomic.Pointer[prefetch.Follower]
-	log         *slog.Logger
-	objs        map[string]*blockcache.Object
-	cache       *blockcache.Cache
-	fetchObjs   map[string]fetch.Object
-	plannedFrom string
+	mode      string // auto, layer, profile, readahead or off
+	profile   string // --profile to replay
+	ra        prefetch.ReadaheadOptions
+	smallFile int64
+	window    int64
+	blockSize int64
+	recorder  *prefetch.Recorder // nil unless --record-profile
+	log       *slog.Logger
+	cache     *blockcache.Cache
+	objs      map[string]*blockcache.Object // by path in the mount
+	versions  map[string]string             // by path, for profile replay
+	groups    []*planGroup
+	groupOf   map[string]*planGroup // by path
+}
+
+// planGroup is one model's plan. Each model is followed apart, so that a
+// reader of one model never moves another's window.
+type planGroup struct {
+	model string // the manifest's name; "" for a single SOURCE
+	paths []string
+	// follower is set once the plan is made; blocks, the blocks the plan
+	// covers by path, is written before it and read-only after.
+	follower atomic.Pointer[prefetch.Follower]
+	blocks   map[string][]int64
 }
 
 func (p *prefetcher) planned() bool {
 	return p.mode == "auto" || p.mode == "layer" || p.mode == "profile"
 }
 
+// attach sets the prefetcher up for r's files, one plan group per model.
+func (p *prefetcher) attach(r *remote) {
+	p.cache = r.cache
+	p.objs = make(map[string]*blockcache.Object, len(r.files))
+	p.versions = make(map[string]string, len(r.files))
+	p.groupOf = make(map[string]*planGroup, len(r.files))
+	byModel := map[*modelSource]*planGroup{}
+	for _, f := range r.files {
+		g := byModel[f.model]
+		if g == nil {
+			g = &planGroup{model: f.model.spec.Name}
+			byModel[f.model] = g
+			p.groups = append(p.groups, g)
+		}
+		g.paths = append(g.paths, f.path)
+		p.groupOf[f.path] = g
+		p.objs[f.path] = r.cache.Object(f.cacheID())
+		p.versions[f.path] = f.obj.Version()
+	}
+}
+
 // opener returns the Content of one file.
-func (p *prefetcher) opener(o fetch.Object) fs.Opener {
-	return &streamOpener{p: p, obj: p.objs[o.Key], path: o.Key, version: o.Version(), small: o.Size <= p.smallFile}
+func (p *prefetcher) opener(f remoteFile) fs.Opener {
+	return &streamOpener{p: p, obj: p.objs[f.path], path: f.path, version: f.obj.Version(), small: f.obj.Size <= p.smallFile}
 }
 
 // streamOpener gives each open file its own readahead stream, and the
@@ -62,7 +95,7 @@ func (o *streamOpener) Open() fs.Handle {
 		// Config and tokenizer files are read whole: fetch them in one go.
 		o.obj.Prefetch(0, o.obj.Size())
 	}
-	watchers := []prefetch.Watcher{planWatcher{o.p, o.path}}
+	watchers := []prefetch.Watcher{planWatcher{o.p.groupOf[o.path], o.path}}
 	if o.p.recorder != nil {
 		watchers = append(watchers, recordWatcher{o.p.recorder, o.path, o.version})
 	}
@@ -73,14 +106,14 @@ func (o *streamOpener) Open() fs.Handle {
 	return s
 }
 
-// planWatcher shows reads to the plan follower, once there is one.
+// planWatcher shows reads to the model's plan follower, once there is one.
 type planWatcher struct {
-	p    *prefetcher
+	g    *planGroup
 	path string
 }
 
 func (w planWatcher) Observe(off, n int64) {
-	if f := w.p.follower.Load(); f != nil {
+	if f := w.g.follower.Load(); f != nil {
 		if fw := f.ForFile(w.path); fw != nil {
 			fw.Observe(off, n)
 		}
@@ -94,50 +127,120 @@ type recordWatcher struct {
 
 func (w recordWatcher) Observe(off, n int64) { w.r.Record(w.path, w.version, off, n) }
 
-// start computes the plan and starts following it. It runs after the
-// mount is ready, so reading headers never delays the mount.
+// start computes each model's plan and starts following it. It runs after
+// the mount is ready, so reading headers never delays the mount; models
+// are planned at once, each plan reading its own headers.
 func (p *prefetcher) start(ctx context.Context) {
 	if !p.planned() {
 		return
 	}
+	var profile []prefetch.Range
+	if p.profile != "" {
+		profile = p.profilePlan()
+	}
+	var wg sync.WaitGroup
+	for _, g := range p.groups {
+		wg.Go(func() { p.startGroup(ctx, g, profile) })
+	}
+	wg.Wait()
+}
+
+func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []prefetch.Range) {
 	t0 := time.Now()
 	// Files complete in the disk cache are read through passthrough or
 	// from disk at local speed: prefetching them into RAM only costs.
-	files := make(map[string]prefetch.FileBlocks, len(p.objs))
-	for k, o := range p.objs {
-		if !o.CompleteOnDisk() {
-			files[k] = o
+	files := make(map[string]prefetch.FileBlocks, len(g.paths))
+	var paths []string
+	for _, path := range g.paths {
+		if o := p.objs[path]; !o.CompleteOnDisk() {
+			files[path] = o
+			paths = append(paths, path)
 		}
 	}
 	if len(files) == 0 {
 		return
 	}
-	var plan []prefetch.Range
-	if p.profile != "" {
-		plan = p.profilePlan()
-	}
-	if plan == nil && p.mode != "profile" {
-		plan = p.layerPlan(ctx, files)
-	}
+	plan, from := p.groupPlan(ctx, paths, profile, p.mode != "profile")
 	if len(plan) == 0 {
 		return
 	}
 	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize})
-	p.follower.Store(f)
+	g.blocks = planBlocks(plan, p.objs, p.blockSize)
+	g.follower.Store(f)
 	// Demand loads so far (headers read for the plan, reads that came
 	// first) tell apart what prefetch could not have covered.
-	p.log.Info("prefetch plan", "from", p.plannedFrom, "ranges", len(plan), "bytes", f.PlannedBytes(),
-		"took", time.Since(t0).Round(time.Millisecond), "demand_loads_before", p.cache.Stats().DemandLoads)
+	attrs := []any{"from", from, "ranges", len(plan), "bytes", f.PlannedBytes(),
+		"took", time.Since(t0).Round(time.Millisecond), "demand_loads_before", p.cache.Stats().DemandLoads}
+	if g.model != "" {
+		attrs = append([]any{"model", g.model}, attrs...)
+	}
+	p.log.Info("prefetch plan", attrs...)
 }
 
-// layerPlan plans the files in want (nil: all of them) from their headers.
-func (p *prefetcher) layerPlan(ctx context.Context, want map[string]prefetch.FileBlocks) []prefetch.Range {
-	files := make([]prefetch.File, 0, len(p.objs))
-	for k, o := range p.objs {
-		if _, ok := want[k]; want != nil && !ok {
+// groupPlan plans the files at paths: the profile's ranges for them if
+// there are any, else, with layers set, the order from their headers. It
+// returns what the plan came from, for the log.
+func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []prefetch.Range, layers bool) ([]prefetch.Range, string) {
+	in := make(map[string]bool, len(paths))
+	for _, path := range paths {
+		in[path] = true
+	}
+	var plan []prefetch.Range
+	for _, r := range profile {
+		if in[r.Path] {
+			plan = append(plan, r)
+		}
+	}
+	if len(plan) > 0 {
+		return plan, "profile " + p.profile
+	}
+	if !layers {
+		return nil, ""
+	}
+	return p.layerPlan(ctx, paths), "headers (layer order)"
+}
+
+// planBlocks returns the blocks plan covers, by path, ascending.
+func planBlocks(plan []prefetch.Range, objs map[string]*blockcache.Object, bs int64) map[string][]int64 {
+	seen := map[string]map[int64]bool{}
+	for _, r := range plan {
+		o := objs[r.Path]
+		if o == nil || r.Len <= 0 || r.Off < 0 || r.Off >= o.Size() {
 			continue
 		}
-		files = append(files, prefetch.File{Path: k, Size: o.Size(), Open: func() (io.ReaderAt, error) {
+		if seen[r.Path] == nil {
+			seen[r.Path] = map[int64]bool{}
+		}
+		for i := r.Off / bs; i <= (min(r.Off+r.Len, o.Size())-1)/bs; i++ {
+			seen[r.Path][i] = true
+		}
+	}
+	blocks := make(map[string][]int64, len(seen))
+	for path, set := range seen {
+		for i := range set {
+			blocks[path] = append(blocks[path], i)
+		}
+		slices.Sort(blocks[path])
+	}
+	return blocks
+}
+
+// plannedBlocks returns the blocks of path its model's prefetch plan
+// covers; none before the plan is made, or without one.
+func (p *prefetcher) plannedBlocks(path string) []int64 {
+	g := p.groupOf[path]
+	if g == nil || g.follower.Load() == nil {
+		return nil
+	}
+	return g.blocks[path]
+}
+
+// layerPlan plans the files at paths from their headers.
+func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []prefetch.Range {
+	files := make([]prefetch.File, 0, len(paths))
+	for _, path := range paths {
+		o := p.objs[path]
+		files = append(files, prefetch.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) {
 			return objectReader{ctx, o}, nil
 		}})
 	}
@@ -145,10 +248,11 @@ func (p *prefetcher) layerPlan(ctx context.Context, want map[string]prefetch.Fil
 	if err != nil {
 		p.log.Warn("prefetch plan is partial", "err", err)
 	}
-	p.plannedFrom = "headers (layer order)"
 	return plan
 }
 
+// profilePlan reads the --profile, keeping the entries of files whose
+// version is still the one mounted.
 func (p *prefetcher) profilePlan() []prefetch.Range {
 	f, err := os.Open(p.profile)
 	if err != nil {
@@ -161,21 +265,13 @@ func (p *prefetcher) profilePlan() []prefetch.Range {
 		p.log.Warn("profile not used", "file", p.profile, "err", err)
 		return nil
 	}
-	current := make(map[string]string, len(p.fetchObjs))
-	for k, o := range p.fetchObjs {
-		current[k] = o.Version()
-	}
-	kept := prefetch.Filter(entries, current)
+	kept := prefetch.Filter(entries, p.versions)
 	if len(kept) < len(entries) {
 		p.log.Info("profile entries for changed or missing files ignored", "ignored", len(entries)-len(kept))
 	}
 	plan := make([]prefetch.Range, len(kept))
 	for i, e := range kept {
 		plan[i] = prefetch.Range{Path: e.Path, Off: e.Off, Len: e.Len}
-	}
-	p.plannedFrom = "profile " + p.profile
-	if len(plan) == 0 {
-		return nil
 	}
 	return plan
 }

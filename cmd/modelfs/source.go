@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -54,21 +56,66 @@ func blockSizeFlag(c *cli.Context) (int64, error) {
 	return bs, nil
 }
 
-// remote is a listed source with its block cache.
+// remote is the listed sources of a command, with the block cache they
+// share.
 type remote struct {
-	src    fetch.Source
-	objs   []fetch.Object
+	models []*modelSource
+	files  []remoteFile // every listed file, model by model
 	loader *sourceLoader
 	cache  *blockcache.Cache
+	// manifest is the --manifest file, "" for a single SOURCE.
+	manifest string
 }
 
-// openRemote parses the SOURCE argument and the source flags, lists the
-// source and builds the cache in front of it.
-func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache int64, m *metrics) (*remote, error) {
-	loc, err := fetch.ParseLocation(c.Args().Get(0))
-	if err != nil {
-		return nil, err
+// modelSource is one listed source: a manifest's model, or the SOURCE
+// argument (spec.Name "").
+type modelSource struct {
+	spec modelSpec
+	src  fetch.Source
+	objs []fetch.Object
+}
+
+// path is where an object of the model is in the mount, which is also its
+// name in the cache: each model has a directory of its own, so no two
+// models' objects share a cache id.
+func (m *modelSource) path(key string) string {
+	if m.spec.Name == "" {
+		return key
 	}
+	return m.spec.Name + "/" + key
+}
+
+// remoteFile is one listed object and its path in the mount.
+type remoteFile struct {
+	path  string
+	obj   fetch.Object
+	model *modelSource
+}
+
+func (f remoteFile) cacheID() blockcache.ObjectID {
+	return blockcache.ObjectID{Name: f.path, Version: f.obj.Version(), Size: f.obj.Size}
+}
+
+// String describes what is served, for messages.
+func (r *remote) String() string {
+	if r.manifest == "" {
+		return r.models[0].src.String()
+	}
+	return fmt.Sprintf("%d models of manifest %s", len(r.models), r.manifest)
+}
+
+// specsFor returns the models a command serves: the --manifest's, or the
+// one SOURCE argument, args[0].
+func specsFor(manifest string, args []string) ([]modelSpec, error) {
+	if manifest != "" {
+		return readManifest(manifest)
+	}
+	return []modelSpec{{Source: args[0]}}, nil
+}
+
+// openRemote opens and lists every model's source, after the source
+// flags, and builds the one cache in front of them all.
+func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache int64, m *metrics, specs []modelSpec, manifest string) (*remote, error) {
 	blockSize, err := blockSizeFlag(c)
 	if err != nil {
 		return nil, err
@@ -84,6 +131,54 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 		}
 		disk = &blockcache.DiskOptions{Dir: dir, MaxBytes: size}
 	}
+	// Models are listed at once, each listing being a round trip or more;
+	// the first to fail stops the others' listings and is the error.
+	listCtx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	models := make([]*modelSource, len(specs))
+	var wg sync.WaitGroup
+	for i, spec := range specs {
+		wg.Go(func() {
+			ms, err := openModel(ctx, listCtx, c, log, m, spec)
+			if err != nil && spec.Name != "" {
+				err = fmt.Errorf("model %q: %w", spec.Name, err)
+			}
+			if err != nil {
+				failed(err)
+			}
+			models[i] = ms
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(listCtx); err != nil {
+		return nil, err
+	}
+	r := &remote{models: models, manifest: manifest}
+	loader := &sourceLoader{files: map[string]remoteFile{}}
+	for _, ms := range models {
+		if ms.spec.Name != "" {
+			checkListing(ms, log)
+		}
+		for _, o := range ms.objs {
+			f := remoteFile{path: ms.path(o.Key), obj: o, model: ms}
+			r.files = append(r.files, f)
+			loader.files[f.path] = f
+		}
+	}
+	r.loader = loader
+	r.cache = blockcache.New(blockcache.Options{
+		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Disk: disk, Logger: log,
+	}, loader)
+	return r, nil
+}
+
+// openModel opens one source, with the layers wrapSource adds, and lists
+// it under listCtx. The source itself gets ctx, which outlives the listing.
+func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m *metrics, spec modelSpec) (*modelSource, error) {
+	loc, err := fetch.ParseLocation(spec.Source)
+	if err != nil {
+		return nil, err
+	}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
 		S3: fetch.S3Options{
 			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
@@ -92,7 +187,7 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 		HTTP: fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
 		Retry: fetch.RetryOptions{
 			MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout"),
-			Observer: m.observer(sourceKind(loc.Scheme)),
+			Observer: m.observer(sourceKind(loc.Scheme), spec.Name),
 		},
 	})
 	if err != nil {
@@ -101,22 +196,27 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 	if src, err = wrapSource(ctx, src, log); err != nil {
 		return nil, err
 	}
-	objs, err := list(ctx, src, c.String("cache-dir"), log)
+	objs, err := list(listCtx, src, c.String("cache-dir"), log)
 	if err != nil {
 		return nil, err
 	}
-	loader := &sourceLoader{src: src, objs: make(map[string]fetch.Object, len(objs))}
-	for _, o := range objs {
-		loader.objs[o.Key] = o
-	}
-	cache := blockcache.New(blockcache.Options{
-		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Disk: disk, Logger: log,
-	}, loader)
-	return &remote{src: src, objs: objs, loader: loader, cache: cache}, nil
+	return &modelSource{spec: spec, src: src, objs: objs}, nil
 }
 
-func cacheID(o fetch.Object) blockcache.ObjectID {
-	return blockcache.ObjectID{Name: o.Key, Version: o.Version(), Size: o.Size}
+// checkListing warns when a manifest model's listing does not look like
+// its entry: a size far off, or no file of its format.
+func checkListing(ms *modelSource, log *slog.Logger) {
+	var total int64
+	for _, o := range ms.objs {
+		total += o.Size
+	}
+	if want := ms.spec.Size; want > 0 && (total < want-want/10 || total > want+want/10) {
+		log.Warn("model size differs from the manifest by more than 10%", "model", ms.spec.Name,
+			"manifest", formatSize(want), "listed", formatSize(total))
+	}
+	if f, ok := modelFormats[ms.spec.Format]; ok && !slices.ContainsFunc(ms.objs, func(o fetch.Object) bool { return f.has(o.Key) }) {
+		log.Warn("model has no file of its format", "model", ms.spec.Name, "format", ms.spec.Format, "want", f.what)
+	}
 }
 
 // list lists the source. Listing is the first remote call, so a bad bucket
@@ -152,18 +252,17 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 	return old, nil
 }
 
-// sourceLoader feeds the block cache from the source, by pinned object.
+// sourceLoader feeds the block cache from the sources, by pinned object.
 type sourceLoader struct {
-	src  fetch.Source
-	objs map[string]fetch.Object // written before the mount, read-only after
+	files map[string]remoteFile // by path; written before the mount, read-only after
 }
 
 func (l *sourceLoader) LoadBlock(ctx context.Context, id blockcache.ObjectID, off int64, p []byte) error {
-	obj, ok := l.objs[id.Name]
-	if !ok || obj.Version() != id.Version {
+	f, ok := l.files[id.Name]
+	if !ok || f.obj.Version() != id.Version {
 		return fmt.Errorf("object %q version %s is not part of this mount", id.Name, id.Version)
 	}
-	n, err := l.src.ReadAt(ctx, obj, p, off)
+	n, err := f.model.src.ReadAt(ctx, f.obj, p, off)
 	if err != nil && !(errors.Is(err, io.EOF) && n == len(p)) {
 		return err
 	}

@@ -26,7 +26,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/modelfs/modelfs/blockcache"
-	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/prefetch"
 )
 
@@ -35,15 +34,20 @@ func warmCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "warm",
 		Usage:     "fill the disk cache ahead of time, verified and resumable (the init-container mode)",
-		ArgsUsage: "SOURCE",
+		ArgsUsage: "SOURCE | --manifest FILE",
 		Description: sourceHelp + `
 
 Blocks already in --cache-dir are verified, not fetched again, so an
 interrupted warm picks up where it stopped. Files are fetched in the order a
 loader reads them (--profile, else layer order from the model's headers),
 then everything else. With --sha256, each named file is hashed once complete;
-on a mismatch its cached blocks are dropped and warm exits non-zero.`,
+on a mismatch its cached blocks are dropped and warm exits non-zero.
+
+With --manifest, every model of the manifest is warmed (file names in
+--sha256 are then MODEL/PATH), and the manifest's sha256 values are
+verified the same way.`,
 		Flags: append(sourceFlags(),
+			&cli.StringFlag{Name: "manifest", Usage: "warm every model this JSON file names (see mount --help), instead of one SOURCE", EnvVars: env("MANIFEST")},
 			&cli.StringSliceFlag{Name: "sha256", Usage: "expected sha256 of a file, as NAME=HEX (repeatable)", EnvVars: env("SHA256")},
 			&cli.StringFlag{Name: "sha256-file", Usage: "expected sha256s in sha256sum's output format (HEX  NAME per line)", EnvVars: env("SHA256_FILE")},
 			&cli.StringFlag{Name: "profile", Usage: "fetch in the order of this recorded load profile first", EnvVars: env("PROFILE")},
@@ -54,7 +58,11 @@ on a mismatch its cached blocks are dropped and warm exits non-zero.`,
 }
 
 func runWarm(c *cli.Context) error {
-	if c.NArg() != 1 {
+	manifest := c.String("manifest")
+	switch {
+	case manifest != "" && c.NArg() > 0:
+		return fmt.Errorf("warm: --manifest and a SOURCE argument are mutually exclusive")
+	case manifest == "" && c.NArg() != 1:
 		return fmt.Errorf("warm: want one argument, SOURCE (got %d)", c.NArg())
 	}
 	if c.String("cache-dir") == "" {
@@ -73,6 +81,10 @@ func runWarm(c *cli.Context) error {
 			return err
 		}
 	}
+	specs, err := specsFor(manifest, c.Args().Slice())
+	if err != nil {
+		return err
+	}
 	blockSize, err := blockSizeFlag(c)
 	if err != nil {
 		return err
@@ -80,19 +92,27 @@ func runWarm(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// Warm writes to disk, not RAM: the RAM tier only holds headers.
-	r, err := openRemote(ctx, c, log, 4*blockSize, nil)
+	r, err := openRemote(ctx, c, log, 4*blockSize, nil, specs, manifest)
 	if err != nil {
 		return err
 	}
 	defer r.cache.Close()
-	byName := map[string]fetch.Object{}
-	for _, o := range r.objs {
-		byName[o.Key] = o
-	}
-	for name := range want {
-		if _, ok := byName[name]; !ok {
-			return fmt.Errorf("--sha256 %s: no such file in %s", name, r.src)
+	sums := map[string]fileSum{}
+	for name, sum := range want {
+		if _, ok := r.loader.files[name]; !ok {
+			return fmt.Errorf("--sha256 %s: no such file in %s", name, r)
 		}
+		sums[name] = fileSum{file: name, sum: sum}
+	}
+	fromManifest, err := expectedSums(r.models)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", manifest, err)
+	}
+	for path, s := range fromManifest {
+		if prev, ok := sums[path]; ok && prev.sum != s.sum {
+			return fmt.Errorf("model %q: file %q: --sha256 and the manifest give different hashes", s.model, s.file)
+		}
+		sums[path] = s
 	}
 
 	tasks := warmOrder(ctx, r, c.String("profile"), blockSize, log)
@@ -104,7 +124,7 @@ func runWarm(c *cli.Context) error {
 	prog := newProgress(total, c.Duration("log-interval"), log)
 	var fetched atomic.Int64
 	err = runTasks(ctx, tasks, c.Int("concurrency"), func(ctx context.Context, t warmTask) error {
-		got, err := r.cache.Fill(ctx, cacheID(t.obj), t.index)
+		got, err := r.cache.Fill(ctx, t.file.cacheID(), t.index)
 		if got {
 			fetched.Add(t.size)
 		}
@@ -115,19 +135,23 @@ func runWarm(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("warm: %w", err)
 	}
-	checks := wholeFileChecks(ctx, r, want, log)
+	checks := wholeFileChecks(ctx, r, sums, log)
 	var failed []string
 	for _, ck := range checks {
-		if err := ck.verify(r.cache.Object(cacheID(ck.obj))); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", ck.obj.Key, err))
-			if derr := r.cache.DropObject(cacheID(ck.obj)); derr != nil {
-				log.Error("could not drop the cached blocks", "file", ck.obj.Key, "err", derr)
+		if err := ck.verify(r.cache.Object(ck.file.cacheID())); err != nil {
+			name := ck.file.path
+			if m := ck.file.model.spec.Name; m != "" {
+				name = fmt.Sprintf("model %q file %q", m, ck.file.obj.Key)
+			}
+			failed = append(failed, fmt.Sprintf("%s: %v", name, err))
+			if derr := r.cache.DropObject(ck.file.cacheID()); derr != nil {
+				log.Error("could not drop the cached blocks", "file", ck.file.path, "err", derr)
 			}
 		}
 	}
 	d := time.Since(t0)
 	fmt.Printf("warmed %d files, %s (%s fetched, %s already cached) in %s, %s/s\n",
-		len(r.objs), formatSize(total), formatSize(fetched.Load()), formatSize(total-fetched.Load()),
+		len(r.files), formatSize(total), formatSize(fetched.Load()), formatSize(total-fetched.Load()),
 		d.Round(time.Millisecond), formatSize(int64(float64(fetched.Load())/max(d.Seconds(), 1e-3))))
 	if len(failed) > 0 {
 		return fmt.Errorf("warm: checksum mismatch, cached blocks dropped: %s", strings.Join(failed, "; "))
@@ -174,32 +198,32 @@ func readSHA256File(path string, want map[string]string) error {
 
 // fileCheck is one whole-file checksum to verify once the file is cached.
 type fileCheck struct {
-	obj  fetch.Object
+	file remoteFile
 	algo string // SHA256, SHA1, CRC32 or CRC32C
 	want []byte
 }
 
-// wholeFileChecks gathers what to verify: the --sha256 values, and for
-// other files the whole-object checksum the store keeps, if any (one HEAD
-// per file; S3 only).
-func wholeFileChecks(ctx context.Context, r *remote, want map[string]string, log *slog.Logger) []fileCheck {
+// wholeFileChecks gathers what to verify: the sha256 values given (by path
+// in the mount), and for other files the whole-object checksum the store
+// keeps, if any (one HEAD per file; S3 only).
+func wholeFileChecks(ctx context.Context, r *remote, want map[string]fileSum, log *slog.Logger) []fileCheck {
 	var checks []fileCheck
-	for _, o := range r.objs {
-		if hexsum, ok := want[o.Key]; ok {
-			sum, _ := hex.DecodeString(hexsum)
-			checks = append(checks, fileCheck{o, "SHA256", sum})
+	for _, f := range r.files {
+		if s, ok := want[f.path]; ok {
+			sum, _ := hex.DecodeString(s.sum)
+			checks = append(checks, fileCheck{f, "SHA256", sum})
 			continue
 		}
-		st, err := r.src.Stat(ctx, o.Key)
-		if err != nil || st.Checksum.Value == "" || st.Version() != o.Version() {
+		st, err := f.model.src.Stat(ctx, f.obj.Key)
+		if err != nil || st.Checksum.Value == "" || st.Version() != f.obj.Version() {
 			continue
 		}
 		sum, err := base64.StdEncoding.DecodeString(st.Checksum.Value)
 		if err != nil || newDigest(st.Checksum.Algorithm) == nil {
-			log.Info("store checksum not verified", "file", o.Key, "algorithm", st.Checksum.Algorithm)
+			log.Info("store checksum not verified", "file", f.path, "algorithm", st.Checksum.Algorithm)
 			continue
 		}
-		checks = append(checks, fileCheck{o, st.Checksum.Algorithm, sum})
+		checks = append(checks, fileCheck{f, st.Checksum.Algorithm, sum})
 	}
 	return checks
 }
@@ -236,49 +260,48 @@ func (ck fileCheck) verify(o *blockcache.Object) error {
 }
 
 type warmTask struct {
-	obj   fetch.Object
+	file  remoteFile
 	index int64
 	size  int64
 }
 
-// warmOrder lists every block once: the plan's (profile or layer order)
-// first, then the rest of each file in order.
+// warmOrder lists every block once: each model's plan (profile or layer
+// order) first, model by model, then the rest of each file in order.
 func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *slog.Logger) []warmTask {
-	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20, objs: map[string]*blockcache.Object{}, fetchObjs: r.loader.objs, cache: r.cache}
-	for _, o := range r.objs {
-		p.objs[o.Key] = r.cache.Object(cacheID(o))
-	}
-	var plan []prefetch.Range
+	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20}
+	p.attach(r)
+	var fromProfile, plan []prefetch.Range
 	if profile != "" {
-		plan = p.profilePlan()
+		fromProfile = p.profilePlan()
 	}
-	if plan == nil {
-		plan = p.layerPlan(ctx, nil)
+	for _, g := range p.groups {
+		gp, _ := p.groupPlan(ctx, g.paths, fromProfile, true)
+		plan = append(plan, gp...)
 	}
 	seen := map[string]map[int64]bool{}
 	var tasks []warmTask
-	add := func(o fetch.Object, i int64) {
-		if seen[o.Key] == nil {
-			seen[o.Key] = map[int64]bool{}
+	add := func(f remoteFile, i int64) {
+		if seen[f.path] == nil {
+			seen[f.path] = map[int64]bool{}
 		}
-		if i*bs >= o.Size || seen[o.Key][i] {
+		if i*bs >= f.obj.Size || seen[f.path][i] {
 			return
 		}
-		seen[o.Key][i] = true
-		tasks = append(tasks, warmTask{obj: o, index: i, size: min(bs, o.Size-i*bs)})
+		seen[f.path][i] = true
+		tasks = append(tasks, warmTask{file: f, index: i, size: min(bs, f.obj.Size-i*bs)})
 	}
 	for _, rg := range plan {
-		o, ok := r.loader.objs[rg.Path]
+		f, ok := r.loader.files[rg.Path]
 		if !ok || rg.Len <= 0 {
 			continue
 		}
 		for i := rg.Off / bs; i <= (rg.Off+rg.Len-1)/bs; i++ {
-			add(o, i)
+			add(f, i)
 		}
 	}
-	for _, o := range r.objs {
-		for i := int64(0); i*bs < o.Size; i++ {
-			add(o, i)
+	for _, f := range r.files {
+		for i := int64(0); i*bs < f.obj.Size; i++ {
+			add(f, i)
 		}
 	}
 	return tasks

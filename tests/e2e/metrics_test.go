@@ -69,6 +69,18 @@ func TestMetricsAndJSONLogs(t *testing.T) {
 	if h := mf["modelfs_fetch_get_duration_seconds"]; h == nil || h.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
 		t.Errorf("no GET latency observed")
 	}
+	for _, op := range []string{"lookup", "open", "read"} {
+		if n := histCount(mf, "modelfs_fuse_op_duration_seconds", map[string]string{"op": op}); n == 0 {
+			t.Errorf("no FUSE %s latency observed", op)
+		}
+	}
+	if n := histCount(mf, "modelfs_file_first_byte_seconds", nil); n != 1 {
+		t.Errorf("first byte observed for %d files, want the 1 read", n)
+	}
+	// Prefetch is off: nothing prefetched, so nothing of it used.
+	if v := sum(mf, "modelfs_cache_prefetch_used_bytes_total", nil); v != 0 {
+		t.Errorf("modelfs_cache_prefetch_used_bytes_total = %v with prefetch off, want 0", v)
+	}
 	for n := range mf {
 		if !strings.HasPrefix(n, "modelfs_") && !strings.HasPrefix(n, "go_") && !strings.HasPrefix(n, "process_") && !strings.HasPrefix(n, "promhttp_") {
 			t.Errorf("metric %s lacks the modelfs_ prefix", n)
@@ -137,6 +149,68 @@ next:
 		}
 	}
 	return total
+}
+
+// histCount is the sample count of the histograms of a family whose
+// labels include want; 0 if there are none.
+func histCount(mf map[string]*dto.MetricFamily, name string, want map[string]string) uint64 {
+	var n uint64
+next:
+	for _, m := range mf[name].GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		n += m.GetHistogram().GetSampleCount()
+	}
+	return n
+}
+
+// metricsAddr is the address a mount's text logs say it serves metrics on.
+func metricsAddr(t *testing.T, m *mount) string {
+	t.Helper()
+	for _, line := range strings.Split(m.stderr.String(), "\n") {
+		if strings.Contains(line, "serving metrics") {
+			for _, f := range strings.Fields(line) {
+				if a, ok := strings.CutPrefix(f, "addr="); ok {
+					return a
+				}
+			}
+		}
+	}
+	t.Fatalf("no log line with the metrics address:\n%s", m.stderr.String())
+	return ""
+}
+
+// A load with prefetch on uses what prefetch brought in, and the metrics
+// say so; every file read reports its time to first byte once.
+func TestMetricsPrefetchUsedAndFirstBytes(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--metrics-addr", "127.0.0.1:0", "--block-size", "1MiB")...)
+	addr := metricsAddr(t, m)
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	before := scrape(t, "http://"+addr+"/metrics")
+	readModel(t, m)
+	mf := scrape(t, "http://"+addr+"/metrics")
+
+	issued, used := sum(mf, "modelfs_cache_prefetch_bytes_total", nil), sum(mf, "modelfs_cache_prefetch_used_bytes_total", nil)
+	if used <= sum(before, "modelfs_cache_prefetch_used_bytes_total", nil) || used > issued {
+		t.Errorf("prefetch: %v bytes issued, %v used (before the read: %v); want more used after the read, at most what was issued",
+			issued, used, sum(before, "modelfs_cache_prefetch_used_bytes_total", nil))
+	}
+	if n := histCount(mf, "modelfs_file_first_byte_seconds", nil); n != uint64(len(model.Files)) {
+		t.Errorf("first byte observed for %d files, want the %d read", n, len(model.Files))
+	}
+	if n, was := histCount(mf, "modelfs_fuse_op_duration_seconds", map[string]string{"op": "read"}),
+		histCount(before, "modelfs_fuse_op_duration_seconds", map[string]string{"op": "read"}); n <= was {
+		t.Errorf("FUSE read latencies: %d observed after the read, %d before", n, was)
+	}
 }
 
 // Bad metrics and log flags fail in one line before anything is mounted.
