@@ -78,10 +78,11 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 // time per object, so that later opens can pass it through. Called with
 // t.mu held.
 func (t *diskTier) verifyInBackground(obj *diskObject) {
-	if t.verifying[obj.id] || t.closed {
+	if _, busy := t.verifying[obj.id]; busy || t.closed {
 		return
 	}
-	t.verifying[obj.id] = true
+	done := make(chan struct{})
+	t.verifying[obj.id] = done
 	t.bg.Add(1)
 	go func() {
 		defer t.bg.Done()
@@ -91,6 +92,7 @@ func (t *diskTier) verifyInBackground(obj *diskObject) {
 		t.mu.Lock()
 		delete(t.verifying, obj.id)
 		t.mu.Unlock()
+		close(done)
 	}()
 }
 

@@ -100,7 +100,7 @@ type diskTier struct {
 	disabled bool
 	closed   bool
 	// background verifications of complete objects, by object id
-	verifying map[string]bool
+	verifying map[string]chan struct{} // closed when the verification ends
 	bg        sync.WaitGroup
 
 	hits, misses, corrupt, writes, evictions atomic.Int64
@@ -115,7 +115,7 @@ func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, erro
 	if err != nil {
 		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
 	}
-	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}, verifying: map[string]bool{}}
+	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}}
 	t.mu.Lock()
 	t.rescan()
 	t.mu.Unlock()
@@ -397,6 +397,16 @@ func (t *diskTier) dropObject(id ObjectID) error {
 	o, err := t.object(id, false)
 	if err != nil {
 		return nil // nothing cached
+	}
+	// A verification in progress pins the object: wait for it, rather
+	// than call the object in use.
+	for done := t.verifying[o.id]; done != nil; done = t.verifying[o.id] {
+		t.mu.Unlock()
+		<-done
+		t.mu.Lock()
+	}
+	if t.objs[o.id] != o {
+		return nil // dropped meanwhile
 	}
 	lock, ok := t.evictionLock(o)
 	if !ok {

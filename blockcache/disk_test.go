@@ -3,6 +3,7 @@ package blockcache
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -298,5 +299,36 @@ func TestBackingRejectsCorruptFile(t *testing.T) {
 	f.Close()
 	if _, ok := c.Object(id).VerifiedBacking(); ok {
 		t.Fatal("Backing handed out a file with a flipped bit")
+	}
+}
+
+// TestDropWaitsForVerification: dropping an object right after its last
+// block landed (which starts its background verification) succeeds, and
+// leaves nothing on disk.
+func TestDropWaitsForVerification(t *testing.T) {
+	dir := t.TempDir()
+	l := &memLoader{data: map[string][]byte{}}
+	var ids []ObjectID
+	for i := range 20 {
+		data := randomBytes(8*testBS, uint64(100+i))
+		id := ObjectID{Name: "m/x.bin", Version: fmt.Sprint("e:", i), Size: int64(len(data))}
+		l.data[id.Name+id.Version] = data
+		ids = append(ids, id)
+	}
+	c := newDiskCache(t, dir, l, 1<<30)
+	defer c.Close()
+	for i, id := range ids {
+		for b := range int64(8) {
+			if _, err := c.Fill(context.Background(), id, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.DropObject(id); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, diskVersionDir))
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("after dropping every object the cache dir holds %d objects (%v)", len(entries), err)
 	}
 }
