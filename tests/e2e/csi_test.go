@@ -191,6 +191,11 @@ func TestCSIPublishRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkModel(t, target)
+	// The pod can see what the volume has cached.
+	stats, err := os.ReadFile(filepath.Join(target, ".modelfs-stats"))
+	if err != nil || !json.Valid(stats) || !strings.Contains(string(stats), biggest(t)) {
+		t.Fatalf("the volume's stats file: %v\n%s", err, stats)
+	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(target, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
 		t.Fatalf("volume is not mounted read-only (flags %#x, err %v)", st.Flags, err)
@@ -209,7 +214,7 @@ func TestCSIPublishRead(t *testing.T) {
 	if got := mountPID(t, stateDir); got != pid {
 		t.Fatalf("publishing again started a second mount (pid %d, was %d)", got, pid)
 	}
-	err := p.publish(ctx, "vol-2", target, r.volumeContext("llama/"), testSecrets())
+	err = p.publish(ctx, "vol-2", target, r.volumeContext("llama/"), testSecrets())
 	if status.Code(err) != codes.AlreadyExists {
 		t.Fatalf("publishing another volume at the same target: %v, want AlreadyExists", err)
 	}
