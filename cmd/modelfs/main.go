@@ -29,7 +29,7 @@ func main() {
 			if err != nil {
 				return err
 			}
-			applyMemoryLimit(log, 0)
+			applyMemoryLimit(log, 0, 0)
 			return nil
 		},
 		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), statsCommand(), cacheCommand(), gpuwarmCommand(), csiCommand(), completionCommand()},

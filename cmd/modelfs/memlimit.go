@@ -99,20 +99,35 @@ func goMemoryLimit(cgroupLimit, offHeap int64) int64 {
 	return max(l, cgroupLimit/4)
 }
 
+// mountHeapLimit is a mount's soft Go heap limit when neither GOMEMLIMIT
+// nor a cgroup sets one. go-fuse pools its request and reply buffers by
+// size, up to 1 MiB each; readers of many different sizes keep many pools
+// full, and since pooled buffers look live, the collector's target climbs
+// with them (hundreds of MiB under a random-read load). The heap proper (the
+// tree, requests in flight) needs far less; the RAM cache is off-heap.
+const mountHeapLimit = 128 << 20
+
 // applyMemoryLimit sets the Go memory limit from the cgroup, unless
 // GOMEMLIMIT is set (the runtime has applied that already, and a person's
-// choice wins).
-func applyMemoryLimit(log *slog.Logger, offHeap int64) {
+// choice wins). fallback, when not 0, caps the limit, and applies alone
+// when there is no cgroup limit.
+func applyMemoryLimit(log *slog.Logger, offHeap, fallback int64) {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
 		log.Debug("memory limit from GOMEMLIMIT", "bytes", debug.SetMemoryLimit(-1))
 		return
 	}
 	limit, ok, err := cgroupMemoryLimit("/")
 	if err != nil || !ok {
-		log.Debug("no cgroup memory limit: Go memory limit left unset", "err", err)
+		if fallback > 0 {
+			debug.SetMemoryLimit(fallback)
+		}
+		log.Debug("no cgroup memory limit", "go_limit_bytes", debug.SetMemoryLimit(-1), "err", err)
 		return
 	}
 	l := goMemoryLimit(limit, offHeap)
+	if fallback > 0 {
+		l = min(l, fallback) // a roomy cgroup does not make pools cheap
+	}
 	debug.SetMemoryLimit(l)
 	log.Debug("Go memory limit set from the cgroup", "cgroup_bytes", limit, "off_heap_bytes", offHeap, "go_limit_bytes", l)
 }

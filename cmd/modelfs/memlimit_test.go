@@ -1,8 +1,11 @@
 package main
 
 import (
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 )
 
@@ -82,5 +85,27 @@ func TestGoMemoryLimit(t *testing.T) {
 	}
 	if got := goMemoryLimit(1<<30, 1<<30); got != 1<<30/4 {
 		t.Errorf("cache as large as the limit: %d, want the quarter floor", got)
+	}
+}
+
+// TestMountHeapLimitCaps: a mount's fallback caps the Go limit whether or
+// not the cgroup sets one.
+func TestMountHeapLimitCaps(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	debug.SetMemoryLimit(math.MaxInt64)
+	applyMemoryLimit(slog.New(slog.DiscardHandler), 0, 100<<20)
+	if got := debug.SetMemoryLimit(-1); got > 100<<20 {
+		t.Fatalf("Go memory limit %d, want at most %d", got, 100<<20)
+	}
+	// Without a fallback and without a cgroup limit, nothing is set.
+	debug.SetMemoryLimit(math.MaxInt64)
+	applyMemoryLimit(slog.New(slog.DiscardHandler), 0, 0)
+	if _, ok, _ := cgroupMemoryLimit("/"); !ok {
+		if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+			t.Fatalf("Go memory limit %d set without a cgroup limit or a fallback", got)
+		}
 	}
 }

@@ -100,7 +100,7 @@ func runMount(c *cli.Context) error {
 	}
 
 	// RAM cache blocks live outside the Go heap but inside the cgroup.
-	applyMemoryLimit(log, memCache)
+	applyMemoryLimit(log, memCache, mountHeapLimit)
 
 	var m *metrics
 	if addr := c.String("metrics-addr"); addr != "" {
