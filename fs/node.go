@@ -175,7 +175,6 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	h.node.stats.Reads.Add(1)
 	h.node.stats.ReadBytes.Add(int64(n))
 	if err != nil && !errors.Is(err, io.EOF) {
-		h.node.stats.ReadErrors.Add(1)
 		return nil, h.node.errno(err, off, len(dest))
 	}
 	h.node.servedBytes(n)
@@ -194,7 +193,6 @@ func (h *handle) readSlices(ctx context.Context, sr SliceReader, size int, off i
 	slices, release, err := sr.ReadSlices(ctx, off, size)
 	h.node.stats.Reads.Add(1)
 	if err != nil && !errors.Is(err, io.EOF) {
-		h.node.stats.ReadErrors.Add(1)
 		return nil, h.node.errno(err, off, size)
 	}
 	r := &sliceResult{slices: slices, release: release}
@@ -272,12 +270,15 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-// errno maps a read error to what the application sees, logging it once.
-// The errors below fs carry the object and cause; the app only gets EIO.
+// errno maps a read error to what the application sees, logging and
+// counting it once. The errors below fs carry the object and cause; the
+// app only gets EIO. An interrupted read is no error: the kernel cancelled
+// it (a signal reached the reader) and the reader retries.
 func (n *fileNode) errno(err error, off int64, size int) syscall.Errno {
 	if errors.Is(err, context.Canceled) {
 		return syscall.EINTR
 	}
+	n.stats.ReadErrors.Add(1)
 	n.log.Error("read failed", "file", n.file.Path, "offset", off, "size", size, "err", err)
 	return syscall.EIO
 }
