@@ -32,7 +32,7 @@ func main() {
 			applyMemoryLimit(log, 0, 0)
 			return nil
 		},
-		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), statsCommand(), cacheCommand(), gpuwarmCommand(), csiCommand(), completionCommand()},
+		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), packCommand(), statsCommand(), cacheCommand(), gpuwarmCommand(), csiCommand(), completionCommand()},
 		// One line, no usage dump, for errors a user caused.
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}

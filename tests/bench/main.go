@@ -44,8 +44,11 @@ type config struct {
 }
 
 var (
-	allScenarios = []string{"seq", "seq-2g", "mmap-header", "mmap-random", "concurrent-4", "ttft"}
-	allBaselines = []string{"raw-get", "download-then-read", "local-read"}
+	allScenarios = []string{"seq", "seq-2g", "mmap-header", "mmap-random", "concurrent-4", "ttft", "pack-seq", "pack-mmap-header"}
+	// defaultScenarios leaves out the pack-* ones, which need a pack of
+	// the model first.
+	defaultScenarios = allScenarios[:6]
+	allBaselines     = []string{"raw-get", "download-then-read", "local-read"}
 )
 
 func main() {
@@ -79,7 +82,7 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	fs.StringVar(&c.modelfs, "modelfs", "bin/modelfs", "the modelfs binary to measure")
 	fs.StringVar(&size, "size", "2GiB", "model size (7/8 sharded safetensors, 1/8 GGUF)")
 	fs.IntVar(&c.runs, "runs", 3, "runs of every scenario and baseline; the table shows the median, min and max")
-	fs.StringVar(&scen, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
+	fs.StringVar(&scen, "scenarios", strings.Join(defaultScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", ")+" (pack-*: through a mount of the model as modelfs pack stores it)")
 	fs.StringVar(&base, "baselines", strings.Join(allBaselines, ","), "comma-separated baselines to run: "+strings.Join(allBaselines, ", ")+` (raw-get also measures the largest object when seq-2g runs; "" for none)`)
 	fs.StringVar(&c.cacheDir, "cache-dir", ".bench", "where the generated model, the server's objects, the download and the mountpoint live")
 	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "where to write the results as JSON")
@@ -157,6 +160,7 @@ type bench struct {
 	cfg      config
 	cache    string // the bench's --cache-dir, absolute
 	model    *benchModel
+	packed   *packedModel // nil unless a pack-* scenario runs
 	remote   *remoteProc
 	client   *s3.Client
 	endpoint string
@@ -235,6 +239,15 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 	if err := uploadModel(ctx, b.remote, b.model, bucket, prefix); err != nil {
 		return err
 	}
+	if wantsPacked(cfg.scenarios) {
+		b.packed, err = packAndUpload(ctx, cfg.modelfs, b.model, filepath.Join(cache, "packed-"+sizeLabel(cfg.size)), b.remote)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(b.packed.Dir)
+		logf("packed the model with modelfs pack in %.1fs: %s -> %s (%.3f)", b.packed.Seconds,
+			fmtBytes(b.model.total()), fmtBytes(b.packed.total()), float64(b.packed.total())/float64(b.model.total()))
+	}
 	hot, err := b.remote.warm(ctx)
 	if err != nil {
 		return fmt.Errorf("pre-reading the server's objects: %w", err)
@@ -289,11 +302,19 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		fmtBytes(b.model.total()), len(b.model.Files), len(b.model.Shards), fmtBytes(b.model.size(b.model.Shards[0])),
 		fmtBytes(b.model.size(b.model.GGUF)), linkLabel(cfg), strings.Join(cfg.mountFlags, " "), cfg.runs)
 	writeTable(os.Stdout, rows)
+	if b.packed != nil {
+		fmt.Printf("\npacked: %s in %d objects (%.3f of the model), modelfs pack took %.1fs\n", fmtBytes(b.packed.total()),
+			len(b.packed.Files), float64(b.packed.total())/float64(b.model.total()), b.packed.Seconds)
+		for _, line := range packedRatios(rows) {
+			fmt.Println(line)
+		}
+	}
 	elapsed := time.Since(started)
 	fmt.Printf("\ntotal time %.0fs\n", elapsed.Seconds())
 	rep := report{
 		Machine: machine, Command: strings.Join(os.Args, " "), Flags: flags,
 		Model:   modelReport{Dir: b.model.Dir, TotalBytes: b.model.total(), Files: b.model.Files},
+		Packed:  b.packed,
 		Started: started.UTC().Format(time.RFC3339), Duration: elapsed.Seconds(), Rows: rows,
 	}
 	if err := writeJSON(cfg.jsonPath, rep); err != nil {
@@ -429,11 +450,14 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 		// Each other scenario's own reads of the copy: what its warm and
 		// remount passes are compared with (an mmap pass that touches a
 		// byte per page copies nothing, so read() is no reference for it).
+		measured := map[string]bool{}
 		for _, name := range b.cfg.scenarios {
 			sp := b.spec(name)
-			if sp.localRef == "local-read" {
+			// A pack-* scenario shares its namesake's reference.
+			if sp.localRef == "local-read" || measured[sp.localRef] {
 				continue
 			}
+			measured[sp.localRef] = true
 			s, err := b.measure(ctx, nil, func() (int64, error) { return sp.read(ctx, downloadDir) })
 			if err != nil {
 				return fmt.Errorf("%s: %w", sp.localRef, err)
@@ -451,6 +475,7 @@ func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
 
 // scenarioSpec is what a scenario reads and how.
 type scenarioSpec struct {
+	prefix string   // where on the server the model it mounts is
 	files  []string // what it reads, for the spot check
 	rawRef string
 	// localRef names the baseline of the same reads on the local copy.
@@ -460,12 +485,17 @@ type scenarioSpec struct {
 }
 
 func (b *bench) spec(name string) scenarioSpec {
+	if plain, ok := strings.CutPrefix(name, packedScenario); ok {
+		s := b.spec(plain)
+		s.prefix = packedPrefix
+		return s
+	}
 	m := b.model
 	var all []string
 	for _, f := range m.Files {
 		all = append(all, f.Name)
 	}
-	s := scenarioSpec{rawRef: "raw-get", localRef: "local-" + name}
+	s := scenarioSpec{prefix: prefix, rawRef: "raw-get", localRef: "local-" + name}
 	switch name {
 	case "seq":
 		s.files, s.localRef = all, "local-read"
@@ -544,7 +574,7 @@ func (b *bench) runScenario(ctx context.Context, name string) error {
 	// passes runs the timed passes named on one new mount, then the spot
 	// check, and stops it.
 	passes := func(names ...string) ([]sample, exitUsage, error) {
-		mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+prefix, b.mnt, args, b.env)
+		mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+spec.prefix, b.mnt, args, b.env)
 		if err != nil {
 			return nil, exitUsage{}, fmt.Errorf("mounting for the %s pass: %w", strings.Join(names, " and "), err)
 		}

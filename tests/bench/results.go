@@ -295,6 +295,7 @@ type report struct {
 	Command  string            `json:"command"`
 	Flags    map[string]string `json:"flags"`
 	Model    modelReport       `json:"model"`
+	Packed   *packedModel      `json:"packed,omitempty"` // for pack-* scenarios
 	Started  string            `json:"started"`
 	Duration float64           `json:"duration_s"`
 	Rows     []row             `json:"rows"`
