@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/fetch/pack"
 )
 
 const sourceHelp = `SOURCE is one of
@@ -241,7 +242,9 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 		}
 		return objs, nil
 	}
-	if errors.Is(err, fetch.ErrAccess) || errors.Is(err, fetch.ErrNotFound) || ctx.Err() != nil {
+	// Only an unreachable source falls back: refused credentials, a
+	// missing bucket or a damaged pack index are answers, not outages.
+	if errors.Is(err, fetch.ErrAccess) || errors.Is(err, fetch.ErrNotFound) || errors.Is(err, pack.ErrFormat) || ctx.Err() != nil {
 		return nil, fmt.Errorf("listing %s: %w", src, err)
 	}
 	old, at, lerr := fetch.LoadListing(saved, src.String())
