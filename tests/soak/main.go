@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/modelfs/modelfs/internal/units"
 )
 
 func main() {
@@ -110,30 +112,14 @@ func parseFlags(args []string, errOut io.Writer) (Config, error) {
 	return c, c.validate()
 }
 
-// parseSize reads sizes like 192MiB, 1.5GiB or 4096; k/m/g alone are
-// binary, as in modelfs's own flags.
+// parseSize reads sizes like 192MiB, 1.5GiB or 4096, as modelfs's own
+// flags do; the soak wants them positive and below 32 TiB.
 func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
-		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9},
-		{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1},
+	n, err := units.ParseSize(s, "size")
+	if err == nil && (n <= 0 || n > 1<<45) {
+		return 0, fmt.Errorf("size %q: want more than 0 and at most 32TiB", s)
 	}
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 || v*float64(mult) > 1<<45 {
-		return 0, fmt.Errorf("%q: want a size such as 192MiB, 1.5GiB or 4096", s)
-	}
-	return int64(v * float64(mult)), nil
+	return n, err
 }
 
 // fmtSize writes n the way modelfs's flags read it.
