@@ -12,6 +12,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	promodel "github.com/prometheus/common/model"
+
+	"github.com/modelfs/modelfs/tests/promtest"
 )
 
 // A mount with --metrics-addr 127.0.0.1:0 logs the address it bound (here
@@ -123,30 +125,14 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 }
 
 // sum adds the counter or gauge values of a family whose labels include
-// want.
+// want; -1 if the family is absent.
 func sum(mf map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f := mf[name]
-	if f == nil {
+	if mf[name] == nil {
 		return -1
 	}
 	var total float64
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			total += m.GetGauge().GetValue()
-		}
+	for _, m := range promtest.Series(mf, name, want) {
+		total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 	}
 	return total
 }
@@ -155,17 +141,7 @@ next:
 // labels include want; 0 if there are none.
 func histCount(mf map[string]*dto.MetricFamily, name string, want map[string]string) uint64 {
 	var n uint64
-next:
-	for _, m := range mf[name].GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
+	for _, m := range promtest.Series(mf, name, want) {
 		n += m.GetHistogram().GetSampleCount()
 	}
 	return n

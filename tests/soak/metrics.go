@@ -11,6 +11,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	promodel "github.com/prometheus/common/model"
+
+	"github.com/modelfs/modelfs/tests/promtest"
 )
 
 // mountMetrics are the counters of one mount the soak checks, from its
@@ -92,17 +94,7 @@ func scrapeMount(ctx context.Context, url string) (mountMetrics, error) {
 // show no series until their first increment.
 func sum(mf map[string]*dto.MetricFamily, name string, want map[string]string) int64 {
 	var total float64
-next:
-	for _, m := range mf[name].GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
+	for _, m := range promtest.Series(mf, name, want) {
 		total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 	}
 	return int64(total)
