@@ -46,6 +46,16 @@ func csiEnv(t *testing.T) {
 	os.Unsetenv("AWS_SECRET_ACCESS_KEY")
 }
 
+// csiRemote sets up the plugin's environment, a store holding the model
+// under llama/, and a state dir.
+func csiRemote(t *testing.T) (*remote, string) {
+	t.Helper()
+	csiEnv(t)
+	r := newRemote(t)
+	r.uploadModel(t, "llama/")
+	return r, t.TempDir()
+}
+
 // startCSIInProcess runs the driver in this process.
 func startCSIInProcess(t *testing.T, stateDir string) *csiPlugin {
 	t.Helper()
@@ -149,10 +159,7 @@ func stateLogs(t *testing.T, stateDir string) string {
 // pod); "existing name and different capacity" (capacity is unknown until
 // a node lists the model, so CreateVolume reports 0).
 func TestCSISanity(t *testing.T) {
-	csiEnv(t)
-	r := newRemote(t)
-	r.uploadModel(t, "llama/")
-	stateDir := t.TempDir()
+	r, stateDir := csiRemote(t)
 	p := startCSIInProcess(t, stateDir)
 	dir := t.TempDir()
 	secrets := filepath.Join(dir, "secrets.yaml")
@@ -182,10 +189,7 @@ func TestCSISanity(t *testing.T) {
 // TestCSIPublishRead publishes a volume, reads the whole model through it,
 // publishes again (idempotent) and unpublishes: target and process gone.
 func TestCSIPublishRead(t *testing.T) {
-	csiEnv(t)
-	r := newRemote(t)
-	r.uploadModel(t, "llama/")
-	stateDir := t.TempDir()
+	r, stateDir := csiRemote(t)
 	p := startCSIInProcess(t, stateDir)
 	ctx := context.Background()
 	target := filepath.Join(t.TempDir(), "pods", "p1", "volumes", "model")
@@ -236,10 +240,7 @@ func TestCSIPublishRead(t *testing.T) {
 // TestCSIErrors: bad attributes, secrets and capabilities get clear gRPC
 // errors naming what is wrong; none of them echo a secret.
 func TestCSIErrors(t *testing.T) {
-	csiEnv(t)
-	r := newRemote(t)
-	r.uploadModel(t, "llama/")
-	stateDir := t.TempDir()
+	r, stateDir := csiRemote(t)
 	p := startCSIInProcess(t, stateDir)
 	ctx := context.Background()
 	with := func(k, v string) map[string]string {
@@ -298,10 +299,7 @@ func TestCSIErrors(t *testing.T) {
 // unpublishes.
 func TestCSIPluginRestart(t *testing.T) {
 	needFuse(t)
-	csiEnv(t)
-	r := newRemote(t)
-	r.uploadModel(t, "llama/")
-	stateDir := t.TempDir()
+	r, stateDir := csiRemote(t)
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	start := func() (*exec.Cmd, *syncBuffer) {
 		log := &syncBuffer{}
@@ -467,10 +465,7 @@ func processAlive(pid int) bool {
 // it, and the orphaned mount process is reaped.
 func TestCSISupervisedRestart(t *testing.T) {
 	needFuse(t)
-	csiEnv(t)
-	r := newRemote(t)
-	r.uploadModel(t, "llama/")
-	stateDir := t.TempDir()
+	r, stateDir := csiRemote(t)
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	log := &syncBuffer{}
 	sup := exec.Command(modelfsBin, "csi", "--supervise", "--endpoint", "unix://"+sock,

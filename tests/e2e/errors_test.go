@@ -15,12 +15,25 @@ import (
 // runCLI runs modelfs with a deadline and returns its exit code and stderr.
 func runCLI(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
+	code, _, stderr := runCLIEnv(t, env, args...)
+	return code, stderr
+}
+
+// runCLIOutput runs modelfs with the test credentials and returns its exit
+// code, stdout and stderr.
+func runCLIOutput(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	return runCLIEnv(t, testEnv(), args...)
+}
+
+func runCLIEnv(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, modelfsBin, args...)
 	cmd.Env = env
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		t.Fatalf("modelfs %v hung for 60s", args)
@@ -32,7 +45,7 @@ func runCLI(t *testing.T, env []string, args ...string) (int, string) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return code, stderr.String()
+	return code, stdout.String(), stderr.String()
 }
 
 func TestBadInputGetsOneLineError(t *testing.T) {

@@ -64,14 +64,7 @@ func TestManifestMountsEveryModel(t *testing.T) {
 	cacheDir := t.TempDir()
 	m := startManifestMount(t, manifest, append(r.mountArgs(), "--cache-dir", cacheDir, "--metrics-addr", "127.0.0.1:0")...)
 
-	entries, err := os.ReadDir(m.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
+	names := dirNames(t, m.dir)
 	if strings.Join(names, ",") != "llama-a,llama-b,local" {
 		t.Fatalf("mount root lists %v, want the three models", names)
 	}

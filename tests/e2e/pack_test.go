@@ -71,14 +71,7 @@ func TestPackMountServesTheOriginals(t *testing.T) {
 	if ranges := regexp.MustCompile(`prefetch plan.*ranges=(\d+)`).FindStringSubmatch(m.stderr.String()); ranges == nil || ranges[1] == "0" {
 		t.Errorf("no prefetch plan from the packed headers:\n%s", m.stderr.String())
 	}
-	entries, err := os.ReadDir(m.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
+	names := dirNames(t, m.dir)
 	if !slices.Equal(names, model.Files) {
 		t.Fatalf("the mount shows %v, want %v", names, model.Files)
 	}

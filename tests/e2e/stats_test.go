@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -79,30 +77,6 @@ func readStatsFile(t *testing.T, m *mount) *statsSnapshot {
 		t.Fatal(err)
 	}
 	return decodeStats(t, data)
-}
-
-// runCLIOutput runs modelfs with a deadline and returns its exit code,
-// stdout and stderr.
-func runCLIOutput(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, modelfsBin, args...)
-	cmd.Env = testEnv()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("modelfs %v hung for 60s", args)
-	}
-	code := 0
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		code = exit.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return code, stdout.String(), stderr.String()
 }
 
 // A file read whole is all cached and was fetched; one read in part is
