@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/modelfs/modelfs/internal/units"
 )
 
 // ErrDoesNotFit is wrapped by the fit check's error when a GPU lacks the
@@ -64,15 +66,4 @@ func checkFit(inv *Inventory, tensorBytes int64, tp int, fraction float64) (*Fit
 }
 
 // formatBytes is n in binary units, like "1.5 GiB".
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func formatBytes(n int64) string { return units.FormatSize(n) }

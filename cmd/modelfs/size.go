@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -12,18 +11,7 @@ import (
 // parseSize reads sizes like 8MiB, 1.5GB, 4096 or 64k (k/m/g are binary).
 func parseSize(s, flag string) (int64, error) { return units.ParseSize(s, flag) }
 
-func formatSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func formatSize(n int64) string { return units.FormatSize(n) }
 
 // sizeOrAuto parses a size flag whose value may be "auto".
 func sizeOrAuto(s, flag string, auto func() int64) (int64, error) {

@@ -33,3 +33,17 @@ func ParseSize(s, name string) (int64, error) {
 	}
 	return int64(v * float64(mult)), nil
 }
+
+// FormatSize writes n in binary units, like "1.5 GiB".
+func FormatSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
