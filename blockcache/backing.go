@@ -232,7 +232,7 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 func (c *Cache) DropObject(id ObjectID) error {
 	c.mu.Lock()
 	for k, b := range c.blocks {
-		if k.name == id.Name && k.version == id.Version && b.state == stateReady && b.refs == 0 {
+		if k.source == id.Source && k.name == id.Name && k.version == id.Version && b.state == stateReady && b.refs == 0 {
 			c.lru.Remove(b.elem)
 			delete(c.blocks, k)
 			c.recycle(b.data)

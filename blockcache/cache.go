@@ -14,6 +14,10 @@ import (
 
 // ObjectID is the immutable identity of a remote object's content.
 type ObjectID struct {
+	// Source identifies where the object comes from (scheme, endpoint or
+	// host, bucket, full key), so that no two sources ever share blocks,
+	// whatever their names and versions.
+	Source  string
 	Name    string
 	Version string
 	Size    int64
@@ -73,8 +77,8 @@ type Stats struct {
 }
 
 type key struct {
-	name, version string
-	index         int64
+	source, name, version string
+	index                 int64
 }
 
 type priority int
@@ -366,7 +370,7 @@ func (o *Object) Prefetch(off, length int64) {
 		return
 	}
 	for i := off / bs; i <= (end-1)/bs; i++ {
-		k := key{o.id.Name, o.id.Version, i}
+		k := key{o.id.Source, o.id.Name, o.id.Version, i}
 		if _, ok := c.blocks[k]; ok {
 			continue
 		}
@@ -395,7 +399,7 @@ func (c *Cache) acquire(id ObjectID, index int64) *block {
 }
 
 func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
-	k := key{id.Name, id.Version, index}
+	k := key{id.Source, id.Name, id.Version, index}
 	if c.closed {
 		b := &block{err: errClosed, done: make(chan struct{})}
 		close(b.done)

@@ -51,6 +51,7 @@ const (
 )
 
 type metaHeader struct {
+	Source    string `json:"source,omitempty"`
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	Size      int64  `json:"size"`
@@ -139,7 +140,7 @@ func (t *diskTier) close() {
 
 func objectDirID(id ObjectID, bs int64) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", id.Name, id.Version, id.Size, bs)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%d", id.Source, id.Name, id.Version, id.Size, bs)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
@@ -150,7 +151,7 @@ func (t *diskTier) object(id ObjectID, create bool) (*diskObject, error) {
 	if o, ok := t.objs[dirID]; ok {
 		return o, nil
 	}
-	want := metaHeader{Name: id.Name, Version: id.Version, Size: id.Size, BlockSize: t.bs}
+	want := metaHeader{Source: id.Source, Name: id.Name, Version: id.Version, Size: id.Size, BlockSize: t.bs}
 	o, err := t.openObject(dirID, &want)
 	if err == nil || !create {
 		return o, err

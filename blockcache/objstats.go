@@ -3,7 +3,7 @@ package blockcache
 import "sync/atomic"
 
 // objKey names one object version.
-type objKey struct{ name, version string }
+type objKey struct{ source, name, version string }
 
 // objCounters are one object version's counters, kept for the life of the
 // cache. Each block points at its object's, so a load is counted with an
@@ -15,7 +15,7 @@ type objCounters struct {
 // countersLocked returns id's counters, creating them on first use.
 // Called with c.mu held.
 func (c *Cache) countersLocked(id ObjectID) *objCounters {
-	k := objKey{id.Name, id.Version}
+	k := objKey{id.Source, id.Name, id.Version}
 	oc := c.objCounters[k]
 	if oc == nil {
 		if c.objCounters == nil {
@@ -75,7 +75,7 @@ func (c *Cache) ObjectStats(ids []ObjectID) []ObjectStats {
 	out := make([]ObjectStats, len(ids))
 	at := make(map[objKey]int, len(ids))
 	for i, id := range ids {
-		at[objKey{id.Name, id.Version}] = i
+		at[objKey{id.Source, id.Name, id.Version}] = i
 		out[i].Cached = newBlockSet((id.Size + bs - 1) / bs)
 	}
 	c.mu.Lock()
@@ -83,13 +83,13 @@ func (c *Cache) ObjectStats(ids []ObjectID) []ObjectStats {
 		if b.state != stateReady {
 			continue
 		}
-		if i, ok := at[objKey{k.name, k.version}]; ok {
+		if i, ok := at[objKey{k.source, k.name, k.version}]; ok {
 			out[i].MemBytes += b.size
 			out[i].Cached.add(k.index)
 		}
 	}
 	for i, id := range ids {
-		if oc := c.objCounters[objKey{id.Name, id.Version}]; oc != nil {
+		if oc := c.objCounters[objKey{id.Source, id.Name, id.Version}]; oc != nil {
 			out[i].FetchedBytes, out[i].Loads, out[i].PrefetchBytes = oc.fetched.Load(), oc.loads.Load(), oc.prefetched.Load()
 		}
 	}
