@@ -3,6 +3,8 @@ package fetch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,6 +137,22 @@ func defaultHTTPClient() *http.Client {
 
 // String returns the URL without userinfo, query string or fragment.
 func (h *HTTP) String() string { return h.name }
+
+// ID is the scheme, host and path, never the userinfo; a query string,
+// which may carry a signature, only as a hash, since it can still select
+// different content.
+func (h *HTTP) ID() string {
+	u := *h.base
+	u.User, u.Fragment, u.RawFragment = nil, "", ""
+	q := u.RawQuery
+	u.RawQuery, u.ForceQuery = "", false
+	id := u.String()
+	if q != "" {
+		sum := sha256.Sum256([]byte(q))
+		id += "?sha256=" + hex.EncodeToString(sum[:])
+	}
+	return id
+}
 
 // List returns the single file, or the files the directory's manifest
 // names, each HEADed for its size and version.

@@ -64,6 +64,9 @@ func (l *Local) Close() error { return l.root.Close() }
 // String returns the root as a file:// URL.
 func (l *Local) String() string { return "file://" + filepath.ToSlash(l.dir) }
 
+// ID is the cleaned absolute root: the same directory however it was named.
+func (l *Local) ID() string { return "file://" + filepath.ToSlash(filepath.Clean(l.dir)) }
+
 // List walks the tree and returns its regular files sorted by key. Symlinks
 // are followed only when they resolve to a regular file inside the root;
 // directories reached through symlinks, sockets, devices and pipes are

@@ -2,10 +2,13 @@ package fetch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -108,6 +111,24 @@ func (s *S3) String() string {
 		return "s3://" + s.bucket
 	}
 	return "s3://" + s.bucket + "/" + s.prefix
+}
+
+// ID is the endpoint (without userinfo or query; "aws" for AWS itself,
+// where bucket names are global, so the region does not matter), the
+// bucket and the prefix as given: settled before List, never changed.
+func (s *S3) ID() string {
+	host := "aws"
+	if ep := s.client.Options().BaseEndpoint; ep != nil && *ep != "" {
+		if u, err := url.Parse(*ep); err == nil && u.Host != "" {
+			u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+			host = strings.TrimSuffix(u.String(), "/")
+		} else {
+			// Unparsable: it may hold anything, so only its hash.
+			sum := sha256.Sum256([]byte(*ep))
+			host = "endpoint-sha256:" + hex.EncodeToString(sum[:])
+		}
+	}
+	return "s3+" + host + "/" + s.bucket + "/" + s.prefix
 }
 
 // List lists every object under the prefix. A prefix that names a single

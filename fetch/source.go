@@ -58,6 +58,11 @@ type Source interface {
 	ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error)
 	// String describes the source for logs, without secrets.
 	String() string
+	// ID names the source for caches: two sources share an ID only if they
+	// serve the same objects (scheme, endpoint or host, bucket, root), so
+	// cached bytes never cross sources. It holds no secret: it is written
+	// to cache metadata in the clear.
+	ID() string
 }
 
 // Errors a Source returns, wrapped with context; test with errors.Is.

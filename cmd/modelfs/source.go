@@ -93,8 +93,12 @@ type remoteFile struct {
 	model *modelSource
 }
 
+// cacheID names the file's blocks in the cache. Source is the object's
+// full remote identity (the source's ID and the key), so that a file of
+// the same path, version and size from another source, another scheme or
+// another tenant's bucket never reads these blocks.
 func (f remoteFile) cacheID() blockcache.ObjectID {
-	return blockcache.ObjectID{Name: f.path, Version: f.obj.Version(), Size: f.obj.Size}
+	return blockcache.ObjectID{Source: f.model.src.ID() + "\x00" + f.obj.Key, Name: f.path, Version: f.obj.Version(), Size: f.obj.Size}
 }
 
 // String describes what is served, for messages.
@@ -234,10 +238,13 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 		}
 		return objs, nil
 	}
-	sum := sha256.Sum256([]byte(src.String()))
+	// Keyed by ID, not String: two sources that print alike (an endpoint
+	// left out of String) must not share a listing.
+	id := src.ID()
+	sum := sha256.Sum256([]byte(id))
 	saved := filepath.Join(cacheDir, "listings", hex.EncodeToString(sum[:8])+".json")
 	if err == nil {
-		if err := fetch.SaveListing(saved, src.String(), objs); err != nil {
+		if err := fetch.SaveListing(saved, id, objs); err != nil {
 			log.Warn("could not save the listing for offline use", "err", err)
 		}
 		return objs, nil
@@ -247,7 +254,7 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 	if errors.Is(err, fetch.ErrAccess) || errors.Is(err, fetch.ErrNotFound) || errors.Is(err, pack.ErrFormat) || ctx.Err() != nil {
 		return nil, fmt.Errorf("listing %s: %w", src, err)
 	}
-	old, at, lerr := fetch.LoadListing(saved, src.String())
+	old, at, lerr := fetch.LoadListing(saved, id)
 	if lerr != nil {
 		return nil, fmt.Errorf("listing %s: %w", src, err)
 	}

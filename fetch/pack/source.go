@@ -85,6 +85,10 @@ func NewSource(inner fetch.Source, opts Options) (*Source, error) {
 // String is the inner source's: the objects are the same.
 func (s *Source) String() string { return s.inner.String() }
 
+// ID is the inner source's, marked: an original decoded from a pack is
+// not the plain object of the inner source, whatever its name and size.
+func (s *Source) ID() string { return "pack+" + s.inner.ID() }
+
 // List lists the inner source and replaces each pack object by the
 // original it holds, reading the packs' indexes. A file present both
 // plain and packed is shown plain, with a warning. A pack whose index

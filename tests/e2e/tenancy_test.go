@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Tests of a disk cache shared by several tenants' mounts on one node:
+// cached bytes must never be served for another source than the one they
+// came from, nor to a mount that could not read the source itself.
+
+// randomBytes returns n bytes that differ per seed.
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// readAll reads a file through a mount.
+func readAll(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	return b
+}
+
+// Two directories hold a w.bin of the same size and mtime: the second's
+// mount on the first's cache dir must serve its own bytes, not the
+// first's cached ones.
+func TestCacheDoesNotCrossLocalSources(t *testing.T) {
+	const size = 3<<20 + 17
+	mtime := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	var dirs [2]string
+	var want [2][]byte
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+		want[i] = randomBytes(size, uint64(i+1))
+		p := filepath.Join(dirs[i], "w.bin")
+		if err := os.WriteFile(p, want[i], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cacheDir := t.TempDir()
+	for i, dir := range dirs {
+		m := startMount(t, "file://"+dir, "--cache-dir", cacheDir, "--block-size", "1MiB")
+		got := readAll(t, m.path("w.bin"))
+		m.stop(t)
+		if !bytes.Equal(got, want[i]) {
+			t.Fatalf("mount of source %d served other bytes than its w.bin (another source's cached blocks)", i)
+		}
+	}
+}
+
+// An HTTP server answering with the ETag of a victim's S3 object must not
+// plant bytes that the victim's s3:// mount on the same cache dir serves,
+// through FUSE or through passthrough of a complete cache file.
+func TestCacheDoesNotCrossSchemes(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	const name = "w.bin"
+	const size = 2<<20 + 5
+	victim := randomBytes(size, 7)
+	ctx := context.Background()
+	if _, err := r.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(name), Body: bytes.NewReader(victim)}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := r.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := randomBytes(size, 8)
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("ETag", aws.ToString(head.ETag))
+		http.ServeContent(w, req, name, time.Time{}, bytes.NewReader(planted))
+	}))
+	defer attacker.Close()
+
+	cacheDir := t.TempDir()
+	cache := []string{"--cache-dir", cacheDir, "--block-size", "1MiB"}
+	m := startMount(t, attacker.URL+"/"+name, cache...)
+	if got := readAll(t, m.path(name)); !bytes.Equal(got, planted) {
+		t.Fatal("the HTTP mount did not serve its own server's bytes")
+	}
+	m.stop(t)
+
+	// Twice: the second mount finds the object complete on disk, which is
+	// when passthrough would hand the kernel the cache file.
+	for range 2 {
+		m = startMount(t, "s3://"+bucket, append(r.mountArgs(), cache...)...)
+		got := readAll(t, m.path(name))
+		m.stop(t)
+		if !bytes.Equal(got, victim) {
+			t.Fatalf("the s3 mount served bytes planted by another source (planted: %v)", bytes.Equal(got, planted))
+		}
+	}
+}
