@@ -101,7 +101,7 @@ func (t *diskTier) verifyInBackground(obj *diskObject) {
 // reports whether verification is what was missing.
 func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh bool, ok bool) {
 	dir := filepath.Join(t.root, obj.id)
-	pin, err := os.OpenFile(filepath.Join(dir, "pin"), os.O_CREATE|os.O_RDONLY, 0o644)
+	pin, err := os.OpenFile(filepath.Join(dir, "pin"), os.O_CREATE|os.O_RDONLY, filePerm)
 	if err != nil {
 		return nil, false, false
 	}
@@ -174,7 +174,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 		return false
 	}
 	tmp := stampPath + ".tmp"
-	if os.WriteFile(tmp, []byte(stamp+"\n"), 0o644) == nil {
+	if os.WriteFile(tmp, []byte(stamp+"\n"), filePerm) == nil {
 		os.Rename(tmp, stampPath)
 	}
 	return true
@@ -184,7 +184,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 // fails while a Backing of the object is open in any process. Held while
 // blocks are dropped, it also stops a Backing from being verified halfway.
 func (t *diskTier) evictionLock(o *diskObject) (*os.File, bool) {
-	f, err := os.OpenFile(filepath.Join(t.root, o.id, "pin"), os.O_CREATE|os.O_RDONLY, 0o644)
+	f, err := os.OpenFile(filepath.Join(t.root, o.id, "pin"), os.O_CREATE|os.O_RDONLY, filePerm)
 	if err != nil {
 		return nil, false
 	}

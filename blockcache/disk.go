@@ -48,6 +48,11 @@ const (
 	metaHeaderSize = 4096
 	recordSize     = 16
 	statePresent   = 0x50524553 // "PRES"
+
+	// Cached weights are a tenant's data: only the cache's owner may read
+	// them, whatever the umask (which can only narrow these).
+	filePerm = 0o600
+	dirPerm  = 0o700
 )
 
 type metaHeader struct {
@@ -109,13 +114,19 @@ type diskTier struct {
 
 func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, error) {
 	root := filepath.Join(opts.Dir, diskVersionDir)
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	if err := os.MkdirAll(root, dirPerm); err != nil {
 		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
 	}
-	lock, err := os.OpenFile(filepath.Join(opts.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	// A directory made by an older version may be open to all: closing
+	// its top closes every object below it.
+	if err := os.Chmod(root, dirPerm); err != nil {
+		log.Warn("disk cache: cannot make the directory private", "dir", root, "err", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "lock"), os.O_CREATE|os.O_RDWR, filePerm)
 	if err != nil {
 		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
 	}
+	lock.Chmod(filePerm) // best effort, as above
 	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}}
 	t.mu.Lock()
 	t.rescan()
@@ -197,10 +208,10 @@ func (t *diskTier) openObject(dirID string, want *metaHeader) (*diskObject, erro
 // header and never clobbers records another process already wrote.
 func (t *diskTier) createObject(dirID string, hdr metaHeader) error {
 	dir := filepath.Join(t.root, dirID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dirPerm); err != nil {
 		return err
 	}
-	data, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_RDWR, 0o644)
+	data, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_RDWR, filePerm)
 	if err != nil {
 		return err
 	}

@@ -23,9 +23,11 @@ func SaveListing(path, source string, objs []Object) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	// Private: a listing names a tenant's objects. CreateTemp makes 0600.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("saving listing: %w", err)
 	}
+	os.Chmod(filepath.Dir(path), 0o700) // best effort, for one made open by an older version
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".listing-*")
 	if err != nil {
 		return fmt.Errorf("saving listing: %w", err)

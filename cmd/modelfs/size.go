@@ -37,7 +37,7 @@ func defaultMemCache() int64 {
 // defaultDiskCache is 80% of the free space where the cache lives.
 func defaultDiskCache(dir string) int64 {
 	var st syscall.Statfs_t
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // private, as the cache makes it
 		return 0
 	}
 	if err := syscall.Statfs(dir, &st); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,6 +110,46 @@ func TestCacheDoesNotCrossSchemes(t *testing.T) {
 		m.stop(t)
 		if !bytes.Equal(got, victim) {
 			t.Fatalf("the s3 mount served bytes planted by another source (planted: %v)", bytes.Equal(got, planted))
+		}
+	}
+}
+
+// Cached weights are private to the cache's owner: files 0600, directories
+// 0700, even when the mount runs with a umask of 0.
+func TestCacheDirIsPrivate(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	old := syscall.Umask(0)
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir, "--block-size", "1MiB")...)
+	syscall.Umask(old)
+	readModel(t, m)
+	m.stop(t) // waits for the background verifications, which write stamps
+
+	seen := map[string]bool{}
+	err := filepath.Walk(cacheDir, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		seen[info.Name()] = true
+		if filepath.Base(filepath.Dir(path)) == "listings" {
+			seen["listing"] = true
+		}
+		want := os.FileMode(0o600)
+		if info.IsDir() {
+			want = os.ModeDir | 0o700
+		}
+		if info.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", path, info.Mode(), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"cache", "v1", "lock", "data", "meta", "pin", "verified", "listings", "listing"} {
+		if !seen[name] {
+			t.Errorf("no %q in the cache dir: the test checks nothing of it", name)
 		}
 	}
 }
