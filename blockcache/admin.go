@@ -1,8 +1,10 @@
 package blockcache
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -122,6 +124,23 @@ func GC(dir string, maxBytes int64) (int64, error) {
 	defer t.mu.Unlock()
 	t.max = maxBytes
 	t.makeRoom(0)
+	return t.used, nil
+}
+
+// HeldBytes returns the bytes of blocks a disk cache directory holds now
+// (0 for a directory that is not a cache yet), so that a budget derived
+// from free space can count them as the cache's own.
+func HeldBytes(dir string) (int64, error) {
+	if _, err := os.Stat(filepath.Join(dir, diskVersionDir)); errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	t, err := openAdmin(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer t.close()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	return t.used, nil
 }
 

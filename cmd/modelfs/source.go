@@ -40,7 +40,7 @@ func sourceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
 		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
 		&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
-		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
+		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: what it holds plus 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
 		&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
 		&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before failing", EnvVars: env("RETRIES")},
 	}
@@ -130,7 +130,7 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 	}
 	var disk *blockcache.DiskOptions
 	if dir := c.String("cache-dir"); dir != "" {
-		size, err := sizeOrAuto(c.String("cache-size"), "--cache-size", func() int64 { return defaultDiskCache(dir) })
+		size, err := sizeOrAuto(c.String("cache-size"), "--cache-size", func() int64 { return defaultDiskCache(dir, log) })
 		if err != nil {
 			return nil, err
 		}
