@@ -3,7 +3,6 @@ package blockcache
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -28,9 +27,10 @@ type CachedObject struct {
 func (o CachedObject) Complete() bool { return o.CachedBytes == o.Size }
 
 // ListDisk describes every object in a disk cache directory, most recently
-// used first. It reads records only; it changes nothing.
-func ListDisk(dir string) ([]CachedObject, error) {
-	t, err := openAdmin(dir)
+// used first. It reads records only; it changes nothing, except that a
+// damaged or absurd object is dropped, with a line to log (nil: none).
+func ListDisk(dir string, log *slog.Logger) ([]CachedObject, error) {
+	t, err := openAdmin(dir, log)
 	if err != nil {
 		return nil, err
 	}
@@ -75,12 +75,12 @@ func describe(t *diskTier, o *diskObject) *CachedObject {
 
 // Drop removes the cached objects for which match returns true and
 // returns them. Objects in use through passthrough are skipped.
-func Drop(dir string, match func(CachedObject) bool) ([]CachedObject, error) {
-	objs, err := ListDisk(dir)
+func Drop(dir string, log *slog.Logger, match func(CachedObject) bool) ([]CachedObject, error) {
+	objs, err := ListDisk(dir, log)
 	if err != nil {
 		return nil, err
 	}
-	t, err := openAdmin(dir)
+	t, err := openAdmin(dir, log)
 	if err != nil {
 		return nil, err
 	}
@@ -114,8 +114,8 @@ func Drop(dir string, match func(CachedObject) bool) ([]CachedObject, error) {
 
 // GC evicts least recently used blocks until the cache holds at most
 // maxBytes, and returns the bytes it holds then.
-func GC(dir string, maxBytes int64) (int64, error) {
-	t, err := openAdmin(dir)
+func GC(dir string, log *slog.Logger, maxBytes int64) (int64, error) {
+	t, err := openAdmin(dir, log)
 	if err != nil {
 		return 0, err
 	}
@@ -130,11 +130,11 @@ func GC(dir string, maxBytes int64) (int64, error) {
 // HeldBytes returns the bytes of blocks a disk cache directory holds now
 // (0 for a directory that is not a cache yet), so that a budget derived
 // from free space can count them as the cache's own.
-func HeldBytes(dir string) (int64, error) {
+func HeldBytes(dir string, log *slog.Logger) (int64, error) {
 	if _, err := os.Stat(filepath.Join(dir, diskVersionDir)); errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
-	t, err := openAdmin(dir)
+	t, err := openAdmin(dir, log)
 	if err != nil {
 		return 0, err
 	}
@@ -145,9 +145,12 @@ func HeldBytes(dir string) (int64, error) {
 }
 
 // openAdmin opens an existing cache directory for the operator commands.
-func openAdmin(dir string) (*diskTier, error) {
+func openAdmin(dir string, log *slog.Logger) (*diskTier, error) {
 	if _, err := os.Stat(filepath.Join(dir, diskVersionDir)); err != nil {
 		return nil, fmt.Errorf("%s is not a modelfs cache directory: %w", dir, err)
 	}
-	return openDiskTier(DiskOptions{Dir: dir, MaxBytes: 1 << 62}, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return openDiskTier(DiskOptions{Dir: dir, MaxBytes: 1 << 62}, 0, log)
 }

@@ -49,7 +49,7 @@ func (o *Object) CompleteOnDisk() bool {
 	t.mu.Lock()
 	obj, err := t.object(o.id, false)
 	t.mu.Unlock()
-	return err == nil && allRecorded(obj) != nil
+	return err == nil && allRecorded(obj)
 }
 
 func (o *Object) backing(wait bool) (*Backing, bool) {
@@ -60,7 +60,7 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 	t.mu.Lock()
 	obj, err := t.object(o.id, false)
 	t.mu.Unlock()
-	if err != nil || allRecorded(obj) == nil {
+	if err != nil || !allRecorded(obj) {
 		return nil, false
 	}
 	b, fresh, ok := t.openBacking(obj, wait)
@@ -124,15 +124,15 @@ func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh 
 	return nil, !verify, false
 }
 
-// allRecorded returns every block's recorded hash, or nil if one is missing.
-func allRecorded(o *diskObject) []uint64 {
-	sums, present := readRecords(o)
-	for _, ok := range present {
-		if !ok {
-			return nil
-		}
-	}
-	return sums
+// allRecorded reports whether every block has a record, reading them in
+// bounded chunks and stopping at the first one missing.
+func allRecorded(o *diskObject) bool {
+	all := true
+	err := scanRecords(o, false, func(_ int64, _ uint64, ok bool) bool {
+		all = ok
+		return ok
+	})
+	return err == nil && all
 }
 
 func stampOf(f *os.File) (string, bool) {
@@ -151,8 +151,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 	if !ok {
 		return false
 	}
-	sums := allRecorded(o)
-	if sums == nil {
+	if !allRecorded(o) {
 		return false
 	}
 	stampPath := filepath.Join(dir, "verified")
@@ -162,12 +161,25 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 	if !verify {
 		return false
 	}
+	// Reading a whole object can take minutes: it stops as soon as the
+	// tier closes, so a shutdown never waits for it.
 	buf := make([]byte, o.hdr.BlockSize)
-	for i := range int64(len(sums)) {
+	good := true
+	err := scanRecords(o, false, func(i int64, sum uint64, ok bool) bool {
+		if t.verifyHook != nil {
+			t.verifyHook(t.ctx, i)
+		}
 		p := buf[:o.blockLen(i)]
-		if n, _ := data.ReadAt(p, i*o.hdr.BlockSize); n != len(p) || xxhash.Sum64(p) != sums[i] {
+		if !ok || t.ctx.Err() != nil {
+			good = false
 			return false
 		}
+		n, _ := data.ReadAt(p, i*o.hdr.BlockSize)
+		good = n == len(p) && xxhash.Sum64(p) == sum
+		return good
+	})
+	if err != nil || !good {
+		return false
 	}
 	// A change during the scan changes the ctime: then the stamp is stale.
 	if now, ok := stampOf(data); !ok || now != stamp {

@@ -352,6 +352,9 @@ func (o *Object) Pin(off, length int64) (unpin func(), err error) {
 	}, nil
 }
 
+// maxPrefetchBlocks bounds the blocks one Prefetch call queues.
+const maxPrefetchBlocks = 1 << 16
+
 // Prefetch asks for the blocks covering [off, off+length) to be loaded in
 // the background, behind any demand load. It never blocks.
 func (o *Object) Prefetch(off, length int64) {
@@ -364,12 +367,16 @@ func (o *Object) Prefetch(off, length int64) {
 	}
 	bs := o.c.opts.BlockSize
 	c := o.c
+	// However large the object or the range, one call queues a bounded
+	// number of blocks: far past any RAM budget, where they would be
+	// dropped anyway.
+	last := min((end-1)/bs, off/bs+maxPrefetchBlocks-1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
-	for i := off / bs; i <= (end-1)/bs; i++ {
+	for i := off / bs; i <= last; i++ {
 		k := key{o.id.Source, o.id.Name, o.id.Version, i}
 		if _, ok := c.blocks[k]; ok {
 			continue

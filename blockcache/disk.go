@@ -2,6 +2,7 @@ package blockcache
 
 import (
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -53,7 +54,24 @@ const (
 	// them, whatever the umask (which can only narrow these).
 	filePerm = 0o600
 	dirPerm  = 0o700
+
+	// Every size read from a header or an ObjectID is bounded before
+	// anything is allocated or created from it. maxDiskBlocks records make
+	// a 1 GiB meta file: 4 TiB objects at 64 KiB blocks, 512 TiB at 8 MiB.
+	// Larger objects are served from RAM and the source only.
+	maxDiskBlocks = 1 << 26
+	maxBlockSize  = 256 << 20 // the largest --block-size
+	// recordChunk records (64 KiB) are read at a time, whatever the object.
+	recordChunk = 4096
+
+	// A full or read-only directory pauses write-back; it resumes when
+	// eviction frees room, or tries again after this backoff, doubling.
+	minWriteBackoff = time.Second
+	maxWriteBackoff = time.Minute
 )
+
+// errTooLarge refuses an object the disk tier does not hold.
+var errTooLarge = errors.New("object too large for the disk cache")
 
 type metaHeader struct {
 	Source    string `json:"source,omitempty"`
@@ -98,13 +116,31 @@ type diskTier struct {
 	log  *slog.Logger
 	lock *os.File // flock'ed while making room, so processes evict one at a time
 
-	mu       sync.Mutex
-	objs     map[string]*diskObject
-	lru      list.List // *diskEntry, most recently used at the front
-	entries  map[diskKey]*list.Element
-	used     int64
-	disabled bool
-	closed   bool
+	// ctx is cancelled by close: it stops background verifications, which
+	// may read a whole object and must not hold up a shutdown.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// verifyHook, when set (tests), runs before each block a
+	// verification reads.
+	verifyHook func(ctx context.Context, index int64)
+	now        func() time.Time
+
+	mu      sync.Mutex
+	objs    map[string]*diskObject
+	lru     list.List // *diskEntry, most recently used at the front
+	entries map[diskKey]*list.Element
+	used    int64
+	closed  bool
+	// rootID is the device and inode of root when opened: a change means
+	// the directory was deleted (or replaced) under the mount.
+	rootID [2]uint64
+	// failed holds objects whose writes failed for reasons of their own
+	// (EFBIG, EIO, too large): only they stop being written.
+	failed map[string]bool
+	// Write-back is paused while the directory is full or read-only.
+	paused  bool
+	retryAt time.Time
+	backoff time.Duration
 	// background verifications of complete objects, by object id
 	verifying map[string]chan struct{} // closed when the verification ends
 	bg        sync.WaitGroup
@@ -127,17 +163,29 @@ func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, erro
 		return nil, fmt.Errorf("disk cache %s: %w", opts.Dir, err)
 	}
 	lock.Chmod(filePerm) // best effort, as above
-	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}}
+	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, now: time.Now,
+		objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}, failed: map[string]bool{}}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.rootID, _ = dirID(root)
 	t.mu.Lock()
 	t.rescan()
 	t.mu.Unlock()
 	return t, nil
 }
 
+func dirID(path string) ([2]uint64, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return [2]uint64{}, false
+	}
+	return [2]uint64{st.Dev, st.Ino}, true
+}
+
 func (t *diskTier) close() {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
+	t.cancel()
 	t.bg.Wait()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -163,6 +211,9 @@ func (t *diskTier) object(id ObjectID, create bool) (*diskObject, error) {
 		return o, nil
 	}
 	want := metaHeader{Source: id.Source, Name: id.Name, Version: id.Version, Size: id.Size, BlockSize: t.bs}
+	if err := checkHeader(want); err != nil {
+		return nil, fmt.Errorf("%s: %w", id.Name, err)
+	}
 	o, err := t.openObject(dirID, &want)
 	if err == nil || !create {
 		return o, err
@@ -268,10 +319,20 @@ func readHeader(f *os.File) (metaHeader, error) {
 	if err := json.Unmarshal(rest[:end], &hdr); err != nil {
 		return hdr, fmt.Errorf("header: %w", err)
 	}
-	if hdr.Size < 0 || hdr.BlockSize <= 0 {
-		return hdr, errors.New("header has an impossible size")
+	return hdr, checkHeader(hdr)
+}
+
+// checkHeader bounds an object's sizes before anything is allocated or
+// created from them: a damaged header or an absurd object must never make
+// the cache allocate, or create, more than maxDiskBlocks records.
+func checkHeader(hdr metaHeader) error {
+	if hdr.Size < 0 || hdr.BlockSize <= 0 || hdr.BlockSize > maxBlockSize {
+		return fmt.Errorf("impossible size %d or block size %d", hdr.Size, hdr.BlockSize)
 	}
-	return hdr, nil
+	if hdr.Size/hdr.BlockSize >= maxDiskBlocks {
+		return fmt.Errorf("%w: %d bytes in %d-byte blocks", errTooLarge, hdr.Size, hdr.BlockSize)
+	}
+	return nil
 }
 
 func encodeRecord(index int64, sum uint64) []byte {
@@ -299,18 +360,42 @@ func decodeRecord(rec []byte, index int64) (uint64, bool) {
 	return binary.LittleEndian.Uint64(rec[0:]), true
 }
 
-// readRecords reads every block's record of an object in one read.
-func readRecords(o *diskObject) (sums []uint64, present []bool) {
+// scanRecords calls fn with every block's record in index order, reading
+// recordChunk records at a time, until fn returns false. With skipHoles
+// it skips the holes of the sparse meta file (absent blocks) without
+// reading them, so a huge, mostly absent object costs little to scan.
+func scanRecords(o *diskObject, skipHoles bool, fn func(index int64, sum uint64, present bool) bool) error {
 	n := o.blocks()
-	sums, present = make([]uint64, n), make([]bool, n)
-	recs := make([]byte, n*recordSize)
-	if _, err := o.meta.ReadAt(recs, metaHeaderSize); err != nil && !errors.Is(err, io.EOF) {
-		return sums, present
+	buf := make([]byte, min(n, recordChunk)*recordSize)
+	for start := int64(0); start < n; {
+		if skipHoles {
+			off, err := unix.Seek(int(o.meta.Fd()), metaHeaderSize+start*recordSize, unix.SEEK_DATA)
+			if errors.Is(err, unix.ENXIO) {
+				return nil // only holes from here on
+			}
+			if err == nil && off > metaHeaderSize+start*recordSize {
+				start = (off - metaHeaderSize) / recordSize
+				if start >= n {
+					return nil
+				}
+			}
+		}
+		cnt := min(n-start, recordChunk)
+		p := buf[:cnt*recordSize]
+		nr, err := o.meta.ReadAt(p, metaHeaderSize+start*recordSize)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading records of %s: %w", o.hdr.Name, err)
+		}
+		clear(p[nr:]) // past the end of a short file: absent
+		for i := range cnt {
+			sum, ok := decodeRecord(p[i*recordSize:(i+1)*recordSize], start+i)
+			if !fn(start+i, sum, ok) {
+				return nil
+			}
+		}
+		start += cnt
 	}
-	for i := range n {
-		sums[i], present[i] = decodeRecord(recs[i*recordSize:(i+1)*recordSize], i)
-	}
-	return sums, present
+	return nil
 }
 
 func readRecord(meta *os.File, index int64) (uint64, bool) {
@@ -364,33 +449,45 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 }
 
 // put writes a block through to disk and reports whether it is there.
-// Failures switch the tier off: the cache goes on serving from RAM and
-// remote.
+// A failure is the object's alone (EFBIG, EIO: that object is no longer
+// written), or the directory's (full or read-only: write-back pauses and
+// resumes); either way the cache goes on serving from RAM and remote.
 func (t *diskTier) put(id ObjectID, index int64, p []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.disabled || int64(len(p)) > t.max {
+	if int64(len(p)) > t.max || t.closed {
 		return false
 	}
 	k := diskKey{objectDirID(id, t.bs), index}
+	if t.failed[k.id] || (t.paused && t.now().Before(t.retryAt)) {
+		return false
+	}
+	t.checkRoot()
 	if _, ok := t.entries[k]; ok {
 		return true
 	}
 	o, err := t.object(id, true)
+	if err == nil && t.deleted(o) {
+		o, err = t.object(id, true)
+	}
 	if err != nil {
-		t.disable(err)
+		t.writeFailed(k.id, id.Name, err)
 		return false
 	}
 	if !t.makeRoom(int64(len(p))) {
 		return false
 	}
 	if _, err := o.data.WriteAt(p, index*t.bs); err != nil {
-		t.disable(err)
+		t.writeFailed(k.id, id.Name, err)
 		return false
 	}
 	if _, err := o.meta.WriteAt(encodeRecord(index, xxhash.Sum64(p)), metaHeaderSize+index*recordSize); err != nil {
-		t.disable(err)
+		t.writeFailed(k.id, id.Name, err)
 		return false
+	}
+	if t.paused {
+		t.paused, t.backoff = false, 0
+		t.log.Info("disk cache: writes succeed again, write-back resumed", "dir", t.root)
 	}
 	t.writes.Add(1)
 	t.addEntry(k, o, int64(len(p)))
@@ -431,6 +528,78 @@ func (t *diskTier) dropObject(id ObjectID) error {
 		return fmt.Errorf("dropping %s: in use", id.Name)
 	}
 	defer lock.Close()
+	t.forget(o)
+	t.roomFreed()
+	return os.RemoveAll(filepath.Join(t.root, o.id))
+}
+
+// writeFailed decides what a failed write means. A full or read-only
+// directory pauses write-back for every object, until eviction frees room
+// or a backoff passes. Anything else (EFBIG, EIO, an object too large, a
+// damaged file) is the object's own problem: that object alone stops
+// being written, so one bad object never turns the cache off for others.
+func (t *diskTier) writeFailed(dirID, name string, err error) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
+		t.backoff = min(max(2*t.backoff, minWriteBackoff), maxWriteBackoff)
+		t.retryAt = t.now().Add(t.backoff)
+		if !t.paused {
+			t.paused = true
+			t.log.Error("disk cache: directory full or read-only, caching in RAM only until eviction frees room or the retry",
+				"dir", t.root, "retry_in", t.backoff, "err", err)
+		}
+		return
+	}
+	if !t.failed[dirID] {
+		t.failed[dirID] = true
+		t.log.Warn("disk cache: not caching this object on disk, serving it from RAM and the source", "object", name, "err", err)
+	}
+}
+
+// roomFreed ends a pause of write-back: eviction made room, so the next
+// write tries again at once.
+func (t *diskTier) roomFreed() {
+	if t.paused {
+		t.retryAt = time.Time{}
+	}
+}
+
+// checkRoot notices the cache directory deleted or replaced under the
+// mount (rm -rf, another tool): writing on would go into deleted files.
+// It forgets every open object and recreates the directory.
+func (t *diskTier) checkRoot() {
+	id, ok := dirID(t.root)
+	if ok && id == t.rootID {
+		return
+	}
+	t.log.Warn("disk cache: the cache directory was deleted or replaced under the mount; starting it afresh", "dir", t.root)
+	for _, o := range t.objs {
+		t.forget(o)
+	}
+	if err := os.MkdirAll(t.root, dirPerm); err != nil {
+		return // the write fails next and says why
+	}
+	if lock, err := os.OpenFile(filepath.Join(filepath.Dir(t.root), "lock"), os.O_CREATE|os.O_RDWR, filePerm); err == nil {
+		t.lock.Close()
+		t.lock = lock
+	}
+	t.rootID, _ = dirID(t.root)
+	t.rescan()
+}
+
+// deleted reports whether o's files were removed from the directory
+// (cache drop, rm) while open; then o is forgotten, to be recreated.
+func (t *diskTier) deleted(o *diskObject) bool {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(o.meta.Fd()), &st); err != nil || st.Nlink > 0 {
+		return false
+	}
+	t.log.Info("disk cache: object was removed from the cache directory; writing it afresh", "object", o.hdr.Name)
+	t.forget(o)
+	return true
+}
+
+// forget drops o from this process's index and closes its files.
+func (t *diskTier) forget(o *diskObject) {
 	for e := t.lru.Front(); e != nil; {
 		next := e.Next()
 		if d := e.Value.(*diskEntry); d.obj == o {
@@ -444,12 +613,6 @@ func (t *diskTier) dropObject(id ObjectID) error {
 	o.data.Close()
 	o.meta.Close()
 	delete(t.objs, o.id)
-	return os.RemoveAll(filepath.Join(t.root, o.id))
-}
-
-func (t *diskTier) disable(err error) {
-	t.disabled = true
-	t.log.Error("disk cache: writes failed, caching in RAM only from now on", "dir", t.root, "err", err)
 }
 
 // makeRoom evicts least recently used blocks until n more bytes fit. When
@@ -485,6 +648,7 @@ func (t *diskTier) makeRoom(n int64) bool {
 		}
 		t.dropLocked(d.obj, d.key.index)
 		t.evictions.Add(1)
+		t.roomFreed()
 	}
 	return t.used+n <= t.max
 }
@@ -546,11 +710,14 @@ func (t *diskTier) rescan() {
 		o.present = 0
 	}
 	for _, f := range objs {
-		_, present := readRecords(f.o)
-		for i, ok := range present {
+		err := scanRecords(f.o, true, func(i int64, _ uint64, ok bool) bool {
 			if ok {
-				t.addEntry(diskKey{f.o.id, int64(i)}, f.o, f.o.blockLen(int64(i)))
+				t.addEntry(diskKey{f.o.id, i}, f.o, f.o.blockLen(i))
 			}
+			return true
+		})
+		if err != nil {
+			t.log.Warn("disk cache: cannot read an object's records", "object", f.o.hdr.Name, "err", err)
 		}
 	}
 	for _, k := range recent {

@@ -51,20 +51,23 @@ type ObjectStats struct {
 	Cached BlockSet
 }
 
-// BlockSet is a set of block indexes.
-type BlockSet []uint64
-
-func newBlockSet(blocks int64) BlockSet { return make(BlockSet, (blocks+63)/64) }
+// BlockSet is a set of block indexes. It is sparse: its size follows the
+// blocks cached, not the object's size, which may be absurd.
+type BlockSet struct{ words map[int64]uint64 }
 
 // Has reports whether block i is in the set.
 func (s BlockSet) Has(i int64) bool {
-	return i >= 0 && i/64 < int64(len(s)) && s[i/64]&(1<<(i%64)) != 0
+	return i >= 0 && s.words[i/64]&(1<<(i%64)) != 0
 }
 
-func (s BlockSet) add(i int64) {
-	if i >= 0 && i/64 < int64(len(s)) {
-		s[i/64] |= 1 << (i % 64)
+func (s *BlockSet) add(i int64) {
+	if i < 0 {
+		return
 	}
+	if s.words == nil {
+		s.words = map[int64]uint64{}
+	}
+	s.words[i/64] |= 1 << (i % 64)
 }
 
 // ObjectStats returns a snapshot for each of ids, in order. The disk tier
@@ -76,7 +79,6 @@ func (c *Cache) ObjectStats(ids []ObjectID) []ObjectStats {
 	at := make(map[objKey]int, len(ids))
 	for i, id := range ids {
 		at[objKey{id.Source, id.Name, id.Version}] = i
-		out[i].Cached = newBlockSet((id.Size + bs - 1) / bs)
 	}
 	c.mu.Lock()
 	for k, b := range c.blocks {
@@ -109,7 +111,7 @@ func (c *Cache) ObjectStats(ids []ObjectID) []ObjectStats {
 		t.mu.Unlock()
 	}
 	for i, id := range ids {
-		for w, word := range out[i].Cached {
+		for w, word := range out[i].Cached.words {
 			for b := int64(0); word != 0; b++ {
 				if word&1 != 0 {
 					off := (int64(w)*64 + b) * bs

@@ -24,7 +24,11 @@ func cacheCommand() *cli.Command {
 				Usage: "list cached objects: completeness, bytes, last use",
 				Flags: []cli.Flag{dirFlag, &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}},
 				Action: func(c *cli.Context) error {
-					objs, err := blockcache.ListDisk(c.String("cache-dir"))
+					log, err := newLogger(c)
+					if err != nil {
+						return err
+					}
+					objs, err := blockcache.ListDisk(c.String("cache-dir"), log)
 					if err != nil {
 						return err
 					}
@@ -45,7 +49,11 @@ func cacheCommand() *cli.Command {
 				Usage: "total bytes cached",
 				Flags: []cli.Flag{dirFlag},
 				Action: func(c *cli.Context) error {
-					objs, err := blockcache.ListDisk(c.String("cache-dir"))
+					log, err := newLogger(c)
+					if err != nil {
+						return err
+					}
+					objs, err := blockcache.ListDisk(c.String("cache-dir"), log)
 					if err != nil {
 						return err
 					}
@@ -67,7 +75,11 @@ func cacheCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					left, err := blockcache.GC(c.String("cache-dir"), size)
+					log, err := newLogger(c)
+					if err != nil {
+						return err
+					}
+					left, err := blockcache.GC(c.String("cache-dir"), log, size)
 					if err != nil {
 						return err
 					}
@@ -88,7 +100,11 @@ func cacheCommand() *cli.Command {
 					if len(names) == 0 && !c.Bool("all") {
 						return fmt.Errorf("cache drop: name objects to drop, or pass --all")
 					}
-					dropped, err := blockcache.Drop(c.String("cache-dir"), func(o blockcache.CachedObject) bool {
+					log, err := newLogger(c)
+					if err != nil {
+						return err
+					}
+					dropped, err := blockcache.Drop(c.String("cache-dir"), log, func(o blockcache.CachedObject) bool {
 						return c.Bool("all") || names[o.Name]
 					})
 					for _, o := range dropped {

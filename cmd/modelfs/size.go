@@ -47,7 +47,7 @@ func defaultDiskCache(dir string, log *slog.Logger) int64 {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0
 	}
-	held, err := blockcache.HeldBytes(dir)
+	held, err := blockcache.HeldBytes(dir, log)
 	if err != nil {
 		log.Warn("could not measure the disk cache; sizing it from free space alone", "dir", dir, "err", err)
 	}

@@ -76,7 +76,7 @@ func TestAutoDiskCacheOnFullCacheKeepsItsBlocks(t *testing.T) {
 	filler.Write(make([]byte, 8<<20)) // ENOSPC is the point
 	filler.Close()
 
-	held, err := blockcache.HeldBytes(dir)
+	held, err := blockcache.HeldBytes(dir, nil)
 	if err != nil || held != blocks*bs {
 		t.Fatalf("HeldBytes = %d, %v; want %d", held, err, blocks*bs)
 	}
