@@ -31,7 +31,7 @@ type DiskOptions struct {
 	MaxBytes int64
 }
 
-// On-disk layout, under Dir/v1/<id>/ where id hashes {name, version, block size}:
+// On-disk layout, under Dir/v1/<id>/ where id hashes {source, name, version, size, block size}:
 //
 //	data  a sparse file the size of the object; block i at offset i*blockSize
 //	meta  a 4 KiB header (magic line + JSON identity), then one 16-byte record

@@ -3,9 +3,11 @@
 // through a Loader it declares.
 //
 // Invariants:
-//   - A block is keyed by its object's name and pinned version, the block
-//     size and its index, so a changed object can never be served from
-//     blocks of an older version.
+//   - A block is keyed by its object's source (the full remote identity:
+//     scheme, endpoint or host, bucket, key), name and pinned version, the
+//     block size and its index, so a changed object can never be served
+//     from blocks of an older version, nor an object from blocks another
+//     source fetched under the same name, version and size.
 //   - Concurrent misses for one block make one load (singleflight).
 //   - Demand reads are served before prefetches: loads run on a fixed pool
 //     of workers that always take a waiting demand load first.
@@ -42,6 +44,38 @@
 // last use (the meta file's mtime). LRU rather than something cleverer
 // because model loads are scans: what was loaded last is what the next
 // start of the same model wants.
+//
+// Tenants. One directory may serve many tenants' mounts, so what a mount
+// must prove before it serves cached bytes is decided here, and enforced
+// by the command that lists sources:
+//   - An object's blocks are found only under its full identity (Source
+//     above), which names the source without secrets.
+//   - A mount serves an object's cached bytes only after listing the
+//     source with its own credentials. The one exception is an outage:
+//     when the source cannot be reached at all (connection refused, DNS,
+//     timeouts, server errors after the retries), the listing the last
+//     mount saved is used. Refused credentials (HTTP 401/403, S3
+//     AccessDenied and kin: fetch.ErrAccess), and credentials that could
+//     not be found, even for a network error on the way (an instance
+//     metadata service), are answers, never outages: that mount serves
+//     nothing. What stays open: during a real outage, a process that can
+//     run mounts on the node and names the same source reads its cached
+//     bytes; keep a cache directory to mounts that trust each other, or
+//     mounts that do not trust each other on separate directories.
+//   - Files are 0600 and directories 0700, whatever the umask.
+//
+// Robustness. Every size read from an ObjectID or a header is bounded
+// before anything is allocated or created from it (at most 2^26 records
+// per object, records read 64 KiB at a time, holes skipped): a larger
+// object is served from RAM and the source, a damaged or absurd entry is
+// dropped with a log line, also by the operator commands. A write that
+// fails for one object (EFBIG, EIO) stops disk caching of that object
+// only. A full or read-only directory pauses write-back, logged once,
+// until eviction frees room or a backoff (1 s doubling to 1 min) passes.
+// A directory deleted or replaced under a running cache, or an object
+// removed by another process, is noticed before the next write, logged,
+// and recreated, never written into deleted files. Close cancels the
+// background verifications, so a shutdown never waits on a whole object.
 //
 // blockcache knows nothing of S3, file formats or FUSE.
 package blockcache

@@ -249,9 +249,11 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 		}
 		return objs, nil
 	}
-	// Only an unreachable source falls back: refused credentials, a
-	// missing bucket or a damaged pack index are answers, not outages.
-	if errors.Is(err, fetch.ErrAccess) || errors.Is(err, fetch.ErrNotFound) || errors.Is(err, pack.ErrFormat) || ctx.Err() != nil {
+	// Only an unreachable source falls back. Refused or missing
+	// credentials, a missing bucket or a damaged pack index are answers,
+	// not outages: a mount serves cached bytes only once its own
+	// credentials listed the source, or when nothing could be asked.
+	if !fetch.Unreachable(err) || errors.Is(err, pack.ErrFormat) || ctx.Err() != nil {
 		return nil, fmt.Errorf("listing %s: %w", src, err)
 	}
 	old, at, lerr := fetch.LoadListing(saved, id)

@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -151,5 +156,105 @@ func TestCacheDirIsPrivate(t *testing.T) {
 		if !seen[name] {
 			t.Errorf("no %q in the cache dir: the test checks nothing of it", name)
 		}
+	}
+}
+
+// tryMount runs modelfs mount with env and returns the mount once ready,
+// or nil and the process's stderr if it exits first.
+func tryMount(t *testing.T, env []string, source string, args ...string) (*mount, string) {
+	t.Helper()
+	needFuse(t)
+	dir := t.TempDir()
+	cmd := exec.Command(modelfsBin, append(append([]string{"mount"}, args...), source, dir)...)
+	cmd.Env = env
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mount{dir: dir, cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = m.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "ready:") {
+				close(ready)
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() { m.done <- cmd.Wait() }()
+	select {
+	case <-ready:
+		t.Cleanup(func() { m.stop(t) })
+		return m, ""
+	case err := <-m.done:
+		m.done <- err
+		return nil, m.stderr.String()
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("modelfs mount neither ready nor failed after 60s\n%s", m.stderr.String())
+		return nil, ""
+	}
+}
+
+// A mount must prove it can read the source with its own credentials
+// before it serves cached bytes. Another tenant's mount filled the cache
+// dir (blocks and saved listing); mounts of the same source with wrong,
+// anonymous or missing credentials serve none of those bytes.
+func TestRefusedCredentialsServeNoCachedByte(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	args := append(r.mountArgs(), "--cache-dir", cacheDir, "--retries", "2")
+	victim := startMount(t, "s3://"+bucket, args...)
+	readModel(t, victim)
+	victim.stop(t)
+
+	// An endpoint where nothing listens: a credential chain that asks the
+	// instance metadata service there fails with a network error.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	base := []string{"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "HOME=" + t.TempDir()}
+	var clean []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") {
+			clean = append(clean, kv)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"wrong secret", []string{"AWS_ACCESS_KEY_ID=" + accessKey, "AWS_SECRET_ACCESS_KEY=wrong-secret", "AWS_EC2_METADATA_DISABLED=true"}, nil},
+		{"unknown key", []string{"AWS_ACCESS_KEY_ID=AKIAOTHERTENANT00001", "AWS_SECRET_ACCESS_KEY=" + secretKey, "AWS_EC2_METADATA_DISABLED=true"}, nil},
+		{"anonymous", nil, []string{"--no-sign-request"}},
+		{"no credentials", []string{"AWS_EC2_METADATA_DISABLED=true"}, nil},
+		{"metadata service unreachable", []string{"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + closed}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := append(append(append([]string(nil), clean...), base...), c.env...)
+			m, stderr := tryMount(t, env, "s3://"+bucket, append(append([]string(nil), args...), c.args...)...)
+			if m == nil {
+				if strings.Contains(stderr, secretKey) || strings.Contains(stderr, "wrong-secret") {
+					t.Fatalf("a secret reached the error:\n%s", stderr)
+				}
+				return // refused at mount time: nothing served
+			}
+			for _, name := range model.Files {
+				if b, err := os.ReadFile(m.path(name)); err == nil || len(b) > 0 {
+					t.Errorf("%s: a mount with refused credentials served %d cached bytes (err %v)", name, len(b), err)
+				}
+			}
+			t.Errorf("the mount started on the saved listing:\n%s", m.stderr.String())
+		})
 	}
 }
