@@ -258,3 +258,40 @@ func TestRefusedCredentialsServeNoCachedByte(t *testing.T) {
 		})
 	}
 }
+
+// The same for HTTP: a wrong or missing bearer token is refused (401) and
+// the mount serves nothing another tenant's mount cached.
+func TestRefusedHTTPTokenServesNoCachedByte(t *testing.T) {
+	const token = "tenant-a-token-0123456789"
+	files := http.FileServer(http.Dir(modelDir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	cacheDir := t.TempDir()
+	args := []string{"--cache-dir", cacheDir, "--retries", "2"}
+	t.Setenv("MODELFS_HTTP_TOKEN", token)
+	victim := startMount(t, srv.URL+"/", args...)
+	readModel(t, victim)
+	victim.stop(t)
+
+	for _, tok := range []string{"wrong-token-0123456789", ""} {
+		env := append(testEnv(), "MODELFS_HTTP_TOKEN="+tok)
+		m, stderr := tryMount(t, env, srv.URL+"/", args...)
+		if m != nil {
+			for _, name := range model.Files {
+				if b, err := os.ReadFile(m.path(name)); err == nil || len(b) > 0 {
+					t.Errorf("%s: a mount with a refused token served %d cached bytes", name, len(b))
+				}
+			}
+			t.Fatalf("a mount with token %q started:\n%s", tok, m.stderr.String())
+		}
+		if tok != "" && strings.Contains(stderr, tok) {
+			t.Fatalf("the token reached the error:\n%s", stderr)
+		}
+	}
+}
