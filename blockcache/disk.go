@@ -133,7 +133,8 @@ type diskTier struct {
 	closed  bool
 	// rootID is the device and inode of root when opened: a change means
 	// the directory was deleted (or replaced) under the mount.
-	rootID [2]uint64
+	rootID   [2]uint64
+	rootLost bool // logged, not yet recreated
 	// failed holds objects whose writes failed for reasons of their own
 	// (EFBIG, EIO, too large): only they stop being written.
 	failed map[string]bool
@@ -571,13 +572,17 @@ func (t *diskTier) checkRoot() {
 	if ok && id == t.rootID {
 		return
 	}
-	t.log.Warn("disk cache: the cache directory was deleted or replaced under the mount; starting it afresh", "dir", t.root)
+	if !t.rootLost {
+		t.rootLost = true
+		t.log.Warn("disk cache: the cache directory was deleted or replaced under the mount; starting it afresh", "dir", t.root)
+	}
 	for _, o := range t.objs {
 		t.forget(o)
 	}
 	if err := os.MkdirAll(t.root, dirPerm); err != nil {
 		return // the write fails next and says why
 	}
+	t.rootLost = false
 	if lock, err := os.OpenFile(filepath.Join(filepath.Dir(t.root), "lock"), os.O_CREATE|os.O_RDWR, filePerm); err == nil {
 		t.lock.Close()
 		t.lock = lock
