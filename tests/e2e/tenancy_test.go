@@ -216,12 +216,7 @@ func TestRefusedCredentialsServeNoCachedByte(t *testing.T) {
 
 	// An endpoint where nothing listens: a credential chain that asks the
 	// instance metadata service there fails with a network error.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := "http://" + l.Addr().String()
-	l.Close()
+	closed := closedEndpoint(t)
 	base := []string{"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "HOME=" + t.TempDir()}
 	var clean []string
 	for _, kv := range os.Environ() {
@@ -294,4 +289,67 @@ func TestRefusedHTTPTokenServesNoCachedByte(t *testing.T) {
 			t.Fatalf("the token reached the error:\n%s", stderr)
 		}
 	}
+}
+
+// closedEndpoint returns a loopback URL where nothing listens.
+func closedEndpoint(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
+}
+
+// The saved listing is the source's own: a mount of the same bucket name
+// through another endpoint, one that cannot be reached, must not start on
+// the victim's listing and serve its cached bytes.
+func TestSavedListingIsPerSource(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	victim := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir)...)
+	readModel(t, victim)
+	victim.stop(t)
+
+	m, stderr := tryMount(t, testEnv(), "s3://"+bucket, "--endpoint", closedEndpoint(t), "--region", region,
+		"--cache-dir", cacheDir, "--retries", "1")
+	if m != nil {
+		for _, name := range model.Files {
+			if b, err := os.ReadFile(m.path(name)); err == nil || len(b) > 0 {
+				t.Errorf("%s: a mount of another endpoint served %d of the victim's cached bytes", name, len(b))
+			}
+		}
+		t.Fatalf("a mount of an unreachable endpoint started on another source's saved listing:\n%s", m.stderr.String())
+	}
+	if !strings.Contains(stderr, "listing") {
+		t.Fatalf("the failed mount does not say why:\n%s", stderr)
+	}
+}
+
+// An absurd entry in a cache dir (a header claiming 2^62 bytes) once
+// crashed every mount and cache command on that dir: now it is dropped
+// with a log line and everything works.
+func TestAbsurdCacheEntryCrashesNothing(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	cacheDir := t.TempDir()
+	obj := filepath.Join(cacheDir, "v1", "0123456789abcdef0123456789abcdef")
+	if err := os.MkdirAll(obj, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	meta := []byte("modelfs-cache v1\n" + `{"source":"x","name":"huge.bin","version":"e:1","size":4611686018427387904,"block_size":65536}` + "\n")
+	if err := os.WriteFile(filepath.Join(obj, "meta"), append(meta, make([]byte, 4096-len(meta))...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(obj, "data"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := runCLI(t, testEnv(), "cache", "ls", "--cache-dir", cacheDir)
+	if code != 0 || !strings.Contains(stderr, "bad metadata") {
+		t.Fatalf("cache ls on a dir with an absurd entry: exit %d\n%s", code, stderr)
+	}
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir)...)
+	readModel(t, m)
 }
