@@ -21,9 +21,20 @@ import (
 
 var (
 	buildOnce sync.Once
+	buildDir  string // holds the built binary; TestMain removes it
 	modelfs   string // the binary, or "" when it has no gpuwarm command
 	buildErr  error
 )
+
+// TestMain removes the built binary (~40 MB) once every test has used it:
+// t.TempDir would remove it after the first test that built it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
 
 func modelfsBin(t *testing.T) string {
 	t.Helper()
@@ -31,12 +42,12 @@ func modelfsBin(t *testing.T) string {
 		t.Skip("builds the modelfs binary")
 	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gpuwarm-cmd-test-")
-		if err != nil {
+		var err error
+		if buildDir, err = os.MkdirTemp("", "gpuwarm-cmd-test-"); err != nil {
 			buildErr = err
 			return
 		}
-		bin := filepath.Join(dir, "modelfs")
+		bin := filepath.Join(buildDir, "modelfs")
 		out, err := exec.Command("go", "build", "-o", bin, "github.com/modelfs/modelfs/cmd/modelfs").CombinedOutput()
 		if err != nil {
 			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
