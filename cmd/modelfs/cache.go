@@ -86,7 +86,7 @@ func cacheCommand() *cli.Command {
 						names[n] = true
 					}
 					if len(names) == 0 && !c.Bool("all") {
-						return fmt.Errorf("cache drop: name objects to drop, or pass --all")
+						return usagef("cache drop: name objects to drop, or pass --all")
 					}
 					dropped, err := blockcache.Drop(c.String("cache-dir"), func(o blockcache.CachedObject) bool {
 						return c.Bool("all") || names[o.Name]

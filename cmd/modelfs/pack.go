@@ -86,10 +86,10 @@ func runPack(c *cli.Context) error {
 		case 2:
 			return verifyPacks(ctx, c, log, c.Args().Get(0), c.Args().Get(1))
 		}
-		return fmt.Errorf("pack --verify: want [SRC_DIR] DEST (got %d arguments)", c.NArg())
+		return usagef("pack --verify: want [SRC_DIR] DEST (got %d arguments)", c.NArg())
 	}
 	if c.NArg() != 2 {
-		return fmt.Errorf("pack: want two arguments, SRC_DIR and DEST (got %d)", c.NArg())
+		return usagef("pack: want two arguments, SRC_DIR and DEST (got %d)", c.NArg())
 	}
 	frameSize, err := parseSize(c.String("frame-size"), "--frame-size")
 	if err != nil {
