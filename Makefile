@@ -13,7 +13,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 CGO_CFLAGS ?= -O2 -g
 export CGO_CFLAGS += -Wno-deprecated-declarations
 
-.PHONY: all build tools test lint demo bench soak fuzz clean
+.PHONY: all build tools test lint demo serve bench soak fuzz clean
 
 all: build
 
@@ -38,6 +38,13 @@ lint:
 # End to end: a local S3 server with a generated model, mounted and read.
 demo: build tools
 	$(BIN)/demo -modelfs $(BIN)/modelfs -mmapread $(BIN)/mmapread -dir .demo
+
+# The demo's S3 server and model, kept running until Ctrl-C, with the
+# commands to mount it by hand. SERVEFLAGS="-addr 127.0.0.1:9100" for
+# another port.
+SERVEFLAGS ?=
+serve: build tools
+	$(BIN)/demo -serve -modelfs $(BIN)/modelfs -dir .demo $(SERVEFLAGS)
 
 # Cold and warm throughput, CPU and RSS against raw GETs, download-then-read
 # and a local copy (docs/benchmarks.md). BENCHFLAGS="--size 8GiB --runs 5",
