@@ -30,6 +30,12 @@ func exitCode(err error) int {
 	if errors.As(err, new(usageError)) {
 		return exitUsage
 	}
+	// 'modelfs help TOPIC' of an unknown topic: urfave/cli's help command
+	// reports it with its own exit code.
+	var exit cli.ExitCoder
+	if errors.As(err, &exit) && strings.HasPrefix(exit.Error(), "No help topic") {
+		return exitUsage
+	}
 	return exitFailure
 }
 

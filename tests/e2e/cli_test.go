@@ -31,6 +31,8 @@ func TestExitStatuses(t *testing.T) {
 		{"unknown mount flag", []string{"mount", "--bogus", "s3://b/x", mnt}, 2, "unknown flag --bogus"},
 		{"unknown command", []string{"mout", "s3://b/x", mnt}, 2, `unknown command "mout"`},
 		{"unknown cache command", []string{"cache", "rm"}, 2, `unknown command "rm"`},
+		{"unknown help topic", []string{"help", "mout"}, 2, "mout"},
+		{"argument to version", []string{"version", "now"}, 2, "no arguments"},
 		{"missing mountpoint", []string{"mount", "s3://b/x"}, 2, "two arguments"},
 		{"missing stats argument", []string{"stats"}, 2, "one argument"},
 		{"missing required flag", []string{"cache", "ls"}, 2, "--cache-dir is required"},
