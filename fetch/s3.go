@@ -79,7 +79,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		log = slog.Default()
 	}
 	loadOpts := []func(*config.LoadOptions) error{
-		config.WithLogger(sdkLogger{log}),
+		config.WithLogger(SDKLogger(log)),
 		config.WithHTTPClient(httpClient),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
@@ -394,8 +394,10 @@ func (e *credentialsError) Is(target error) bool {
 	return target == ErrAccess && !errors.As(e.err, &netErr)
 }
 
-// sdkLogger sends the SDK's log lines (such as its IMDSv1 fallback
-// warning) through the product's logger, so they follow --log-format.
+// SDKLogger sends the AWS SDK's log lines (such as its IMDSv1 fallback
+// warning) through log, so they follow the product's level and format.
+func SDKLogger(log *slog.Logger) logging.Logger { return sdkLogger{log} }
+
 type sdkLogger struct{ log *slog.Logger }
 
 func (l sdkLogger) Logf(c logging.Classification, format string, v ...any) {
