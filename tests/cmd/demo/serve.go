@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,6 +20,9 @@ func serve(modelfsBin, dir, addr string, size int64) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := prepare(ctx, dir, addr, size)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w; choose another address, e.g. make serve SERVEFLAGS=\"-addr 127.0.0.1:9100\"", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -27,7 +31,8 @@ func serve(modelfsBin, dir, addr string, size int64) error {
 	url := s.srv.URL()
 	fmt.Print(serveInstructions(modelfsBin, url, s.source, mnt, filepath.Join(dir, "cache"), len(s.files), s.total))
 	<-ctx.Done()
-	step("stopping the S3 server")
+	// A mount still up would fail its uncached reads from now on.
+	step("stopping the S3 server; unmount what still uses it: %s unmount %s", modelfsBin, mnt)
 	return nil
 }
 
