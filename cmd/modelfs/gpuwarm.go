@@ -90,7 +90,7 @@ func (f *envFormat) IsBoolFlag() bool { return true }
 
 func runGPUWarm(c *cli.Context, printEnv string) error {
 	if c.NArg() > 0 {
-		return fmt.Errorf("gpuwarm: unexpected argument %q (the model is --model DIR; JSON environment is --print-env=json)", c.Args().First())
+		return usagef("gpuwarm: unexpected argument %q (the model is --model DIR; JSON environment is --print-env=json)", c.Args().First())
 	}
 	if printEnv != "" {
 		return gpuwarm.WriteEnv(c.App.Writer, gpuwarm.ServerEnv(), printEnv)
@@ -174,7 +174,7 @@ func gpuwarmOptions(c *cli.Context) (gpuwarm.Options, time.Duration, error) {
 		NVML:              gpuwarmNVML(),
 	}
 	if o.Model == "" {
-		return o, 0, fmt.Errorf("gpuwarm: --model DIR is required")
+		return o, 0, usagef("gpuwarm: --model DIR is required")
 	}
 	if o.TensorParallel < 1 {
 		return o, 0, usagef("--tensor-parallel %d: want at least 1", o.TensorParallel)
