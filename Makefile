@@ -9,9 +9,8 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?= -race -count=1 -timeout 30m
 # go-nvml's cgo code calls NVML functions NVIDIA marked deprecated; the C
 # compiler's warnings about them look like failures and are not ours to fix.
-# -O2 -g is Go's default, kept.
-CGO_CFLAGS ?= -O2 -g
-export CGO_CFLAGS += -Wno-deprecated-declarations
+# Go's default, -O2 -g, stands in for an unset or empty CGO_CFLAGS.
+export CGO_CFLAGS := $(or $(strip $(CGO_CFLAGS)),-O2 -g) -Wno-deprecated-declarations
 
 .PHONY: all build tools test lint demo serve bench soak fuzz clean
 

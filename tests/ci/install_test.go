@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -66,8 +65,7 @@ func stub(t *testing.T, dir, name, body string) {
 // run runs .ci/install-deps with only the stubs on PATH.
 func (fs fakeSystem) run(t *testing.T) (calls []string, stderr string, err error) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", ".ci", "install-deps")
+	script := filepath.Join(repoRoot(t), ".ci", "install-deps")
 	bash, lerr := exec.LookPath("bash")
 	if lerr != nil {
 		t.Skip("bash is not installed")
