@@ -18,6 +18,55 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
+func buildDemo(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/modelfs/modelfs/tests/cmd/demo").CombinedOutput(); err != nil {
+		t.Fatalf("building tests/cmd/demo: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// The demo labels each pass, reports one size for the model wherever it
+// names it, and ends with a summary saying where its files are.
+func TestDemoReport(t *testing.T) {
+	needFuse(t)
+	dir := filepath.Join(t.TempDir(), "demo-dir")
+	cmd := exec.Command(buildDemo(t), "-modelfs", modelfsBin, "-mmapread", mmapBin, "-dir", dir, "-size", "8388608")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"pass 1/3, cold cat:", "pass 2/3, warm cat:", "pass 3/3, mmap after remount:", "all identical to the source"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in the demo's output:\n%s", want, text)
+		}
+	}
+	// "generated 9 files, 8.1 MiB" and each "ready: ... (9 files, 8.1 MiB)".
+	var generated string
+	readies := 0
+	for _, line := range strings.Split(text, "\n") {
+		if g, ok := strings.CutPrefix(line, "==> generated "); ok {
+			generated = g
+		}
+		if strings.HasPrefix(line, "==> ready: ") {
+			readies++
+			if generated == "" || !strings.HasSuffix(line, "("+generated+")") {
+				t.Errorf("mounted size %q differs from the generated %q", line, generated)
+			}
+		}
+	}
+	if readies != 2 {
+		t.Errorf("%d ready lines, want 2 (mount, remount):\n%s", readies, text)
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "demo passed") || !strings.Contains(last, dir) || !strings.Contains(last, "make clean") {
+		t.Errorf("last line %q, want a summary naming %s and make clean", last, dir)
+	}
+}
+
 // TestServeCommandsWork runs `make serve`'s program (tests/cmd/demo
 // -serve) and then the commands it prints, as printed: mount in the
 // background, read, stats, unmount, warm. Its server must also take an
@@ -25,10 +74,7 @@ import (
 func TestServeCommandsWork(t *testing.T) {
 	needFuse(t)
 	tmp := t.TempDir()
-	demoBin := filepath.Join(tmp, "demo")
-	if out, err := exec.Command("go", "build", "-o", demoBin, "github.com/modelfs/modelfs/tests/cmd/demo").CombinedOutput(); err != nil {
-		t.Fatalf("building tests/cmd/demo: %v\n%s", err, out)
-	}
+	demoBin := buildDemo(t)
 	dir := filepath.Join(tmp, "demo-dir")
 	srv := exec.Command(demoBin, "-serve", "-modelfs", modelfsBin, "-dir", dir, "-addr", "127.0.0.1:0", "-size", "8388608")
 	srv.Stderr = os.Stderr
