@@ -43,13 +43,19 @@ func exitCode(err error) int {
 // mistakes as one usageError instead of urfave/cli's help dump on stdout:
 // flag parse errors, missing required flags and unknown subcommands.
 func oneLineUsageErrors(cmds []*cli.Command) {
+	walkUsage(cmds, map[*cli.StringFlag]bool{})
+}
+
+// walkUsage does oneLineUsageErrors' work; required holds the flags made
+// optional so far, since commands share flag values.
+func walkUsage(cmds []*cli.Command, required map[*cli.StringFlag]bool) {
 	for _, cmd := range cmds {
 		cmd.OnUsageError = onUsageError
-		requireFlags(cmd)
+		requireFlags(cmd, required)
 		if len(cmd.Subcommands) > 0 && cmd.Action == nil {
 			cmd.Action = unknownCommand
 		}
-		oneLineUsageErrors(cmd.Subcommands)
+		walkUsage(cmd.Subcommands, required)
 	}
 }
 
@@ -97,11 +103,11 @@ func helpName(c *cli.Context) string {
 
 // requireFlags checks the command's required flags itself, before its
 // action: urfave/cli would print the whole help for a missing one.
-func requireFlags(cmd *cli.Command) {
+func requireFlags(cmd *cli.Command, seen map[*cli.StringFlag]bool) {
 	var required []string
 	for _, f := range cmd.Flags {
-		if sf, ok := f.(*cli.StringFlag); ok && sf.Required {
-			sf.Required = false
+		if sf, ok := f.(*cli.StringFlag); ok && (sf.Required || seen[sf]) {
+			seen[sf], sf.Required = true, false
 			required = append(required, sf.Name)
 		}
 	}
