@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,9 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -38,6 +42,8 @@ type S3Options struct {
 	// MaxConns bounds connections to the store (0 = 64).
 	MaxConns int
 	Retry    RetryOptions
+	// Logger receives the SDK's own log lines (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // S3 is a Source over one bucket and prefix.
@@ -71,7 +77,12 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		// Model weights do not compress; asking for gzip only costs CPU.
 		tr.DisableCompression = true
 	})
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	loadOpts := []func(*config.LoadOptions) error{
+		config.WithLogger(SDKLogger(log)),
 		config.WithHTTPClient(httpClient),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
@@ -91,6 +102,14 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
+	}
+	if !opts.NoSignRequest {
+		// The chain falls back to the instance role when it finds nothing
+		// else; its failure then means no credentials were given at all.
+		cfg.Credentials = credentialsProbe{
+			inner:            cfg.Credentials,
+			instanceRoleOnly: aws.IsCredentialsProvider(cfg.Credentials, (*ec2rolecreds.Provider)(nil)),
+		}
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
@@ -313,6 +332,12 @@ func (s *S3) mapError(err error) error {
 	if err == nil {
 		return nil
 	}
+	// Without credentials no request was sent: the SDK's operation
+	// context adds nothing.
+	var credErr *credentialsError
+	if errors.As(err, &credErr) {
+		return credErr
+	}
 	var apiErr smithy.APIError
 	code := ""
 	if errors.As(err, &apiErr) {
@@ -349,4 +374,57 @@ func retryAfter(respErr *smithyhttp.ResponseError) time.Duration {
 		return 0
 	}
 	return time.Duration(secs) * time.Second
+}
+
+// credentialsProbe marks a failure to get credentials, so that it is
+// reported as such rather than as the SDK's "get identity" chain.
+type credentialsProbe struct {
+	inner            aws.CredentialsProvider
+	instanceRoleOnly bool
+}
+
+func (p credentialsProbe) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	creds, err := p.inner.Retrieve(ctx)
+	if err != nil {
+		return creds, &credentialsError{err: err, instanceRoleOnly: p.instanceRoleOnly}
+	}
+	return creds, nil
+}
+
+// credentialsError is a failure to get credentials; no request reached the
+// store. It counts as ErrAccess unless a credentials endpoint (instance
+// metadata, STS) could not be reached: that is an outage, not an answer.
+type credentialsError struct {
+	err              error
+	instanceRoleOnly bool
+}
+
+func (e *credentialsError) Error() string {
+	if e.instanceRoleOnly {
+		return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, " +
+			"name a profile (AWS_PROFILE or --aws-profile), configure web identity (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE) " +
+			"or run with an instance role; for a public bucket use --no-sign-request (instance role: " + e.err.Error() + ")"
+	}
+	return "getting AWS credentials: " + e.err.Error()
+}
+
+func (e *credentialsError) Unwrap() error { return e.err }
+
+func (e *credentialsError) Is(target error) bool {
+	var netErr net.Error
+	return target == ErrAccess && !errors.As(e.err, &netErr)
+}
+
+// SDKLogger sends the AWS SDK's log lines (such as its IMDSv1 fallback
+// warning) through log, so they follow the product's level and format.
+func SDKLogger(log *slog.Logger) logging.Logger { return sdkLogger{log} }
+
+type sdkLogger struct{ log *slog.Logger }
+
+func (l sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	level := slog.LevelDebug
+	if c == logging.Warn {
+		level = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "from", "aws-sdk")
 }

@@ -21,9 +21,20 @@ import (
 
 var (
 	buildOnce sync.Once
+	buildDir  string // holds the built binary; TestMain removes it
 	modelfs   string // the binary, or "" when it has no gpuwarm command
 	buildErr  error
 )
+
+// TestMain removes the built binary (~40 MB) once every test has used it:
+// t.TempDir would remove it after the first test that built it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
 
 func modelfsBin(t *testing.T) string {
 	t.Helper()
@@ -31,12 +42,12 @@ func modelfsBin(t *testing.T) string {
 		t.Skip("builds the modelfs binary")
 	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gpuwarm-cmd-test-")
-		if err != nil {
+		var err error
+		if buildDir, err = os.MkdirTemp("", "gpuwarm-cmd-test-"); err != nil {
 			buildErr = err
 			return
 		}
-		bin := filepath.Join(dir, "modelfs")
+		bin := filepath.Join(buildDir, "modelfs")
 		out, err := exec.Command("go", "build", "-o", bin, "github.com/modelfs/modelfs/cmd/modelfs").CombinedOutput()
 		if err != nil {
 			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
@@ -127,25 +138,28 @@ func TestCmdOnce(t *testing.T) {
 	}
 }
 
+// Mistakes on the command line exit 2, failures at run time 1.
 func TestCmdErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
 		args []string
+		code int
 		want string
 	}{
-		{[]string{"--once"}, "--model DIR is required"},
-		{[]string{"--once", "--model", filepath.Join(dir, "nope")}, "model directory"},
-		{[]string{"--once", "--model", dir, "--pin-bytes", "lots"}, `--pin-bytes "lots"`},
-		{[]string{"--once", "--model", dir, "--tensor-parallel", "0"}, "--tensor-parallel 0"},
-		{[]string{"--once", "--model", dir, "--gpu-mem-fraction", "1.5"}, "--gpu-mem-fraction 1.5"},
-		{[]string{"--once", "--model", dir, "--keep-warm", "1m"}, "--keep-warm needs --warmup-url"},
-		{[]string{"--once", "--model", dir, "--warmup-url", "http://127.0.0.1:1/v1/completions", "--keep-warm", "1m"}, "drop --once"},
-		{[]string{"--once", "--model", dir, "--warmup-url", "http://127.0.0.1:1/v1/completions", "--warmup-shapes", "4"}, "want BATCHxTOKENS"},
-		{[]string{"--print-env", "json"}, "--print-env=json"},
+		{[]string{"--once"}, 2, "--model DIR is required"},
+		{[]string{"--once", "--model", filepath.Join(dir, "nope")}, 1, "model directory"},
+		{[]string{"--once", "--model", dir, "--pin-bytes", "lots"}, 2, `--pin-bytes "lots"`},
+		{[]string{"--once", "--model", dir, "--tensor-parallel", "0"}, 2, "--tensor-parallel 0"},
+		{[]string{"--once", "--model", dir, "--gpu-mem-fraction", "1.5"}, 2, "--gpu-mem-fraction 1.5"},
+		{[]string{"--once", "--model", dir, "--keep-warm", "1m"}, 2, "--keep-warm needs --warmup-url"},
+		{[]string{"--once", "--model", dir, "--warmup-url", "http://127.0.0.1:1/v1/completions", "--keep-warm", "1m"}, 2, "drop --once"},
+		{[]string{"--once", "--model", dir, "--warmup-url", "http://127.0.0.1:1/v1/completions", "--warmup-shapes", "4"}, 2, "want BATCHxTOKENS"},
+		{[]string{"--print-env", "json"}, 2, "--print-env=json"},
+		{[]string{"--print-env=yaml"}, 2, "want shell or json"},
 	} {
 		_, errOut, code := runCmd(t, c.args...)
-		if code != 1 || !strings.Contains(errOut, c.want) {
-			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", c.args, code, errOut, c.want)
+		if code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errOut, c.code, c.want)
 		}
 	}
 }

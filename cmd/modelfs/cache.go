@@ -98,7 +98,7 @@ func cacheCommand() *cli.Command {
 						names[n] = true
 					}
 					if len(names) == 0 && !c.Bool("all") {
-						return fmt.Errorf("cache drop: name objects to drop, or pass --all")
+						return usagef("cache drop: name objects to drop, or pass --all")
 					}
 					log, err := newLogger(c)
 					if err != nil {

@@ -39,7 +39,7 @@ func completionCommand() *cli.Command {
 			case "zsh":
 				fmt.Print(zshCompletion)
 			default:
-				return fmt.Errorf("completion: want bash or zsh, got %q", c.Args().First())
+				return usagef("completion: want bash or zsh, got %q", c.Args().First())
 			}
 			return nil
 		},

@@ -90,7 +90,7 @@ func (f *envFormat) IsBoolFlag() bool { return true }
 
 func runGPUWarm(c *cli.Context, printEnv string) error {
 	if c.NArg() > 0 {
-		return fmt.Errorf("gpuwarm: unexpected argument %q (the model is --model DIR; JSON environment is --print-env=json)", c.Args().First())
+		return usagef("gpuwarm: unexpected argument %q (the model is --model DIR; JSON environment is --print-env=json)", c.Args().First())
 	}
 	if printEnv != "" {
 		return gpuwarm.WriteEnv(c.App.Writer, gpuwarm.ServerEnv(), printEnv)
@@ -174,20 +174,20 @@ func gpuwarmOptions(c *cli.Context) (gpuwarm.Options, time.Duration, error) {
 		NVML:              gpuwarmNVML(),
 	}
 	if o.Model == "" {
-		return o, 0, fmt.Errorf("gpuwarm: --model DIR is required")
+		return o, 0, usagef("gpuwarm: --model DIR is required")
 	}
 	if o.TensorParallel < 1 {
-		return o, 0, fmt.Errorf("--tensor-parallel %d: want at least 1", o.TensorParallel)
+		return o, 0, usagef("--tensor-parallel %d: want at least 1", o.TensorParallel)
 	}
 	if f := o.GPUMemFraction; !(f > 0 && f <= 1) {
-		return o, 0, fmt.Errorf("--gpu-mem-fraction %g: want more than 0 and at most 1", f)
+		return o, 0, usagef("--gpu-mem-fraction %g: want more than 0 and at most 1", f)
 	}
 	if s := c.String("pin-bytes"); strings.EqualFold(strings.TrimSpace(s), "all") {
 		o.PinBytes = gpuwarm.PinAll
 	} else {
 		n, err := parseSize(s, "--pin-bytes")
 		if err != nil {
-			return o, 0, fmt.Errorf("--pin-bytes %q: want a size such as 4GiB, or all", s)
+			return o, 0, usagef("--pin-bytes %q: want a size such as 4GiB, or all", s)
 		}
 		o.PinBytes = n
 	}
@@ -195,10 +195,10 @@ func gpuwarmOptions(c *cli.Context) (gpuwarm.Options, time.Duration, error) {
 	if u := c.String("warmup-url"); u != "" {
 		shapes, err := gpuwarm.ParseShapes(c.String("warmup-shapes"))
 		if err != nil {
-			return o, 0, fmt.Errorf("--warmup-shapes: %w", err)
+			return o, 0, usagef("--warmup-shapes: %w", err)
 		}
 		if c.Int("warmup-iters") < 1 {
-			return o, 0, fmt.Errorf("--warmup-iters %d: want at least 1", c.Int("warmup-iters"))
+			return o, 0, usagef("--warmup-iters %d: want at least 1", c.Int("warmup-iters"))
 		}
 		o.Warmup = &gpuwarm.WarmupOptions{
 			URL: u, HealthURL: c.String("health-url"), Timeout: c.Duration("warmup-timeout"),
@@ -208,11 +208,11 @@ func gpuwarmOptions(c *cli.Context) (gpuwarm.Options, time.Duration, error) {
 	}
 	switch {
 	case keepWarm < 0:
-		return o, 0, fmt.Errorf("--keep-warm %s: want a positive interval", keepWarm)
+		return o, 0, usagef("--keep-warm %s: want a positive interval", keepWarm)
 	case keepWarm > 0 && o.Warmup == nil:
-		return o, 0, fmt.Errorf("--keep-warm needs --warmup-url")
+		return o, 0, usagef("--keep-warm needs --warmup-url")
 	case keepWarm > 0 && c.Bool("once"):
-		return o, 0, fmt.Errorf("--keep-warm needs the holding mode: drop --once")
+		return o, 0, usagef("--keep-warm needs the holding mode: drop --once")
 	}
 	return o, keepWarm, nil
 }

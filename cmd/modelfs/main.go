@@ -32,13 +32,16 @@ func main() {
 			applyMemoryLimit(log, 0, 0)
 			return nil
 		},
-		Commands: []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), packCommand(), statsCommand(), cacheCommand(), gpuwarmCommand(), csiCommand(), completionCommand()},
+		Commands:     []*cli.Command{mountCommand(), unmountCommand(), warmCommand(), packCommand(), statsCommand(), cacheCommand(), gpuwarmCommand(), csiCommand(), completionCommand(), versionCommand()},
+		Action:       unknownCommand,
+		OnUsageError: onUsageError,
 		// One line, no usage dump, for errors a user caused.
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}
+	oneLineUsageErrors(app.Commands)
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "modelfs: %v\n", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -46,7 +49,7 @@ func main() {
 func newLogger(c *cli.Context) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(strings.ToLower(c.String("log-level")))); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+		return nil, usagef("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch f := strings.ToLower(c.String("log-format")); f {
@@ -55,6 +58,6 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	default:
-		return nil, fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
+		return nil, usagef("--log-format %q: want text or json", c.String("log-format"))
 	}
 }

@@ -43,11 +43,11 @@ func runMount(c *cli.Context) error {
 	manifest := c.String("manifest")
 	switch {
 	case manifest != "" && c.NArg() == 2:
-		return fmt.Errorf("mount: --manifest and a SOURCE argument are mutually exclusive")
+		return usagef("mount: --manifest and a SOURCE argument are mutually exclusive")
 	case manifest != "" && c.NArg() != 1:
-		return fmt.Errorf("mount: with --manifest, want one argument, MOUNTPOINT (got %d)", c.NArg())
+		return usagef("mount: with --manifest, want one argument, MOUNTPOINT (got %d)", c.NArg())
 	case manifest == "" && c.NArg() != 2:
-		return fmt.Errorf("mount: want two arguments, SOURCE and MOUNTPOINT (got %d)", c.NArg())
+		return usagef("mount: want two arguments, SOURCE and MOUNTPOINT (got %d)", c.NArg())
 	}
 	log, err := newLogger(c)
 	if err != nil {
@@ -71,7 +71,7 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	if memCache < 2*blockSize {
-		return fmt.Errorf("--mem-cache %s: want at least two blocks (%d bytes)", c.String("mem-cache"), 2*blockSize)
+		return usagef("--mem-cache %s: want at least two blocks (%d bytes)", c.String("mem-cache"), 2*blockSize)
 	}
 	smallFile, err := parseSize(c.String("small-file"), "--small-file")
 	if err != nil {
@@ -85,16 +85,16 @@ func runMount(c *cli.Context) error {
 	case "auto", "layer", "readahead":
 	case "profile":
 		if pf.profile == "" {
-			return fmt.Errorf("--prefetch profile needs --profile FILE")
+			return usagef("--prefetch profile needs --profile FILE")
 		}
 	case "off":
 		pf.ra.Disabled = true
 	default:
-		return fmt.Errorf("--prefetch %q: want auto, layer, profile, readahead or off", pf.mode)
+		return usagef("--prefetch %q: want auto, layer, profile, readahead or off", pf.mode)
 	}
 	if rec := c.String("record-profile"); rec != "" {
 		if st, err := os.Stat(filepath.Dir(rec)); err != nil || !st.IsDir() {
-			return fmt.Errorf("--record-profile %s: its directory does not exist", rec)
+			return usagef("--record-profile %s: its directory does not exist", rec)
 		}
 		pf.recorder = prefetch.NewRecorder(blockSize)
 	}
@@ -111,7 +111,7 @@ func runMount(c *cli.Context) error {
 		}
 		defer stopMetrics()
 	} else if c.Bool("pprof") {
-		return fmt.Errorf("--pprof needs --metrics-addr")
+		return usagef("--pprof needs --metrics-addr")
 	}
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)

@@ -86,10 +86,10 @@ func runPack(c *cli.Context) error {
 		case 2:
 			return verifyPacks(ctx, c, log, c.Args().Get(0), c.Args().Get(1))
 		}
-		return fmt.Errorf("pack --verify: want [SRC_DIR] DEST (got %d arguments)", c.NArg())
+		return usagef("pack --verify: want [SRC_DIR] DEST (got %d arguments)", c.NArg())
 	}
 	if c.NArg() != 2 {
-		return fmt.Errorf("pack: want two arguments, SRC_DIR and DEST (got %d)", c.NArg())
+		return usagef("pack: want two arguments, SRC_DIR and DEST (got %d)", c.NArg())
 	}
 	frameSize, err := parseSize(c.String("frame-size"), "--frame-size")
 	if err != nil {
@@ -297,10 +297,14 @@ func openPackDest(ctx context.Context, c *cli.Context, dest, srcDir string) (pac
 // packOpen opens a location as a source, as openModel does, without the
 // pack layer.
 func packOpen(ctx context.Context, c *cli.Context, loc fetch.Location) (fetch.Source, error) {
+	log, err := newLogger(c)
+	if err != nil {
+		return nil, err
+	}
 	return fetch.Open(ctx, loc, fetch.OpenOptions{
 		S3: fetch.S3Options{
 			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
-			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
+			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2, Logger: log,
 		},
 		Retry: fetch.RetryOptions{MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout")},
 	})
@@ -310,7 +314,12 @@ func packOpen(ctx context.Context, c *cli.Context, loc fetch.Location) (fetch.So
 // (fetch.NewS3), with the SDK's own retries: uploads have no range to
 // resume, and a PUT is retried whole.
 func packS3Client(ctx context.Context, c *cli.Context) (*s3.Client, error) {
+	log, err := newLogger(c)
+	if err != nil {
+		return nil, err
+	}
 	opts := []func(*config.LoadOptions) error{
+		config.WithLogger(fetch.SDKLogger(log)),
 		config.WithRetryMaxAttempts(c.Int("retries")),
 		// No per-request checksums: each frame carries an xxhash64, and
 		// pack --verify checks the whole.

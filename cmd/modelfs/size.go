@@ -11,7 +11,15 @@ import (
 )
 
 // parseSize reads sizes like 8MiB, 1.5GB, 4096 or 64k (k/m/g are binary).
-func parseSize(s, flag string) (int64, error) { return units.ParseSize(s, flag) }
+// A bad value of a command-line flag (a name starting "--") is a usage
+// error; one read from a file is not.
+func parseSize(s, flag string) (int64, error) {
+	n, err := units.ParseSize(s, flag)
+	if err != nil && strings.HasPrefix(flag, "--") {
+		return 0, usageError{err}
+	}
+	return n, err
+}
 
 func formatSize(n int64) string { return units.FormatSize(n) }
 

@@ -52,7 +52,7 @@ func blockSizeFlag(c *cli.Context) (int64, error) {
 		return 0, err
 	}
 	if bs < 64<<10 || bs > 256<<20 {
-		return 0, fmt.Errorf("--block-size %s: want 64KiB to 256MiB", c.String("block-size"))
+		return 0, usagef("--block-size %s: want 64KiB to 256MiB", c.String("block-size"))
 	}
 	return bs, nil
 }
@@ -126,7 +126,7 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 		return nil, err
 	}
 	if c.Int("concurrency") < 1 || c.Int("concurrency") > 1024 {
-		return nil, fmt.Errorf("--concurrency %d: want 1 to 1024", c.Int("concurrency"))
+		return nil, usagef("--concurrency %d: want 1 to 1024", c.Int("concurrency"))
 	}
 	var disk *blockcache.DiskOptions
 	if dir := c.String("cache-dir"); dir != "" {
@@ -187,7 +187,7 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
 		S3: fetch.S3Options{
 			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
-			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
+			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2, Logger: log,
 		},
 		HTTP: fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
 		Retry: fetch.RetryOptions{

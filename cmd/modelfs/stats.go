@@ -245,7 +245,7 @@ the cache's totals. --json prints the snapshot itself.`,
 
 func runStats(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return fmt.Errorf("stats: want one argument, MOUNTPOINT (got %d)", c.NArg())
+		return usagef("stats: want one argument, MOUNTPOINT (got %d)", c.NArg())
 	}
 	mp := c.Args().Get(0)
 	raw, st, err := readStats(mp)

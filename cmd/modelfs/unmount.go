@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/urfave/cli/v2"
 
 	"github.com/modelfs/modelfs/fs"
@@ -16,7 +14,7 @@ func unmountCommand() *cli.Command {
 		ArgsUsage: "MOUNTPOINT",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("unmount: want exactly one argument, MOUNTPOINT")
+				return usagef("unmount: want exactly one argument, MOUNTPOINT")
 			}
 			return fs.Unmount(c.Args().First())
 		},

@@ -63,7 +63,7 @@ func runWarm(c *cli.Context) error {
 	case manifest != "" && c.NArg() > 0:
 		return fmt.Errorf("warm: --manifest and a SOURCE argument are mutually exclusive")
 	case manifest == "" && c.NArg() != 1:
-		return fmt.Errorf("warm: want one argument, SOURCE (got %d)", c.NArg())
+		return usagef("warm: want one argument, SOURCE (got %d)", c.NArg())
 	}
 	if c.String("cache-dir") == "" {
 		return fmt.Errorf("warm: --cache-dir is required: warm fills a disk cache")
@@ -165,7 +165,7 @@ func parseSHA256Flags(vals []string) (map[string]string, error) {
 		name, sum, ok := strings.Cut(v, "=")
 		sum = strings.ToLower(strings.TrimSpace(sum))
 		if _, err := hex.DecodeString(sum); !ok || name == "" || len(sum) != 64 || err != nil {
-			return nil, fmt.Errorf("--sha256 %q: want NAME=<64 hex digits>", v)
+			return nil, usagef("--sha256 %q: want NAME=<64 hex digits>", v)
 		}
 		want[name] = sum
 	}

@@ -1,9 +1,13 @@
 // Command demo runs modelfs end to end on this machine: it starts the test
 // S3 server on loopback, uploads a generated Llama-style sharded
 // safetensors model through the AWS SDK, mounts it with modelfs, reads it
-// with ordinary readers (sha256sum, and mmapread, which mmaps each shard
-// and touches every tensor), and reports cold and warm times and whether
-// the bytes are identical.
+// with ordinary readers (cat, sha256sum, and mmapread, which mmaps each
+// shard and touches every tensor), and reports cold and warm times and
+// whether the bytes are identical.
+//
+// With -serve it stops after the upload instead, keeps the server running
+// until SIGINT or SIGTERM, and prints the commands to mount the model by
+// hand (see serve.go).
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/modelfs/modelfs/internal/units"
 	"github.com/modelfs/modelfs/tests/modelgen"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -32,6 +37,7 @@ import (
 const (
 	accessKey = "AKIADEMO000000000000"
 	secretKey = "demo-secret-key-for-the-loopback-server"
+	region    = "us-east-1"
 	bucket    = "models"
 	prefix    = "llama-demo/"
 )
@@ -40,84 +46,120 @@ func main() {
 	modelfsBin := flag.String("modelfs", "bin/modelfs", "modelfs binary")
 	mmapread := flag.String("mmapread", "bin/mmapread", "mmapread binary")
 	dir := flag.String("dir", ".demo", "work directory (model, server data, mountpoint)")
-	size := flag.Int64("size", 384<<20, "model size in bytes")
+	size := flag.Int64("size", 384<<20, "approximate model size in bytes")
+	serveMode := flag.Bool("serve", false, "keep the S3 server running and print the commands to try, instead of the demo")
+	addr := flag.String("addr", "", "with -serve: `host:port` for the S3 server (default 127.0.0.1:9000)")
 	flag.Parse()
-	if err := run(*modelfsBin, *mmapread, *dir, *size); err != nil {
+	var err error
+	if *serveMode {
+		if *addr == "" {
+			*addr = "127.0.0.1:9000"
+		}
+		err = serve(*modelfsBin, *dir, *addr, *size)
+	} else {
+		err = run(*modelfsBin, *mmapread, *dir, *size)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(modelfsBin, mmapread, dir string, size int64) error {
-	ctx := context.Background()
-	for _, d := range []string{"s3", "mnt"} {
-		if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
-			return fmt.Errorf("cleaning %s (a stale mount? run 'modelfs unmount %s'): %w", d, filepath.Join(dir, "mnt"), err)
-		}
-	}
-	modelDir, mnt := filepath.Join(dir, "model"), filepath.Join(dir, "mnt")
-	if err := os.MkdirAll(mnt, 0o755); err != nil {
-		return err
-	}
+// served is the generated model, uploaded to a running S3 server.
+type served struct {
+	srv    *s3server.Server
+	source string            // s3://bucket/prefix/
+	files  []string          // relative to the model
+	want   map[string]string // file -> sha256
+	total  int64             // bytes in all files
+}
 
-	step("generating a %s Llama-style model (sharded safetensors)", mib(size))
+// prepare generates the model under dir/model, starts the S3 server on
+// addr with its data under dir/s3, and uploads the model through the SDK.
+func prepare(ctx context.Context, dir, addr string, size int64) (*served, error) {
+	if err := os.RemoveAll(filepath.Join(dir, "s3")); err != nil {
+		return nil, fmt.Errorf("cleaning %s: %w", filepath.Join(dir, "s3"), err)
+	}
+	modelDir := filepath.Join(dir, "model")
+	step("generating a Llama-style model (sharded safetensors, config, tokenizer) in %s", modelDir)
 	model, err := modelgen.Generate(modelDir, modelgen.Options{TotalBytes: size, Shards: 4, Seed: 1})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("generating the model: %w", err)
 	}
-	want := map[string]string{}
-	var total int64
+	s := &served{source: "s3://" + bucket + "/" + prefix, files: model.Files, want: map[string]string{}}
 	for _, f := range model.Files {
 		sum, n, err := sha256Of(filepath.Join(modelDir, f))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		want[f], total = sum, total+n
+		s.want[f], s.total = sum, s.total+n
 	}
+	step("generated %d files, %s", len(s.files), units.FormatSize(s.total))
 
-	srv, err := s3server.New(s3server.Options{Dir: filepath.Join(dir, "s3"), AccessKey: accessKey, SecretKey: secretKey})
+	srv, err := s3server.New(s3server.Options{Dir: filepath.Join(dir, "s3"), AccessKey: accessKey, SecretKey: secretKey, Region: region})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("creating the S3 server: %w", err)
 	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		return err
+	if err := srv.Start(addr); err != nil {
+		return nil, fmt.Errorf("starting the S3 server on %s: %w", addr, err)
 	}
-	defer srv.Close()
-	step("S3 server on %s; uploading %d files through the AWS SDK", srv.URL(), len(model.Files))
+	s.srv = srv
+	step("S3 server on %s; uploading %d files through the AWS SDK to %s", srv.URL(), len(s.files), s.source)
 	client := s3.New(s3.Options{
-		Region: "us-east-1", BaseEndpoint: aws.String(srv.URL()), UsePathStyle: true,
+		Region: region, BaseEndpoint: aws.String(srv.URL()), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""),
 	})
 	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		return err
+		srv.Close()
+		return nil, fmt.Errorf("creating bucket %s: %w", bucket, err)
 	}
-	for _, f := range model.Files {
+	for _, f := range s.files {
 		body, err := os.Open(filepath.Join(modelDir, f))
 		if err != nil {
-			return err
+			srv.Close()
+			return nil, err
 		}
 		_, err = client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + f), Body: body})
 		body.Close()
 		if err != nil {
-			return fmt.Errorf("uploading %s: %w", f, err)
+			srv.Close()
+			return nil, fmt.Errorf("uploading %s: %w", f, err)
 		}
 	}
+	return s, nil
+}
 
-	source := "s3://" + bucket + "/" + prefix
-	stop, err := mount(modelfsBin, srv.URL(), source, mnt)
+func run(modelfsBin, mmapread, dir string, size int64) error {
+	start := time.Now()
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.RemoveAll(mnt); err != nil {
+		return fmt.Errorf("cleaning %s (a stale mount? run '%s unmount %s'): %w", mnt, modelfsBin, mnt, err)
+	}
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return err
+	}
+	s, err := prepare(context.Background(), dir, "127.0.0.1:0", size)
+	if err != nil {
+		return err
+	}
+	defer s.srv.Close()
+	srv, files, want := s.srv, s.files, s.want
+
+	step("mounting %s at %s", s.source, mnt)
+	stop, err := mount(modelfsBin, srv.URL(), s.source, mnt)
 	if err != nil {
 		return err
 	}
 	srv.ResetStats()
-	cold, err := cat(mnt, model.Files)
+	cold, err := cat(mnt, files, s.total, "pass 1/3, cold cat")
 	if err != nil {
 		stop()
 		return err
 	}
 	gets := srv.Stats().Gets
-	warm, err := cat(mnt, model.Files)
+	warm, err := cat(mnt, files, s.total, "pass 2/3, warm cat")
 	if err == nil {
-		err = sha256sum(mnt, model.Files, want)
+		err = sha256sum(mnt, files, want)
 	}
 	if err != nil {
 		stop()
@@ -127,8 +169,8 @@ func run(modelfsBin, mmapread, dir string, size int64) error {
 		return err
 	}
 
-	step("remounting cold; mmapread maps each shard and touches every tensor in header order")
-	stop, err = mount(modelfsBin, srv.URL(), source, mnt)
+	step("unmounted; remounting with cold caches")
+	stop, err = mount(modelfsBin, srv.URL(), s.source, mnt)
 	if err != nil {
 		return err
 	}
@@ -139,36 +181,43 @@ func run(modelfsBin, mmapread, dir string, size int64) error {
 		stop()
 		return fmt.Errorf("mmapread: %v\n%s", err, out)
 	}
+	shards := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && strings.HasSuffix(f[1], ".safetensors") && want[f[1]] != f[0] {
-			stop()
-			return fmt.Errorf("mmapread: %s differs from the source", f[1])
+		if len(f) >= 2 && strings.HasSuffix(f[1], ".safetensors") {
+			if want[f[1]] != f[0] {
+				stop()
+				return fmt.Errorf("mmapread: %s differs from the source", f[1])
+			}
+			shards++
 		}
 	}
+	step("pass 3/3, mmap after remount: %d shards mapped, every tensor touched, in %.2fs; bytes identical", shards, mmapTime.Seconds())
 	if err := stop(); err != nil {
 		return err
 	}
 
-	fmt.Printf("\n%-34s %8s %10s\n", "read of "+mib(total), "time", "MB/s")
+	fmt.Printf("\n%-34s %8s %10s\n", "read of "+units.FormatSize(s.total), "time", "MB/s")
+	rate := func(d time.Duration) float64 { return float64(s.total) / d.Seconds() / 1e6 }
 	row := func(what string, d time.Duration) {
-		fmt.Printf("%-34s %7.2fs %10.0f\n", what, d.Seconds(), float64(total)/d.Seconds()/1e6)
+		fmt.Printf("%-34s %7.2fs %10.0f\n", what, d.Seconds(), rate(d))
 	}
-	row("cold: cat through modelfs", cold)
-	row("warm: cat again", warm)
-	row("cold: mmap + touch every tensor", mmapTime)
-	fmt.Printf("\n%d ranged GETs for the cold read; bytes identical: all %d files match the source (sha256)\n", gets, len(model.Files))
+	row("pass 1: cold cat through modelfs", cold)
+	row("pass 2: warm cat", warm)
+	row("pass 3: mmap after remount", mmapTime)
+	fmt.Printf("\n%d ranged GETs for the cold read; all %d files identical to the source (sha256)\n", gets, len(files))
+	fmt.Printf("\ndemo passed in %.0fs: %s cold at %.0f MB/s, warm at %.0f MB/s, mmap at %.0f MB/s. "+
+		"Files are in %s (make clean removes them); make serve keeps a server up to try modelfs by hand.\n",
+		time.Since(start).Seconds(), units.FormatSize(s.total), rate(cold), rate(warm), rate(mmapTime), dir)
 	return nil
 }
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
-
 // mount starts modelfs mount in the foreground and waits for its ready
 // line; the returned stop unmounts it with SIGTERM.
 func mount(bin, endpoint, source, mnt string) (stop func() error, err error) {
-	cmd := exec.Command(bin, "--log-level", "warn", "mount", "--endpoint", endpoint, source, mnt)
+	cmd := exec.Command(bin, "--log-level", "warn", "mount", "--endpoint", endpoint, "--region", region, source, mnt)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey, "AWS_EC2_METADATA_DISABLED=true")
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -224,15 +273,15 @@ func paths(mnt string, files []string) []string {
 
 // cat times the plainest reader there is: cat into /dev/null. (sha256sum
 // would time the hash: it is slower than the mount on some machines.)
-func cat(mnt string, files []string) (time.Duration, error) {
+func cat(mnt string, files []string, total int64, label string) (time.Duration, error) {
 	cmd := exec.Command("cat", paths(mnt, files)...)
 	cmd.Stdout = io.Discard
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
-		return 0, fmt.Errorf("cat through the mount: %w", err)
+		return 0, fmt.Errorf("%s: cat through the mount: %w", label, err)
 	}
 	d := time.Since(t0)
-	step("cat of %d files through the mount: %.2fs", len(files), d.Seconds())
+	step("%s: %d files, %s, in %.2fs", label, len(files), units.FormatSize(total), d.Seconds())
 	return d, nil
 }
 
