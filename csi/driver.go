@@ -37,11 +37,12 @@ type Options struct {
 	// ProfileDir holds load profiles volumes name with the profile
 	// attribute (default StateDir/profiles).
 	ProfileDir string
-	// EphemeralNodeCredentials lends the node plugin's own cloud identity
-	// to inline ephemeral volumes that bring no secrets. Off by default:
-	// anyone who can create a pod could otherwise read whatever the node
-	// can.
-	EphemeralNodeCredentials bool
+	// NoNodeIdentity keeps the plugin's own cloud identity (IRSA, pod
+	// identity, instance role, static keys in its environment) from every
+	// volume. Without it the identity goes to PersistentVolumes (static or
+	// from a StorageClass) that bring no secrets; inline volumes, which
+	// any pod author writes, and volumes with secrets never get it.
+	NoNodeIdentity bool
 	// MountTimeout bounds how long a mount may take to come up.
 	MountTimeout time.Duration
 	// Version is reported by GetPluginInfo.

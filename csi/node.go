@@ -47,9 +47,22 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
 	}
-	if vol.ephemeral && len(env) == 0 && !vol.noSignRequest && vol.scheme == "s3" && !d.opts.EphemeralNodeCredentials {
-		return nil, status.Error(codes.PermissionDenied,
-			"inline volumes must bring credentials (nodePublishSecretRef) or set noSignRequest: the node's own identity is lent only to PersistentVolumes")
+	// The node's identity goes only to volumes cluster admins wrote
+	// (PersistentVolumes, StorageClasses) that bring no secrets: a volume
+	// with secrets of any kind, and an inline volume any pod author can
+	// write, runs with no identity but its own.
+	nodeIdentity := !vol.ephemeral && len(req.GetSecrets()) == 0 && !d.opts.NoNodeIdentity
+	if vol.scheme == "s3" && !vol.noSignRequest && !nodeIdentity && !hasS3Keys(req.GetSecrets()) {
+		why := "inline volumes never use the node's identity"
+		switch {
+		case len(req.GetSecrets()) > 0:
+			why = "a volume that brings secrets never uses the node's identity"
+		case !vol.ephemeral:
+			why = "the plugin lends its identity to no volume (--node-identity=false)"
+		}
+		return nil, status.Errorf(codes.PermissionDenied,
+			"%s: give the volume S3 keys (nodePublishSecretRef: %s, %s) or set noSignRequest for a public bucket",
+			why, secretAccessKeyID, secretSecretAccessKey)
 	}
 
 	unlock := d.lockTarget(target)
@@ -74,7 +87,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
 	}
 	args := vol.mountArgs(target, d.opts.CacheDir, d.opts.ProfileDir)
-	if err := d.mount.start(ctx, req.GetVolumeId(), vol.source, target, args, mountEnv(env)); err != nil {
+	if err := d.mount.start(ctx, req.GetVolumeId(), vol.source, target, args, mountEnv(os.Environ(), nodeIdentity, env)); err != nil {
 		var me *mountError
 		if errors.As(err, &me) {
 			return nil, mountFailure(me.msg)
@@ -100,23 +113,6 @@ func mountFailure(msg string) error {
 	default:
 		return status.Error(codes.Internal, msg)
 	}
-}
-
-// mountEnv is the plugin's environment for a mount process, without any
-// inherited modelfs settings or static AWS keys (the volume's own secrets
-// replace them), plus creds.
-func mountEnv(creds []string) []string {
-	env := make([]string, 0, len(os.Environ())+len(creds))
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(name, "MODELFS_"):
-		case len(creds) > 0 && (name == "AWS_ACCESS_KEY_ID" || name == "AWS_SECRET_ACCESS_KEY" || name == "AWS_SESSION_TOKEN" || name == "AWS_PROFILE"):
-		default:
-			env = append(env, kv)
-		}
-	}
-	return append(env, creds...)
 }
 
 // NodeUnpublishVolume unmounts the target and removes it. Unpublishing a

@@ -35,7 +35,10 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/modelfs/csi", Usage: "volume records and mount logs; must survive plugin restarts", EnvVars: env("CSI_STATE_DIR")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "node-wide disk block cache shared by all volumes (empty: RAM only)", EnvVars: env("CSI_CACHE_DIR")},
 			&cli.StringFlag{Name: "profile-dir", Usage: "where the profile volume attribute names load profiles (default: STATE_DIR/profiles)", EnvVars: env("CSI_PROFILE_DIR")},
-			&cli.BoolFlag{Name: "ephemeral-node-credentials", Usage: "let inline volumes without secrets use the plugin's own cloud identity", EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
+			&cli.BoolFlag{Name: "node-identity", Value: true, Usage: "lend the plugin's cloud identity to PersistentVolumes without secrets (never to inline volumes or volumes with secrets)", EnvVars: env("CSI_NODE_IDENTITY")},
+			// Removed: inline volumes never get the node's identity. Kept
+			// so that an old manifest fails with a reason.
+			&cli.BoolFlag{Name: "ephemeral-node-credentials", Hidden: true, EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
 			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
 			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
 		},
@@ -54,6 +57,9 @@ func runCSI(c *cli.Context) error {
 	if c.String("node-id") == "" {
 		return fmt.Errorf("csi: --node-id is required")
 	}
+	if c.Bool("ephemeral-node-credentials") {
+		return fmt.Errorf("csi: --ephemeral-node-credentials was removed: inline volumes never use the node's identity; give them S3 keys in nodePublishSecretRef")
+	}
 	if (c.Bool("supervise") || os.Getpid() == 1) && os.Getenv(csiServerEnv) == "" {
 		return superviseCSI(log)
 	}
@@ -64,8 +70,8 @@ func runCSI(c *cli.Context) error {
 	d, err := csi.New(csi.Options{
 		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
 		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
-		EphemeralNodeCredentials: c.Bool("ephemeral-node-credentials"),
-		MountTimeout:             c.Duration("mount-timeout"), Version: version, Logger: log,
+		NoNodeIdentity: !c.Bool("node-identity"),
+		MountTimeout:   c.Duration("mount-timeout"), Version: version, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("csi: %w", err)

@@ -59,12 +59,20 @@ func csiRemote(t *testing.T) (*remote, string) {
 // startCSIInProcess runs the driver in this process.
 func startCSIInProcess(t *testing.T, stateDir string) *csiPlugin {
 	t.Helper()
+	return startCSIWith(t, stateDir, func(*csi.Options) {})
+}
+
+// startCSIWith runs the driver in this process with options edited by set.
+func startCSIWith(t *testing.T, stateDir string, set func(*csi.Options)) *csiPlugin {
+	t.Helper()
 	needFuse(t)
 	p := &csiPlugin{sock: filepath.Join(t.TempDir(), "csi.sock"), stateDir: stateDir, log: &syncBuffer{}}
-	d, err := csi.New(csi.Options{
+	opts := csi.Options{
 		NodeID: "node-1", Bin: modelfsBin, StateDir: stateDir, CacheDir: filepath.Join(stateDir, "cache"),
 		MountTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(p.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	set(&opts)
+	d, err := csi.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

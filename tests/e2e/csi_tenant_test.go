@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/modelfs/modelfs/fs"
+)
+
+// nodeIdentityEnv gives the plugin (this process) a node identity: the
+// test store's keys, as a node's static keys or assumed role would be, and
+// the variables IRSA and pod identity set.
+func nodeIdentityEnv(t *testing.T) {
+	t.Helper()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("node-web-identity-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", accessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secretKey)
+	t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/node")
+	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", tokenFile)
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.170.23/v1/credentials")
+	config := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(config, []byte("[profile node]\nregion = "+region+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CONFIG_FILE", config)
+	t.Setenv("AWS_PROFILE", "node")
+}
+
+// procEnviron is a process's environment, by name.
+func procEnviron(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+func unpublish(t *testing.T, p *csiPlugin, volID, target string) {
+	t.Helper()
+	if _, err := p.node.NodeUnpublishVolume(context.Background(), &csipb.NodeUnpublishVolumeRequest{VolumeId: volID, TargetPath: target}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCSINodeIdentity: the plugin's cloud identity reaches only
+// PersistentVolumes that bring no secrets. A volume with any secret (here
+// one meant for HTTP sources) and every inline volume runs with no node
+// credentials, no web identity or profile, and instance metadata off.
+func TestCSINodeIdentity(t *testing.T) {
+	r, stateDir := csiRemote(t)
+	nodeIdentityEnv(t)
+	p := startCSIInProcess(t, stateDir)
+	ctx := context.Background()
+	inline := func(a map[string]string) map[string]string {
+		a["csi.storage.k8s.io/ephemeral"] = "true"
+		return a
+	}
+	httpToken := map[string]string{"httpToken": "x"}
+
+	// A PersistentVolume without secrets uses the node's identity.
+	pv := filepath.Join(t.TempDir(), "pv")
+	if err := p.publish(ctx, "pv", pv, r.volumeContext("llama/"), nil); err != nil {
+		t.Fatalf("a PersistentVolume without secrets: %v", err)
+	}
+	checkModel(t, pv)
+	unpublish(t, p, "pv", pv)
+
+	for _, c := range []struct {
+		name    string
+		attrs   map[string]string
+		secrets map[string]string
+	}{
+		{"inline with an HTTP token", inline(r.volumeContext("llama/")), httpToken},
+		{"PersistentVolume with an HTTP token", r.volumeContext("llama/"), httpToken},
+		{"inline without secrets", inline(r.volumeContext("llama/")), nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "t")
+			err := p.publish(ctx, "v", target, c.attrs, c.secrets)
+			if mounted, _ := fs.IsMounted(target); mounted {
+				unpublish(t, p, "v", target)
+				t.Fatal("the volume was mounted with the node's credentials")
+			}
+			if status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("got %v, want PermissionDenied", err)
+			}
+			assertNoSecret(t, "the error", err.Error())
+		})
+	}
+
+	// An inline volume with its own keys mounts, and its mount process
+	// holds nothing of the node's identity.
+	target := filepath.Join(t.TempDir(), "inline")
+	if err := p.publish(ctx, "inline", target, inline(r.volumeContext("llama/")), testSecrets()); err != nil {
+		t.Fatal(err)
+	}
+	env := procEnviron(t, recordPID(t, stateDir, target))
+	for _, k := range []string{"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_PROFILE"} {
+		if v, ok := env[k]; ok {
+			t.Errorf("the inline volume's mount process has %s=%s", k, v)
+		}
+	}
+	if f := env["AWS_CONFIG_FILE"]; f != "" && f != os.DevNull {
+		t.Errorf("the inline volume's mount process reads the node's AWS config %s", f)
+	}
+	if env["AWS_EC2_METADATA_DISABLED"] != "true" {
+		t.Errorf("the inline volume's mount process can reach instance metadata (AWS_EC2_METADATA_DISABLED=%q)", env["AWS_EC2_METADATA_DISABLED"])
+	}
+	checkModel(t, target)
+	unpublish(t, p, "inline", target)
+}
