@@ -87,7 +87,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
 	}
 	args := vol.mountArgs(target, d.opts.CacheDir, d.opts.ProfileDir)
-	if err := d.mount.start(ctx, req.GetVolumeId(), vol.source, target, args, mountEnv(os.Environ(), nodeIdentity, env)); err != nil {
+	env = append(env, vol.mountEnv()...)
+	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env)); err != nil {
 		var me *mountError
 		if errors.As(err, &me) {
 			return nil, mountFailure(me.msg)

@@ -221,8 +221,28 @@ func credentials(secrets map[string]string) ([]string, error) {
 	return env, nil
 }
 
-// mountArgs is the modelfs mount command line for v (secrets travel in the
-// environment, never in arguments, which any user can read in /proc).
+// sourceEnv carries the source to the mount process: a source URL may hold
+// a signature in its query, and arguments are readable by any user in
+// /proc and by anyone who reaches pprof's cmdline.
+const sourceEnv = "MODELFS_SOURCE"
+
+// mountEnv is what v adds to its mount process's environment.
+func (v *volume) mountEnv() []string { return []string{sourceEnv + "=" + v.source} }
+
+// shownSource is the source without userinfo, query or fragment, where
+// credentials and signatures hide: what records and logs may hold.
+func (v *volume) shownSource() string {
+	u, err := url.Parse(v.source)
+	if err != nil {
+		return v.scheme + "://"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
+// mountArgs is the modelfs mount command line for v. The source and
+// secrets travel in the environment, never in arguments, which any user
+// can read in /proc; the target stays last, where ownsTarget looks.
 func (v *volume) mountArgs(target, cacheDir, profileDir string) []string {
 	args := []string{"mount", "--prefetch", v.prefetch}
 	if v.endpoint != "" {
@@ -260,5 +280,5 @@ func (v *volume) mountArgs(target, cacheDir, profileDir string) []string {
 	if v.concurrency != 0 {
 		args = append(args, "--concurrency", strconv.Itoa(v.concurrency))
 	}
-	return append(args, "--allow-other", "--", v.source, target)
+	return append(args, "--allow-other", "--", target)
 }

@@ -23,7 +23,7 @@ func TestParseVolume(t *testing.T) {
 	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", "/var/cache/modelfs", t.TempDir())
 	want := []string{"mount", "--prefetch", "layer", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
 		"--cache-dir", "/var/cache/modelfs", "--cache-size", "auto", "--mem-cache", "512MiB", "--block-size", "8MiB",
-		"--concurrency", "32", "--allow-other", "--", "s3://models/llama-3-8b", "/var/lib/kubelet/pods/x/volumes/m"}
+		"--concurrency", "32", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
 	if !slices.Equal(args, want) {
 		t.Fatalf("mount args\n got %q\nwant %q", args, want)
 	}

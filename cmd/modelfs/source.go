@@ -106,12 +106,12 @@ func (r *remote) String() string {
 }
 
 // specsFor returns the models a command serves: the --manifest's, or the
-// one SOURCE argument, args[0].
-func specsFor(manifest string, args []string) ([]modelSpec, error) {
+// one source.
+func specsFor(manifest, source string) ([]modelSpec, error) {
 	if manifest != "" {
 		return readManifest(manifest)
 	}
-	return []modelSpec{{Source: args[0]}}, nil
+	return []modelSpec{{Source: source}}, nil
 }
 
 // openRemote opens and lists every model's source, after the source

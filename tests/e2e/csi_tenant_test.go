@@ -3,9 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -53,6 +56,16 @@ func procEnviron(t *testing.T, pid int) map[string]string {
 	return env
 }
 
+// detachLater detaches target when the test ends, should it fail with
+// the volume mounted.
+func detachLater(t *testing.T, target string) {
+	t.Cleanup(func() {
+		if mounted, _ := fs.IsMounted(target); mounted {
+			syscall.Unmount(target, syscall.MNT_DETACH)
+		}
+	})
+}
+
 func unpublish(t *testing.T, p *csiPlugin, volID, target string) {
 	t.Helper()
 	if _, err := p.node.NodeUnpublishVolume(context.Background(), &csipb.NodeUnpublishVolumeRequest{VolumeId: volID, TargetPath: target}); err != nil {
@@ -77,6 +90,7 @@ func TestCSINodeIdentity(t *testing.T) {
 
 	// A PersistentVolume without secrets uses the node's identity.
 	pv := filepath.Join(t.TempDir(), "pv")
+	detachLater(t, pv)
 	if err := p.publish(ctx, "pv", pv, r.volumeContext("llama/"), nil); err != nil {
 		t.Fatalf("a PersistentVolume without secrets: %v", err)
 	}
@@ -94,6 +108,7 @@ func TestCSINodeIdentity(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "t")
+			detachLater(t, target)
 			err := p.publish(ctx, "v", target, c.attrs, c.secrets)
 			if mounted, _ := fs.IsMounted(target); mounted {
 				unpublish(t, p, "v", target)
@@ -109,6 +124,7 @@ func TestCSINodeIdentity(t *testing.T) {
 	// An inline volume with its own keys mounts, and its mount process
 	// holds nothing of the node's identity.
 	target := filepath.Join(t.TempDir(), "inline")
+	detachLater(t, target)
 	if err := p.publish(ctx, "inline", target, inline(r.volumeContext("llama/")), testSecrets()); err != nil {
 		t.Fatal(err)
 	}
@@ -126,4 +142,53 @@ func TestCSINodeIdentity(t *testing.T) {
 	}
 	checkModel(t, target)
 	unpublish(t, p, "inline", target)
+}
+
+// TestCSISourceNotInArgv: a presigned-style source URL reaches the mount
+// process through its environment: its query (the signature) is in no
+// command line (/proc/PID/cmdline, which every user can read, and pprof's
+// cmdline), no volume record, no mount table and no log.
+func TestCSISourceNotInArgv(t *testing.T) {
+	const sig = "X-Amz-Signature=presigned-signature-do-not-leak-0001"
+	files := http.FileServer(http.Dir(modelDir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != sig {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	_, stateDir := csiRemote(t)
+	p := startCSIInProcess(t, stateDir)
+	target := filepath.Join(t.TempDir(), "model")
+	name := biggest(t)
+	detachLater(t, target)
+	if err := p.publish(context.Background(), "presigned", target, map[string]string{"source": srv.URL + "/" + name + "?" + sig}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sha256File(t, filepath.Join(target, name)), hexSum(sourceBytes(t, name)); got != want {
+		t.Fatalf("%s: sha256 %s, want %s", name, got, want)
+	}
+	pid := recordPID(t, stateDir, target)
+	cmdline := procCmdline(t, pid)
+	if strings.Contains(cmdline, "presigned-signature") || strings.Contains(cmdline, srv.URL) {
+		t.Fatalf("the source is in the mount process's command line: %s", cmdline)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(cmdline), target) {
+		t.Fatalf("the mount process's command line does not end in its target: %s", cmdline)
+	}
+	records, _ := filepath.Glob(filepath.Join(stateDir, "volumes", "*.json"))
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	texts := []string{string(mounts), p.log.String(), stateLogs(t, stateDir)}
+	for _, f := range records {
+		b, _ := os.ReadFile(f)
+		texts = append(texts, string(b))
+	}
+	for _, s := range texts {
+		if strings.Contains(s, "presigned-signature") {
+			t.Fatalf("the signature leaked:\n%s", s)
+		}
+	}
+	unpublish(t, p, "presigned", target)
 }
