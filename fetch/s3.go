@@ -34,7 +34,9 @@ type S3Options struct {
 	NoSignRequest bool
 	// MaxConns bounds connections to the store (0 = 64).
 	MaxConns int
-	Retry    RetryOptions
+	// Net bounds where requests to the store connect; nil allows all.
+	Net   *NetPolicy
+	Retry RetryOptions
 }
 
 // S3 is a Source over one bucket and prefix.
@@ -89,7 +91,16 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
+	// The policy binds the store's connections, not the credential
+	// providers': those reach the node's identity endpoints (instance
+	// metadata, pod identity) only where the node's identity is lent.
+	storeClient := httpClient
+	if opts.Net != nil {
+		storeClient = httpClient.WithDialerOptions(opts.Net.applyDialer).
+			WithTransportOptions(func(tr *http.Transport) { tr.Proxy = nil })
+	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.HTTPClient = storeClient
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 			o.UsePathStyle = true
