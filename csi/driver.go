@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -43,6 +44,14 @@ type Options struct {
 	// from a StorageClass) that bring no secrets; inline volumes, which
 	// any pod author writes, and volumes with secrets never get it.
 	NoNodeIdentity bool
+	// InlineSources lists what inline ephemeral volumes may read; the
+	// zero value allows none.
+	InlineSources InlineSources
+	// DeniedNetworks are denied to every volume's connections on top of
+	// fetch.DefaultDeniedNetworks (link-local, loopback, unspecified).
+	DeniedNetworks []netip.Prefix
+	// AllowedNetworks are exceptions to the denied networks.
+	AllowedNetworks []netip.Prefix
 	// MountTimeout bounds how long a mount may take to come up.
 	MountTimeout time.Duration
 	// Version is reported by GetPluginInfo.

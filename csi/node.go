@@ -43,6 +43,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if vol.ephemeral && !d.opts.InlineSources.allows(vol) {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"inline volumes may read only the sources the cluster admin lists (--inline-sources: %s); this volume's source or endpoint is not among them: use a PersistentVolume",
+			d.opts.InlineSources)
+	}
+	if err := checkAddresses(d.opts.netPolicy(), vol); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "volume source or endpoint: %v", err)
+	}
 	env, err := credentials(req.GetSecrets())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
@@ -86,7 +94,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
 	}
-	args := vol.mountArgs(target, d.opts.CacheDir, d.opts.ProfileDir)
+	args := vol.mountArgs(target, &d.opts)
 	env = append(env, vol.mountEnv()...)
 	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env)); err != nil {
 		var me *mountError
@@ -107,7 +115,7 @@ func mountFailure(msg string) error {
 		return status.Errorf(codes.PermissionDenied,
 			"no credentials for this volume: give it a nodePublishSecretRef (%s, %s) or the plugin an identity (IRSA, pod identity): %s",
 			secretAccessKeyID, secretSecretAccessKey, msg)
-	case strings.Contains(msg, "access denied"):
+	case strings.Contains(msg, "access denied"), strings.Contains(msg, "denied by the network policy"):
 		return status.Error(codes.PermissionDenied, msg)
 	case strings.Contains(msg, "not found"), strings.Contains(msg, "no objects"):
 		return status.Error(codes.NotFound, msg)

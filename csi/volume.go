@@ -243,8 +243,15 @@ func (v *volume) shownSource() string {
 // mountArgs is the modelfs mount command line for v. The source and
 // secrets travel in the environment, never in arguments, which any user
 // can read in /proc; the target stays last, where ownsTarget looks.
-func (v *volume) mountArgs(target, cacheDir, profileDir string) []string {
+func (v *volume) mountArgs(target string, node *Options) []string {
+	cacheDir, profileDir := node.CacheDir, node.ProfileDir
 	args := []string{"mount", "--prefetch", v.prefetch}
+	// The mount enforces the network policy on every connection it dials.
+	policy := node.netPolicy()
+	args = append(args, "--deny-networks", fetch.FormatNetworks(policy.Deny))
+	if len(policy.Allow) > 0 {
+		args = append(args, "--allow-networks", fetch.FormatNetworks(policy.Allow))
+	}
 	if v.endpoint != "" {
 		args = append(args, "--endpoint", v.endpoint)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modelfs/modelfs/csi"
+	"github.com/modelfs/modelfs/fetch"
 )
 
 // csiServerEnv marks the plugin server a supervising PID 1 started.
@@ -39,6 +40,9 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			// Removed: inline volumes never get the node's identity. Kept
 			// so that an old manifest fails with a reason.
 			&cli.BoolFlag{Name: "ephemeral-node-credentials", Hidden: true, EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
+			&cli.StringFlag{Name: "inline-sources", Value: "s3,https://huggingface.co", Usage: "what inline volumes may read, comma-separated: * (any), s3 (any AWS bucket), s3://BUCKET, http(s)://HOST[:PORT] (also allows that S3 endpoint), https://*.DOMAIN; none for no inline volumes", EnvVars: env("CSI_INLINE_SOURCES")},
+			&cli.StringFlag{Name: "deny-networks", Usage: "CIDRs no volume may connect to, on top of link-local, loopback and unspecified (always denied)", EnvVars: env("CSI_DENY_NETWORKS")},
+			&cli.StringFlag{Name: "allow-networks", Usage: "CIDRs volumes may connect to even though denied (a store on loopback or link-local)", EnvVars: env("CSI_ALLOW_NETWORKS")},
 			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
 			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
 		},
@@ -63,6 +67,18 @@ func runCSI(c *cli.Context) error {
 	if (c.Bool("supervise") || os.Getpid() == 1) && os.Getenv(csiServerEnv) == "" {
 		return superviseCSI(log)
 	}
+	inline, err := csi.ParseInlineSources(c.String("inline-sources"))
+	if err != nil {
+		return fmt.Errorf("csi: --inline-sources: %w", err)
+	}
+	deny, err := fetch.ParseNetworks(c.String("deny-networks"))
+	if err != nil {
+		return fmt.Errorf("csi: --deny-networks: %w", err)
+	}
+	allow, err := fetch.ParseNetworks(c.String("allow-networks"))
+	if err != nil {
+		return fmt.Errorf("csi: --allow-networks: %w", err)
+	}
 	bin, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("csi: finding the modelfs binary: %w", err)
@@ -70,8 +86,8 @@ func runCSI(c *cli.Context) error {
 	d, err := csi.New(csi.Options{
 		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
 		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
-		NoNodeIdentity: !c.Bool("node-identity"),
-		MountTimeout:   c.Duration("mount-timeout"), Version: version, Logger: log,
+		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline, DeniedNetworks: deny, AllowedNetworks: allow,
+		MountTimeout: c.Duration("mount-timeout"), Version: version, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("csi: %w", err)

@@ -43,6 +43,9 @@ func sourceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
 		&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
 		&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before failing", EnvVars: env("RETRIES")},
+		// The CSI plugin's network policy for the mounts it starts.
+		&cli.StringFlag{Name: "deny-networks", Hidden: true, Usage: "refuse connections to these comma-separated CIDRs", EnvVars: env("DENY_NETWORKS")},
+		&cli.StringFlag{Name: "allow-networks", Hidden: true, Usage: "exceptions to --deny-networks", EnvVars: env("ALLOW_NETWORKS")},
 	}
 }
 
@@ -180,7 +183,12 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
+	policy, err := netPolicyFlags(c)
+	if err != nil {
+		return nil, err
+	}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
+		Net: policy,
 		S3: fetch.S3Options{
 			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
 			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2,
@@ -202,6 +210,23 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 		return nil, err
 	}
 	return &modelSource{spec: spec, src: src, objs: objs}, nil
+}
+
+// netPolicyFlags is the network policy --deny-networks and
+// --allow-networks set, or nil for none.
+func netPolicyFlags(c *cli.Context) (*fetch.NetPolicy, error) {
+	deny, err := fetch.ParseNetworks(c.String("deny-networks"))
+	if err != nil {
+		return nil, fmt.Errorf("--deny-networks: %w", err)
+	}
+	allow, err := fetch.ParseNetworks(c.String("allow-networks"))
+	if err != nil {
+		return nil, fmt.Errorf("--allow-networks: %w", err)
+	}
+	if len(deny) == 0 {
+		return nil, nil
+	}
+	return &fetch.NetPolicy{Deny: deny, Allow: allow}, nil
 }
 
 // checkListing warns when a manifest model's listing does not look like

@@ -3,11 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/modelfs/modelfs/csi"
 	"github.com/modelfs/modelfs/fs"
 )
 
@@ -191,4 +195,99 @@ func TestCSISourceNotInArgv(t *testing.T) {
 		}
 	}
 	unpublish(t, p, "presigned", target)
+}
+
+// metadataServer stands in for instance metadata or a service behind a
+// NetworkPolicy: an HTTP server on 127.0.0.2 counting its requests.
+func metadataServer(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.2: %v", err)
+	}
+	var hits atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte(`{"AccessKeyId":"node-role-key"}`))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String(), &hits
+}
+
+// TestCSINetworkPolicy: a volume cannot make the plugin's mounts connect
+// to denied networks (loopback and link-local by default), whether the
+// source or S3 endpoint names the address, a name that resolves to it,
+// or a redirect; and inline volumes read only the sources the operator
+// lists.
+func TestCSINetworkPolicy(t *testing.T) {
+	r, stateDir := csiRemote(t)
+	metadata, metaHits := metadataServer(t)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, metadata+"/latest/meta-data/iam/security-credentials/node", http.StatusFound)
+	}))
+	defer redirector.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(r.srv.URL(), "http://"))
+	byName := "http://localhost:" + port // the test store, by a name that resolves to loopback
+	ctx := context.Background()
+	publish := func(p *csiPlugin, attrs, secrets map[string]string) error {
+		target := filepath.Join(t.TempDir(), "t")
+		detachLater(t, target)
+		err := p.publish(ctx, "v", target, attrs, secrets)
+		if err == nil {
+			unpublish(t, p, "v", target)
+		}
+		return err
+	}
+	s3At := func(endpoint string, inline bool) map[string]string {
+		a := r.volumeContext("llama/")
+		a["endpoint"] = endpoint
+		if inline {
+			a["csi.storage.k8s.io/ephemeral"] = "true"
+		}
+		return a
+	}
+	denied := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: got %v, want PermissionDenied", what, err)
+		}
+		t.Logf("%s: %v", what, err)
+	}
+
+	// The default policy: loopback and link-local denied for every volume.
+	strict := startCSIWith(t, stateDir, func(o *csi.Options) { o.AllowedNetworks = nil })
+	lists := r.srv.Stats().Lists
+	denied("an S3 endpoint on loopback", publish(strict, s3At(r.srv.URL(), false), testSecrets()))
+	denied("an S3 endpoint whose name resolves to loopback", publish(strict, s3At(byName, false), testSecrets()))
+	denied("instance metadata as an HTTP source", publish(strict, map[string]string{"source": "http://169.254.169.254/latest/meta-data/iam/info"}, nil))
+	denied("a loopback service as an HTTP source", publish(strict, map[string]string{"source": metadata + "/latest/meta-data/iam/info"}, nil))
+	if n := r.srv.Stats().Lists - lists; n != 0 {
+		t.Errorf("the store on loopback answered %d lists under a policy denying loopback", n)
+	}
+
+	// The operator allows the store's address, and lists it for inline
+	// volumes; the rest of loopback stays denied.
+	open := startCSIWith(t, t.TempDir(), func(o *csi.Options) {
+		o.AllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		var err error
+		if o.InlineSources, err = csi.ParseInlineSources("s3,https://huggingface.co," + r.srv.URL()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := publish(open, s3At(r.srv.URL(), false), testSecrets()); err != nil {
+		t.Errorf("an S3 endpoint on an allowed address: %v", err)
+	}
+	if err := publish(open, s3At(r.srv.URL(), true), testSecrets()); err != nil {
+		t.Errorf("an inline volume at a listed S3 endpoint: %v", err)
+	}
+	denied("a redirect to a denied address", publish(open, map[string]string{"source": redirector.URL + "/config.json"}, nil))
+	denied("an inline volume at an unlisted S3 endpoint", publish(open, s3At(byName, true), testSecrets()))
+	denied("an inline volume with an unlisted HTTP source", publish(open, map[string]string{
+		"source": redirector.URL + "/config.json", "csi.storage.k8s.io/ephemeral": "true"}, nil))
+	denied("an inline volume with an unlisted scheme", publish(open, map[string]string{
+		"source": "http://huggingface.co/x/config.json", "csi.storage.k8s.io/ephemeral": "true"}, nil))
+	if n := metaHits.Load(); n != 0 {
+		t.Errorf("the metadata server answered %d requests", n)
+	}
 }
