@@ -150,7 +150,7 @@ func checkObject(t *testing.T, file string, obj any) {
 // takes.
 func checkPluginArgs(t *testing.T, file string, args []string) {
 	t.Helper()
-	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--mount-timeout", "--supervise"}
+	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise"}
 	for _, a := range args[1:] {
 		name, _, _ := strings.Cut(a, "=")
 		if !slices.Contains(known, name) {

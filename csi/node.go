@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/modelfs/modelfs/internal/units"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -42,6 +43,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	vol, err := parseVolume(req.GetVolumeContext())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if vol.memCache > d.opts.MaxMemCache {
+		return nil, status.Error(codes.InvalidArgument, badAttr(attrMemCache, "%s is over the node's cap of %s (modelfs csi --max-mem-cache)",
+			units.FormatSize(vol.memCache), units.FormatSize(d.opts.MaxMemCache)).Error())
 	}
 	if vol.ephemeral && !d.opts.InlineSources.allows(vol) {
 		return nil, status.Errorf(codes.PermissionDenied,
@@ -96,7 +101,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	}
 	args := vol.mountArgs(target, &d.opts)
 	env = append(env, vol.mountEnv()...)
-	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env)); err != nil {
+	memLimit := vol.memCacheBytes(&d.opts) + d.opts.MemoryHeadroom
+	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env), memLimit); err != nil {
 		var me *mountError
 		if errors.As(err, &me) {
 			return nil, mountFailure(me.msg)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/internal/units"
@@ -53,8 +54,7 @@ type volume struct {
 	prefetch      string
 	profile       string // a single file name under the plugin's profile dir
 	recordProfile bool
-	memCache      string
-	cacheSize     string
+	memCache      int64 // bytes; 0 for the node's default
 	blockSize     string
 	concurrency   int
 	ephemeral     bool
@@ -160,18 +160,25 @@ func (v *volume) set(k, val string) error {
 			return badAttr(k, "want a file name (no slashes) in the node's profile directory")
 		}
 		v.profile = val
-	case attrMemCache, attrCacheSize, attrBlockSize:
-		if _, err := units.ParseSize(val, k); err != nil && !(k != attrBlockSize && val == "auto") {
-			return badAttr(k, "%q: want a size such as 512MiB or 20GiB", val)
+	case attrCacheSize:
+		// Each mount evicts the shared cache down to the budget it is
+		// given: a volume's own budget would evict its neighbours' blocks.
+		return badAttr(k, "the node's disk cache is shared by every volume and its budget is the cluster admin's (modelfs csi --cache-size); remove this attribute")
+	case attrMemCache:
+		if val == "auto" {
+			v.memCache = 0
+			break
 		}
-		switch k {
-		case attrMemCache:
-			v.memCache = val
-		case attrCacheSize:
-			v.cacheSize = val
-		default:
-			v.blockSize = val
+		n, err := units.ParseSize(val, k)
+		if err != nil || n <= 0 {
+			return badAttr(k, "%q: want a size such as 512MiB, or auto", val)
 		}
+		v.memCache = n
+	case attrBlockSize:
+		if _, err := units.ParseSize(val, k); err != nil {
+			return badAttr(k, "%q: want a size such as 8MiB", val)
+		}
+		v.blockSize = val
 	case attrConcurrency:
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 1 || n > 1024 {
@@ -240,6 +247,29 @@ func (v *volume) shownSource() string {
 	return u.String()
 }
 
+// memCacheBytes is the RAM cache v's mount gets: its memCache, or the
+// node's default (what modelfs mount's auto would pick, within the node's
+// cap).
+func (v *volume) memCacheBytes(node *Options) int64 {
+	if v.memCache > 0 {
+		return v.memCache
+	}
+	if node.MaxMemCache > 0 {
+		return min(autoMemCache(), node.MaxMemCache)
+	}
+	return autoMemCache()
+}
+
+// autoMemCache is modelfs mount's memCache auto: an eighth of physical
+// memory, between 256 MiB and 1 GiB.
+func autoMemCache() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 1 << 30
+	}
+	return min(max(int64(si.Totalram)*int64(si.Unit)/8, 256<<20), 1<<30)
+}
+
 // mountArgs is the modelfs mount command line for v. The source and
 // secrets travel in the environment, never in arguments, which any user
 // can read in /proc; the target stays last, where ownsTarget looks.
@@ -274,13 +304,11 @@ func (v *volume) mountArgs(target string, node *Options) []string {
 	}
 	if cacheDir != "" {
 		args = append(args, "--cache-dir", cacheDir)
-		if v.cacheSize != "" {
-			args = append(args, "--cache-size", v.cacheSize)
+		if node.CacheSize > 0 {
+			args = append(args, "--cache-size", strconv.FormatInt(node.CacheSize, 10))
 		}
 	}
-	if v.memCache != "" {
-		args = append(args, "--mem-cache", v.memCache)
-	}
+	args = append(args, "--mem-cache", strconv.FormatInt(v.memCacheBytes(node), 10))
 	if v.blockSize != "" {
 		args = append(args, "--block-size", v.blockSize)
 	}

@@ -43,6 +43,9 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			&cli.StringFlag{Name: "inline-sources", Value: "s3,https://huggingface.co", Usage: "what inline volumes may read, comma-separated: * (any), s3 (any AWS bucket), s3://BUCKET, http(s)://HOST[:PORT] (also allows that S3 endpoint), https://*.DOMAIN; none for no inline volumes", EnvVars: env("CSI_INLINE_SOURCES")},
 			&cli.StringFlag{Name: "deny-networks", Usage: "CIDRs no volume may connect to, on top of link-local, loopback and unspecified (always denied)", EnvVars: env("CSI_DENY_NETWORKS")},
 			&cli.StringFlag{Name: "allow-networks", Usage: "CIDRs volumes may connect to even though denied (a store on loopback or link-local)", EnvVars: env("CSI_ALLOW_NETWORKS")},
+			&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "the node's disk cache budget, shared by every volume (auto: 80% of the free space plus what the cache holds, at start)", EnvVars: env("CSI_CACHE_SIZE")},
+			&cli.StringFlag{Name: "max-mem-cache", Value: "1GiB", Usage: "largest memCache a volume may ask for", EnvVars: env("CSI_MAX_MEM_CACHE")},
+			&cli.StringFlag{Name: "mount-memory-headroom", Value: "384MiB", Usage: "added to a volume's memCache for the memory limit of its mount's cgroup (0: no per-volume cgroups)", EnvVars: env("CSI_MOUNT_MEMORY_HEADROOM")},
 			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
 			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
 		},
@@ -79,6 +82,23 @@ func runCSI(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("csi: --allow-networks: %w", err)
 	}
+	var cacheSize int64
+	if v := c.String("cache-size"); v != "auto" {
+		if cacheSize, err = parseSize(v, "--cache-size"); err != nil {
+			return fmt.Errorf("csi: %w", err)
+		}
+	}
+	maxMem, err := parseSize(c.String("max-mem-cache"), "--max-mem-cache")
+	if err != nil {
+		return fmt.Errorf("csi: %w", err)
+	}
+	headroom, err := parseSize(c.String("mount-memory-headroom"), "--mount-memory-headroom")
+	if err != nil {
+		return fmt.Errorf("csi: %w", err)
+	}
+	if headroom == 0 {
+		headroom = -1 // Options' "no per-volume cgroups"
+	}
 	bin, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("csi: finding the modelfs binary: %w", err)
@@ -87,6 +107,7 @@ func runCSI(c *cli.Context) error {
 		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
 		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
 		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline, DeniedNetworks: deny, AllowedNetworks: allow,
+		CacheSize: cacheSize, MaxMemCache: maxMem, MemoryHeadroom: headroom,
 		MountTimeout: c.Duration("mount-timeout"), Version: version, Logger: log,
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -290,4 +292,125 @@ func TestCSINetworkPolicy(t *testing.T) {
 	if n := metaHits.Load(); n != 0 {
 		t.Errorf("the metadata server answered %d requests", n)
 	}
+}
+
+// cacheBytes is the size of the files under a disk cache's block dirs.
+func cacheBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() && !strings.Contains(p, "listings") {
+			if info, err := e.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// volumeCgroup is the cgroup directory the plugin recorded for target.
+func volumeCgroup(t *testing.T, stateDir, target string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(stateDir, "volumes", "*.json"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		var r struct{ Target, Cgroup string }
+		if json.Unmarshal(b, &r) == nil && r.Target == target {
+			return r.Cgroup
+		}
+	}
+	return ""
+}
+
+// TestCSIBudgets: the node's disk cache budget is the operator's, and no
+// volume can shrink it (evicting its neighbours' blocks); memCache is
+// capped per node; each mount process runs in a cgroup of its own whose
+// memory limit follows its memCache, removed on unpublish.
+func TestCSIBudgets(t *testing.T) {
+	r, stateDir := csiRemote(t)
+	p := startCSIWith(t, stateDir, func(o *csi.Options) {
+		o.CacheSize = 1 << 30
+		o.MaxMemCache = 128 << 20
+		o.MemoryHeadroom = 256 << 20
+	})
+	ctx := context.Background()
+	cacheDir := filepath.Join(stateDir, "cache")
+
+	// One volume fills the node cache.
+	warm := filepath.Join(t.TempDir(), "warm")
+	detachLater(t, warm)
+	if err := p.publish(ctx, "warm", warm, r.volumeContext("llama/"), testSecrets()); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, warm)
+	pid := recordPID(t, stateDir, warm)
+	if cmd := procCmdline(t, pid); !strings.Contains(cmd, "--cache-size 1073741824") {
+		t.Errorf("the mount does not get the node's cache budget: %s", cmd)
+	}
+	unpublish(t, p, "warm", warm)
+	filled := cacheBytes(t, cacheDir)
+	if filled < 32<<20 {
+		t.Fatalf("the node cache holds %d bytes after reading the model", filled)
+	}
+
+	with := func(k, v string) map[string]string {
+		a := r.volumeContext("llama/")
+		a[k] = v
+		return a
+	}
+	for _, c := range []struct {
+		name  string
+		attrs map[string]string
+		want  string
+	}{
+		{"a volume shrinking the node cache", with("cacheSize", "1MiB"), `"cacheSize"`},
+		{"a RAM cache over the node's cap", with("memCache", "1GiB"), `"memCache"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "t")
+			detachLater(t, target)
+			err := p.publish(ctx, "v", target, c.attrs, testSecrets())
+			if mounted, _ := fs.IsMounted(target); mounted {
+				unpublish(t, p, "v", target)
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want InvalidArgument naming %s", err, c.want)
+			}
+		})
+	}
+	if got := cacheBytes(t, cacheDir); got < filled {
+		t.Fatalf("the node cache shrank from %d to %d bytes", filled, got)
+	}
+
+	// A volume's mount runs in its own cgroup, limited to its RAM cache
+	// plus headroom.
+	target := filepath.Join(t.TempDir(), "limited")
+	detachLater(t, target)
+	if err := p.publish(ctx, "limited", target, with("memCache", "64MiB"), testSecrets()); err != nil {
+		t.Fatal(err)
+	}
+	pid = recordPID(t, stateDir, target)
+	cg := volumeCgroup(t, stateDir, target)
+	if cg == "" {
+		t.Skip("no cgroup memory controller the plugin may use here")
+	}
+	limitFile := "memory.limit_in_bytes"
+	if _, err := os.Stat(filepath.Join(cg, "memory.max")); err == nil {
+		limitFile = "memory.max"
+	}
+	limit, _ := os.ReadFile(filepath.Join(cg, limitFile))
+	if got, want := strings.TrimSpace(string(limit)), fmt.Sprint(64<<20+256<<20); got != want {
+		t.Errorf("the volume's cgroup limit is %s, want %s", got, want)
+	}
+	procs, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+	if !slices.Contains(strings.Fields(string(procs)), fmt.Sprint(pid)) {
+		t.Errorf("the mount process %d is not in its cgroup (%s holds %q)", pid, cg, procs)
+	}
+	checkModel(t, target)
+	unpublish(t, p, "limited", target)
+	waitForCondition(t, "the volume's cgroup to be removed", func() bool {
+		_, err := os.Stat(cg)
+		return os.IsNotExist(err)
+	})
 }
