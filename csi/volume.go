@@ -304,6 +304,12 @@ func (v *volume) mountArgs(target string, node *Options) []string {
 	}
 	if cacheDir != "" {
 		args = append(args, "--cache-dir", cacheDir)
+		if v.ephemeral {
+			// An inline volume must prove access to its source: the
+			// listing another volume saved would serve it that volume's
+			// cached blocks while its own endpoint does not answer.
+			args = append(args, "--no-saved-listing")
+		}
 		if node.CacheSize > 0 {
 			args = append(args, "--cache-size", strconv.FormatInt(node.CacheSize, 10))
 		}

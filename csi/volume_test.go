@@ -26,7 +26,7 @@ func TestParseVolume(t *testing.T) {
 	want := []string{"mount", "--prefetch", "layer",
 		"--deny-networks", "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,127.0.0.0/8,::1/128,0.0.0.0/8,::/128",
 		"--allow-networks", "10.1.2.3/32", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
-		"--cache-dir", "/var/cache/modelfs", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8MiB",
+		"--cache-dir", "/var/cache/modelfs", "--no-saved-listing", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8MiB",
 		"--concurrency", "32", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
 	if !slices.Equal(args, want) {
 		t.Fatalf("mount args\n got %q\nwant %q", args, want)

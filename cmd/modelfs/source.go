@@ -46,6 +46,10 @@ func sourceFlags() []cli.Flag {
 		// The CSI plugin's network policy for the mounts it starts.
 		&cli.StringFlag{Name: "deny-networks", Hidden: true, Usage: "refuse connections to these comma-separated CIDRs", EnvVars: env("DENY_NETWORKS")},
 		&cli.StringFlag{Name: "allow-networks", Hidden: true, Usage: "exceptions to --deny-networks", EnvVars: env("ALLOW_NETWORKS")},
+		// Set by the CSI plugin for volumes it does not trust: a saved
+		// listing lets a mount that cannot reach its source serve the
+		// cached blocks of whoever listed that source before.
+		&cli.BoolFlag{Name: "no-saved-listing", Hidden: true, Usage: "never fall back to a listing saved in the cache dir", EnvVars: env("NO_SAVED_LISTING")},
 	}
 }
 
@@ -205,7 +209,11 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if src, err = wrapSource(ctx, src, log); err != nil {
 		return nil, err
 	}
-	objs, err := list(listCtx, src, c.String("cache-dir"), log)
+	listingDir := c.String("cache-dir")
+	if c.Bool("no-saved-listing") {
+		listingDir = "" // neither saved nor used
+	}
+	objs, err := list(listCtx, src, listingDir, log)
 	if err != nil {
 		return nil, err
 	}

@@ -414,3 +414,41 @@ func TestCSIBudgets(t *testing.T) {
 		return os.IsNotExist(err)
 	})
 }
+
+// TestCSIInlineNoSavedListing: a mount that cannot reach its source falls
+// back to the listing saved in the node cache, and serves the blocks
+// cached for it. An inline volume must not: naming another tenant's
+// source with an endpoint that does not answer, and no credentials, would
+// read that tenant's cached bytes.
+func TestCSIInlineNoSavedListing(t *testing.T) {
+	r, stateDir := csiRemote(t)
+	p := startCSIInProcess(t, stateDir)
+	ctx := context.Background()
+	owner := filepath.Join(t.TempDir(), "owner")
+	detachLater(t, owner)
+	if err := p.publish(ctx, "owner", owner, r.volumeContext("llama/"), testSecrets()); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, owner)
+	unpublish(t, p, "owner", owner)
+
+	// A closed port: the source looks down, not refused.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	attrs := r.volumeContext("llama/")
+	attrs["endpoint"], attrs["noSignRequest"] = closed, "true"
+	attrs["csi.storage.k8s.io/ephemeral"] = "true"
+	target := filepath.Join(t.TempDir(), "intruder")
+	detachLater(t, target)
+	err = p.publish(ctx, "intruder", target, attrs, nil)
+	if mounted, _ := fs.IsMounted(target); mounted || err == nil {
+		name := biggest(t)
+		b, rerr := os.ReadFile(filepath.Join(target, name))
+		t.Fatalf("an inline volume without credentials mounted another's source from the saved listing (publish: %v; read %d bytes of %s: %v)",
+			err, len(b), name, rerr)
+	}
+}
