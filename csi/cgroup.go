@@ -16,6 +16,10 @@ import (
 // volumeCgroupPrefix names the cgroups the plugin creates, one per volume.
 const volumeCgroupPrefix = "modelfs-vol-"
 
+// pluginLeaf is the v2 cgroup the plugin's own processes move to, so that
+// their cgroup may hand the memory controller to volume cgroups.
+const pluginLeaf = "modelfs-plugin"
+
 // memcg puts each mount process in a cgroup of its own with a memory
 // limit, under the plugin's own cgroup: one volume's RAM cache and buffers
 // cannot grow into its neighbours' share of the plugin container.
@@ -59,6 +63,11 @@ func newMemcg(root string) (*memcg, error) {
 		return &memcg{parent: dir}, nil
 	case haveV2:
 		dir := ownCgroup(filepath.Join(root, "sys/fs/cgroup"), v2Path)
+		if filepath.Base(dir) == pluginLeaf {
+			// A restarted plugin server, in the leaf an earlier one
+			// made: delegate from the same cgroup, not a nested one.
+			dir = filepath.Dir(dir)
+		}
 		if err := delegateMemory(dir); err != nil {
 			return nil, fmt.Errorf("cgroup v2 at %s: %w", dir, err)
 		}
@@ -113,7 +122,7 @@ func delegateMemory(dir string) error {
 	if hasController(strings.ReplaceAll(strings.TrimSpace(string(sub)), " ", ","), "memory") {
 		return nil
 	}
-	leaf := filepath.Join(dir, "modelfs-plugin")
+	leaf := filepath.Join(dir, pluginLeaf)
 	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}

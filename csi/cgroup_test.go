@@ -48,6 +48,12 @@ func TestMemcgV2Delegates(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(cg, "cgroup.subtree_control")); string(b) != "+memory" {
 		t.Errorf("subtree_control: %q", b)
 	}
+	// A restarted server, now in the leaf, delegates from the same place.
+	os.WriteFile(filepath.Join(root, "proc/self/cgroup"), []byte("0::/modelfs-plugin\n"), 0o644)
+	os.WriteFile(filepath.Join(cg, "cgroup.subtree_control"), []byte("memory\n"), 0o644)
+	if again, err := newMemcg(root); err != nil || again.parent != cg {
+		t.Fatalf("after a restart: %+v, %v; want the parent %s", again, err, cg)
+	}
 	dir, err := m.create("abc", 300<<20)
 	if err != nil {
 		t.Fatal(err)
