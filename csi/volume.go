@@ -106,6 +106,11 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 	if v.recordProfile && v.profile == "" {
 		return nil, badAttr(attrRecordProfile, "needs %q to name the profile to write", attrProfile)
 	}
+	if v.recordProfile && v.ephemeral {
+		// Profiles are shared by name across the node: any pod author
+		// could rewrite the load order other volumes replay.
+		return nil, badAttr(attrRecordProfile, "inline volumes may replay a load profile but not write one; record profiles from a PersistentVolume")
+	}
 	return v, nil
 }
 

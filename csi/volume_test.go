@@ -58,6 +58,7 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "https://h/m", "endpoint": "http://minio:9000"}, "endpoint"},
 		{map[string]string{"source": "s3://bkt/p", "profile": "../../etc/shadow"}, "profile"},
 		{map[string]string{"source": "s3://bkt/p", "recordProfile": "true"}, "recordProfile"},
+		{map[string]string{"source": "s3://bkt/p", "profile": "p", "recordProfile": "true", "csi.storage.k8s.io/ephemeral": "true"}, "recordProfile"},
 	}
 	for _, c := range cases {
 		_, err := parseVolume(c.attrs)
