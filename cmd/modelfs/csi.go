@@ -67,9 +67,8 @@ func runCSI(c *cli.Context) error {
 	if c.Bool("ephemeral-node-credentials") {
 		return fmt.Errorf("csi: --ephemeral-node-credentials was removed: inline volumes never use the node's identity; give them S3 keys in nodePublishSecretRef")
 	}
-	if (c.Bool("supervise") || os.Getpid() == 1) && os.Getenv(csiServerEnv) == "" {
-		return superviseCSI(log)
-	}
+	// Checked before supervising: a bad value must stop the container,
+	// not have PID 1 restart a failing server every second.
 	inline, err := csi.ParseInlineSources(c.String("inline-sources"))
 	if err != nil {
 		return fmt.Errorf("csi: --inline-sources: %w", err)
@@ -98,6 +97,9 @@ func runCSI(c *cli.Context) error {
 	}
 	if headroom == 0 {
 		headroom = -1 // Options' "no per-volume cgroups"
+	}
+	if (c.Bool("supervise") || os.Getpid() == 1) && os.Getenv(csiServerEnv) == "" {
+		return superviseCSI(log)
 	}
 	bin, err := os.Executable()
 	if err != nil {
