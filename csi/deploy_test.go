@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelfs/modelfs/fetch"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -150,11 +152,21 @@ func checkObject(t *testing.T, file string, obj any) {
 // takes.
 func checkPluginArgs(t *testing.T, file string, args []string) {
 	t.Helper()
-	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--ephemeral-node-credentials", "--mount-timeout", "--supervise"}
+	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise"}
 	for _, a := range args[1:] {
-		name, _, _ := strings.Cut(a, "=")
+		name, val, _ := strings.Cut(a, "=")
 		if !slices.Contains(known, name) {
 			t.Errorf("%s: unknown plugin flag %s", file, a)
+		}
+		var err error
+		switch name {
+		case "--inline-sources":
+			_, err = ParseInlineSources(val)
+		case "--deny-networks", "--allow-networks":
+			_, err = fetch.ParseNetworks(val)
+		}
+		if err != nil {
+			t.Errorf("%s: %s: %v", file, name, err)
 		}
 	}
 }

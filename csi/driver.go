@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,11 +38,32 @@ type Options struct {
 	// ProfileDir holds load profiles volumes name with the profile
 	// attribute (default StateDir/profiles).
 	ProfileDir string
-	// EphemeralNodeCredentials lends the node plugin's own cloud identity
-	// to inline ephemeral volumes that bring no secrets. Off by default:
-	// anyone who can create a pod could otherwise read whatever the node
-	// can.
-	EphemeralNodeCredentials bool
+	// NoNodeIdentity keeps the plugin's own cloud identity (IRSA, pod
+	// identity, instance role, static keys in its environment) from every
+	// volume. Without it the identity goes to PersistentVolumes (static or
+	// from a StorageClass) that bring no secrets; inline volumes, which
+	// any pod author writes, and volumes with secrets never get it.
+	NoNodeIdentity bool
+	// InlineSources lists what inline ephemeral volumes may read; the
+	// zero value allows none.
+	InlineSources InlineSources
+	// DeniedNetworks are denied to every volume's connections on top of
+	// fetch.DefaultDeniedNetworks (link-local, loopback, unspecified).
+	DeniedNetworks []netip.Prefix
+	// AllowedNetworks are exceptions to the denied networks.
+	AllowedNetworks []netip.Prefix
+	// CacheSize is the node's disk cache budget, in bytes, given to every
+	// mount; volumes cannot change it. 0: 80% of the space the cache dir
+	// may use (free space plus what it holds), computed at start.
+	CacheSize int64
+	// MaxMemCache caps a volume's memCache (0: 1 GiB). Volumes that ask
+	// for more are refused; those that ask for none get modelfs mount's
+	// auto within the cap.
+	MaxMemCache int64
+	// MemoryHeadroom is added to a volume's memCache to make the memory
+	// limit of its mount's cgroup (0: 384 MiB; negative: no per-volume
+	// cgroups).
+	MemoryHeadroom int64
 	// MountTimeout bounds how long a mount may take to come up.
 	MountTimeout time.Duration
 	// Version is reported by GetPluginInfo.
@@ -92,13 +114,37 @@ func New(opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("creating %s: %w", dir, err)
 		}
 	}
+	if opts.MaxMemCache <= 0 {
+		opts.MaxMemCache = defaultMaxMemCache
+	}
+	if opts.MemoryHeadroom == 0 {
+		opts.MemoryHeadroom = defaultMemoryHeadroom
+	}
+	if opts.CacheDir != "" && opts.CacheSize <= 0 {
+		size, err := autoCacheSize(opts.CacheDir)
+		if err != nil {
+			return nil, err
+		}
+		opts.CacheSize = size
+	}
 	m, err := newMounter(opts.Bin, opts.StateDir, opts.MountTimeout, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
+	if opts.MemoryHeadroom > 0 {
+		cg, err := newMemcg("/")
+		if err != nil {
+			// Logged once: every volume then shares the plugin
+			// container's memory limit.
+			opts.Logger.Warn("per-volume memory limits are off: mounts share the plugin container's memory", "err", err)
+		} else {
+			m.cg = cg
+		}
+	}
 	d := &Driver{opts: opts, log: opts.Logger, mount: m, targets: map[string]*sync.Mutex{}}
 	kept, cleaned := m.adopt()
-	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", kept, "stale_cleaned", cleaned)
+	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", kept, "stale_cleaned", cleaned,
+		"cache_size_bytes", opts.CacheSize, "max_mem_cache_bytes", opts.MaxMemCache, "volume_cgroups", m.cg != nil)
 	return d, nil
 }
 

@@ -29,6 +29,8 @@ type record struct {
 	PID      int       `json:"pid"`
 	Source   string    `json:"source"`
 	Started  time.Time `json:"started"`
+	// Cgroup is the mount process's own cgroup directory, if it has one.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // mounter runs one `modelfs mount` process per volume. Each runs in its own
@@ -39,6 +41,7 @@ type mounter struct {
 	dir     string // records and mount logs
 	timeout time.Duration
 	log     *slog.Logger
+	cg      *memcg // nil: mounts share the plugin's cgroup
 
 	mu     sync.Mutex
 	exited map[string]chan struct{} // target -> closed when a child of ours exits
@@ -98,8 +101,9 @@ func (m *mounter) forget(target string) {
 }
 
 // start runs a mount process for target and returns once the mount is up.
-// env holds the credentials; args never do.
-func (m *mounter) start(ctx context.Context, volumeID, source, target string, args, env []string) error {
+// env holds the credentials; args never do. memLimit bounds the process's
+// memory where the node has a cgroup memory controller to spare.
+func (m *mounter) start(ctx context.Context, volumeID, source, target string, args, env []string, memLimit int64) error {
 	logf, err := os.OpenFile(m.logPath(target), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("mount log: %w", err)
@@ -111,8 +115,23 @@ func (m *mounter) start(ctx context.Context, volumeID, source, target string, ar
 	// take the mount process with it.
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var cgroup string
+	if m.cg != nil {
+		if cgroup, err = m.cg.create(m.key(target), memLimit); err != nil {
+			m.log.Warn("volume runs without its own memory limit", "target", target, "err", err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		m.removeCgroup(cgroup)
 		return fmt.Errorf("starting %s: %w", m.bin, err)
+	}
+	if cgroup != "" {
+		// Moved right after the fork: what it allocates before is small.
+		if err := joinCgroup(cgroup, cmd.Process.Pid); err != nil {
+			m.log.Warn("volume runs without its own memory limit", "target", target, "err", err)
+			m.removeCgroup(cgroup)
+			cgroup = ""
+		}
 	}
 	exited := make(chan struct{})
 	m.mu.Lock()
@@ -128,13 +147,16 @@ func (m *mounter) start(ctx context.Context, volumeID, source, target string, ar
 		}
 		m.mu.Unlock()
 	}()
-	if err := m.save(&record{VolumeID: volumeID, Target: target, PID: cmd.Process.Pid, Source: source, Started: time.Now()}); err != nil {
+	if err := m.save(&record{VolumeID: volumeID, Target: target, PID: cmd.Process.Pid, Source: source, Started: time.Now(), Cgroup: cgroup}); err != nil {
 		cmd.Process.Kill()
+		<-exited
+		m.removeCgroup(cgroup)
 		return err
 	}
 	if err := m.waitMounted(ctx, target, exited); err != nil {
 		cmd.Process.Kill()
 		<-exited
+		m.removeCgroup(cgroup)
 		m.forget(target)
 		return err
 	}
@@ -221,6 +243,7 @@ func (m *mounter) stop(ctx context.Context, target string) error {
 	}
 	if rec != nil {
 		m.waitExit(ctx, rec)
+		m.removeCgroup(rec.Cgroup)
 	}
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing %s: %w", target, err)
@@ -263,6 +286,31 @@ func (m *mounter) waitExit(ctx context.Context, rec *record) {
 	}
 }
 
+// removeCgroup removes a volume's cgroup after its process exited; one
+// left behind (still busy) is swept when the plugin next starts.
+func (m *mounter) removeCgroup(dir string) {
+	err := removeCgroup(dir)
+	if errors.Is(err, syscall.EBUSY) {
+		// A process that was not our child leaves its cgroup only once
+		// its parent (the supervisor) reaps it: give that a moment.
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(5 * time.Second)
+	retry:
+		for errors.Is(err, syscall.EBUSY) {
+			select {
+			case <-deadline:
+				break retry
+			case <-tick.C:
+				err = removeCgroup(dir)
+			}
+		}
+	}
+	if err != nil {
+		m.log.Warn("volume cgroup not removed", "err", err)
+	}
+}
+
 // ownsTarget reports whether rec's process is still a modelfs mount of
 // rec's target (and not a recycled pid).
 func ownsTarget(rec *record) bool {
@@ -281,6 +329,8 @@ func ownsTarget(rec *record) bool {
 // adopt runs when the plugin starts: volumes still mounted and answering
 // are kept; stale mounts (their process died) are detached and forgotten.
 func (m *mounter) adopt() (kept, cleaned int) {
+	inUse := map[string]bool{}
+	defer m.sweepCgroups(inUse)
 	entries, _ := os.ReadDir(m.dir)
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {
@@ -294,6 +344,7 @@ func (m *mounter) adopt() (kept, cleaned int) {
 			continue
 		}
 		if ok, _ := live(rec.Target); ok && ownsTarget(&rec) {
+			inUse[rec.Cgroup] = true
 			m.log.Info("adopted volume", "volume_id", rec.VolumeID, "target", rec.Target, "pid", rec.PID)
 			kept++
 			continue
@@ -307,9 +358,26 @@ func (m *mounter) adopt() (kept, cleaned int) {
 		if ownsTarget(&rec) {
 			syscall.Kill(rec.PID, syscall.SIGKILL)
 		}
+		m.removeCgroup(rec.Cgroup)
 		m.log.Warn("cleaned up a volume whose mount process is gone; pods using it must be restarted", "volume_id", rec.VolumeID, "target", rec.Target)
 		m.forget(rec.Target)
 		cleaned++
 	}
 	return kept, cleaned
+}
+
+// sweepCgroups removes the volume cgroups no adopted volume uses: those
+// left by volumes whose process outlived its unmount, or died. A cgroup
+// that still holds a process cannot be removed and is kept.
+func (m *mounter) sweepCgroups(inUse map[string]bool) {
+	if m.cg == nil {
+		return
+	}
+	entries, _ := os.ReadDir(m.cg.parent)
+	for _, e := range entries {
+		dir := filepath.Join(m.cg.parent, e.Name())
+		if e.IsDir() && strings.HasPrefix(e.Name(), volumeCgroupPrefix) && !inUse[dir] {
+			_ = removeCgroup(dir)
+		}
+	}
 }

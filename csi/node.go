@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/modelfs/modelfs/internal/units"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -43,13 +44,38 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if vol.memCache > d.opts.MaxMemCache {
+		return nil, status.Error(codes.InvalidArgument, badAttr(attrMemCache, "%s is over the node's cap of %s (modelfs csi --max-mem-cache)",
+			units.FormatSize(vol.memCache), units.FormatSize(d.opts.MaxMemCache)).Error())
+	}
+	if vol.ephemeral && !d.opts.InlineSources.allows(vol) {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"inline volumes may read only the sources the cluster admin lists (--inline-sources: %s); this volume's source or endpoint is not among them: use a PersistentVolume",
+			d.opts.InlineSources)
+	}
+	if err := checkAddresses(d.opts.netPolicy(), vol); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "volume source or endpoint: %v", err)
+	}
 	env, err := credentials(req.GetSecrets())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
 	}
-	if vol.ephemeral && len(env) == 0 && !vol.noSignRequest && vol.scheme == "s3" && !d.opts.EphemeralNodeCredentials {
-		return nil, status.Error(codes.PermissionDenied,
-			"inline volumes must bring credentials (nodePublishSecretRef) or set noSignRequest: the node's own identity is lent only to PersistentVolumes")
+	// The node's identity goes only to volumes cluster admins wrote
+	// (PersistentVolumes, StorageClasses) that bring no secrets: a volume
+	// with secrets of any kind, and an inline volume any pod author can
+	// write, runs with no identity but its own.
+	nodeIdentity := !vol.ephemeral && len(req.GetSecrets()) == 0 && !d.opts.NoNodeIdentity
+	if vol.scheme == "s3" && !vol.noSignRequest && !nodeIdentity && !hasS3Keys(req.GetSecrets()) {
+		why := "inline volumes never use the node's identity"
+		switch {
+		case len(req.GetSecrets()) > 0:
+			why = "a volume that brings secrets never uses the node's identity"
+		case !vol.ephemeral:
+			why = "the plugin lends its identity to no volume (--node-identity=false)"
+		}
+		return nil, status.Errorf(codes.PermissionDenied,
+			"%s: give the volume S3 keys (nodePublishSecretRef: %s, %s) or set noSignRequest for a public bucket",
+			why, secretAccessKeyID, secretSecretAccessKey)
 	}
 
 	unlock := d.lockTarget(target)
@@ -73,8 +99,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
 	}
-	args := vol.mountArgs(target, d.opts.CacheDir, d.opts.ProfileDir)
-	if err := d.mount.start(ctx, req.GetVolumeId(), vol.source, target, args, mountEnv(env)); err != nil {
+	args := vol.mountArgs(target, &d.opts)
+	env = append(env, vol.mountEnv()...)
+	memLimit := vol.memCacheBytes(&d.opts) + d.opts.MemoryHeadroom
+	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env), memLimit); err != nil {
 		var me *mountError
 		if errors.As(err, &me) {
 			return nil, mountFailure(me.msg)
@@ -93,30 +121,13 @@ func mountFailure(msg string) error {
 		return status.Errorf(codes.PermissionDenied,
 			"no credentials for this volume: give it a nodePublishSecretRef (%s, %s) or the plugin an identity (IRSA, pod identity): %s",
 			secretAccessKeyID, secretSecretAccessKey, msg)
-	case strings.Contains(msg, "access denied"):
+	case strings.Contains(msg, "access denied"), strings.Contains(msg, "denied by the network policy"):
 		return status.Error(codes.PermissionDenied, msg)
 	case strings.Contains(msg, "not found"), strings.Contains(msg, "no objects"):
 		return status.Error(codes.NotFound, msg)
 	default:
 		return status.Error(codes.Internal, msg)
 	}
-}
-
-// mountEnv is the plugin's environment for a mount process, without any
-// inherited modelfs settings or static AWS keys (the volume's own secrets
-// replace them), plus creds.
-func mountEnv(creds []string) []string {
-	env := make([]string, 0, len(os.Environ())+len(creds))
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(name, "MODELFS_"):
-		case len(creds) > 0 && (name == "AWS_ACCESS_KEY_ID" || name == "AWS_SECRET_ACCESS_KEY" || name == "AWS_SESSION_TOKEN" || name == "AWS_PROFILE"):
-		default:
-			env = append(env, kv)
-		}
-	}
-	return append(env, creds...)
 }
 
 // NodeUnpublishVolume unmounts the target and removes it. Unpublishing a

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/internal/units"
@@ -53,8 +54,7 @@ type volume struct {
 	prefetch      string
 	profile       string // a single file name under the plugin's profile dir
 	recordProfile bool
-	memCache      string
-	cacheSize     string
+	memCache      int64 // bytes; 0 for the node's default
 	blockSize     string
 	concurrency   int
 	ephemeral     bool
@@ -105,6 +105,11 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 	}
 	if v.recordProfile && v.profile == "" {
 		return nil, badAttr(attrRecordProfile, "needs %q to name the profile to write", attrProfile)
+	}
+	if v.recordProfile && v.ephemeral {
+		// Profiles are shared by name across the node: any pod author
+		// could rewrite the load order other volumes replay.
+		return nil, badAttr(attrRecordProfile, "inline volumes may replay a load profile but not write one; record profiles from a PersistentVolume")
 	}
 	return v, nil
 }
@@ -160,18 +165,25 @@ func (v *volume) set(k, val string) error {
 			return badAttr(k, "want a file name (no slashes) in the node's profile directory")
 		}
 		v.profile = val
-	case attrMemCache, attrCacheSize, attrBlockSize:
-		if _, err := units.ParseSize(val, k); err != nil && !(k != attrBlockSize && val == "auto") {
-			return badAttr(k, "%q: want a size such as 512MiB or 20GiB", val)
+	case attrCacheSize:
+		// Each mount evicts the shared cache down to the budget it is
+		// given: a volume's own budget would evict its neighbours' blocks.
+		return badAttr(k, "the node's disk cache is shared by every volume and its budget is the cluster admin's (modelfs csi --cache-size); remove this attribute")
+	case attrMemCache:
+		if val == "auto" {
+			v.memCache = 0
+			break
 		}
-		switch k {
-		case attrMemCache:
-			v.memCache = val
-		case attrCacheSize:
-			v.cacheSize = val
-		default:
-			v.blockSize = val
+		n, err := units.ParseSize(val, k)
+		if err != nil || n <= 0 {
+			return badAttr(k, "%q: want a size such as 512MiB, or auto", val)
 		}
+		v.memCache = n
+	case attrBlockSize:
+		if _, err := units.ParseSize(val, k); err != nil {
+			return badAttr(k, "%q: want a size such as 8MiB", val)
+		}
+		v.blockSize = val
 	case attrConcurrency:
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 1 || n > 1024 {
@@ -221,10 +233,60 @@ func credentials(secrets map[string]string) ([]string, error) {
 	return env, nil
 }
 
-// mountArgs is the modelfs mount command line for v (secrets travel in the
-// environment, never in arguments, which any user can read in /proc).
-func (v *volume) mountArgs(target, cacheDir, profileDir string) []string {
+// sourceEnv carries the source to the mount process: a source URL may hold
+// a signature in its query, and arguments are readable by any user in
+// /proc and by anyone who reaches pprof's cmdline.
+const sourceEnv = "MODELFS_SOURCE"
+
+// mountEnv is what v adds to its mount process's environment.
+func (v *volume) mountEnv() []string { return []string{sourceEnv + "=" + v.source} }
+
+// shownSource is the source without userinfo, query or fragment, where
+// credentials and signatures hide: what records and logs may hold.
+func (v *volume) shownSource() string {
+	u, err := url.Parse(v.source)
+	if err != nil {
+		return v.scheme + "://"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
+// memCacheBytes is the RAM cache v's mount gets: its memCache, or the
+// node's default (what modelfs mount's auto would pick, within the node's
+// cap).
+func (v *volume) memCacheBytes(node *Options) int64 {
+	if v.memCache > 0 {
+		return v.memCache
+	}
+	if node.MaxMemCache > 0 {
+		return min(autoMemCache(), node.MaxMemCache)
+	}
+	return autoMemCache()
+}
+
+// autoMemCache is modelfs mount's memCache auto: an eighth of physical
+// memory, between 256 MiB and 1 GiB.
+func autoMemCache() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 1 << 30
+	}
+	return min(max(int64(si.Totalram)*int64(si.Unit)/8, 256<<20), 1<<30)
+}
+
+// mountArgs is the modelfs mount command line for v. The source and
+// secrets travel in the environment, never in arguments, which any user
+// can read in /proc; the target stays last, where ownsTarget looks.
+func (v *volume) mountArgs(target string, node *Options) []string {
+	cacheDir, profileDir := node.CacheDir, node.ProfileDir
 	args := []string{"mount", "--prefetch", v.prefetch}
+	// The mount enforces the network policy on every connection it dials.
+	policy := node.netPolicy()
+	args = append(args, "--deny-networks", fetch.FormatNetworks(policy.Deny))
+	if len(policy.Allow) > 0 {
+		args = append(args, "--allow-networks", fetch.FormatNetworks(policy.Allow))
+	}
 	if v.endpoint != "" {
 		args = append(args, "--endpoint", v.endpoint)
 	}
@@ -247,18 +309,22 @@ func (v *volume) mountArgs(target, cacheDir, profileDir string) []string {
 	}
 	if cacheDir != "" {
 		args = append(args, "--cache-dir", cacheDir)
-		if v.cacheSize != "" {
-			args = append(args, "--cache-size", v.cacheSize)
+		if v.ephemeral {
+			// An inline volume must prove access to its source: the
+			// listing another volume saved would serve it that volume's
+			// cached blocks while its own endpoint does not answer.
+			args = append(args, "--no-saved-listing")
+		}
+		if node.CacheSize > 0 {
+			args = append(args, "--cache-size", strconv.FormatInt(node.CacheSize, 10))
 		}
 	}
-	if v.memCache != "" {
-		args = append(args, "--mem-cache", v.memCache)
-	}
+	args = append(args, "--mem-cache", strconv.FormatInt(v.memCacheBytes(node), 10))
 	if v.blockSize != "" {
 		args = append(args, "--block-size", v.blockSize)
 	}
 	if v.concurrency != 0 {
 		args = append(args, "--concurrency", strconv.Itoa(v.concurrency))
 	}
-	return append(args, "--allow-other", "--", v.source, target)
+	return append(args, "--allow-other", "--", target)
 }

@@ -2,6 +2,7 @@ package csi
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +11,7 @@ import (
 func TestParseVolume(t *testing.T) {
 	v, err := parseVolume(map[string]string{
 		"source": "s3://models/llama-3-8b", "endpoint": "http://127.0.0.1:9000", "region": "eu-west-1",
-		"prefetch": "layer", "memCache": "512MiB", "cacheSize": "auto", "blockSize": "8MiB", "concurrency": "32",
+		"prefetch": "layer", "memCache": "512MiB", "blockSize": "8MiB", "concurrency": "32",
 		"csi.storage.k8s.io/pod.name": "server-0", "csi.storage.k8s.io/ephemeral": "true",
 		"csi.storage.k8s.io/serviceAccount.tokens": `{"sts.amazonaws.com":{"token":"secret-token"}}`,
 	})
@@ -20,10 +21,13 @@ func TestParseVolume(t *testing.T) {
 	if !v.ephemeral || v.scheme != "s3" || v.concurrency != 32 {
 		t.Fatalf("parsed %+v", v)
 	}
-	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", "/var/cache/modelfs", t.TempDir())
-	want := []string{"mount", "--prefetch", "layer", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
-		"--cache-dir", "/var/cache/modelfs", "--cache-size", "auto", "--mem-cache", "512MiB", "--block-size", "8MiB",
-		"--concurrency", "32", "--allow-other", "--", "s3://models/llama-3-8b", "/var/lib/kubelet/pods/x/volumes/m"}
+	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", &Options{CacheDir: "/var/cache/modelfs", ProfileDir: t.TempDir(), CacheSize: 100 << 30,
+		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}})
+	want := []string{"mount", "--prefetch", "layer",
+		"--deny-networks", "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,127.0.0.0/8,::1/128,0.0.0.0/8,::/128",
+		"--allow-networks", "10.1.2.3/32", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
+		"--cache-dir", "/var/cache/modelfs", "--no-saved-listing", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8MiB",
+		"--concurrency", "32", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
 	if !slices.Equal(args, want) {
 		t.Fatalf("mount args\n got %q\nwant %q", args, want)
 	}
@@ -44,6 +48,8 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "https://user:pw@host/m"}, "source"},
 		{map[string]string{"source": "s3://bkt/p", "prefetch": "eager"}, "prefetch"},
 		{map[string]string{"source": "s3://bkt/p", "memCache": "lots"}, "memCache"},
+		{map[string]string{"source": "s3://bkt/p", "cacheSize": "1MiB"}, "cacheSize"},
+		{map[string]string{"source": "s3://bkt/p", "cacheSize": "auto"}, "cacheSize"},
 		{map[string]string{"source": "s3://bkt/p", "blockSize": "auto"}, "blockSize"},
 		{map[string]string{"source": "s3://bkt/p", "concurrency": "0"}, "concurrency"},
 		{map[string]string{"source": "s3://bkt/p", "noSignRequest": "yes please"}, "noSignRequest"},
@@ -52,6 +58,7 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "https://h/m", "endpoint": "http://minio:9000"}, "endpoint"},
 		{map[string]string{"source": "s3://bkt/p", "profile": "../../etc/shadow"}, "profile"},
 		{map[string]string{"source": "s3://bkt/p", "recordProfile": "true"}, "recordProfile"},
+		{map[string]string{"source": "s3://bkt/p", "profile": "p", "recordProfile": "true", "csi.storage.k8s.io/ephemeral": "true"}, "recordProfile"},
 	}
 	for _, c := range cases {
 		_, err := parseVolume(c.attrs)
@@ -122,9 +129,9 @@ func FuzzVolumeAttributes(f *testing.F) {
 		if err != nil {
 			return
 		}
-		args := v.mountArgs("/target", "/cache", "/profiles")
-		if len(args) < 3 || args[len(args)-3] != "--" || args[len(args)-2] != v.source || args[len(args)-1] != "/target" {
-			t.Fatalf("mount args %q do not end with -- SOURCE TARGET", args)
+		args := v.mountArgs("/target", &Options{CacheDir: "/cache", ProfileDir: "/profiles"})
+		if len(args) < 2 || args[len(args)-2] != "--" || args[len(args)-1] != "/target" || slices.Contains(args, v.source) {
+			t.Fatalf("mount args %q do not end with -- TARGET, or hold the source", args)
 		}
 		if v.source == "" || strings.HasPrefix(v.source, "-") {
 			t.Fatalf("accepted source %q", v.source)

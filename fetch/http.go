@@ -33,7 +33,9 @@ type HTTPOptions struct {
 	// Client defaults to one with many idle connections per host and no
 	// overall timeout: each try is bounded by Retry.AttemptTimeout instead.
 	Client *http.Client
-	Retry  RetryOptions
+	// Net bounds where the default client connects; nil allows all.
+	Net   *NetPolicy
+	Retry RetryOptions
 }
 
 // HTTP is a Source over plain HTTP(S) GETs with Range requests. Objects are
@@ -98,7 +100,7 @@ func NewHTTP(opts HTTPOptions) (*HTTP, error) {
 	u.Fragment, u.RawFragment = "", "" // never sent; keep it out of request URLs
 	h := &HTTP{base: u, token: opts.Token, client: opts.Client, retry: opts.Retry}
 	if h.client == nil {
-		h.client = defaultHTTPClient()
+		h.client = defaultHTTPClient(opts.Net)
 	}
 	shown := *u
 	shown.User, shown.RawQuery, shown.ForceQuery, shown.Fragment, shown.RawFragment = nil, "", false, "", ""
@@ -120,7 +122,7 @@ func NewHTTP(opts HTTPOptions) (*HTTP, error) {
 	return h, nil
 }
 
-func defaultHTTPClient() *http.Client {
+func defaultHTTPClient(policy *NetPolicy) *http.Client {
 	t, ok := http.DefaultTransport.(*http.Transport)
 	if ok {
 		t = t.Clone()
@@ -132,7 +134,8 @@ func defaultHTTPClient() *http.Client {
 	t.MaxIdleConns = 256
 	t.MaxIdleConnsPerHost = 64
 	t.IdleConnTimeout = 90 * time.Second
-	return &http.Client{Transport: t}
+	policy.applyTransport(t)
+	return &http.Client{Transport: t, CheckRedirect: policy.checkRedirect}
 }
 
 // String returns the URL without userinfo, query string or fragment.

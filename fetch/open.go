@@ -113,6 +113,8 @@ type OpenOptions struct {
 	S3    S3Options // Bucket and Prefix are taken from the location
 	HTTP  HTTPOptions
 	Retry RetryOptions
+	// Net bounds where every network source connects; nil allows all.
+	Net *NetPolicy
 }
 
 // Open returns the Source for a location.
@@ -120,11 +122,11 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 	switch loc.Scheme {
 	case "s3":
 		o := opts.S3
-		o.Bucket, o.Prefix, o.Retry = loc.Bucket, loc.Prefix, opts.Retry
+		o.Bucket, o.Prefix, o.Retry, o.Net = loc.Bucket, loc.Prefix, opts.Retry, opts.Net
 		return NewS3(ctx, o)
 	case "http", "https":
 		o := opts.HTTP
-		o.URL, o.Retry = loc.URL, opts.Retry
+		o.URL, o.Retry, o.Net = loc.URL, opts.Retry, opts.Net
 		return NewHTTP(o)
 	case "file":
 		return NewLocal(LocalOptions{Root: loc.Path})

@@ -41,9 +41,11 @@ type S3Options struct {
 	NoSignRequest bool
 	// MaxConns bounds connections to the store (0 = 64).
 	MaxConns int
-	Retry    RetryOptions
 	// Logger receives the SDK's own log lines (nil: slog.Default()).
 	Logger *slog.Logger
+	// Net bounds where requests to the store connect; nil allows all.
+	Net   *NetPolicy
+	Retry RetryOptions
 }
 
 // S3 is a Source over one bucket and prefix.
@@ -111,7 +113,16 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 			instanceRoleOnly: aws.IsCredentialsProvider(cfg.Credentials, (*ec2rolecreds.Provider)(nil)),
 		}
 	}
+	// The policy binds the store's connections, not the credential
+	// providers': those reach the node's identity endpoints (instance
+	// metadata, pod identity) only where the node's identity is lent.
+	storeClient := httpClient
+	if opts.Net != nil {
+		storeClient = httpClient.WithDialerOptions(opts.Net.applyDialer).
+			WithTransportOptions(func(tr *http.Transport) { tr.Proxy = nil })
+	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.HTTPClient = storeClient
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 			o.UsePathStyle = true

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modelfs/modelfs/csi"
+	"github.com/modelfs/modelfs/fetch"
 )
 
 // csiServerEnv marks the plugin server a supervising PID 1 started.
@@ -35,7 +36,16 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/modelfs/csi", Usage: "volume records and mount logs; must survive plugin restarts", EnvVars: env("CSI_STATE_DIR")},
 			&cli.StringFlag{Name: "cache-dir", Usage: "node-wide disk block cache shared by all volumes (empty: RAM only)", EnvVars: env("CSI_CACHE_DIR")},
 			&cli.StringFlag{Name: "profile-dir", Usage: "where the profile volume attribute names load profiles (default: STATE_DIR/profiles)", EnvVars: env("CSI_PROFILE_DIR")},
-			&cli.BoolFlag{Name: "ephemeral-node-credentials", Usage: "let inline volumes without secrets use the plugin's own cloud identity", EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
+			&cli.BoolFlag{Name: "node-identity", Value: true, Usage: "lend the plugin's cloud identity to PersistentVolumes without secrets (never to inline volumes or volumes with secrets)", EnvVars: env("CSI_NODE_IDENTITY")},
+			// Removed: inline volumes never get the node's identity. Kept
+			// so that an old manifest fails with a reason.
+			&cli.BoolFlag{Name: "ephemeral-node-credentials", Hidden: true, EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
+			&cli.StringFlag{Name: "inline-sources", Value: "s3,https://huggingface.co", Usage: "what inline volumes may read, comma-separated: * (any), s3 (any AWS bucket), s3://BUCKET, http(s)://HOST[:PORT] (also allows that S3 endpoint), https://*.DOMAIN; none for no inline volumes", EnvVars: env("CSI_INLINE_SOURCES")},
+			&cli.StringFlag{Name: "deny-networks", Usage: "CIDRs no volume may connect to, on top of link-local, loopback and unspecified (always denied)", EnvVars: env("CSI_DENY_NETWORKS")},
+			&cli.StringFlag{Name: "allow-networks", Usage: "CIDRs volumes may connect to even though denied (a store on loopback or link-local)", EnvVars: env("CSI_ALLOW_NETWORKS")},
+			&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "the node's disk cache budget, shared by every volume (auto: 80% of the free space plus what the cache holds, at start)", EnvVars: env("CSI_CACHE_SIZE")},
+			&cli.StringFlag{Name: "max-mem-cache", Value: "1GiB", Usage: "largest memCache a volume may ask for", EnvVars: env("CSI_MAX_MEM_CACHE")},
+			&cli.StringFlag{Name: "mount-memory-headroom", Value: "384MiB", Usage: "added to a volume's memCache for the memory limit of its mount's cgroup (0: no per-volume cgroups)", EnvVars: env("CSI_MOUNT_MEMORY_HEADROOM")},
 			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
 			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
 		},
@@ -54,6 +64,40 @@ func runCSI(c *cli.Context) error {
 	if c.String("node-id") == "" {
 		return fmt.Errorf("csi: --node-id is required")
 	}
+	if c.Bool("ephemeral-node-credentials") {
+		return fmt.Errorf("csi: --ephemeral-node-credentials was removed: inline volumes never use the node's identity; give them S3 keys in nodePublishSecretRef")
+	}
+	// Checked before supervising: a bad value must stop the container,
+	// not have PID 1 restart a failing server every second.
+	inline, err := csi.ParseInlineSources(c.String("inline-sources"))
+	if err != nil {
+		return fmt.Errorf("csi: --inline-sources: %w", err)
+	}
+	deny, err := fetch.ParseNetworks(c.String("deny-networks"))
+	if err != nil {
+		return fmt.Errorf("csi: --deny-networks: %w", err)
+	}
+	allow, err := fetch.ParseNetworks(c.String("allow-networks"))
+	if err != nil {
+		return fmt.Errorf("csi: --allow-networks: %w", err)
+	}
+	var cacheSize int64
+	if v := c.String("cache-size"); v != "auto" {
+		if cacheSize, err = parseSize(v, "--cache-size"); err != nil {
+			return fmt.Errorf("csi: %w", err)
+		}
+	}
+	maxMem, err := parseSize(c.String("max-mem-cache"), "--max-mem-cache")
+	if err != nil {
+		return fmt.Errorf("csi: %w", err)
+	}
+	headroom, err := parseSize(c.String("mount-memory-headroom"), "--mount-memory-headroom")
+	if err != nil {
+		return fmt.Errorf("csi: %w", err)
+	}
+	if headroom == 0 {
+		headroom = -1 // Options' "no per-volume cgroups"
+	}
 	if (c.Bool("supervise") || os.Getpid() == 1) && os.Getenv(csiServerEnv) == "" {
 		return superviseCSI(log)
 	}
@@ -64,8 +108,9 @@ func runCSI(c *cli.Context) error {
 	d, err := csi.New(csi.Options{
 		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
 		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
-		EphemeralNodeCredentials: c.Bool("ephemeral-node-credentials"),
-		MountTimeout:             c.Duration("mount-timeout"), Version: version, Logger: log,
+		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline, DeniedNetworks: deny, AllowedNetworks: allow,
+		CacheSize: cacheSize, MaxMemCache: maxMem, MemoryHeadroom: headroom,
+		MountTimeout: c.Duration("mount-timeout"), Version: version, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("csi: %w", err)

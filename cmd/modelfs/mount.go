@@ -21,8 +21,10 @@ func mountCommand() *cli.Command {
 		Name:        "mount",
 		Usage:       "mount a remote model read-only; runs in the foreground until SIGINT/SIGTERM",
 		ArgsUsage:   "SOURCE MOUNTPOINT | --manifest FILE MOUNTPOINT",
-		Description: sourceHelp + "\n\n" + manifestHelp,
+		Description: sourceHelp + "\n\n" + sourceEnvHelp + "\n\n" + manifestHelp,
 		Flags: append(sourceFlags(), []cli.Flag{
+			// Only the environment should set it (see sourceEnvHelp).
+			&cli.StringFlag{Name: "source", Hidden: true, EnvVars: env("SOURCE")},
 			&cli.StringFlag{Name: "manifest", Usage: "serve the models this JSON file names, each in a subdirectory, instead of one SOURCE", EnvVars: env("MANIFEST")},
 			&cli.StringFlag{Name: "mem-cache", Value: "auto", Usage: "RAM block cache budget (auto: an eighth of memory, 256MiB to 1GiB)", EnvVars: env("MEM_CACHE")},
 			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, layer, profile, readahead or off (auto: --profile if given and usable, else layer order from the model's headers; readahead always)", EnvVars: env("PREFETCH")},
@@ -39,22 +41,30 @@ func mountCommand() *cli.Command {
 	}
 }
 
+const sourceEnvHelp = `With MODELFS_SOURCE set, SOURCE may be left out: the environment, unlike
+the command line, is not readable by every user (ps, /proc), so a URL with
+a signature or token in its query belongs there.`
+
 func runMount(c *cli.Context) error {
-	manifest := c.String("manifest")
+	manifest, source := c.String("manifest"), c.String("source")
 	switch {
-	case manifest != "" && c.NArg() == 2:
-		return usagef("mount: --manifest and a SOURCE argument are mutually exclusive")
+	case manifest != "" && (c.NArg() == 2 || source != ""):
+		return usagef("mount: --manifest and a SOURCE are mutually exclusive")
 	case manifest != "" && c.NArg() != 1:
 		return usagef("mount: with --manifest, want one argument, MOUNTPOINT (got %d)", c.NArg())
+	case manifest == "" && c.NArg() == 1 && source != "":
+		// The source came from MODELFS_SOURCE.
 	case manifest == "" && c.NArg() != 2:
-		return usagef("mount: want two arguments, SOURCE and MOUNTPOINT (got %d)", c.NArg())
+		return usagef("mount: want two arguments, SOURCE and MOUNTPOINT, or MODELFS_SOURCE and MOUNTPOINT (got %d)", c.NArg())
+	default:
+		source = c.Args().First()
 	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
 	}
 	mountpoint := c.Args().Get(c.NArg() - 1)
-	specs, err := specsFor(manifest, c.Args().Slice())
+	specs, err := specsFor(manifest, source)
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,13 @@ func sourceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: what it holds plus 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
 		&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
 		&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before failing", EnvVars: env("RETRIES")},
+		// The CSI plugin's network policy for the mounts it starts.
+		&cli.StringFlag{Name: "deny-networks", Hidden: true, Usage: "refuse connections to these comma-separated CIDRs", EnvVars: env("DENY_NETWORKS")},
+		&cli.StringFlag{Name: "allow-networks", Hidden: true, Usage: "exceptions to --deny-networks", EnvVars: env("ALLOW_NETWORKS")},
+		// Set by the CSI plugin for volumes it does not trust: a saved
+		// listing lets a mount that cannot reach its source serve the
+		// cached blocks of whoever listed that source before.
+		&cli.BoolFlag{Name: "no-saved-listing", Hidden: true, Usage: "never fall back to a listing saved in the cache dir", EnvVars: env("NO_SAVED_LISTING")},
 	}
 }
 
@@ -110,12 +117,12 @@ func (r *remote) String() string {
 }
 
 // specsFor returns the models a command serves: the --manifest's, or the
-// one SOURCE argument, args[0].
-func specsFor(manifest string, args []string) ([]modelSpec, error) {
+// one source.
+func specsFor(manifest, source string) ([]modelSpec, error) {
 	if manifest != "" {
 		return readManifest(manifest)
 	}
-	return []modelSpec{{Source: args[0]}}, nil
+	return []modelSpec{{Source: source}}, nil
 }
 
 // openRemote opens and lists every model's source, after the source
@@ -184,7 +191,12 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
+	policy, err := netPolicyFlags(c)
+	if err != nil {
+		return nil, err
+	}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
+		Net: policy,
 		S3: fetch.S3Options{
 			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
 			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2, Logger: log,
@@ -201,11 +213,32 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if src, err = wrapSource(ctx, src, log); err != nil {
 		return nil, err
 	}
-	objs, err := list(listCtx, src, c.String("cache-dir"), log)
+	listingDir := c.String("cache-dir")
+	if c.Bool("no-saved-listing") {
+		listingDir = "" // neither saved nor used
+	}
+	objs, err := list(listCtx, src, listingDir, log)
 	if err != nil {
 		return nil, err
 	}
 	return &modelSource{spec: spec, src: src, objs: objs}, nil
+}
+
+// netPolicyFlags is the network policy --deny-networks and
+// --allow-networks set, or nil for none.
+func netPolicyFlags(c *cli.Context) (*fetch.NetPolicy, error) {
+	deny, err := fetch.ParseNetworks(c.String("deny-networks"))
+	if err != nil {
+		return nil, fmt.Errorf("--deny-networks: %w", err)
+	}
+	allow, err := fetch.ParseNetworks(c.String("allow-networks"))
+	if err != nil {
+		return nil, fmt.Errorf("--allow-networks: %w", err)
+	}
+	if len(deny) == 0 {
+		return nil, nil
+	}
+	return &fetch.NetPolicy{Deny: deny, Allow: allow}, nil
 }
 
 // checkListing warns when a manifest model's listing does not look like

@@ -81,7 +81,7 @@ func runWarm(c *cli.Context) error {
 			return err
 		}
 	}
-	specs, err := specsFor(manifest, c.Args().Slice())
+	specs, err := specsFor(manifest, c.Args().First())
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,12 +61,24 @@ func csiRemote(t *testing.T) (*remote, string) {
 // startCSIInProcess runs the driver in this process.
 func startCSIInProcess(t *testing.T, stateDir string) *csiPlugin {
 	t.Helper()
+	return startCSIWith(t, stateDir, func(*csi.Options) {})
+}
+
+// startCSIWith runs the driver in this process with options edited by set.
+func startCSIWith(t *testing.T, stateDir string, set func(*csi.Options)) *csiPlugin {
+	t.Helper()
 	needFuse(t)
 	p := &csiPlugin{sock: filepath.Join(t.TempDir(), "csi.sock"), stateDir: stateDir, log: &syncBuffer{}}
-	d, err := csi.New(csi.Options{
+	opts := csi.Options{
 		NodeID: "node-1", Bin: modelfsBin, StateDir: stateDir, CacheDir: filepath.Join(stateDir, "cache"),
 		MountTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(p.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+		// The test stores listen on loopback, which the default policy
+		// denies, and inline volumes name them.
+		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		InlineSources:   csi.AnyInlineSource(),
+	}
+	set(&opts)
+	d, err := csi.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +97,15 @@ func startCSIInProcess(t *testing.T, stateDir string) *csiPlugin {
 
 func (p *csiPlugin) dial(t *testing.T) {
 	t.Helper()
-	// The socket appears once Serve listens.
-	waitForCondition(t, "the CSI socket", func() bool { _, err := os.Stat(p.sock); return err == nil })
+	// The socket file appears at bind, a moment before it listens: wait
+	// until it accepts a connection.
+	waitForCondition(t, "the CSI socket", func() bool {
+		c, err := net.Dial("unix", p.sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	conn, err := grpc.NewClient("unix://"+p.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +325,8 @@ func TestCSIPluginRestart(t *testing.T) {
 	start := func() (*exec.Cmd, *syncBuffer) {
 		log := &syncBuffer{}
 		cmd := exec.Command(modelfsBin, "--log-level", "debug", "csi", "--endpoint", "unix://"+sock,
-			"--node-id", "node-1", "--state-dir", stateDir, "--cache-dir", filepath.Join(stateDir, "cache"))
+			"--node-id", "node-1", "--state-dir", stateDir, "--cache-dir", filepath.Join(stateDir, "cache"),
+			"--allow-networks", "127.0.0.0/8")
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -469,7 +491,7 @@ func TestCSISupervisedRestart(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	log := &syncBuffer{}
 	sup := exec.Command(modelfsBin, "csi", "--supervise", "--endpoint", "unix://"+sock,
-		"--node-id", "node-1", "--state-dir", stateDir)
+		"--node-id", "node-1", "--state-dir", stateDir, "--allow-networks", "127.0.0.0/8")
 	sup.Stdout, sup.Stderr = log, log
 	if err := sup.Start(); err != nil {
 		t.Fatal(err)

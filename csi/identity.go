@@ -1,0 +1,51 @@
+package csi
+
+import (
+	"os"
+	"strings"
+)
+
+// awsSettings are the AWS_* variables a mount without the node's identity
+// keeps: where and how to reach S3, never who to be. Everything else under
+// AWS_ (keys, session tokens, role ARN, web identity token file, profile,
+// shared config and credentials files, container credential URIs and
+// tokens, metadata endpoints) can lend the node's identity and is dropped.
+var awsSettings = map[string]bool{
+	"AWS_REGION": true, "AWS_DEFAULT_REGION": true, "AWS_CA_BUNDLE": true,
+	"AWS_USE_FIPS_ENDPOINT": true, "AWS_USE_DUALSTACK_ENDPOINT": true,
+}
+
+// noIdentityEnv closes the SDK's other ways to an identity: shared files
+// in the plugin's home and the instance metadata service.
+var noIdentityEnv = []string{
+	"AWS_CONFIG_FILE=" + os.DevNull,
+	"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
+	"AWS_EC2_METADATA_DISABLED=true",
+}
+
+// mountEnv is the environment of a mount process: the plugin's own (from
+// environ), without inherited modelfs settings, plus extra (the volume's
+// secrets and settings). With nodeIdentity false the mount gets none of
+// the plugin's cloud identity: the volume brings its own or goes
+// anonymous.
+func mountEnv(environ []string, nodeIdentity bool, extra []string) []string {
+	env := make([]string, 0, len(environ)+len(noIdentityEnv)+len(extra))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "MODELFS_"):
+		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSettings[name]:
+		default:
+			env = append(env, kv)
+		}
+	}
+	if !nodeIdentity {
+		env = append(env, noIdentityEnv...)
+	}
+	return append(env, extra...)
+}
+
+// hasS3Keys reports whether a volume's secrets sign S3 requests.
+func hasS3Keys(secrets map[string]string) bool {
+	return secrets[secretAccessKeyID] != "" && secrets[secretSecretAccessKey] != ""
+}
