@@ -53,8 +53,9 @@ type Options struct {
 	// AllowedNetworks are exceptions to the denied networks.
 	AllowedNetworks []netip.Prefix
 	// CacheSize is the node's disk cache budget, in bytes, given to every
-	// mount; volumes cannot change it. 0: 80% of the space the cache dir
-	// may use (free space plus what it holds), computed at start.
+	// mount; volumes cannot change it. 0: each mount's auto budget, what the
+	// cache already holds plus 80% of the free space, which never shrinks
+	// the cache below what it holds.
 	CacheSize int64
 	// MaxMemCache caps a volume's memCache (0: 1 GiB). Volumes that ask
 	// for more are refused; those that ask for none get modelfs mount's
@@ -119,13 +120,6 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.MemoryHeadroom == 0 {
 		opts.MemoryHeadroom = defaultMemoryHeadroom
-	}
-	if opts.CacheDir != "" && opts.CacheSize <= 0 {
-		size, err := autoCacheSize(opts.CacheDir)
-		if err != nil {
-			return nil, err
-		}
-		opts.CacheSize = size
 	}
 	m, err := newMounter(opts.Bin, opts.StateDir, opts.MountTimeout, opts.Logger)
 	if err != nil {
