@@ -117,7 +117,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 // PermissionDenied themselves.
 func mountFailure(msg string) error {
 	switch {
-	case strings.Contains(msg, "get credentials"):
+	case strings.Contains(msg, "no AWS credentials found"), strings.Contains(msg, "getting AWS credentials"),
+		strings.Contains(msg, "get credentials"):
 		return status.Errorf(codes.PermissionDenied,
 			"no credentials for this volume: give it a nodePublishSecretRef (%s, %s) or the plugin an identity (IRSA, pod identity): %s",
 			secretAccessKeyID, secretSecretAccessKey, msg)

@@ -38,6 +38,10 @@ func Unreachable(err error) bool {
 // a nested operation error (the metadata service's or STS's inside the
 // S3 call's) or its "get identity" step is what marks it.
 func credentialsFailed(err error) bool {
+	var credErr *credentialsError
+	if errors.As(err, &credErr) {
+		return true
+	}
 	var outer *smithy.OperationError
 	if errors.As(err, &outer) {
 		var inner *smithy.OperationError

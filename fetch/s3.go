@@ -404,7 +404,9 @@ func (p credentialsProbe) Retrieve(ctx context.Context) (aws.Credentials, error)
 
 // credentialsError is a failure to get credentials; no request reached the
 // store. It counts as ErrAccess unless a credentials endpoint (instance
-// metadata, STS) could not be reached: that is an outage, not an answer.
+// metadata, STS) could not be reached, which is retried like any network
+// error. Either way it is never an outage that a saved listing may stand
+// in for: the mount has not shown that it may read the source (Unreachable).
 type credentialsError struct {
 	err              error
 	instanceRoleOnly bool
