@@ -248,6 +248,10 @@ func (h *HTTP) readRange(ctx context.Context, u string, obj Object, p []byte, of
 			// A confused cache or proxy; the origin may do better.
 			return transient(fmt.Errorf("asked for bytes %d-%d, got %d-%d", off, last, start, end), 0)
 		}
+		if resp.ContentLength >= 0 && resp.ContentLength != int64(len(p)) {
+			// The headers disagree on what the body is; trust neither.
+			return transient(fmt.Errorf("Content-Length %d for the %d bytes of %s", resp.ContentLength, len(p), resp.Header.Get("Content-Range")), 0)
+		}
 	} else {
 		// The server ignored Range: skip to off, which is bounded by
 		// obj.Size, but only if the whole body is the pinned size.
@@ -411,7 +415,8 @@ func httpObject(key string, hdr http.Header) Object {
 // httpEntry is one file named by a manifest.
 type httpEntry struct {
 	key      string
-	size     int64 // from the manifest; -1 when absent
+	size     int64 // from the manifest, unchecked; meaningful when sized
+	sized    bool  // the manifest gives a size
 	optional bool  // skip rather than fail when missing
 }
 
@@ -500,7 +505,7 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 			if p == nil {
 				return nil, fmt.Errorf("entry %d is null", i)
 			}
-			entries = append(entries, httpEntry{key: *p, size: -1})
+			entries = append(entries, httpEntry{key: *p})
 		}
 	} else {
 		var m struct {
@@ -519,12 +524,11 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 			if f == nil || f.Path == nil {
 				return nil, fmt.Errorf("entry %d has no path", i)
 			}
-			e := httpEntry{key: *f.Path, size: -1}
+			e := httpEntry{key: *f.Path}
 			if f.Size != nil {
-				if *f.Size < 0 {
-					return nil, fmt.Errorf("entry %q: negative size", *f.Path)
-				}
-				e.size = *f.Size
+				// Out of range is the entry's problem, not the
+				// manifest's: Usable refuses it alone.
+				e.size, e.sized = *f.Size, true
 			}
 			entries = append(entries, e)
 		}
@@ -559,7 +563,7 @@ func parseHFIndex(b []byte) ([]httpEntry, error) {
 		return nil, errors.New(`no "weight_map" entries`)
 	}
 	seen := map[string]bool{httpHFIndex: true}
-	entries := []httpEntry{{key: httpHFIndex, size: -1}}
+	entries := []httpEntry{{key: httpHFIndex}}
 	shards := make([]string, 0, len(idx.WeightMap))
 	for _, f := range idx.WeightMap {
 		shards = append(shards, f)
@@ -571,12 +575,12 @@ func parseHFIndex(b []byte) ([]httpEntry, error) {
 		}
 		if !seen[f] {
 			seen[f] = true
-			entries = append(entries, httpEntry{key: f, size: -1})
+			entries = append(entries, httpEntry{key: f})
 		}
 	}
 	for _, f := range httpHFOptional {
 		if !seen[f] {
-			entries = append(entries, httpEntry{key: f, size: -1, optional: true})
+			entries = append(entries, httpEntry{key: f, optional: true})
 		}
 	}
 	return entries, nil
@@ -645,6 +649,8 @@ func (h *HTTP) checkKey(key string) error {
 
 // probeAll HEADs every entry, a bounded number at a time. Optional entries
 // that are missing are left out; any other failure fails the listing.
+// Sizes out of range or unknown are left for Usable to refuse, so that one
+// such file does not hide the others.
 func (h *HTTP) probeAll(ctx context.Context, entries []httpEntry) ([]Object, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -667,6 +673,11 @@ func (h *HTTP) probeAll(ctx context.Context, entries []httpEntry) ([]Object, err
 					return
 				}
 				e := entries[i]
+				if e.sized && checkSize(e.size) != nil {
+					// Refused whatever the server says: no request.
+					objs[i], found[i] = Object{Key: e.key, Size: e.size}, true
+					continue
+				}
 				obj, err := h.probe(ctx, e.key)
 				if err != nil {
 					if e.optional && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrAccess)) {
@@ -676,12 +687,9 @@ func (h *HTTP) probeAll(ctx context.Context, entries []httpEntry) ([]Object, err
 					return
 				}
 				switch {
-				case obj.Size < 0 && e.size < 0:
-					fail(fmt.Errorf("HEAD %s: server reports no size", e.key))
-					return
-				case obj.Size < 0:
+				case obj.Size < 0 && e.sized:
 					obj.Size = e.size
-				case e.size >= 0 && obj.Size != e.size:
+				case e.sized && obj.Size != e.size:
 					fail(fmt.Errorf("HEAD %s: %w (manifest says %d bytes, server %d)", e.key, ErrChanged, e.size, obj.Size))
 					return
 				}

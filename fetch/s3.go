@@ -255,6 +255,10 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		if err := checkContentRange(aws.ToString(out.ContentRange), off, end, obj.Size); err != nil {
 			return err
 		}
+		if out.ContentLength != nil && *out.ContentLength != int64(n) {
+			// The headers disagree on what the body is; trust neither.
+			return transient(fmt.Errorf("Content-Length %d for the %d bytes asked for", *out.ContentLength, n), 0)
+		}
 		if _, err := io.ReadFull(out.Body, p); err != nil {
 			return fmt.Errorf("reading body: %w", shortBody(err))
 		}

@@ -1,0 +1,142 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Tests of what a broken or hostile remote can send: sizes, lengths and
+// versions that must not reach a mount.
+
+func TestUsableBoundsSizes(t *testing.T) {
+	mod := time.Unix(1, 0)
+	objs := []Object{
+		{Key: "k-empty", Size: 0, ModTime: mod},
+		{Key: "k-max", Size: MaxObjectSize, ModTime: mod},
+		{Key: "k-over", Size: MaxObjectSize + 1, ModTime: mod},
+		{Key: "k-huge", Size: 1 << 62, ModTime: mod},
+		{Key: "k-neg", Size: -1, ModTime: mod},
+		{Key: "k-min", Size: -1 << 63, ModTime: mod},
+	}
+	kept, rejected := Usable(objs)
+	if got := keysOf(kept); !slices.Equal(got, []string{"k-empty", "k-max"}) {
+		t.Errorf("kept %q, want empty and max", got)
+	}
+	var keys []string
+	for _, r := range rejected {
+		keys = append(keys, r.Key)
+		if !errors.Is(r.Err, ErrBadSize) || strings.Contains(r.Err.Error(), r.Key) {
+			t.Errorf("%s: %v, want ErrBadSize not repeating the key", r.Key, r.Err)
+		}
+	}
+	if !slices.Equal(keys, []string{"k-over", "k-huge", "k-neg", "k-min"}) {
+		t.Errorf("rejected %q", keys)
+	}
+	err := UsableError(rejected)
+	if !strings.Contains(err.Error(), `"k-over"`) || !strings.Contains(err.Error(), "1 more") {
+		t.Errorf("UsableError = %v", err)
+	}
+}
+
+// A manifest or a server can claim any size: out-of-range ones are listed
+// for Usable to refuse, and never fail the listing of the other files.
+func TestHTTPListingSizesOutOfRange(t *testing.T) {
+	s := newMemServer(t)
+	s.put("ok.bin", []byte("fine"))
+	s.put("huge.bin", []byte("tiny"))
+	s.put("liar.bin", []byte("tiny"))
+	s.put("nolen.bin", []byte("tiny"))
+	s.put("max.bin", []byte("tiny"))
+	s.put("modelfs.json", fmt.Appendf(nil, `{"files": [
+		{"path": "ok.bin", "size": 4},
+		{"path": "huge.bin", "size": %d},
+		{"path": "neg.bin", "size": -5},
+		{"path": "over.bin", "size": %d},
+		{"path": "max.bin"},
+		{"path": "liar.bin"},
+		{"path": "nolen.bin"}
+	]}`, int64(1)<<62, MaxObjectSize+1))
+	s.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.URL.Path == "/liar.bin" && r.Method == http.MethodHead:
+			w.Header().Set("ETag", `"liar"`)
+			w.Header().Set("Content-Length", strconv.FormatInt(1<<62, 10))
+		case r.URL.Path == "/max.bin" && r.Method == http.MethodHead:
+			w.Header().Set("ETag", `"max"`)
+			w.Header().Set("Content-Length", strconv.FormatInt(MaxObjectSize, 10))
+		case r.URL.Path == "/nolen.bin":
+			// Neither HEAD nor the one-byte GET tells a length.
+			w.Header().Set("ETag", `"nolen"`)
+			w.Header().Set("Transfer-Encoding", "chunked")
+			w.WriteHeader(http.StatusOK)
+			if r.Method == http.MethodGet {
+				w.Write([]byte("tiny"))
+			}
+		default:
+			return false
+		}
+		return true
+	})
+	objs, err := newTestHTTP(t, s.URL+"/", "").List(context.Background())
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	kept, rejected := Usable(objs)
+	if got := keysOf(kept); !slices.Equal(got, []string{"max.bin", "ok.bin"}) {
+		t.Errorf("usable %q, want max.bin and ok.bin", got)
+	}
+	var keys []string
+	for _, r := range rejected {
+		keys = append(keys, r.Key)
+		if !errors.Is(r.Err, ErrBadSize) {
+			t.Errorf("%s: %v, want ErrBadSize", r.Key, r.Err)
+		}
+	}
+	slices.Sort(keys)
+	if want := []string{"huge.bin", "liar.bin", "neg.bin", "nolen.bin", "over.bin"}; !slices.Equal(keys, want) {
+		t.Errorf("rejected %q, want %q", keys, want)
+	}
+	for _, r := range s.requests() {
+		if r == "HEAD huge.bin" || r == "HEAD neg.bin" || r == "HEAD over.bin" {
+			t.Errorf("probed %q although the manifest's size alone refuses it", r)
+		}
+	}
+}
+
+// A 206 whose Content-Length is not the length of the range asked for is a
+// confused server or proxy: retried, then an error, never bytes.
+func TestHTTPRangeReplyLengthChecked(t *testing.T) {
+	s := newMemServer(t)
+	data := testData(1000)
+	s.put("w.bin", data)
+	h := newTestHTTP(t, s.URL+"/w.bin", "")
+	obj := mustList(t, h)[0]
+	var bad atomic.Int32
+	s.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet {
+			return false
+		}
+		bad.Add(1)
+		w.Header().Set("ETag", obj.ETag)
+		w.Header().Set("Content-Range", "bytes 100-109/1000")
+		w.Header().Set("Content-Length", "20")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(data[100:120])
+		return true
+	})
+	n, err := h.ReadAt(context.Background(), obj, make([]byte, 10), 100)
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "Content-Length") {
+		t.Fatalf("ReadAt = %d, %v; want an error naming Content-Length", n, err)
+	}
+	if got := bad.Load(); got != int32(testRetry().MaxAttempts) {
+		t.Errorf("%d GETs, want the retry budget (%d)", got, testRetry().MaxAttempts)
+	}
+}

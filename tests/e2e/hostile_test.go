@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/modelfs/modelfs/fetch"
+)
+
+// What a broken or hostile remote sends must not reach a mount: sizes out
+// of range are refused object by object, replies that disagree with the
+// range asked for are errors.
+
+// An S3 listing can claim any <Size>: the objects out of range are
+// listed as the store said, and Usable refuses them alone.
+func TestS3ListingSizesOutOfRange(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	src := newS3Source(t, r, "", nil)
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet || req.URL.Query().Get("list-type") != "2" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>%s</Name><Prefix></Prefix><KeyCount>4</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>
+<Contents><Key>ok.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"a"</ETag><Size>4</Size></Contents>
+<Contents><Key>huge.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"b"</ETag><Size>%d</Size></Contents>
+<Contents><Key>neg.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"c"</ETag><Size>-5</Size></Contents>
+<Contents><Key>over.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"d"</ETag><Size>%d</Size></Contents>
+</ListBucketResult>`, bucket, int64(1)<<62, fetch.MaxObjectSize+1)
+		return true
+	})
+	defer r.srv.SetHook(nil)
+	objs, err := src.List(context.Background())
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	kept, rejected := fetch.Usable(objs)
+	if len(kept) != 1 || kept[0].Key != "ok.bin" {
+		t.Errorf("usable %+v, want ok.bin alone", kept)
+	}
+	var keys []string
+	for _, rj := range rejected {
+		keys = append(keys, rj.Key)
+		if !errors.Is(rj.Err, fetch.ErrBadSize) {
+			t.Errorf("%s: %v, want ErrBadSize", rj.Key, rj.Err)
+		}
+	}
+	if !slices.Equal(keys, []string{"huge.bin", "neg.bin", "over.bin"}) {
+		t.Errorf("rejected %q", keys)
+	}
+}
+
+// A ranged GET whose Content-Length is not the range's length is retried,
+// then an error: never bytes.
+func TestS3RangeReplyLengthChecked(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	src := newS3Source(t, r, "", nil)
+	objs, err := src.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := objs[0]
+	data := sourceBytes(t, obj.Key)
+	var gets atomic.Int32
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet {
+			return false
+		}
+		gets.Add(1)
+		w.Header().Set("ETag", obj.ETag)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-9/%d", obj.Size))
+		w.Header().Set("Content-Length", "20")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(data[:20])
+		return true
+	})
+	defer r.srv.SetHook(nil)
+	n, err := src.ReadAt(context.Background(), obj, make([]byte, 10), 0)
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "Content-Length") {
+		t.Fatalf("ReadAt = %d, %v; want an error naming Content-Length", n, err)
+	}
+	if gets.Load() != 4 {
+		t.Errorf("%d GETs, want the retry budget (4)", gets.Load())
+	}
+}
+
+// A listing with sizes out of range and misleading names mounts the rest:
+// each bad object is left out with a warning naming it, escaped.
+func TestHostileListingShowsTheRest(t *testing.T) {
+	const rtl = "rtl\u202egnp.bin"
+	good := map[string][]byte{"config.json": []byte(`{"a":1}`), "ok.bin": []byte("fine bytes")}
+
+	t.Run("http", func(t *testing.T) {
+		dir := t.TempDir()
+		for name, b := range good {
+			writeFile(t, filepath.Join(dir, name), b)
+		}
+		writeFile(t, filepath.Join(dir, rtl), []byte("misleading"))
+		writeFile(t, filepath.Join(dir, "huge.bin"), []byte("tiny"))
+		writeFile(t, filepath.Join(dir, "modelfs.json"), fmt.Appendf(nil, `{"files": [
+			{"path": "config.json"}, {"path": "ok.bin"}, {"path": %q},
+			{"path": "huge.bin", "size": %d}, {"path": "neg.bin", "size": -5}
+		]}`, rtl, int64(1)<<62))
+		srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+		defer srv.Close()
+		m := startMount(t, srv.URL+"/")
+		checkShown(t, m, good, "huge.bin", "neg.bin", rtl)
+	})
+
+	t.Run("local", func(t *testing.T) {
+		dir := t.TempDir()
+		for name, b := range good {
+			writeFile(t, filepath.Join(dir, name), b)
+		}
+		for _, name := range []string{rtl, "bad\xffutf8.bin", "c1\u009b31m.bin"} {
+			writeFile(t, filepath.Join(dir, name), []byte("misleading"))
+		}
+		// Sparse: 6 TiB of size, no blocks.
+		huge := filepath.Join(dir, "huge.bin")
+		writeFile(t, huge, nil)
+		if err := os.Truncate(huge, 6<<40); err != nil {
+			t.Skipf("no sparse 6 TiB file here: %v", err)
+		}
+		m := startMount(t, "file://"+dir)
+		checkShown(t, m, good, "huge.bin", rtl, "bad\xffutf8.bin", "c1\u009b31m.bin")
+	})
+}
+
+// checkShown checks that the mount shows exactly good, byte for byte, and
+// that a warning names each of hidden, %q-escaped, on a line of its own.
+func checkShown(t *testing.T, m *mount, good map[string][]byte, hidden ...string) {
+	t.Helper()
+	var want []string
+	for name, b := range good {
+		want = append(want, name)
+		if got, err := os.ReadFile(m.path(name)); err != nil || !bytes.Equal(got, b) {
+			t.Errorf("%s: %q, %v; want %q", name, got, err, b)
+		}
+	}
+	slices.Sort(want)
+	if got := dirNames(t, m.dir); !slices.Equal(got, want) {
+		t.Errorf("mount shows %q, want %q", got, want)
+	}
+	m.stop(t)
+	logs := m.stderr.String()
+	for _, name := range hidden {
+		// The key is %q-quoted, then quoted again by the log's text format.
+		key := "key=" + strconv.Quote(strconv.Quote(name))
+		found := false
+		for line := range strings.Lines(logs) {
+			found = found || strings.Contains(line, "object not shown") && strings.Contains(line, key)
+		}
+		if !found {
+			t.Errorf("no warning with %s:\n%s", key, logs)
+		}
+	}
+	if strings.ContainsAny(logs, "\u202e\u009b\xff") {
+		t.Errorf("a raw misleading character reached the logs:\n%q", logs)
+	}
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
