@@ -13,10 +13,28 @@ const MaxObjectSize int64 = 5 << 40
 
 // CheckObject reports why obj, as a listing returned it, cannot be served,
 // or nil: its size is negative, unknown or over MaxObjectSize
-// (ErrBadSize), or it carries nothing to pin its version to (ErrUnpinned).
+// (ErrBadSize), or it carries nothing to pin its reads to: no VersionID,
+// strong ETag or modification time (ErrUnpinned).
 // The error does not repeat the key.
 func CheckObject(obj Object) error {
-	return checkSize(obj.Size)
+	if err := checkSize(obj.Size); err != nil {
+		return err
+	}
+	return checkPinned(obj)
+}
+
+// checkPinned refuses an object whose reads could not be pinned. A weak
+// ETag alone is not enough: If-Match uses strong comparison, and a weak
+// tag may stay the same while the bytes change.
+func checkPinned(obj Object) error {
+	switch {
+	case obj.VersionID != "", obj.ETag != "" && !strings.HasPrefix(obj.ETag, "W/"), !obj.ModTime.IsZero():
+		return nil
+	case obj.ETag != "":
+		return fmt.Errorf("%w: a weak ETag (%s) and no Last-Modified cannot tell a changed file", ErrUnpinned, obj.ETag)
+	default:
+		return fmt.Errorf("%w: no ETag or Last-Modified, so a changed file could not be told", ErrUnpinned)
+	}
 }
 
 func checkSize(size int64) error {

@@ -140,3 +140,62 @@ func TestHTTPRangeReplyLengthChecked(t *testing.T) {
 		t.Errorf("%d GETs, want the retry budget (%d)", got, testRetry().MaxAttempts)
 	}
 }
+
+func TestUsableRefusesUnpinned(t *testing.T) {
+	mod := time.Unix(1, 0)
+	for _, c := range []struct {
+		obj Object
+		ok  bool
+	}{
+		{Object{Key: "etag", ETag: `"x"`}, true},
+		{Object{Key: "version", VersionID: "v1"}, true},
+		{Object{Key: "mtime", ModTime: mod}, true},
+		{Object{Key: "weak+mtime", ETag: `W/"x"`, ModTime: mod}, true},
+		{Object{Key: "weak", ETag: `W/"x"`}, false},
+		{Object{Key: "none"}, false},
+	} {
+		err := CheckObject(c.obj)
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrUnpinned)) {
+			t.Errorf("%s: %v, want ok=%v or ErrUnpinned", c.obj.Key, err, c.ok)
+		}
+	}
+}
+
+// A server that sends neither ETag nor Last-Modified gives nothing to pin
+// a read to: the file is listed for Usable to refuse, and a read of it is
+// refused without a request.
+func TestHTTPWithoutValidators(t *testing.T) {
+	s := newMemServer(t)
+	s.put("pinned.bin", []byte("fine"))
+	s.put("bare.bin", []byte("no validators"))
+	s.files["bare.bin"].etag, s.files["bare.bin"].mod = "", time.Time{}
+	s.put("weak.bin", []byte("weak only"))
+	s.files["weak.bin"].etag, s.files["weak.bin"].mod = `W/"w"`, time.Time{}
+	s.put("modelfs.json", []byte(`["pinned.bin", "bare.bin", "weak.bin"]`))
+	h := newTestHTTP(t, s.URL+"/", "")
+	objs := mustList(t, h)
+	kept, rejected := Usable(objs)
+	if got := keysOf(kept); !slices.Equal(got, []string{"pinned.bin"}) {
+		t.Errorf("usable %q, want pinned.bin", got)
+	}
+	if len(rejected) != 2 {
+		t.Fatalf("rejected %+v, want bare.bin and weak.bin", rejected)
+	}
+	for _, r := range rejected {
+		if !errors.Is(r.Err, ErrUnpinned) {
+			t.Errorf("%s: %v, want ErrUnpinned", r.Key, r.Err)
+		}
+	}
+	before := len(s.requests())
+	for _, o := range objs {
+		if o.Key == "pinned.bin" {
+			continue
+		}
+		if _, err := h.ReadAt(context.Background(), o, make([]byte, 4), 0); !errors.Is(err, ErrUnpinned) {
+			t.Errorf("ReadAt(%s) err = %v, want ErrUnpinned", o.Key, err)
+		}
+	}
+	if after := len(s.requests()); after != before {
+		t.Errorf("%d requests for reads that cannot be pinned", after-before)
+	}
+}

@@ -186,6 +186,9 @@ func (h *HTTP) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int
 	if err := h.checkKey(obj.Key); err != nil {
 		return 0, fmt.Errorf("GET %q: %w", obj.Key, err)
 	}
+	if err := checkPinned(obj); err != nil {
+		return 0, fmt.Errorf("GET %s: %w", obj.Key, err)
+	}
 	u := h.objectURL(obj.Key)
 	what := fmt.Sprintf("GET %s [%d, %d)", obj.Key, off, off+int64(n))
 	err = h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
@@ -217,6 +220,9 @@ func (h *HTTP) readRange(ctx context.Context, u string, obj Object, p []byte, of
 		// A weak ETag never passes If-Match (strong comparison), so
 		// fall back to the date; the ETag is still compared below.
 		req.Header.Set("If-Unmodified-Since", obj.ModTime.UTC().Format(http.TimeFormat))
+	default:
+		// Nothing would stop bytes of two versions from mixing.
+		return fmt.Errorf("%w: no strong ETag or Last-Modified to send as a precondition", ErrUnpinned)
 	}
 	resp, err := h.send(req)
 	if err != nil {

@@ -73,6 +73,10 @@ var (
 	// ErrBadSize: the remote reports a size that is negative, unknown or
 	// over MaxObjectSize.
 	ErrBadSize = errors.New("size out of range")
+	// ErrUnpinned: the remote gives nothing a read could be pinned to (no
+	// VersionID, strong ETag or Last-Modified), so a change under a mount
+	// could not be detected.
+	ErrUnpinned = errors.New("no version to pin")
 )
 
 // clipRead checks a read of n bytes at off: it returns how many of them
