@@ -1,9 +1,12 @@
 package fetch
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -197,5 +200,86 @@ func TestHTTPWithoutValidators(t *testing.T) {
 	}
 	if after := len(s.requests()); after != before {
 		t.Errorf("%d requests for reads that cannot be pinned", after-before)
+	}
+}
+
+// Byte counts in Content-Range are digits only: strconv alone would take
+// a sign, and a header is no place for one.
+func TestParseHTTPContentRangeStrict(t *testing.T) {
+	for _, c := range []struct {
+		in                string
+		start, end, total int64
+	}{
+		{"bytes 0-9/100", 0, 9, 100},
+		{"bytes 0-9/*", 0, 9, -1},
+		{"bytes */0", -1, -1, 0},
+		{"bytes 007-009/010", 7, 9, 10},
+		{"bytes 9223372036854775806-9223372036854775806/9223372036854775807", 1<<63 - 2, 1<<63 - 2, 1<<63 - 1},
+	} {
+		start, end, total, err := parseHTTPContentRange(c.in)
+		if err != nil || start != c.start || end != c.end || total != c.total {
+			t.Errorf("%q = %d, %d, %d, %v; want %d, %d, %d", c.in, start, end, total, err, c.start, c.end, c.total)
+		}
+	}
+	for _, in := range []string{
+		"bytes +0-9/100", "bytes 0-+9/100", "bytes 0-9/+100", "bytes -0-9/100", "bytes 0--9/100",
+		"bytes 0-9/-100", "bytes */-1", "bytes */+1", "bytes 0-9/99999999999999999999",
+		"bytes 0-99999999999999999999/*", "bytes 0x0-9/100", "bytes 0-9/1e3", "bytes 0-9/100/1",
+		"bytes  0-9/100", "bytes 0 -9/100", "bytes 0-9 /100", "bytes 5-4/100", "bytes 0-100/100",
+		"bytes 0_0-9/100", "bytes 0-9/１００", "bytes */*", "bytes 0-9", "items 0-9/100", "",
+	} {
+		if start, end, total, err := parseHTTPContentRange(in); err == nil {
+			t.Errorf("%q accepted as %d, %d, %d", in, start, end, total)
+		}
+	}
+}
+
+// rawHTTPServer answers every request on a loopback connection with the
+// bytes of reply, whatever they say, and closes it.
+func rawHTTPServer(t *testing.T, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, reply)
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// A HEAD reply's Content-Length is never taken with a sign, a base prefix
+// or past int64: such a reply is an error, never a size. The largest
+// well-formed one is a size, for Usable to refuse.
+func TestHTTPContentLengthStrict(t *testing.T) {
+	for _, cl := range []string{"-5", "+5", "0x10", "5e3", "99999999999999999999", "5, 6", " "} {
+		t.Run(cl, func(t *testing.T) {
+			u := rawHTTPServer(t, "HTTP/1.1 200 OK\r\nETag: \"x\"\r\nContent-Length: "+cl+"\r\nConnection: close\r\n\r\n")
+			h := newTestHTTP(t, u+"/f.bin", "")
+			if obj, err := h.Stat(context.Background(), "f.bin"); err == nil {
+				t.Fatalf("Content-Length %q taken as size %d", cl, obj.Size)
+			}
+		})
+	}
+	u := rawHTTPServer(t, "HTTP/1.1 200 OK\r\nETag: \"x\"\r\nContent-Length: 9223372036854775807\r\nConnection: close\r\n\r\n")
+	h := newTestHTTP(t, u+"/f.bin", "")
+	obj, err := h.Stat(context.Background(), "f.bin")
+	if err != nil || obj.Size != 1<<63-1 {
+		t.Fatalf("Stat = %+v, %v", obj, err)
+	}
+	if err := CheckObject(obj); !errors.Is(err, ErrBadSize) {
+		t.Fatalf("CheckObject = %v, want ErrBadSize", err)
 	}
 }

@@ -318,7 +318,7 @@ func parseHTTPContentRange(s string) (start, end, total int64, err error) {
 	}
 	total = -1
 	if tot != "*" {
-		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total < 0 {
+		if total, ok = parseDecimal(tot); !ok {
 			return 0, 0, 0, bad
 		}
 	}
@@ -332,12 +332,22 @@ func parseHTTPContentRange(s string) (start, end, total int64, err error) {
 	if !ok {
 		return 0, 0, 0, bad
 	}
-	start, err1 := strconv.ParseInt(a, 10, 64)
-	end, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start || (total >= 0 && end >= total) {
+	start, ok1 := parseDecimal(a)
+	end, ok2 := parseDecimal(b)
+	if !ok1 || !ok2 || end < start || (total >= 0 && end >= total) {
 		return 0, 0, 0, bad
 	}
 	return start, end, total, nil
+}
+
+// parseDecimal parses a header's byte count: ASCII digits only, so no
+// sign, space or base prefix that strconv would take, and no overflow.
+func parseDecimal(s string) (int64, bool) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // probe HEADs key for its size and version, falling back to a one-byte

@@ -191,9 +191,14 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 	if err != nil {
 		return Object{}, err
 	}
+	// No Content-Length is an unknown size, which Usable refuses, not 0.
+	size := int64(-1)
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
 	return Object{
 		Key:       full,
-		Size:      aws.ToInt64(out.ContentLength),
+		Size:      size,
 		ModTime:   aws.ToTime(out.LastModified),
 		ETag:      aws.ToString(out.ETag),
 		VersionID: aws.ToString(out.VersionId),

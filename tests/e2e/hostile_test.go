@@ -179,3 +179,32 @@ func writeFile(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// A HEAD reply without Content-Length is an unknown size, refused, not an
+// empty file.
+func TestS3HeadWithoutContentLength(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	name := model.Files[0]
+	src := newS3Source(t, r, name, nil)
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodHead {
+			return false
+		}
+		w.Header().Set("ETag", `"e"`)
+		w.Header().Set("Last-Modified", "Wed, 01 May 2024 12:00:00 GMT")
+		w.WriteHeader(http.StatusOK)
+		return true
+	})
+	defer r.srv.SetHook(nil)
+	objs, err := src.List(context.Background())
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(objs) != 1 {
+		t.Fatalf("List = %+v, want the one object", objs)
+	}
+	if err := fetch.CheckObject(objs[0]); !errors.Is(err, fetch.ErrBadSize) {
+		t.Fatalf("object %+v: CheckObject = %v, want ErrBadSize", objs[0], err)
+	}
+}
