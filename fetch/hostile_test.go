@@ -283,3 +283,28 @@ func TestHTTPContentLengthStrict(t *testing.T) {
 		t.Fatalf("CheckObject = %v, want ErrBadSize", err)
 	}
 }
+
+// Whatever a server puts in Content-Range, what is accepted is plain
+// decimal counts, and a range that lies within the total.
+func FuzzParseHTTPContentRange(f *testing.F) {
+	for _, s := range []string{"bytes 0-9/100", "bytes */0", "bytes 0-9/*", "bytes +0-9/100", "bytes 0-9/-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		start, end, total, err := parseHTTPContentRange(s)
+		if err != nil {
+			return
+		}
+		if rest := strings.TrimPrefix(s, "bytes "); strings.Trim(rest, "0123456789-/*") != "" {
+			t.Fatalf("%q accepted with more than digits, '-', '/' and '*'", s)
+		}
+		switch {
+		case start == -1 && end == -1:
+			if total < 0 {
+				t.Fatalf("%q: unsatisfied form with no total", s)
+			}
+		case start < 0 || end < start || (total >= 0 && end >= total):
+			t.Fatalf("%q = %d, %d, %d", s, start, end, total)
+		}
+	})
+}
