@@ -308,3 +308,37 @@ func FuzzParseHTTPContentRange(f *testing.F) {
 		}
 	})
 }
+
+// A weak ETag may stay the same while the bytes change, so a file pinned
+// by Last-Modified is checked by date on every reply, even one that
+// repeats the weak tag, and a reply without a date is refused.
+func TestHTTPWeakETagCheckedByDate(t *testing.T) {
+	for _, mode := range []string{"new date", "no date"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newMemServer(t)
+			data := testData(3000)
+			s.put("w.bin", data)
+			s.files["w.bin"].etag = `W/"same"`
+			h := newTestHTTP(t, s.URL+"/w.bin", "")
+			obj := mustList(t, h)[0]
+			s.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet {
+					return false
+				}
+				// A naive server: preconditions ignored, new bytes.
+				r.Header.Del("If-Unmodified-Since")
+				w.Header().Set("ETag", `W/"same"`)
+				mod := testMod.Add(time.Hour)
+				if mode == "no date" {
+					mod = time.Time{}
+				}
+				http.ServeContent(w, r, "", mod, strings.NewReader(strings.Repeat("x", 3000)))
+				return true
+			})
+			n, err := h.ReadAt(context.Background(), obj, make([]byte, 10), 100)
+			if err == nil || n != 0 || !(errors.Is(err, ErrChanged) || errors.Is(err, ErrUnpinned)) {
+				t.Fatalf("ReadAt = %d, %v; want ErrChanged or ErrUnpinned", n, err)
+			}
+		})
+	}
+}

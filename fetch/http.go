@@ -286,20 +286,26 @@ func shortBody(err error) error {
 }
 
 // checkHTTPVersion fails with ErrChanged when the response names a version
-// other than the pinned one. W/ prefixes are ignored: only the opaque tag
-// identifies the version.
+// other than the pinned one. W/ prefixes are ignored in comparing tags.
+// A strong ETag was also sent as If-Match; an object pinned by date
+// (no ETag, or a weak one, which may stay while the bytes change) must
+// get its Last-Modified back on every reply, since a server that ignores
+// If-Unmodified-Since would otherwise send new bytes unnoticed.
 func checkHTTPVersion(obj Object, hdr http.Header) error {
-	if etag := hdr.Get("ETag"); etag != "" && obj.ETag != "" {
-		if strings.TrimPrefix(etag, "W/") != strings.TrimPrefix(obj.ETag, "W/") {
-			return fmt.Errorf("%w (ETag now %s, was %s)", ErrChanged, etag, obj.ETag)
-		}
+	if etag := hdr.Get("ETag"); etag != "" && obj.ETag != "" &&
+		strings.TrimPrefix(etag, "W/") != strings.TrimPrefix(obj.ETag, "W/") {
+		return fmt.Errorf("%w (ETag now %s, was %s)", ErrChanged, etag, obj.ETag)
+	}
+	if obj.ETag != "" && !strings.HasPrefix(obj.ETag, "W/") {
 		return nil
 	}
-	if obj.ETag == "" && !obj.ModTime.IsZero() {
-		if lm, err := http.ParseTime(hdr.Get("Last-Modified")); err == nil && !lm.Equal(obj.ModTime) {
-			return fmt.Errorf("%w (modified %s, was %s)", ErrChanged,
-				lm.UTC().Format(time.RFC3339), obj.ModTime.UTC().Format(time.RFC3339))
-		}
+	lm, err := http.ParseTime(hdr.Get("Last-Modified"))
+	if err != nil {
+		return fmt.Errorf("%w: the reply has no Last-Modified to compare with the pinned one", ErrUnpinned)
+	}
+	if !lm.Equal(obj.ModTime) {
+		return fmt.Errorf("%w (modified %s, was %s)", ErrChanged,
+			lm.UTC().Format(time.RFC3339), obj.ModTime.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
