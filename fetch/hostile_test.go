@@ -63,6 +63,8 @@ func TestHTTPListingSizesOutOfRange(t *testing.T) {
 		{"path": "huge.bin", "size": %d},
 		{"path": "neg.bin", "size": -5},
 		{"path": "over.bin", "size": %d},
+		{"path": "overflow.bin", "size": 99999999999999999999},
+		{"path": "fraction.bin", "size": 1.5},
 		{"path": "max.bin"},
 		{"path": "liar.bin"},
 		{"path": "nolen.bin"}
@@ -104,11 +106,11 @@ func TestHTTPListingSizesOutOfRange(t *testing.T) {
 		}
 	}
 	slices.Sort(keys)
-	if want := []string{"huge.bin", "liar.bin", "neg.bin", "nolen.bin", "over.bin"}; !slices.Equal(keys, want) {
+	if want := []string{"fraction.bin", "huge.bin", "liar.bin", "neg.bin", "nolen.bin", "over.bin", "overflow.bin"}; !slices.Equal(keys, want) {
 		t.Errorf("rejected %q, want %q", keys, want)
 	}
 	for _, r := range s.requests() {
-		if r == "HEAD huge.bin" || r == "HEAD neg.bin" || r == "HEAD over.bin" {
+		if r == "HEAD huge.bin" || r == "HEAD neg.bin" || r == "HEAD over.bin" || r == "HEAD overflow.bin" || r == "HEAD fraction.bin" {
 			t.Errorf("probed %q although the manifest's size alone refuses it", r)
 		}
 	}

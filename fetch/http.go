@@ -533,7 +533,9 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 		var m struct {
 			Files []*struct {
 				Path *string `json:"path"`
-				Size *int64  `json:"size"`
+				// A number, taken as such: an overflow or a
+				// fraction is the entry's problem, not the manifest's.
+				Size json.RawMessage `json:"size"`
 			} `json:"files"`
 		}
 		if err := decodeStrictJSON(b, &m, true); err != nil {
@@ -548,9 +550,13 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 			}
 			e := httpEntry{key: *f.Path}
 			if f.Size != nil {
+				size, err := manifestSize(f.Size)
+				if err != nil {
+					return nil, fmt.Errorf("entry %q: %w", *f.Path, err)
+				}
 				// Out of range is the entry's problem, not the
 				// manifest's: Usable refuses it alone.
-				e.size, e.sized = *f.Size, true
+				e.size, e.sized = size, true
 			}
 			entries = append(entries, e)
 		}
@@ -569,6 +575,19 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 		seen[e.key] = true
 	}
 	return entries, nil
+}
+
+// manifestSize reads a manifest's "size": a JSON number (not a string or
+// null), and -1 for one that is not a whole number of bytes fitting an
+// int64, for Usable to refuse.
+func manifestSize(raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 || raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return 0, fmt.Errorf("size %s is not a number", raw)
+	}
+	if v, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return v, nil
+	}
+	return -1, nil
 }
 
 // parseHFIndex lists a Hugging Face sharded checkpoint: the index, every
