@@ -90,6 +90,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		cfg.Region = "us-east-1"
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, limitErrorBodies)
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 			o.UsePathStyle = true

@@ -208,3 +208,41 @@ func TestS3HeadWithoutContentLength(t *testing.T) {
 		t.Fatalf("object %+v: CheckObject = %v, want ErrBadSize", objs[0], err)
 	}
 }
+
+// The SDK copies an error reply's whole body into memory to find the
+// error code; an endpoint sending an endless one must not fill memory.
+func TestS3ErrorBodyBounded(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	src := newS3Source(t, r, "", nil)
+	objs, err := src.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const perReply = 128 << 20 // the most one reply writes
+	var written atomic.Int64
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusInternalServerError)
+		chunk := []byte("<Error><Code>InternalError</Code><Message>" + strings.Repeat("x", 64<<10) + "</Message></Error>")
+		for n := 0; n < perReply; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return true // the client hung up
+			}
+			written.Add(int64(len(chunk)))
+		}
+		return true
+	})
+	defer r.srv.SetHook(nil)
+	_, err = src.ReadAt(context.Background(), objs[0], make([]byte, 10), 0)
+	if err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("ReadAt err = %v, want one saying the error reply is too long", err)
+	}
+	// Four tries; each may fill socket buffers past what the client read.
+	if got := written.Load(); got > 4*16<<20 {
+		t.Fatalf("the store wrote %d MiB of error bodies before the client gave up, want under 64 MiB", got>>20)
+	}
+}
