@@ -11,6 +11,11 @@ import (
 // from it, so a larger (or negative) size is refused before anything uses it.
 const MaxObjectSize int64 = 5 << 40
 
+// MaxListedObjects bounds one source's listing. A model has at most a few
+// thousand files; an endpoint that pages on without end (or a prefix that
+// is not a model) would otherwise grow the listing until memory runs out.
+const MaxListedObjects = 100_000
+
 // CheckObject reports why obj, as a listing returned it, cannot be served,
 // or nil: its size is negative, unknown or over MaxObjectSize
 // (ErrBadSize), or it carries nothing to pin its reads to: no VersionID,

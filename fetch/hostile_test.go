@@ -3,6 +3,7 @@ package fetch
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -340,6 +341,34 @@ func TestHTTPWeakETagCheckedByDate(t *testing.T) {
 			n, err := h.ReadAt(context.Background(), obj, make([]byte, 10), 100)
 			if err == nil || n != 0 || !(errors.Is(err, ErrChanged) || errors.Is(err, ErrUnpinned)) {
 				t.Fatalf("ReadAt = %d, %v; want ErrChanged or ErrUnpinned", n, err)
+			}
+		})
+	}
+}
+
+// A manifest naming more files than a listing may hold is refused before
+// any of them is probed.
+func TestHTTPManifestTooManyFiles(t *testing.T) {
+	var names []string
+	weights := map[string]string{}
+	for i := range MaxListedObjects + 1 {
+		names = append(names, fmt.Sprintf("f%d", i))
+		weights[fmt.Sprintf("t%d", i)] = fmt.Sprintf("f%d", i)
+	}
+	list, _ := json.Marshal(names)
+	index, _ := json.Marshal(map[string]any{"weight_map": weights})
+	for name, body := range map[string][]byte{httpManifest: list, httpHFIndex: index} {
+		t.Run(name, func(t *testing.T) {
+			s := newMemServer(t)
+			s.put(name, body)
+			_, err := newTestHTTP(t, s.URL+"/", "").List(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "more than") {
+				t.Fatalf("err = %v, want one saying the manifest names too many files", err)
+			}
+			for _, r := range s.requests() {
+				if strings.HasPrefix(r, "HEAD ") {
+					t.Fatalf("probed %q", r)
+				}
 			}
 		})
 	}

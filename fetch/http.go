@@ -564,6 +564,10 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 	if len(entries) == 0 {
 		return nil, errors.New("manifest lists no files")
 	}
+	if len(entries) > MaxListedObjects {
+		// Each would be HEADed.
+		return nil, fmt.Errorf("manifest lists more than %d files", MaxListedObjects)
+	}
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		if err := checkHTTPPath(e.key); err != nil {
@@ -610,7 +614,11 @@ func parseHFIndex(b []byte) ([]httpEntry, error) {
 		shards = append(shards, f)
 	}
 	slices.Sort(shards)
-	for _, f := range slices.Compact(shards) {
+	shards = slices.Compact(shards)
+	if len(shards) > MaxListedObjects {
+		return nil, fmt.Errorf("weight_map names more than %d files", MaxListedObjects)
+	}
+	for _, f := range shards {
 		if err := checkHTTPPath(f); err != nil {
 			return nil, fmt.Errorf("weight_map file %q: %w", f, err)
 		}

@@ -90,7 +90,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		cfg.Region = "us-east-1"
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.APIOptions = append(o.APIOptions, limitErrorBodies)
+		o.APIOptions = append(o.APIOptions, limitBodies)
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 			o.UsePathStyle = true
@@ -159,12 +159,20 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 			if key == "" || strings.HasSuffix(key, "/") {
 				continue // directory markers
 			}
+			// No <Size> is an unknown size, which Usable refuses, not 0.
+			size := int64(-1)
+			if o.Size != nil {
+				size = *o.Size
+			}
 			objs = append(objs, Object{
 				Key:     key,
-				Size:    aws.ToInt64(o.Size),
+				Size:    size,
 				ModTime: aws.ToTime(o.LastModified),
 				ETag:    aws.ToString(o.ETag),
 			})
+		}
+		if len(objs) > MaxListedObjects {
+			return nil, fmt.Errorf("%s: more than %d objects under this prefix; mount one model's prefix", s, MaxListedObjects)
 		}
 		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
 			return objs, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -38,6 +39,7 @@ func TestS3ListingSizesOutOfRange(t *testing.T) {
 <Contents><Key>ok.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"a"</ETag><Size>4</Size></Contents>
 <Contents><Key>huge.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"b"</ETag><Size>%d</Size></Contents>
 <Contents><Key>neg.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"c"</ETag><Size>-5</Size></Contents>
+<Contents><Key>nosize.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"e"</ETag></Contents>
 <Contents><Key>over.bin</Key><LastModified>2024-05-01T12:00:00.000Z</LastModified><ETag>"d"</ETag><Size>%d</Size></Contents>
 </ListBucketResult>`, bucket, int64(1)<<62, fetch.MaxObjectSize+1)
 		return true
@@ -58,7 +60,7 @@ func TestS3ListingSizesOutOfRange(t *testing.T) {
 			t.Errorf("%s: %v, want ErrBadSize", rj.Key, rj.Err)
 		}
 	}
-	if !slices.Equal(keys, []string{"huge.bin", "neg.bin", "over.bin"}) {
+	if !slices.Equal(keys, []string{"huge.bin", "neg.bin", "nosize.bin", "over.bin"}) {
 		t.Errorf("rejected %q", keys)
 	}
 }
@@ -244,5 +246,59 @@ func TestS3ErrorBodyBounded(t *testing.T) {
 	// Four tries; each may fill socket buffers past what the client read.
 	if got := written.Load(); got > 4*16<<20 {
 		t.Fatalf("the store wrote %d MiB of error bodies before the client gave up, want under 64 MiB", got>>20)
+	}
+}
+
+// An endpoint can send listing pages without end, or one page without
+// end: the listing stops at fetch.MaxListedObjects objects, or at the
+// page-size cap, with an error saying which.
+func TestS3ListingBounded(t *testing.T) {
+	page := func(w io.Writer, from, n int, truncated bool) {
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>%s</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>%v</IsTruncated>`, bucket, truncated)
+		if truncated {
+			fmt.Fprintf(w, "<NextContinuationToken>t%d</NextContinuationToken>", from+n)
+		}
+		for i := from; i < from+n; i++ {
+			fmt.Fprintf(w, `<Contents><Key>k/%07d</Key><ETag>"e"</ETag><Size>1</Size></Contents>`, i)
+		}
+		io.WriteString(w, "</ListBucketResult>")
+	}
+	for _, c := range []struct {
+		name, want string
+		serve      func(w http.ResponseWriter, from int)
+	}{
+		{"endless pages", "more than", func(w http.ResponseWriter, from int) {
+			page(w, from, 10_000, true)
+		}},
+		{"endless page", "longer than", func(w http.ResponseWriter, from int) {
+			// 20 MiB of entries in one page; the client may stop early.
+			page(w, from, 400_000, false)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRemote(t)
+			r.uploadModel(t, "")
+			src := newS3Source(t, r, "", nil)
+			var pages atomic.Int32
+			r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+				if req.Method != http.MethodGet || req.URL.Query().Get("list-type") != "2" {
+					return false
+				}
+				pages.Add(1)
+				from := 0
+				fmt.Sscanf(req.URL.Query().Get("continuation-token"), "t%d", &from)
+				w.Header().Set("Content-Type", "application/xml")
+				c.serve(w, from)
+				return true
+			})
+			defer r.srv.SetHook(nil)
+			objs, err := src.List(context.Background())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("List = %d objects, %v; want an error saying %q", len(objs), err, c.want)
+			}
+			if n := pages.Load(); n > int32(fetch.MaxListedObjects/10_000+2)*4 {
+				t.Errorf("%d listing requests", n)
+			}
+		})
 	}
 }
