@@ -16,6 +16,11 @@ const MaxObjectSize int64 = 5 << 40
 // is not a model) would otherwise grow the listing until memory runs out.
 const MaxListedObjects = 100_000
 
+// maxVersionLen bounds an ETag or VersionID. S3's are under 100 bytes
+// (VersionIDs under 1024); a longer one is a server's mistake or a way to
+// make every listed object cost memory.
+const maxVersionLen = 1024
+
 // CheckObject reports why obj, as a listing returned it, cannot be served,
 // or nil: its size is negative, unknown or over MaxObjectSize
 // (ErrBadSize), or it carries nothing to pin its reads to: no VersionID,
@@ -33,6 +38,8 @@ func CheckObject(obj Object) error {
 // tag may stay the same while the bytes change.
 func checkPinned(obj Object) error {
 	switch {
+	case len(obj.ETag) > maxVersionLen || len(obj.VersionID) > maxVersionLen:
+		return fmt.Errorf("%w: its ETag or version id is longer than %d bytes", ErrUnpinned, maxVersionLen)
 	case obj.VersionID != "", obj.ETag != "" && !strings.HasPrefix(obj.ETag, "W/"), !obj.ModTime.IsZero():
 		return nil
 	case obj.ETag != "":

@@ -373,3 +373,23 @@ func TestHTTPManifestTooManyFiles(t *testing.T) {
 		})
 	}
 }
+
+// An ETag can be as long as a server's headers allow; one past any real
+// store's is refused, and what a listing keeps of it is bounded.
+func TestHTTPLongETagRefused(t *testing.T) {
+	s := newMemServer(t)
+	s.put("ok.bin", []byte("fine"))
+	s.put("long.bin", []byte("long tag"))
+	s.files["long.bin"].etag = `"` + strings.Repeat("e", 512<<10) + `"`
+	s.put("modelfs.json", []byte(`["ok.bin", "long.bin"]`))
+	objs := mustList(t, newTestHTTP(t, s.URL+"/", ""))
+	for _, o := range objs {
+		if len(o.ETag) > maxVersionLen+1 {
+			t.Errorf("%s: kept a %d-byte ETag", o.Key, len(o.ETag))
+		}
+	}
+	kept, rejected := Usable(objs)
+	if len(kept) != 1 || kept[0].Key != "ok.bin" || len(rejected) != 1 || !errors.Is(rejected[0].Err, ErrUnpinned) {
+		t.Fatalf("kept %q, rejected %+v; want ok.bin, and long.bin refused as unpinned", keysOf(kept), rejected)
+	}
+}

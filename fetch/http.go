@@ -428,6 +428,11 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 
 func httpObject(key string, hdr http.Header) Object {
 	obj := Object{Key: key, Size: -1, ETag: hdr.Get("ETag")}
+	if len(obj.ETag) > maxVersionLen {
+		// Still too long for Usable to take, but no longer a copy of
+		// whatever the server sent.
+		obj.ETag = strings.Clone(obj.ETag[:maxVersionLen+1])
+	}
 	if t, err := http.ParseTime(hdr.Get("Last-Modified")); err == nil {
 		obj.ModTime = t
 	}
