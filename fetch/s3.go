@@ -243,6 +243,9 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		return 0, err
 	}
 	p = p[:n]
+	if err := checkPinned(obj); err != nil {
+		return 0, fmt.Errorf("read %s: %w", obj.Key, err)
+	}
 	full := s.fullKey(obj.Key)
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
@@ -252,11 +255,16 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 			Key:    aws.String(full),
 			Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, end-1)),
 		}
+		// Stores that list no ETag are pinned by date, as HTTP files are.
+		byDate := obj.ETag == "" && obj.VersionID == ""
 		if obj.ETag != "" {
 			in.IfMatch = aws.String(obj.ETag)
 		}
 		if obj.VersionID != "" {
 			in.VersionId = aws.String(obj.VersionID)
+		}
+		if byDate {
+			in.IfUnmodifiedSince = aws.Time(obj.ModTime)
 		}
 		out, err := s.client.GetObject(ctx, in)
 		if err != nil {
@@ -265,6 +273,13 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		defer out.Body.Close()
 		if etag := aws.ToString(out.ETag); obj.ETag != "" && etag != "" && etag != obj.ETag {
 			return fmt.Errorf("%w: ETag %s, pinned %s", ErrChanged, etag, obj.ETag)
+		}
+		switch {
+		case !byDate:
+		case out.LastModified == nil:
+			return fmt.Errorf("%w: the reply has no Last-Modified to compare with the pinned one", ErrUnpinned)
+		case !out.LastModified.Equal(obj.ModTime):
+			return fmt.Errorf("%w: modified %s, pinned %s", ErrChanged, out.LastModified.Format(time.RFC3339), obj.ModTime.Format(time.RFC3339))
 		}
 		if err := checkContentRange(aws.ToString(out.ContentRange), off, end, obj.Size); err != nil {
 			return err

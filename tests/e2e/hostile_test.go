@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelfs/modelfs/fetch"
 )
@@ -300,5 +301,45 @@ func TestS3ListingBounded(t *testing.T) {
 				t.Errorf("%d listing requests", n)
 			}
 		})
+	}
+}
+
+// A store whose listing gives no ETag pins objects by date: every GET
+// carries If-Unmodified-Since, so an object modified after the listed
+// date is refused, never read.
+func TestS3ObjectWithoutETagPinnedByDate(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "")
+	name := model.Files[0]
+	src := newS3Source(t, r, "", nil)
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet || req.URL.Query().Get("list-type") != "2" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>%s</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>
+<Contents><Key>%s</Key><LastModified>2020-01-01T00:00:00.000Z</LastModified><Size>%d</Size></Contents>
+</ListBucketResult>`, bucket, name, len(sourceBytes(t, name)))
+		return true
+	})
+	objs, err := src.List(context.Background())
+	r.srv.SetHook(nil)
+	if err != nil || len(objs) != 1 || objs[0].ETag != "" {
+		t.Fatalf("List = %+v, %v", objs, err)
+	}
+	if err := fetch.CheckObject(objs[0]); err != nil {
+		t.Fatalf("CheckObject = %v; a date is enough to pin by", err)
+	}
+	// The stored object was written after 2020: it is not the listed one.
+	n, err := src.ReadAt(context.Background(), objs[0], make([]byte, 10), 0)
+	if !errors.Is(err, fetch.ErrChanged) || n != 0 {
+		t.Fatalf("ReadAt = %d, %v; want ErrChanged", n, err)
+	}
+	// Nothing at all to pin by: refused without a request.
+	bare := objs[0]
+	bare.ModTime = time.Time{}
+	if _, err := src.ReadAt(context.Background(), bare, make([]byte, 10), 0); !errors.Is(err, fetch.ErrUnpinned) {
+		t.Fatalf("ReadAt of an object with no ETag or date: %v, want ErrUnpinned", err)
 	}
 }
