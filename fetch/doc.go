@@ -3,9 +3,13 @@
 //
 // Invariants:
 //   - Every object is pinned at Stat/List time to a version (ETag, VersionId,
-//     or size+mtime for local files). Every ReadAt names that version and fails
-//     with ErrChanged if the remote object is no longer it; bytes of two
-//     versions are never mixed.
+//     Last-Modified for HTTP files without a strong ETag, or size+mtime for
+//     local files). Every ReadAt names that version and fails with ErrChanged
+//     if the remote object is no longer it; bytes of two versions are never
+//     mixed. Usable refuses objects with nothing to pin (ErrUnpinned).
+//   - Sizes come from the remote and are not trusted: Usable refuses those
+//     negative, unknown or over MaxObjectSize (ErrBadSize) before anything
+//     is sized from them, and replies must match the range asked for.
 //   - Transient failures (5xx, SlowDown, timeouts, resets, short bodies) are
 //     retried with exponential backoff and jitter within a bounded budget;
 //     then the error surfaces, wrapped with the object key and range.

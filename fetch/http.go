@@ -207,6 +207,9 @@ func (h *HTTP) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int
 	if err := h.checkKey(obj.Key); err != nil {
 		return 0, fmt.Errorf("GET %q: %w", obj.Key, err)
 	}
+	if err := checkPinned(obj); err != nil {
+		return 0, fmt.Errorf("GET %s: %w", obj.Key, err)
+	}
 	u := h.objectURL(obj.Key)
 	what := fmt.Sprintf("GET %s [%d, %d)", obj.Key, off, off+int64(n))
 	err = h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
@@ -238,6 +241,9 @@ func (h *HTTP) readRange(ctx context.Context, u string, obj Object, p []byte, of
 		// A weak ETag never passes If-Match (strong comparison), so
 		// fall back to the date; the ETag is still compared below.
 		req.Header.Set("If-Unmodified-Since", obj.ModTime.UTC().Format(http.TimeFormat))
+	default:
+		// Nothing would stop bytes of two versions from mixing.
+		return fmt.Errorf("%w: no strong ETag or Last-Modified to send as a precondition", ErrUnpinned)
 	}
 	resp, err := h.send(req)
 	if err != nil {
@@ -269,6 +275,10 @@ func (h *HTTP) readRange(ctx context.Context, u string, obj Object, p []byte, of
 			// A confused cache or proxy; the origin may do better.
 			return transient(fmt.Errorf("asked for bytes %d-%d, got %d-%d", off, last, start, end), 0)
 		}
+		if resp.ContentLength >= 0 && resp.ContentLength != int64(len(p)) {
+			// The headers disagree on what the body is; trust neither.
+			return transient(fmt.Errorf("Content-Length %d for the %d bytes of %s", resp.ContentLength, len(p), resp.Header.Get("Content-Range")), 0)
+		}
 	} else {
 		// The server ignored Range: skip to off, which is bounded by
 		// obj.Size, but only if the whole body is the pinned size.
@@ -297,20 +307,26 @@ func shortBody(err error) error {
 }
 
 // checkHTTPVersion fails with ErrChanged when the response names a version
-// other than the pinned one. W/ prefixes are ignored: only the opaque tag
-// identifies the version.
+// other than the pinned one. W/ prefixes are ignored in comparing tags.
+// A strong ETag was also sent as If-Match; an object pinned by date
+// (no ETag, or a weak one, which may stay while the bytes change) must
+// get its Last-Modified back on every reply, since a server that ignores
+// If-Unmodified-Since would otherwise send new bytes unnoticed.
 func checkHTTPVersion(obj Object, hdr http.Header) error {
-	if etag := hdr.Get("ETag"); etag != "" && obj.ETag != "" {
-		if strings.TrimPrefix(etag, "W/") != strings.TrimPrefix(obj.ETag, "W/") {
-			return fmt.Errorf("%w (ETag now %s, was %s)", ErrChanged, etag, obj.ETag)
-		}
+	if etag := hdr.Get("ETag"); etag != "" && obj.ETag != "" &&
+		strings.TrimPrefix(etag, "W/") != strings.TrimPrefix(obj.ETag, "W/") {
+		return fmt.Errorf("%w (ETag now %s, was %s)", ErrChanged, etag, obj.ETag)
+	}
+	if obj.ETag != "" && !strings.HasPrefix(obj.ETag, "W/") {
 		return nil
 	}
-	if obj.ETag == "" && !obj.ModTime.IsZero() {
-		if lm, err := http.ParseTime(hdr.Get("Last-Modified")); err == nil && !lm.Equal(obj.ModTime) {
-			return fmt.Errorf("%w (modified %s, was %s)", ErrChanged,
-				lm.UTC().Format(time.RFC3339), obj.ModTime.UTC().Format(time.RFC3339))
-		}
+	lm, err := http.ParseTime(hdr.Get("Last-Modified"))
+	if err != nil {
+		return fmt.Errorf("%w: the reply has no Last-Modified to compare with the pinned one", ErrUnpinned)
+	}
+	if !lm.Equal(obj.ModTime) {
+		return fmt.Errorf("%w (modified %s, was %s)", ErrChanged,
+			lm.UTC().Format(time.RFC3339), obj.ModTime.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -329,7 +345,7 @@ func parseHTTPContentRange(s string) (start, end, total int64, err error) {
 	}
 	total = -1
 	if tot != "*" {
-		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total < 0 {
+		if total, ok = parseDecimal(tot); !ok {
 			return 0, 0, 0, bad
 		}
 	}
@@ -343,12 +359,22 @@ func parseHTTPContentRange(s string) (start, end, total int64, err error) {
 	if !ok {
 		return 0, 0, 0, bad
 	}
-	start, err1 := strconv.ParseInt(a, 10, 64)
-	end, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start || (total >= 0 && end >= total) {
+	start, ok1 := parseDecimal(a)
+	end, ok2 := parseDecimal(b)
+	if !ok1 || !ok2 || end < start || (total >= 0 && end >= total) {
 		return 0, 0, 0, bad
 	}
 	return start, end, total, nil
+}
+
+// parseDecimal parses a header's byte count: ASCII digits only, so no
+// sign, space or base prefix that strconv would take, and no overflow.
+func parseDecimal(s string) (int64, bool) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // probe HEADs key for its size and version, falling back to a one-byte
@@ -423,6 +449,11 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 
 func httpObject(key string, hdr http.Header) Object {
 	obj := Object{Key: key, Size: -1, ETag: hdr.Get("ETag")}
+	if len(obj.ETag) > maxVersionLen {
+		// Still too long for Usable to take, but no longer a copy of
+		// whatever the server sent.
+		obj.ETag = strings.Clone(obj.ETag[:maxVersionLen+1])
+	}
 	if t, err := http.ParseTime(hdr.Get("Last-Modified")); err == nil {
 		obj.ModTime = t
 	}
@@ -432,7 +463,8 @@ func httpObject(key string, hdr http.Header) Object {
 // httpEntry is one file named by a manifest.
 type httpEntry struct {
 	key      string
-	size     int64 // from the manifest; -1 when absent
+	size     int64 // from the manifest, unchecked; meaningful when sized
+	sized    bool  // the manifest gives a size
 	optional bool  // skip rather than fail when missing
 }
 
@@ -521,13 +553,15 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 			if p == nil {
 				return nil, fmt.Errorf("entry %d is null", i)
 			}
-			entries = append(entries, httpEntry{key: *p, size: -1})
+			entries = append(entries, httpEntry{key: *p})
 		}
 	} else {
 		var m struct {
 			Files []*struct {
 				Path *string `json:"path"`
-				Size *int64  `json:"size"`
+				// A number, taken as such: an overflow or a
+				// fraction is the entry's problem, not the manifest's.
+				Size json.RawMessage `json:"size"`
 			} `json:"files"`
 		}
 		if err := decodeStrictJSON(b, &m, true); err != nil {
@@ -540,18 +574,25 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 			if f == nil || f.Path == nil {
 				return nil, fmt.Errorf("entry %d has no path", i)
 			}
-			e := httpEntry{key: *f.Path, size: -1}
+			e := httpEntry{key: *f.Path}
 			if f.Size != nil {
-				if *f.Size < 0 {
-					return nil, fmt.Errorf("entry %q: negative size", *f.Path)
+				size, err := manifestSize(f.Size)
+				if err != nil {
+					return nil, fmt.Errorf("entry %q: %w", *f.Path, err)
 				}
-				e.size = *f.Size
+				// Out of range is the entry's problem, not the
+				// manifest's: Usable refuses it alone.
+				e.size, e.sized = size, true
 			}
 			entries = append(entries, e)
 		}
 	}
 	if len(entries) == 0 {
 		return nil, errors.New("manifest lists no files")
+	}
+	if len(entries) > MaxListedObjects {
+		// Each would be HEADed.
+		return nil, fmt.Errorf("manifest lists more than %d files", MaxListedObjects)
 	}
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
@@ -564,6 +605,19 @@ func parseModelfsManifest(b []byte) ([]httpEntry, error) {
 		seen[e.key] = true
 	}
 	return entries, nil
+}
+
+// manifestSize reads a manifest's "size": a JSON number (not a string or
+// null), and -1 for one that is not a whole number of bytes fitting an
+// int64, for Usable to refuse.
+func manifestSize(raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 || raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return 0, fmt.Errorf("size %s is not a number", raw)
+	}
+	if v, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return v, nil
+	}
+	return -1, nil
 }
 
 // parseHFIndex lists a Hugging Face sharded checkpoint: the index, every
@@ -580,24 +634,28 @@ func parseHFIndex(b []byte) ([]httpEntry, error) {
 		return nil, errors.New(`no "weight_map" entries`)
 	}
 	seen := map[string]bool{httpHFIndex: true}
-	entries := []httpEntry{{key: httpHFIndex, size: -1}}
+	entries := []httpEntry{{key: httpHFIndex}}
 	shards := make([]string, 0, len(idx.WeightMap))
 	for _, f := range idx.WeightMap {
 		shards = append(shards, f)
 	}
 	slices.Sort(shards)
-	for _, f := range slices.Compact(shards) {
+	shards = slices.Compact(shards)
+	if len(shards) > MaxListedObjects {
+		return nil, fmt.Errorf("weight_map names more than %d files", MaxListedObjects)
+	}
+	for _, f := range shards {
 		if err := checkHTTPPath(f); err != nil {
 			return nil, fmt.Errorf("weight_map file %q: %w", f, err)
 		}
 		if !seen[f] {
 			seen[f] = true
-			entries = append(entries, httpEntry{key: f, size: -1})
+			entries = append(entries, httpEntry{key: f})
 		}
 	}
 	for _, f := range httpHFOptional {
 		if !seen[f] {
-			entries = append(entries, httpEntry{key: f, size: -1, optional: true})
+			entries = append(entries, httpEntry{key: f, optional: true})
 		}
 	}
 	return entries, nil
@@ -666,6 +724,8 @@ func (h *HTTP) checkKey(key string) error {
 
 // probeAll HEADs every entry, a bounded number at a time. Optional entries
 // that are missing are left out; any other failure fails the listing.
+// Sizes out of range or unknown are left for Usable to refuse, so that one
+// such file does not hide the others.
 func (h *HTTP) probeAll(ctx context.Context, entries []httpEntry) ([]Object, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -688,6 +748,11 @@ func (h *HTTP) probeAll(ctx context.Context, entries []httpEntry) ([]Object, err
 					return
 				}
 				e := entries[i]
+				if e.sized && checkSize(e.size) != nil {
+					// Refused whatever the server says: no request.
+					objs[i], found[i] = Object{Key: e.key, Size: e.size}, true
+					continue
+				}
 				obj, err := h.probe(ctx, e.key)
 				if err != nil {
 					if e.optional && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrAccess)) {
@@ -697,12 +762,9 @@ func (h *HTTP) probeAll(ctx context.Context, entries []httpEntry) ([]Object, err
 					return
 				}
 				switch {
-				case obj.Size < 0 && e.size < 0:
-					fail(fmt.Errorf("HEAD %s: server reports no size", e.key))
-					return
-				case obj.Size < 0:
+				case obj.Size < 0 && e.sized:
 					obj.Size = e.size
-				case e.size >= 0 && obj.Size != e.size:
+				case e.sized && obj.Size != e.size:
 					fail(fmt.Errorf("HEAD %s: %w (manifest says %d bytes, server %d)", e.key, ErrChanged, e.size, obj.Size))
 					return
 				}

@@ -338,8 +338,10 @@ func TestHTTPMalformedManifest(t *testing.T) {
 	for _, body := range []string{
 		`["a.bin"] trailing`,
 		`{"files": [{"path": "a.bin", "sha": "x"}]}`,
-		`{"files": [{"path": "a.bin", "size": -1}]}`,
 		`{"files": [{"path": "a.bin", "size": "10"}]}`,
+		`{"files": [{"path": "a.bin", "size": "1"}]}`,
+		`{"files": [{"path": "a.bin", "size": null}]}`,
+		`{"files": [{"path": "a.bin", "size": true}]}`,
 		`{"other": []}`,
 		`[]`,
 		`["a.bin", "a.bin"]`,

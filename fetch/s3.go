@@ -123,6 +123,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		o.HTTPClient = storeClient
+		o.APIOptions = append(o.APIOptions, limitBodies)
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 			o.UsePathStyle = true
@@ -209,12 +210,20 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 			if key == "" || strings.HasSuffix(key, "/") {
 				continue // directory markers
 			}
+			// No <Size> is an unknown size, which Usable refuses, not 0.
+			size := int64(-1)
+			if o.Size != nil {
+				size = *o.Size
+			}
 			objs = append(objs, Object{
 				Key:     key,
-				Size:    aws.ToInt64(o.Size),
+				Size:    size,
 				ModTime: aws.ToTime(o.LastModified),
 				ETag:    aws.ToString(o.ETag),
 			})
+		}
+		if len(objs) > MaxListedObjects {
+			return nil, fmt.Errorf("%s: more than %d objects under this prefix; mount one model's prefix", s, MaxListedObjects)
 		}
 		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
 			return objs, nil
@@ -242,9 +251,14 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 	if err != nil {
 		return Object{}, err
 	}
+	// No Content-Length is an unknown size, which Usable refuses, not 0.
+	size := int64(-1)
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
 	return Object{
 		Key:       full,
-		Size:      aws.ToInt64(out.ContentLength),
+		Size:      size,
 		ModTime:   aws.ToTime(out.LastModified),
 		ETag:      aws.ToString(out.ETag),
 		VersionID: aws.ToString(out.VersionId),
@@ -280,6 +294,9 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		return 0, err
 	}
 	p = p[:n]
+	if err := checkPinned(obj); err != nil {
+		return 0, fmt.Errorf("read %s: %w", obj.Key, err)
+	}
 	full := s.fullKey(obj.Key)
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
@@ -289,11 +306,16 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 			Key:    aws.String(full),
 			Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, end-1)),
 		}
+		// Stores that list no ETag are pinned by date, as HTTP files are.
+		byDate := obj.ETag == "" && obj.VersionID == ""
 		if obj.ETag != "" {
 			in.IfMatch = aws.String(obj.ETag)
 		}
 		if obj.VersionID != "" {
 			in.VersionId = aws.String(obj.VersionID)
+		}
+		if byDate {
+			in.IfUnmodifiedSince = aws.Time(obj.ModTime)
 		}
 		out, err := s.client.GetObject(ctx, in)
 		if err != nil {
@@ -303,8 +325,19 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		if etag := aws.ToString(out.ETag); obj.ETag != "" && etag != "" && etag != obj.ETag {
 			return fmt.Errorf("%w: ETag %s, pinned %s", ErrChanged, etag, obj.ETag)
 		}
+		switch {
+		case !byDate:
+		case out.LastModified == nil:
+			return fmt.Errorf("%w: the reply has no Last-Modified to compare with the pinned one", ErrUnpinned)
+		case !out.LastModified.Equal(obj.ModTime):
+			return fmt.Errorf("%w: modified %s, pinned %s", ErrChanged, out.LastModified.Format(time.RFC3339), obj.ModTime.Format(time.RFC3339))
+		}
 		if err := checkContentRange(aws.ToString(out.ContentRange), off, end, obj.Size); err != nil {
 			return err
+		}
+		if out.ContentLength != nil && *out.ContentLength != int64(n) {
+			// The headers disagree on what the body is; trust neither.
+			return transient(fmt.Errorf("Content-Length %d for the %d bytes asked for", *out.ContentLength, n), 0)
 		}
 		if _, err := io.ReadFull(out.Body, p); err != nil {
 			return fmt.Errorf("reading body: %w", shortBody(err))

@@ -49,6 +49,8 @@ func (o Object) Version() string {
 type Source interface {
 	// List returns every object under the source root. Keys are relative
 	// to the root and not yet sanitised: callers decide what is safe to show.
+	// Sizes and versions are as the remote reported them: callers keep only
+	// what Usable accepts.
 	List(ctx context.Context) ([]Object, error)
 	// Stat returns the current version of one object.
 	Stat(ctx context.Context, key string) (Object, error)
@@ -73,6 +75,13 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrAccess: credentials were refused or lack permission.
 	ErrAccess = errors.New("access denied")
+	// ErrBadSize: the remote reports a size that is negative, unknown or
+	// over MaxObjectSize.
+	ErrBadSize = errors.New("size out of range")
+	// ErrUnpinned: the remote gives nothing a read could be pinned to (no
+	// VersionID, strong ETag or Last-Modified), so a change under a mount
+	// could not be detected.
+	ErrUnpinned = errors.New("no version to pin")
 )
 
 // clipRead checks a read of n bytes at off: it returns how many of them

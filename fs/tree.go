@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // File is one regular file of the mount.
@@ -87,13 +89,34 @@ func splitPath(p string) ([]string, error) {
 		case len(s) > maxName:
 			return nil, fmt.Errorf("name longer than %d bytes", maxName)
 		}
-		for _, r := range s {
-			if r < 0x20 || r == 0x7f {
-				return nil, fmt.Errorf("control character in name")
-			}
+		if err := checkRunes(s); err != nil {
+			return nil, err
 		}
 	}
 	return segs, nil
+}
+
+// checkRunes rejects names a terminal or a tool would not show as they
+// are: invalid UTF-8 (shown as U+FFFD, or as raw bytes some terminals
+// act on), C0 and C1 controls (U+009B starts an escape sequence like ESC
+// [), bidirectional formatting characters (U+202E makes "gnp.exe" look
+// like "exe.png"), and the Unicode line and paragraph separators, which
+// split one name over two lines.
+func checkRunes(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("name is not valid UTF-8")
+	}
+	for _, r := range name {
+		switch {
+		case unicode.IsControl(r): // C0, DEL and C1
+			return fmt.Errorf("control character %U in name", r)
+		case unicode.Is(unicode.Bidi_Control, r):
+			return fmt.Errorf("bidirectional formatting character %U in name", r)
+		case r == '\u2028' || r == '\u2029':
+			return fmt.Errorf("line or paragraph separator %U in name", r)
+		}
+	}
+	return nil
 }
 
 // dirEntry is the tree as plain data, before it becomes inodes.

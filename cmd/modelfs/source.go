@@ -265,6 +265,12 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 	listCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	objs, err := src.List(listCtx)
 	cancel()
+	if err == nil {
+		// An answer, not an outage: no fallback to the saved listing.
+		if objs, err = usable(objs, log); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", src, err)
+		}
+	}
 	if cacheDir == "" {
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", src, err)
@@ -294,7 +300,25 @@ func list(ctx context.Context, src fetch.Source, cacheDir string, log *slog.Logg
 		return nil, fmt.Errorf("listing %s: %w", src, err)
 	}
 	log.Warn("source unreachable: using the saved listing; only cached blocks can be read", "source", src.String(), "saved_at", at, "err", err)
+	// The file is ours, but checked like a listing all the same.
+	if old, err = usable(old, log); err != nil {
+		return nil, fmt.Errorf("saved listing of %s: %w", src, err)
+	}
 	return old, nil
+}
+
+// usable drops, with a warning naming each, the objects of a listing that
+// cannot be served (a size out of range, no version to pin), before
+// anything is sized from them: the rest of the model stays readable.
+func usable(objs []fetch.Object, log *slog.Logger) ([]fetch.Object, error) {
+	kept, rejected := fetch.Usable(objs)
+	for _, r := range rejected {
+		log.Warn("object not shown", "key", fmt.Sprintf("%q", r.Key), "reason", r.Err.Error())
+	}
+	if len(kept) == 0 && len(rejected) > 0 {
+		return nil, fetch.UsableError(rejected)
+	}
+	return kept, nil
 }
 
 // sourceLoader feeds the block cache from the sources, by pinned object.

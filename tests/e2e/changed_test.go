@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // After an object is replaced or deleted under a mount, reads of blocks
@@ -134,5 +137,123 @@ func TestMountRecoversAfterStoreOutage(t *testing.T) {
 	r.srv.SetHook(nil)
 	if got, want := sha256File(t, m.path(name)), hexSum(sourceBytes(t, name)); got != want {
 		t.Fatal("wrong bytes after the store recovered")
+	}
+}
+
+// versionedFile is one HTTP file whose content, Last-Modified and ETag a
+// test can change; with ignorePreconditions it serves whatever it holds,
+// as naive servers and some proxies do.
+type versionedFile struct {
+	mu                  sync.Mutex
+	data                []byte
+	mod                 time.Time
+	etag                string
+	ignorePreconditions bool
+}
+
+func (v *versionedFile) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	v.mu.Lock()
+	data, mod, etag := v.data, v.mod, v.etag
+	v.mu.Unlock()
+	if v.ignorePreconditions {
+		for _, h := range []string{"If-Match", "If-None-Match", "If-Unmodified-Since", "If-Modified-Since", "If-Range"} {
+			r.Header.Del(h)
+		}
+	}
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	http.ServeContent(w, r, "", mod, bytes.NewReader(data))
+}
+
+func (v *versionedFile) change(etag string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	changed := bytes.Clone(v.data)
+	for i := range changed {
+		changed[i] ^= 0xff
+	}
+	v.data, v.mod, v.etag = changed, v.mod.Add(time.Second), etag
+}
+
+// An HTTP file pinned by Last-Modified alone, or by a weak ETag and
+// Last-Modified, that changes between two ranged GETs fails the second
+// read with EIO, even from a server that ignores preconditions: bytes of
+// two versions never mix.
+func TestChangedHTTPObjectFailsWithEIO(t *testing.T) {
+	data := make([]byte, 24<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>12)
+	}
+	mod := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name               string
+		etag, changedETag  string
+		ignorePrecondition bool
+	}{
+		{"last-modified", "", "", false},
+		{"last-modified/naive server", "", "", true},
+		{"weak etag/naive server", `W/"1"`, `W/"2"`, true},
+		// A weak tag may stay while the bytes change: the date must tell.
+		{"same weak etag/naive server", `W/"1"`, `W/"1"`, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := &versionedFile{data: data, mod: mod, etag: c.etag, ignorePreconditions: c.ignorePrecondition}
+			srv := httptest.NewServer(v)
+			defer srv.Close()
+			m := startMount(t, srv.URL+"/w.bin", "--prefetch", "off", "--block-size", "1MiB", "--retries", "2")
+			f, err := os.Open(m.path("w.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			head := make([]byte, 4096)
+			if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, data[:4096]) {
+				t.Fatalf("first read: %v (or wrong bytes)", err)
+			}
+			v.change(c.changedETag)
+			off := int64(20 << 20)
+			n, err := f.ReadAt(make([]byte, 64<<10), off)
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read at 20 MiB after the file changed: %d bytes, %v; want EIO", n, err)
+			}
+			whole, _ := os.ReadFile(m.path("w.bin"))
+			if !bytes.Equal(whole, data[:len(whole)]) {
+				t.Fatal("bytes of two versions mixed")
+			}
+			if !loggedFailure(m.stderr.String(), "w.bin", off) {
+				t.Fatalf("no log line naming w.bin and offset %d:\n%s", off, m.stderr.String())
+			}
+		})
+	}
+}
+
+// A file served with neither ETag nor Last-Modified cannot be pinned: in a
+// directory it is left out with a warning, alone it is a one-line error.
+func TestHTTPObjectWithoutValidatorsRefused(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/d/pinned.bin", &versionedFile{data: []byte("pinned"), mod: time.Unix(1714564800, 0)})
+	mux.Handle("/d/bare.bin", &versionedFile{data: []byte("no validators")})
+	mux.Handle("/d/weak.bin", &versionedFile{data: []byte("weak etag only"), etag: `W/"1"`})
+	mux.Handle("/d/modelfs.json", &versionedFile{data: []byte(`["pinned.bin", "bare.bin", "weak.bin"]`)})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	m := startMount(t, srv.URL+"/d/")
+	if got := dirNames(t, m.dir); len(got) != 1 || got[0] != "pinned.bin" {
+		t.Fatalf("mount shows %q, want pinned.bin alone", got)
+	}
+	m.stop(t)
+	for _, name := range []string{"bare.bin", "weak.bin"} {
+		if !strings.Contains(m.stderr.String(), `key="\"`+name+`\""`) {
+			t.Errorf("no warning naming %s:\n%s", name, m.stderr.String())
+		}
+	}
+
+	code, stderr := runCLI(t, testEnv(), "mount", srv.URL+"/d/bare.bin", t.TempDir())
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	if code == 0 || !strings.Contains(last, "bare.bin") || !strings.Contains(last, "no ETag or Last-Modified") {
+		t.Fatalf("mount of a bare file: exit %d, last line %q; want an error naming the file and why", code, last)
 	}
 }
