@@ -9,6 +9,15 @@
 //   - Concurrent misses for one block make one load (singleflight).
 //   - Demand reads are served before prefetches: loads run on a fixed pool
 //     of workers that always take a waiting demand load first.
+//   - Loads are shared fairly between groups (ObjectID.Group: a mount's
+//     models). Once the cache has seen more than one group, no group holds
+//     more than Workers-1 loads, and a free worker takes the waiting load
+//     (demand first) of the group with the fewest under way. So a group
+//     whose source stalls can never hold every worker while another has
+//     demand waiting: that demand is served by the worker left over, and
+//     by every worker the stalled group gives back. Stalls in as many
+//     groups as there are workers can still hold them all (needs Workers
+//     ≥ 2). With a single group, every worker serves it in FIFO order.
 //   - The RAM tier stays within its byte budget, except for blocks that a
 //     demand read needs while everything else is in use; that overshoot is
 //     bounded by the number of workers times the block size. Block memory
