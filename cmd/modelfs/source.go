@@ -94,7 +94,7 @@ type remoteFile struct {
 }
 
 func (f remoteFile) cacheID() blockcache.ObjectID {
-	return blockcache.ObjectID{Name: f.path, Version: f.obj.Version(), Size: f.obj.Size}
+	return blockcache.ObjectID{Name: f.path, Version: f.obj.Version(), Size: f.obj.Size, Group: f.model.spec.Name}
 }
 
 // String describes what is served, for messages.
