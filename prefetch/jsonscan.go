@@ -116,6 +116,27 @@ func (p *jsonScanner) str(limit int) (s []byte, long bool, err error) {
 	}
 	p.buf = p.buf[:0]
 	for {
+		// Take the run of plain bytes up to the next quote, backslash or
+		// control character straight from the buffer.
+		n := max(p.r.Buffered(), 1)
+		run, err := p.r.Peek(n)
+		if len(run) == 0 {
+			return nil, false, noEOF(err)
+		}
+		i := 0
+		for i < len(run) && run[i] != '"' && run[i] != '\\' && run[i] >= 0x20 {
+			i++
+		}
+		if !long {
+			keep := min(i, limit-len(p.buf))
+			p.buf = append(p.buf, run[:keep]...)
+			long = keep < i
+		}
+		p.r.Discard(i)
+		p.off += int64(i)
+		if i == len(run) {
+			continue
+		}
 		c, err := p.next()
 		if err != nil {
 			return nil, false, err
@@ -126,8 +147,6 @@ func (p *jsonScanner) str(limit int) (s []byte, long bool, err error) {
 				return nil, false, fmt.Errorf("string ending at offset %d is not valid UTF-8", p.off)
 			}
 			return p.buf, long, nil
-		case c < 0x20:
-			return nil, false, fmt.Errorf("control character %#x in a string at offset %d", c, p.off-1)
 		case c == '\\':
 			r, err := p.escape()
 			if err != nil {
@@ -139,11 +158,7 @@ func (p *jsonScanner) str(limit int) (s []byte, long bool, err error) {
 				long = true
 			}
 		default:
-			if !long && len(p.buf) < limit {
-				p.buf = append(p.buf, c)
-			} else {
-				long = true
-			}
+			return nil, false, fmt.Errorf("control character %#x in a string at offset %d", c, p.off-1)
 		}
 	}
 }

@@ -265,6 +265,11 @@ func readHeaders(files []File, opts PlanOptions) []header {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			h := &out[i]
+			if kept.Load() >= opts.MaxKept {
+				// Parsing could only end in the error below.
+				h.err = fmt.Errorf("the model's tensors would take more than the %d bytes a plan may keep", opts.MaxKept)
+				return
+			}
 			h.err = withReader(f, func(r io.ReaderAt) error {
 				gguf := strings.HasSuffix(f.Path, ".gguf")
 				var weight int64
