@@ -3,7 +3,10 @@ package prefetch
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -231,11 +234,81 @@ func FuzzSafetensorsHeader(f *testing.F) {
 		if limit := stAllocBound(len(data)); alloc > limit {
 			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(data), alloc, limit)
 		}
+		compareWithEncodingJSON(t, data, ts, err)
 		if err != nil {
 			return
 		}
 		checkWithin(t, hdr, ts, size)
 	})
+}
+
+// compareWithEncodingJSON checks the streaming parser against a decode of
+// the whole header with encoding/json: both accept the same headers, with
+// the same tensors, except where the streaming parser is stricter on
+// purpose (its bounds; invalid UTF-8, lone surrogates and repeated fields,
+// which the reference implementation rejects too).
+func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err error) {
+	t.Helper()
+	if len(data) < 8 {
+		return
+	}
+	n := binary.LittleEndian.Uint64(data)
+	if n < 2 || n > uint64(len(data)-8) {
+		return
+	}
+	hdr := 8 + int64(n)
+	var entries map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(string(data[8:hdr])))
+	jerr := dec.Decode(&entries)
+	if jerr == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			jerr = errors.New("data after the object")
+		}
+	}
+	var want []tensorRange
+	for name, raw := range entries {
+		if jerr != nil {
+			break
+		}
+		if name == "__metadata__" {
+			var meta map[string]string
+			jerr = json.Unmarshal(raw, &meta)
+			continue
+		}
+		var info struct {
+			Dtype       string   `json:"dtype"`
+			Shape       []uint64 `json:"shape"`
+			DataOffsets []uint64 `json:"data_offsets"`
+		}
+		if jerr = json.Unmarshal(raw, &info); jerr == nil && (info.Shape == nil || len(info.DataOffsets) != 2 || safetensorsBits[info.Dtype] == 0) {
+			jerr = errors.New("incomplete entry")
+		}
+		if jerr == nil {
+			want = append(want, tensorRange{name: name, off: hdr + int64(info.DataOffsets[0]), len: int64(info.DataOffsets[1] - info.DataOffsets[0])})
+		}
+	}
+	switch {
+	case jerr != nil && err == nil:
+		t.Fatalf("accepted a header encoding/json rejects (%v): %q", jerr, data[8:hdr])
+	case jerr == nil && err != nil:
+		// Either the entries fail a check both make, or a deliberate
+		// strictness of the streaming parser.
+		for _, why := range []string{"UTF-8", "surrogate", "twice", "more than", "longer than", "nested", "dtype", "data_offsets", "shape", "bits", "overlap", "outside"} {
+			if strings.Contains(err.Error(), why) {
+				return
+			}
+		}
+		t.Fatalf("rejected a header encoding/json accepts: %v: %q", err, data[8:hdr])
+	case jerr == nil:
+		sortByName := func(ts []tensorRange) []tensorRange {
+			ts = slices.Clone(ts)
+			slices.SortFunc(ts, func(a, b tensorRange) int { return strings.Compare(a.name, b.name) })
+			return ts
+		}
+		if g, w := fmt.Sprint(sortByName(got)), fmt.Sprint(sortByName(want)); g != w {
+			t.Fatalf("tensors %s, encoding/json finds %s", g, w)
+		}
+	}
 }
 
 // stAllocBound is the most parsing a safetensors file of n bytes may
