@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -482,6 +483,71 @@ func TestSingleGroupUsesEveryWorker(t *testing.T) {
 		c.Close()
 		for range 2 * workers {
 			<-reads
+		}
+	})
+}
+
+// gateLoader holds each load until the test releases its block, and
+// records the order loads started in.
+type gateLoader struct {
+	mu      sync.Mutex
+	gates   map[string]chan struct{}
+	started []string
+}
+
+func (l *gateLoader) gate(name string, off int64) chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := fmt.Sprintf("%s@%d", name, off)
+	if l.gates[k] == nil {
+		l.gates[k] = make(chan struct{})
+	}
+	return l.gates[k]
+}
+
+func (l *gateLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	g := l.gate(id.Name, off)
+	l.mu.Lock()
+	l.started = append(l.started, fmt.Sprintf("%s@%d", id.Name, off))
+	l.mu.Unlock()
+	select {
+	case <-g:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	clear(p)
+	return nil
+}
+
+func (l *gateLoader) last() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.started[len(l.started)-1]
+}
+
+// A worker that comes free serves the waiting group with the fewest
+// loads under way, even if another group's demand waited longer.
+func TestFreeWorkerServesGroupWithFewestLoads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs = 4 << 10
+		l := &gateLoader{gates: map[string]chan struct{}{}}
+		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: 6}, l)
+		defer c.Close()
+		a := c.Object(ObjectID{Name: "a", Version: "v", Size: 32 * bs, Group: "a"})
+		b := c.Object(ObjectID{Name: "b", Version: "v", Size: 32 * bs, Group: "b"})
+		// Three loads of each group hold the six workers.
+		readBlocks(a, bs, 3)
+		readBlocks(b, bs, 3)
+		synctest.Wait()
+		// a's next block waits longer than b's.
+		go a.ReadAt(context.Background(), make([]byte, 1), 3*bs)
+		synctest.Wait()
+		go b.ReadAt(context.Background(), make([]byte, 1), 3*bs)
+		synctest.Wait()
+		close(l.gate("b", 0)) // b is down to two loads, a still has three
+		synctest.Wait()
+		if got := l.last(); got != fmt.Sprintf("b@%d", 3*bs) {
+			t.Errorf("the free worker started %s, want b's block 3: b has the fewest loads under way", got)
 		}
 	})
 }
