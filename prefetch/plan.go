@@ -1,8 +1,8 @@
 package prefetch
 
 import (
+	"bufio"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -306,25 +306,73 @@ func readHeaders(files []File, opts PlanOptions) []header {
 	return out
 }
 
+// indexMaxShards bounds the distinct shards an index may name; real
+// checkpoints have at most a few hundred.
+const indexMaxShards = 1 << 16
+
 // readIndex returns the paths of the shards a safetensors index names,
-// relative to the model root like the index's own path.
+// relative to the model root like the index's own path. The index is
+// streamed like a header: only the distinct shard names are kept, not
+// the tensor names nor anything else it holds.
 func readIndex(f File, maxHeader int64) ([]string, error) {
 	if f.Size > maxHeader {
 		return nil, fmt.Errorf("%d-byte index exceeds the %d-byte limit", f.Size, maxHeader)
 	}
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
+	seen := map[string]bool{}
 	err := withReader(f, func(r io.ReaderAt) error {
-		return json.NewDecoder(io.NewSectionReader(r, 0, f.Size)).Decode(&idx)
+		p := &jsonScanner{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, f.Size), int(min(max(f.Size, 16), 64<<10)))}
+		return p.object(func() error {
+			key, long, err := p.str(len("weight_map"))
+			if err != nil {
+				return err
+			}
+			if err := p.expect(':'); err != nil {
+				return err
+			}
+			if long || string(key) != "weight_map" {
+				return p.skip(1)
+			}
+			if c, err := p.peek(); err != nil {
+				return err
+			} else if c == 'n' {
+				return p.skip(1)
+			}
+			return p.object(func() error {
+				if _, _, err := p.str(0); err != nil {
+					return err
+				}
+				if err := p.expect(':'); err != nil {
+					return err
+				}
+				if c, err := p.peek(); err != nil {
+					return err
+				} else if c != '"' {
+					return fmt.Errorf("weight_map value at offset %d is not a string", p.off)
+				}
+				shard, long, err := p.str(stMaxName)
+				if err != nil {
+					return err
+				}
+				if long {
+					return fmt.Errorf("shard name at offset %d is longer than %d bytes", p.off, stMaxName)
+				}
+				if !seen[string(shard)] {
+					if len(seen) == indexMaxShards {
+						return fmt.Errorf("more than %d shards", indexMaxShards)
+					}
+					seen[string(shard)] = true
+				}
+				return nil
+			})
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("safetensors index: %w", err)
 	}
 	// Shard names are relative to the index's directory.
 	dir := path.Dir(f.Path)
-	var shards []string
-	for _, s := range idx.WeightMap {
+	shards := make([]string, 0, len(seen))
+	for s := range seen {
 		shards = append(shards, path.Join(dir, s))
 	}
 	slices.Sort(shards)
