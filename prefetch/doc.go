@@ -20,8 +20,9 @@
 //
 //   - A header is at most PlanOptions.MaxHeader bytes, by default the
 //     safetensors reference implementation's 100 MB.
-//   - Parsing streams: safetensors JSON is scanned value by value and GGUF
-//     read field by field; only each tensor's name and range is kept.
+//   - Parsing streams: safetensors JSON (header and index) is scanned
+//     value by value and GGUF read field by field; only each tensor's name
+//     and range (of an index, each distinct shard name) is kept.
 //     Shapes, metadata, unknown fields and vocabularies cost no memory.
 //     Allocation is within a small multiple of the header's size (the
 //     fuzz targets assert it on every input).
