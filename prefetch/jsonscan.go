@@ -28,20 +28,40 @@ func (p *jsonScanner) next() (byte, error) {
 	return c, nil
 }
 
+// window returns the input buffered, reading more if there is none: the
+// scanner works on runs of it rather than byte by byte.
+func (p *jsonScanner) window() ([]byte, error) {
+	w, err := p.r.Peek(max(p.r.Buffered(), 1))
+	if len(w) == 0 {
+		return nil, noEOF(err)
+	}
+	return w, nil
+}
+
+// consume drops n bytes of the window.
+func (p *jsonScanner) consume(n int) {
+	p.r.Discard(n)
+	p.off += int64(n)
+}
+
 // peek returns the next byte that is not whitespace, without consuming it.
 // At the end of the input it returns io.ErrUnexpectedEOF.
 func (p *jsonScanner) peek() (byte, error) {
 	for {
-		c, err := p.r.ReadByte()
+		w, err := p.window()
 		if err != nil {
-			return 0, noEOF(err)
+			return 0, err
 		}
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			p.off++
-			continue
+		i := 0
+		for i < len(w) && (w[i] == ' ' || w[i] == '\t' || w[i] == '\n' || w[i] == '\r') {
+			i++
 		}
-		return c, p.r.UnreadByte()
+		if i < len(w) {
+			c := w[i]
+			p.consume(i)
+			return c, nil
+		}
+		p.consume(i)
 	}
 }
 
@@ -243,28 +263,36 @@ func (p *jsonScanner) uint() (uint64, error) {
 	}
 	var v uint64
 	overflow := false
-	for digits := 0; ; digits++ {
-		c, err := p.r.ReadByte()
-		if err == io.EOF {
+	for digits := 0; ; {
+		w, err := p.window()
+		if err == io.ErrUnexpectedEOF {
 			break // the caller finds the input cut short
 		} else if err != nil {
 			return 0, err
 		}
-		if c < '0' || c > '9' {
-			p.r.UnreadByte()
-			if c == '.' || c == 'e' || c == 'E' {
-				return 0, fmt.Errorf("value at offset %d: %w", p.off, errNotUint)
+		i := 0
+		for ; i < len(w) && w[i] >= '0' && w[i] <= '9'; i++ {
+			if digits == 1 && v == 0 {
+				c := w[i]
+				p.consume(i)
+				return 0, p.invalid(c, "no leading zero")
 			}
-			break
+			hi, lo := bits.Mul64(v, 10)
+			lo, carry := bits.Add64(lo, uint64(w[i]-'0'), 0)
+			overflow = overflow || hi != 0 || carry != 0
+			v = lo
+			digits++
 		}
-		p.off++
-		if digits == 1 && v == 0 {
-			return 0, p.invalid(c, "no leading zero")
+		if i == len(w) {
+			p.consume(i)
+			continue
 		}
-		hi, lo := bits.Mul64(v, 10)
-		lo, carry := bits.Add64(lo, uint64(c-'0'), 0)
-		overflow = overflow || hi != 0 || carry != 0
-		v = lo
+		c := w[i]
+		p.consume(i)
+		if c == '.' || c == 'e' || c == 'E' {
+			return 0, fmt.Errorf("value at offset %d: %w", p.off, errNotUint)
+		}
+		break
 	}
 	if overflow {
 		return 0, fmt.Errorf("value at offset %d overflows 64 bits", p.off)
