@@ -8,7 +8,8 @@
 //     blocks of an older version.
 //   - Concurrent misses for one block make one load (singleflight).
 //   - Demand reads are served before prefetches: loads run on a fixed pool
-//     of workers that always take a waiting demand load first.
+//     of workers that always take a waiting demand load first (of the
+//     groups under their limit, below).
 //   - Loads are shared fairly between groups (ObjectID.Group: a mount's
 //     models). Once the cache has seen more than one group, no group holds
 //     more than Workers-1 loads, and a free worker takes the waiting load
