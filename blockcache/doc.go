@@ -16,9 +16,10 @@
 //     (demand first) of the group with the fewest under way. So a group
 //     whose source stalls can never hold every worker while another has
 //     demand waiting: that demand is served by the worker left over, and
-//     by every worker the stalled group gives back. Stalls in as many
-//     groups as there are workers can still hold them all (needs Workers
-//     ≥ 2). With a single group, every worker serves it in FIFO order.
+//     by every worker the stalled group gives back (needs Workers ≥ 2).
+//     Stalls in two groups at once can still hold every worker until a
+//     load times out. With a single group, every worker serves it in FIFO
+//     order.
 //   - The RAM tier stays within its byte budget, except for blocks that a
 //     demand read needs while everything else is in use; that overshoot is
 //     bounded by the number of workers times the block size. Block memory
