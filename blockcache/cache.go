@@ -21,6 +21,11 @@ type ObjectID struct {
 	Name    string
 	Version string
 	Size    int64
+	// Group names the fairness group the object's loads are scheduled in
+	// (a mount sets it to the model's name): one group whose source stalls
+	// cannot take every worker from the others. It is not part of the
+	// identity; blocks are shared whatever the group.
+	Group string
 }
 
 // Loader fills a block from the remote object. p is exactly the block's
@@ -108,6 +113,7 @@ type block struct {
 	done  chan struct{} // closed when the load finished, well or not
 	refs  int           // readers copying out of data
 	stats *objCounters  // the object's
+	grp   *group        // the fairness group it is scheduled in
 	// unread marks a prefetched block no demand read has touched yet.
 	unread bool
 	elem   *list.Element // in Cache.lru while ready
@@ -122,9 +128,10 @@ type Cache struct {
 	mu        sync.Mutex
 	wake      *sync.Cond
 	blocks    map[key]*block
-	lru       list.List // ready blocks, most recently used at the front
-	demandQ   []*block
-	prefQ     []*block
+	lru       list.List         // ready blocks, most recently used at the front
+	groups    map[string]*group // fairness groups, by ObjectID.Group
+	order     []*group          // the same, in the order first seen
+	turn      int               // where next's scan of order starts
 	used      int64
 	pinned    int64    // bytes of blocks held by Pin
 	free      [][]byte // reusable full-size buffers
@@ -144,7 +151,7 @@ type Cache struct {
 // New starts a cache with its load workers.
 func New(opts Options, loader Loader) *Cache {
 	opts = opts.withDefaults()
-	c := &Cache{opts: opts, loader: loader, blocks: make(map[key]*block)}
+	c := &Cache{opts: opts, loader: loader, blocks: make(map[key]*block), groups: make(map[string]*group)}
 	if opts.Disk != nil {
 		d, err := openDiskTier(*opts.Disk, opts.BlockSize, opts.Logger)
 		if err != nil {
@@ -382,7 +389,7 @@ func (o *Object) Prefetch(off, length int64) {
 			continue
 		}
 		b := c.newBlock(k, o.id, prioPrefetch)
-		c.prefQ = append(c.prefQ, b)
+		b.grp.prefQ = append(b.grp.prefQ, b)
 	}
 	c.wake.Broadcast()
 }
@@ -393,6 +400,12 @@ func (c *Cache) newBlock(k key, id ObjectID, prio priority) *block {
 	b.size = min(bs, id.Size-b.off)
 	b.unread = prio == prioPrefetch
 	b.stats = c.countersLocked(id)
+	b.grp = c.groups[id.Group]
+	if b.grp == nil {
+		b.grp = &group{}
+		c.groups[id.Group] = b.grp
+		c.order = append(c.order, b.grp)
+	}
 	c.blocks[k] = b
 	return b
 }
@@ -422,7 +435,7 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 	switch {
 	case !ok:
 		b = c.newBlock(k, id, prioDemand)
-		c.demandQ = append(c.demandQ, b)
+		b.grp.demandQ = append(b.grp.demandQ, b)
 		c.wake.Signal()
 	case hit:
 		c.lru.MoveToFront(b.elem)
@@ -430,7 +443,7 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 		if b.state == stateQueued && b.prio == prioPrefetch {
 			// A reader is waiting: jump the prefetch queue.
 			b.prio = prioDemand
-			c.demandQ = append(c.demandQ, b)
+			b.grp.demandQ = append(b.grp.demandQ, b)
 			c.wake.Signal()
 		}
 	}
@@ -514,23 +527,69 @@ func (c *Cache) work() {
 	}
 }
 
-// next pops the next queued block, demand before prefetch. Entries that
-// were promoted or already handled are skipped.
-func (c *Cache) next() *block {
-	for len(c.demandQ) > 0 {
-		b := c.demandQ[0]
-		c.demandQ[0] = nil
-		c.demandQ = c.demandQ[1:]
-		if b.state == stateQueued {
-			return b
-		}
+// group is one fairness group's queues and the loads it has under way.
+type group struct {
+	demandQ, prefQ []*block
+	loading        int // blocks taken by a worker and not yet finished
+}
+
+// head drops the entries at the front of one of g's queues that were
+// promoted or already handled, and reports whether a block is left.
+func (g *group) head(demand bool) bool {
+	q := &g.prefQ
+	if demand {
+		q = &g.demandQ
 	}
-	for len(c.prefQ) > 0 {
-		b := c.prefQ[0]
-		c.prefQ[0] = nil
-		c.prefQ = c.prefQ[1:]
-		if b.state == stateQueued && b.prio == prioPrefetch {
-			return b
+	for len(*q) > 0 {
+		b := (*q)[0]
+		if b.state == stateQueued && (demand || b.prio == prioPrefetch) {
+			return true
+		}
+		(*q)[0] = nil
+		*q = (*q)[1:]
+	}
+	return false
+}
+
+func (g *group) pop(demand bool) *block {
+	q := &g.prefQ
+	if demand {
+		q = &g.demandQ
+	}
+	b := (*q)[0]
+	(*q)[0] = nil
+	*q = (*q)[1:]
+	g.loading++
+	return b
+}
+
+// next takes the next queued block for a worker: demand before prefetch,
+// and among the groups with that kind waiting, the one with the fewest
+// loads under way (taking turns on a tie), so an idle group's demand goes
+// first. With more than one group, none may hold more than Workers-1
+// loads: a group whose source stalls always leaves a worker to the
+// others. With one group, this is plain FIFO over every worker.
+func (c *Cache) next() *block {
+	limit := c.opts.Workers
+	if len(c.order) > 1 && limit > 1 {
+		limit--
+	}
+	n := len(c.order)
+	for _, demand := range []bool{true, false} {
+		best := -1
+		for i := range n {
+			k := (c.turn + i) % n
+			g := c.order[k]
+			if g.loading >= limit || !g.head(demand) {
+				continue
+			}
+			if best < 0 || g.loading < c.order[best].loading {
+				best = k
+			}
+		}
+		if best >= 0 {
+			c.turn = best + 1
+			return c.order[best].pop(demand)
 		}
 	}
 	return nil
@@ -597,6 +656,7 @@ func (c *Cache) recycle(buf []byte) {
 }
 
 func (c *Cache) drop(b *block) {
+	b.grp.loading--
 	c.counters.dropped.Add(1)
 	delete(c.blocks, b.key)
 	b.err = errDropped
@@ -611,6 +671,11 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 	defer c.mu.Unlock()
 	if hold {
 		b.refs++
+	}
+	b.grp.loading--
+	if len(c.order) > 1 {
+		// A worker left idle by its group's limit may take a load now.
+		c.wake.Signal()
 	}
 	if err != nil {
 		c.counters.loadErrors.Add(1)
@@ -628,17 +693,19 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 
 // failQueued ends every queued load when the cache closes.
 func (c *Cache) failQueued() {
-	for _, q := range [][]*block{c.demandQ, c.prefQ} {
-		for _, b := range q {
-			if b.state == stateQueued {
-				b.state = stateLoading // so no other worker touches it
-				b.err = errClosed
-				delete(c.blocks, b.key)
-				close(b.done)
+	for _, g := range c.order {
+		for _, q := range [][]*block{g.demandQ, g.prefQ} {
+			for _, b := range q {
+				if b.state == stateQueued {
+					b.state = stateLoading // so no other worker touches it
+					b.err = errClosed
+					delete(c.blocks, b.key)
+					close(b.done)
+				}
 			}
 		}
+		g.demandQ, g.prefQ = nil, nil
 	}
-	c.demandQ, c.prefQ = nil, nil
 }
 
 var errClosed = errors.New("block cache closed")

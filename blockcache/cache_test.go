@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -377,4 +379,175 @@ func TestPinnedBlocksAreNeverEvicted(t *testing.T) {
 	if got := len(l.loadOrder()); got <= loads+21 {
 		t.Fatalf("unpinned blocks were never evicted (%d loads)", got)
 	}
+}
+
+// groupLoader serves zeros, except that every load of a stalled group
+// blocks until the cache is closed, like a source that stopped answering.
+type groupLoader struct {
+	stalled string
+
+	mu       sync.Mutex
+	inFlight map[string]int // loads of each group under way
+}
+
+func (l *groupLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	l.mu.Lock()
+	l.inFlight[id.Group]++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.inFlight[id.Group]--
+		l.mu.Unlock()
+	}()
+	if id.Group == l.stalled {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	clear(p)
+	return nil
+}
+
+func (l *groupLoader) loading(group string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inFlight[group]
+}
+
+// readBlocks starts a demand read of each of blocks blocks of obj, one
+// goroutine each, and returns the channel their errors arrive on.
+func readBlocks(obj *Object, bs int64, blocks int) chan error {
+	done := make(chan error, blocks)
+	for i := range blocks {
+		go func() {
+			_, err := obj.ReadAt(context.Background(), make([]byte, 1), int64(i)*bs)
+			done <- err
+		}()
+	}
+	return done
+}
+
+// A group whose source stalls can never hold every worker: another
+// group's demand read is served while the stall goes on.
+func TestStalledGroupCannotStarveAnother(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, workers = 4 << 10, 4
+		l := &groupLoader{stalled: "a", inFlight: map[string]int{}}
+		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: workers}, l)
+		defer c.Close()
+		a := c.Object(ObjectID{Name: "a/w", Version: "v", Size: 32 * bs, Group: "a"})
+		b := c.Object(ObjectID{Name: "b/w", Version: "v", Size: 32 * bs, Group: "b"})
+		// Group b was seen before: a mount knows its models from the start.
+		if err := <-readBlocks(b, bs, 1); err != nil {
+			t.Fatal(err)
+		}
+		stalledReads := readBlocks(a, bs, 2*workers)
+		a.Prefetch(16*bs, 16*bs)
+		synctest.Wait()
+		if got := l.loading("a"); got != workers-1 {
+			t.Errorf("the stalled group holds %d of %d workers, want %d", got, workers, workers-1)
+		}
+		done := readBlocks(b, bs, 3)
+		synctest.Wait()
+		for range 3 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("read of the healthy group: %v", err)
+				}
+			default:
+				t.Fatal("a read of the healthy group waits behind the stalled group")
+			}
+		}
+		c.Close()
+		for range 2 * workers {
+			if err := <-stalledReads; err == nil {
+				t.Error("a read of the stalled group succeeded")
+			}
+		}
+	})
+}
+
+// With a single group, every worker may load for it: a mount of one
+// model keeps its full concurrency.
+func TestSingleGroupUsesEveryWorker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, workers = 4 << 10, 4
+		l := &groupLoader{stalled: "", inFlight: map[string]int{}}
+		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: workers}, l)
+		a := c.Object(ObjectID{Name: "w", Version: "v", Size: 32 * bs})
+		reads := readBlocks(a, bs, 2*workers)
+		synctest.Wait()
+		if got := l.loading(""); got != workers {
+			t.Errorf("%d loads under way, want all %d workers busy", got, workers)
+		}
+		c.Close()
+		for range 2 * workers {
+			<-reads
+		}
+	})
+}
+
+// gateLoader holds each load until the test releases its block, and
+// records the order loads started in.
+type gateLoader struct {
+	mu      sync.Mutex
+	gates   map[string]chan struct{}
+	started []string
+}
+
+func (l *gateLoader) gate(name string, off int64) chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := fmt.Sprintf("%s@%d", name, off)
+	if l.gates[k] == nil {
+		l.gates[k] = make(chan struct{})
+	}
+	return l.gates[k]
+}
+
+func (l *gateLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	g := l.gate(id.Name, off)
+	l.mu.Lock()
+	l.started = append(l.started, fmt.Sprintf("%s@%d", id.Name, off))
+	l.mu.Unlock()
+	select {
+	case <-g:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	clear(p)
+	return nil
+}
+
+func (l *gateLoader) last() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.started[len(l.started)-1]
+}
+
+// A worker that comes free serves the waiting group with the fewest
+// loads under way, even if another group's demand waited longer.
+func TestFreeWorkerServesGroupWithFewestLoads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs = 4 << 10
+		l := &gateLoader{gates: map[string]chan struct{}{}}
+		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: 6}, l)
+		defer c.Close()
+		a := c.Object(ObjectID{Name: "a", Version: "v", Size: 32 * bs, Group: "a"})
+		b := c.Object(ObjectID{Name: "b", Version: "v", Size: 32 * bs, Group: "b"})
+		// Three loads of each group hold the six workers.
+		readBlocks(a, bs, 3)
+		readBlocks(b, bs, 3)
+		synctest.Wait()
+		// a's next block waits longer than b's.
+		go a.ReadAt(context.Background(), make([]byte, 1), 3*bs)
+		synctest.Wait()
+		go b.ReadAt(context.Background(), make([]byte, 1), 3*bs)
+		synctest.Wait()
+		close(l.gate("b", 0)) // b is down to two loads, a still has three
+		synctest.Wait()
+		if got := l.last(); got != fmt.Sprintf("b@%d", 3*bs) {
+			t.Errorf("the free worker started %s, want b's block 3: b has the fewest loads under way", got)
+		}
+	})
 }

@@ -10,7 +10,18 @@
 //     source fetched under the same name, version and size.
 //   - Concurrent misses for one block make one load (singleflight).
 //   - Demand reads are served before prefetches: loads run on a fixed pool
-//     of workers that always take a waiting demand load first.
+//     of workers that always take a waiting demand load first (of the
+//     groups under their limit, below).
+//   - Loads are shared fairly between groups (ObjectID.Group: a mount's
+//     models). Once the cache has seen more than one group, no group holds
+//     more than Workers-1 loads, and a free worker takes the waiting load
+//     (demand first) of the group with the fewest under way. So a group
+//     whose source stalls can never hold every worker while another has
+//     demand waiting: that demand is served by the worker left over, and
+//     by every worker the stalled group gives back (needs Workers ≥ 2).
+//     Stalls in two groups at once can still hold every worker until a
+//     load times out. With a single group, every worker serves it in FIFO
+//     order.
 //   - The RAM tier stays within its byte budget, except for blocks that a
 //     demand read needs while everything else is in use; that overshoot is
 //     bounded by the number of workers times the block size. Block memory

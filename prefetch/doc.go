@@ -15,6 +15,23 @@
 //     the plan moves the reader's position there, and the next Window bytes
 //     of the plan are kept requested.
 //
+// Headers come from the store and are not trusted, so what reading them
+// costs is bounded by the code, not by what they say:
+//
+//   - A header is at most PlanOptions.MaxHeader bytes, by default the
+//     safetensors reference implementation's 100 MB.
+//   - Parsing streams: safetensors JSON (header and index) is scanned
+//     value by value and GGUF read field by field; only each tensor's name
+//     and range (of an index, each distinct shard name) is kept.
+//     Shapes, metadata, unknown fields and vocabularies cost no memory.
+//     Allocation is within a small multiple of the header's size (the
+//     fuzz targets assert it on every input).
+//   - Counts are bounded: tensors per file, dimensions, name lengths,
+//     nesting, GGUF keys and array lengths; and what one Plan keeps of all
+//     its files' tensors (PlanOptions.MaxKept).
+//   - Headers are parsed at most PlanOptions.Parallel at a time, and within
+//     a HeaderBudget of header bytes that a mount shares across its models.
+//
 // prefetch does no I/O of its own: it reads headers through the ReaderAt a
 // File opens and loads through the Blocks and FileBlocks interfaces it
 // declares, which the block cache satisfies. The cache, not this package,

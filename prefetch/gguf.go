@@ -29,6 +29,15 @@ const (
 	// Smallest encodings, which bound how many entries a header can hold.
 	ggufMinKV     = 8 + 4 + 1     // empty key, type, one-byte value
 	ggufMinTensor = 8 + 4 + 4 + 8 // empty name, no dims, type, offset
+	// Counts are bounded beyond what the header's bytes allow, so that a
+	// hostile header costs little time as well as little memory. Real
+	// files have tens of keys, hundreds to a few thousand tensors and
+	// arrays (vocabularies, merges) of at most about a million entries.
+	ggufMaxKV      = 1 << 16
+	ggufMaxTensors = stMaxTensors
+	ggufMaxArray   = 1 << 24
+	// ggufTensorCost is what parsing keeps per tensor besides its name.
+	ggufTensorCost = 48
 )
 
 // GGUF metadata value types.
@@ -97,14 +106,16 @@ var ggmlTypes = map[uint32]ggmlType{
 	39: {32, 17},   // MXFP4
 }
 
-// ggufTensorInfo is one tensor info as read; offset is relative to the
-// data section.
-type ggufTensorInfo struct {
-	name   string
-	nDims  uint32
-	dims   [ggufMaxDims]uint64
-	typ    uint32
-	offset uint64
+// ggufWeight is what parsing the header of a GGUF file may hold at most,
+// from the tensor count it states: what each tensor keeps, up to the bytes
+// the header may have. It is 0 if the file is not GGUF.
+func ggufWeight(r io.ReaderAt, size, maxHeader int64) int64 {
+	var b [24]byte
+	if n, _ := r.ReadAt(b[:], 0); n < len(b) || string(b[:4]) != "GGUF" {
+		return 0
+	}
+	tensors := min(binary.LittleEndian.Uint64(b[8:]), ggufMaxTensors)
+	return min(size, maxHeader, int64(tensors)*(ggufTensorCost+ggufMaxName))
 }
 
 // parseGGUF reads the header of a GGUF file of the given size and returns
@@ -134,6 +145,9 @@ func parseGGUF(r io.ReaderAt, size, maxHeader int64) (int64, []tensorRange, erro
 	if d.err == nil && (nTensors > uint64(d.left())/ggufMinTensor || nKV > uint64(d.left())/ggufMinKV) {
 		return 0, nil, fmt.Errorf("gguf: %d tensors and %d keys cannot fit in %d header bytes", nTensors, nKV, d.left())
 	}
+	if d.err == nil && (nTensors > ggufMaxTensors || nKV > ggufMaxKV) {
+		return 0, nil, fmt.Errorf("gguf: %d tensors and %d keys: more than the %d tensors or %d keys accepted", nTensors, nKV, ggufMaxTensors, ggufMaxKV)
+	}
 
 	align := uint64(ggufDefaultAlignment)
 	for i := uint64(0); i < nKV && d.err == nil; i++ {
@@ -155,22 +169,41 @@ func parseGGUF(r io.ReaderAt, size, maxHeader int64) (int64, []tensorRange, erro
 		align = uint64(a)
 	}
 
-	var infos []ggufTensorInfo
+	// Each tensor is kept as its range already: name, offset relative to
+	// the data section and length, -1 for a type ggml lacks.
+	var kept chunked[tensorRange]
 	for i := uint64(0); i < nTensors && d.err == nil; i++ {
-		t := ggufTensorInfo{name: d.name()}
-		t.nDims = d.u32()
-		if d.err == nil && t.nDims > ggufMaxDims {
-			return 0, nil, fmt.Errorf("gguf: tensor %q has %d dims, more than %d", t.name, t.nDims, ggufMaxDims)
+		name := d.name()
+		nDims := d.u32()
+		if d.err == nil && nDims > ggufMaxDims {
+			return 0, nil, fmt.Errorf("gguf: tensor %q has %d dims, more than %d", name, nDims, ggufMaxDims)
 		}
-		for j := range t.nDims {
-			t.dims[j] = d.u64()
+		var dims [ggufMaxDims]uint64
+		for j := range nDims {
+			dims[j] = d.u64()
 		}
-		t.typ, t.offset = d.u32(), d.u64()
-		infos = append(infos, t)
+		typ, offset := d.u32(), d.u64()
+		if d.err != nil {
+			break
+		}
+		// So the offset fits an int64 from here on.
+		if offset > uint64(size) {
+			return 0, nil, fmt.Errorf("gguf: tensor %q at offset %d is past the end of the %d-byte file", name, offset, size)
+		}
+		t := tensorRange{name: name, off: int64(offset), len: -1}
+		if gt, ok := ggmlTypes[typ]; ok {
+			n, err := ggmlBytes(dims[:nDims], gt)
+			if err != nil {
+				return 0, nil, fmt.Errorf("gguf: tensor %q: %w", name, err)
+			}
+			t.len = int64(n) // ≤ 2^62
+		}
+		kept.add(t)
 	}
 	if d.err != nil {
 		return 0, nil, d.err
 	}
+	infos := kept.all()
 
 	// d.n < 2^63 and align ≤ 2^31, so this cannot overflow.
 	dataStart := (uint64(d.n) + align - 1) / align * align
@@ -180,59 +213,54 @@ func parseGGUF(r io.ReaderAt, size, maxHeader int64) (int64, []tensorRange, erro
 		}
 		return size, nil, nil
 	}
-	tensors, err := ggufRanges(infos, int64(dataStart), uint64(size)-dataStart, align)
-	if err != nil {
+	if err := ggufRanges(infos, int64(dataStart), uint64(size)-dataStart, align); err != nil {
 		return 0, nil, fmt.Errorf("gguf: %w", err)
 	}
-	return int64(dataStart), tensors, nil
+	return int64(dataStart), infos, nil
 }
 
-// ggufRanges checks each tensor against the dataLen bytes of the data
-// section and returns its absolute range.
-func ggufRanges(infos []ggufTensorInfo, dataStart int64, dataLen, align uint64) ([]tensorRange, error) {
+// ggufRanges checks each tensor as parsed (offset relative to the data
+// section, length -1 for an unknown type) against the dataLen bytes of the
+// data section, and turns it into its absolute range, in place.
+func ggufRanges(ts []tensorRange, dataStart int64, dataLen, align uint64) error {
 	// Offsets in ascending order bound tensors of types the table lacks.
-	offs := make([]uint64, len(infos))
-	for i, t := range infos {
-		offs[i] = t.offset
+	var offs []int64
+	if slices.ContainsFunc(ts, func(t tensorRange) bool { return t.len < 0 }) {
+		offs = make([]int64, len(ts))
+		for i, t := range ts {
+			offs[i] = t.off
+		}
+		slices.Sort(offs)
 	}
-	slices.Sort(offs)
-
-	out := make([]tensorRange, len(infos))
-	for i, t := range infos {
-		if t.offset%align != 0 {
-			return nil, fmt.Errorf("tensor %q at offset %d is not %d-aligned", t.name, t.offset, align)
+	for i := range ts {
+		t := &ts[i]
+		off := uint64(t.off)
+		if off%align != 0 {
+			return fmt.Errorf("tensor %q at offset %d is not %d-aligned", t.name, off, align)
 		}
-		if t.offset > dataLen {
-			return nil, fmt.Errorf("tensor %q at offset %d is past the %d data bytes", t.name, t.offset, dataLen)
+		if off > dataLen {
+			return fmt.Errorf("tensor %q at offset %d is past the %d data bytes", t.name, off, dataLen)
 		}
-		var n uint64
-		if gt, ok := ggmlTypes[t.typ]; ok {
-			var err error
-			if n, err = t.bytes(gt); err != nil {
-				return nil, fmt.Errorf("tensor %q: %w", t.name, err)
-			}
-			if n > dataLen-t.offset {
-				return nil, fmt.Errorf("tensor %q [%d, +%d) runs past the %d data bytes", t.name, t.offset, n, dataLen)
+		if t.len >= 0 {
+			if uint64(t.len) > dataLen-off {
+				return fmt.Errorf("tensor %q [%d, +%d) runs past the %d data bytes", t.name, off, t.len, dataLen)
 			}
 		} else {
 			// Unknown type: all it can hold is up to the next tensor.
 			next := dataLen
-			if k, _ := slices.BinarySearch(offs, t.offset+1); k < len(offs) {
-				next = offs[k]
+			if k, _ := slices.BinarySearch(offs, t.off+1); k < len(offs) {
+				next = uint64(offs[k])
 			}
-			n = next - t.offset
+			t.len = int64(next - off)
 		}
-		out[i] = tensorRange{name: t.name, off: dataStart + int64(t.offset), len: int64(n)}
+		t.off += dataStart
 	}
-	if err := checkOverlap(out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return checkOverlap(ts)
 }
 
-// bytes is the size of the tensor's data, checked for overflow.
-func (t ggufTensorInfo) bytes(gt ggmlType) (uint64, error) {
-	dims := t.dims[:t.nDims]
+// ggmlBytes is the size of the data of a tensor of type gt with dims,
+// checked for overflow.
+func ggmlBytes(dims []uint64, gt ggmlType) (uint64, error) {
 	elems := uint64(1)
 	for _, d := range dims {
 		hi, lo := bits.Mul64(elems, d)
@@ -282,6 +310,13 @@ func (d *ggufReader) short(want uint64) {
 
 func (d *ggufReader) tooMany(count uint64) {
 	d.err = fmt.Errorf("gguf: array of %d elements at offset %d cannot fit in the %d header bytes left", count, d.n, d.left())
+}
+
+func (d *ggufReader) overMaxArray(count uint64) bool {
+	if count > ggufMaxArray {
+		d.err = fmt.Errorf("gguf: array of %d elements at offset %d: more than the %d accepted", count, d.n-8, ggufMaxArray)
+	}
+	return d.err != nil
 }
 
 func (d *ggufReader) readErr(err error) {
@@ -349,7 +384,11 @@ func (d *ggufReader) name() string {
 	if d.err != nil {
 		return ""
 	}
-	p := make([]byte, n)
+	p := d.buf[:0]
+	if n > uint64(len(d.buf)) {
+		p = make([]byte, n)
+	}
+	p = p[:n]
 	if _, err := io.ReadFull(d.br, p); err != nil {
 		d.readErr(err)
 		return ""
@@ -380,6 +419,9 @@ func (d *ggufReader) skipValue(typ uint32) {
 				d.tooMany(count)
 				return
 			}
+			if d.overMaxArray(count) {
+				return
+			}
 			d.skip(count * sz)
 			return
 		}
@@ -390,6 +432,9 @@ func (d *ggufReader) skipValue(typ uint32) {
 		// Each string is at least its 8-byte length.
 		if count > uint64(d.left())/8 {
 			d.tooMany(count)
+			return
+		}
+		if d.overMaxArray(count) {
 			return
 		}
 		for i := uint64(0); i < count && d.err == nil; i++ {

@@ -270,7 +270,11 @@ func TestGGUFRejects(t *testing.T) {
 		// holds must fail on reading, having allocated nothing big.
 		{"claimed key not there", e().head(0, 1).u64(50 << 20).b, 1 << 30, 100 << 20, "unexpected EOF"},
 		{"claimed string array not there", e().head(0, 1).str("k").u32(ggufArray).u32(ggufString).u64(10 << 20).b, 1 << 30, 100 << 20, "unexpected EOF"},
-		{"claimed tensors not there", e().head(1<<20, 1<<20).b, 1 << 30, 100 << 20, "unexpected EOF"},
+		{"claimed tensors not there", e().head(ggufMaxTensors, ggufMaxKV).b, 1 << 30, 100 << 20, "unexpected EOF"},
+		// Counts the bytes would allow but no real file has.
+		{"too many tensors", e().head(ggufMaxTensors+1, 0).b, 1 << 30, 100 << 20, "more than"},
+		{"too many keys", e().head(0, ggufMaxKV+1).b, 1 << 30, 100 << 20, "more than"},
+		{"array over the limit", e().head(0, 1).str("k").u32(ggufArray).u32(ggufUint8).u64(ggufMaxArray + 1).b, 1 << 30, 100 << 20, "more than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -302,12 +306,69 @@ func FuzzGGUFHeader(f *testing.F) {
 	f.Add((&ggufEnc{}).head(0, 1).str("k").u32(ggufArray).u32(ggufString).u64(1 << 61).b)
 	f.Add((&ggufEnc{}).head(2, 0).info("a", []uint64{16}, 0, 0).info("b", []uint64{16}, 0, 32).pad(32).raw(make([]byte, 96)...).b)
 	f.Add([]byte("GGUF"))
+	f.Add(hostileGGUF("tensors", 4<<10))
+	f.Add(hostileGGUF("metadata", 4<<10))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		hdr, ts, err := parseGGUF(newStrict(t, data), size, 1<<20)
+		var hdr int64
+		var ts []tensorRange
+		var err error
+		alloc := allocated(func() { hdr, ts, err = parseGGUF(newStrict(t, data), size, 1<<20) })
+		if limit := ggufAllocBound(len(data)); alloc > limit {
+			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(data), alloc, limit)
+		}
 		if err != nil {
 			return
 		}
 		checkWithin(t, hdr, ts, size)
 	})
+}
+
+// ggufAllocBound is the most parsing a GGUF file of n bytes may allocate:
+// a small multiple of what it holds, whatever its header says.
+func ggufAllocBound(n int) uint64 { return 4*uint64(n) + 64<<10 }
+
+// hostileGGUF returns a valid file with a header of about n bytes built to
+// make a parser allocate: as many (empty) tensors as fit, or metadata of
+// long strings and big arrays.
+func hostileGGUF(kind string, n int) []byte {
+	e := &ggufEnc{}
+	switch kind {
+	case "tensors":
+		count := min(uint64(n/32), ggufMaxTensors)
+		e.head(count, 0)
+		for i := range count {
+			e.info(fmt.Sprintf("%x", i), []uint64{0}, 0, 0)
+		}
+	case "metadata":
+		e.head(0, 3)
+		e.str("k1").u32(ggufString).str(strings.Repeat("s", n/3))
+		e.str("k2").u32(ggufArray).u32(ggufString).u64(uint64(n / 3 / 9))
+		for range n / 3 / 9 {
+			e.str("a")
+		}
+		e.str("k3").u32(ggufArray).u32(ggufUint64).u64(uint64(n / 3 / 8))
+		e.raw(make([]byte, n/3/8*8)...)
+	}
+	return e.pad(32).b
+}
+
+// A maximal hostile header is parsed within a small multiple of its size,
+// and keeps only names and offsets.
+func TestGGUFHostileHeaderMemory(t *testing.T) {
+	for _, kind := range []string{"tensors", "metadata"} {
+		t.Run(kind, func(t *testing.T) {
+			data := hostileGGUF(kind, 8<<20)
+			var ts []tensorRange
+			var err error
+			alloc := allocated(func() { _, ts, err = parseGGUF(newStrict(t, data), int64(len(data)), 100<<20) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d-byte header, %d tensors: allocated %d bytes (%.2fx)", len(data), len(ts), alloc, float64(alloc)/float64(len(data)))
+			if limit := ggufAllocBound(len(data)); alloc > limit {
+				t.Errorf("parsing allocated %d bytes, over the bound of %d", alloc, limit)
+			}
+		})
+	}
 }

@@ -84,43 +84,51 @@ func Order(names []string) []int {
 	return idx
 }
 
+// classify walks name's segments in place: splitting it would allocate a
+// slice per name, which for a header of many short segments is many
+// times the header's size.
 func classify(name string, prefixes map[string]int) orderKey {
-	segs := strings.Split(name, ".")
-	// The first "<container>.<N>" wins: in "encoder.block.3.layer.1" the
-	// layer is block 3; "layer.1" is a sublayer inside it.
-	for i := 0; i+1 < len(segs); i++ {
-		if !layerContainers[segs[i]] {
-			continue
-		}
-		n, ok := layerIndex(segs[i+1])
-		if !ok {
-			continue
-		}
-		stack := stackPlain
-		for _, s := range segs[:i] {
-			switch s {
-			case "encoder", "enc": // "enc" is llama.cpp's T5 prefix
-				stack = stackEncoder
-			case "decoder", "dec":
-				stack = stackDecoder
+	stack := stackPlain
+	var head, embed, norm bool
+	for pos, rest := 0, name; ; {
+		seg, after, more := strings.Cut(rest, ".")
+		// The first "<container>.<N>" wins: in "encoder.block.3.layer.1"
+		// the layer is block 3; "layer.1" is a sublayer inside it.
+		if more && layerContainers[seg] {
+			next, _, _ := strings.Cut(after, ".")
+			if n, ok := layerIndex(next); ok {
+				p := name[:pos+len(seg)]
+				rank, seen := prefixes[p]
+				if !seen {
+					rank = len(prefixes)
+					prefixes[p] = rank
+				}
+				return orderKey{phase: phaseLayer, stack: stack, prefix: rank, layer: n}
 			}
 		}
-		p := strings.Join(segs[:i+1], ".")
-		rank, seen := prefixes[p]
-		if !seen {
-			rank = len(prefixes)
-			prefixes[p] = rank
+		switch seg {
+		case "encoder", "enc": // "enc" is llama.cpp's T5 prefix
+			stack = stackEncoder
+		case "decoder", "dec":
+			stack = stackDecoder
 		}
-		return orderKey{phase: phaseLayer, stack: stack, prefix: rank, layer: n}
+		// GGUF's head is "output.weight"; a leading "head" is RWKV's and
+		// timm's.
+		head = head || (pos == 0 && (seg == "output" || seg == "head")) || headSegments[seg]
+		embed = embed || embedSegments[seg]
+		norm = norm || finalNormSegments[seg]
+		if !more {
+			break
+		}
+		pos += len(seg) + 1
+		rest = after
 	}
-	// GGUF's head is "output.weight"; a leading "head" is RWKV's and timm's.
-	if segs[0] == "output" || segs[0] == "head" || anyIn(segs, headSegments) {
+	switch {
+	case head:
 		return orderKey{phase: phaseHead}
-	}
-	if anyIn(segs, embedSegments) {
+	case embed:
 		return orderKey{phase: phaseEmbed}
-	}
-	if anyIn(segs, finalNormSegments) {
+	case norm:
 		return orderKey{phase: phaseFinalNorm}
 	}
 	return orderKey{phase: phaseOther}
@@ -139,13 +147,4 @@ func layerIndex(s string) (int, bool) {
 	}
 	n, err := strconv.Atoi(s)
 	return n, err == nil
-}
-
-func anyIn(segs []string, m map[string]bool) bool {
-	for _, s := range segs {
-		if m[s] {
-			return true
-		}
-	}
-	return false
 }

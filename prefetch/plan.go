@@ -1,8 +1,8 @@
 package prefetch
 
 import (
+	"bufio"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // File is one file of the model as the planner sees it.
@@ -43,11 +44,66 @@ type PlanOptions struct {
 	// (default 1 MiB).
 	SmallFile int64
 	// MaxHeader is the largest safetensors or GGUF header (and safetensors
-	// index) accepted (default 100 MiB).
+	// index) accepted (default DefaultMaxHeader).
 	MaxHeader int64
 	// Parallel is how many headers are read at once (default 8): each is
 	// a round trip to the store, and checkpoints have dozens of shards.
 	Parallel int
+	// Budget bounds the header bytes parsed at once, shared by every Plan
+	// given the same one (a mount's models); nil: a budget of MaxHeader
+	// for this Plan alone.
+	Budget *HeaderBudget
+	// MaxKept bounds what the Plan keeps of all its files' tensors: their
+	// names plus 256 bytes each for the ranges, keys and indices planning
+	// builds (default 128 MiB; real checkpoints keep under 10 MiB, the
+	// 91,000 tensors of DeepSeek-V3 about 8 MiB).
+	MaxKept int64
+}
+
+// DefaultMaxHeader is the largest header planned by default: the limit of
+// the safetensors reference implementation (100 MB), so that any file it
+// loads is planned. Real headers are well under 10 MB; what a larger one
+// may cost is bounded by HeaderBudget and the per-part limits of the
+// parsers, not by this.
+const DefaultMaxHeader = 100_000_000
+
+// planTensorCost is what Plan counts against MaxKept per tensor, besides
+// its name.
+const planTensorCost = 256
+
+// HeaderBudget bounds the bytes of the headers being parsed at once.
+// Parsing holds memory in proportion to a header's size (at most about
+// twice it), so this bounds what all parses sharing it hold together.
+type HeaderBudget struct {
+	mu        sync.Mutex
+	freed     *sync.Cond
+	max, used int64
+}
+
+// NewHeaderBudget returns a budget of max bytes (at least DefaultMaxHeader
+// is sensible: one header is always let through alone).
+func NewHeaderBudget(max int64) *HeaderBudget {
+	b := &HeaderBudget{max: max}
+	b.freed = sync.NewCond(&b.mu)
+	return b
+}
+
+// acquire waits until n bytes are free and takes them; a header bigger
+// than the whole budget waits for it all. It returns the release.
+func (b *HeaderBudget) acquire(n int64) func() {
+	n = max(min(n, b.max), 0)
+	b.mu.Lock()
+	for b.used+n > b.max {
+		b.freed.Wait()
+	}
+	b.used += n
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		b.used -= n
+		b.mu.Unlock()
+		b.freed.Broadcast()
+	}
 }
 
 func (o PlanOptions) withDefaults() PlanOptions {
@@ -55,10 +111,16 @@ func (o PlanOptions) withDefaults() PlanOptions {
 		o.SmallFile = 1 << 20
 	}
 	if o.MaxHeader <= 0 {
-		o.MaxHeader = 100 << 20
+		o.MaxHeader = DefaultMaxHeader
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 8
+	}
+	if o.MaxKept <= 0 {
+		o.MaxKept = 128 << 20
+	}
+	if o.Budget == nil {
+		o.Budget = NewHeaderBudget(o.MaxHeader)
 	}
 	return o
 }
@@ -189,24 +251,54 @@ type header struct {
 	err     error
 }
 
-// readHeaders parses the headers of files, opts.Parallel at a time.
+// readHeaders parses the headers of files, opts.Parallel at a time and
+// within opts.Budget. What the parsed headers keep together is bounded by
+// opts.MaxKept: a file that would go over it is left out with an error
+// (which one, when headers are parsed in parallel, depends on timing).
 func readHeaders(files []File, opts PlanOptions) []header {
 	out := make([]header, len(files))
 	sem := make(chan struct{}, opts.Parallel)
+	var kept atomic.Int64
 	var wg sync.WaitGroup
 	for i, f := range files {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			h := &out[i]
+			if kept.Load() >= opts.MaxKept {
+				// Parsing could only end in the error below.
+				h.err = fmt.Errorf("the model's tensors would take more than the %d bytes a plan may keep", opts.MaxKept)
+				return
+			}
 			h.err = withReader(f, func(r io.ReaderAt) error {
+				gguf := strings.HasSuffix(f.Path, ".gguf")
+				var weight int64
+				if gguf {
+					weight = ggufWeight(r, f.Size, opts.MaxHeader)
+				} else {
+					weight, _ = safetensorsHeaderLen(r, f.Size, opts.MaxHeader) // its error comes again below
+				}
+				release := opts.Budget.acquire(weight)
+				defer release()
 				var err error
-				if strings.HasSuffix(f.Path, ".gguf") {
+				if gguf {
 					h.len, h.tensors, err = parseGGUF(r, f.Size, opts.MaxHeader)
 				} else {
 					h.len, h.tensors, err = parseSafetensors(r, f.Size, opts.MaxHeader)
 				}
-				return err
+				if err != nil {
+					return err
+				}
+				cost := int64(0)
+				for _, t := range h.tensors {
+					cost += int64(len(t.name)) + planTensorCost
+				}
+				if kept.Add(cost) > opts.MaxKept {
+					kept.Add(-cost)
+					h.tensors = nil
+					return fmt.Errorf("the model's tensors would take more than the %d bytes a plan may keep", opts.MaxKept)
+				}
+				return nil
 			})
 		})
 	}
@@ -214,25 +306,73 @@ func readHeaders(files []File, opts PlanOptions) []header {
 	return out
 }
 
+// indexMaxShards bounds the distinct shards an index may name; real
+// checkpoints have at most a few hundred.
+const indexMaxShards = 1 << 16
+
 // readIndex returns the paths of the shards a safetensors index names,
-// relative to the model root like the index's own path.
+// relative to the model root like the index's own path. The index is
+// streamed like a header: only the distinct shard names are kept, not
+// the tensor names nor anything else it holds.
 func readIndex(f File, maxHeader int64) ([]string, error) {
 	if f.Size > maxHeader {
 		return nil, fmt.Errorf("%d-byte index exceeds the %d-byte limit", f.Size, maxHeader)
 	}
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
+	seen := map[string]bool{}
 	err := withReader(f, func(r io.ReaderAt) error {
-		return json.NewDecoder(io.NewSectionReader(r, 0, f.Size)).Decode(&idx)
+		p := &jsonScanner{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, f.Size), int(min(max(f.Size, 16), 64<<10)))}
+		return p.object(func() error {
+			key, long, err := p.str(len("weight_map"))
+			if err != nil {
+				return err
+			}
+			if err := p.expect(':'); err != nil {
+				return err
+			}
+			if long || string(key) != "weight_map" {
+				return p.skip(1)
+			}
+			if c, err := p.peek(); err != nil {
+				return err
+			} else if c == 'n' {
+				return p.skip(1)
+			}
+			return p.object(func() error {
+				if _, _, err := p.str(0); err != nil {
+					return err
+				}
+				if err := p.expect(':'); err != nil {
+					return err
+				}
+				if c, err := p.peek(); err != nil {
+					return err
+				} else if c != '"' {
+					return fmt.Errorf("weight_map value at offset %d is not a string", p.off)
+				}
+				shard, long, err := p.str(stMaxName)
+				if err != nil {
+					return err
+				}
+				if long {
+					return fmt.Errorf("shard name at offset %d is longer than %d bytes", p.off, stMaxName)
+				}
+				if !seen[string(shard)] {
+					if len(seen) == indexMaxShards {
+						return fmt.Errorf("more than %d shards", indexMaxShards)
+					}
+					seen[string(shard)] = true
+				}
+				return nil
+			})
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("safetensors index: %w", err)
 	}
 	// Shard names are relative to the index's directory.
 	dir := path.Dir(f.Path)
-	var shards []string
-	for _, s := range idx.WeightMap {
+	shards := make([]string, 0, len(seen))
+	for s := range seen {
 		shards = append(shards, path.Join(dir, s))
 	}
 	slices.Sort(shards)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 )
 
 // strictReader is a file of size bytes of which data is the start (a file
@@ -292,6 +293,133 @@ func TestPlanParallelHeaders(t *testing.T) {
 	for i := range 20 {
 		if r := got[20+i]; r.Tensor != fmt.Sprintf("model.layers.%d.w", i) || r.Len != 64 {
 			t.Fatalf("range %d is %+v", 20+i, r)
+		}
+	}
+}
+
+// gatedReader holds a header's first read past the length field until
+// the gate opens, and counts the parses under way meanwhile.
+type gatedReader struct {
+	*strictReader
+	gate           chan struct{}
+	active, most   *atomic.Int64
+	started, ended bool
+}
+
+func (r *gatedReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= 8 && !r.started { // past the length field
+		r.started = true
+		if n := r.active.Add(1); n > r.most.Load() {
+			r.most.Store(n)
+		}
+		<-r.gate
+	}
+	return r.strictReader.ReadAt(p, off)
+}
+
+func (r *gatedReader) Close() error {
+	if r.started && !r.ended {
+		r.ended = true
+		r.active.Add(-1)
+	}
+	return r.strictReader.Close()
+}
+
+// A budget shared by two Plans (two models) bounds the header bytes
+// parsed at once across both, whatever Parallel allows.
+func TestHeaderBudgetBoundsParsesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var active, most atomic.Int64
+		gate := make(chan struct{})
+		model := func(name string) []File {
+			var files []File
+			for i := range 4 {
+				st := writeSafetensors(t, stTensor{name: fmt.Sprintf("%s.layers.%d.w", name, i), dtype: "I32", shape: []int64{4, 4}})
+				files = append(files, File{Path: fmt.Sprintf("%s-%05d-of-00004.safetensors", name, i+1), Size: int64(len(st.data)),
+					Open: func() (io.ReaderAt, error) {
+						return &gatedReader{strictReader: newStrict(t, st.data), gate: gate, active: &active, most: &most}, nil
+					}})
+			}
+			return files
+		}
+		hdr := writeSafetensors(t, stTensor{name: "a.layers.0.w", dtype: "I32", shape: []int64{4, 4}}).hdr - 8
+		budget := NewHeaderBudget(3*hdr + hdr/2) // three headers' worth
+		plans := make(chan error, 2)
+		for _, name := range []string{"a", "b"} {
+			go func() {
+				got, err := Plan(model(name), PlanOptions{SmallFile: 1, Parallel: 8, Budget: budget})
+				if err == nil && len(got) != 8 {
+					err = fmt.Errorf("plan of %s has %d ranges, want 8", name, len(got))
+				}
+				plans <- err
+			}()
+		}
+		synctest.Wait()
+		if n := active.Load(); n != 3 {
+			t.Errorf("%d headers parsed at once, want the 3 the budget holds", n)
+		}
+		close(gate)
+		for range 2 {
+			if err := <-plans; err != nil {
+				t.Error(err)
+			}
+		}
+		if n := most.Load(); n > 3 {
+			t.Errorf("%d headers were parsed at once", n)
+		}
+	})
+}
+
+// What a Plan keeps of its files' tensors is bounded: files past the
+// bound are left out with an error, the others planned.
+func TestPlanBoundsTensorsKept(t *testing.T) {
+	var files []File
+	for i := range 4 {
+		var ts []stTensor
+		for j := range 10 {
+			ts = append(ts, stTensor{name: fmt.Sprintf("model.layers.%d.w%d", i, j), dtype: "U8", shape: []int64{1}})
+		}
+		files = append(files, memFile(t, fmt.Sprintf("model-%05d-of-00004.safetensors", i+1), writeSafetensors(t, ts...).data, nil))
+	}
+	// Room for two files of 10 tensors of about 20-byte names.
+	got, err := Plan(files, PlanOptions{SmallFile: 1, Parallel: 1, MaxKept: 2 * 10 * (planTensorCost + 24)})
+	if err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("error %v, want files over the bound", err)
+	}
+	if tensors := len(got) - 2; tensors != 20 {
+		t.Errorf("plan has %d tensors, want those of the 2 files that fit", tensors)
+	}
+}
+
+// An index is streamed: however many tensors it maps and whatever else
+// it holds, reading it keeps only the distinct shard names.
+func TestReadIndexHostileMemory(t *testing.T) {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"metadata":{"total_size":1,"junk":"%s"},"weight_map":{`, strings.Repeat("j", 2<<20))
+	for i := range 100000 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"model.layers.%d.self_attn.q_proj.weight":"model-%05d-of-00002.safetensors"`, i, i%2+1)
+	}
+	b.WriteString("}}")
+	data := []byte(b.String())
+	var shards []string
+	var err error
+	alloc := allocated(func() { shards, err = readIndex(memFile(t, "m/model.safetensors.index.json", data, nil), 100<<20) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "m/model-00001-of-00002.safetensors,m/model-00002-of-00002.safetensors"; strings.Join(shards, ",") != want {
+		t.Errorf("shards %v, want %s", shards, want)
+	}
+	t.Logf("%d-byte index: allocated %d bytes", len(data), alloc)
+	if alloc > 256<<10 {
+		t.Errorf("reading a %d-byte index allocated %d bytes", len(data), alloc)
+	}
+	for _, bad := range []string{`{"weight_map":{"a":1}}`, `{"weight_map":[]}`, `[]`, `{"weight_map":{"a":"b"}`} {
+		if _, err := readIndex(memFile(t, "model.safetensors.index.json", []byte(bad), nil), 100<<20); err == nil {
+			t.Errorf("index %s accepted", bad)
 		}
 	}
 }

@@ -3,7 +3,10 @@ package prefetch
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -111,6 +114,22 @@ func TestSafetensorsSubByteAndGaps(t *testing.T) {
 	}
 }
 
+// JSON the reference implementation accepts: escapes in names, unknown
+// fields of any kind (skipped), null metadata, whitespace anywhere.
+func TestSafetensorsJSONForms(t *testing.T) {
+	data := rawSafetensors(" {\"__metadata__\" : null ,\n"+
+		`"a\u00e9\ud83d\ude00\"\\\/\t" : {"x":{"y":[1,-2.5e+3,true,false,null,"s\u0000"]},"dtype":"U8","shape":[ 2 ],"data_offsets":[0 , 2]},`+
+		`"b":{"data_offsets":[2,6],"shape":[],"dtype":"F32","z":[]}}   `, 6)
+	hdr, ts, err := parseSafetensors(newStrict(t, data), int64(len(data)), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tensorRange{{"a\u00e9\U0001F600\"\\/\t", hdr, 2}, {"b", hdr + 2, 4}}
+	if fmt.Sprint(ts) != fmt.Sprint(want) {
+		t.Errorf("tensors %+v, want %+v", ts, want)
+	}
+}
+
 func TestSafetensorsRejects(t *testing.T) {
 	valid := writeSafetensors(t, stTensor{name: "w", dtype: "F32", shape: []int64{2, 3}}).data
 	tests := []struct {
@@ -128,7 +147,10 @@ func TestSafetensorsRejects(t *testing.T) {
 		{"end beyond data", rawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,1000]}}`, 24), 0, "outside"},
 		{"huge offsets", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551615,18446744073709551615]}}`, 24), 0, "outside"},
 		{"begin after end", rawSafetensors(`{"w":{"dtype":"U8","shape":[0],"data_offsets":[8,4]}}`, 24), 0, "outside"},
-		{"negative offset", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}}`, 24), 0, "cannot unmarshal"},
+		{"negative offset", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}}`, 24), 0, "not an unsigned integer"},
+		{"fractional offset", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1.0]}}`, 24), 0, "not an unsigned integer"},
+		{"offset past 64 bits", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,18446744073709551616]}}`, 24), 0, "overflows"},
+		{"leading zero", rawSafetensors(`{"w":{"dtype":"U8","shape":[01],"data_offsets":[0,1]}}`, 24), 0, "leading zero"},
 		{"overlapping", rawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32), 0, "overlap"},
 		{"same range twice", rawSafetensors(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}`, 8), 0, "overlap"},
 		{"empty inside another", rawSafetensors(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}`, 8), 0, "overlap"},
@@ -147,7 +169,17 @@ func TestSafetensorsRejects(t *testing.T) {
 		{"data after the object", rawSafetensors(`{} {}`, 4), 0, "after the header"},
 		{"duplicate tensor", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}`, 4), 0, "twice"},
 		{"metadata not strings", rawSafetensors(`{"__metadata__":{"a":1}}`, 4), 0, "__metadata__"},
-		{"entry not an object", rawSafetensors(`{"w":7}`, 4), 0, "cannot unmarshal"},
+		{"entry not an object", rawSafetensors(`{"w":7}`, 4), 0, "not an object"},
+		{"field twice", rawSafetensors(`{"w":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "twice"},
+		{"shape not an array", rawSafetensors(`{"w":{"dtype":"U8","shape":1,"data_offsets":[0,1]}}`, 4), 0, "not an array"},
+		{"too many dimensions", rawSafetensors(`{"w":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, 4), 0, "more than 64 dimensions"},
+		{"nested too deep", rawSafetensors(`{"w":{"x":`+strings.Repeat("[", 200)+strings.Repeat("]", 200)+`}}`, 4), 0, "nested"},
+		{"name too long", rawSafetensors(`{"`+strings.Repeat("n", stMaxName+1)+`":{}}`, 4), 0, "longer than"},
+		{"name not UTF-8", rawSafetensors("{\"\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "UTF-8"},
+		{"lone surrogate", rawSafetensors(`{"\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "surrogate"},
+		{"control character", rawSafetensors("{\"a\nb\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "control character"},
+		{"bad literal", rawSafetensors(`{"w":{"x":nul}}`, 4), 0, "invalid character"},
+		{"bad number", rawSafetensors(`{"w":{"x":-}}`, 4), 0, "invalid character"},
 		// The file claims 1 GiB and a 90 MiB header, but holds a few bytes:
 		// parsing must fail on the missing bytes, not allocate 90 MiB.
 		{"claimed header not there", withLength(rawSafetensors(`{"w":{"dtype":"F32"`, 0), 90<<20), 1 << 30, "unexpected EOF"},
@@ -191,12 +223,151 @@ func FuzzSafetensorsHeader(f *testing.F) {
 	f.Add(rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4))
 	f.Add(withLength(writeSafetensors(f, stTensor{name: "w", dtype: "U8", shape: []int64{1}}).data, 1<<62))
 	f.Add([]byte{})
+	f.Add(hostileSafetensors("shapes", 4<<10))
+	f.Add(hostileSafetensors("tensors", 4<<10))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		hdr, ts, err := parseSafetensors(newStrict(t, data), size, 1<<20)
+		var hdr int64
+		var ts []tensorRange
+		var err error
+		alloc := allocated(func() { hdr, ts, err = parseSafetensors(newStrict(t, data), size, 1<<20) })
+		if limit := stAllocBound(len(data)); alloc > limit {
+			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(data), alloc, limit)
+		}
+		compareWithEncodingJSON(t, data, ts, err)
 		if err != nil {
 			return
 		}
 		checkWithin(t, hdr, ts, size)
 	})
+}
+
+// compareWithEncodingJSON checks the streaming parser against a decode of
+// the whole header with encoding/json: both accept the same headers, with
+// the same tensors, except where the streaming parser is stricter on
+// purpose (its bounds; invalid UTF-8, lone surrogates and repeated fields,
+// which the reference implementation rejects too).
+func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err error) {
+	t.Helper()
+	if len(data) < 8 {
+		return
+	}
+	n := binary.LittleEndian.Uint64(data)
+	if n < 2 || n > uint64(len(data)-8) {
+		return
+	}
+	hdr := 8 + int64(n)
+	var entries map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(string(data[8:hdr])))
+	jerr := dec.Decode(&entries)
+	if jerr == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			jerr = errors.New("data after the object")
+		}
+	}
+	var want []tensorRange
+	for name, raw := range entries {
+		if jerr != nil {
+			break
+		}
+		if name == "__metadata__" {
+			var meta map[string]string
+			jerr = json.Unmarshal(raw, &meta)
+			continue
+		}
+		var info struct {
+			Dtype       string   `json:"dtype"`
+			Shape       []uint64 `json:"shape"`
+			DataOffsets []uint64 `json:"data_offsets"`
+		}
+		if jerr = json.Unmarshal(raw, &info); jerr == nil && (info.Shape == nil || len(info.DataOffsets) != 2 || safetensorsBits[info.Dtype] == 0) {
+			jerr = errors.New("incomplete entry")
+		}
+		if jerr == nil {
+			want = append(want, tensorRange{name: name, off: hdr + int64(info.DataOffsets[0]), len: int64(info.DataOffsets[1] - info.DataOffsets[0])})
+		}
+	}
+	switch {
+	case jerr != nil && err == nil:
+		t.Fatalf("accepted a header encoding/json rejects (%v): %q", jerr, data[8:hdr])
+	case jerr == nil && err != nil:
+		// Either the entries fail a check both make, or a deliberate
+		// strictness of the streaming parser.
+		for _, why := range []string{"UTF-8", "surrogate", "twice", "more than", "longer than", "nested", "dtype", "data_offsets", "shape", "bits", "overlap", "outside"} {
+			if strings.Contains(err.Error(), why) {
+				return
+			}
+		}
+		t.Fatalf("rejected a header encoding/json accepts: %v: %q", err, data[8:hdr])
+	case jerr == nil:
+		sortByName := func(ts []tensorRange) []tensorRange {
+			ts = slices.Clone(ts)
+			slices.SortFunc(ts, func(a, b tensorRange) int { return strings.Compare(a.name, b.name) })
+			return ts
+		}
+		if g, w := fmt.Sprint(sortByName(got)), fmt.Sprint(sortByName(want)); g != w {
+			t.Fatalf("tensors %s, encoding/json finds %s", g, w)
+		}
+	}
+}
+
+// stAllocBound is the most parsing a safetensors file of n bytes may
+// allocate: a small multiple of what it holds, whatever its header says.
+func stAllocBound(n int) uint64 { return 3*uint64(n) + 64<<10 }
+
+// hostileSafetensors returns a valid file with a header of about n bytes
+// built to make a parser allocate: shapes of many dimensions, as many
+// tensors as fit, one huge metadata string, or big unknown values.
+func hostileSafetensors(kind string, n int) []byte {
+	var h strings.Builder
+	h.WriteString("{")
+	tensors := 0
+	switch kind {
+	case "shapes":
+		shape := "[1" + strings.Repeat(",1", stMaxDims-1) + "]"
+		for ; h.Len() < n; tensors++ {
+			fmt.Fprintf(&h, `"t%d":{"dtype":"U8","shape":%s,"data_offsets":[%d,%d]},`, tensors, shape, tensors, tensors+1)
+		}
+	case "tensors":
+		for ; h.Len() < n; tensors++ {
+			fmt.Fprintf(&h, `"%x":{"shape":[],"dtype":"U8","data_offsets":[%d,%d]},`, tensors, tensors, tensors+1)
+		}
+	case "metadata":
+		fmt.Fprintf(&h, `"__metadata__":{"k":"%s"},`, strings.Repeat("m", n))
+	case "unknown":
+		fmt.Fprintf(&h, `"w":{"x":[%s0],"dtype":"U8","shape":[],"data_offsets":[0,1]},`, strings.Repeat("12345678,", n/9))
+		tensors = 1
+	}
+	hdr := strings.TrimSuffix(h.String(), ",") + "}"
+	return rawSafetensors(hdr, tensors)
+}
+
+// A maximal hostile header, valid or over a bound, is parsed within a
+// small multiple of its size, and keeps only names and offsets.
+func TestSafetensorsHostileHeaderMemory(t *testing.T) {
+	const n = 4 << 20
+	for _, kind := range []string{"shapes", "tensors", "metadata", "unknown", "too many"} {
+		t.Run(kind, func(t *testing.T) {
+			var data []byte
+			if kind == "too many" {
+				data = hostileSafetensors("tensors", stMaxTensors*72)
+			} else {
+				data = hostileSafetensors(kind, n)
+			}
+			var ts []tensorRange
+			var err error
+			alloc := allocated(func() { _, ts, err = parseSafetensors(newStrict(t, data), int64(len(data)), 100<<20) })
+			if kind == "too many" {
+				if err == nil || !strings.Contains(err.Error(), "more than") {
+					t.Fatalf("error %v, want too many tensors", err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d-byte header, %d tensors: allocated %d bytes (%.2fx)", len(data), len(ts), alloc, float64(alloc)/float64(len(data)))
+			if limit := stAllocBound(len(data)); alloc > limit {
+				t.Errorf("parsing allocated %d bytes, over the bound of %d", alloc, limit)
+			}
+		})
+	}
 }

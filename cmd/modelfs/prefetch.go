@@ -36,6 +36,10 @@ type prefetcher struct {
 	versions  map[string]string             // by path, for profile replay
 	groups    []*planGroup
 	groupOf   map[string]*planGroup // by path
+	// headers bounds the header bytes all models' plans parse at once, so
+	// the memory of parsing stays bounded however many models a manifest
+	// lists; set by start.
+	headers *prefetch.HeaderBudget
 }
 
 // planGroup is one model's plan. Each model is followed apart, so that a
@@ -138,6 +142,7 @@ func (p *prefetcher) start(ctx context.Context) {
 	if p.profile != "" {
 		profile = p.profilePlan()
 	}
+	p.headers = prefetch.NewHeaderBudget(prefetch.DefaultMaxHeader)
 	var wg sync.WaitGroup
 	for _, g := range p.groups {
 		wg.Go(func() { p.startGroup(ctx, g, profile) })
@@ -244,7 +249,7 @@ func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []prefetch.R
 			return objectReader{ctx, o}, nil
 		}})
 	}
-	plan, err := prefetch.Plan(files, prefetch.PlanOptions{SmallFile: p.smallFile})
+	plan, err := prefetch.Plan(files, prefetch.PlanOptions{SmallFile: p.smallFile, Budget: p.headers})
 	if err != nil {
 		p.log.Warn("prefetch plan is partial", "err", err)
 	}

@@ -105,7 +105,10 @@ type remoteFile struct {
 // the same path, version and size from another source, another scheme or
 // another tenant's bucket never reads these blocks.
 func (f remoteFile) cacheID() blockcache.ObjectID {
-	return blockcache.ObjectID{Source: f.model.src.ID() + "\x00" + f.obj.Key, Name: f.path, Version: f.obj.Version(), Size: f.obj.Size}
+	return blockcache.ObjectID{
+		Source: f.model.src.ID() + "\x00" + f.obj.Key, Name: f.path, Version: f.obj.Version(), Size: f.obj.Size,
+		Group: f.model.spec.Name,
+	}
 }
 
 // String describes what is served, for messages.

@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // writeManifest writes models as a manifest file and returns its path.
@@ -250,5 +254,94 @@ func TestWarmManifestVerifiesHashes(t *testing.T) {
 	}
 	if code, stderr := runCLI(t, testEnv(), "warm", "--cache-dir", cacheDir, "--manifest", writeManifest(t, models), "s3://"+bucket+"/a"); code == 0 || !strings.Contains(stderr, "mutually exclusive") {
 		t.Errorf("warm --manifest with a SOURCE: exit %d, %q", code, stderr)
+	}
+}
+
+// One model's source stops answering ranged GETs while readers of it wait
+// on more blocks than there are workers: a read of another model of the
+// same mount is still served, while the stall goes on.
+func TestManifestStalledModelDoesNotStarveAnother(t *testing.T) {
+	r := newRemote(t)
+	r.uploadModel(t, "stalled/")
+	r.uploadModel(t, "healthy/")
+	release := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	var stalls atomic.Int64
+	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodGet || req.Header.Get("Range") == "" || !strings.HasPrefix(req.URL.Path, "/"+bucket+"/stalled/") {
+			return false
+		}
+		stalls.Add(1)
+		defer stalls.Add(-1)
+		select {
+		case <-release: // then served as usual
+			return false
+		case <-req.Context().Done():
+			return true
+		}
+	})
+	manifest := writeManifest(t, map[string]any{
+		"stalled": map[string]any{"source": "s3://" + bucket + "/stalled/"},
+		"healthy": map[string]any{"source": "s3://" + bucket + "/healthy/"},
+	})
+	const workers = 4
+	m := startManifestMount(t, manifest, append(r.mountArgs(), "--concurrency", fmt.Sprint(workers),
+		"--block-size", "1MiB", "--request-timeout", "10m")...)
+
+	shard := biggest(t)
+	want := sourceBytes(t, shard)
+	read := func(path string, off int64) error {
+		f, err := os.Open(m.path(path))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		p := make([]byte, 4<<10)
+		if _, err := f.ReadAt(p, off); err != nil {
+			return fmt.Errorf("reading %s at %d: %w", path, off, err)
+		}
+		if !bytes.Equal(p, want[off:off+int64(len(p))]) {
+			return fmt.Errorf("%s at %d: wrong bytes", path, off)
+		}
+		return nil
+	}
+	// Readers of the stalled model ask for twice as many blocks as there
+	// are workers.
+	stalledDone := make(chan error, 2*workers)
+	for i := range 2 * workers {
+		go func() { stalledDone <- read("stalled/"+shard, int64(i)<<20) }()
+	}
+	waitForCondition(t, "the stalled model's GETs to hold the workers", func() bool { return stalls.Load() >= workers-1 })
+
+	healthy := make(chan error, 1)
+	t0 := time.Now()
+	go func() { healthy <- read("healthy/"+shard, int64(len(want))/2) }()
+	select {
+	case err := <-healthy:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the healthy model's read took %v with %d GETs stalled", time.Since(t0), stalls.Load())
+	case err := <-stalledDone:
+		t.Fatalf("a read of the stalled model ended before the stall did: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("a 4 KiB read of the healthy model waited 60s behind the stalled one (%d GETs stalled)", stalls.Load())
+	}
+	if stalls.Load() == 0 {
+		t.Fatal("the stall was over before the healthy read ended")
+	}
+
+	// Once the source answers again, the stalled readers get their bytes.
+	close(release)
+	released = true
+	for range 2 * workers {
+		if err := <-stalledDone; err != nil {
+			t.Error(err)
+		}
 	}
 }

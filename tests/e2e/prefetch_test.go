@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,4 +103,62 @@ func TestProfileRecordAndReplay(t *testing.T) {
 	if !strings.Contains(m.stderr.String(), "ignored") {
 		t.Fatalf("entries of a changed file were not reported as ignored:\n%s", m.stderr.String())
 	}
+}
+
+// hostileShard writes a valid safetensors file whose header is built to
+// make a parser allocate: a metadata string of most of the header, then
+// tensors whose shapes have 64 dimensions.
+func hostileShard(t *testing.T, path string, headerBytes int) {
+	t.Helper()
+	var h strings.Builder
+	fmt.Fprintf(&h, `{"__metadata__":{"format":"pt","junk":"%s"}`, strings.Repeat("x", headerBytes/8*7))
+	shape := "[1" + strings.Repeat(",1", 63) + "]"
+	n := 0
+	for ; h.Len() < headerBytes; n++ {
+		fmt.Fprintf(&h, `,"model.layers.%d.w":{"dtype":"U8","shape":%s,"data_offsets":[%d,%d]}`, n, shape, n, n+1)
+	}
+	h.WriteString("}")
+	b := binary.LittleEndian.AppendUint64(nil, uint64(h.Len()))
+	b = append(append(b, h.String()...), make([]byte, n)...)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A model whose headers are valid but built to make a parser allocate
+// (32 MB each, eight shards) is planned within a bounded memory: the
+// mount's peak RSS stays near what it holds anyway.
+func TestPrefetchHostileHeadersBoundedMemory(t *testing.T) {
+	dir := t.TempDir()
+	const shards = 8
+	for i := range shards {
+		hostileShard(t, filepath.Join(dir, fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, shards)), 32<<20)
+	}
+	m := startMount(t, "file://"+dir, "--mem-cache", "16MiB", "--block-size", "1MiB")
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	peak := statusBytes(m.cmd.Process.Pid, "VmHWM:")
+	t.Logf("peak RSS of the mount while planning %d shards with 32 MB headers: %d MiB", shards, peak>>20)
+	const limit = 16<<20 + 160<<20 // before: 443 MiB
+	if peak == 0 || peak > limit {
+		t.Errorf("peak RSS %d MiB, want more than 0 and at most %d MiB\n%s", peak>>20, limit>>20, m.stderr.String())
+	}
+	if strings.Contains(m.stderr.String(), "prefetch plan is partial") {
+		t.Errorf("valid headers were left out of the plan:\n%s", m.stderr.String())
+	}
+}
+
+// statusBytes reads one field of a process's /proc status, in bytes.
+func statusBytes(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
