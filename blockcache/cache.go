@@ -42,6 +42,10 @@ type Options struct {
 	MemBytes int64
 	// Workers is the number of concurrent block loads (default 16).
 	Workers int
+	// Groups are the fairness groups known from the start (a mount's
+	// models), so that each has a worker kept for it before its first
+	// read; groups first seen later are added then.
+	Groups []string
 	// Disk, when set, adds a persistent tier below RAM.
 	Disk   *DiskOptions
 	Logger *slog.Logger
@@ -152,6 +156,9 @@ type Cache struct {
 func New(opts Options, loader Loader) *Cache {
 	opts = opts.withDefaults()
 	c := &Cache{opts: opts, loader: loader, blocks: make(map[key]*block), groups: make(map[string]*group)}
+	for _, name := range opts.Groups {
+		c.groupLocked(name) // no worker runs yet
+	}
 	if opts.Disk != nil {
 		d, err := openDiskTier(*opts.Disk, opts.BlockSize, opts.Logger)
 		if err != nil {
@@ -400,12 +407,7 @@ func (c *Cache) newBlock(k key, id ObjectID, prio priority) *block {
 	b.size = min(bs, id.Size-b.off)
 	b.unread = prio == prioPrefetch
 	b.stats = c.countersLocked(id)
-	b.grp = c.groups[id.Group]
-	if b.grp == nil {
-		b.grp = &group{}
-		c.groups[id.Group] = b.grp
-		c.order = append(c.order, b.grp)
-	}
+	b.grp = c.groupLocked(id.Group)
 	c.blocks[k] = b
 	return b
 }
@@ -527,6 +529,17 @@ func (c *Cache) work() {
 	}
 }
 
+// groupLocked returns the named group, adding it on first use.
+func (c *Cache) groupLocked(name string) *group {
+	g := c.groups[name]
+	if g == nil {
+		g = &group{}
+		c.groups[name] = g
+		c.order = append(c.order, g)
+	}
+	return g
+}
+
 // group is one fairness group's queues and the loads it has under way.
 type group struct {
 	demandQ, prefQ []*block
@@ -566,22 +579,29 @@ func (g *group) pop(demand bool) *block {
 // next takes the next queued block for a worker: demand before prefetch,
 // and among the groups with that kind waiting, the one with the fewest
 // loads under way (taking turns on a tie), so an idle group's demand goes
-// first. With more than one group, none may hold more than Workers-1
-// loads: a group whose source stalls always leaves a worker to the
-// others. With one group, this is plain FIFO over every worker.
+// first. A group with loads under way takes another worker only while one
+// stays free for every other group that has none (up to half the
+// workers): however many groups' sources stall, each of the others can
+// always start a load. With one group this is plain FIFO over every worker.
 func (c *Cache) next() *block {
-	limit := c.opts.Workers
-	if len(c.order) > 1 && limit > 1 {
-		limit--
-	}
 	n := len(c.order)
+	free, idle := c.opts.Workers, 0
+	for _, g := range c.order {
+		free -= g.loading
+		if g.loading == 0 {
+			idle++
+		}
+	}
 	for _, demand := range []bool{true, false} {
 		best := -1
 		for i := range n {
 			k := (c.turn + i) % n
 			g := c.order[k]
-			if g.loading >= limit || !g.head(demand) {
+			if !g.head(demand) {
 				continue
+			}
+			if g.loading > 0 && free-1 < min(idle, c.opts.Workers/2) {
+				continue // the last free workers are the idle groups'
 			}
 			if best < 0 || g.loading < c.order[best].loading {
 				best = k

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -384,7 +385,7 @@ func TestPinnedBlocksAreNeverEvicted(t *testing.T) {
 // groupLoader serves zeros, except that every load of a stalled group
 // blocks until the cache is closed, like a source that stopped answering.
 type groupLoader struct {
-	stalled string
+	stalled []string // groups whose loads never finish
 
 	mu       sync.Mutex
 	inFlight map[string]int // loads of each group under way
@@ -399,7 +400,7 @@ func (l *groupLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p [
 		l.inFlight[id.Group]--
 		l.mu.Unlock()
 	}()
-	if id.Group == l.stalled {
+	if slices.Contains(l.stalled, id.Group) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -431,7 +432,7 @@ func readBlocks(obj *Object, bs int64, blocks int) chan error {
 func TestStalledGroupCannotStarveAnother(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const bs, workers = 4 << 10, 4
-		l := &groupLoader{stalled: "a", inFlight: map[string]int{}}
+		l := &groupLoader{stalled: []string{"a"}, inFlight: map[string]int{}}
 		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: workers}, l)
 		defer c.Close()
 		a := c.Object(ObjectID{Name: "a/w", Version: "v", Size: 32 * bs, Group: "a"})
@@ -467,12 +468,51 @@ func TestStalledGroupCannotStarveAnother(t *testing.T) {
 	})
 }
 
+// However many groups stall, a group with nothing under way still gets a
+// worker: two of three models stalled leave the third its reads.
+func TestStalledGroupsCannotStarveAThird(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, workers = 4 << 10, 8
+		l := &groupLoader{stalled: []string{"a", "b"}, inFlight: map[string]int{}}
+		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: workers, Groups: []string{"a", "b", "c"}}, l)
+		defer c.Close()
+		var objs []*Object
+		for _, g := range []string{"c", "a", "b"} {
+			objs = append(objs, c.Object(ObjectID{Name: g + "/w", Version: "v", Size: 32 * bs, Group: g}))
+		}
+		stalledA := readBlocks(objs[1], bs, 2*workers)
+		synctest.Wait()
+		stalledB := readBlocks(objs[2], bs, 2*workers)
+		synctest.Wait()
+		if a, b := l.loading("a"), l.loading("b"); a != workers-2 || b != 1 {
+			t.Errorf("stalled groups hold %d and %d of %d workers, want one left free for the idle group", a, b, workers)
+		}
+		done := readBlocks(objs[0], bs, 3)
+		synctest.Wait()
+		for range 3 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("read of the healthy group: %v", err)
+				}
+			default:
+				t.Fatal("a read of the healthy group waits behind the stalled groups")
+			}
+		}
+		c.Close()
+		for range 2 * workers {
+			<-stalledA
+			<-stalledB
+		}
+	})
+}
+
 // With a single group, every worker may load for it: a mount of one
 // model keeps its full concurrency.
 func TestSingleGroupUsesEveryWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const bs, workers = 4 << 10, 4
-		l := &groupLoader{stalled: "", inFlight: map[string]int{}}
+		l := &groupLoader{stalled: []string{""}, inFlight: map[string]int{}}
 		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: workers}, l)
 		a := c.Object(ObjectID{Name: "w", Version: "v", Size: 32 * bs})
 		reads := readBlocks(a, bs, 2*workers)

@@ -66,6 +66,10 @@ const (
 
 	// A full or read-only directory pauses write-back; it resumes when
 	// eviction frees room, or tries again after this backoff, doubling.
+	// verifyCloseGrace is how long closing waits for background
+	// verifications before cancelling them.
+	verifyCloseGrace = 2 * time.Second
+
 	minWriteBackoff = time.Second
 	maxWriteBackoff = time.Minute
 )
@@ -186,8 +190,23 @@ func (t *diskTier) close() {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
+	// A verification about to finish is worth its stamp (the next mount
+	// passes the object through), so it gets a short grace; one reading a
+	// large object from a slow disk is cancelled, since a shutdown must not
+	// wait for it.
+	finished := make(chan struct{})
+	go func() {
+		t.bg.Wait()
+		close(finished)
+	}()
+	grace := time.NewTimer(verifyCloseGrace)
+	select {
+	case <-finished:
+	case <-grace.C:
+	}
+	grace.Stop()
 	t.cancel()
-	t.bg.Wait()
+	<-finished
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.objs {

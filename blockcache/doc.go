@@ -13,15 +13,13 @@
 //     of workers that always take a waiting demand load first (of the
 //     groups under their limit, below).
 //   - Loads are shared fairly between groups (ObjectID.Group: a mount's
-//     models). Once the cache has seen more than one group, no group holds
-//     more than Workers-1 loads, and a free worker takes the waiting load
-//     (demand first) of the group with the fewest under way. So a group
-//     whose source stalls can never hold every worker while another has
-//     demand waiting: that demand is served by the worker left over, and
-//     by every worker the stalled group gives back (needs Workers ≥ 2).
-//     Stalls in two groups at once can still hold every worker until a
-//     load times out. With a single group, every worker serves it in FIFO
-//     order.
+//     models). A group with loads under way takes another worker only
+//     while one stays free for every other group that has none (at most
+//     Workers/2 are held back this way), and a free worker takes the
+//     waiting load (demand first) of the group with the fewest under way.
+//     So however many groups' sources stall, every other group can always
+//     start a load: its demand never waits on a stalled source. With a
+//     single group, every worker serves it in FIFO order.
 //   - The RAM tier stays within its byte budget, except for blocks that a
 //     demand read needs while everything else is in use; that overshoot is
 //     bounded by the number of workers times the block size. Block memory

@@ -181,8 +181,12 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 		}
 	}
 	r.loader = loader
+	groups := make([]string, len(models))
+	for i, ms := range models {
+		groups[i] = ms.spec.Name // cacheID's Group
+	}
 	r.cache = blockcache.New(blockcache.Options{
-		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Disk: disk, Logger: log,
+		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Groups: groups, Disk: disk, Logger: log,
 	}, loader)
 	return r, nil
 }
