@@ -1,16 +1,17 @@
 package csi
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/modelfs/modelfs/internal/cgroups"
 )
 
 // volumeCgroupPrefix names the cgroups the plugin creates, one per volume.
@@ -33,36 +34,21 @@ type memcg struct {
 // for children, else cgroup v1's memory hierarchy. root is "/" but in
 // tests. The error says why there is none.
 func newMemcg(root string) (*memcg, error) {
-	self, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
+	self, err := cgroups.Self(root)
 	if err != nil {
-		return nil, fmt.Errorf("reading /proc/self/cgroup: %w", err)
-	}
-	var v1Path, v2Path string
-	haveV1, haveV2 := false, false
-	sc := bufio.NewScanner(bytes.NewReader(self))
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		switch {
-		case parts[0] == "0" && parts[1] == "":
-			v2Path, haveV2 = parts[2], true
-		case hasController(parts[1], "memory"):
-			v1Path, haveV1 = parts[2], true
-		}
+		return nil, err
 	}
 	// A v1 memory controller is the one that accounts: on a hybrid host
 	// the v2 tree has no memory controller.
 	switch {
-	case haveV1:
-		dir := ownCgroup(filepath.Join(root, "sys/fs/cgroup/memory"), v1Path)
+	case self.V1:
+		dir := ownCgroup(filepath.Join(root, "sys/fs/cgroup/memory"), self.V1Path)
 		if err := writable(dir); err != nil {
 			return nil, fmt.Errorf("cgroup v1 memory controller at %s: %w", dir, err)
 		}
 		return &memcg{parent: dir}, nil
-	case haveV2:
-		dir := ownCgroup(filepath.Join(root, "sys/fs/cgroup"), v2Path)
+	case self.V2:
+		dir := ownCgroup(filepath.Join(root, "sys/fs/cgroup"), self.V2Path)
 		if filepath.Base(dir) == pluginLeaf {
 			// A restarted plugin server, in the leaf an earlier one
 			// made: delegate from the same cgroup, not a nested one.
@@ -74,15 +60,6 @@ func newMemcg(root string) (*memcg, error) {
 		return &memcg{parent: dir, v2: true}, nil
 	}
 	return nil, errors.New("no cgroup memory controller")
-}
-
-func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
 }
 
 // ownCgroup is the plugin's cgroup directory under mnt. Inside a cgroup
@@ -112,14 +89,14 @@ func delegateMemory(dir string) error {
 	if err != nil {
 		return err
 	}
-	if !hasController(strings.TrimSpace(strings.ReplaceAll(string(ctrl), " ", ",")), "memory") {
+	if !slices.Contains(strings.Fields(string(ctrl)), "memory") {
 		return errors.New("the memory controller is not delegated to the plugin's cgroup")
 	}
 	sub, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
 	if err != nil {
 		return err
 	}
-	if hasController(strings.ReplaceAll(strings.TrimSpace(string(sub)), " ", ","), "memory") {
+	if slices.Contains(strings.Fields(string(sub)), "memory") {
 		return nil
 	}
 	leaf := filepath.Join(dir, pluginLeaf)

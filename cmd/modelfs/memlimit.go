@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +9,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/modelfs/modelfs/internal/cgroups"
 )
 
 // cgroupMemoryLimit returns the memory limit of this process's cgroup, read
@@ -20,44 +20,19 @@ import (
 // may be the one that binds. ok is false when there is no limit ("max", v1's
 // huge sentinel) or no cgroup file to read.
 func cgroupMemoryLimit(root string) (limit int64, ok bool, err error) {
-	self, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
+	self, err := cgroups.Self(root)
 	if err != nil {
-		return 0, false, fmt.Errorf("reading /proc/self/cgroup: %w", err)
-	}
-	var v2Path, v1Path string
-	haveV2, haveV1 := false, false
-	sc := bufio.NewScanner(bytes.NewReader(self))
-	for sc.Scan() {
-		// hierarchy-ID:controller-list:cgroup-path
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		switch {
-		case parts[0] == "0" && parts[1] == "":
-			v2Path, haveV2 = parts[2], true
-		case hasController(parts[1], "memory"):
-			v1Path, haveV1 = parts[2], true
-		}
+		return 0, false, err
 	}
 	// v1's memory controller, when present, is the one that limits: on a
 	// hybrid host the v2 tree holds no memory controller.
 	switch {
-	case haveV1:
-		return smallestLimit(filepath.Join(root, "sys/fs/cgroup/memory"), v1Path, "memory.limit_in_bytes")
-	case haveV2:
-		return smallestLimit(filepath.Join(root, "sys/fs/cgroup"), v2Path, "memory.max")
+	case self.V1:
+		return smallestLimit(filepath.Join(root, "sys/fs/cgroup/memory"), self.V1Path, "memory.limit_in_bytes")
+	case self.V2:
+		return smallestLimit(filepath.Join(root, "sys/fs/cgroup"), self.V2Path, "memory.max")
 	}
 	return 0, false, nil
-}
-
-func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
 }
 
 // smallestLimit reads file in the cgroup directory and each parent up to
