@@ -5,22 +5,28 @@ import (
 	"strings"
 )
 
-// awsSettings are the AWS_* variables a mount without the node's identity
-// keeps: where and how to reach S3, never who to be. Everything else under
-// AWS_ (keys, session tokens, role ARN, web identity token file, profile,
-// shared config and credentials files, container credential URIs and
-// tokens, metadata endpoints) can lend the node's identity and is dropped.
-var awsSettings = map[string]bool{
-	"AWS_REGION": true, "AWS_DEFAULT_REGION": true, "AWS_CA_BUNDLE": true,
-	"AWS_USE_FIPS_ENDPOINT": true, "AWS_USE_DUALSTACK_ENDPOINT": true,
+// awsSetting reports whether name is one of the AWS_* variables a mount
+// without the node's identity keeps: where and how to reach S3, never who
+// to be. Everything else under AWS_ (keys, session tokens, role ARN, web
+// identity token file, profile, shared config and credentials files,
+// container credential URIs and tokens, metadata endpoints) can lend the
+// node's identity and is dropped.
+func awsSetting(name string) bool {
+	switch name {
+	case "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT":
+		return true
+	}
+	return false
 }
 
 // noIdentityEnv closes the SDK's other ways to an identity: shared files
 // in the plugin's home and the instance metadata service.
-var noIdentityEnv = []string{
-	"AWS_CONFIG_FILE=" + os.DevNull,
-	"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
-	"AWS_EC2_METADATA_DISABLED=true",
+func noIdentityEnv() []string {
+	return []string{
+		"AWS_CONFIG_FILE=" + os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
 }
 
 // mountEnv is the environment of a mount process: the plugin's own (from
@@ -29,18 +35,18 @@ var noIdentityEnv = []string{
 // the plugin's cloud identity: the volume brings its own or goes
 // anonymous.
 func mountEnv(environ []string, nodeIdentity bool, extra []string) []string {
-	env := make([]string, 0, len(environ)+len(noIdentityEnv)+len(extra))
+	env := make([]string, 0, len(environ)+3+len(extra))
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(name, "MODELFS_"):
-		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSettings[name]:
+		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSetting(name):
 		default:
 			env = append(env, kv)
 		}
 	}
 	if !nodeIdentity {
-		env = append(env, noIdentityEnv...)
+		env = append(env, noIdentityEnv()...)
 	}
 	return append(env, extra...)
 }
