@@ -21,6 +21,8 @@ var noIdentityEnv = []string{
 	"AWS_CONFIG_FILE=" + os.DevNull,
 	"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
 	"AWS_EC2_METADATA_DISABLED=true",
+	// Nor the plugin's Hugging Face login.
+	"HF_TOKEN_PATH=" + os.DevNull,
 }
 
 // mountEnv is the environment of a mount process: the plugin's own (from
@@ -35,6 +37,7 @@ func mountEnv(environ []string, nodeIdentity bool, extra []string) []string {
 		switch {
 		case strings.HasPrefix(name, "MODELFS_"):
 		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSettings[name]:
+		case !nodeIdentity && (name == "HF_TOKEN" || name == "HF_TOKEN_PATH"):
 		default:
 			env = append(env, kv)
 		}

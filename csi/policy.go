@@ -129,6 +129,13 @@ func (p InlineSources) allows(v *volume) bool {
 			return bucket
 		}
 		return p.allowsURL(v.endpoint)
+	case "hf":
+		// A Hub is allowed like an HTTPS origin: https://huggingface.co,
+		// or the mirror the endpoint attribute names.
+		if v.endpoint != "" {
+			return p.allowsURL(v.endpoint)
+		}
+		return p.allowsURL(fetch.DefaultHFEndpoint)
 	default:
 		return p.allowsURL(v.source)
 	}
@@ -161,7 +168,7 @@ func (o *Options) netPolicy() *fetch.NetPolicy {
 // it dials.
 func checkAddresses(policy *fetch.NetPolicy, v *volume) error {
 	for _, raw := range []string{v.source, v.endpoint} {
-		if raw == "" || v.scheme == "s3" && raw == v.source {
+		if raw == "" || (v.scheme == "s3" || v.scheme == "hf") && raw == v.source {
 			continue
 		}
 		u, err := url.Parse(raw)
