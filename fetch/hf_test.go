@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -311,5 +314,74 @@ func TestHFLinkExpiry(t *testing.T) {
 	}
 	if got := linkExpiry(url.Values{}, now); !got.Equal(now.Add(hfLinkDefaultTTL)) {
 		t.Errorf("default expiry %v", got)
+	}
+}
+
+// A Hub or CDN that answers for other bytes than the pinned file's is
+// caught: a hash or size that changed fails with ErrChanged, never with
+// bytes of another version.
+func TestHFHostileReplies(t *testing.T) {
+	const sha = "1111111111111111111111111111111111111111111111111111111111111111"
+	const commit = "2222222222222222222222222222222222222222"
+	data := bytes.Repeat([]byte("x"), 4096)
+	for name, tc := range map[string]struct {
+		resolve func(w http.ResponseWriter)
+		cdn     func(w http.ResponseWriter, r *http.Request)
+	}{
+		"hash at resolve": {resolve: func(w http.ResponseWriter) {
+			w.Header().Set("X-Linked-Etag", `"`+strings.Repeat("3", 64)+`"`)
+		}},
+		"commit at resolve": {resolve: func(w http.ResponseWriter) {
+			w.Header().Set("X-Repo-Commit", strings.Repeat("4", 40))
+		}},
+		"size at resolve": {resolve: func(w http.ResponseWriter) {
+			w.Header().Set("X-Linked-Size", "4097")
+		}},
+		"hash at the CDN": {cdn: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Linked-Etag", `"`+strings.Repeat("3", 64)+`"`)
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+		}},
+		"size at the CDN": {cdn: func(w http.ResponseWriter, r *http.Request) {
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(append(data, 'y')))
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.cdn != nil {
+					tc.cdn(w, r)
+					return
+				}
+				http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+			}))
+			defer cdn.Close()
+			hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/api/") {
+					fmt.Fprintf(w, `{"sha":%q,"siblings":[{"rfilename":"m.safetensors","size":4096,"blobId":"%s","lfs":{"sha256":%q,"size":4096}}]}`,
+						commit, strings.Repeat("5", 40), sha)
+					return
+				}
+				w.Header().Set("X-Repo-Commit", commit)
+				w.Header().Set("X-Linked-Etag", `"`+sha+`"`)
+				w.Header().Set("X-Linked-Size", "4096")
+				if tc.resolve != nil {
+					tc.resolve(w)
+				}
+				w.Header().Set("Location", cdn.URL+"/blob?Expires=9999999999")
+				w.WriteHeader(http.StatusFound)
+			}))
+			defer hub.Close()
+			h, err := NewHF(HFOptions{Repo: "acme/m", Endpoint: hub.URL, Retry: RetryOptions{MaxAttempts: 2, BaseDelay: time.Millisecond}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := h.List(context.Background())
+			if err != nil || len(objs) != 1 {
+				t.Fatalf("List: %v, %v", objs, err)
+			}
+			p := make([]byte, 100)
+			if n, err := h.ReadAt(context.Background(), objs[0], p, 10); !errors.Is(err, ErrChanged) || n != 0 {
+				t.Fatalf("ReadAt: %d, %v; want ErrChanged", n, err)
+			}
+		})
 	}
 }
