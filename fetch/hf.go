@@ -67,9 +67,10 @@ type HF struct {
 	retry    RetryOptions
 	now      func() time.Time
 
-	mu     sync.Mutex
-	commit string            // pinned at the first List or read
-	links  map[string]hfLink // signed CDN links by key
+	mu        sync.Mutex
+	commit    string                   // pinned at the first List or read
+	links     map[string]hfLink        // signed CDN links by key
+	resolving map[string]chan struct{} // closed when the key's resolve ends
 }
 
 // hfLink is a signed, short-lived CDN URL for one file, and the CDN's own
@@ -108,6 +109,7 @@ func NewHF(opts HFOptions) (*HF, error) {
 	h := &HF{
 		endpoint: u, repo: opts.Repo, dataset: opts.Dataset, rev: opts.Revision, token: opts.Token,
 		client: opts.Client, net: opts.Net, retry: opts.Retry, now: time.Now, links: map[string]hfLink{},
+		resolving: map[string]chan struct{}{},
 	}
 	if h.client == nil {
 		h.client = defaultHTTPClient(opts.Net)
@@ -407,19 +409,22 @@ func (h *HF) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 	return n, nil
 }
 
-// readRange is one try: from a cached link, or else the resolve URL, whose
-// redirect gives the link. A cached link the CDN refuses (expired, or
+// readRange is one try: from the file's link, or else the resolve URL,
+// whose redirect gives the link. A link the CDN refuses (expired, or
 // revoked early) is dropped and the file resolved again, once.
 func (h *HF) readRange(ctx context.Context, commit string, obj Object, p []byte, off int64) error {
-	for fresh := false; ; fresh = true {
-		link, ok := h.link(obj.Key)
-		if !ok {
-			var err error
-			if link, err = h.resolve(ctx, commit, obj, p, off); err != nil || link.url == "" {
-				// Served by the Hub itself, or failed.
+	for retried := false; ; retried = true {
+		link, cached, release, err := h.awaitLink(ctx, obj.Key)
+		if err != nil {
+			return err
+		}
+		if !cached {
+			link, err = h.resolve(ctx, commit, obj, p, off)
+			release()
+			if err != nil || link.url == "" {
+				// Failed, or served by the Hub itself.
 				return err
 			}
-			fresh = true
 		}
 		status, err := h.cdnRange(ctx, &link, obj, p, off)
 		if err == nil {
@@ -432,7 +437,7 @@ func (h *HF) readRange(ctx context.Context, commit string, obj Object, p []byte,
 		}
 		if status == http.StatusForbidden || status == http.StatusUnauthorized || status == http.StatusGone {
 			h.dropLink(obj.Key, link.url)
-			if !fresh {
+			if cached && !retried {
 				continue
 			}
 			// Refused straight after the Hub issued it: let the retry
@@ -443,9 +448,44 @@ func (h *HF) readRange(ctx context.Context, commit string, obj Object, p []byte,
 	}
 }
 
-func (h *HF) link(key string) (hfLink, bool) {
+// awaitLink returns the file's unexpired link. Without one, the first
+// caller gets release, to call once it has resolved the file; callers
+// meanwhile wait for it, so that the many block reads that start on a
+// file at once cost the Hub one resolve, not one each.
+func (h *HF) awaitLink(ctx context.Context, key string) (link hfLink, ok bool, release func(), err error) {
+	h.mu.Lock()
+	if l, ok := h.linkLocked(key); ok {
+		h.mu.Unlock()
+		return l, true, nil, nil
+	}
+	wait, busy := h.resolving[key]
+	if !busy {
+		done := make(chan struct{})
+		h.resolving[key] = done
+		h.mu.Unlock()
+		return hfLink{}, false, func() {
+			h.mu.Lock()
+			delete(h.resolving, key)
+			h.mu.Unlock()
+			close(done)
+		}, nil
+	}
+	h.mu.Unlock()
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return hfLink{}, false, nil, ctx.Err()
+	}
+	// No link still (the file is served by the Hub, or the resolve
+	// failed): resolve on our own.
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	l, ok := h.linkLocked(key)
+	return l, ok, func() {}, nil
+}
+
+// linkLocked returns key's link unless it is about to expire; h.mu held.
+func (h *HF) linkLocked(key string) (hfLink, bool) {
 	l, ok := h.links[key]
 	if ok && !h.now().Before(l.expires.Add(-hfLinkMargin)) {
 		delete(h.links, key)

@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -383,5 +385,32 @@ func TestHFHostileReplies(t *testing.T) {
 				t.Fatalf("ReadAt: %d, %v; want ErrChanged", n, err)
 			}
 		})
+	}
+}
+
+// Block reads that start on a file at once share one resolve.
+func TestHFConcurrentReadsShareResolve(t *testing.T) {
+	s, h := newHFTest(t, "acme/tiny", HFOptions{})
+	s.CreateRepo("acme/tiny", hubserver.RepoOptions{})
+	files := hfFiles()
+	s.Push("acme/tiny", "main", files)
+	objs, err := h.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := objs[slices.IndexFunc(objs, func(o Object) bool { return o.Key == "model.safetensors" })]
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			p := make([]byte, 256<<10)
+			off := int64(i) * int64(len(p))
+			if _, err := h.ReadAt(context.Background(), big, p, off); err != nil || !bytes.Equal(p, files[big.Key][off:off+int64(len(p))]) {
+				t.Errorf("read at %d: %v", off, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.ResolveRequests.Load(); n != 1 {
+		t.Fatalf("%d resolves for 8 concurrent reads of one file, want 1", n)
 	}
 }
