@@ -695,6 +695,8 @@ func (h *HF) hubError(resp *http.Response, key string) error {
 			return fmt.Errorf("%w: %s is gated: set HF_TOKEN to a token of an account that accepted its terms at %s", ErrAccess, h, page)
 		}
 		return fmt.Errorf("%w: %s is gated and the token's account has not accepted its terms: accept them at %s", ErrAccess, h, page)
+	case resp.Header.Get("X-Error-Message") == "Access to this resource is disabled.":
+		return fmt.Errorf("%w: %s has been disabled on the Hub", ErrAccess, h.repoPath())
 	case code == "RepoNotFound" || (key == "" && resp.StatusCode == http.StatusNotFound && code == ""):
 		if h.token == "" && resp.StatusCode == http.StatusUnauthorized {
 			return fmt.Errorf("%w: repository %s does not exist, or is private and needs a token (set HF_TOKEN)", ErrNotFound, h.repoPath())
