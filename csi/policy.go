@@ -132,10 +132,7 @@ func (p InlineSources) allows(v *volume) bool {
 	case "hf":
 		// A Hub is allowed like an HTTPS origin: https://huggingface.co,
 		// or the mirror the endpoint attribute names.
-		if v.endpoint != "" {
-			return p.allowsURL(v.endpoint)
-		}
-		return p.allowsURL(fetch.DefaultHFEndpoint)
+		return p.allowsURL(v.hfEndpoint())
 	default:
 		return p.allowsURL(v.source)
 	}

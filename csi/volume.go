@@ -259,6 +259,14 @@ func (v *volume) shownSource() string {
 	return u.String()
 }
 
+// hfEndpoint is the Hub an hf:// volume reads from.
+func (v *volume) hfEndpoint() string {
+	if v.endpoint != "" {
+		return v.endpoint
+	}
+	return fetch.DefaultHFEndpoint
+}
+
 // memCacheBytes is the RAM cache v's mount gets: its memCache, or the
 // node's default (what modelfs mount's auto would pick, within the node's
 // cap).
@@ -295,8 +303,10 @@ func (v *volume) mountArgs(target string, node *Options) []string {
 		args = append(args, "--allow-networks", fetch.FormatNetworks(policy.Allow))
 	}
 	switch {
-	case v.endpoint != "" && v.scheme == "hf":
-		args = append(args, "--hf-endpoint", v.endpoint)
+	case v.scheme == "hf":
+		// Always named, so the Hub reached is the one --inline-sources
+		// checked, not an HF_ENDPOINT in the plugin's environment.
+		args = append(args, "--hf-endpoint", v.hfEndpoint())
 	case v.endpoint != "":
 		args = append(args, "--endpoint", v.endpoint)
 	}
