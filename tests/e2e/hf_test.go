@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/modelfs/modelfs/tests/hubserver"
 )
@@ -134,5 +139,41 @@ func TestHFSourceAccessErrors(t *testing.T) {
 		if strings.Count(strings.TrimSpace(stderr), "\n") > 0 || strings.Contains(stderr, hfToken) || tc.token != "" && strings.Contains(stderr, tc.token) {
 			t.Errorf("%s: want one line without the token, got %q", tc.source, stderr)
 		}
+	}
+}
+
+// An inline CSI volume reads a private Hub repo with its hfToken secret;
+// without one it does not borrow the plugin's own Hugging Face login.
+func TestHFSourceCSIVolume(t *testing.T) {
+	csiEnv(t)
+	hub, _ := newHub(t) // the plugin's environment has a token file
+	stateDir := t.TempDir()
+	p := startCSIInProcess(t, stateDir)
+	ctx := context.Background()
+	attrs := map[string]string{"source": "hf://acme/llama", "endpoint": hub.Hub.URL, "csi.storage.k8s.io/ephemeral": "true"}
+
+	err := p.publish(ctx, "vol-hf-0", filepath.Join(t.TempDir(), "m0"), attrs, nil)
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "needs a token") {
+		t.Fatalf("publish without a secret: %v, want NotFound saying a token is needed", err)
+	}
+
+	target := filepath.Join(t.TempDir(), "pods", "p1", "volumes", "model")
+	if err := p.publish(ctx, "vol-hf", target, attrs, map[string]string{"hfToken": hfToken}); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, target)
+	for what, text := range map[string]string{
+		"the mount log": stateLogs(t, stateDir), "the mount's command line": procCmdline(t, mountPID(t, stateDir)),
+		"the plugin log": p.log.String(),
+	} {
+		if strings.Contains(text, hfToken) {
+			t.Fatalf("the token appears in %s", what)
+		}
+	}
+	if n := hub.CDNWithAuth.Load(); n != 0 {
+		t.Fatalf("the token reached the CDN %d times", n)
+	}
+	if _, err := p.node.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: "vol-hf", TargetPath: target}); err != nil {
+		t.Fatal(err)
 	}
 }
