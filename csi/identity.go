@@ -26,6 +26,8 @@ func noIdentityEnv() []string {
 		"AWS_CONFIG_FILE=" + os.DevNull,
 		"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
 		"AWS_EC2_METADATA_DISABLED=true",
+		// Nor the plugin's Hugging Face login.
+		"HF_TOKEN_PATH=" + os.DevNull,
 	}
 }
 
@@ -35,12 +37,13 @@ func noIdentityEnv() []string {
 // the plugin's cloud identity: the volume brings its own or goes
 // anonymous.
 func mountEnv(environ []string, nodeIdentity bool, extra []string) []string {
-	env := make([]string, 0, len(environ)+3+len(extra))
+	env := make([]string, 0, len(environ)+4+len(extra))
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(name, "MODELFS_"):
 		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSetting(name):
+		case !nodeIdentity && (name == "HF_TOKEN" || name == "HF_TOKEN_PATH"):
 		default:
 			env = append(env, kv)
 		}

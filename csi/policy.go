@@ -129,6 +129,10 @@ func (p InlineSources) allows(v *volume) bool {
 			return bucket
 		}
 		return p.allowsURL(v.endpoint)
+	case "hf":
+		// A Hub is allowed like an HTTPS origin: https://huggingface.co,
+		// or the mirror the endpoint attribute names.
+		return p.allowsURL(v.hfEndpoint())
 	default:
 		return p.allowsURL(v.source)
 	}
@@ -161,7 +165,7 @@ func (o *Options) netPolicy() *fetch.NetPolicy {
 // it dials.
 func checkAddresses(policy *fetch.NetPolicy, v *volume) error {
 	for _, raw := range []string{v.source, v.endpoint} {
-		if raw == "" || v.scheme == "s3" && raw == v.source {
+		if raw == "" || (v.scheme == "s3" || v.scheme == "hf") && raw == v.source {
 			continue
 		}
 		u, err := url.Parse(raw)

@@ -36,6 +36,7 @@ const (
 	secretSecretAccessKey = "awsSecretAccessKey"
 	secretSessionToken    = "awsSessionToken"
 	secretHTTPToken       = "httpToken"
+	secretHFToken         = "hfToken"
 )
 
 // kubernetesPrefix marks the attributes kubelet adds (pod info, the
@@ -100,8 +101,8 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 	if v.source == "" {
 		return nil, badAttr(attrSource, "required (like s3://bucket/prefix or https://host/model)")
 	}
-	if v.endpoint != "" && v.scheme != "s3" {
-		return nil, badAttr(attrEndpoint, "only applies to s3:// sources")
+	if v.endpoint != "" && v.scheme != "s3" && v.scheme != "hf" {
+		return nil, badAttr(attrEndpoint, "only applies to s3:// and hf:// sources")
 	}
 	if v.recordProfile && v.profile == "" {
 		return nil, badAttr(attrRecordProfile, "needs %q to name the profile to write", attrProfile)
@@ -121,12 +122,13 @@ func (v *volume) set(k, val string) error {
 		if err != nil {
 			// ParseLocation's message quotes the URI, which may carry
 			// userinfo; say what is wrong without it.
-			return badAttr(k, "want s3://bucket[/prefix], https://host/path or http://host/path")
+			return badAttr(k, "want s3://bucket[/prefix], https://host/path, http://host/path or hf://org/name[@revision]")
 		}
-		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" {
+		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" && loc.Scheme != "hf" {
 			return badAttr(k, "%s:// sources are not available to volumes: a pod could read the node's files through them", loc.Scheme)
 		}
-		if u, err := url.Parse(val); err == nil && u.User != nil {
+		// hf://org/name@revision has an '@' but no credentials.
+		if u, err := url.Parse(val); err == nil && u.User != nil && loc.Scheme != "hf" {
 			return badAttr(k, "credentials in the URL are not allowed; use nodePublishSecretRef")
 		}
 		v.source, v.scheme = val, loc.Scheme
@@ -213,9 +215,11 @@ func credentials(secrets map[string]string) ([]string, error) {
 			env = append(env, "AWS_SESSION_TOKEN="+val)
 		case secretHTTPToken:
 			env = append(env, "MODELFS_HTTP_TOKEN="+val)
+		case secretHFToken:
+			env = append(env, "HF_TOKEN="+val)
 		default:
-			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s", k,
-				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken)
+			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s, %s", k,
+				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken, secretHFToken)
 		}
 		if val == "" {
 			return nil, fmt.Errorf("secret key %q is empty", k)
@@ -244,12 +248,23 @@ func (v *volume) mountEnv() []string { return []string{sourceEnv + "=" + v.sourc
 // shownSource is the source without userinfo, query or fragment, where
 // credentials and signatures hide: what records and logs may hold.
 func (v *volume) shownSource() string {
+	if v.scheme == "hf" {
+		return v.source // a repo and revision, which ParseLocation checked
+	}
 	u, err := url.Parse(v.source)
 	if err != nil {
 		return v.scheme + "://"
 	}
 	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
 	return u.String()
+}
+
+// hfEndpoint is the Hub an hf:// volume reads from.
+func (v *volume) hfEndpoint() string {
+	if v.endpoint != "" {
+		return v.endpoint
+	}
+	return fetch.DefaultHFEndpoint
 }
 
 // memCacheBytes is the RAM cache v's mount gets: its memCache, or the
@@ -287,7 +302,12 @@ func (v *volume) mountArgs(target string, node *Options) []string {
 	if len(policy.Allow) > 0 {
 		args = append(args, "--allow-networks", fetch.FormatNetworks(policy.Allow))
 	}
-	if v.endpoint != "" {
+	switch {
+	case v.scheme == "hf":
+		// Always named, so the Hub reached is the one --inline-sources
+		// checked, not an HF_ENDPOINT in the plugin's environment.
+		args = append(args, "--hf-endpoint", v.hfEndpoint())
+	case v.endpoint != "":
 		args = append(args, "--endpoint", v.endpoint)
 	}
 	if v.region != "" {

@@ -1,12 +1,14 @@
 // Package fetch reads remote model objects: S3 and S3-compatible stores,
-// HTTP(S) servers and local directories, behind one small Source interface.
+// HTTP(S) servers, Hugging Face Hub repositories and local directories,
+// behind one small Source interface.
 //
 // Invariants:
 //   - Every object is pinned at Stat/List time to a version (ETag, VersionId,
-//     Last-Modified for HTTP files without a strong ETag, or size+mtime for
-//     local files). Every ReadAt names that version and fails with ErrChanged
-//     if the remote object is no longer it; bytes of two versions are never
-//     mixed. Usable refuses objects with nothing to pin (ErrUnpinned).
+//     Last-Modified for HTTP files without a strong ETag, the LFS sha256 or
+//     git blob id of a Hub file, whose repo is pinned to one commit, or
+//     size+mtime for local files). Every ReadAt names that version and
+//     fails with ErrChanged if the remote object is no longer it; bytes of
+//     two versions are never mixed. Usable refuses objects with nothing to pin (ErrUnpinned).
 //   - Sizes come from the remote and are not trusted: Usable refuses those
 //     negative, unknown or over MaxObjectSize (ErrBadSize) before anything
 //     is sized from them, and replies must match the range asked for.

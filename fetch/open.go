@@ -11,16 +11,19 @@ import (
 
 // Location is a parsed source URI.
 type Location struct {
-	// Scheme is "s3", "http", "https" or "file".
+	// Scheme is "s3", "http", "https", "file" or "hf".
 	Scheme string
 	// Bucket and Prefix, for s3.
 	Bucket, Prefix string
 	// URL, for http(s); Path, for file.
 	URL, Path string
+	// Repo and Revision ("" for main), for hf; Dataset for hf://datasets/.
+	Repo, Revision string
+	Dataset        bool
 }
 
-// ParseLocation parses s3://bucket[/prefix], http(s)://host/path and
-// file:///abs/dir. It rejects what it cannot serve with a message that
+// ParseLocation parses s3://bucket[/prefix], http(s)://host/path,
+// file:///abs/dir and hf://[datasets/]org/name[@revision]. It rejects what it cannot serve with a message that
 // names the problem.
 func ParseLocation(raw string) (Location, error) {
 	if raw == "" {
@@ -66,8 +69,14 @@ func ParseLocation(raw string) (Location, error) {
 			return Location{}, fmt.Errorf("source %q: file URIs need an absolute path (file:///path)", raw)
 		}
 		return Location{Scheme: "file", Path: filepath.Clean(u.Path)}, nil
+	case "hf":
+		loc, err := parseHFLocation(rest)
+		if err != nil {
+			return Location{}, fmt.Errorf("source %q: %w", raw, err)
+		}
+		return loc, nil
 	default:
-		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https or file", raw, scheme)
+		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https, file or hf", raw, scheme)
 	}
 }
 
@@ -112,6 +121,7 @@ func redactURL(u *url.URL) string {
 type OpenOptions struct {
 	S3    S3Options // Bucket and Prefix are taken from the location
 	HTTP  HTTPOptions
+	HF    HFOptions // Repo, Dataset and Revision are taken from the location
 	Retry RetryOptions
 	// Net bounds where every network source connects; nil allows all.
 	Net *NetPolicy
@@ -130,6 +140,10 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 		return NewHTTP(o)
 	case "file":
 		return NewLocal(LocalOptions{Root: loc.Path})
+	case "hf":
+		o := opts.HF
+		o.Repo, o.Dataset, o.Revision, o.Retry, o.Net = loc.Repo, loc.Dataset, loc.Revision, opts.Retry, opts.Net
+		return NewHF(o)
 	}
 	return nil, fmt.Errorf("unknown scheme %q", loc.Scheme)
 }

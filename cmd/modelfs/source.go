@@ -26,7 +26,10 @@ const sourceHelp = `SOURCE is one of
                             the AWS default chain (env, shared config, web identity, instance role)
    https://host/path/       a directory with a manifest (modelfs.json or model.safetensors.index.json)
    https://host/file        a single file
-   file:///dir              a local or NFS directory`
+   file:///dir              a local or NFS directory
+   hf://org/name[@rev]      a Hugging Face Hub model (hf://datasets/org/name for a dataset),
+                            pinned to the revision's commit at mount; token from HF_TOKEN,
+                            --hf-token-env, then $HF_HOME/token; HF_ENDPOINT for a mirror`
 
 // sourceFlags are the flags of every command that reads a source.
 func sourceFlags() []cli.Flag {
@@ -37,6 +40,8 @@ func sourceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "aws-profile", Usage: "AWS shared-config profile (default: AWS_PROFILE, then default)", EnvVars: env("AWS_PROFILE")},
 		&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous S3 requests (public buckets)", EnvVars: env("NO_SIGN_REQUEST")},
 		&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
+		&cli.StringFlag{Name: "hf-token-env", Usage: "name of an environment variable holding a Hugging Face token, read after HF_TOKEN", EnvVars: env("HF_TOKEN_ENV")},
+		&cli.StringFlag{Name: "hf-endpoint", Value: fetch.DefaultHFEndpoint, Usage: "Hugging Face Hub endpoint (mirrors)", EnvVars: []string{"MODELFS_HF_ENDPOINT", "HF_ENDPOINT"}},
 		&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
 		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
 		&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
@@ -202,6 +207,12 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
+	var hfToken string
+	if loc.Scheme == "hf" {
+		if hfToken, err = fetch.HFToken(os.Getenv, c.String("hf-token-env")); err != nil {
+			return nil, err
+		}
+	}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
 		Net: policy,
 		S3: fetch.S3Options{
@@ -209,6 +220,7 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2, Logger: log,
 		},
 		HTTP: fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
+		HF:   fetch.HFOptions{Token: hfToken, Endpoint: c.String("hf-endpoint")},
 		Retry: fetch.RetryOptions{
 			MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout"),
 			Observer: m.observer(sourceKind(loc.Scheme), spec.Name),
