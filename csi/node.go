@@ -44,6 +44,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := vol.setMountOptions(req.GetVolumeCapability().GetMount().GetMountFlags()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	if vol.memCache > d.opts.MaxMemCache {
 		return nil, status.Error(codes.InvalidArgument, badAttr(attrMemCache, "%s is over the node's cap of %s (modelfs csi --max-mem-cache)",
 			units.FormatSize(vol.memCache), units.FormatSize(d.opts.MaxMemCache)).Error())

@@ -83,17 +83,17 @@ func runCSI(c *cli.Context) error {
 	}
 	var cacheSize int64
 	if v := c.String("cache-size"); v != "auto" {
-		if cacheSize, err = parseSize(v, "--cache-size"); err != nil {
-			return fmt.Errorf("csi: %w", err)
+		if cacheSize, err = csiSize(c, "cache-size"); err != nil {
+			return err
 		}
 	}
-	maxMem, err := parseSize(c.String("max-mem-cache"), "--max-mem-cache")
+	maxMem, err := csiSize(c, "max-mem-cache")
 	if err != nil {
-		return fmt.Errorf("csi: %w", err)
+		return err
 	}
-	headroom, err := parseSize(c.String("mount-memory-headroom"), "--mount-memory-headroom")
+	headroom, err := csiSize(c, "mount-memory-headroom")
 	if err != nil {
-		return fmt.Errorf("csi: %w", err)
+		return err
 	}
 	if headroom == 0 {
 		headroom = -1 // Options' "no per-volume cgroups"
@@ -119,6 +119,16 @@ func runCSI(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return d.Serve(ctx, c.String("endpoint"))
+}
+
+// csiSize reads a size flag the way volume attributes read sizes: a Helm
+// value or manifest may well say 100Gi.
+func csiSize(c *cli.Context, flag string) (int64, error) {
+	n, ok := csi.ParseSize(c.String(flag))
+	if !ok {
+		return 0, usagef("csi: --%s %q: want a size such as 100Gi, 512Mi or 1GiB", flag, c.String(flag))
+	}
+	return n, nil
 }
 
 // superviseCSI runs as a container's init: when PID 1 exits the kernel
