@@ -335,7 +335,8 @@ func autoMemCache() int64 {
 // mountArgs is the modelfs mount command line for v. The source and
 // secrets travel in the environment, never in arguments, which any user
 // can read in /proc; the target stays last, where ownsTarget looks.
-func (v *volume) mountArgs(target string, node *Options) []string {
+// metricsSock, if set, is where the mount serves its metrics.
+func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
 	cacheDir, profileDir := node.CacheDir, node.ProfileDir
 	args := []string{"mount", "--prefetch", v.prefetch}
 	// The mount enforces the network policy on every connection it dials.
@@ -385,6 +386,9 @@ func (v *volume) mountArgs(target string, node *Options) []string {
 	}
 	if v.concurrency != 0 {
 		args = append(args, "--concurrency", strconv.Itoa(v.concurrency))
+	}
+	if metricsSock != "" {
+		args = append(args, "--metrics-addr", "unix:"+metricsSock)
 	}
 	return append(args, "--allow-other", "--", target)
 }

@@ -21,13 +21,13 @@ func TestParseVolume(t *testing.T) {
 	if !v.ephemeral || v.scheme != "s3" || v.concurrency != 32 {
 		t.Fatalf("parsed %+v", v)
 	}
-	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", &Options{CacheDir: "/var/cache/modelfs", ProfileDir: t.TempDir(), CacheSize: 100 << 30,
+	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", "/state/v.sock", &Options{CacheDir: "/var/cache/modelfs", ProfileDir: t.TempDir(), CacheSize: 100 << 30,
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}})
 	want := []string{"mount", "--prefetch", "layer",
 		"--deny-networks", "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,127.0.0.0/8,::1/128,0.0.0.0/8,::/128",
 		"--allow-networks", "10.1.2.3/32", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
 		"--cache-dir", "/var/cache/modelfs", "--no-saved-listing", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8388608",
-		"--concurrency", "32", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
+		"--concurrency", "32", "--metrics-addr", "unix:/state/v.sock", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
 	if !slices.Equal(args, want) {
 		t.Fatalf("mount args\n got %q\nwant %q", args, want)
 	}
@@ -103,7 +103,7 @@ func TestMountOptions(t *testing.T) {
 	if err := v.setMountOptions([]string{"ro", "nosuid", "nodev", "allow_other", "readahead=64Mi"}); err != nil {
 		t.Fatal(err)
 	}
-	args := v.mountArgs("/t", &Options{})
+	args := v.mountArgs("/t", "", &Options{})
 	if i := slices.Index(args, "--readahead"); i < 0 || args[i+1] != "67108864" {
 		t.Fatalf("readahead not passed on: %q", args)
 	}
@@ -176,7 +176,7 @@ func FuzzVolumeAttributes(f *testing.F) {
 		if err != nil {
 			return
 		}
-		args := v.mountArgs("/target", &Options{CacheDir: "/cache", ProfileDir: "/profiles"})
+		args := v.mountArgs("/target", "", &Options{CacheDir: "/cache", ProfileDir: "/profiles"})
 		if len(args) < 2 || args[len(args)-2] != "--" || args[len(args)-1] != "/target" || slices.Contains(args, v.source) {
 			t.Fatalf("mount args %q do not end with -- TARGET, or hold the source", args)
 		}
