@@ -1,6 +1,7 @@
 package csi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/modelfs/modelfs/fs"
 )
@@ -149,5 +154,54 @@ func TestPodUID(t *testing.T) {
 		if got := podUID(target); got != want {
 			t.Errorf("podUID(%q) = %q, want %q", target, got, want)
 		}
+	}
+}
+
+// TestPublishOverWedged: publishing a target again whose mount does not
+// answer detaches that mount and mounts afresh instead of hanging on it.
+func TestPublishOverWedged(t *testing.T) {
+	dir := t.TempDir()
+	// /bin/false as the mount binary: the fresh mount fails at once, which
+	// is enough to see the publish get past the wedged one.
+	d, err := New(Options{NodeID: "n", Bin: "/bin/false", StateDir: filepath.Join(dir, "state"), MemoryHeadroom: -1, ProbeTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wedgedMount(t, target)
+	owner, exited := fakeOwner(t, target)
+	if err := d.mount.save(&record{VolumeID: "v1", Target: target, PID: owner.Process.Pid}); err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan error, 1)
+	go func() {
+		_, err := d.NodePublishVolume(context.Background(), &csipb.NodePublishVolumeRequest{
+			VolumeId: "v1", TargetPath: target,
+			VolumeCapability: &csipb.VolumeCapability{
+				AccessType: &csipb.VolumeCapability_Mount{Mount: &csipb.VolumeCapability_MountVolume{}},
+				AccessMode: &csipb.VolumeCapability_AccessMode{Mode: csipb.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY},
+			},
+			VolumeContext: map[string]string{"source": "s3://bucket/model", "noSignRequest": "true"},
+		})
+		published <- err
+	}()
+	select {
+	case err := <-published:
+		if status.Code(err) != codes.Internal {
+			t.Fatalf("publish = %v; want the fresh mount's failure", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("publish hangs on a wedged mount")
+	}
+	if mounted, _ := fs.IsMounted(target); mounted {
+		t.Fatal("the wedged mount is still attached")
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wedged mount's process was left running")
 	}
 }
