@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -126,4 +129,49 @@ func TestCSIMetrics(t *testing.T) {
 	if n, _ := metricValue(mfs, "modelfs_csi_calls_total", map[string]string{"method": "NodeUnpublishVolume", "code": "OK"}); n != 1 {
 		t.Errorf("NodeUnpublishVolume OK calls = %v, want 1", n)
 	}
+}
+
+// TestCSIMetricsFlag runs `modelfs csi --metrics-addr` as a node would
+// (with sizes written as Kubernetes quantities) and scrapes a published
+// volume's metrics from it.
+func TestCSIMetricsFlag(t *testing.T) {
+	needFuse(t)
+	r, stateDir := csiRemote(t)
+	sock := filepath.Join(t.TempDir(), "csi.sock")
+	log := &syncBuffer{}
+	plugin := exec.Command(modelfsBin, "csi", "--endpoint", "unix://"+sock, "--node-id", "node-1", "--state-dir", stateDir,
+		"--allow-networks", "127.0.0.0/8", "--max-mem-cache", "2Gi", "--cache-size", "10Gi", "--metrics-addr", "127.0.0.1:0")
+	plugin.Stdout, plugin.Stderr = log, log
+	if err := plugin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- plugin.Wait() }()
+	t.Cleanup(func() {
+		plugin.Process.Signal(syscall.SIGTERM)
+		<-done
+	})
+	p := &csiPlugin{sock: sock, stateDir: stateDir}
+	p.dial(t)
+	addr := regexp.MustCompile(`msg="serving metrics" addr=(\S+)`).FindStringSubmatch(log.String())
+	if addr == nil {
+		t.Fatalf("no metrics address logged:\n%s", log.String())
+	}
+	ctx := context.Background()
+	target := filepath.Join(t.TempDir(), "pods", "uid-2", "volumes", "kubernetes.io~csi", "model", "mount")
+	detachLater(t, target)
+	attrs := r.volumeContext("llama/")
+	attrs["memCache"] = "1536Mi" // over the default cap of 1Gi, within --max-mem-cache
+	if err := p.publish(ctx, "vol-f", target, attrs, testSecrets()); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, target)
+	mfs := scrapeCSI(t, "http://"+addr[1])
+	if n, ok := metricValue(mfs, "modelfs_fuse_read_bytes_total", map[string]string{"volume": "vol-f", "pod_uid": "uid-2"}); !ok || n <= 0 {
+		t.Errorf("the volume's modelfs_fuse_read_bytes_total = %v (%v)", n, ok)
+	}
+	if n, _ := metricValue(mfs, "modelfs_csi_volumes_mounted", nil); n != 1 {
+		t.Errorf("modelfs_csi_volumes_mounted = %v, want 1", n)
+	}
+	unpublish(t, p, "vol-f", target)
 }
