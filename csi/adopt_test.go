@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -203,5 +204,12 @@ func TestPublishOverWedged(t *testing.T) {
 	case <-exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the wedged mount's process was left running")
+	}
+}
+
+func TestMetricsSocketPath(t *testing.T) {
+	long := filepath.Join(t.TempDir(), strings.Repeat("d", 100))
+	if _, err := New(Options{NodeID: "n", Bin: "/bin/false", StateDir: long, MemoryHeadroom: -1, Metrics: true}); err == nil || !strings.Contains(err.Error(), "too long") {
+		t.Fatalf("New with a %d-byte state dir and metrics: %v; want a refusal", len(long), err)
 	}
 }

@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -93,7 +94,12 @@ func (l metricsLog) Println(v ...any) { l.log.Warn("gathering metrics", "err", f
 type volumeGatherer struct{ m *mounter }
 
 func (g volumeGatherer) Gather() ([]*dto.MetricFamily, error) {
-	recs := g.m.records()
+	// Volumes mounted while metrics were off have no socket: skip them
+	// rather than report them failing at every scrape.
+	recs := slices.DeleteFunc(g.m.records(), func(r *record) bool {
+		_, err := os.Stat(g.m.metricsSocket(r.Target))
+		return errors.Is(err, os.ErrNotExist)
+	})
 	results := make([]map[string]*dto.MetricFamily, len(recs))
 	errs := make([]error, len(recs))
 	var wg sync.WaitGroup
