@@ -12,7 +12,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 # Go's default, -O2 -g, stands in for an unset or empty CGO_CFLAGS.
 export CGO_CFLAGS := $(or $(strip $(CGO_CFLAGS)),-O2 -g) -Wno-deprecated-declarations
 
-.PHONY: all build tools test lint demo serve bench soak fuzz clean
+.PHONY: all build tools test test-chart lint demo serve bench soak fuzz clean
 
 all: build
 
@@ -25,9 +25,15 @@ tools:
 
 # The bench harness's own tests time a rate-limiting proxy to within 10%:
 # they run alone, after the rest, so other packages' tests do not skew them.
-test: lint
+test: lint test-chart
 	$(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /tests/bench$$)
 	$(GO) test $(TESTFLAGS) ./tests/bench
+
+# The Helm chart, linted and rendered by Helm's own packages, in a module of
+# its own (csi/deploy/helm) so that modelfs does not depend on Helm. Its
+# first build takes a few minutes.
+test-chart:
+	cd csi/deploy/helm && $(GO) vet . && $(GO) test -count=1 .
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

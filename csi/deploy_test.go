@@ -22,6 +22,10 @@ type kustomization struct {
 	APIVersion string   `json:"apiVersion"`
 	Kind       string   `json:"kind"`
 	Resources  []string `json:"resources"`
+	Images     []struct {
+		Name   string `json:"name"`
+		NewTag string `json:"newTag"`
+	} `json:"images"`
 }
 
 // TestDeployManifests decodes every manifest under deploy/ strictly with
@@ -94,6 +98,7 @@ func checkObject(t *testing.T, file string, obj any) {
 			t.Errorf("%s: CSIDriver %+v", file, o.Spec)
 		}
 	case *appsv1.DaemonSet:
+		checkPodSpec(t, file, o.Name, &o.Spec.Template.Spec)
 		plugin := o.Spec.Template.Spec.Containers[0]
 		if plugin.SecurityContext == nil || plugin.SecurityContext.Privileged == nil || !*plugin.SecurityContext.Privileged {
 			t.Errorf("%s: the plugin container must be privileged", file)
@@ -116,6 +121,7 @@ func checkObject(t *testing.T, file string, obj any) {
 			t.Errorf("%s: sidecars missing: %v", file, names)
 		}
 	case *appsv1.Deployment:
+		checkPodSpec(t, file, o.Name, &o.Spec.Template.Spec)
 		for _, c := range o.Spec.Template.Spec.Containers {
 			if len(c.Args) > 0 && c.Args[0] == "csi" {
 				checkPluginArgs(t, file, c.Args)
@@ -139,7 +145,18 @@ func checkObject(t *testing.T, file string, obj any) {
 		if _, err := parseVolume(o.Parameters); err != nil {
 			t.Errorf("%s: StorageClass %s: %v", file, o.Name, err)
 		}
+	case *rbacv1.ClusterRole:
+		for _, r := range o.Rules {
+			for _, res := range r.Resources {
+				if slices.Contains([]string{"nodes", "csinodes", "volumeattachments", "secrets", "*"}, res) {
+					t.Errorf("%s: ClusterRole %s grants %s, which nothing uses", file, o.Name, res)
+				}
+			}
+		}
 	case *kustomization:
+		if len(o.Images) != 1 || o.Images[0].Name != "ghcr.io/modelfs/modelfs" || o.Images[0].NewTag == "" || o.Images[0].NewTag == "latest" {
+			t.Errorf("%s: want the modelfs image pinned to a release tag: %+v", file, o.Images)
+		}
 		for _, r := range o.Resources {
 			if _, err := os.Stat(filepath.Join(filepath.Dir(file), r)); err != nil {
 				t.Errorf("%s: resource %s: %v", file, r, err)
@@ -148,11 +165,42 @@ func checkObject(t *testing.T, file string, obj any) {
 	}
 }
 
+// checkPodSpec: what every pod of the driver needs in production. Pods
+// that are not the driver's (the examples) are left alone.
+func checkPodSpec(t *testing.T, file, name string, spec *corev1.PodSpec) {
+	t.Helper()
+	if !strings.HasPrefix(name, "modelfs-csi") {
+		return
+	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("%s: want nodeSelector kubernetes.io/os: linux", file)
+	}
+	for _, c := range spec.Containers {
+		if c.ImagePullPolicy == "" {
+			t.Errorf("%s: container %s has no imagePullPolicy", file, c.Name)
+		}
+		if strings.HasSuffix(c.Image, ":latest") {
+			t.Errorf("%s: container %s runs a :latest image", file, c.Name)
+		}
+		if c.Resources.Requests.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
+			t.Errorf("%s: container %s requests no cpu or memory", file, c.Name)
+		}
+		if c.SecurityContext == nil {
+			t.Errorf("%s: container %s has no securityContext", file, c.Name)
+		}
+		if c.Name == "node-driver-registrar" && (c.LivenessProbe == nil || !slices.ContainsFunc(c.Args, func(a string) bool {
+			return strings.HasPrefix(a, "--http-endpoint=")
+		})) {
+			t.Errorf("%s: the registrar needs --http-endpoint and a liveness probe on it, so a lost registration restarts it", file)
+		}
+	}
+}
+
 // checkPluginArgs: flags the manifests pass must be ones `modelfs csi`
 // takes.
 func checkPluginArgs(t *testing.T, file string, args []string) {
 	t.Helper()
-	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise"}
+	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise", "--metrics-addr"}
 	for _, a := range args[1:] {
 		name, val, _ := strings.Cut(a, "=")
 		if !slices.Contains(known, name) {

@@ -67,6 +67,14 @@ type Options struct {
 	MemoryHeadroom int64
 	// MountTimeout bounds how long a mount may take to come up.
 	MountTimeout time.Duration
+	// ProbeTimeout bounds the check that an existing mount answers (at
+	// start, and when a target is published again); one that does not
+	// answer in time is wedged: its process is stopped and it is
+	// detached (default 5s).
+	ProbeTimeout time.Duration
+	// Metrics makes each volume's mount serve its metrics on a socket in
+	// StateDir, which MetricsHandler gathers along with the plugin's own.
+	Metrics bool
 	// Version is reported by GetPluginInfo.
 	Version string
 	Logger  *slog.Logger
@@ -79,9 +87,10 @@ type Driver struct {
 	csipb.UnimplementedNodeServer
 	csipb.UnimplementedControllerServer
 
-	opts  Options
-	log   *slog.Logger
-	mount *mounter
+	opts    Options
+	log     *slog.Logger
+	mount   *mounter
+	metrics *pluginMetrics
 
 	mu      sync.Mutex
 	targets map[string]*sync.Mutex // one publish/unpublish at a time per target
@@ -103,6 +112,9 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.MountTimeout <= 0 {
 		opts.MountTimeout = 2 * time.Minute
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = 5 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -135,9 +147,16 @@ func New(opts Options) (*Driver, error) {
 			m.cg = cg
 		}
 	}
-	d := &Driver{opts: opts, log: opts.Logger, mount: m, targets: map[string]*sync.Mutex{}}
-	kept, cleaned := m.adopt()
-	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", kept, "stale_cleaned", cleaned,
+	// A unix socket's path has room for 107 bytes; a mount that could not
+	// bind its metrics socket would fail to start.
+	if sock := m.metricsSocket("/"); opts.Metrics && len(sock) > 107 {
+		return nil, fmt.Errorf("state dir %s is too long a path for the volumes' metrics sockets (%s)", opts.StateDir, sock)
+	}
+	d := &Driver{opts: opts, log: opts.Logger, mount: m, metrics: newPluginMetrics(m), targets: map[string]*sync.Mutex{}}
+	res := m.adopt(opts.ProbeTimeout)
+	d.metrics.adopted(res)
+	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", res.Kept, "stale_cleaned", res.Cleaned,
+		"wedged_cleaned", res.Wedged, "detach_failed", res.Failed,
 		"cache_size_bytes", opts.CacheSize, "max_mem_cache_bytes", opts.MaxMemCache, "volume_cgroups", m.cg != nil)
 	return d, nil
 }
@@ -194,6 +213,9 @@ func (d *Driver) logCalls(ctx context.Context, req any, info *grpc.UnaryServerIn
 	resp, err := handler(ctx, req)
 	method := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
 	attrs := []any{"method", method, "code", status.Code(err).String(), "duration", time.Since(start).Round(time.Millisecond)}
+	if method == "NodePublishVolume" || method == "NodeUnpublishVolume" {
+		d.metrics.calls.WithLabelValues(method, status.Code(err).String()).Inc()
+	}
 	if r, ok := req.(interface{ GetVolumeId() string }); ok && r.GetVolumeId() != "" {
 		attrs = append(attrs, "volume_id", r.GetVolumeId())
 	}

@@ -65,17 +65,35 @@ func (m *mounter) recordPath(target string) string {
 }
 func (m *mounter) logPath(target string) string { return filepath.Join(m.dir, m.key(target)+".log") }
 
+// metricsSocket is where target's mount process serves its metrics.
+func (m *mounter) metricsSocket(target string) string {
+	return filepath.Join(m.dir, m.key(target)+".sock")
+}
+
 func (m *mounter) load(target string) (*record, error) {
-	b, err := os.ReadFile(m.recordPath(target))
+	r, err := m.loadFile(m.recordPath(target))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	if r.Target != target {
+		return nil, fmt.Errorf("volume record %s is damaged", m.recordPath(target))
+	}
+	return r, nil
+}
+
+// loadFile reads a record, and checks it is stored where its target's
+// record belongs.
+func (m *mounter) loadFile(path string) (*record, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return nil, fmt.Errorf("reading volume record: %w", err)
 	}
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil || r.Target != target {
-		return nil, fmt.Errorf("volume record %s is damaged", m.recordPath(target))
+	if err := json.Unmarshal(b, &r); err != nil || r.Target == "" || m.recordPath(r.Target) != path {
+		return nil, fmt.Errorf("volume record %s is damaged", path)
 	}
 	return &r, nil
 }
@@ -98,6 +116,7 @@ func (m *mounter) save(r *record) error {
 func (m *mounter) forget(target string) {
 	os.Remove(m.recordPath(target))
 	os.Remove(m.logPath(target))
+	os.Remove(m.metricsSocket(target))
 }
 
 // start runs a mount process for target and returns once the mount is up.
@@ -207,22 +226,69 @@ func (m *mounter) lastError(target string) string {
 	return "mount exited without an error message"
 }
 
-// live reports whether target is a working mount: mounted, and the
-// filesystem answers.
-func live(target string) (bool, error) {
+// mountState is what probe found at a target.
+type mountState int
+
+const (
+	notMounted mountState = iota
+	answering             // mounted, and the filesystem answers
+	broken                // mounted, but its server is gone (ENOTCONN and the like)
+	wedged                // mounted, and no answer within the probe timeout
+)
+
+func (s mountState) String() string {
+	return [...]string{"not mounted", "answering", "broken", "wedged"}[s]
+}
+
+// probe reports the state of target's mount within timeout. A FUSE server
+// that stopped answering blocks every open and read of its mount for good,
+// so the read runs in a goroutine of its own; on timeout it is left
+// behind, and ends once the mount's server dies or its connection is
+// aborted (detach does that).
+func probe(target string, timeout time.Duration) (mountState, error) {
 	mounted, err := fs.IsMounted(target)
 	if err != nil || !mounted {
-		return false, err
+		return notMounted, err
 	}
-	f, err := os.Open(target)
-	if err == nil {
-		_, err = f.Readdirnames(1)
-		f.Close()
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Open(target)
+		if err == nil {
+			_, err = f.Readdirnames(1)
+			f.Close()
+		}
+		done <- err
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, io.EOF) {
+			return answering, nil
+		}
+		return broken, nil
+	case <-t.C:
+		return wedged, nil
 	}
-	if err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, io.EOF) {
-		return true, nil
+}
+
+// detach takes a mount out of the way without waiting on its server: it
+// aborts the FUSE connection, which fails the requests stuck on it (a
+// probe's among them), then unmounts lazily.
+func detach(target string) error {
+	dev, err := fs.MountDevice(target)
+	if err != nil || dev == "" {
+		return err
 	}
-	return false, nil
+	if _, minor, ok := strings.Cut(dev, ":"); ok {
+		// Best effort: fusectl may not be mounted in the container; the
+		// server's death aborts the connection as well.
+		_ = os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+	}
+	if err := syscall.Unmount(target, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching %s: %w", target, err)
+	}
+	return nil
 }
 
 // stop unmounts target, waits for its mount process to exit and removes
@@ -327,43 +393,75 @@ func ownsTarget(rec *record) bool {
 }
 
 // adopt runs when the plugin starts: volumes still mounted and answering
-// are kept; stale mounts (their process died) are detached and forgotten.
-func (m *mounter) adopt() (kept, cleaned int) {
+// are kept; stale mounts (their process died) and wedged ones (their
+// process stopped answering) are detached and forgotten. Each mount is
+// probed at once, within timeout, so that no mount can hold up the plugin.
+func (m *mounter) adopt(timeout time.Duration) (res adoption) {
 	inUse := map[string]bool{}
 	defer m.sweepCgroups(inUse)
 	entries, _ := os.ReadDir(m.dir)
+	var recs []*record
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(m.dir, e.Name()))
-		var rec record
-		if err != nil || json.Unmarshal(b, &rec) != nil || rec.Target == "" || m.recordPath(rec.Target) != filepath.Join(m.dir, e.Name()) {
+		rec, err := m.loadFile(filepath.Join(m.dir, e.Name()))
+		if err != nil {
 			m.log.Warn("removing damaged volume record", "file", e.Name())
 			os.Remove(filepath.Join(m.dir, e.Name()))
+			res.Damaged++
 			continue
 		}
-		if ok, _ := live(rec.Target); ok && ownsTarget(&rec) {
+		recs = append(recs, rec)
+	}
+	states := make([]mountState, len(recs))
+	var wg sync.WaitGroup
+	for i, rec := range recs {
+		wg.Go(func() { states[i], _ = probe(rec.Target, timeout) })
+	}
+	wg.Wait()
+	for i, rec := range recs {
+		if states[i] == answering && ownsTarget(rec) {
 			inUse[rec.Cgroup] = true
 			m.log.Info("adopted volume", "volume_id", rec.VolumeID, "target", rec.Target, "pid", rec.PID)
-			kept++
+			res.Kept++
 			continue
 		}
-		if mounted, _ := fs.IsMounted(rec.Target); mounted {
-			if err := fs.Unmount(rec.Target); err != nil {
+		if states[i] == wedged {
+			m.log.Warn("volume's mount does not answer; stopping its process and detaching it", "volume_id", rec.VolumeID,
+				"target", rec.Target, "pid", rec.PID, "timeout", timeout)
+		}
+		// The server goes first: killing it fails whatever waits on the
+		// mount, so the detach cannot be held up.
+		if ownsTarget(rec) {
+			syscall.Kill(rec.PID, syscall.SIGKILL)
+		}
+		if states[i] != notMounted {
+			if err := detach(rec.Target); err != nil {
 				m.log.Warn("could not detach stale mount", "target", rec.Target, "err", err)
+				res.Failed++
 				continue
 			}
 		}
-		if ownsTarget(&rec) {
-			syscall.Kill(rec.PID, syscall.SIGKILL)
-		}
 		m.removeCgroup(rec.Cgroup)
-		m.log.Warn("cleaned up a volume whose mount process is gone; pods using it must be restarted", "volume_id", rec.VolumeID, "target", rec.Target)
+		m.log.Warn("cleaned up a volume whose mount process is gone; pods using it must be restarted", "volume_id", rec.VolumeID, "target", rec.Target, "state", states[i].String())
 		m.forget(rec.Target)
-		cleaned++
+		if states[i] == wedged {
+			res.Wedged++
+		} else {
+			res.Cleaned++
+		}
 	}
-	return kept, cleaned
+	return res
+}
+
+// adoption counts what adopt did with the volumes it found.
+type adoption struct {
+	Kept    int // answering, and adopted
+	Cleaned int // stale (gone or broken) and cleaned up
+	Wedged  int // not answering, detached and cleaned up
+	Damaged int // records that could not be read
+	Failed  int // could not be detached; their records are kept
 }
 
 // sweepCgroups removes the volume cgroups no adopted volume uses: those

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/modelfs/modelfs/internal/units"
@@ -42,6 +43,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	}
 	vol, err := parseVolume(req.GetVolumeContext())
 	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := vol.setMountOptions(req.GetVolumeCapability().GetMount().GetMountFlags()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if vol.memCache > d.opts.MaxMemCache {
@@ -88,8 +92,20 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		if rec.VolumeID != req.GetVolumeId() {
 			return nil, status.Errorf(codes.AlreadyExists, "target %s already holds volume %s", target, rec.VolumeID)
 		}
-		if ok, _ := live(target); ok && ownsTarget(rec) {
+		state, _ := probe(target, d.opts.ProbeTimeout)
+		if state == answering && ownsTarget(rec) {
 			return &csipb.NodePublishVolumeResponse{}, nil
+		}
+		if state == wedged {
+			// stop's unmount would leave the server's stuck requests,
+			// and ours, waiting on it.
+			d.log.Warn("volume's mount does not answer; detaching it to mount again", "target", target, "pid", rec.PID)
+			if ownsTarget(rec) {
+				syscall.Kill(rec.PID, syscall.SIGKILL)
+			}
+			if err := detach(target); err != nil {
+				return nil, status.Errorf(codes.Internal, "clearing wedged mount: %v", err)
+			}
 		}
 		// The record outlived its mount: clear it and mount again.
 		if err := d.mount.stop(ctx, target); err != nil {
@@ -99,7 +115,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
 	}
-	args := vol.mountArgs(target, &d.opts)
+	var metricsSock string
+	if d.opts.Metrics {
+		metricsSock = d.mount.metricsSocket(target)
+	}
+	args := vol.mountArgs(target, metricsSock, &d.opts)
 	env = append(env, vol.mountEnv()...)
 	memLimit := vol.memCacheBytes(&d.opts) + d.opts.MemoryHeadroom
 	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env), memLimit); err != nil {

@@ -5,10 +5,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/internal/units"
@@ -56,9 +59,10 @@ type volume struct {
 	profile       string // a single file name under the plugin's profile dir
 	recordProfile bool
 	memCache      int64 // bytes; 0 for the node's default
-	blockSize     string
+	blockSize     int64 // bytes; 0 for the mount's default
 	concurrency   int
 	ephemeral     bool
+	readahead     int64 // bytes, from the readahead= mount option; 0 for the mount's default
 }
 
 // attributeError names the attribute that is wrong; the gRPC layer turns it
@@ -176,16 +180,19 @@ func (v *volume) set(k, val string) error {
 			v.memCache = 0
 			break
 		}
-		n, err := units.ParseSize(val, k)
-		if err != nil || n <= 0 {
-			return badAttr(k, "%q: want a size such as 512MiB, or auto", val)
+		n, ok := ParseSize(val)
+		if !ok || n <= 0 {
+			return badAttr(k, "%q: want a size such as 512Mi, 512MiB or 1G, or auto", val)
 		}
 		v.memCache = n
 	case attrBlockSize:
-		if _, err := units.ParseSize(val, k); err != nil {
-			return badAttr(k, "%q: want a size such as 8MiB", val)
+		// Checked here, not by the mount, so that kubelet's event names
+		// the attribute.
+		n, ok := ParseSize(val)
+		if !ok || n < 64<<10 || n > 256<<20 {
+			return badAttr(k, "%q: want a size from 64Ki to 256Mi, such as 8Mi or 8MiB", val)
 		}
-		v.blockSize = val
+		v.blockSize = n
 	case attrConcurrency:
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 1 || n > 1024 {
@@ -197,6 +204,56 @@ func (v *volume) set(k, val string) error {
 			attrSource, attrEndpoint, attrRegion, attrNoSignRequest, attrPrefetch, attrProfile,
 			attrRecordProfile, attrMemCache, attrCacheSize, attrBlockSize, attrConcurrency,
 		}, ", "))
+	}
+	return nil
+}
+
+// ParseSize reads a size attribute or plugin flag. Kubernetes quantities come first, as
+// Kubernetes reads them everywhere else in the same manifest (512Mi, 1Gi,
+// 2G = 2e9 bytes); what is not one (512MiB, 1.5GB, 8m) is a modelfs size.
+func ParseSize(val string) (int64, bool) {
+	if q, err := resource.ParseQuantity(val); err == nil {
+		// A quantity that is no whole number of bytes (8m is 0.008 to
+		// Kubernetes) is read as modelfs reads it: 8m is 8 MiB.
+		if n := q.Value(); n >= 0 && q.Cmp(*resource.NewQuantity(n, resource.BinarySI)) == 0 {
+			return n, true
+		}
+	}
+	n, err := units.ParseSize(val, "")
+	return n, err == nil
+}
+
+// Mount options (a PersistentVolume's mountOptions, a StorageClass's
+// mountOptions) reach NodePublishVolume as mount flags.
+var (
+	// inEffectOptions are what every modelfs mount already is: read-only,
+	// no setuid, no devices, readable by the pod's user whatever its uid.
+	inEffectOptions = []string{"ro", "nosuid", "nodev", "allow_other"}
+	// mountOptionKnown lists what setMountOptions takes, for its errors.
+	mountOptionKnown = strings.Join(append(slices.Clone(inEffectOptions), "readahead=SIZE"), ", ")
+)
+
+// setMountOptions takes a volume's mount options. Those that are in
+// effect anyway are accepted, readahead=SIZE sets the largest readahead
+// window, and any other is refused by name: silently dropping an option an
+// admin asked for (rw, exec, suid) would promise what the mount is not.
+func (v *volume) setMountOptions(flags []string) error {
+	var bad []string
+	for _, f := range flags {
+		switch name, val, hasVal := strings.Cut(strings.TrimSpace(f), "="); {
+		case !hasVal && slices.Contains(inEffectOptions, name):
+		case name == "readahead" && hasVal:
+			n, ok := ParseSize(val)
+			if !ok || n < 4<<10 || n > 1<<30 {
+				return fmt.Errorf("mount option %q: want readahead=SIZE from 4Ki to 1Gi, such as readahead=64Mi", f)
+			}
+			v.readahead = n
+		default:
+			bad = append(bad, fmt.Sprintf("%q", f))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("mount options %s are not supported by modelfs volumes; supported: %s", strings.Join(bad, ", "), mountOptionKnown)
 	}
 	return nil
 }
@@ -293,7 +350,8 @@ func autoMemCache() int64 {
 // mountArgs is the modelfs mount command line for v. The source and
 // secrets travel in the environment, never in arguments, which any user
 // can read in /proc; the target stays last, where ownsTarget looks.
-func (v *volume) mountArgs(target string, node *Options) []string {
+// metricsSock, if set, is where the mount serves its metrics.
+func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
 	cacheDir, profileDir := node.CacheDir, node.ProfileDir
 	args := []string{"mount", "--prefetch", v.prefetch}
 	// The mount enforces the network policy on every connection it dials.
@@ -340,11 +398,17 @@ func (v *volume) mountArgs(target string, node *Options) []string {
 		}
 	}
 	args = append(args, "--mem-cache", strconv.FormatInt(v.memCacheBytes(node), 10))
-	if v.blockSize != "" {
-		args = append(args, "--block-size", v.blockSize)
+	if v.blockSize != 0 {
+		args = append(args, "--block-size", strconv.FormatInt(v.blockSize, 10))
+	}
+	if v.readahead != 0 {
+		args = append(args, "--readahead", strconv.FormatInt(v.readahead, 10))
 	}
 	if v.concurrency != 0 {
 		args = append(args, "--concurrency", strconv.Itoa(v.concurrency))
+	}
+	if metricsSock != "" {
+		args = append(args, "--metrics-addr", "unix:"+metricsSock)
 	}
 	return append(args, "--allow-other", "--", target)
 }

@@ -21,13 +21,13 @@ func TestParseVolume(t *testing.T) {
 	if !v.ephemeral || v.scheme != "s3" || v.concurrency != 32 {
 		t.Fatalf("parsed %+v", v)
 	}
-	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", &Options{CacheDir: "/var/cache/modelfs", ProfileDir: t.TempDir(), CacheSize: 100 << 30,
+	args := v.mountArgs("/var/lib/kubelet/pods/x/volumes/m", "/state/v.sock", &Options{CacheDir: "/var/cache/modelfs", ProfileDir: t.TempDir(), CacheSize: 100 << 30,
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}})
 	want := []string{"mount", "--prefetch", "layer",
 		"--deny-networks", "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,127.0.0.0/8,::1/128,0.0.0.0/8,::/128",
 		"--allow-networks", "10.1.2.3/32", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
-		"--cache-dir", "/var/cache/modelfs", "--no-saved-listing", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8MiB",
-		"--concurrency", "32", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
+		"--cache-dir", "/var/cache/modelfs", "--no-saved-listing", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8388608",
+		"--concurrency", "32", "--metrics-addr", "unix:/state/v.sock", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
 	if !slices.Equal(args, want) {
 		t.Fatalf("mount args\n got %q\nwant %q", args, want)
 	}
@@ -51,6 +51,10 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "s3://bkt/p", "cacheSize": "1MiB"}, "cacheSize"},
 		{map[string]string{"source": "s3://bkt/p", "cacheSize": "auto"}, "cacheSize"},
 		{map[string]string{"source": "s3://bkt/p", "blockSize": "auto"}, "blockSize"},
+		{map[string]string{"source": "s3://bkt/p", "blockSize": "1Ki"}, "blockSize"},
+		{map[string]string{"source": "s3://bkt/p", "blockSize": "1Gi"}, "blockSize"},
+		{map[string]string{"source": "s3://bkt/p", "memCache": "-1Gi"}, "memCache"},
+		{map[string]string{"source": "s3://bkt/p", "memCache": "1e30"}, "memCache"},
 		{map[string]string{"source": "s3://bkt/p", "concurrency": "0"}, "concurrency"},
 		{map[string]string{"source": "s3://bkt/p", "noSignRequest": "yes please"}, "noSignRequest"},
 		{map[string]string{"source": "s3://bkt/p", "region": "us east"}, "region"},
@@ -71,6 +75,49 @@ func TestParseVolumeRejects(t *testing.T) {
 	_, err := parseVolume(map[string]string{"source": "https://user:hunter2@host/m"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error %v quotes the URL's password", err)
+	}
+}
+
+// TestSizeAttributes: Kubernetes quantities read as Kubernetes reads them,
+// modelfs sizes as modelfs reads them.
+func TestSizeAttributes(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1Gi": 1 << 30, "512Mi": 512 << 20, "2G": 2e9, "1e9": 1e9, "4096": 4096, "64k": 64e3,
+		"512MiB": 512 << 20, "1.5GiB": 3 << 29, "2GB": 2e9, "8m": 8 << 20, "100M": 100e6, "1Ti": 1 << 40, "1Pi": 1 << 50,
+	} {
+		v, err := parseVolume(map[string]string{"source": "s3://bkt/p", "memCache": in})
+		if err != nil || v.memCache != want {
+			t.Errorf("memCache %q = %v, %v; want %d", in, v, err, want)
+		}
+	}
+	v, err := parseVolume(map[string]string{"source": "s3://bkt/p", "blockSize": "16Mi"})
+	if err != nil || v.blockSize != 16<<20 {
+		t.Fatalf("blockSize 16Mi: %+v, %v", v, err)
+	}
+}
+
+// TestMountOptions: options every mount already has are accepted,
+// readahead reaches the mount, and anything else is refused by name.
+func TestMountOptions(t *testing.T) {
+	v := &volume{source: "s3://bkt/p", scheme: "s3", prefetch: "auto"}
+	if err := v.setMountOptions([]string{"ro", "nosuid", "nodev", "allow_other", "readahead=64Mi"}); err != nil {
+		t.Fatal(err)
+	}
+	args := v.mountArgs("/t", "", &Options{})
+	if i := slices.Index(args, "--readahead"); i < 0 || args[i+1] != "67108864" {
+		t.Fatalf("readahead not passed on: %q", args)
+	}
+	for _, bad := range [][]string{{"rw"}, {"ro", "exec", "suid"}, {"readahead=lots"}, {"readahead=1Ti"}, {"readahead"}, {"uid=0"}} {
+		err := (&volume{}).setMountOptions(bad)
+		if err == nil {
+			t.Errorf("mount options %q accepted", bad)
+			continue
+		}
+		for _, f := range bad {
+			if f != "ro" && !strings.Contains(err.Error(), `"`+f+`"`) {
+				t.Errorf("error %q does not name %q", err, f)
+			}
+		}
 	}
 }
 
@@ -129,7 +176,7 @@ func FuzzVolumeAttributes(f *testing.F) {
 		if err != nil {
 			return
 		}
-		args := v.mountArgs("/target", &Options{CacheDir: "/cache", ProfileDir: "/profiles"})
+		args := v.mountArgs("/target", "", &Options{CacheDir: "/cache", ProfileDir: "/profiles"})
 		if len(args) < 2 || args[len(args)-2] != "--" || args[len(args)-1] != "/target" || slices.Contains(args, v.source) {
 			t.Fatalf("mount args %q do not end with -- TARGET, or hold the source", args)
 		}

@@ -203,29 +203,42 @@ func isStale(mp string) bool {
 }
 
 // IsMounted reports whether path is a mount point, from /proc/self/mountinfo.
+// It never touches path itself: a FUSE server that stopped answering
+// would block even an lstat of its mount point.
 func IsMounted(path string) (bool, error) {
+	dev, err := MountDevice(path)
+	return dev != "", err
+}
+
+// MountDevice returns the "major:minor" device of the mount at path, or ""
+// if path is not a mount point. For FUSE, the minor number names the
+// connection under /sys/fs/fuse/connections.
+func MountDevice(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return false, err
+		return "", err
 	}
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		abs = real
+	// Only the parent is resolved: resolving path would stat the mount.
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(dir, filepath.Base(abs))
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false, fmt.Errorf("reading mount table: %w", err)
+		return "", fmt.Errorf("reading mount table: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	dev := ""
 	for sc.Scan() {
-		// Field 5 is the mount point, octal-escaped.
+		// Field 3 is the device, field 5 the mount point, octal-escaped.
+		// The last entry wins: it is the one on top.
 		fields := strings.Fields(sc.Text())
 		if len(fields) > 4 && unescapeMountinfo(fields[4]) == abs {
-			return true, nil
+			dev = fields[2]
 		}
 	}
-	return false, sc.Err()
+	return dev, sc.Err()
 }
 
 func unescapeMountinfo(s string) string {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -47,6 +49,7 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			&cli.StringFlag{Name: "max-mem-cache", Value: "1GiB", Usage: "largest memCache a volume may ask for", EnvVars: env("CSI_MAX_MEM_CACHE")},
 			&cli.StringFlag{Name: "mount-memory-headroom", Value: "384MiB", Usage: "added to a volume's memCache for the memory limit of its mount's cgroup (0: no per-volume cgroups)", EnvVars: env("CSI_MOUNT_MEMORY_HEADROOM")},
 			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus /metrics, the plugin's and every volume's (labelled volume and pod_uid), on this address, like :9809 (empty: off)", EnvVars: env("CSI_METRICS_ADDR")},
 			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
 		},
 		Action: runCSI,
@@ -83,17 +86,17 @@ func runCSI(c *cli.Context) error {
 	}
 	var cacheSize int64
 	if v := c.String("cache-size"); v != "auto" {
-		if cacheSize, err = parseSize(v, "--cache-size"); err != nil {
-			return fmt.Errorf("csi: %w", err)
+		if cacheSize, err = csiSize(c, "cache-size"); err != nil {
+			return err
 		}
 	}
-	maxMem, err := parseSize(c.String("max-mem-cache"), "--max-mem-cache")
+	maxMem, err := csiSize(c, "max-mem-cache")
 	if err != nil {
-		return fmt.Errorf("csi: %w", err)
+		return err
 	}
-	headroom, err := parseSize(c.String("mount-memory-headroom"), "--mount-memory-headroom")
+	headroom, err := csiSize(c, "mount-memory-headroom")
 	if err != nil {
-		return fmt.Errorf("csi: %w", err)
+		return err
 	}
 	if headroom == 0 {
 		headroom = -1 // Options' "no per-volume cgroups"
@@ -111,6 +114,7 @@ func runCSI(c *cli.Context) error {
 		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline, DeniedNetworks: deny, AllowedNetworks: allow,
 		CacheSize: cacheSize, MaxMemCache: maxMem, MemoryHeadroom: headroom,
 		MountTimeout: c.Duration("mount-timeout"), Version: version, Logger: log,
+		Metrics: c.String("metrics-addr") != "",
 	})
 	if err != nil {
 		return fmt.Errorf("csi: %w", err)
@@ -118,7 +122,43 @@ func runCSI(c *cli.Context) error {
 	// SIGTERM stops serving; the volumes' mount processes carry on.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if addr := c.String("metrics-addr"); addr != "" {
+		if err := serveCSIMetrics(ctx, d.MetricsHandler(), addr, log); err != nil {
+			return err
+		}
+	}
 	return d.Serve(ctx, c.String("endpoint"))
+}
+
+// serveCSIMetrics binds addr at once, so that a bad address stops the
+// plugin, and serves /metrics until ctx ends.
+func serveCSIMetrics(ctx context.Context, h http.Handler, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("csi: --metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+// csiSize reads a size flag the way volume attributes read sizes: a Helm
+// value or manifest may well say 100Gi.
+func csiSize(c *cli.Context, flag string) (int64, error) {
+	n, ok := csi.ParseSize(c.String(flag))
+	if !ok {
+		return 0, usagef("csi: --%s %q: want a size such as 100Gi, 512Mi or 1GiB", flag, c.String(flag))
+	}
+	return n, nil
 }
 
 // superviseCSI runs as a container's init: when PID 1 exits the kernel

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -211,7 +214,17 @@ func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
 // serves /metrics and, with withPprof, /debug/pprof/ in the background. The
 // returned func stops the server.
 func serveMetrics(m *metrics, addr string, withPprof bool, log *slog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
+	network := "tcp"
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		// The CSI plugin gathers each volume's metrics from a socket in
+		// its private state dir: no port per volume, none reachable by
+		// pods. One left by a process that died would fail the bind.
+		network, addr = "unix", path
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}

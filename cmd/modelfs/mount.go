@@ -33,7 +33,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "small-file", Value: "1MiB", Usage: "files up to this size are fetched whole on first open", EnvVars: env("SMALL_FILE")},
 			&cli.StringFlag{Name: "readahead", Value: "128MiB", Usage: "largest readahead window per open file", EnvVars: env("READAHEAD")},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (needs user_allow_other for non-root)", EnvVars: env("ALLOW_OTHER")},
-			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus /metrics on this address, like 127.0.0.1:9090 (port 0: any free port, logged)", EnvVars: env("METRICS_ADDR")},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus /metrics on this address, like 127.0.0.1:9090 (port 0: any free port, logged) or unix:/path/to.sock", EnvVars: env("METRICS_ADDR")},
 			&cli.BoolFlag{Name: "pprof", Usage: "also serve /debug/pprof/ on --metrics-addr", EnvVars: env("PPROF")},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request", EnvVars: env("DEBUG_FUSE")},
 		}...),

@@ -34,6 +34,7 @@ type csiPlugin struct {
 	stateDir string
 	node     csipb.NodeClient
 	log      *syncBuffer
+	driver   *csi.Driver // nil for a plugin in another process
 }
 
 // csiEnv keeps the plugin, and the mounts it starts, from finding any
@@ -82,6 +83,7 @@ func startCSIWith(t *testing.T, stateDir string, set func(*csi.Options)) *csiPlu
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.driver = d
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ctx, "unix://"+p.sock) }()
