@@ -41,12 +41,12 @@ func TestHFVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := v.mountArgs("/t", &Options{ProfileDir: t.TempDir()})
+	args := v.mountArgs("/t", "", &Options{ProfileDir: t.TempDir()})
 	if i := slices.Index(args, "--hf-endpoint"); i < 0 || args[i+1] != "https://hub.mirror.example" || slices.Contains(args, "--endpoint") {
 		t.Fatalf("mount args %q", args)
 	}
 	v, _ = parseVolume(map[string]string{"source": "hf://org/m"})
-	if args := v.mountArgs("/t", &Options{ProfileDir: t.TempDir()}); !slices.Contains(args, "https://huggingface.co") {
+	if args := v.mountArgs("/t", "", &Options{ProfileDir: t.TempDir()}); !slices.Contains(args, "https://huggingface.co") {
 		t.Fatalf("mount args %q do not name the Hub", args)
 	}
 	for _, bad := range []string{"hf://a/b/c", "hf://org/m@", "hf://../x"} {
