@@ -17,6 +17,10 @@ import (
 // and returns it from GET/HEAD when asked with x-amz-checksum-mode: ENABLED,
 // which lets the SDK validate what it downloads. This server does the same.
 
+// defaultChecksum is what S3 computes and stores for an upload that
+// declares no checksum.
+const defaultChecksum = "CRC64NVME"
+
 // crc64NVME is the reversed NVMe polynomial, as hash/crc64 wants it.
 const crc64NVME = 0x9a6c9329ac4bc9b5
 

@@ -288,7 +288,13 @@ func (s *Server) receive(req *request) (written, *apiError) {
 		}
 	}
 
-	data, werr := s.store.write(p, spec.algorithm)
+	// Like S3 since December 2024, a body sent without a checksum gets a
+	// full-object CRC64NVME all the same.
+	algorithm := spec.algorithm
+	if algorithm == "" {
+		algorithm = defaultChecksum
+	}
+	data, werr := s.store.write(p, algorithm)
 	if werr != nil {
 		return written{}, bodyError(werr)
 	}
