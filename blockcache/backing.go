@@ -63,8 +63,20 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 	if err != nil || !allRecorded(obj) {
 		return nil, false
 	}
+	if o.c.failed(o.id) != nil {
+		return nil, false
+	}
 	b, fresh, ok := t.openBacking(obj, wait)
-	if ok || wait || !fresh {
+	if ok {
+		// The kernel reads what it is handed unchecked: only an object
+		// that passed its store's check, or that has none, goes.
+		if o.c.storeChecked(o.id, b.File, wait) {
+			return b, true
+		}
+		b.Close()
+		return nil, false
+	}
+	if wait || !fresh {
 		return b, ok
 	}
 	// Complete but not verified since it last changed.
@@ -72,6 +84,39 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 	t.verifyInBackground(obj)
 	t.mu.Unlock()
 	return nil, false
+}
+
+// storeChecked reports whether a complete object on disk passed its
+// store's check. A pending check is run from the file: now when wait is
+// set, else in the background, once at a time, for a later open.
+func (c *Cache) storeChecked(id ObjectID, f *os.File, wait bool) bool {
+	st, _ := c.Object(id).Verification()
+	switch {
+	case st == Verified || st == Unverified:
+		return true
+	case st == VerifyFailed:
+		return false
+	case wait:
+		return c.verifyFile(id, f)
+	}
+	k := objKey{id.Source, id.Name, id.Version}
+	c.verify.mu.Lock()
+	defer c.verify.mu.Unlock()
+	if c.verify.passes[k] || c.ctx.Err() != nil {
+		return false
+	}
+	c.verify.passes[k] = true
+	c.verifyBG.Add(1)
+	go func() {
+		defer c.verifyBG.Done()
+		if b, ok := c.Object(id).backing(true); ok {
+			b.Close()
+		}
+		c.verify.mu.Lock()
+		delete(c.verify.passes, k)
+		c.verify.mu.Unlock()
+	}()
+	return false
 }
 
 // verifyInBackground verifies a complete object and stamps it, once at a
@@ -221,8 +266,11 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	buf := c.fillBuf.Get().(*[]byte)
 	defer c.fillBuf.Put(buf)
 	p := (*buf)[:min(c.opts.BlockSize, id.Size-off)]
+	// At the last block every other is on disk: each Fill stores its
+	// block before it is counted.
+	whole := c.orderedReader(id, index, p)
 	if c.disk.get(id, index, p) {
-		return false, nil
+		return false, c.verifyBlock(id, index, p, whole)
 	}
 	c.counters.loads.Add(1)
 	oc := c.countersFor(id)
@@ -236,7 +284,7 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	if !c.disk.put(id, index, p) {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}
-	return true, nil
+	return true, c.verifyBlock(id, index, p, whole)
 }
 
 // DropObject removes every cached block of one object version from RAM's
@@ -244,10 +292,16 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 func (c *Cache) DropObject(id ObjectID) error {
 	c.mu.Lock()
 	for k, b := range c.blocks {
-		if k.source == id.Source && k.name == id.Name && k.version == id.Version && b.state == stateReady && b.refs == 0 {
-			c.lru.Remove(b.elem)
-			delete(c.blocks, k)
+		if k.source != id.Source || k.name != id.Name || k.version != id.Version || b.state != stateReady {
+			continue
+		}
+		c.lru.Remove(b.elem)
+		delete(c.blocks, k)
+		if b.refs == 0 {
 			c.recycle(b.data)
+			b.data = nil
+		} else {
+			b.doomed = true // readers still copy out of it
 		}
 	}
 	c.mu.Unlock()
