@@ -263,6 +263,9 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	if index < 0 || off >= id.Size {
 		return false, fmt.Errorf("fill %s: block %d is past the end", id.Name, index)
 	}
+	if err := c.failed(id); err != nil {
+		return false, err // its blocks stay out of the cache
+	}
 	buf := c.fillBuf.Get().(*[]byte)
 	defer c.fillBuf.Put(buf)
 	p := (*buf)[:min(c.opts.BlockSize, id.Size-off)]
@@ -284,7 +287,18 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	if !c.disk.put(id, index, p) {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}
-	return true, c.verifyBlock(id, index, p, whole)
+	if err := c.verifyBlock(id, index, p, whole); err != nil {
+		return true, err
+	}
+	// Another Fill may have found the object damaged while this block
+	// was written.
+	if err := c.failed(id); err != nil {
+		if derr := c.disk.dropObject(id); derr != nil {
+			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", derr)
+		}
+		return true, err
+	}
+	return true, nil
 }
 
 // DropObject removes every cached block of one object version from RAM's

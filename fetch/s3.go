@@ -215,12 +215,18 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 			if o.Size != nil {
 				size = *o.Size
 			}
-			objs = append(objs, Object{
+			obj := Object{
 				Key:     key,
 				Size:    size,
 				ModTime: aws.ToTime(o.LastModified),
 				ETag:    aws.ToString(o.ETag),
-			})
+			}
+			// The algorithm of a full-object checksum, so that a reader
+			// can sum blocks as they come; Stat gives its value.
+			if len(o.ChecksumAlgorithm) == 1 && (o.ChecksumType == "" || o.ChecksumType == types.ChecksumTypeFullObject) {
+				obj.Checksum.Algorithm = string(o.ChecksumAlgorithm[0])
+			}
+			objs = append(objs, obj)
 		}
 		if len(objs) > MaxListedObjects {
 			return nil, fmt.Errorf("%s: more than %d objects under this prefix; mount one model's prefix", s, MaxListedObjects)
@@ -263,6 +269,9 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 		ETag:      aws.ToString(out.ETag),
 		VersionID: aws.ToString(out.VersionId),
 		Checksum:  fullObjectChecksum(out),
+		// SSE-KMS and SSE-C ETags are not the content's MD5.
+		OpaqueETag: out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
+			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse || out.SSECustomerAlgorithm != nil,
 	}, nil
 }
 

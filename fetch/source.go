@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,23 @@ type Object struct {
 	// VersionID is the S3 version id, when the bucket is versioned.
 	VersionID string
 	// Checksum is a whole-object checksum the store keeps, when Stat
-	// found one (S3 additional checksums); zero otherwise.
+	// found one (S3 additional checksums); zero otherwise. A listing may
+	// give only its Algorithm: Stat gives the Value.
 	Checksum Checksum
+	// OpaqueETag is set when the store says the ETag is not the MD5 of
+	// the content even though it looks like one (S3 SSE-KMS, SSE-C).
+	OpaqueETag bool
+}
+
+// ETagMD5 returns the MD5 of the content that a single-part S3-style ETag
+// is, or false: a multipart ETag ("...-N"), a weak one, one of another
+// form, or one the store marked opaque.
+func (o Object) ETagMD5() ([]byte, bool) {
+	if o.OpaqueETag || len(o.ETag) != 34 || o.ETag[0] != '"' || o.ETag[33] != '"' {
+		return nil, false
+	}
+	sum, err := hex.DecodeString(o.ETag[1:33])
+	return sum, err == nil
 }
 
 // Checksum is a whole-object checksum: Algorithm is SHA256, SHA1, CRC32,

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/internal/objsum"
+)
+
+// storeVerifier checks each object against what its store keeps: the
+// full-object checksum (S3's additional checksums, CRC64NVME by default
+// since December 2024; a pack's sha256), else, on S3, the MD5 that a
+// single-part ETag is. The algorithm comes from the listing, so CRCs are
+// summed block by block as blocks arrive; the value from one HEAD when the
+// object completes, which also shows that the version is still the one
+// read.
+type storeVerifier struct {
+	files     map[string]remoteFile // by path; read-only once the cache runs
+	blockSize int64
+}
+
+func (v storeVerifier) Check(id blockcache.ObjectID) blockcache.ObjectCheck {
+	f, ok := v.files[id.Name]
+	if !ok || f.obj.Version() != id.Version {
+		return nil
+	}
+	algo := f.obj.Checksum.Algorithm
+	if crc := objsum.LookupCRC(algo); crc != nil {
+		return &crcCheck{file: f, crc: crc, bs: v.blockSize, sums: map[int64]uint64{}}
+	}
+	if objsum.NewOrdered(algo) != nil {
+		return &orderedCheck{file: f, algo: algo}
+	}
+	if _, ok := f.obj.ETagMD5(); ok && f.model.etagMD5 {
+		return &orderedCheck{file: f, algo: "MD5"}
+	}
+	return nil
+}
+
+// crcCheck sums each block on its own and combines them in order.
+type crcCheck struct {
+	file remoteFile
+	crc  *objsum.CRC
+	bs   int64
+	mu   sync.Mutex
+	sums map[int64]uint64 // by block; sparse, for absurd sizes
+}
+
+func (c *crcCheck) Ordered() bool { return false }
+
+func (c *crcCheck) Block(i int64, p []byte) {
+	sum := c.crc.Sum(p)
+	c.mu.Lock()
+	c.sums[i] = sum
+	c.mu.Unlock()
+}
+
+func (c *crcCheck) Finish(ctx context.Context, _ io.Reader) error {
+	c.mu.Lock()
+	var sum uint64
+	for i := int64(0); i*c.bs < c.file.obj.Size; i++ {
+		s, ok := c.sums[i]
+		if !ok {
+			c.mu.Unlock()
+			return fmt.Errorf("%w: block %d was never summed", blockcache.ErrUnverifiable, i)
+		}
+		if i == 0 {
+			sum = s
+		} else {
+			sum = c.crc.Combine(sum, s, min(c.bs, c.file.obj.Size-i*c.bs))
+		}
+	}
+	c.mu.Unlock()
+	want, err := storeChecksum(ctx, c.file, c.crc.Name)
+	if err != nil {
+		return err
+	}
+	return compareSums(c.crc.Name, c.crc.Bytes(sum), want)
+}
+
+// orderedCheck hashes the whole object in order (SHA256, SHA1, MD5).
+type orderedCheck struct {
+	file remoteFile
+	algo string
+}
+
+func (c *orderedCheck) Ordered() bool       { return true }
+func (c *orderedCheck) Block(int64, []byte) {}
+
+func (c *orderedCheck) Finish(ctx context.Context, whole io.Reader) error {
+	h := objsum.NewOrdered(c.algo)
+	if _, err := io.Copy(h, whole); err != nil {
+		return fmt.Errorf("%w: reading it back: %w", blockcache.ErrUnverifiable, err)
+	}
+	var want []byte
+	var err error
+	if c.algo == "MD5" {
+		want, err = storeETagMD5(ctx, c.file)
+	} else {
+		want, err = storeChecksum(ctx, c.file, c.algo)
+	}
+	if err != nil {
+		return err
+	}
+	return compareSums(c.algo, h.Sum(nil), want)
+}
+
+func compareSums(algo string, got, want []byte) error {
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("%s is %x, the store has %x", algo, got, want)
+	}
+	return nil
+}
+
+// storeChecksum returns the store's checksum of the file's pinned version:
+// from the listing when it gave the value (packs), else from a HEAD.
+func storeChecksum(ctx context.Context, f remoteFile, algo string) ([]byte, error) {
+	ck := f.obj.Checksum
+	if ck.Value == "" {
+		st, err := stat(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		ck = st.Checksum
+	}
+	if ck.Algorithm != algo || ck.Value == "" {
+		return nil, fmt.Errorf("%w: the store's checksum is now %q, not %s", blockcache.ErrUnverifiable, ck.Algorithm, algo)
+	}
+	sum, err := base64.StdEncoding.DecodeString(ck.Value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the store's %s %q is not base64", blockcache.ErrUnverifiable, algo, ck.Value)
+	}
+	return sum, nil
+}
+
+// storeETagMD5 returns the MD5 a single-part ETag is, once a HEAD showed
+// that the store does not mark it opaque (SSE-KMS, SSE-C).
+func storeETagMD5(ctx context.Context, f remoteFile) ([]byte, error) {
+	st, err := stat(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	sum, ok := st.ETagMD5()
+	if !ok {
+		return nil, fmt.Errorf("%w: the ETag is not an MD5 (encrypted or multipart)", blockcache.ErrUnverifiable)
+	}
+	return sum, nil
+}
+
+// stat HEADs the file and checks it is still the version read; anything
+// else leaves it unverifiable, never failed.
+func stat(ctx context.Context, f remoteFile) (fetch.Object, error) {
+	st, err := f.model.src.Stat(ctx, f.obj.Key)
+	if err != nil {
+		return st, fmt.Errorf("%w: %w", blockcache.ErrUnverifiable, err)
+	}
+	if st.Version() != f.obj.Version() {
+		return st, fmt.Errorf("%w: %w", blockcache.ErrUnverifiable, fetch.ErrChanged)
+	}
+	return st, nil
+}

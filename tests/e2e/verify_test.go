@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/modelfs/modelfs/tests/s3server"
+)
+
+// verifyKinds are the checksums a store may keep for an object, each
+// tried on an intact object and on one damaged on the store's disk.
+var verifyKinds = []struct {
+	name string
+	opts s3server.PutOptions
+}{
+	{"crc64nvme", s3server.PutOptions{}}, // S3's default
+	{"crc32c", s3server.PutOptions{Checksum: "CRC32C"}},
+	{"crc32", s3server.PutOptions{Checksum: "CRC32"}},
+	{"sha1", s3server.PutOptions{Checksum: "SHA1"}},
+	{"sha256", s3server.PutOptions{Checksum: "SHA256"}},
+	{"md5-etag", s3server.PutOptions{NoChecksum: true}}, // single-part ETag only
+}
+
+// verifyObjectSize spans several 1 MiB blocks and ends inside one.
+const verifyObjectSize = 3<<20 + 12345
+
+// putVerifyObjects stores, for each kind, intact/KIND.bin and
+// damaged/KIND.bin (one byte flipped on the server's disk after the put,
+// metadata unchanged), plus intact/bare.bin with no checksum and an
+// SSE-KMS ETag. It returns the intact objects' bytes by key.
+func putVerifyObjects(t *testing.T, r *remote) map[string][]byte {
+	t.Helper()
+	if err := r.srv.CreateBucket(bucket); err != nil {
+		t.Fatal(err)
+	}
+	intact := map[string][]byte{}
+	put := func(key string, data []byte, opts s3server.PutOptions) {
+		if _, err := r.srv.PutObjectWith(bucket, key, data, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, k := range verifyKinds {
+		rng := rand.NewChaCha8([32]byte{byte(i), 'v'})
+		data := make([]byte, verifyObjectSize)
+		rng.Read(data)
+		put("intact/"+k.name+".bin", data, k.opts)
+		put("damaged/"+k.name+".bin", data, k.opts)
+		if err := r.srv.DamageObject(bucket, "damaged/"+k.name+".bin", verifyObjectSize/2); err != nil {
+			t.Fatal(err)
+		}
+		intact["intact/"+k.name+".bin"] = data
+	}
+	bare := bytes.Repeat([]byte("bare"), 1000)
+	put("intact/bare.bin", bare, s3server.PutOptions{NoChecksum: true, SSEKMS: true})
+	intact["intact/bare.bin"] = bare
+	return intact
+}
+
+// Through a fresh mount, a damaged object read to its end fails with EIO
+// (never a clean EOF), and so does every read after; the intact object
+// next to it reads clean; stats show each file's state.
+func TestVerifyMountFailsDamagedObjects(t *testing.T) {
+	r := newRemote(t)
+	intact := putVerifyObjects(t, r)
+	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--block-size", "1MiB")...)
+
+	for _, k := range verifyKinds {
+		name := "damaged/" + k.name + ".bin"
+		got, err := os.ReadFile(m.path(name))
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("%s: reading it whole gave %d bytes and %v, want EIO", name, len(got), err)
+		}
+		f, err := os.Open(m.path(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.ReadAt(make([]byte, 10), 0); !errors.Is(err, syscall.EIO) {
+			t.Errorf("%s: a read after the failure gave %v, want EIO", name, err)
+		}
+		f.Close()
+	}
+	for name, want := range intact {
+		got, err := os.ReadFile(m.path(name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes, %v; want its %d bytes", name, len(got), err, len(want))
+		}
+	}
+
+	code, out, stderr := runCLIOutput(t, "stats", "--json", m.dir)
+	if code != 0 {
+		t.Fatalf("stats: %s", stderr)
+	}
+	var st struct {
+		Files []struct {
+			Path   string `json:"path"`
+			Verify string `json:"verify"`
+		} `json:"files"`
+		Cache struct {
+			Verified   int64 `json:"verified_files"`
+			Unverified int64 `json:"unverified_files"`
+			Failures   int64 `json:"verify_failures"`
+		} `json:"cache"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range st.Files {
+		want := "verified"
+		switch {
+		case strings.HasPrefix(f.Path, "damaged/"):
+			want = "failed"
+		case f.Path == "intact/bare.bin":
+			want = "unverified"
+		}
+		if f.Verify != want {
+			t.Errorf("stats: %s is %q, want %q", f.Path, f.Verify, want)
+		}
+	}
+	n := int64(len(verifyKinds))
+	if c := st.Cache; c.Verified != n || c.Failures != n || c.Unverified != 1 {
+		t.Errorf("stats: %d verified, %d failed, %d unverified; want %d, %d, 1", c.Verified, c.Failures, c.Unverified, n, n)
+	}
+	logs := m.stderr.String()
+	for _, k := range verifyKinds {
+		if strings.Count(logs, "does not match the store's checksum: its cached blocks are dropped") != len(verifyKinds) ||
+			!strings.Contains(logs, "damaged/"+k.name+".bin") {
+			t.Fatalf("want one log line naming each damaged file:\n%s", logs)
+		}
+	}
+}
+
+// warm fails naming every damaged file and keeps none of its blocks; the
+// intact ones warm clean, bare.bin with a warning, and --require-verified
+// fails on it.
+func TestVerifyWarm(t *testing.T) {
+	r := newRemote(t)
+	putVerifyObjects(t, r)
+	cacheDir := t.TempDir()
+	warm := func(source string, extra ...string) (int, string, string) {
+		args := append(append([]string{"warm"}, r.mountArgs()...), "--cache-dir", cacheDir, "--block-size", "1MiB")
+		return runCLIOutput(t, append(append(args, extra...), source)...)
+	}
+	code, _, stderr := warm("s3://" + bucket)
+	if code == 0 || !strings.Contains(stderr, "checksum mismatch") {
+		t.Fatalf("warm over damaged objects: exit %d, %s", code, stderr)
+	}
+	for _, k := range verifyKinds {
+		if !strings.Contains(stderr, "damaged/"+k.name+".bin") || strings.Contains(stderr, "intact/"+k.name+".bin:") {
+			t.Errorf("warm's error should name damaged/%s.bin and not intact/%s.bin: %s", k.name, k.name, stderr)
+		}
+	}
+	if code, out, _ := runCLIOutput(t, "cache", "ls", "--cache-dir", cacheDir); code != 0 || strings.Contains(out, "damaged/") {
+		t.Errorf("the damaged files' blocks stayed in the cache:\n%s", out)
+	}
+
+	code, out, stderr := warm("s3://" + bucket + "/intact")
+	if code != 0 || !strings.Contains(stderr, "file not verified") || !strings.Contains(stderr, "bare.bin") {
+		t.Fatalf("warm of the intact files: exit %d, %s", code, stderr)
+	}
+	if want := "6 verified against the store, 1 unverified"; !strings.Contains(out, want) {
+		t.Errorf("warm printed %q, want %q in it", out, want)
+	}
+	code, _, stderr = warm("s3://"+bucket+"/intact", "--require-verified")
+	if code == 0 || !strings.Contains(stderr, "bare.bin") {
+		t.Fatalf("warm --require-verified with an unverified file: exit %d, %s", code, stderr)
+	}
+}
