@@ -43,7 +43,8 @@ func (o Object) ETagMD5() ([]byte, bool) {
 }
 
 // Checksum is a whole-object checksum: Algorithm is SHA256, SHA1, CRC32,
-// CRC32C or CRC64NVME, Value its base64 encoding as S3 gives it.
+// CRC32C or CRC64NVME (S3), or MD5 (an HTTP digest), Value its base64
+// encoding as S3 gives it.
 type Checksum struct {
 	Algorithm, Value string
 }

@@ -38,7 +38,7 @@ func (v storeVerifier) Check(id blockcache.ObjectID) blockcache.ObjectCheck {
 		return &orderedCheck{file: f, algo: algo}
 	}
 	if _, ok := f.obj.ETagMD5(); ok && f.model.etagMD5 {
-		return &orderedCheck{file: f, algo: "MD5"}
+		return &orderedCheck{file: f, algo: "MD5", etag: true}
 	}
 	return nil
 }
@@ -88,6 +88,7 @@ func (c *crcCheck) Finish(ctx context.Context, _ io.Reader) error {
 type orderedCheck struct {
 	file remoteFile
 	algo string
+	etag bool // the MD5 is the ETag's
 }
 
 func (c *orderedCheck) Ordered() bool       { return true }
@@ -100,7 +101,7 @@ func (c *orderedCheck) Finish(ctx context.Context, whole io.Reader) error {
 	}
 	var want []byte
 	var err error
-	if c.algo == "MD5" {
+	if c.etag {
 		want, err = storeETagMD5(ctx, c.file)
 	} else {
 		want, err = storeChecksum(ctx, c.file, c.algo)
