@@ -2,13 +2,19 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -178,5 +184,83 @@ func TestVerifyWarm(t *testing.T) {
 	code, _, stderr = warm("s3://"+bucket+"/intact", "--require-verified")
 	if code == 0 || !strings.Contains(stderr, "bare.bin") {
 		t.Fatalf("warm --require-verified with an unverified file: exit %d, %s", code, stderr)
+	}
+}
+
+// An HTTP source whose server gives digests: Repr-Digest, and the Hub's
+// X-Linked-Etag on a redirect. Damaged files fail through the mount and in
+// warm, the intact ones read clean, and one without a digest is unverified.
+func TestVerifyHTTPDigests(t *testing.T) {
+	type file struct {
+		data, served []byte
+		hub          bool // behind a redirect carrying X-Linked-Etag
+		digest       bool
+	}
+	rng := rand.NewChaCha8([32]byte{'h'})
+	content := func() []byte {
+		b := make([]byte, verifyObjectSize)
+		rng.Read(b)
+		return b
+	}
+	damage := func(b []byte) []byte {
+		d := bytes.Clone(b)
+		d[len(d)/2] ^= 1
+		return d
+	}
+	files := map[string]*file{}
+	for _, name := range []string{"good.bin", "bad.bin", "hub-good.bin", "hub-bad.bin", "plain.bin"} {
+		data := content()
+		f := &file{data: data, served: data, hub: strings.HasPrefix(name, "hub-"), digest: name != "plain.bin"}
+		if strings.Contains(name, "bad") {
+			f.served = damage(data)
+		}
+		files[name] = f
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		if name == "modelfs.json" {
+			w.Write([]byte(`["good.bin", "bad.bin", "hub-good.bin", "hub-bad.bin", "plain.bin"]`))
+			return
+		}
+		cdn := strings.HasPrefix(name, "cdn/")
+		f := files[strings.TrimPrefix(name, "cdn/")]
+		if f == nil {
+			http.NotFound(w, r)
+			return
+		}
+		sum := sha256.Sum256(f.data)
+		if f.hub && !cdn {
+			w.Header().Set("X-Linked-Etag", `"`+hex.EncodeToString(sum[:])+`"`)
+			http.Redirect(w, r, "/cdn/"+name, http.StatusFound)
+			return
+		}
+		if f.digest && !f.hub {
+			w.Header().Set("Repr-Digest", "sha-256=:"+base64.StdEncoding.EncodeToString(sum[:])+":")
+		}
+		w.Header().Set("ETag", `"v1-`+name+`"`)
+		http.ServeContent(w, r, name, time.Unix(1700000000, 0), bytes.NewReader(f.served))
+	}))
+	defer srv.Close()
+
+	m := startMount(t, srv.URL+"/", "--block-size", "1MiB")
+	for name, f := range files {
+		got, err := os.ReadFile(m.path(name))
+		if !bytes.Equal(f.served, f.data) {
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("%s (damaged): %d bytes, %v; want EIO", name, len(got), err)
+			}
+		} else if err != nil || !bytes.Equal(got, f.data) {
+			t.Errorf("%s: %d bytes, %v", name, len(got), err)
+		}
+	}
+	_, out, _ := runCLIOutput(t, "stats", m.dir)
+	if !strings.Contains(out, "2 files verified against their store's checksum, 1 unverified (no usable checksum), 2 failed") {
+		t.Errorf("stats:\n%s", out)
+	}
+	m.stop(t)
+
+	code, _, stderr := runCLIOutput(t, "warm", "--cache-dir", t.TempDir(), "--block-size", "1MiB", srv.URL+"/")
+	if code == 0 || !strings.Contains(stderr, "bad.bin") || !strings.Contains(stderr, "hub-bad.bin") || strings.Contains(stderr, "good.bin:") {
+		t.Errorf("warm: exit %d, %s", code, stderr)
 	}
 }
