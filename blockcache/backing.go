@@ -74,6 +74,13 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 			return b, true
 		}
 		b.Close()
+		if o.c.failed(o.id) != nil {
+			// Dropped only now: the pin held above keeps every process,
+			// this one included, from evicting the object.
+			if err := o.c.DropObject(o.id); err != nil {
+				o.c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", o.id.Name, "err", err)
+			}
+		}
 		return nil, false
 	}
 	if wait || !fresh {
@@ -96,6 +103,8 @@ func (c *Cache) storeChecked(id ObjectID, f *os.File, wait bool) bool {
 		return true
 	case st == VerifyFailed:
 		return false
+	case c.markedVerified(id, f):
+		return true
 	case wait:
 		return c.verifyFile(id, f)
 	}

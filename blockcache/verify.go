@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -158,6 +161,12 @@ func (c *Cache) failed(id ObjectID) error {
 // damaged object fails, and every read after it. whole opens the object's
 // bytes in order, for ordered checks.
 func (c *Cache) verifyBlock(id ObjectID, index int64, p []byte, whole func() (io.Reader, func())) error {
+	return c.checkBlock(id, index, p, whole, true)
+}
+
+// checkBlock is verifyBlock; drop is false for a caller that pins the
+// object on disk, and drops it itself once it has let go.
+func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, whole func() (io.Reader, func()), drop bool) error {
 	vr := c.verify
 	if vr == nil {
 		return nil
@@ -211,9 +220,15 @@ func (c *Cache) verifyBlock(id ObjectID, index int64, p []byte, whole func() (io
 		err = ov.err
 	}
 	vr.mu.Unlock()
+	if err == nil && ov.state == Verified {
+		c.rememberVerified(id)
+	}
 	if err != nil {
 		c.opts.Logger.Error("object does not match the store's checksum: its cached blocks are dropped and reads of it fail",
 			"file", id.Name, "err", err)
+		if !drop {
+			return err
+		}
 		if derr := c.DropObject(id); derr != nil {
 			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", derr)
 		}
@@ -283,10 +298,62 @@ func (c *Cache) verifyFile(id ObjectID, f io.ReaderAt) bool {
 		if n, _ := f.ReadAt(p, i*bs); n != len(p) {
 			return false
 		}
-		if err := c.verifyBlock(id, i, p, whole); err != nil {
+		if err := c.checkBlock(id, i, p, whole, false); err != nil {
 			return false
 		}
 	}
 	st, _ := c.Object(id).Verification()
 	return st == Verified || st == Unverified
+}
+
+// storeMarkName is the file, in a disk object's directory, that remembers
+// that the object passed its store's check, with the stamp (inode, size,
+// ctime) of the data file then: any later change to the file voids it.
+// So a new process passes through what warm verified without reading it
+// again.
+const storeMarkName = "store-verified"
+
+// rememberVerified writes the mark for an object complete on disk. One
+// not yet complete there (its last block still being written back) gets
+// none: a later process checks it from its file once.
+func (c *Cache) rememberVerified(id ObjectID) {
+	t := c.disk
+	if t == nil || !c.Object(id).CompleteOnDisk() {
+		return
+	}
+	dir := filepath.Join(t.root, objectDirID(id, c.opts.BlockSize))
+	data, err := os.Open(filepath.Join(dir, "data"))
+	if err != nil {
+		return
+	}
+	defer data.Close()
+	stamp, ok := stampOf(data)
+	if !ok {
+		return
+	}
+	path := filepath.Join(dir, storeMarkName)
+	if os.WriteFile(path+".tmp", []byte(stamp+"\n"), filePerm) == nil {
+		os.Rename(path+".tmp", path)
+	}
+}
+
+// markedVerified reports whether f, an object's open data file, is as it
+// was when the object passed its store's check, and if so records it.
+func (c *Cache) markedVerified(id ObjectID, f *os.File) bool {
+	stamp, ok := stampOf(f)
+	if !ok {
+		return false
+	}
+	old, err := os.ReadFile(filepath.Join(c.disk.root, objectDirID(id, c.opts.BlockSize), storeMarkName))
+	if err != nil || strings.TrimSpace(string(old)) != stamp {
+		return false
+	}
+	vr := c.verify
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	if ov := vr.stateLocked(id); ov.state == VerifyPending {
+		ov.state, ov.check = Verified, nil
+		vr.counters.verified++
+	}
+	return true
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -188,16 +190,43 @@ func TestVerifyFillAndBacking(t *testing.T) {
 		}
 		c.Close()
 
-		// A fresh cache: the good object is complete on disk, unchecked yet.
+		// A fresh cache: the good object is complete on disk and marked
+		// as having passed, so it is handed out without a load.
+		loads := len(l.loadOrder())
 		c = New(opts, l)
-		b, ok := c.Object(gid).VerifiedBacking()
+		b, ok := c.Object(gid).Backing()
 		if !ok {
-			t.Fatal("a complete, intact object was not handed out")
+			t.Fatal("a complete object that passed its check was not handed out")
 		}
 		b.Close()
-		if st, _ := c.Object(gid).Verification(); st != Verified {
-			t.Fatalf("after the file pass: %v", st)
+		if st, _ := c.Object(gid).Verification(); st != Verified || len(l.loadOrder()) != loads {
+			t.Fatalf("from the mark: %v, %d loads", st, len(l.loadOrder())-loads)
 		}
 		c.Close()
+
+		// Without the mark, it is checked from its file first; and when
+		// the store's checksum disagrees, it is dropped instead.
+		gdir := filepath.Join(dir, diskVersionDir, objectDirID(gid, bs))
+		if err := os.Remove(filepath.Join(gdir, storeMarkName)); err != nil {
+			t.Fatal(err)
+		}
+		c = New(opts, l)
+		if b, ok := c.Object(gid).VerifiedBacking(); !ok {
+			t.Fatal("a complete, intact object was not handed out")
+		} else {
+			b.Close()
+		}
+		c.Close()
+		os.Remove(filepath.Join(gdir, storeMarkName))
+		v.want["good"] = sum(bad)
+		c = New(opts, l)
+		if _, ok := c.Object(gid).VerifiedBacking(); ok {
+			t.Fatal("an object that fails its check was handed out")
+		}
+		if st, _ := c.Object(gid).Verification(); st != VerifyFailed || c.Object(gid).CompleteOnDisk() {
+			t.Fatalf("after a failed file pass: %v, complete on disk %v", st, c.Object(gid).CompleteOnDisk())
+		}
+		c.Close()
+		dir = t.TempDir()
 	}
 }
