@@ -40,10 +40,11 @@ func (o *Object) VerifiedBacking() (*Backing, bool) {
 }
 
 // CompleteOnDisk reports whether every block of the object is in the disk
-// tier (by its records; contents are verified when read).
+// tier (by its records; contents are verified when read), and it has not
+// failed its store's check.
 func (o *Object) CompleteOnDisk() bool {
 	t := o.c.disk
-	if t == nil {
+	if t == nil || o.c.failed(o.id) != nil {
 		return false
 	}
 	t.mu.Lock()

@@ -81,7 +81,7 @@ func TestVerifyMountFailsDamagedObjects(t *testing.T) {
 func testVerifyMount(t *testing.T, extra ...string) {
 	r := newRemote(t)
 	intact := putVerifyObjects(t, r)
-	m := startMount(t, "s3://"+bucket, append(append(r.mountArgs(), "--block-size", "1MiB"), extra...)...)
+	m := startMount(t, "s3://"+bucket, append(append(r.mountArgs(), "--block-size", "1MiB", "--metrics-addr", "127.0.0.1:0"), extra...)...)
 
 	for _, k := range verifyKinds {
 		name := "damaged/" + k.name + ".bin"
@@ -140,6 +140,18 @@ func testVerifyMount(t *testing.T, extra ...string) {
 	n := int64(len(verifyKinds))
 	if c := st.Cache; c.Verified != n || c.Failures != n || c.Unverified != 1 {
 		t.Errorf("stats: %d verified, %d failed, %d unverified; want %d, %d, 1", c.Verified, c.Failures, c.Unverified, n, n)
+	}
+	mf := scrape(t, "http://"+metricsAddr(t, m)+"/metrics")
+	for _, k := range verifyKinds {
+		if v := sum(mf, "modelfs_verify_failed", map[string]string{"file": "damaged/" + k.name + ".bin"}); v != 1 {
+			t.Errorf("modelfs_verify_failed{file=damaged/%s.bin} = %v, want 1", k.name, v)
+		}
+	}
+	if v := sum(mf, "modelfs_verify_failures_total", nil); v != float64(n) {
+		t.Errorf("modelfs_verify_failures_total = %v, want %d", v, n)
+	}
+	if v := sum(mf, "modelfs_verify_unverified_files_total", nil); v != 1 {
+		t.Errorf("modelfs_verify_unverified_files_total = %v, want 1", v)
 	}
 	logs := m.stderr.String()
 	for _, k := range verifyKinds {
