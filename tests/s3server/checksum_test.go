@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"hash/crc64"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -87,5 +88,31 @@ func TestDamageObject(t *testing.T) {
 	}
 	if err := srv.DamageObject(bucket, "m", 1<<20); err == nil {
 		t.Fatal("damage past the end succeeded")
+	}
+}
+
+// A multipart object lists its parts through GetObjectAttributes, with its
+// ETag unquoted, as S3 does.
+func TestGetObjectAttributesParts(t *testing.T) {
+	srv, c := setup(t, s3server.Options{})
+	parts := [][]byte{randomBytes(5<<20, 1), randomBytes(5<<20, 2), randomBytes(1234, 3)}
+	etag, err := srv.PutMultipartWith(bucket, "mp", parts, s3server.PutOptions{NoChecksum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(etag, `-3"`) {
+		t.Fatalf("multipart ETag %s", etag)
+	}
+	out, err := c.GetObjectAttributes(context.Background(), &s3.GetObjectAttributesInput{
+		Bucket: aws.String(bucket), Key: aws.String("mp"), MaxParts: aws.Int32(2),
+		ObjectAttributes: []types.ObjectAttributes{types.ObjectAttributesEtag, types.ObjectAttributesObjectParts, types.ObjectAttributesObjectSize},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := out.ObjectParts
+	if aws.ToString(out.ETag) != strings.Trim(etag, `"`) || aws.ToInt64(out.ObjectSize) != 10<<20+1234 || op == nil ||
+		aws.ToInt32(op.TotalPartsCount) != 3 || !aws.ToBool(op.IsTruncated) || len(op.Parts) != 2 || aws.ToInt64(op.Parts[1].Size) != 5<<20 {
+		t.Fatalf("GetObjectAttributes: %+v, parts %+v", out, op)
 	}
 }

@@ -252,6 +252,12 @@ func (s *Server) PutObjectFromFile(bucket, key, path string) (etag string, err e
 }
 
 func (s *Server) putDirect(bucket, key string, src io.Reader, opts PutOptions) (string, error) {
+	return s.putDirectWith(bucket, key, src, opts, nil)
+}
+
+// putDirectWith is putDirect; shape, when set, adjusts the object before
+// it is stored.
+func (s *Server) putDirectWith(bucket, key string, src io.Reader, opts PutOptions, shape func(*object)) (string, error) {
 	if err := validKey(key); err != nil {
 		return "", err
 	}
@@ -270,6 +276,9 @@ func (s *Server) putDirect(bucket, key string, src io.Reader, opts PutOptions) (
 		return "", err
 	}
 	obj := data.object(key, s.clock())
+	if shape != nil {
+		shape(obj)
+	}
 	if opts.SSEKMS {
 		obj.header = http.Header{"X-Amz-Server-Side-Encryption": {"aws:kms"}}
 		// S3's ETag of an SSE-KMS object is opaque: anything but the MD5.
