@@ -85,3 +85,27 @@ func TestETagMD5(t *testing.T) {
 		}
 	}
 }
+
+// A multipart ETag is the MD5 of the parts' MD5s and their count.
+func TestMultipartETag(t *testing.T) {
+	md := md5.Sum([]byte("x"))
+	h := hex.EncodeToString(md[:])
+	for _, c := range []struct {
+		etag   string
+		opaque bool
+		parts  int
+	}{
+		{`"` + h + `-3"`, false, 3},
+		{`"` + h + `-10000"`, false, 10000},
+		{`"` + h + `-3"`, true, 0},
+		{`"` + h + `-0"`, false, 0},
+		{`"` + h + `-10001"`, false, 0},
+		{`"` + h + `"`, false, 0},
+		{`"` + h + `-x"`, false, 0},
+	} {
+		sum, n, ok := Object{ETag: c.etag, OpaqueETag: c.opaque}.MultipartETag()
+		if n != c.parts || ok != (c.parts > 0) || ok && string(sum) != string(md[:]) {
+			t.Errorf("MultipartETag(%s, opaque %v) = %x, %d, %v; want %d parts", c.etag, c.opaque, sum, n, ok, c.parts)
+		}
+	}
+}

@@ -296,6 +296,54 @@ func fullObjectChecksum(out *s3.HeadObjectOutput) Checksum {
 
 func (s *S3) fullKey(key string) string { return s.root + key }
 
+// maxParts is the most parts S3 lets an upload have.
+const maxParts = 10000
+
+// PartSizes returns the sizes of the parts a multipart object was uploaded
+// in, in order (none for a single-part object), from GetObjectAttributes,
+// pinned to obj's version.
+func (s *S3) PartSizes(ctx context.Context, obj Object) ([]int64, error) {
+	full := s.fullKey(obj.Key)
+	var sizes []int64
+	var marker *string
+	for {
+		var out *s3.GetObjectAttributesOutput
+		err := s.retry.do(ctx, OpStat, 0, "attributes "+full, func(ctx context.Context) error {
+			in := &s3.GetObjectAttributesInput{
+				Bucket: aws.String(s.bucket), Key: aws.String(full), MaxParts: aws.Int32(1000), PartNumberMarker: marker,
+				ObjectAttributes: []types.ObjectAttributes{types.ObjectAttributesEtag, types.ObjectAttributesObjectParts},
+			}
+			if obj.VersionID != "" {
+				in.VersionId = aws.String(obj.VersionID)
+			}
+			var err error
+			out, err = s.client.GetObjectAttributes(ctx, in)
+			return s.mapError(err)
+		})
+		if err != nil {
+			return nil, err
+		}
+		// GetObjectAttributes gives the ETag without its quotes.
+		if etag := aws.ToString(out.ETag); obj.ETag != "" && etag != "" && `"`+strings.Trim(etag, `"`)+`"` != obj.ETag {
+			return nil, fmt.Errorf("attributes %s: %w: ETag %s, pinned %s", full, ErrChanged, etag, obj.ETag)
+		}
+		op := out.ObjectParts
+		if op == nil {
+			return sizes, nil
+		}
+		for _, p := range op.Parts {
+			sizes = append(sizes, aws.ToInt64(p.Size))
+		}
+		if len(sizes) > maxParts {
+			return nil, fmt.Errorf("attributes %s: more than %d parts", full, maxParts)
+		}
+		if !aws.ToBool(op.IsTruncated) || op.NextPartNumberMarker == nil || len(op.Parts) == 0 {
+			return sizes, nil
+		}
+		marker = op.NextPartNumberMarker
+	}
+}
+
 // ReadAt is one ranged GET, If-Match pinned, retried within the budget.
 func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
 	n, atEnd, err := clipRead(obj, len(p), off)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 )
 
@@ -29,6 +30,24 @@ type Object struct {
 	// OpaqueETag is set when the store says the ETag is not the MD5 of
 	// the content even though it looks like one (S3 SSE-KMS, SSE-C).
 	OpaqueETag bool
+}
+
+// MultipartETag returns the MD5 of the parts' MD5s and the part count
+// that an S3 multipart ETag ("<md5>-N") is, or false; like ETagMD5, not
+// when the store marked the ETag opaque.
+func (o Object) MultipartETag() (sum []byte, parts int, ok bool) {
+	if o.OpaqueETag || len(o.ETag) < 36 || o.ETag[0] != '"' || o.ETag[len(o.ETag)-1] != '"' || o.ETag[33] != '-' {
+		return nil, 0, false
+	}
+	sum, err := hex.DecodeString(o.ETag[1:33])
+	if err != nil {
+		return nil, 0, false
+	}
+	n, err := strconv.Atoi(o.ETag[34 : len(o.ETag)-1])
+	if err != nil || n < 1 || n > 10000 {
+		return nil, 0, false
+	}
+	return sum, n, true
 }
 
 // ETagMD5 returns the MD5 of the content that a single-part S3-style ETag

@@ -84,6 +84,9 @@ type modelSource struct {
 	// etagMD5: a single-part ETag is the content's MD5 (S3); elsewhere an
 	// ETag that looks like one may be anything.
 	etagMD5 bool
+	// parts lists a multipart object's parts, for its ETag; nil when the
+	// source cannot.
+	parts partLister
 }
 
 // path is where an object of the model is in the mount, which is also its
@@ -221,6 +224,7 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
+	parts, _ := src.(partLister)
 	if src, err = wrapSource(ctx, src, log); err != nil {
 		return nil, err
 	}
@@ -232,7 +236,7 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
-	return &modelSource{spec: spec, src: src, objs: objs, etagMD5: loc.Scheme == "s3"}, nil
+	return &modelSource{spec: spec, src: src, objs: objs, etagMD5: loc.Scheme == "s3", parts: parts}, nil
 }
 
 // netPolicyFlags is the network policy --deny-networks and

@@ -40,7 +40,62 @@ func (v storeVerifier) Check(id blockcache.ObjectID) blockcache.ObjectCheck {
 	if _, ok := f.obj.ETagMD5(); ok && f.model.etagMD5 {
 		return &orderedCheck{file: f, algo: "MD5", etag: true}
 	}
+	if _, n, ok := f.obj.MultipartETag(); ok && f.model.etagMD5 && f.model.parts != nil {
+		return &multipartCheck{file: f, parts: n}
+	}
 	return nil
+}
+
+// partLister gives the part sizes of a multipart object (fetch.S3).
+type partLister interface {
+	PartSizes(ctx context.Context, obj fetch.Object) ([]int64, error)
+}
+
+// multipartCheck verifies a multipart ETag, the MD5 of the parts' MD5s
+// and their count: the part sizes come from the store, the MD5s from the
+// bytes in order.
+type multipartCheck struct {
+	file  remoteFile
+	parts int
+}
+
+func (c *multipartCheck) Ordered() bool       { return true }
+func (c *multipartCheck) Block(int64, []byte) {}
+
+func (c *multipartCheck) Finish(ctx context.Context, whole io.Reader) error {
+	st, err := stat(ctx, c.file)
+	if err != nil {
+		return err
+	}
+	want, n, ok := st.MultipartETag()
+	if !ok || n != c.parts {
+		return fmt.Errorf("%w: the ETag is not a multipart MD5 (encrypted?)", blockcache.ErrUnverifiable)
+	}
+	sizes, err := c.file.model.parts.PartSizes(ctx, c.file.obj)
+	if err != nil {
+		return fmt.Errorf("%w: listing its parts: %w", blockcache.ErrUnverifiable, err)
+	}
+	var total int64
+	for _, sz := range sizes {
+		if sz < 0 {
+			total = -1
+			break
+		}
+		total += sz
+	}
+	if len(sizes) != n || total != c.file.obj.Size {
+		return fmt.Errorf("%w: the store lists %d parts of %d bytes for a %d-part ETag of %d bytes",
+			blockcache.ErrUnverifiable, len(sizes), total, n, c.file.obj.Size)
+	}
+	outer := objsum.NewOrdered("MD5")
+	for _, sz := range sizes {
+		h := objsum.NewOrdered("MD5")
+		if _, err := io.CopyN(h, whole, sz); err != nil {
+			return fmt.Errorf("%w: reading it back: %w", blockcache.ErrUnverifiable, err)
+		}
+		outer.Write(h.Sum(nil))
+	}
+	return compareSums(fmt.Sprintf("multipart ETag (%d parts)", n), outer.Sum(nil), want)
 }
 
 // crcCheck sums each block on its own and combines them in order.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -22,15 +23,17 @@ import (
 // verifyKinds are the checksums a store may keep for an object, each
 // tried on an intact object and on one damaged on the store's disk.
 var verifyKinds = []struct {
-	name string
-	opts s3server.PutOptions
+	name      string
+	opts      s3server.PutOptions
+	multipart bool
 }{
-	{"crc64nvme", s3server.PutOptions{}}, // S3's default
-	{"crc32c", s3server.PutOptions{Checksum: "CRC32C"}},
-	{"crc32", s3server.PutOptions{Checksum: "CRC32"}},
-	{"sha1", s3server.PutOptions{Checksum: "SHA1"}},
-	{"sha256", s3server.PutOptions{Checksum: "SHA256"}},
-	{"md5-etag", s3server.PutOptions{NoChecksum: true}}, // single-part ETag only
+	{"crc64nvme", s3server.PutOptions{}, false}, // S3's default
+	{"crc32c", s3server.PutOptions{Checksum: "CRC32C"}, false},
+	{"crc32", s3server.PutOptions{Checksum: "CRC32"}, false},
+	{"sha1", s3server.PutOptions{Checksum: "SHA1"}, false},
+	{"sha256", s3server.PutOptions{Checksum: "SHA256"}, false},
+	{"md5-etag", s3server.PutOptions{NoChecksum: true}, false},      // single-part ETag only
+	{"multipart-etag", s3server.PutOptions{NoChecksum: true}, true}, // parts of uneven sizes
 }
 
 // verifyObjectSize spans several 1 MiB blocks and ends inside one.
@@ -46,8 +49,14 @@ func putVerifyObjects(t *testing.T, r *remote) map[string][]byte {
 		t.Fatal(err)
 	}
 	intact := map[string][]byte{}
-	put := func(key string, data []byte, opts s3server.PutOptions) {
-		if _, err := r.srv.PutObjectWith(bucket, key, data, opts); err != nil {
+	put := func(key string, data []byte, opts s3server.PutOptions, multipart bool) {
+		var err error
+		if multipart {
+			_, err = r.srv.PutMultipartWith(bucket, key, [][]byte{data[:1<<20+100], data[1<<20+100 : 2<<20+5000], data[2<<20+5000:]}, opts)
+		} else {
+			_, err = r.srv.PutObjectWith(bucket, key, data, opts)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -55,15 +64,15 @@ func putVerifyObjects(t *testing.T, r *remote) map[string][]byte {
 		rng := rand.NewChaCha8([32]byte{byte(i), 'v'})
 		data := make([]byte, verifyObjectSize)
 		rng.Read(data)
-		put("intact/"+k.name+".bin", data, k.opts)
-		put("damaged/"+k.name+".bin", data, k.opts)
+		put("intact/"+k.name+".bin", data, k.opts, k.multipart)
+		put("damaged/"+k.name+".bin", data, k.opts, k.multipart)
 		if err := r.srv.DamageObject(bucket, "damaged/"+k.name+".bin", verifyObjectSize/2); err != nil {
 			t.Fatal(err)
 		}
 		intact["intact/"+k.name+".bin"] = data
 	}
 	bare := bytes.Repeat([]byte("bare"), 1000)
-	put("intact/bare.bin", bare, s3server.PutOptions{NoChecksum: true, SSEKMS: true})
+	put("intact/bare.bin", bare, s3server.PutOptions{NoChecksum: true, SSEKMS: true}, false)
 	intact["intact/bare.bin"] = bare
 	return intact
 }
@@ -190,7 +199,7 @@ func TestVerifyWarm(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "file not verified") || !strings.Contains(stderr, "bare.bin") {
 		t.Fatalf("warm of the intact files: exit %d, %s", code, stderr)
 	}
-	if want := "6 verified against the store, 1 unverified"; !strings.Contains(out, want) {
+	if want := fmt.Sprintf("%d verified against the store, 1 unverified", len(verifyKinds)); !strings.Contains(out, want) {
 		t.Errorf("warm printed %q, want %q in it", out, want)
 	}
 	code, _, stderr = warm("s3://"+bucket+"/intact", "--require-verified")
