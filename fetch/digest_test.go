@@ -25,9 +25,9 @@ func TestHTTPDigests(t *testing.T) {
 		header http.Header
 		want   Checksum
 	}{
-		{"repr-digest", http.Header{"Repr-Digest": {"sha-512=:AAAA:, sha-256=:" + b64(sha[:]) + ":"}}, Checksum{"SHA256", b64(sha[:])}},
-		{"digest", http.Header{"Digest": {"MD5=" + b64(md[:]) + ",SHA-256=" + b64(sha[:])}}, Checksum{"SHA256", b64(sha[:])}},
-		{"digest-md5", http.Header{"Digest": {"md5=" + b64(md[:])}}, Checksum{"MD5", b64(md[:])}},
+		{"repr-digest", http.Header{"Repr-Digest": {"sha-512=:AAAA:, sha-256=:" + b64(sha[:]) + ":"}}, Checksum{Algorithm: "SHA256", Value: b64(sha[:])}},
+		{"digest", http.Header{"Digest": {"MD5=" + b64(md[:]) + ",SHA-256=" + b64(sha[:])}}, Checksum{Algorithm: "SHA256", Value: b64(sha[:])}},
+		{"digest-md5", http.Header{"Digest": {"md5=" + b64(md[:])}}, Checksum{Algorithm: "MD5", Value: b64(md[:])}},
 		{"malformed", http.Header{"Repr-Digest": {"sha-256=" + b64(sha[:])}, "Digest": {"sha-256=:x:"}}, Checksum{}},
 		{"coded", http.Header{"Repr-Digest": {"sha-256=:" + b64(sha[:]) + ":"}, "Content-Encoding": {"gzip"}}, Checksum{}},
 		{"none", nil, Checksum{}},
@@ -61,7 +61,7 @@ func TestHTTPDigests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Checksum{"SHA256", b64(sha[:])}); obj.Checksum != want {
+	if want := (Checksum{Algorithm: "SHA256", Value: b64(sha[:])}); obj.Checksum != want {
 		t.Errorf("X-Linked-Etag: checksum %+v, want %+v", obj.Checksum, want)
 	}
 }

@@ -223,8 +223,9 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 			}
 			// The algorithm of a full-object checksum, so that a reader
 			// can sum blocks as they come; Stat gives its value.
-			if len(o.ChecksumAlgorithm) == 1 && (o.ChecksumType == "" || o.ChecksumType == types.ChecksumTypeFullObject) {
+			if len(o.ChecksumAlgorithm) == 1 {
 				obj.Checksum.Algorithm = string(o.ChecksumAlgorithm[0])
+				obj.Checksum.Composite = o.ChecksumType == types.ChecksumTypeComposite
 			}
 			objs = append(objs, obj)
 		}
@@ -275,17 +276,29 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 	}, nil
 }
 
-// fullObjectChecksum picks the checksum S3 keeps for the whole object.
-// Composite checksums of multipart uploads ("...-N") cover parts, not the
-// object, and are skipped.
+// fullObjectChecksum picks the checksum S3 keeps for the object: a
+// full-object one, or the composite one of a multipart upload ("...-N",
+// computed over the parts' checksums), marked so.
 func fullObjectChecksum(out *s3.HeadObjectOutput) Checksum {
+	if out.ChecksumType == types.ChecksumTypeComposite {
+		for _, c := range []Checksum{
+			{Algorithm: "SHA256", Value: aws.ToString(out.ChecksumSHA256)}, {Algorithm: "SHA1", Value: aws.ToString(out.ChecksumSHA1)},
+			{Algorithm: "CRC32C", Value: aws.ToString(out.ChecksumCRC32C)}, {Algorithm: "CRC32", Value: aws.ToString(out.ChecksumCRC32)},
+		} {
+			if c.Value != "" {
+				c.Composite = true
+				return c
+			}
+		}
+		return Checksum{}
+	}
 	if out.ChecksumType != "" && out.ChecksumType != types.ChecksumTypeFullObject {
 		return Checksum{}
 	}
 	for _, c := range []Checksum{
-		{"SHA256", aws.ToString(out.ChecksumSHA256)}, {"SHA1", aws.ToString(out.ChecksumSHA1)},
-		{"CRC32C", aws.ToString(out.ChecksumCRC32C)}, {"CRC32", aws.ToString(out.ChecksumCRC32)},
-		{"CRC64NVME", aws.ToString(out.ChecksumCRC64NVME)},
+		{Algorithm: "SHA256", Value: aws.ToString(out.ChecksumSHA256)}, {Algorithm: "SHA1", Value: aws.ToString(out.ChecksumSHA1)},
+		{Algorithm: "CRC32C", Value: aws.ToString(out.ChecksumCRC32C)}, {Algorithm: "CRC32", Value: aws.ToString(out.ChecksumCRC32)},
+		{Algorithm: "CRC64NVME", Value: aws.ToString(out.ChecksumCRC64NVME)},
 	} {
 		if c.Value != "" && !strings.Contains(c.Value, "-") {
 			return c

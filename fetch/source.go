@@ -66,6 +66,9 @@ func (o Object) ETagMD5() ([]byte, bool) {
 // encoding as S3 gives it.
 type Checksum struct {
 	Algorithm, Value string
+	// Composite marks S3's checksum of a multipart object computed over
+	// its parts' checksums: Value then ends in "-N", N the part count.
+	Composite bool
 }
 
 // Version returns a string that identifies this exact content: the VersionID

@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"hash"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/modelfs/modelfs/blockcache"
@@ -31,6 +34,12 @@ func (v storeVerifier) Check(id blockcache.ObjectID) blockcache.ObjectCheck {
 		return nil
 	}
 	algo := f.obj.Checksum.Algorithm
+	if f.obj.Checksum.Composite {
+		if newPartHash(algo) == nil || f.model.parts == nil {
+			return nil
+		}
+		return &compositeCheck{file: f, algo: algo}
+	}
 	if crc := objsum.LookupCRC(algo); crc != nil {
 		return &crcCheck{file: f, crc: crc, bs: v.blockSize, sums: map[int64]uint64{}}
 	}
@@ -44,6 +53,76 @@ func (v storeVerifier) Check(id blockcache.ObjectID) blockcache.ObjectCheck {
 		return &multipartCheck{file: f, parts: n}
 	}
 	return nil
+}
+
+// newPartHash returns the hash of a composite checksum's algorithm.
+func newPartHash(algo string) hash.Hash {
+	if crc := objsum.LookupCRC(algo); crc != nil && algo != "CRC64NVME" {
+		return crc.New()
+	}
+	if algo == "SHA256" || algo == "SHA1" {
+		return objsum.NewOrdered(algo)
+	}
+	return nil
+}
+
+// compositeCheck verifies S3's composite checksum of a multipart object:
+// the checksum of the parts' checksums, each part hashed from the bytes in
+// order, part sizes from the store.
+type compositeCheck struct {
+	file remoteFile
+	algo string
+}
+
+func (c *compositeCheck) Ordered() bool       { return true }
+func (c *compositeCheck) Block(int64, []byte) {}
+
+func (c *compositeCheck) Finish(ctx context.Context, whole io.Reader) error {
+	st, err := stat(ctx, c.file)
+	if err != nil {
+		return err
+	}
+	ck := st.Checksum
+	b64, count, _ := strings.Cut(ck.Value, "-")
+	want, err1 := base64.StdEncoding.DecodeString(b64)
+	n, err2 := strconv.Atoi(count)
+	if !ck.Composite || ck.Algorithm != c.algo || err1 != nil || err2 != nil {
+		return fmt.Errorf("%w: the store's checksum is now %s %q", blockcache.ErrUnverifiable, ck.Algorithm, ck.Value)
+	}
+	sizes, err := partSizes(ctx, c.file, n)
+	if err != nil {
+		return err
+	}
+	outer := newPartHash(c.algo)
+	for _, sz := range sizes {
+		h := newPartHash(c.algo)
+		if _, err := io.CopyN(h, whole, sz); err != nil {
+			return fmt.Errorf("%w: reading it back: %w", blockcache.ErrUnverifiable, err)
+		}
+		outer.Write(h.Sum(nil))
+	}
+	return compareSums(fmt.Sprintf("composite %s (%d parts)", c.algo, n), outer.Sum(nil), want)
+}
+
+// partSizes lists the file's n parts, which must add up to its size.
+func partSizes(ctx context.Context, f remoteFile, n int) ([]int64, error) {
+	sizes, err := f.model.parts.PartSizes(ctx, f.obj)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing its parts: %w", blockcache.ErrUnverifiable, err)
+	}
+	var total int64
+	for _, sz := range sizes {
+		if sz < 0 {
+			total = -1
+			break
+		}
+		total += sz
+	}
+	if len(sizes) != n || total != f.obj.Size {
+		return nil, fmt.Errorf("%w: the store lists %d parts of %d bytes for %d parts of %d bytes",
+			blockcache.ErrUnverifiable, len(sizes), total, n, f.obj.Size)
+	}
+	return sizes, nil
 }
 
 // partLister gives the part sizes of a multipart object (fetch.S3).
@@ -71,21 +150,9 @@ func (c *multipartCheck) Finish(ctx context.Context, whole io.Reader) error {
 	if !ok || n != c.parts {
 		return fmt.Errorf("%w: the ETag is not a multipart MD5 (encrypted?)", blockcache.ErrUnverifiable)
 	}
-	sizes, err := c.file.model.parts.PartSizes(ctx, c.file.obj)
+	sizes, err := partSizes(ctx, c.file, n)
 	if err != nil {
-		return fmt.Errorf("%w: listing its parts: %w", blockcache.ErrUnverifiable, err)
-	}
-	var total int64
-	for _, sz := range sizes {
-		if sz < 0 {
-			total = -1
-			break
-		}
-		total += sz
-	}
-	if len(sizes) != n || total != c.file.obj.Size {
-		return fmt.Errorf("%w: the store lists %d parts of %d bytes for a %d-part ETag of %d bytes",
-			blockcache.ErrUnverifiable, len(sizes), total, n, c.file.obj.Size)
+		return err
 	}
 	outer := objsum.NewOrdered("MD5")
 	for _, sz := range sizes {
@@ -185,7 +252,7 @@ func storeChecksum(ctx context.Context, f remoteFile, algo string) ([]byte, erro
 		}
 		ck = st.Checksum
 	}
-	if ck.Algorithm != algo || ck.Value == "" {
+	if ck.Algorithm != algo || ck.Value == "" || ck.Composite {
 		return nil, fmt.Errorf("%w: the store's checksum is now %q, not %s", blockcache.ErrUnverifiable, ck.Algorithm, algo)
 	}
 	sum, err := base64.StdEncoding.DecodeString(ck.Value)

@@ -112,3 +112,22 @@ func NewOrdered(name string) hash.Hash {
 	}
 	return nil
 }
+
+// New returns a streaming hash of the CRC, whose Sum is the bytes S3
+// encodes (big-endian).
+func (c *CRC) New() hash.Hash { return &crcHash{c: c} }
+
+type crcHash struct {
+	c   *CRC
+	crc uint64
+}
+
+func (h *crcHash) Write(p []byte) (int, error) {
+	h.crc = h.c.update(h.crc, p)
+	return len(p), nil
+}
+
+func (h *crcHash) Sum(b []byte) []byte { return append(b, h.c.Bytes(h.crc)...) }
+func (h *crcHash) Reset()              { h.crc = 0 }
+func (h *crcHash) Size() int           { return int(h.c.width / 8) }
+func (h *crcHash) BlockSize() int      { return 1 }

@@ -34,6 +34,8 @@ var verifyKinds = []struct {
 	{"sha256", s3server.PutOptions{Checksum: "SHA256"}, false},
 	{"md5-etag", s3server.PutOptions{NoChecksum: true}, false},      // single-part ETag only
 	{"multipart-etag", s3server.PutOptions{NoChecksum: true}, true}, // parts of uneven sizes
+	{"composite-crc32c", s3server.PutOptions{Checksum: "CRC32C", Composite: true}, true},
+	{"composite-sha256", s3server.PutOptions{Checksum: "SHA256", Composite: true}, true},
 }
 
 // verifyObjectSize spans several 1 MiB blocks and ends inside one.

@@ -3,6 +3,7 @@ package s3server
 import (
 	"bytes"
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/xml"
 	"fmt"
@@ -25,10 +26,7 @@ func (s *Server) getObjectAttributes(w http.ResponseWriter, req *request) *apiEr
 			want[strings.TrimSpace(a)] = true
 		}
 	}
-	type part struct {
-		PartNumber int
-		Size       int64
-	}
+	type part = attributesPart
 	type parts struct {
 		PartsCount           int
 		PartNumberMarker     int
@@ -64,7 +62,7 @@ func (s *Server) getObjectAttributes(w http.ResponseWriter, req *request) *apiEr
 		out.ObjectSize = &obj.size
 	}
 	if want["Checksum"] && obj.checksum.algorithm != "" {
-		c := &checksum{ChecksumType: "FULL_OBJECT"}
+		c := &checksum{ChecksumType: obj.checksum.checksumType()}
 		switch obj.checksum.algorithm {
 		case "CRC32":
 			c.ChecksumCRC32 = obj.checksum.value
@@ -87,7 +85,11 @@ func (s *Server) getObjectAttributes(w http.ResponseWriter, req *request) *apiEr
 		}
 		p := &parts{PartsCount: len(obj.partSizes), PartNumberMarker: marker, MaxParts: limit}
 		for i := marker; i < len(obj.partSizes) && len(p.Part) < limit; i++ {
-			p.Part = append(p.Part, part{PartNumber: i + 1, Size: obj.partSizes[i]})
+			pt := part{PartNumber: i + 1, Size: obj.partSizes[i]}
+			if i < len(obj.partChecksums) {
+				pt.setChecksum(obj.checksum.algorithm, obj.partChecksums[i])
+			}
+			p.Part = append(p.Part, pt)
 			p.NextPartNumberMarker = i + 1
 		}
 		p.IsTruncated = p.NextPartNumberMarker < len(obj.partSizes)
@@ -96,6 +98,29 @@ func (s *Server) getObjectAttributes(w http.ResponseWriter, req *request) *apiEr
 	setObjectHeaders(w.Header(), obj)
 	w.Header().Del("ETag")
 	return writeXML(w, out)
+}
+
+// attributesPart is one part in a GetObjectAttributes reply.
+type attributesPart struct {
+	ChecksumCRC32  string `xml:",omitempty"`
+	ChecksumCRC32C string `xml:",omitempty"`
+	ChecksumSHA1   string `xml:",omitempty"`
+	ChecksumSHA256 string `xml:",omitempty"`
+	PartNumber     int
+	Size           int64
+}
+
+func (p *attributesPart) setChecksum(algorithm, value string) {
+	switch algorithm {
+	case "CRC32":
+		p.ChecksumCRC32 = value
+	case "CRC32C":
+		p.ChecksumCRC32C = value
+	case "SHA1":
+		p.ChecksumSHA1 = value
+	case "SHA256":
+		p.ChecksumSHA256 = value
+	}
 }
 
 // PutMultipartWith stores the concatenation of parts as bucket/key, as a
@@ -111,6 +136,29 @@ func (s *Server) PutMultipartWith(bucket, key string, parts [][]byte, opts PutOp
 		sum := md5.Sum(p)
 		etagHash.Write(sum[:])
 		sizes[i] = int64(len(p))
+	}
+	if opts.Composite {
+		newSum := checksumAlgorithms[opts.Checksum]
+		if newSum == nil || opts.Checksum == "CRC64NVME" {
+			return "", fmt.Errorf("s3server: no composite %q checksum: want CRC32, CRC32C, SHA1 or SHA256", opts.Checksum)
+		}
+		outer := newSum()
+		partSums := make([]string, len(parts))
+		for i, p := range parts {
+			h := newSum()
+			h.Write(p)
+			raw := h.Sum(nil)
+			outer.Write(raw)
+			partSums[i] = base64.StdEncoding.EncodeToString(raw)
+		}
+		composite := checksumSpec{algorithm: opts.Checksum, composite: true,
+			value: base64.StdEncoding.EncodeToString(outer.Sum(nil)) + "-" + strconv.Itoa(len(parts))}
+		return s.putDirectWith(bucket, key, bytes.NewReader(bytes.Join(parts, nil)), PutOptions{NoChecksum: true, SSEKMS: opts.SSEKMS}, func(obj *object) {
+			obj.partSizes = sizes
+			obj.partChecksums = partSums
+			obj.checksum = composite
+			obj.etag = `"` + hex.EncodeToString(etagHash.Sum(nil)) + "-" + strconv.Itoa(len(parts)) + `"`
+		})
 	}
 	return s.putDirectWith(bucket, key, bytes.NewReader(bytes.Join(parts, nil)), opts, func(obj *object) {
 		obj.partSizes = sizes

@@ -49,6 +49,17 @@ type checksumSpec struct {
 	algorithm string // "" when the client declared none
 	value     string // base64; "" when it arrives as a trailer
 	trailer   bool
+	// composite marks the checksum of a multipart object computed over
+	// its parts' checksums; value then ends in "-N".
+	composite bool
+}
+
+// checksumType is the x-amz-checksum-type of the checksum.
+func (c checksumSpec) checksumType() string {
+	if c.composite {
+		return "COMPOSITE"
+	}
+	return "FULL_OBJECT"
 }
 
 // requestChecksum works out which checksum the client declared, from the

@@ -116,3 +116,27 @@ func TestGetObjectAttributesParts(t *testing.T) {
 		t.Fatalf("GetObjectAttributes: %+v, parts %+v", out, op)
 	}
 }
+
+// A composite checksum is the checksum of the parts' checksums, "-N".
+func TestCompositeChecksum(t *testing.T) {
+	srv, c := setup(t, s3server.Options{})
+	parts := [][]byte{randomBytes(1000, 4), randomBytes(2000, 5)}
+	if _, err := srv.PutMultipartWith(bucket, "cmp", parts, s3server.PutOptions{Checksum: "CRC32", Composite: true}); err != nil {
+		t.Fatal(err)
+	}
+	outer := crc32.NewIEEE()
+	for _, p := range parts {
+		outer.Write(binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(p)))
+	}
+	want := base64.StdEncoding.EncodeToString(outer.Sum(nil)) + "-2"
+	out, err := c.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("cmp"), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(out.ChecksumCRC32) != want || out.ChecksumType != types.ChecksumTypeComposite {
+		t.Fatalf("HEAD: %s %s, want %s COMPOSITE", aws.ToString(out.ChecksumCRC32), out.ChecksumType, want)
+	}
+	if _, err := srv.PutMultipartWith(bucket, "x", parts, s3server.PutOptions{Checksum: "CRC64NVME", Composite: true}); err == nil {
+		t.Fatal("a composite CRC64NVME was accepted; S3 keeps that one full-object only")
+	}
+}

@@ -79,7 +79,7 @@ func (s *Server) getObject(w http.ResponseWriter, req *request) *apiError {
 	// response covers the whole object (the checksum describes only that).
 	if obj.checksum.algorithm != "" && length == obj.size && strings.EqualFold(req.Header.Get("x-amz-checksum-mode"), "ENABLED") {
 		h.Set(checksumHeader(obj.checksum.algorithm), obj.checksum.value)
-		h.Set("x-amz-checksum-type", "FULL_OBJECT")
+		h.Set("x-amz-checksum-type", obj.checksum.checksumType())
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(status)
@@ -257,7 +257,7 @@ func (s *Server) putObject(w http.ResponseWriter, req *request) *apiError {
 	}
 	if obj.checksum.algorithm != "" {
 		h.Set(checksumHeader(obj.checksum.algorithm), obj.checksum.value)
-		h.Set("x-amz-checksum-type", "FULL_OBJECT")
+		h.Set("x-amz-checksum-type", obj.checksum.checksumType())
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil

@@ -226,6 +226,10 @@ type PutOptions struct {
 	// NoChecksum keeps no additional checksum, like objects written
 	// before S3 kept one by default or by stores that never do.
 	NoChecksum bool
+	// Composite, for PutMultipartWith, keeps the Checksum algorithm's
+	// composite checksum (over the parts' checksums, "...-N") instead of
+	// a full-object one, as S3 does for uploads that ask for it.
+	Composite bool
 	// SSEKMS marks the object as encrypted with SSE-KMS: its ETag is then
 	// not the MD5 of its content, as on S3.
 	SSEKMS bool
