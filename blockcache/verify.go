@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Verifier checks whole objects against a checksum their store keeps. It
@@ -89,7 +90,9 @@ type verifier struct {
 	objs     map[objKey]*objVerify
 	passes   map[objKey]bool // background passes over complete disk objects
 	failures []ObjectID      // in the order they failed
-	counters struct{ verified, unverified, failed int64 }
+	// anyFailed lets every read skip the lock while nothing failed.
+	anyFailed atomic.Bool
+	counters  struct{ verified, unverified, failed int64 }
 }
 
 func newVerifier(v Verifier) *verifier {
@@ -143,7 +146,7 @@ func (c *Cache) VerifyFailures() []ObjectID {
 // failed returns the error reads of id get once it failed its check.
 func (c *Cache) failed(id ObjectID) error {
 	vr := c.verify
-	if vr == nil {
+	if vr == nil || !vr.anyFailed.Load() {
 		return nil
 	}
 	vr.mu.Lock()
@@ -202,7 +205,7 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, whole func() (io.
 		err = check.Finish(c.ctx, nil)
 	}
 	vr.mu.Lock()
-	ov.check = nil
+	ov.check, ov.seen = nil, BlockSet{} // settled: neither is needed again
 	switch {
 	case err == nil:
 		ov.state = Verified
@@ -217,6 +220,7 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, whole func() (io.
 		ov.err = fmt.Errorf("%s: %w: %w", id.Name, ErrCorrupt, err)
 		vr.counters.failed++
 		vr.failures = append(vr.failures, id)
+		vr.anyFailed.Store(true)
 		err = ov.err
 	}
 	vr.mu.Unlock()
