@@ -40,10 +40,11 @@ func (o *Object) VerifiedBacking() (*Backing, bool) {
 }
 
 // CompleteOnDisk reports whether every block of the object is in the disk
-// tier (by its records; contents are verified when read).
+// tier (by its records; contents are verified when read), and it has not
+// failed its store's check.
 func (o *Object) CompleteOnDisk() bool {
 	t := o.c.disk
-	if t == nil {
+	if t == nil || o.c.failed(o.id) != nil {
 		return false
 	}
 	t.mu.Lock()
@@ -63,8 +64,27 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 	if err != nil || !allRecorded(obj) {
 		return nil, false
 	}
+	if o.c.failed(o.id) != nil {
+		return nil, false
+	}
 	b, fresh, ok := t.openBacking(obj, wait)
-	if ok || wait || !fresh {
+	if ok {
+		// The kernel reads what it is handed unchecked: only an object
+		// that passed its store's check, or that has none, goes.
+		if o.c.storeChecked(o.id, b.File, wait) {
+			return b, true
+		}
+		b.Close()
+		if o.c.failed(o.id) != nil {
+			// Dropped only now: the pin held above keeps every process,
+			// this one included, from evicting the object.
+			if err := o.c.DropObject(o.id); err != nil {
+				o.c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", o.id.Name, "err", err)
+			}
+		}
+		return nil, false
+	}
+	if wait || !fresh {
 		return b, ok
 	}
 	// Complete but not verified since it last changed.
@@ -72,6 +92,41 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 	t.verifyInBackground(obj)
 	t.mu.Unlock()
 	return nil, false
+}
+
+// storeChecked reports whether a complete object on disk passed its
+// store's check. A pending check is run from the file: now when wait is
+// set, else in the background, once at a time, for a later open.
+func (c *Cache) storeChecked(id ObjectID, f *os.File, wait bool) bool {
+	st, _ := c.Object(id).Verification()
+	switch {
+	case st == Verified || st == Unverified:
+		return true
+	case st == VerifyFailed:
+		return false
+	case c.markedVerified(id, f):
+		return true
+	case wait:
+		return c.verifyFile(id, f)
+	}
+	k := objKey{id.Source, id.Name, id.Version}
+	c.verify.mu.Lock()
+	defer c.verify.mu.Unlock()
+	if c.verify.passes[k] || c.ctx.Err() != nil {
+		return false
+	}
+	c.verify.passes[k] = true
+	c.verifyBG.Add(1)
+	go func() {
+		defer c.verifyBG.Done()
+		if b, ok := c.Object(id).backing(true); ok {
+			b.Close()
+		}
+		c.verify.mu.Lock()
+		delete(c.verify.passes, k)
+		c.verify.mu.Unlock()
+	}()
+	return false
 }
 
 // verifyInBackground verifies a complete object and stamps it, once at a
@@ -218,11 +273,17 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	if index < 0 || off >= id.Size {
 		return false, fmt.Errorf("fill %s: block %d is past the end", id.Name, index)
 	}
+	if err := c.failed(id); err != nil {
+		return false, err // its blocks stay out of the cache
+	}
 	buf := c.fillBuf.Get().(*[]byte)
 	defer c.fillBuf.Put(buf)
 	p := (*buf)[:min(c.opts.BlockSize, id.Size-off)]
+	// At the last block every other is on disk: each Fill stores its
+	// block before it is counted.
+	whole := c.orderedReader(id, index, p)
 	if c.disk.get(id, index, p) {
-		return false, nil
+		return false, c.verifyBlock(id, index, p, whole)
 	}
 	c.counters.loads.Add(1)
 	oc := c.countersFor(id)
@@ -236,6 +297,17 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	if !c.disk.put(id, index, p) {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}
+	if err := c.verifyBlock(id, index, p, whole); err != nil {
+		return true, err
+	}
+	// Another Fill may have found the object damaged while this block
+	// was written.
+	if err := c.failed(id); err != nil {
+		if derr := c.disk.dropObject(id); derr != nil {
+			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", derr)
+		}
+		return true, err
+	}
 	return true, nil
 }
 
@@ -244,10 +316,16 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 func (c *Cache) DropObject(id ObjectID) error {
 	c.mu.Lock()
 	for k, b := range c.blocks {
-		if k.source == id.Source && k.name == id.Name && k.version == id.Version && b.state == stateReady && b.refs == 0 {
-			c.lru.Remove(b.elem)
-			delete(c.blocks, k)
+		if k.source != id.Source || k.name != id.Name || k.version != id.Version || b.state != stateReady {
+			continue
+		}
+		c.lru.Remove(b.elem)
+		delete(c.blocks, k)
+		if b.refs == 0 {
 			c.recycle(b.data)
+			b.data = nil
+		} else {
+			b.doomed = true // readers still copy out of it
 		}
 	}
 	c.mu.Unlock()

@@ -49,6 +49,9 @@ type Options struct {
 	// Disk, when set, adds a persistent tier below RAM.
 	Disk   *DiskOptions
 	Logger *slog.Logger
+	// Verifier checks each object against its store's checksum once all
+	// its blocks have been loaded; nil leaves every object Unverified.
+	Verifier Verifier
 }
 
 func (o Options) withDefaults() Options {
@@ -83,6 +86,9 @@ type Stats struct {
 	// Disk tier; all zero without one.
 	DiskHits, DiskMisses, DiskCorrupt, DiskWrites, DiskEvictions int64
 	DiskBytes, DiskCapacity                                      int64
+	// Objects checked against their store's checksum once complete: those
+	// that matched, those with no usable checksum, those that did not match.
+	VerifiedObjects, UnverifiedObjects, VerifyFailures int64
 }
 
 type key struct {
@@ -120,6 +126,9 @@ type block struct {
 	grp   *group        // the fairness group it is scheduled in
 	// unread marks a prefetched block no demand read has touched yet.
 	unread bool
+	// doomed marks a block dropped while read: its buffer is recycled by
+	// the last release.
+	doomed bool
 	elem   *list.Element // in Cache.lru while ready
 }
 
@@ -128,6 +137,7 @@ type Cache struct {
 	opts   Options
 	loader Loader
 	disk   *diskTier // nil without a disk tier
+	verify *verifier // nil without a Verifier
 
 	mu        sync.Mutex
 	wake      *sync.Cond
@@ -143,6 +153,7 @@ type Cache struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	workers   sync.WaitGroup
+	verifyBG  sync.WaitGroup // background checks of complete disk objects
 	closeOnce sync.Once
 	fillBuf   sync.Pool // *[]byte of BlockSize, for Fill
 	counters  struct {
@@ -166,6 +177,9 @@ func New(opts Options, loader Loader) *Cache {
 		} else {
 			c.disk = d
 		}
+	}
+	if opts.Verifier != nil {
+		c.verify = newVerifier(opts.Verifier)
 	}
 	c.wake = sync.NewCond(&c.mu)
 	c.fillBuf.New = func() any { b := make([]byte, opts.BlockSize); return &b }
@@ -191,6 +205,13 @@ func (c *Cache) close() {
 	c.cancel()
 	c.wake.Broadcast()
 	c.workers.Wait()
+	if c.verify != nil {
+		// A barrier: a background check starts only under this lock,
+		// after seeing the context live.
+		c.verify.mu.Lock()
+		c.verify.mu.Unlock() //nolint:staticcheck // empty critical section on purpose
+	}
+	c.verifyBG.Wait() // cancelled above
 	if c.disk != nil {
 		c.disk.close()
 	}
@@ -227,6 +248,11 @@ func (c *Cache) Stats() Stats {
 		PrefetchBytes: k.prefetchBytes.Load(), PrefetchWasted: k.prefetchWasted.Load(), PrefetchUsed: k.prefetchUsed.Load(),
 		MemBytes: used, MemCapacity: c.opts.MemBytes,
 	}
+	if vr := c.verify; vr != nil {
+		vr.mu.Lock()
+		s.VerifiedObjects, s.UnverifiedObjects, s.VerifyFailures = vr.counters.verified, vr.counters.unverified, vr.counters.failed
+		vr.mu.Unlock()
+	}
 	if d := c.disk; d != nil {
 		s.DiskHits, s.DiskMisses, s.DiskCorrupt = d.hits.Load(), d.misses.Load(), d.corrupt.Load()
 		s.DiskWrites, s.DiskEvictions = d.writes.Load(), d.evictions.Load()
@@ -254,6 +280,9 @@ func (o *Object) Size() int64 { return o.id.Size }
 func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read %s at %d: negative offset", o.id.Name, off)
+	}
+	if err := o.c.failed(o.id); err != nil {
+		return 0, err
 	}
 	if off >= o.id.Size {
 		return 0, io.EOF
@@ -283,6 +312,10 @@ func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err != nil {
 		return n, err
 	}
+	// The object may have failed its check while these blocks loaded.
+	if err := o.c.failed(o.id); err != nil {
+		return 0, err
+	}
 	return n, eof
 }
 
@@ -293,6 +326,9 @@ func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (o *Object) ReadSlices(ctx context.Context, off int64, n int) (slices [][]byte, release func(), err error) {
 	if off < 0 {
 		return nil, nil, fmt.Errorf("read %s at %d: negative offset", o.id.Name, off)
+	}
+	if err := o.c.failed(o.id); err != nil {
+		return nil, nil, err
 	}
 	if off >= o.id.Size || n <= 0 {
 		return nil, func() {}, io.EOF
@@ -322,6 +358,10 @@ func (o *Object) ReadSlices(ctx context.Context, off int64, n int) (slices [][]b
 		lo := max(off, b.off) - b.off
 		hi := min(end, b.off+b.size) - b.off
 		slices = append(slices, b.data[lo:hi])
+	}
+	if err := o.c.failed(o.id); err != nil {
+		release()
+		return nil, nil, err
 	}
 	return slices, release, eof
 }
@@ -470,7 +510,25 @@ func (c *Cache) wait(ctx context.Context, b *block) error {
 func (c *Cache) release(b *block) {
 	c.mu.Lock()
 	b.refs--
+	if b.doomed && b.refs == 0 {
+		c.recycle(b.data)
+		b.data = nil
+	}
 	c.mu.Unlock()
+}
+
+// writeBack stores a loaded block on disk, unless its object failed its
+// check, also while the block was being written.
+func (c *Cache) writeBack(id ObjectID, index int64, p []byte) {
+	if c.failed(id) != nil {
+		return
+	}
+	c.disk.put(id, index, p)
+	if c.failed(id) != nil {
+		if err := c.disk.dropObject(id); err != nil {
+			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", err)
+		}
+	}
 }
 
 // work is one load worker: demand loads first, then prefetches.
@@ -508,7 +566,7 @@ func (c *Cache) work() {
 		}
 		p := buf[:b.size]
 		if c.disk != nil && c.disk.get(b.obj, b.key.index, p) {
-			c.finish(b, buf, nil, false)
+			c.finish(b, buf, c.verifyBlock(b.obj, b.key.index, p, c.orderedReader(b.obj, b.key.index, p)), false)
 			continue
 		}
 		c.counters.loads.Add(1)
@@ -517,13 +575,14 @@ func (c *Cache) work() {
 		if err == nil {
 			c.counters.bytesLoaded.Add(b.size)
 			b.stats.fetched.Add(b.size)
+			err = c.verifyBlock(b.obj, b.key.index, p, c.orderedReader(b.obj, b.key.index, p))
 		}
 		writeBack := err == nil && c.disk != nil
 		c.finish(b, buf, err, writeBack)
 		if writeBack {
 			// Readers are already served from RAM; the reference taken
 			// in finish keeps the buffer from being recycled meanwhile.
-			c.disk.put(b.obj, b.key.index, p)
+			c.writeBack(b.obj, b.key.index, p)
 			c.release(b)
 		}
 	}

@@ -29,6 +29,20 @@
 //   - No byte from disk reaches a reader unverified: every block read from
 //     the disk tier is checked against the xxhash64 recorded when it was
 //     written. A mismatch or short block is dropped and fetched again.
+//   - Whole objects are checked against their store (Options.Verifier,
+//     declared here, implemented by the command that knows the stores):
+//     each block is shown to the object's check once, as a load (demand,
+//     prefetch or Fill) brings it, and the load that completes the object
+//     runs the check before it publishes its block. Order-free checks
+//     (CRCs) sum blocks as they come; ordered ones (SHA, MD5) read the
+//     object back in order from RAM and the disk tier then, never from the
+//     source. A mismatch fails that load and every later read of the
+//     object (ErrCorrupt), and drops its blocks from RAM and disk, so a
+//     reader of a damaged object never reaches a clean EOF. An object with
+//     no check, or whose check could not run, is Unverified, never
+//     Verified. The outcome lives for the cache's life, not on disk: a new
+//     process checks a complete disk object again (from its file, before
+//     passthrough), which is cheap for CRCs.
 //
 // Disk format. One sparse data file per object, with block i at offset
 // i*blockSize, plus a meta file of fixed 16-byte per-block records (hash,
@@ -41,7 +55,8 @@
 // at the speed of a local file, which decided it (numbers in
 // docs/benchmarks.md). The kernel reads a passthrough file unchecked, so
 // it is handed out only after a full verification, remembered by a stamp
-// of the file's inode, size and ctime, and while it is open a shared flock
+// of the file's inode, size and ctime, and after the object passed its
+// store's check (or has none), and while it is open a shared flock
 // on the object's pin file keeps every process sharing the directory from
 // evicting it.
 //

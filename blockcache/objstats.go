@@ -49,6 +49,8 @@ type ObjectStats struct {
 	PrefetchBytes int64
 	// Cached holds the index of every block counted in CachedBytes.
 	Cached BlockSet
+	// Verify is where the object stands against its store's checksum.
+	Verify VerifyState
 }
 
 // BlockSet is a set of block indexes. It is sparse: its size follows the
@@ -111,6 +113,7 @@ func (c *Cache) ObjectStats(ids []ObjectID) []ObjectStats {
 		t.mu.Unlock()
 	}
 	for i, id := range ids {
+		out[i].Verify, _ = c.Object(id).Verification()
 		for w, word := range out[i].Cached.words {
 			for b := int64(0); word != 0; b++ {
 				if word&1 != 0 {

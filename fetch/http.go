@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -402,6 +403,7 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 			fallback = true
 		case resp.StatusCode/100 == 2:
 			obj = httpObject(key, resp.Header)
+			obj.Checksum = httpChecksum(resp)
 			obj.Size = resp.ContentLength
 			fallback = obj.Size < 0
 		default:
@@ -426,6 +428,8 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 		}
 		defer drainHTTP(resp.Body)
 		obj = httpObject(key, resp.Header)
+		// Digests describe the whole representation, even on a 206.
+		obj.Checksum = httpChecksum(resp)
 		switch resp.StatusCode {
 		case http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
 			// 416 "bytes */0" is how an empty file answers.
@@ -445,6 +449,68 @@ func (h *HTTP) probe(ctx context.Context, key string) (Object, error) {
 		return nil
 	})
 	return obj, err
+}
+
+// httpChecksum is the whole-file digest a HEAD reply gives: Repr-Digest
+// (RFC 9530), else Digest (RFC 3230), else, on a redirect on the way,
+// Hugging Face's X-Linked-Etag, which is the sha256 of an LFS file. A
+// digest of a content-coded reply covers the coded bytes, not the file:
+// it is not used.
+func httpChecksum(resp *http.Response) Checksum {
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return Checksum{}
+	}
+	for _, h := range []struct {
+		name       string
+		structured bool
+	}{{"Repr-Digest", true}, {"Digest", false}} {
+		if c := parseDigest(resp.Header.Values(h.name), h.structured); c.Value != "" {
+			return c
+		}
+	}
+	// The Hub answers for an LFS file with a redirect to its CDN, which
+	// sends the file; the redirect carries the hash.
+	for r := resp.Request; r != nil && r.Response != nil; r = r.Response.Request {
+		v := strings.Trim(r.Response.Header.Get("X-Linked-Etag"), `"`)
+		if sum, err := hex.DecodeString(v); err == nil && len(sum) == sha256.Size {
+			return Checksum{Algorithm: "SHA256", Value: base64.StdEncoding.EncodeToString(sum)}
+		}
+	}
+	return Checksum{}
+}
+
+// digestAlgorithms maps the HTTP digest names to S3's algorithm names and
+// digest sizes, strongest first.
+var digestAlgorithms = []struct {
+	http, algo string
+	size       int
+}{{"sha-256", "SHA256", 32}, {"sha", "SHA1", 20}, {"md5", "MD5", 16}}
+
+// parseDigest reads a Repr-Digest (structured: sha-256=:B64:) or Digest
+// (sha-256=B64) field and returns its strongest known digest.
+func parseDigest(values []string, structured bool) Checksum {
+	got := map[string]string{}
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			name, val, ok := strings.Cut(strings.TrimSpace(item), "=")
+			if !ok {
+				continue
+			}
+			if structured {
+				if len(val) < 2 || val[0] != ':' || val[len(val)-1] != ':' {
+					continue
+				}
+				val = val[1 : len(val)-1]
+			}
+			got[strings.ToLower(strings.TrimSpace(name))] = val
+		}
+	}
+	for _, a := range digestAlgorithms {
+		if sum, err := base64.StdEncoding.DecodeString(got[a.http]); err == nil && len(sum) == a.size {
+			return Checksum{Algorithm: a.algo, Value: got[a.http]}
+		}
+	}
+	return Checksum{}
 }
 
 func httpObject(key string, hdr http.Header) Object {

@@ -215,12 +215,19 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 			if o.Size != nil {
 				size = *o.Size
 			}
-			objs = append(objs, Object{
+			obj := Object{
 				Key:     key,
 				Size:    size,
 				ModTime: aws.ToTime(o.LastModified),
 				ETag:    aws.ToString(o.ETag),
-			})
+			}
+			// The algorithm of a full-object checksum, so that a reader
+			// can sum blocks as they come; Stat gives its value.
+			if len(o.ChecksumAlgorithm) == 1 {
+				obj.Checksum.Algorithm = string(o.ChecksumAlgorithm[0])
+				obj.Checksum.Composite = o.ChecksumType == types.ChecksumTypeComposite
+			}
+			objs = append(objs, obj)
 		}
 		if len(objs) > MaxListedObjects {
 			return nil, fmt.Errorf("%s: more than %d objects under this prefix; mount one model's prefix", s, MaxListedObjects)
@@ -263,20 +270,35 @@ func (s *S3) head(ctx context.Context, full string) (Object, error) {
 		ETag:      aws.ToString(out.ETag),
 		VersionID: aws.ToString(out.VersionId),
 		Checksum:  fullObjectChecksum(out),
+		// SSE-KMS and SSE-C ETags are not the content's MD5.
+		OpaqueETag: out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
+			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse || out.SSECustomerAlgorithm != nil,
 	}, nil
 }
 
-// fullObjectChecksum picks the checksum S3 keeps for the whole object.
-// Composite checksums of multipart uploads ("...-N") cover parts, not the
-// object, and are skipped.
+// fullObjectChecksum picks the checksum S3 keeps for the object: a
+// full-object one, or the composite one of a multipart upload ("...-N",
+// computed over the parts' checksums), marked so.
 func fullObjectChecksum(out *s3.HeadObjectOutput) Checksum {
+	if out.ChecksumType == types.ChecksumTypeComposite {
+		for _, c := range []Checksum{
+			{Algorithm: "SHA256", Value: aws.ToString(out.ChecksumSHA256)}, {Algorithm: "SHA1", Value: aws.ToString(out.ChecksumSHA1)},
+			{Algorithm: "CRC32C", Value: aws.ToString(out.ChecksumCRC32C)}, {Algorithm: "CRC32", Value: aws.ToString(out.ChecksumCRC32)},
+		} {
+			if c.Value != "" {
+				c.Composite = true
+				return c
+			}
+		}
+		return Checksum{}
+	}
 	if out.ChecksumType != "" && out.ChecksumType != types.ChecksumTypeFullObject {
 		return Checksum{}
 	}
 	for _, c := range []Checksum{
-		{"SHA256", aws.ToString(out.ChecksumSHA256)}, {"SHA1", aws.ToString(out.ChecksumSHA1)},
-		{"CRC32C", aws.ToString(out.ChecksumCRC32C)}, {"CRC32", aws.ToString(out.ChecksumCRC32)},
-		{"CRC64NVME", aws.ToString(out.ChecksumCRC64NVME)},
+		{Algorithm: "SHA256", Value: aws.ToString(out.ChecksumSHA256)}, {Algorithm: "SHA1", Value: aws.ToString(out.ChecksumSHA1)},
+		{Algorithm: "CRC32C", Value: aws.ToString(out.ChecksumCRC32C)}, {Algorithm: "CRC32", Value: aws.ToString(out.ChecksumCRC32)},
+		{Algorithm: "CRC64NVME", Value: aws.ToString(out.ChecksumCRC64NVME)},
 	} {
 		if c.Value != "" && !strings.Contains(c.Value, "-") {
 			return c
@@ -286,6 +308,54 @@ func fullObjectChecksum(out *s3.HeadObjectOutput) Checksum {
 }
 
 func (s *S3) fullKey(key string) string { return s.root + key }
+
+// maxParts is the most parts S3 lets an upload have.
+const maxParts = 10000
+
+// PartSizes returns the sizes of the parts a multipart object was uploaded
+// in, in order (none for a single-part object), from GetObjectAttributes,
+// pinned to obj's version.
+func (s *S3) PartSizes(ctx context.Context, obj Object) ([]int64, error) {
+	full := s.fullKey(obj.Key)
+	var sizes []int64
+	var marker *string
+	for {
+		var out *s3.GetObjectAttributesOutput
+		err := s.retry.do(ctx, OpStat, 0, "attributes "+full, func(ctx context.Context) error {
+			in := &s3.GetObjectAttributesInput{
+				Bucket: aws.String(s.bucket), Key: aws.String(full), MaxParts: aws.Int32(1000), PartNumberMarker: marker,
+				ObjectAttributes: []types.ObjectAttributes{types.ObjectAttributesEtag, types.ObjectAttributesObjectParts},
+			}
+			if obj.VersionID != "" {
+				in.VersionId = aws.String(obj.VersionID)
+			}
+			var err error
+			out, err = s.client.GetObjectAttributes(ctx, in)
+			return s.mapError(err)
+		})
+		if err != nil {
+			return nil, err
+		}
+		// GetObjectAttributes gives the ETag without its quotes.
+		if etag := aws.ToString(out.ETag); obj.ETag != "" && etag != "" && `"`+strings.Trim(etag, `"`)+`"` != obj.ETag {
+			return nil, fmt.Errorf("attributes %s: %w: ETag %s, pinned %s", full, ErrChanged, etag, obj.ETag)
+		}
+		op := out.ObjectParts
+		if op == nil {
+			return sizes, nil
+		}
+		for _, p := range op.Parts {
+			sizes = append(sizes, aws.ToInt64(p.Size))
+		}
+		if len(sizes) > maxParts {
+			return nil, fmt.Errorf("attributes %s: more than %d parts", full, maxParts)
+		}
+		if !aws.ToBool(op.IsTruncated) || op.NextPartNumberMarker == nil || len(op.Parts) == 0 {
+			return sizes, nil
+		}
+		marker = op.NextPartNumberMarker
+	}
+}
 
 // ReadAt is one ranged GET, If-Match pinned, retried within the budget.
 func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {

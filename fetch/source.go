@@ -2,9 +2,11 @@ package fetch
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 )
 
@@ -22,14 +24,51 @@ type Object struct {
 	// VersionID is the S3 version id, when the bucket is versioned.
 	VersionID string
 	// Checksum is a whole-object checksum the store keeps, when Stat
-	// found one (S3 additional checksums); zero otherwise.
+	// found one (S3 additional checksums); zero otherwise. A listing may
+	// give only its Algorithm: Stat gives the Value.
 	Checksum Checksum
+	// OpaqueETag is set when the store says the ETag is not the MD5 of
+	// the content even though it looks like one (S3 SSE-KMS, SSE-C).
+	OpaqueETag bool
+}
+
+// MultipartETag returns the MD5 of the parts' MD5s and the part count
+// that an S3 multipart ETag ("<md5>-N") is, or false; like ETagMD5, not
+// when the store marked the ETag opaque.
+func (o Object) MultipartETag() (sum []byte, parts int, ok bool) {
+	if o.OpaqueETag || len(o.ETag) < 36 || o.ETag[0] != '"' || o.ETag[len(o.ETag)-1] != '"' || o.ETag[33] != '-' {
+		return nil, 0, false
+	}
+	sum, err := hex.DecodeString(o.ETag[1:33])
+	if err != nil {
+		return nil, 0, false
+	}
+	n, err := strconv.Atoi(o.ETag[34 : len(o.ETag)-1])
+	if err != nil || n < 1 || n > 10000 {
+		return nil, 0, false
+	}
+	return sum, n, true
+}
+
+// ETagMD5 returns the MD5 of the content that a single-part S3-style ETag
+// is, or false: a multipart ETag ("...-N"), a weak one, one of another
+// form, or one the store marked opaque.
+func (o Object) ETagMD5() ([]byte, bool) {
+	if o.OpaqueETag || len(o.ETag) != 34 || o.ETag[0] != '"' || o.ETag[33] != '"' {
+		return nil, false
+	}
+	sum, err := hex.DecodeString(o.ETag[1:33])
+	return sum, err == nil
 }
 
 // Checksum is a whole-object checksum: Algorithm is SHA256, SHA1, CRC32,
-// CRC32C or CRC64NVME, Value its base64 encoding as S3 gives it.
+// CRC32C or CRC64NVME (S3), or MD5 (an HTTP digest), Value its base64
+// encoding as S3 gives it.
 type Checksum struct {
 	Algorithm, Value string
+	// Composite marks S3's checksum of a multipart object computed over
+	// its parts' checksums: Value then ends in "-N", N the part count.
+	Composite bool
 }
 
 // Version returns a string that identifies this exact content: the VersionID

@@ -105,6 +105,10 @@ type fileNode struct {
 	mu           sync.Mutex
 	opens        int
 	passthroughs int
+
+	// invalidated is set once the kernel was told to drop the pages of a
+	// damaged file.
+	invalidated atomic.Bool
 }
 
 var (
@@ -143,8 +147,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	n.mu.Lock()
 	n.opens++
 	n.mu.Unlock()
-	// Content is immutable while mounted: keep the page cache across opens.
-	return &handle{h: n.file.Content.Open(), node: n}, fuse.FOPEN_KEEP_CACHE, 0
+	// Content is immutable while mounted: keep the page cache across
+	// opens, unless it turned out damaged, when an open without
+	// KEEP_CACHE drops the pages read before.
+	keep := uint32(fuse.FOPEN_KEEP_CACHE)
+	if n.damaged() {
+		keep = 0
+	}
+	return &handle{h: n.file.Content.Open(), node: n}, keep, 0
 }
 
 func setTimes(a *fuse.Attr, t time.Time) {
@@ -279,8 +289,25 @@ func (n *fileNode) errno(err error, off int64, size int) syscall.Errno {
 		return syscall.EINTR
 	}
 	n.stats.ReadErrors.Add(1)
+	if n.damaged() {
+		// Already logged where it was found. Pages the kernel cached
+		// before would still read clean through handles open now: drop
+		// them, outside this request, which may hold one of them locked.
+		if !n.invalidated.Swap(true) {
+			go n.NotifyContent(0, 0)
+		}
+		n.log.Debug("read failed", "file", n.file.Path, "offset", off, "size", size, "err", err)
+		return syscall.EIO
+	}
 	n.log.Error("read failed", "file", n.file.Path, "offset", off, "size", size, "err", err)
 	return syscall.EIO
+}
+
+// damaged reports whether the content turned out not to be what its store
+// holds.
+func (n *fileNode) damaged() bool {
+	d, ok := n.file.Content.(Damager)
+	return ok && d.Damaged()
 }
 
 // Stats count the reads the filesystem served itself; reads the kernel

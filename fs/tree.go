@@ -24,6 +24,14 @@ type Opener interface {
 	Open() Handle
 }
 
+// Damager is implemented by an Opener whose content can turn out not to be
+// what its store holds. Once Damaged, the kernel's cached pages of the file
+// are dropped, so that every read reaches a Handle (which fails it), and
+// the failure, logged once where it was found, is not logged per read.
+type Damager interface {
+	Damaged() bool
+}
+
 // Handle reads an open file. ReadAt may be called concurrently and returns
 // io.EOF at the end of the file.
 type Handle interface {

@@ -178,7 +178,13 @@ var cacheDescs = []statDesc{
 	counterDesc("modelfs_cache_disk_evictions_total", "Blocks evicted from the disk cache.", func(s blockcache.Stats) int64 { return s.DiskEvictions }),
 	gaugeDesc("modelfs_cache_disk_bytes", "Bytes the disk cache holds.", func(s blockcache.Stats) int64 { return s.DiskBytes }),
 	gaugeDesc("modelfs_cache_disk_capacity_bytes", "Disk cache budget (0 without a disk cache).", func(s blockcache.Stats) int64 { return s.DiskCapacity }),
+	counterDesc("modelfs_verify_verified_files_total", "Files whose bytes matched their store's checksum once complete.", func(s blockcache.Stats) int64 { return s.VerifiedObjects }),
+	counterDesc("modelfs_verify_unverified_files_total", "Files whose store keeps no usable checksum.", func(s blockcache.Stats) int64 { return s.UnverifiedObjects }),
+	counterDesc("modelfs_verify_failures_total", "Files whose bytes did not match their store's checksum (reads fail with EIO).", func(s blockcache.Stats) int64 { return s.VerifyFailures }),
 }
+
+// verifyFailedDesc names each file that failed its check.
+var verifyFailedDesc = prometheus.NewDesc("modelfs_verify_failed", "1 for each file whose bytes did not match its store's checksum.", []string{"file"}, nil)
 
 var (
 	fuseReadsDesc      = prometheus.NewDesc("modelfs_fuse_reads_total", "Reads modelfs served itself (not the page cache or passthrough).", nil, nil)
@@ -190,6 +196,7 @@ func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range cacheDescs {
 		ch <- d.desc
 	}
+	ch <- verifyFailedDesc
 	ch <- fuseReadsDesc
 	ch <- fuseReadBytesDesc
 	ch <- fuseReadErrorsDesc
@@ -200,6 +207,9 @@ func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
 		st := c.Stats()
 		for _, d := range cacheDescs {
 			ch <- prometheus.MustNewConstMetric(d.desc, d.kind, float64(d.value(st)))
+		}
+		for _, id := range c.VerifyFailures() {
+			ch <- prometheus.MustNewConstMetric(verifyFailedDesc, prometheus.GaugeValue, 1, id.Name)
 		}
 	}
 	if f := mc.fuse.Load(); f != nil {

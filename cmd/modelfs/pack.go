@@ -660,7 +660,7 @@ func verifyPacks(ctx context.Context, c *cli.Context, log *slog.Logger, srcDir, 
 			continue
 		}
 		var recorded []byte
-		if o.Checksum.Algorithm == "SHA256" {
+		if o.Checksum.Algorithm == "SHA256" && !o.Checksum.Composite {
 			recorded, _ = base64.StdEncoding.DecodeString(o.Checksum.Value)
 		}
 		if recorded == nil && !haveOrig {

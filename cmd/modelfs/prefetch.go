@@ -94,6 +94,12 @@ type streamOpener struct {
 	opened  atomic.Bool
 }
 
+// Damaged reports whether the file failed its store's checksum.
+func (o *streamOpener) Damaged() bool {
+	st, _ := o.obj.Verification()
+	return st == blockcache.VerifyFailed
+}
+
 func (o *streamOpener) Open() fs.Handle {
 	if o.small && o.p.mode != "off" && !o.opened.Swap(true) {
 		// Config and tokenizer files are read whole: fetch them in one go.

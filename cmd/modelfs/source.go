@@ -86,6 +86,12 @@ type modelSource struct {
 	spec modelSpec
 	src  fetch.Source
 	objs []fetch.Object
+	// etagMD5: a single-part ETag is the content's MD5 (S3); elsewhere an
+	// ETag that looks like one may be anything.
+	etagMD5 bool
+	// parts lists a multipart object's parts, for its ETag; nil when the
+	// source cannot.
+	parts partLister
 }
 
 // path is where an object of the model is in the mount, which is also its
@@ -192,6 +198,7 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 	}
 	r.cache = blockcache.New(blockcache.Options{
 		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Groups: groups, Disk: disk, Logger: log,
+		Verifier: storeVerifier{files: loader.files, blockSize: blockSize},
 	}, loader)
 	return r, nil
 }
@@ -229,6 +236,7 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
+	parts, _ := src.(partLister)
 	if src, err = wrapSource(ctx, src, log); err != nil {
 		return nil, err
 	}
@@ -240,7 +248,7 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	if err != nil {
 		return nil, err
 	}
-	return &modelSource{spec: spec, src: src, objs: objs}, nil
+	return &modelSource{spec: spec, src: src, objs: objs, etagMD5: loc.Scheme == "s3", parts: parts}, nil
 }
 
 // netPolicyFlags is the network policy --deny-networks and

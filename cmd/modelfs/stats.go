@@ -51,6 +51,10 @@ type fileStats struct {
 	// FetchedBytes is what this mount fetched of the file from its source.
 	FetchedBytes int64         `json:"fetched_bytes"`
 	Prefetch     *planProgress `json:"prefetch,omitempty"`
+	// Verify is the file against its store's checksum: pending (not
+	// every block loaded yet), verified, unverified (the store keeps no
+	// usable checksum) or failed (reads fail with EIO).
+	Verify string `json:"verify"`
 }
 
 // planProgress is the prefetch plan's share of a file: the bytes of the
@@ -110,6 +114,9 @@ type cacheTotals struct {
 	PrefetchBytes       int64 `json:"prefetch_bytes"`
 	PrefetchUsedBytes   int64 `json:"prefetch_used_bytes"`
 	PrefetchWastedBytes int64 `json:"prefetch_wasted_bytes"`
+	VerifiedFiles       int64 `json:"verified_files"`
+	UnverifiedFiles     int64 `json:"unverified_files"`
+	VerifyFailures      int64 `json:"verify_failures"`
 }
 
 // fuseTotals count the reads modelfs served itself.
@@ -196,6 +203,7 @@ func (s *statsReporter) collect(now time.Time) *mountStats {
 			Path: f.path, Model: f.model.spec.Name, Size: f.obj.Size,
 			CachedBytes: o.CachedBytes, CachedPercent: percent(o.CachedBytes, f.obj.Size),
 			RAMBytes: o.MemBytes, DiskBytes: o.DiskBytes, FetchedBytes: o.FetchedBytes,
+			Verify: o.Verify.String(),
 		}
 		if blocks := s.pf.plannedBlocks(f.path); len(blocks) > 0 {
 			pp := &planProgress{}
@@ -221,6 +229,7 @@ func (s *statsReporter) collect(now time.Time) *mountStats {
 		DiskHits: c.DiskHits, DiskMisses: c.DiskMisses, DiskEvictions: c.DiskEvictions, DiskCorrupt: c.DiskCorrupt,
 		Loads: c.Loads, LoadErrors: c.LoadErrors, FetchedBytes: c.BytesLoaded,
 		PrefetchBytes: c.PrefetchBytes, PrefetchUsedBytes: c.PrefetchUsed, PrefetchWastedBytes: c.PrefetchWasted,
+		VerifiedFiles: c.VerifiedObjects, UnverifiedFiles: c.UnverifiedObjects, VerifyFailures: c.VerifyFailures,
 	}
 	if f := s.fuse.Load(); f != nil {
 		st.FUSE = fuseTotals{Reads: f.Reads.Load(), ReadBytes: f.ReadBytes.Load(), ReadErrors: f.ReadErrors.Load()}
@@ -302,13 +311,13 @@ func printStats(out io.Writer, st *mountStats) error {
 	fmt.Fprintf(out, "%s  up %s  block size %s  prefetch %s\n\n", st.Source,
 		st.GeneratedAt.Sub(st.StartedAt).Round(time.Second), formatSize(st.BlockSize), st.Prefetch)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "FILE\tSIZE\tCACHED\tRAM\tDISK\tFETCHED\tPREFETCH PLAN")
+	fmt.Fprintln(w, "FILE\tSIZE\tCACHED\tRAM\tDISK\tFETCHED\tPREFETCH PLAN\tVERIFY")
 	for _, f := range st.Files {
-		fmt.Fprintf(w, "%s\t%s\t%.1f%%\t%s\t%s\t%s\t%s\n", f.Path, formatSize(f.Size), f.CachedPercent,
-			formatSize(f.RAMBytes), formatSize(f.DiskBytes), formatSize(f.FetchedBytes), planText(f.Prefetch))
+		fmt.Fprintf(w, "%s\t%s\t%.1f%%\t%s\t%s\t%s\t%s\t%s\n", f.Path, formatSize(f.Size), f.CachedPercent,
+			formatSize(f.RAMBytes), formatSize(f.DiskBytes), formatSize(f.FetchedBytes), planText(f.Prefetch), f.Verify)
 	}
 	total := func(name string, t fileTotals) {
-		fmt.Fprintf(w, "%s (%d files)\t%s\t%.1f%%\t\t\t%s\t%s\n", name, t.Files, formatSize(t.Size), t.CachedPercent,
+		fmt.Fprintf(w, "%s (%d files)\t%s\t%.1f%%\t\t\t%s\t%s\t\n", name, t.Files, formatSize(t.Size), t.CachedPercent,
 			formatSize(t.FetchedBytes), planText(t.Prefetch))
 	}
 	for _, m := range st.Models {
@@ -325,6 +334,8 @@ func printStats(out io.Writer, st *mountStats) error {
 		c.Hits, c.Misses, c.Evictions, c.DiskHits, c.DiskMisses, c.DiskEvictions, c.DiskCorrupt)
 	fmt.Fprintf(out, "       fetched %s in %d loads (%d failed); prefetched %s, used %s, wasted %s\n",
 		formatSize(c.FetchedBytes), c.Loads, c.LoadErrors, formatSize(c.PrefetchBytes), formatSize(c.PrefetchUsedBytes), formatSize(c.PrefetchWastedBytes))
+	fmt.Fprintf(out, "verify %d files verified against their store's checksum, %d unverified (no usable checksum), %d failed\n",
+		c.VerifiedFiles, c.UnverifiedFiles, c.VerifyFailures)
 	_, err := fmt.Fprintf(out, "fuse   %d reads, %s, %d errors (page cache and passthrough reads not counted)\n",
 		st.FUSE.Reads, formatSize(st.FUSE.ReadBytes), st.FUSE.ReadErrors)
 	return err

@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -40,8 +37,13 @@ func warmCommand() *cli.Command {
 Blocks already in --cache-dir are verified, not fetched again, so an
 interrupted warm picks up where it stopped. Files are fetched in the order a
 loader reads them (--profile, else layer order from the model's headers),
-then everything else. With --sha256, each named file is hashed once complete;
-on a mismatch its cached blocks are dropped and warm exits non-zero.
+then everything else. Every file is verified as it completes against the
+checksum its store keeps (S3: the full-object CRC64NVME, CRC32C, CRC32,
+SHA1 or SHA256, else the MD5 a single-part ETag is; a pack's sha256); with
+--sha256, each named file is also hashed. On a mismatch the file's cached
+blocks are dropped and warm exits non-zero naming it. A file whose store
+keeps no usable checksum is reported unverified, and fails the warm with
+--require-verified.
 
 With --manifest, every model of the manifest is warmed (file names in
 --sha256 are then MODEL/PATH), and the manifest's sha256 values are
@@ -51,6 +53,7 @@ verified the same way.`,
 			&cli.StringSliceFlag{Name: "sha256", Usage: "expected sha256 of a file, as NAME=HEX (repeatable)", EnvVars: env("SHA256")},
 			&cli.StringFlag{Name: "sha256-file", Usage: "expected sha256s in sha256sum's output format (HEX  NAME per line)", EnvVars: env("SHA256_FILE")},
 			&cli.StringFlag{Name: "profile", Usage: "fetch in the order of this recorded load profile first", EnvVars: env("PROFILE")},
+			&cli.BoolFlag{Name: "require-verified", Usage: "fail when a file's store keeps no checksum to verify it against", EnvVars: env("REQUIRE_VERIFIED")},
 			&cli.DurationFlag{Name: "log-interval", Value: 10 * time.Second, Usage: "how often to log progress when stderr is not a terminal", EnvVars: env("LOG_INTERVAL")},
 		),
 		Action: runWarm,
@@ -129,34 +132,60 @@ func runWarm(c *cli.Context) error {
 			fetched.Add(t.size)
 		}
 		prog.add(t.size)
+		if errors.Is(err, blockcache.ErrCorrupt) {
+			return nil // reported below, with every other file's outcome
+		}
 		return err
 	})
 	prog.finish()
 	if err != nil {
 		return fmt.Errorf("warm: %w", err)
 	}
-	checks := wholeFileChecks(ctx, r, sums, log)
-	var failed []string
+	var failed, unverified []string
+	verified := 0
+	for _, f := range r.files {
+		st, verr := r.cache.Object(f.cacheID()).Verification()
+		switch st {
+		case blockcache.Verified:
+			verified++
+		case blockcache.VerifyFailed:
+			failed = append(failed, fmt.Sprintf("%s: %v", warmName(f), verr))
+		default:
+			unverified = append(unverified, warmName(f))
+			log.Warn("file not verified: its store keeps no usable checksum", "file", f.path)
+		}
+	}
+	checks := wholeFileChecks(r, sums)
 	for _, ck := range checks {
+		if st, _ := r.cache.Object(ck.file.cacheID()).Verification(); st == blockcache.VerifyFailed {
+			continue // already reported, and dropped
+		}
 		if err := ck.verify(r.cache.Object(ck.file.cacheID())); err != nil {
-			name := ck.file.path
-			if m := ck.file.model.spec.Name; m != "" {
-				name = fmt.Sprintf("model %q file %q", m, ck.file.obj.Key)
-			}
-			failed = append(failed, fmt.Sprintf("%s: %v", name, err))
+			failed = append(failed, fmt.Sprintf("%s: %v", warmName(ck.file), err))
 			if derr := r.cache.DropObject(ck.file.cacheID()); derr != nil {
 				log.Error("could not drop the cached blocks", "file", ck.file.path, "err", derr)
 			}
 		}
 	}
 	d := time.Since(t0)
-	fmt.Printf("warmed %d files, %s (%s fetched, %s already cached) in %s, %s/s\n",
+	fmt.Printf("warmed %d files, %s (%s fetched, %s already cached) in %s, %s/s; %d verified against the store, %d unverified\n",
 		len(r.files), formatSize(total), formatSize(fetched.Load()), formatSize(total-fetched.Load()),
-		d.Round(time.Millisecond), formatSize(int64(float64(fetched.Load())/max(d.Seconds(), 1e-3))))
+		d.Round(time.Millisecond), formatSize(int64(float64(fetched.Load())/max(d.Seconds(), 1e-3))), verified, len(unverified))
 	if len(failed) > 0 {
 		return fmt.Errorf("warm: checksum mismatch, cached blocks dropped: %s", strings.Join(failed, "; "))
 	}
+	if len(unverified) > 0 && c.Bool("require-verified") {
+		return fmt.Errorf("warm: --require-verified: no store checksum to verify %s", strings.Join(unverified, ", "))
+	}
 	return nil
+}
+
+// warmName names a file in warm's messages.
+func warmName(f remoteFile) string {
+	if m := f.model.spec.Name; m != "" {
+		return fmt.Sprintf("model %q file %q", m, f.obj.Key)
+	}
+	return f.path
 }
 
 func parseSHA256Flags(vals []string) (map[string]string, error) {
@@ -196,50 +225,24 @@ func readSHA256File(path string, want map[string]string) error {
 	return sc.Err()
 }
 
-// fileCheck is one whole-file checksum to verify once the file is cached.
+// fileCheck is one sha256 given on the command line or in the manifest,
+// verified once the file is cached.
 type fileCheck struct {
 	file remoteFile
-	algo string // SHA256, SHA1, CRC32 or CRC32C
 	want []byte
 }
 
-// wholeFileChecks gathers what to verify: the sha256 values given (by path
-// in the mount), and for other files the whole-object checksum the store
-// keeps, if any (one HEAD per file; S3 only).
-func wholeFileChecks(ctx context.Context, r *remote, want map[string]fileSum, log *slog.Logger) []fileCheck {
+// wholeFileChecks gathers the sha256 values given, by path in the mount.
+// The store's own checksums are checked by the cache as files complete.
+func wholeFileChecks(r *remote, want map[string]fileSum) []fileCheck {
 	var checks []fileCheck
 	for _, f := range r.files {
 		if s, ok := want[f.path]; ok {
 			sum, _ := hex.DecodeString(s.sum)
-			checks = append(checks, fileCheck{f, "SHA256", sum})
-			continue
+			checks = append(checks, fileCheck{f, sum})
 		}
-		st, err := f.model.src.Stat(ctx, f.obj.Key)
-		if err != nil || st.Checksum.Value == "" || st.Version() != f.obj.Version() {
-			continue
-		}
-		sum, err := base64.StdEncoding.DecodeString(st.Checksum.Value)
-		if err != nil || newDigest(st.Checksum.Algorithm) == nil {
-			log.Info("store checksum not verified", "file", f.path, "algorithm", st.Checksum.Algorithm)
-			continue
-		}
-		checks = append(checks, fileCheck{f, st.Checksum.Algorithm, sum})
 	}
 	return checks
-}
-
-func newDigest(algo string) hash.Hash {
-	switch algo {
-	case "SHA256":
-		return sha256.New()
-	case "SHA1":
-		return sha1.New()
-	case "CRC32":
-		return crc32.NewIEEE()
-	case "CRC32C":
-		return crc32.New(crc32.MakeTable(crc32.Castagnoli))
-	}
-	return nil
 }
 
 // verify hashes the object, complete and block-verified in the disk cache.
@@ -249,12 +252,12 @@ func (ck fileCheck) verify(o *blockcache.Object) error {
 		return fmt.Errorf("not completely cached")
 	}
 	defer b.Close()
-	h := newDigest(ck.algo)
+	h := sha256.New()
 	if _, err := io.Copy(h, bufio.NewReaderSize(b.File, 1<<20)); err != nil {
 		return err
 	}
 	if got := h.Sum(nil); !bytes.Equal(got, ck.want) {
-		return fmt.Errorf("%s is %x, want %x", strings.ToLower(ck.algo), got, ck.want)
+		return fmt.Errorf("sha256 is %x, want %x", got, ck.want)
 	}
 	return nil
 }

@@ -267,7 +267,7 @@ func (s *Server) listObjects(w http.ResponseWriter, req *request, version int) *
 			StorageClass: "STANDARD",
 		}
 		if o.checksum.algorithm != "" {
-			e.ChecksumAlgorithm, e.ChecksumType = o.checksum.algorithm, "FULL_OBJECT"
+			e.ChecksumAlgorithm, e.ChecksumType = o.checksum.algorithm, o.checksum.checksumType()
 		}
 		if version == 1 || q.Get("fetch-owner") == "true" {
 			e.Owner = &serverOwner

@@ -17,6 +17,10 @@ import (
 // and returns it from GET/HEAD when asked with x-amz-checksum-mode: ENABLED,
 // which lets the SDK validate what it downloads. This server does the same.
 
+// defaultChecksum is what S3 computes and stores for an upload that
+// declares no checksum.
+const defaultChecksum = "CRC64NVME"
+
 // crc64NVME is the reversed NVMe polynomial, as hash/crc64 wants it.
 const crc64NVME = 0x9a6c9329ac4bc9b5
 
@@ -45,6 +49,17 @@ type checksumSpec struct {
 	algorithm string // "" when the client declared none
 	value     string // base64; "" when it arrives as a trailer
 	trailer   bool
+	// composite marks the checksum of a multipart object computed over
+	// its parts' checksums; value then ends in "-N".
+	composite bool
+}
+
+// checksumType is the x-amz-checksum-type of the checksum.
+func (c checksumSpec) checksumType() string {
+	if c.composite {
+		return "COMPOSITE"
+	}
+	return "FULL_OBJECT"
 }
 
 // requestChecksum works out which checksum the client declared, from the

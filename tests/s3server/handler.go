@@ -115,6 +115,12 @@ func (s *Server) objectOp(w http.ResponseWriter, req *request) *apiError {
 	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
+		if req.Method == http.MethodGet && req.query.Has("attributes") {
+			if p := req.unknownParam("attributes", "versionId"); p != "" {
+				return notImplemented(p)
+			}
+			return s.getObjectAttributes(w, req)
+		}
 		if p := req.unknownParam(append([]string{"versionId", "partNumber"}, overrideParams...)...); p != "" {
 			return notImplemented(p)
 		}

@@ -186,7 +186,8 @@ func (s *Server) completeMultipartUpload(w http.ResponseWriter, req *request) *a
 	for i, f := range files {
 		readers[i] = f
 	}
-	data, err := st.write(io.MultiReader(readers...), "")
+	// S3 keeps a full-object CRC64NVME of multipart objects too.
+	data, err := st.write(io.MultiReader(readers...), defaultChecksum)
 	if err != nil {
 		return errInternal
 	}

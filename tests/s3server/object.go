@@ -79,7 +79,7 @@ func (s *Server) getObject(w http.ResponseWriter, req *request) *apiError {
 	// response covers the whole object (the checksum describes only that).
 	if obj.checksum.algorithm != "" && length == obj.size && strings.EqualFold(req.Header.Get("x-amz-checksum-mode"), "ENABLED") {
 		h.Set(checksumHeader(obj.checksum.algorithm), obj.checksum.value)
-		h.Set("x-amz-checksum-type", "FULL_OBJECT")
+		h.Set("x-amz-checksum-type", obj.checksum.checksumType())
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(status)
@@ -257,7 +257,7 @@ func (s *Server) putObject(w http.ResponseWriter, req *request) *apiError {
 	}
 	if obj.checksum.algorithm != "" {
 		h.Set(checksumHeader(obj.checksum.algorithm), obj.checksum.value)
-		h.Set("x-amz-checksum-type", "FULL_OBJECT")
+		h.Set("x-amz-checksum-type", obj.checksum.checksumType())
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
@@ -288,7 +288,13 @@ func (s *Server) receive(req *request) (written, *apiError) {
 		}
 	}
 
-	data, werr := s.store.write(p, spec.algorithm)
+	// Like S3 since December 2024, a body sent without a checksum gets a
+	// full-object CRC64NVME all the same.
+	algorithm := spec.algorithm
+	if algorithm == "" {
+		algorithm = defaultChecksum
+	}
+	data, werr := s.store.write(p, algorithm)
 	if werr != nil {
 		return written{}, bodyError(werr)
 	}

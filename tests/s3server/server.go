@@ -3,7 +3,9 @@ package s3server
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -210,9 +212,35 @@ func (s *Server) CreateBucket(name string) error {
 }
 
 // PutObject stores data as bucket/key directly, bypassing HTTP, and returns
-// its ETag (quoted, as S3 sends it).
+// its ETag (quoted, as S3 sends it). Like S3, it keeps a full-object
+// CRC64NVME checksum.
 func (s *Server) PutObject(bucket, key string, data []byte) (etag string, err error) {
-	return s.putDirect(bucket, key, bytes.NewReader(data))
+	return s.putDirect(bucket, key, bytes.NewReader(data), PutOptions{})
+}
+
+// PutOptions are what a direct put stores besides the bytes.
+type PutOptions struct {
+	// Checksum is the additional checksum algorithm to keep (CRC64NVME,
+	// CRC32C, CRC32, SHA1 or SHA256); "" means CRC64NVME, as S3 does.
+	Checksum string
+	// NoChecksum keeps no additional checksum, like objects written
+	// before S3 kept one by default or by stores that never do.
+	NoChecksum bool
+	// Composite, for PutMultipartWith, keeps the Checksum algorithm's
+	// composite checksum (over the parts' checksums, "...-N") instead of
+	// a full-object one, as S3 does for uploads that ask for it.
+	Composite bool
+	// SSEKMS marks the object as encrypted with SSE-KMS: its ETag is then
+	// not the MD5 of its content, as on S3.
+	SSEKMS bool
+}
+
+// PutObjectWith is PutObject with the checksum and encryption of opts.
+func (s *Server) PutObjectWith(bucket, key string, data []byte, opts PutOptions) (etag string, err error) {
+	if opts.Checksum != "" && checksumAlgorithms[opts.Checksum] == nil {
+		return "", fmt.Errorf("s3server: unknown checksum algorithm %q", opts.Checksum)
+	}
+	return s.putDirect(bucket, key, bytes.NewReader(data), opts)
 }
 
 // PutObjectFromFile copies the file at path into the server as bucket/key,
@@ -224,26 +252,75 @@ func (s *Server) PutObjectFromFile(bucket, key, path string) (etag string, err e
 		return "", err
 	}
 	defer f.Close()
-	return s.putDirect(bucket, key, f)
+	return s.putDirect(bucket, key, f, PutOptions{})
 }
 
-func (s *Server) putDirect(bucket, key string, src io.Reader) (string, error) {
+func (s *Server) putDirect(bucket, key string, src io.Reader, opts PutOptions) (string, error) {
+	return s.putDirectWith(bucket, key, src, opts, nil)
+}
+
+// putDirectWith is putDirect; shape, when set, adjusts the object before
+// it is stored.
+func (s *Server) putDirectWith(bucket, key string, src io.Reader, opts PutOptions, shape func(*object)) (string, error) {
 	if err := validKey(key); err != nil {
 		return "", err
 	}
 	if err := s.store.bucketExists(bucket); err != nil {
 		return "", err
 	}
-	data, err := s.store.write(src, "")
+	algorithm := opts.Checksum
+	switch {
+	case opts.NoChecksum:
+		algorithm = ""
+	case algorithm == "":
+		algorithm = defaultChecksum
+	}
+	data, err := s.store.write(src, algorithm)
 	if err != nil {
 		return "", err
 	}
 	obj := data.object(key, s.clock())
+	if shape != nil {
+		shape(obj)
+	}
+	if opts.SSEKMS {
+		obj.header = http.Header{"X-Amz-Server-Side-Encryption": {"aws:kms"}}
+		// S3's ETag of an SSE-KMS object is opaque: anything but the MD5.
+		sum := sha256.Sum256(data.md5)
+		obj.etag = `"` + hex.EncodeToString(sum[:16]) + `"`
+	}
 	if err := s.store.put(bucket, obj, nil); err != nil {
 		_ = os.Remove(obj.path)
 		return "", err
 	}
 	return obj.etag, nil
+}
+
+// DamageObject overwrites the byte at off of the stored bytes of
+// bucket/key with its complement, as a failing disk would, leaving the
+// metadata (size, ETag, checksums) as it was.
+func (s *Server) DamageObject(bucket, key string, off int64) error {
+	obj, _, aerr := s.store.get(bucket, key, "", false)
+	if aerr != nil {
+		return aerr
+	}
+	if off < 0 || off >= obj.size {
+		return fmt.Errorf("s3server: damage %s/%s at %d: past the end (%d bytes)", bucket, key, off, obj.size)
+	}
+	f, err := os.OpenFile(obj.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return err
+	}
+	b[0] = ^b[0]
+	if _, err := f.WriteAt(b, off); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // DeleteObject deletes bucket/key directly, bypassing HTTP. Like S3, deleting

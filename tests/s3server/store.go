@@ -28,6 +28,8 @@ type object struct {
 	header       http.Header
 	checksum     checksumSpec // algorithm "" when the client sent none
 	partSizes    []int64      // parts of a multipart object, for GET ?partNumber=
+	// partChecksums are the parts' checksums of a composite checksum.
+	partChecksums []string
 }
 
 type bucket struct {
