@@ -69,10 +69,13 @@ func NewStream(b Blocks, opts ReadaheadOptions, watchers ...Watcher) *Stream {
 	return s
 }
 
-// ReadAt observes the read, extends the readahead, then reads.
+// ReadAt reads, then observes the read and extends the readahead. Demand
+// goes first: a read that misses queues its load before the prefetches it
+// causes, which would otherwise take the workers and the link from it.
 func (s *Stream) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := s.b.ReadAt(ctx, p, off)
 	s.watch(off, int64(len(p)))
-	return s.b.ReadAt(ctx, p, off)
+	return n, err
 }
 
 func (s *Stream) watch(off, n int64) {
@@ -84,10 +87,12 @@ func (s *Stream) watch(off, n int64) {
 	}
 }
 
-// ReadSlices observes the read, extends the readahead, then reads in place.
+// ReadSlices reads in place, then observes the read and extends the
+// readahead (demand first, as ReadAt).
 func (s *Stream) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error) {
+	slices, release, err := s.b.ReadSlices(ctx, off, n)
 	s.watch(off, int64(n))
-	return s.b.ReadSlices(ctx, off, n)
+	return slices, release, err
 }
 
 // Release ends the stream. Prefetched blocks stay cached for other readers.
