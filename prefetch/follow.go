@@ -53,6 +53,7 @@ type Follower struct {
 
 	mu      sync.Mutex
 	done    []bool // plan[i] has been requested
+	early   []bool // plan[i] was requested while confined to the files read
 	touched map[string]*fileCursor
 	big     string // the first big file read; "" before
 	whole   bool   // a second big file was read: follow the whole plan
@@ -89,6 +90,7 @@ func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) 
 	}
 	f.cum = make([]int64, len(f.plan)+1)
 	f.done = make([]bool, len(f.plan))
+	f.early = make([]bool, len(f.plan))
 	for i, r := range f.plan {
 		f.cum[i+1] = f.cum[i] + r.Len
 		if f.fcum[r.Path] == nil {
@@ -180,6 +182,9 @@ func (f *Follower) followFile(pos int) []Range {
 	c.issued = max(c.issued, c.reader)
 	var reqs []Range
 	for c.issued < len(list) && cum[c.issued]-cum[c.reader] < f.opts.Window {
+		if i := list[c.issued]; !f.done[i] {
+			f.early[i] = true
+		}
 		reqs = f.request(reqs, list[c.issued])
 		c.issued++
 	}
@@ -197,8 +202,19 @@ func (f *Follower) followPlan(pos int) []Range {
 	}
 	f.reader = max(f.reader, pos)
 	f.issued = max(f.issued, f.reader)
+	// What was fetched while the window kept to one file does not fill
+	// the window: those ranges are mostly read already.
+	var ahead int64
+	for i := f.reader; i < f.issued; i++ {
+		if !f.early[i] {
+			ahead += f.plan[i].Len
+		}
+	}
 	var reqs []Range
-	for f.issued < len(f.plan) && f.cum[f.issued]-f.cum[f.reader] < f.opts.Window {
+	for f.issued < len(f.plan) && ahead < f.opts.Window {
+		if !f.early[f.issued] {
+			ahead += f.plan[f.issued].Len
+		}
 		reqs = f.request(reqs, f.issued)
 		f.issued++
 	}
