@@ -410,7 +410,9 @@ func (o *Object) Pin(off, length int64) (unpin func(), err error) {
 const maxPrefetchBlocks = 1 << 16
 
 // Prefetch asks for the blocks covering [off, off+length) to be loaded in
-// the background, behind any demand load. It never blocks.
+// the background, behind any demand load. It never blocks. Blocks a
+// demand read was served from once are skipped when there is no disk
+// tier.
 func (o *Object) Prefetch(off, length int64) {
 	if off < 0 {
 		off = 0
@@ -430,9 +432,15 @@ func (o *Object) Prefetch(off, length int64) {
 	if c.closed {
 		return
 	}
+	// Without a disk tier, a block a reader was already served and RAM
+	// has since dropped would come from the source again, while the
+	// reader's page cache most likely still holds it: a second load of a
+	// model larger than RAM must cost the source only what reaches the
+	// mount. With a disk tier the block comes back from disk.
+	delivered := c.countersLocked(o.id).delivered
 	for i := off / bs; i <= last; i++ {
 		k := key{o.id.Source, o.id.Name, o.id.Version, i}
-		if _, ok := c.blocks[k]; ok {
+		if _, ok := c.blocks[k]; ok || (c.disk == nil && delivered.Has(i)) {
 			continue
 		}
 		b := c.newBlock(k, o.id, prioPrefetch)
@@ -488,6 +496,9 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 			b.grp.demandQ = append(b.grp.demandQ, b)
 			c.wake.Signal()
 		}
+	}
+	if count {
+		b.stats.delivered.add(index)
 	}
 	// A prefetch still queued turns into a demand load: not a use of it.
 	if b.unread && b.state != stateQueued {
@@ -641,7 +652,8 @@ func (g *group) pop(demand bool) *block {
 // first. A group with loads under way takes another worker only while one
 // stays free for every other group that has none (up to half the
 // workers): however many groups' sources stall, each of the others can
-// always start a load. With one group this is plain FIFO over every worker.
+// always start a load. With one group this is plain FIFO over every worker,
+// but prefetches never take the last quarter of them.
 func (c *Cache) next() *block {
 	n := len(c.order)
 	free, idle := c.opts.Workers, 0
@@ -652,6 +664,12 @@ func (c *Cache) next() *block {
 		}
 	}
 	for _, demand := range []bool{true, false} {
+		if !demand && free-1 < c.opts.Workers/4 {
+			// The last quarter of the workers is kept for demand: a read
+			// that misses starts its load at once instead of waiting for
+			// a prefetch of 8 MiB to finish.
+			break
+		}
 		best := -1
 		for i := range n {
 			k := (c.turn + i) % n

@@ -591,3 +591,62 @@ func TestFreeWorkerServesGroupWithFewestLoads(t *testing.T) {
 		}
 	})
 }
+
+// Without a disk tier, a block a reader was served once is not prefetched
+// again after RAM drops it: the reader's page cache holds it, and the
+// source would send it twice. A demand read still loads it.
+func TestPrefetchSkipsBlocksAlreadyDelivered(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(8*bs, 7)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 2 * bs, Workers: 1}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	p := make([]byte, bs)
+	for i := range int64(8) { // a first pass; RAM keeps the last two blocks
+		if _, err := obj.ReadAt(context.Background(), p, i*bs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loads := c.Stats().Loads
+	obj.Prefetch(0, int64(len(data)))
+	if got := c.Stats(); got.Loads != loads || got.Prefetches != 0 {
+		t.Fatalf("prefetch of blocks already read: %d more loads, %d prefetches; want none", got.Loads-loads, got.Prefetches)
+	}
+	if _, err := obj.ReadAt(context.Background(), p, 0); err != nil || !bytes.Equal(p, data[:bs]) {
+		t.Fatalf("reading an evicted block again: %v", err)
+	}
+	if got := c.Stats().Loads; got != loads+1 {
+		t.Fatalf("%d loads for the demand read of an evicted block, want 1", got-loads)
+	}
+}
+
+// Prefetches leave a quarter of the workers free, so a demand miss starts
+// its load while every prefetch is stalled.
+func TestDemandFindsAWorkerWhilePrefetchesStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, workers = 4 << 10, 4
+		l := &gateLoader{gates: map[string]chan struct{}{}}
+		c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: workers}, l)
+		obj := c.Object(ObjectID{Name: "m", Version: "v", Size: 32 * bs})
+		obj.Prefetch(0, 16*bs)
+		synctest.Wait()
+		if got := c.Stats().Prefetches; got != workers-workers/4 {
+			t.Fatalf("%d prefetch loads under way, want %d", got, workers-workers/4)
+		}
+		done := make(chan error)
+		go func() {
+			_, err := obj.ReadAt(context.Background(), make([]byte, 10), 20*bs)
+			done <- err
+		}()
+		synctest.Wait()
+		if got := l.last(); got != fmt.Sprintf("m@%d", 20*bs) {
+			t.Fatalf("last load started: %s, want the demand block at %d", got, 20*bs)
+		}
+		close(l.gate("m", 20*bs))
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+}

@@ -11,7 +11,11 @@
 //   - Concurrent misses for one block make one load (singleflight).
 //   - Demand reads are served before prefetches: loads run on a fixed pool
 //     of workers that always take a waiting demand load first (of the
-//     groups under their limit, below).
+//     groups under their limit, below), and prefetches never hold the last
+//     quarter of the workers, so a demand miss starts its load at once.
+//   - Without a disk tier, prefetch skips blocks a demand read was already
+//     served from: if RAM dropped them, the reader's page cache most
+//     likely still has them, and the source must not send them again.
 //   - Loads are shared fairly between groups (ObjectID.Group: a mount's
 //     models). A group with loads under way takes another worker only
 //     while one stays free for every other group that has none (at most

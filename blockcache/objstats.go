@@ -10,6 +10,9 @@ type objKey struct{ source, name, version string }
 // atomic add and no lookup.
 type objCounters struct {
 	fetched, loads, prefetched atomic.Int64
+	// delivered holds the blocks a demand read has been served from, under
+	// Cache.mu: the reader's page cache likely still holds them.
+	delivered BlockSet
 }
 
 // countersLocked returns id's counters, creating them on first use.

@@ -98,6 +98,15 @@ func Mount(mountpoint string, opts Options) (*Server, error) {
 			Debug:        opts.Debug,
 			// Read-only and no xattrs: spare the kernel those round trips.
 			DisableXAttrs: true,
+			// Splicing only saves a copy from a file descriptor, and the
+			// bytes here are in memory: stream replies are written from
+			// the cache's blocks with writev, which go-fuse never splices.
+			// Other replies (the stats file) would be, and the pipe could
+			// not hold them: a 1 MiB reply plus its header and the page
+			// go-fuse adds is more than /proc/sys/fs/pipe-max-size (1 MiB
+			// by default), so each try failed, logged "trySplice: ... max
+			// pipe size" and fell back to a write.
+			DisableSplice: true,
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,

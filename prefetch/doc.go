@@ -13,7 +13,9 @@
 //     a replayed profile is a plan like any other.
 //   - A Follower walks a plan ahead of the reader: each read that lands in
 //     the plan moves the reader's position there, and the next Window bytes
-//     of the plan are kept requested.
+//     of the plan are kept requested, each range once. Until a second big
+//     file is read the window stays within the files read, so reading one
+//     file fetches that file and no other.
 //
 // Headers come from the store and are not trusted, so what reading them
 // costs is bounded by the code, not by what they say:

@@ -1,6 +1,7 @@
 package prefetch
 
 import (
+	"slices"
 	"sync"
 )
 
@@ -27,11 +28,17 @@ type FollowOptions struct {
 }
 
 // Follower walks a plan (an ordered list of ranges) ahead of the reader.
-// Every read that lands in the plan moves the reader's position to that
-// point, and the follower keeps the next Window bytes of the plan
-// requested. Reads outside the plan leave it alone (readahead covers
-// them), and a reader that skips ahead drags the window along; one that
-// goes back is already covered.
+//
+// Until the load is evidently of the whole model, the window covers only
+// the files the reader has read: a reader of one shard (a copy, a checksum,
+// one tensor) costs the link that shard and nothing else, although the
+// plan interleaves the checkpoint's shards in layer order. A read of a
+// second big file of the plan (isBig) is that evidence: from then on
+// every read that lands in the plan moves the reader's position to that
+// point, and the next Window bytes of the plan are kept requested, across
+// files. Reads outside the plan leave it alone (readahead covers them), a
+// reader that skips ahead drags the window along, one that goes back is
+// already covered, and no range is requested twice.
 type Follower struct {
 	plan  []Range
 	cum   []int64 // cum[i] = bytes of plan[:i]
@@ -39,19 +46,34 @@ type Follower struct {
 	opts  FollowOptions
 	// first plan index touching each block, by file
 	at map[string]map[int64]int
+	// plan indexes of each file's ranges, ascending, and their running
+	// byte counts (fcum[p][k] = bytes of the file's first k ranges)
+	byFile map[string][]int
+	fcum   map[string][]int64
 
 	mu      sync.Mutex
+	done    []bool // plan[i] has been requested
+	early   []bool // plan[i] was requested while confined to the files read
+	touched map[string]*fileCursor
+	big     string // the first big file read; "" before
+	whole   bool   // a second big file was read: follow the whole plan
 	started bool
 	reader  int // plan index the reader has reached
 	issued  int // plan[:issued] has been requested
 }
 
+// fileCursor is the reader's place in one file's ranges while the
+// follower is confined to the files read.
+type fileCursor struct {
+	reader, issued int // indexes into byFile[path]
+}
+
 // NewFollower prepares to follow plan. Nothing is fetched until a read
-// lands in the plan; the window then starts at the beginning of the
-// checkpoint (Range.Group) that read belongs to, so a loader that reads
-// tensors in any order finds the ones before its first read coming too,
-// while a reader of one checkpoint gets no window over another. Ranges of
-// files not in files are skipped.
+// lands in the plan; the window then starts at the beginning of what that
+// read belongs to (its file while confined, else its checkpoint,
+// Range.Group), so a loader that reads tensors in any order finds the ones
+// before its first read coming too, while a reader of one checkpoint gets
+// no window over another. Ranges of files not in files are skipped.
 func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) *Follower {
 	if opts.Window <= 0 {
 		opts.Window = 256 << 20
@@ -59,15 +81,23 @@ func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) 
 	if opts.BlockSize <= 0 {
 		opts.BlockSize = 8 << 20
 	}
-	f := &Follower{files: files, opts: opts, at: map[string]map[int64]int{}}
+	f := &Follower{files: files, opts: opts, at: map[string]map[int64]int{},
+		byFile: map[string][]int{}, fcum: map[string][]int64{}, touched: map[string]*fileCursor{}}
 	for _, r := range plan {
 		if _, ok := files[r.Path]; ok && r.Len > 0 {
 			f.plan = append(f.plan, r)
 		}
 	}
 	f.cum = make([]int64, len(f.plan)+1)
+	f.done = make([]bool, len(f.plan))
+	f.early = make([]bool, len(f.plan))
 	for i, r := range f.plan {
 		f.cum[i+1] = f.cum[i] + r.Len
+		if f.fcum[r.Path] == nil {
+			f.fcum[r.Path] = []int64{0}
+		}
+		f.byFile[r.Path] = append(f.byFile[r.Path], i)
+		f.fcum[r.Path] = append(f.fcum[r.Path], f.fcum[r.Path][len(f.fcum[r.Path])-1]+r.Len)
 		blocks := f.at[r.Path]
 		if blocks == nil {
 			blocks = map[int64]int{}
@@ -114,12 +144,55 @@ func (w fileWatcher) Observe(off, n int64) {
 
 // advance moves the reader to pos (never back) and tops up the window.
 func (f *Follower) advance(pos int) {
-	type req struct {
-		fb       FileBlocks
-		off, len int64
-	}
-	var reqs []req
+	var reqs []Range
 	f.mu.Lock()
+	if r := f.plan[pos]; !f.whole && f.isBig(r) {
+		if f.big == "" {
+			f.big = r.Path
+		}
+		f.whole = r.Path != f.big
+	}
+	if f.whole {
+		reqs = f.followPlan(pos)
+	} else {
+		reqs = f.followFile(pos)
+	}
+	f.mu.Unlock()
+	for _, r := range reqs {
+		f.files[r.Path].Prefetch(r.Off, r.Len)
+	}
+}
+
+// isBig tells a checkpoint's file (or, in a profile, a file read in more
+// than one piece) from a small file read whole: reading small files and
+// one big one is still a one-file read.
+func (f *Follower) isBig(r Range) bool { return r.Group > 0 || len(f.byFile[r.Path]) > 1 }
+
+// followFile tops up the window over the ranges of pos's file only.
+func (f *Follower) followFile(pos int) []Range {
+	path := f.plan[pos].Path
+	list, cum := f.byFile[path], f.fcum[path]
+	c := f.touched[path]
+	if c == nil {
+		c = &fileCursor{}
+		f.touched[path] = c
+	}
+	k, _ := slices.BinarySearch(list, pos)
+	c.reader = max(c.reader, k)
+	c.issued = max(c.issued, c.reader)
+	var reqs []Range
+	for c.issued < len(list) && cum[c.issued]-cum[c.reader] < f.opts.Window {
+		if i := list[c.issued]; !f.done[i] {
+			f.early[i] = true
+		}
+		reqs = f.request(reqs, list[c.issued])
+		c.issued++
+	}
+	return reqs
+}
+
+// followPlan tops up the window over the whole plan.
+func (f *Follower) followPlan(pos int) []Range {
 	if !f.started {
 		start := pos
 		for start > 0 && f.plan[start-1].Group == f.plan[pos].Group {
@@ -129,13 +202,30 @@ func (f *Follower) advance(pos int) {
 	}
 	f.reader = max(f.reader, pos)
 	f.issued = max(f.issued, f.reader)
-	for f.issued < len(f.plan) && f.cum[f.issued]-f.cum[f.reader] < f.opts.Window {
-		r := f.plan[f.issued]
-		reqs = append(reqs, req{f.files[r.Path], r.Off, r.Len})
+	// What was fetched while the window kept to one file does not fill
+	// the window: those ranges are mostly read already.
+	var ahead int64
+	for i := f.reader; i < f.issued; i++ {
+		if !f.early[i] {
+			ahead += f.plan[i].Len
+		}
+	}
+	var reqs []Range
+	for f.issued < len(f.plan) && ahead < f.opts.Window {
+		if !f.early[f.issued] {
+			ahead += f.plan[f.issued].Len
+		}
+		reqs = f.request(reqs, f.issued)
 		f.issued++
 	}
-	f.mu.Unlock()
-	for _, r := range reqs {
-		r.fb.Prefetch(r.off, r.len)
+	return reqs
+}
+
+// request adds plan[i] to reqs unless it was requested before.
+func (f *Follower) request(reqs []Range, i int) []Range {
+	if f.done[i] {
+		return reqs
 	}
+	f.done[i] = true
+	return append(reqs, f.plan[i])
 }

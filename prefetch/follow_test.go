@@ -49,14 +49,23 @@ func TestFollowerKeepsAWindowAheadOfTheReader(t *testing.T) {
 	if len(log) != 0 {
 		t.Fatalf("prefetched before any read: %v", log)
 	}
-	f.ForFile("a").Observe(0, 4096)    // the reader meets the plan at its start
-	want := []string{"a:0+1", "b:0+2"} // 3 MiB window
+	f.ForFile("a").Observe(0, 4096) // the reader meets the plan at its start
+	// One file read so far: the window covers its ranges only.
+	want := []string{"a:0+1", "a:1+2"}
 	if !equal(log, want) {
 		t.Fatalf("after the first read: %v, want %v", log, want)
 	}
+	// A read of a second file: the load is of the model, the window spans
+	// the plan, nothing is requested twice, and what was fetched of a
+	// does not fill the window.
+	f.ForFile("b").Observe(0, 4096)
+	want = append(want, "b:0+2", "b:2+1")
+	if !equal(log, want) {
+		t.Fatalf("after reading b: %v, want %v", log, want)
+	}
 	// The reader reaches plan entry 2 (a at 1 MiB): the window moves there.
 	f.ForFile("a").Observe(mib+100, 4096)
-	want = append(want, "a:1+2", "b:2+1")
+	want = append(want, "a:3+1", "b:3+4")
 	if !equal(log, want) {
 		t.Fatalf("after reading a@1MiB: %v, want %v", log, want)
 	}
@@ -69,9 +78,8 @@ func TestFollowerKeepsAWindowAheadOfTheReader(t *testing.T) {
 	if f.ForFile("c") != nil {
 		t.Fatal("a watcher for a file not in the plan")
 	}
-	// Skipping to the last entry requests it, not what was skipped over.
+	// Skipping to the last entry, already requested, requests nothing.
 	f.ForFile("b").Observe(5*mib, 4096)
-	want = append(want, "b:3+4")
 	if !equal(log, want) {
 		t.Fatalf("after skipping ahead: %v, want %v", log, want)
 	}
@@ -87,4 +95,41 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// A reader of one shard of a checkpoint gets that shard prefetched, in
+// plan order, and nothing of the other shards although the plan
+// interleaves them; small files read first change nothing.
+func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
+	var log []string
+	files := map[string]FileBlocks{}
+	for _, p := range []string{"config.json", "s1", "s2"} {
+		files[p] = &fileRecorder{path: p, log: &log}
+	}
+	plan := []Range{
+		{Path: "config.json", Off: 0, Len: mib},
+		{Path: "s1", Off: 0, Len: mib, Group: 1}, {Path: "s2", Off: 0, Len: mib, Group: 1},
+		{Path: "s1", Off: mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: mib, Len: 2 * mib, Group: 1},
+		{Path: "s1", Off: 3 * mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: 3 * mib, Len: 2 * mib, Group: 1},
+	}
+	f := NewFollower(plan, files, FollowOptions{Window: 4 * mib, BlockSize: mib})
+	f.ForFile("config.json").Observe(0, 100)
+	f.ForFile("s1").Observe(0, 8)
+	want := []string{"config.json:0+1", "s1:0+1", "s1:1+2", "s1:3+2"}
+	if !equal(log, want) {
+		t.Fatalf("reading config.json and s1: %v, want %v", log, want)
+	}
+	for off := int64(0); off < 5*mib; off += mib / 2 {
+		f.ForFile("s1").Observe(off, mib/2)
+	}
+	if !equal(log, want) {
+		t.Fatalf("reading s1 through: %v, want %v", log, want)
+	}
+	// The second shard: from here the plan is followed across files.
+	f.ForFile("s2").Observe(0, 8)
+	// s1, fetched while the window kept to it, does not fill the window.
+	want = append(want, "s2:0+1", "s2:1+2", "s2:3+2")
+	if !equal(log, want) {
+		t.Fatalf("after reading s2: %v, want %v", log, want)
+	}
 }

@@ -3,6 +3,7 @@ package prefetch
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // Blocks is what a Stream reads from and prefetches into.
@@ -51,6 +52,12 @@ type Stream struct {
 	opts     ReadaheadOptions
 	watchers []Watcher
 
+	// first is set by the first read. That read (a loader's header) is
+	// made before the prefetches it causes, so that its load goes alone
+	// and not behind a window of the file's blocks. Later reads move the
+	// window first, so that the blocks around them load in parallel.
+	first atomic.Bool
+
 	mu     sync.Mutex
 	next   int64 // where the last read ended
 	window int64 // current window; 0 = not sequential yet
@@ -69,8 +76,13 @@ func NewStream(b Blocks, opts ReadaheadOptions, watchers ...Watcher) *Stream {
 	return s
 }
 
-// ReadAt observes the read, extends the readahead, then reads.
+// ReadAt observes the read, extends the readahead and reads; see first.
 func (s *Stream) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if s.first.CompareAndSwap(false, true) {
+		n, err := s.b.ReadAt(ctx, p, off)
+		s.watch(off, int64(len(p)))
+		return n, err
+	}
 	s.watch(off, int64(len(p)))
 	return s.b.ReadAt(ctx, p, off)
 }
@@ -84,8 +96,13 @@ func (s *Stream) watch(off, n int64) {
 	}
 }
 
-// ReadSlices observes the read, extends the readahead, then reads in place.
+// ReadSlices is ReadAt in place.
 func (s *Stream) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error) {
+	if s.first.CompareAndSwap(false, true) {
+		slices, release, err := s.b.ReadSlices(ctx, off, n)
+		s.watch(off, int64(n))
+		return slices, release, err
+	}
 	s.watch(off, int64(n))
 	return s.b.ReadSlices(ctx, off, n)
 }

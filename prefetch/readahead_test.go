@@ -107,3 +107,49 @@ func TestDisabledPassesThrough(t *testing.T) {
 		t.Fatalf("disabled readahead prefetched %v", r.ranges)
 	}
 }
+
+// eventLog is a Blocks that logs reads and prefetches in the order they
+// reach it.
+type eventLog struct {
+	recorder
+	events []string
+}
+
+func (e *eventLog) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	e.events = append(e.events, "read")
+	return len(p), nil
+}
+
+func (e *eventLog) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error) {
+	e.events = append(e.events, "read")
+	return [][]byte{make([]byte, n)}, func() {}, nil
+}
+
+func (e *eventLog) Prefetch(off, length int64) { e.events = append(e.events, "prefetch") }
+
+// A stream's first read (a loader's header) reaches the cache before the
+// prefetches it causes, from the readahead and from the watchers (a plan
+// follower), so its load is queued first; later reads move the window
+// first.
+func TestFirstReadGoesBeforeItsPrefetches(t *testing.T) {
+	e := &eventLog{recorder: recorder{size: 1 << 30}}
+	w := watcherFunc(func(off, n int64) { e.Prefetch(off+n, mib) })
+	s := NewStream(e, ReadaheadOptions{Initial: 2 * mib}, w)
+	read(s, 0, mib)
+	if _, release, _ := s.ReadSlices(context.Background(), mib, int(mib)); release != nil {
+		release()
+	}
+	want := []string{"read", "prefetch", "prefetch", "prefetch", "prefetch", "read"}
+	if len(e.events) != len(want) {
+		t.Fatalf("events %v, want %v", e.events, want)
+	}
+	for i := range want {
+		if e.events[i] != want[i] {
+			t.Fatalf("events %v, want %v", e.events, want)
+		}
+	}
+}
+
+type watcherFunc func(off, n int64)
+
+func (f watcherFunc) Observe(off, n int64) { f(off, n) }

@@ -90,6 +90,7 @@ func runMount(c *cli.Context) error {
 	pf := &prefetcher{
 		mode: c.String("prefetch"), profile: c.String("profile"), log: log, smallFile: smallFile,
 		ra: prefetch.ReadaheadOptions{Max: raMax}, blockSize: blockSize, window: min(256<<20, memCache/2),
+		directHeaders: true,
 	}
 	switch pf.mode {
 	case "auto", "layer", "readahead":

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,9 +34,14 @@ type prefetcher struct {
 	log       *slog.Logger
 	cache     *blockcache.Cache
 	objs      map[string]*blockcache.Object // by path in the mount
-	versions  map[string]string             // by path, for profile replay
-	groups    []*planGroup
-	groupOf   map[string]*planGroup // by path
+	files     map[string]remoteFile         // by path in the mount
+	// directHeaders has the plan read big files' headers from the source
+	// in small ranges rather than through the cache's blocks (see
+	// layerPlan); warm fills the blocks anyway and leaves it off.
+	directHeaders bool
+	versions      map[string]string // by path, for profile replay
+	groups        []*planGroup
+	groupOf       map[string]*planGroup // by path
 	// headers bounds the header bytes all models' plans parse at once, so
 	// the memory of parsing stays bounded however many models a manifest
 	// lists; set by start.
@@ -61,6 +67,7 @@ func (p *prefetcher) planned() bool {
 func (p *prefetcher) attach(r *remote) {
 	p.cache = r.cache
 	p.objs = make(map[string]*blockcache.Object, len(r.files))
+	p.files = make(map[string]remoteFile, len(r.files))
 	p.versions = make(map[string]string, len(r.files))
 	p.groupOf = make(map[string]*planGroup, len(r.files))
 	byModel := map[*modelSource]*planGroup{}
@@ -74,6 +81,7 @@ func (p *prefetcher) attach(r *remote) {
 		g.paths = append(g.paths, f.path)
 		p.groupOf[f.path] = g
 		p.objs[f.path] = r.cache.Object(f.cacheID())
+		p.files[f.path] = f
 		p.versions[f.path] = f.obj.Version()
 	}
 }
@@ -251,7 +259,12 @@ func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []prefetch.R
 	files := make([]prefetch.File, 0, len(paths))
 	for _, path := range paths {
 		o := p.objs[path]
+		f, direct := p.files[path]
+		direct = direct && p.directHeaders && o.Size() > p.smallFile && !p.headCached(f)
 		files = append(files, prefetch.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) {
+			if direct {
+				return &headerReader{ctx: ctx, f: f}, nil
+			}
 			return objectReader{ctx, o}, nil
 		}})
 	}
@@ -316,6 +329,59 @@ func (p *prefetcher) saveProfile(path string) error {
 	}
 	p.log.Info("profile written", "file", path, "entries", len(p.recorder.Entries()))
 	return nil
+}
+
+// headCached reports whether the first block of f is in the cache (RAM or
+// disk), where its header costs the source nothing.
+func (p *prefetcher) headCached(f remoteFile) bool {
+	return p.cache.ObjectStats([]blockcache.ObjectID{f.cacheID()})[0].Cached.Has(0)
+}
+
+// headerChunk is what headerReader fetches at a time: most headers fit in
+// one, and a big one (a GGUF vocabulary) takes a few sequential GETs.
+const headerChunk = 256 << 10
+
+// headerReader reads a big file's header for the planner straight from the
+// source, a chunk at a time, keeping the last chunk. Through the cache each
+// header would load a whole block (8 MiB by default) of every shard at
+// mount: a reader of one file would pay for all the others' blocks, and a
+// reader's first read would share the link with them. A chunk is what the
+// header costs, and its blocks are loaded when a reader wants them.
+type headerReader struct {
+	ctx context.Context
+	f   remoteFile
+	off int64 // of buf in the file
+	buf []byte
+}
+
+func (r *headerReader) ReadAt(p []byte, off int64) (int, error) {
+	size := r.f.obj.Size
+	if off < 0 {
+		return 0, fmt.Errorf("header of %s at %d: negative offset", r.f.path, off)
+	}
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		if at >= size {
+			return n, io.EOF
+		}
+		if at < r.off || at >= r.off+int64(len(r.buf)) {
+			start := at - at%headerChunk
+			want := min(int64(max(headerChunk, len(p)-n)), size-start)
+			if cap(r.buf) < int(want) {
+				r.buf = make([]byte, want)
+			}
+			r.buf = r.buf[:want]
+			m, err := r.f.model.src.ReadAt(r.ctx, r.f.obj, r.buf, start)
+			if err != nil && !(errors.Is(err, io.EOF) && int64(m) == want) {
+				r.buf = r.buf[:0]
+				return n, fmt.Errorf("reading the header of %s at %d: %w", r.f.path, start, err)
+			}
+			r.off = start
+		}
+		n += copy(p[n:], r.buf[at-r.off:])
+	}
+	return n, nil
 }
 
 // objectReader reads a cached object for the planner.

@@ -219,7 +219,7 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 	}
 	if slices.Contains(cfg.scenarios, "ttft") {
 		// Untimed: sizes and faults in the buffer every ttft pass reuses.
-		if _, _, _, err := firstTensor(filepath.Join(b.model.Dir, b.model.Shards[0])); err != nil {
+		if _, _, _, err := firstTensor(filepath.Join(b.model.Dir, b.model.Shards[0]), nil); err != nil {
 			return fmt.Errorf("ttft: %w", err)
 		}
 	}
@@ -302,6 +302,7 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		fmtBytes(b.model.total()), len(b.model.Files), len(b.model.Shards), fmtBytes(b.model.size(b.model.Shards[0])),
 		fmtBytes(b.model.size(b.model.GGUF)), linkLabel(cfg), strings.Join(cfg.mountFlags, " "), cfg.runs)
 	writeTable(os.Stdout, rows)
+	writeHeaderTable(os.Stdout, rows)
 	if b.packed != nil {
 		fmt.Printf("\npacked: %s in %d objects (%.3f of the model), modelfs pack took %.1fs\n", fmtBytes(b.packed.total()),
 			len(b.packed.Files), float64(b.packed.total())/float64(b.model.total()), b.packed.Seconds)
@@ -351,6 +352,9 @@ func (b *bench) record(name, phase, rawRef, localRef string, s sample) {
 	line += fmt.Sprintf("   GETs %d", s.S3Gets)
 	if s.CacheBytes > 0 {
 		line += fmt.Sprintf("   cache dir %s, %.0f%% in page cache", fmtBytes(s.CacheBytes), 100*float64(s.CacheResident)/float64(s.CacheBytes))
+	}
+	if h := s.Header; h != nil {
+		line += fmt.Sprintf("   header: first byte %.1f ms, parsed %.1f ms", h.FirstByte*1000, h.Parsed*1000)
 	}
 	if m := s.Mount; m != nil {
 		line += fmt.Sprintf("   mount's summary: fuse_reads %d (%s) remote_loads %d disk_hits %d disk_writes %d",
@@ -482,6 +486,9 @@ type scenarioSpec struct {
 	localRef string
 	read     func(ctx context.Context, root string) (int64, error)
 	verify   func(root string) error
+	// header, when set, is where read leaves the header latencies of its
+	// last pass (ttft).
+	header *headerTimes
 }
 
 func (b *bench) spec(name string) scenarioSpec {
@@ -516,12 +523,13 @@ func (b *bench) spec(name string) scenarioSpec {
 	case "ttft":
 		first := m.Shards[0]
 		s.rawRef = "" // a latency, not a throughput: see FirstBytes
+		s.header = &headerTimes{}
 		s.read = func(ctx context.Context, root string) (int64, error) {
-			n, _, _, err := firstTensor(filepath.Join(root, first))
+			n, _, _, err := firstTensor(filepath.Join(root, first), s.header)
 			return n, err
 		}
 		s.verify = func(root string) error {
-			_, got, off, err := firstTensor(filepath.Join(root, first))
+			_, got, off, err := firstTensor(filepath.Join(root, first), nil)
 			if err != nil {
 				return err
 			}
@@ -584,6 +592,10 @@ func (b *bench) runScenario(ctx context.Context, name string) error {
 			if err != nil {
 				_, serr := mp.stop()
 				return nil, exitUsage{}, errors.Join(fmt.Errorf("%s pass: %w", pass, err), serr)
+			}
+			if spec.header != nil {
+				h := *spec.header
+				s.Header = &h
 			}
 			out = append(out, s)
 		}

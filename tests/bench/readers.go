@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/modelfs/modelfs/tests/modelgen"
@@ -202,7 +203,10 @@ var tensorBuf []byte
 // loader streaming tensors to a device would. It returns the bytes in hand
 // and the tensor's data (for checking, outside the timing), which is valid
 // until the next call. It is not safe for concurrent use.
-func firstTensor(path string) (int64, []byte, int64, error) {
+// If hdr is not nil, the time from the open to the first byte of the
+// header and to the header parsed are stored there.
+func firstTensor(path string, hdr *headerTimes) (int64, []byte, int64, error) {
+	t0 := time.Now()
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, nil, 0, err
@@ -212,10 +216,13 @@ func firstTensor(path string) (int64, []byte, int64, error) {
 	if err != nil {
 		return 0, nil, 0, err
 	}
-	cr := &countingReaderAt{r: f}
+	cr := &countingReaderAt{r: f, t0: t0}
 	ts, err := modelgen.ParseSafetensors(cr, st.Size())
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	if hdr != nil {
+		hdr.FirstByte, hdr.Parsed = cr.first, time.Since(t0).Seconds()
 	}
 	first := ts[0]
 	for _, t := range ts {
@@ -233,13 +240,26 @@ func firstTensor(path string) (int64, []byte, int64, error) {
 	return cr.n + first.Size(), buf, first.Begin, nil
 }
 
+// headerTimes are a loader's latencies to a shard's header, in seconds
+// from opening it: to its first byte (the 8-byte length) and to the whole
+// header parsed. On a fresh mount they are what prefetch must not delay.
+type headerTimes struct {
+	FirstByte float64 `json:"first_byte_s"`
+	Parsed    float64 `json:"parsed_s"`
+}
+
 type countingReaderAt struct {
-	r io.ReaderAt
-	n int64
+	r     io.ReaderAt
+	n     int64
+	t0    time.Time
+	first float64 // seconds from t0 to the end of the first read
 }
 
 func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.r.ReadAt(p, off)
+	if c.n == 0 && !c.t0.IsZero() {
+		c.first = time.Since(c.t0).Seconds()
+	}
 	c.n += int64(n)
 	return n, err
 }

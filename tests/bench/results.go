@@ -42,6 +42,8 @@ type sample struct {
 	// pass started.
 	CacheBytes    int64 `json:"cache_dir_bytes,omitempty"`
 	CacheResident int64 `json:"cache_dir_resident_bytes,omitempty"`
+	// Header holds the header latencies of a ttft pass.
+	Header *headerTimes `json:"header,omitempty"`
 }
 
 // series is every sample of one row of the table.
@@ -151,7 +153,11 @@ type row struct {
 	// whose samples carry no summary.
 	FuseReads      *stat    `json:"fuse_reads,omitempty"`
 	FuseReadAvgKiB *float64 `json:"fuse_read_avg_kib,omitempty"`
-	Samples        []sample `json:"samples"`
+	// HeaderFirstByte and HeaderParsed are the ttft passes' seconds from
+	// opening the shard to the header's first byte and to it parsed.
+	HeaderFirstByte *stat    `json:"header_first_byte_s,omitempty"`
+	HeaderParsed    *stat    `json:"header_parsed_s,omitempty"`
+	Samples         []sample `json:"samples"`
 }
 
 func ptr(f float64) *float64 {
@@ -164,13 +170,16 @@ func ptr(f float64) *float64 {
 // reduce turns one series into a row without the ratios.
 func reduce(s series) row {
 	r := row{Name: s.Name, Phase: s.Phase, Runs: len(s.Samples), Samples: s.Samples}
-	var secs, mb, mcpu, rcpu, scpu, amp, gets, freads []float64
+	var secs, mb, mcpu, rcpu, scpu, amp, gets, freads, hfirst, hparsed []float64
 	var fbytes int64
 	for _, x := range s.Samples {
 		gets = append(gets, float64(x.S3Gets))
 		if n, ok := x.Mount["fuse_reads"]; ok {
 			freads = append(freads, float64(n))
 			fbytes += x.Mount["fuse_read_bytes"]
+		}
+		if h := x.Header; h != nil {
+			hfirst, hparsed = append(hfirst, h.FirstByte), append(hparsed, h.Parsed)
 		}
 		r.Bytes = x.Bytes
 		secs = append(secs, x.Seconds)
@@ -190,6 +199,10 @@ func reduce(s series) row {
 	if len(mcpu) > 0 {
 		m := summarize(mcpu)
 		r.MountCPUPerGiB = &m
+	}
+	if len(hfirst) > 0 {
+		f, p := summarize(hfirst), summarize(hparsed)
+		r.HeaderFirstByte, r.HeaderParsed = &f, &p
 	}
 	r.ReadAmp = ptr(summarize(amp).Median)
 	r.S3Gets = summarize(gets)
@@ -270,6 +283,26 @@ func writeTable(w io.Writer, rows []row) {
 			fmtRatio(r.VsRaw), fmtRatio(r.VsDownload), fmtRatio(r.VsLocal),
 			mcpu, r.ServerCPUPerGiB.Median, r.ReaderCPUPerGiB.Median, rss, fmtRatio(r.ReadAmp),
 			r.S3Gets.Median, freads)
+	}
+}
+
+// writeHeaderTable prints the header latencies of the rows that have them
+// (ttft), in milliseconds: on a cold row, what a loader's first reads wait
+// on a fresh mount, where prefetch starts at the same time.
+func writeHeaderTable(w io.Writer, rows []row) {
+	header := false
+	for _, r := range rows {
+		if r.HeaderFirstByte == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\n| scenario | pass | header first byte ms (min–max) | header parsed ms (min–max) |")
+			fmt.Fprintln(w, "|---|---|---|---|")
+			header = true
+		}
+		f, p := r.HeaderFirstByte, r.HeaderParsed
+		fmt.Fprintf(w, "| %s | %s | %.1f (%.1f–%.1f) | %.1f (%.1f–%.1f) |\n", r.Name, r.Phase,
+			f.Median*1000, f.Min*1000, f.Max*1000, p.Median*1000, p.Min*1000, p.Max*1000)
 	}
 }
 

@@ -196,3 +196,25 @@ func TestPickList(t *testing.T) {
 		t.Errorf("all = %v", got)
 	}
 }
+
+// The header latencies of ttft passes reach their row and a table of
+// their own, in milliseconds; other rows have none.
+func TestHeaderTimesAreReported(t *testing.T) {
+	ttft := series{Name: "ttft", Phase: "cold", FirstBytes: true}
+	for _, h := range []headerTimes{{0.010, 0.030}, {0.002, 0.020}, {0.004, 0.050}} {
+		ttft.Samples = append(ttft.Samples, sample{Seconds: 1, Bytes: 1, MountCPU: -1, Header: &h})
+	}
+	seq := series{Name: "seq", Phase: "cold", Samples: []sample{{Seconds: 1, Bytes: 1, MountCPU: -1}}}
+	rows := buildRows([]series{seq, ttft})
+	if rows[0].HeaderFirstByte != nil {
+		t.Fatalf("seq has header times: %+v", rows[0].HeaderFirstByte)
+	}
+	if f := rows[1].HeaderFirstByte; f == nil || f.Median != 0.004 || f.Min != 0.002 || f.Max != 0.010 {
+		t.Fatalf("ttft header first byte %+v, want median 0.004 of 0.002–0.010", f)
+	}
+	var b strings.Builder
+	writeHeaderTable(&b, rows)
+	if want := "| ttft | cold | 4.0 (2.0–10.0) | 30.0 (20.0–50.0) |"; !strings.Contains(b.String(), want) {
+		t.Fatalf("header table:\n%s\nwant a line %q", b.String(), want)
+	}
+}
