@@ -539,6 +539,13 @@ func (c *Cache) writeBack(id ObjectID, index int64, p []byte) {
 		if err := c.disk.dropObject(id); err != nil {
 			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", err)
 		}
+		return
+	}
+	// An object usually passes its check when its last block is loaded,
+	// before that block reaches the disk: remember the pass once the
+	// object is complete there, so the next process passes it through.
+	if st, _ := c.Object(id).Verification(); st == Verified {
+		c.rememberVerified(id)
 	}
 }
 
