@@ -58,6 +58,8 @@ BENCHFLAGS ?=
 bench: build
 	$(GO) build -o $(BIN)/bench ./tests/bench
 	$(BIN)/bench -modelfs $(BIN)/modelfs $(BENCHFLAGS)
+	@echo "==> cost of checking objects against their store's checksum (8 MiB blocks)"
+	$(GO) test -run '^$$' -bench Sums -benchtime 50x ./internal/objsum
 
 # Many readers (preads and mmap) for a set time against three mounts with
 # small caches, ~5% of GETs faulted, every byte and the mounts' RSS checked
