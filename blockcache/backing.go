@@ -294,7 +294,7 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	}
 	c.counters.bytesLoaded.Add(int64(len(p)))
 	oc.fetched.Add(int64(len(p)))
-	if !c.disk.put(id, index, p) {
+	if stored, _ := c.disk.put(id, index, p); !stored {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}
 	if err := c.verifyBlock(id, index, p, whole); err != nil {

@@ -534,7 +534,7 @@ func (c *Cache) writeBack(id ObjectID, index int64, p []byte) {
 	if c.failed(id) != nil {
 		return
 	}
-	c.disk.put(id, index, p)
+	_, completed := c.disk.put(id, index, p)
 	if c.failed(id) != nil {
 		if err := c.disk.dropObject(id); err != nil {
 			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", err)
@@ -544,6 +544,9 @@ func (c *Cache) writeBack(id ObjectID, index int64, p []byte) {
 	// An object usually passes its check when its last block is loaded,
 	// before that block reaches the disk: remember the pass once the
 	// object is complete there, so the next process passes it through.
+	if !completed {
+		return
+	}
 	if st, _ := c.Object(id).Verification(); st == Verified {
 		c.rememberVerified(id)
 	}

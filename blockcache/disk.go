@@ -468,23 +468,24 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 	return true
 }
 
-// put writes a block through to disk and reports whether it is there.
+// put writes a block through to disk and reports whether it is there,
+// and whether this write completed the object.
 // A failure is the object's alone (EFBIG, EIO: that object is no longer
 // written), or the directory's (full or read-only: write-back pauses and
 // resumes); either way the cache goes on serving from RAM and remote.
-func (t *diskTier) put(id ObjectID, index int64, p []byte) bool {
+func (t *diskTier) put(id ObjectID, index int64, p []byte) (stored, completed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if int64(len(p)) > t.max || t.closed {
-		return false
+		return false, false
 	}
 	k := diskKey{objectDirID(id, t.bs), index}
 	if t.failed[k.id] || (t.paused && t.now().Before(t.retryAt)) {
-		return false
+		return false, false
 	}
 	t.checkRoot()
 	if _, ok := t.entries[k]; ok {
-		return true
+		return true, false
 	}
 	o, err := t.object(id, true)
 	if err == nil && t.deleted(o) {
@@ -492,18 +493,18 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) bool {
 	}
 	if err != nil {
 		t.writeFailed(k.id, id.Name, err)
-		return false
+		return false, false
 	}
 	if !t.makeRoom(int64(len(p))) {
-		return false
+		return false, false
 	}
 	if _, err := o.data.WriteAt(p, index*t.bs); err != nil {
 		t.writeFailed(k.id, id.Name, err)
-		return false
+		return false, false
 	}
 	if _, err := o.meta.WriteAt(encodeRecord(index, xxhash.Sum64(p)), metaHeaderSize+index*recordSize); err != nil {
 		t.writeFailed(k.id, id.Name, err)
-		return false
+		return false, false
 	}
 	if t.paused {
 		t.paused, t.backoff = false, 0
@@ -514,8 +515,9 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) bool {
 	if o.present == o.blocks() {
 		// Complete: verify now, so the next open can pass it through.
 		t.verifyInBackground(o)
+		return true, true
 	}
-	return true
+	return true, false
 }
 
 func (t *diskTier) addEntry(k diskKey, o *diskObject, n int64) {
