@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/internal/units"
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // Volume attributes (StorageClass parameters, PV volumeAttributes and
@@ -352,63 +353,44 @@ func autoMemCache() int64 {
 // can read in /proc; the target stays last, where ownsTarget looks.
 // metricsSock, if set, is where the mount serves its metrics.
 func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
-	cacheDir, profileDir := node.CacheDir, node.ProfileDir
-	args := []string{"mount", "--prefetch", v.prefetch}
 	// The mount enforces the network policy on every connection it dials.
 	policy := node.netPolicy()
-	args = append(args, "--deny-networks", fetch.FormatNetworks(policy.Deny))
-	if len(policy.Allow) > 0 {
-		args = append(args, "--allow-networks", fetch.FormatNetworks(policy.Allow))
+	cfg := config.Config{
+		Sources: config.Sources{
+			Region: v.region, NoSignRequest: v.noSignRequest,
+			BlockSize: v.blockSize, Concurrency: v.concurrency,
+			DenyNetworks: policy.Deny, AllowNetworks: policy.Allow,
+		},
+		Mountpoint: target, Prefetch: config.Prefetch(v.prefetch),
+		MemCache: v.memCacheBytes(node), Readahead: v.readahead, AllowOther: true,
 	}
-	switch {
-	case v.scheme == "hf":
+	if v.scheme == "hf" {
 		// Always named, so the Hub reached is the one --inline-sources
 		// checked, not an HF_ENDPOINT in the plugin's environment.
-		args = append(args, "--hf-endpoint", v.hfEndpoint())
-	case v.endpoint != "":
-		args = append(args, "--endpoint", v.endpoint)
-	}
-	if v.region != "" {
-		args = append(args, "--region", v.region)
-	}
-	if v.noSignRequest {
-		args = append(args, "--no-sign-request")
+		cfg.HFEndpoint = v.hfEndpoint()
+	} else {
+		cfg.Endpoint = v.endpoint
 	}
 	if v.profile != "" {
 		// A node learns a model's load order: the first volume records
 		// it, later ones replay it.
-		path := filepath.Join(profileDir, v.profile)
+		path := filepath.Join(node.ProfileDir, v.profile)
 		if _, err := os.Stat(path); err == nil {
-			args = append(args, "--profile", path)
+			cfg.Profile = path
 		}
 		if v.recordProfile {
-			args = append(args, "--record-profile", path)
+			cfg.RecordProfile = path
 		}
 	}
-	if cacheDir != "" {
-		args = append(args, "--cache-dir", cacheDir)
-		if v.ephemeral {
-			// An inline volume must prove access to its source: the
-			// listing another volume saved would serve it that volume's
-			// cached blocks while its own endpoint does not answer.
-			args = append(args, "--no-saved-listing")
-		}
-		if node.CacheSize > 0 {
-			args = append(args, "--cache-size", strconv.FormatInt(node.CacheSize, 10))
-		}
-	}
-	args = append(args, "--mem-cache", strconv.FormatInt(v.memCacheBytes(node), 10))
-	if v.blockSize != 0 {
-		args = append(args, "--block-size", strconv.FormatInt(v.blockSize, 10))
-	}
-	if v.readahead != 0 {
-		args = append(args, "--readahead", strconv.FormatInt(v.readahead, 10))
-	}
-	if v.concurrency != 0 {
-		args = append(args, "--concurrency", strconv.Itoa(v.concurrency))
+	if node.CacheDir != "" {
+		cfg.CacheDir, cfg.CacheSize = node.CacheDir, node.CacheSize
+		// An inline volume must prove access to its source: the listing
+		// another volume saved would serve it that volume's cached blocks
+		// while its own endpoint does not answer.
+		cfg.NoSavedListing = v.ephemeral
 	}
 	if metricsSock != "" {
-		args = append(args, "--metrics-addr", "unix:"+metricsSock)
+		cfg.MetricsAddr = "unix:" + metricsSock
 	}
-	return append(args, "--allow-other", "--", target)
+	return cfg.Args()
 }

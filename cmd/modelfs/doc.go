@@ -2,6 +2,7 @@
 // filesystem that streams bytes on demand.
 //
 // This package is the composition root: one file per command, turning
-// flags (each with a MODELFS_* environment twin) into each package's
-// Options and wiring fetch -> blockcache -> prefetch -> fs.
+// flags (each with a MODELFS_* environment twin) into a validated
+// mount/config.Config and handing it to the engine, package mount, which
+// wires fetch -> blockcache -> prefetch -> fs.
 package main

@@ -2,11 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,8 +18,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/modelfs/modelfs/blockcache"
-	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/mount"
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 func warmCommand() *cli.Command {
@@ -84,108 +80,27 @@ func runWarm(c *cli.Context) error {
 			return err
 		}
 	}
-	specs, err := specsFor(manifest, c.Args().First())
+	src, err := sourcesConfig(c, c.Args().First(), manifest)
 	if err != nil {
 		return err
 	}
-	blockSize, err := blockSizeFlag(c)
-	if err != nil {
+	cfg := config.Warm{Sources: src, Profile: c.String("profile"), SHA256: want, RequireVerified: c.Bool("require-verified")}
+	if err := validate(&cfg); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// Warm writes to disk, not RAM: the RAM tier only holds headers.
-	r, err := openRemote(ctx, c, log, 4*blockSize, nil, specs, manifest)
+	rep, err := mount.Warm(ctx, cfg, mount.WarmOptions{Logger: log, Wrap: wrapSource, Progress: func(total int64) mount.Progress {
+		return newProgress(total, c.Duration("log-interval"), log)
+	}})
 	if err != nil {
 		return err
 	}
-	defer r.cache.Close()
-	sums := map[string]fileSum{}
-	for name, sum := range want {
-		if _, ok := r.loader.files[name]; !ok {
-			return fmt.Errorf("--sha256 %s: no such file in %s", name, r)
-		}
-		sums[name] = fileSum{file: name, sum: sum}
-	}
-	fromManifest, err := expectedSums(r.models)
-	if err != nil {
-		return fmt.Errorf("manifest %s: %w", manifest, err)
-	}
-	for path, s := range fromManifest {
-		if prev, ok := sums[path]; ok && prev.sum != s.sum {
-			return fmt.Errorf("model %q: file %q: --sha256 and the manifest give different hashes", s.model, s.file)
-		}
-		sums[path] = s
-	}
-
-	tasks := warmOrder(ctx, r, c.String("profile"), blockSize, log)
-	var total int64
-	for _, t := range tasks {
-		total += t.size
-	}
-	t0 := time.Now()
-	prog := newProgress(total, c.Duration("log-interval"), log)
-	var fetched atomic.Int64
-	err = runTasks(ctx, tasks, c.Int("concurrency"), func(ctx context.Context, t warmTask) error {
-		got, err := r.cache.Fill(ctx, t.file.cacheID(), t.index)
-		if got {
-			fetched.Add(t.size)
-		}
-		prog.add(t.size)
-		if errors.Is(err, blockcache.ErrCorrupt) {
-			return nil // reported below, with every other file's outcome
-		}
-		return err
-	})
-	prog.finish()
-	if err != nil {
-		return fmt.Errorf("warm: %w", err)
-	}
-	var failed, unverified []string
-	verified := 0
-	for _, f := range r.files {
-		st, verr := r.cache.Object(f.cacheID()).Verification()
-		switch st {
-		case blockcache.Verified:
-			verified++
-		case blockcache.VerifyFailed:
-			failed = append(failed, fmt.Sprintf("%s: %v", warmName(f), verr))
-		default:
-			unverified = append(unverified, warmName(f))
-			log.Warn("file not verified: its store keeps no usable checksum", "file", f.path)
-		}
-	}
-	checks := wholeFileChecks(r, sums)
-	for _, ck := range checks {
-		if st, _ := r.cache.Object(ck.file.cacheID()).Verification(); st == blockcache.VerifyFailed {
-			continue // already reported, and dropped
-		}
-		if err := ck.verify(r.cache.Object(ck.file.cacheID())); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", warmName(ck.file), err))
-			if derr := r.cache.DropObject(ck.file.cacheID()); derr != nil {
-				log.Error("could not drop the cached blocks", "file", ck.file.path, "err", derr)
-			}
-		}
-	}
-	d := time.Since(t0)
+	d := rep.Took
 	fmt.Printf("warmed %d files, %s (%s fetched, %s already cached) in %s, %s/s; %d verified against the store, %d unverified\n",
-		len(r.files), formatSize(total), formatSize(fetched.Load()), formatSize(total-fetched.Load()),
-		d.Round(time.Millisecond), formatSize(int64(float64(fetched.Load())/max(d.Seconds(), 1e-3))), verified, len(unverified))
-	if len(failed) > 0 {
-		return fmt.Errorf("warm: checksum mismatch, cached blocks dropped: %s", strings.Join(failed, "; "))
-	}
-	if len(unverified) > 0 && c.Bool("require-verified") {
-		return fmt.Errorf("warm: --require-verified: no store checksum to verify %s", strings.Join(unverified, ", "))
-	}
-	return nil
-}
-
-// warmName names a file in warm's messages.
-func warmName(f remoteFile) string {
-	if m := f.model.spec.Name; m != "" {
-		return fmt.Sprintf("model %q file %q", m, f.obj.Key)
-	}
-	return f.path
+		rep.Files, formatSize(rep.Bytes), formatSize(rep.Fetched), formatSize(rep.Bytes-rep.Fetched),
+		d.Round(time.Millisecond), formatSize(int64(float64(rep.Fetched)/max(d.Seconds(), 1e-3))), rep.Verified, len(rep.Unverified))
+	return rep.Err(cfg.RequireVerified)
 }
 
 func parseSHA256Flags(vals []string) (map[string]string, error) {
@@ -223,125 +138,6 @@ func readSHA256File(path string, want map[string]string) error {
 		want[name] = parsed[name]
 	}
 	return sc.Err()
-}
-
-// fileCheck is one sha256 given on the command line or in the manifest,
-// verified once the file is cached.
-type fileCheck struct {
-	file remoteFile
-	want []byte
-}
-
-// wholeFileChecks gathers the sha256 values given, by path in the mount.
-// The store's own checksums are checked by the cache as files complete.
-func wholeFileChecks(r *remote, want map[string]fileSum) []fileCheck {
-	var checks []fileCheck
-	for _, f := range r.files {
-		if s, ok := want[f.path]; ok {
-			sum, _ := hex.DecodeString(s.sum)
-			checks = append(checks, fileCheck{f, sum})
-		}
-	}
-	return checks
-}
-
-// verify hashes the object, complete and block-verified in the disk cache.
-func (ck fileCheck) verify(o *blockcache.Object) error {
-	b, ok := o.VerifiedBacking()
-	if !ok {
-		return fmt.Errorf("not completely cached")
-	}
-	defer b.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, bufio.NewReaderSize(b.File, 1<<20)); err != nil {
-		return err
-	}
-	if got := h.Sum(nil); !bytes.Equal(got, ck.want) {
-		return fmt.Errorf("sha256 is %x, want %x", got, ck.want)
-	}
-	return nil
-}
-
-type warmTask struct {
-	file  remoteFile
-	index int64
-	size  int64
-}
-
-// warmOrder lists every block once: each model's plan (profile or layer
-// order) first, model by model, then the rest of each file in order.
-func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *slog.Logger) []warmTask {
-	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20}
-	p.attach(r)
-	var fromProfile, plan []prefetch.Range
-	if profile != "" {
-		fromProfile = p.profilePlan()
-	}
-	for _, g := range p.groups {
-		gp, _ := p.groupPlan(ctx, g.paths, fromProfile, true)
-		plan = append(plan, gp...)
-	}
-	seen := map[string]map[int64]bool{}
-	var tasks []warmTask
-	add := func(f remoteFile, i int64) {
-		if seen[f.path] == nil {
-			seen[f.path] = map[int64]bool{}
-		}
-		if i*bs >= f.obj.Size || seen[f.path][i] {
-			return
-		}
-		seen[f.path][i] = true
-		tasks = append(tasks, warmTask{file: f, index: i, size: min(bs, f.obj.Size-i*bs)})
-	}
-	for _, rg := range plan {
-		f, ok := r.loader.files[rg.Path]
-		if !ok || rg.Len <= 0 {
-			continue
-		}
-		for i := rg.Off / bs; i <= (rg.Off+rg.Len-1)/bs; i++ {
-			add(f, i)
-		}
-	}
-	for _, f := range r.files {
-		for i := int64(0); i*bs < f.obj.Size; i++ {
-			add(f, i)
-		}
-	}
-	return tasks
-}
-
-// runTasks runs fn over tasks with n workers, in order of start, stopping
-// at the first error.
-func runTasks(ctx context.Context, tasks []warmTask, n int, fn func(context.Context, warmTask) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan warmTask)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for t := range next {
-				if err := fn(ctx, t); err != nil {
-					cancel(err)
-				}
-			}
-		}()
-	}
-feed:
-	for _, t := range tasks {
-		select {
-		case next <- t:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && err != context.Canceled {
-		return err
-	}
-	return ctx.Err()
 }
 
 // progress is a bar on a terminal and a periodic log line elsewhere.
@@ -383,14 +179,14 @@ func newProgress(total int64, every time.Duration, log *slog.Logger) *progress {
 	return p
 }
 
-func (p *progress) add(n int64) {
+func (p *progress) Add(n int64) {
 	p.done.Add(n)
 	if p.bar != nil {
 		p.bar.Add64(n)
 	}
 }
 
-func (p *progress) finish() {
+func (p *progress) Finish() {
 	close(p.stop)
 	p.wg.Wait()
 	if p.bar != nil {

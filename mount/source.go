@@ -1,4 +1,4 @@
-package main
+package mount
 
 import (
 	"context"
@@ -14,60 +14,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/fetch/pack"
+	"github.com/modelfs/modelfs/mount/config"
 )
-
-const sourceHelp = `SOURCE is one of
-   s3://bucket/prefix       S3 or an S3-compatible store (--endpoint); credentials from
-                            the AWS default chain (env, shared config, web identity, instance role)
-   https://host/path/       a directory with a manifest (modelfs.json or model.safetensors.index.json)
-   https://host/file        a single file
-   file:///dir              a local or NFS directory
-   hf://org/name[@rev]      a Hugging Face Hub model (hf://datasets/org/name for a dataset),
-                            pinned to the revision's commit at mount; token from HF_TOKEN,
-                            --hf-token-env, then $HF_HOME/token; HF_ENDPOINT for a mirror`
-
-// sourceFlags are the flags of every command that reads a source.
-func sourceFlags() []cli.Flag {
-	env := func(name string) []string { return []string{"MODELFS_" + name} }
-	return []cli.Flag{
-		&cli.StringFlag{Name: "region", Usage: "S3 region (default: the AWS chain, then us-east-1)", EnvVars: env("REGION")},
-		&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL; implies path-style addressing", EnvVars: env("ENDPOINT")},
-		&cli.StringFlag{Name: "aws-profile", Usage: "AWS shared-config profile (default: AWS_PROFILE, then default)", EnvVars: env("AWS_PROFILE")},
-		&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous S3 requests (public buckets)", EnvVars: env("NO_SIGN_REQUEST")},
-		&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
-		&cli.StringFlag{Name: "hf-token-env", Usage: "name of an environment variable holding a Hugging Face token, read after HF_TOKEN", EnvVars: env("HF_TOKEN_ENV")},
-		&cli.StringFlag{Name: "hf-endpoint", Value: fetch.DefaultHFEndpoint, Usage: "Hugging Face Hub endpoint (mirrors)", EnvVars: []string{"MODELFS_HF_ENDPOINT", "HF_ENDPOINT"}},
-		&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
-		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
-		&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
-		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: what it holds plus 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
-		&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
-		&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before failing", EnvVars: env("RETRIES")},
-		// The CSI plugin's network policy for the mounts it starts.
-		&cli.StringFlag{Name: "deny-networks", Hidden: true, Usage: "refuse connections to these comma-separated CIDRs", EnvVars: env("DENY_NETWORKS")},
-		&cli.StringFlag{Name: "allow-networks", Hidden: true, Usage: "exceptions to --deny-networks", EnvVars: env("ALLOW_NETWORKS")},
-		// Set by the CSI plugin for volumes it does not trust: a saved
-		// listing lets a mount that cannot reach its source serve the
-		// cached blocks of whoever listed that source before.
-		&cli.BoolFlag{Name: "no-saved-listing", Hidden: true, Usage: "never fall back to a listing saved in the cache dir", EnvVars: env("NO_SAVED_LISTING")},
-	}
-}
-
-func blockSizeFlag(c *cli.Context) (int64, error) {
-	bs, err := parseSize(c.String("block-size"), "--block-size")
-	if err != nil {
-		return 0, err
-	}
-	if bs < 64<<10 || bs > 256<<20 {
-		return 0, usagef("--block-size %s: want 64KiB to 256MiB", c.String("block-size"))
-	}
-	return bs, nil
-}
 
 // remote is the listed sources of a command, with the block cache they
 // share.
@@ -139,21 +90,24 @@ func specsFor(manifest, source string) ([]modelSpec, error) {
 	return []modelSpec{{Source: source}}, nil
 }
 
-// openRemote opens and lists every model's source, after the source
-// flags, and builds the one cache in front of them all.
-func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache int64, m *metrics, specs []modelSpec, manifest string) (*remote, error) {
-	blockSize, err := blockSizeFlag(c)
-	if err != nil {
-		return nil, err
-	}
-	if c.Int("concurrency") < 1 || c.Int("concurrency") > 1024 {
-		return nil, usagef("--concurrency %d: want 1 to 1024", c.Int("concurrency"))
-	}
+// openOptions are what openRemote needs besides the settings.
+type openOptions struct {
+	log *slog.Logger
+	// memBytes is the RAM tier's budget.
+	memBytes int64
+	metrics  *metrics // nil: no metrics
+	wrap     WrapFunc // nil: sources as they are
+}
+
+// openRemote opens and lists every model's source, and builds the one
+// cache in front of them all. cfg has been validated.
+func openRemote(ctx context.Context, cfg config.Sources, o openOptions, specs []modelSpec, manifest string) (*remote, error) {
+	log := o.log
 	var disk *blockcache.DiskOptions
-	if dir := c.String("cache-dir"); dir != "" {
-		size, err := sizeOrAuto(c.String("cache-size"), "--cache-size", func() int64 { return defaultDiskCache(dir, log) })
-		if err != nil {
-			return nil, err
+	if dir := cfg.CacheDir; dir != "" {
+		size := cfg.CacheSize
+		if size == 0 {
+			size = defaultDiskCache(dir, log)
 		}
 		disk = &blockcache.DiskOptions{Dir: dir, MaxBytes: size}
 	}
@@ -165,7 +119,7 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 	var wg sync.WaitGroup
 	for i, spec := range specs {
 		wg.Go(func() {
-			ms, err := openModel(ctx, listCtx, c, log, m, spec)
+			ms, err := openModel(ctx, listCtx, cfg, o, spec)
 			if err != nil && spec.Name != "" {
 				err = fmt.Errorf("model %q: %w", spec.Name, err)
 			}
@@ -197,51 +151,58 @@ func openRemote(ctx context.Context, c *cli.Context, log *slog.Logger, memCache 
 		groups[i] = ms.spec.Name // cacheID's Group
 	}
 	r.cache = blockcache.New(blockcache.Options{
-		BlockSize: blockSize, MemBytes: memCache, Workers: c.Int("concurrency"), Groups: groups, Disk: disk, Logger: log,
-		Verifier: storeVerifier{files: loader.files, blockSize: blockSize},
+		BlockSize: cfg.BlockSize, MemBytes: o.memBytes, Workers: cfg.Concurrency, Groups: groups, Disk: disk, Logger: log,
+		Verifier: storeVerifier{files: loader.files, blockSize: cfg.BlockSize},
 	}, loader)
 	return r, nil
 }
 
-// openModel opens one source, with the layers wrapSource adds, and lists
-// it under listCtx. The source itself gets ctx, which outlives the listing.
-func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m *metrics, spec modelSpec) (*modelSource, error) {
+// WrapFunc puts layers in front of an opened source that change how its
+// objects read (packs shown as the files they hold).
+type WrapFunc func(ctx context.Context, src fetch.Source, log *slog.Logger) (fetch.Source, error)
+
+// openModel opens one source, with the layers o.wrap adds, and lists it
+// under listCtx. The source itself gets ctx, which outlives the listing.
+func openModel(ctx, listCtx context.Context, cfg config.Sources, o openOptions, spec modelSpec) (*modelSource, error) {
+	log := o.log
 	loc, err := fetch.ParseLocation(spec.Source)
-	if err != nil {
-		return nil, err
-	}
-	policy, err := netPolicyFlags(c)
 	if err != nil {
 		return nil, err
 	}
 	var hfToken string
 	if loc.Scheme == "hf" {
-		if hfToken, err = fetch.HFToken(os.Getenv, c.String("hf-token-env")); err != nil {
+		if hfToken, err = fetch.HFToken(os.Getenv, cfg.HFTokenEnv); err != nil {
 			return nil, err
 		}
 	}
+	var httpToken string
+	if cfg.HTTPTokenEnv != "" {
+		httpToken = os.Getenv(cfg.HTTPTokenEnv)
+	}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
-		Net: policy,
+		Net: netPolicy(cfg),
 		S3: fetch.S3Options{
-			Region: c.String("region"), Endpoint: c.String("endpoint"), Profile: c.String("aws-profile"),
-			NoSignRequest: c.Bool("no-sign-request"), MaxConns: c.Int("concurrency") * 2, Logger: log,
+			Region: cfg.Region, Endpoint: cfg.Endpoint, Profile: cfg.AWSProfile,
+			NoSignRequest: cfg.NoSignRequest, MaxConns: cfg.Concurrency * 2, Logger: log,
 		},
-		HTTP: fetch.HTTPOptions{Token: os.Getenv(c.String("http-token-env"))},
-		HF:   fetch.HFOptions{Token: hfToken, Endpoint: c.String("hf-endpoint")},
+		HTTP: fetch.HTTPOptions{Token: httpToken},
+		HF:   fetch.HFOptions{Token: hfToken, Endpoint: cfg.HFEndpoint},
 		Retry: fetch.RetryOptions{
-			MaxAttempts: c.Int("retries"), AttemptTimeout: c.Duration("request-timeout"),
-			Observer: m.observer(sourceKind(loc.Scheme), spec.Name),
+			MaxAttempts: cfg.Retries, AttemptTimeout: cfg.RequestTimeout,
+			Observer: o.metrics.observer(sourceKind(loc.Scheme), spec.Name),
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	parts, _ := src.(partLister)
-	if src, err = wrapSource(ctx, src, log); err != nil {
-		return nil, err
+	if o.wrap != nil {
+		if src, err = o.wrap(ctx, src, log); err != nil {
+			return nil, err
+		}
 	}
-	listingDir := c.String("cache-dir")
-	if c.Bool("no-saved-listing") {
+	listingDir := cfg.CacheDir
+	if cfg.NoSavedListing {
 		listingDir = "" // neither saved nor used
 	}
 	objs, err := list(listCtx, src, listingDir, log)
@@ -251,21 +212,12 @@ func openModel(ctx, listCtx context.Context, c *cli.Context, log *slog.Logger, m
 	return &modelSource{spec: spec, src: src, objs: objs, etagMD5: loc.Scheme == "s3", parts: parts}, nil
 }
 
-// netPolicyFlags is the network policy --deny-networks and
-// --allow-networks set, or nil for none.
-func netPolicyFlags(c *cli.Context) (*fetch.NetPolicy, error) {
-	deny, err := fetch.ParseNetworks(c.String("deny-networks"))
-	if err != nil {
-		return nil, fmt.Errorf("--deny-networks: %w", err)
+// netPolicy is the network policy of cfg, or nil for none.
+func netPolicy(cfg config.Sources) *fetch.NetPolicy {
+	if len(cfg.DenyNetworks) == 0 {
+		return nil
 	}
-	allow, err := fetch.ParseNetworks(c.String("allow-networks"))
-	if err != nil {
-		return nil, fmt.Errorf("--allow-networks: %w", err)
-	}
-	if len(deny) == 0 {
-		return nil, nil
-	}
-	return &fetch.NetPolicy{Deny: deny, Allow: allow}, nil
+	return &fetch.NetPolicy{Deny: cfg.DenyNetworks, Allow: cfg.AllowNetworks}
 }
 
 // checkListing warns when a manifest model's listing does not look like

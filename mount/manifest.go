@@ -1,4 +1,4 @@
-package main
+package mount
 
 import (
 	"bytes"
@@ -14,23 +14,8 @@ import (
 
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/units"
 )
-
-const manifestHelp = `With --manifest FILE, several models are served at once, each in a
-subdirectory named by its key. FILE is JSON, the shape of a Kubernetes
-ConfigMap's data:
-
-   {"llama-13b": {"source": "s3://bucket/llama-13b", "size": "26GB",
-                  "format": "huggingface",
-                  "sha256": {"model-00001-of-00003.safetensors": "<64 hex digits>"}},
-    "tinyllama": {"source": "https://host/tinyllama.Q4_K_M.gguf", "format": "gguf",
-                  "sha256": "<64 hex digits>"}}
-
-source is required; size (checked against the listing, a warning when far
-off), format (huggingface, safetensors or gguf) and sha256 (one hash for a
-single-file model, or file path to hash) are optional. warm --manifest
-verifies the hashes. Source flags (--endpoint, --region, ...) apply to
-every model.`
 
 // modelFormats are the formats a manifest entry may declare, with the file
 // a model of that format has. A model that has none gets a warning.
@@ -188,7 +173,7 @@ func parseManifestSize(raw json.RawMessage) (int64, error) {
 		}
 		text = n.String()
 	}
-	size, err := parseSize(text, "size")
+	size, err := units.ParseSize(text, "size")
 	if err != nil {
 		return 0, err
 	}

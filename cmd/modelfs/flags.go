@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/mount/config"
+)
+
+const sourceHelp = `SOURCE is one of
+   s3://bucket/prefix       S3 or an S3-compatible store (--endpoint); credentials from
+                            the AWS default chain (env, shared config, web identity, instance role)
+   https://host/path/       a directory with a manifest (modelfs.json or model.safetensors.index.json)
+   https://host/file        a single file
+   file:///dir              a local or NFS directory
+   hf://org/name[@rev]      a Hugging Face Hub model (hf://datasets/org/name for a dataset),
+                            pinned to the revision's commit at mount; token from HF_TOKEN,
+                            --hf-token-env, then $HF_HOME/token; HF_ENDPOINT for a mirror`
+
+// sourceFlags are the flags of every command that reads a source.
+func sourceFlags() []cli.Flag {
+	env := func(name string) []string { return []string{"MODELFS_" + name} }
+	return []cli.Flag{
+		&cli.StringFlag{Name: "region", Usage: "S3 region (default: the AWS chain, then us-east-1)", EnvVars: env("REGION")},
+		&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL; implies path-style addressing", EnvVars: env("ENDPOINT")},
+		&cli.StringFlag{Name: "aws-profile", Usage: "AWS shared-config profile (default: AWS_PROFILE, then default)", EnvVars: env("AWS_PROFILE")},
+		&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous S3 requests (public buckets)", EnvVars: env("NO_SIGN_REQUEST")},
+		&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
+		&cli.StringFlag{Name: "hf-token-env", Usage: "name of an environment variable holding a Hugging Face token, read after HF_TOKEN", EnvVars: env("HF_TOKEN_ENV")},
+		&cli.StringFlag{Name: "hf-endpoint", Value: fetch.DefaultHFEndpoint, Usage: "Hugging Face Hub endpoint (mirrors)", EnvVars: []string{"MODELFS_HF_ENDPOINT", "HF_ENDPOINT"}},
+		&cli.StringFlag{Name: "block-size", Value: "8MiB", Usage: "fetch and cache unit", EnvVars: env("BLOCK_SIZE")},
+		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "parallel ranged GETs", EnvVars: env("CONCURRENCY")},
+		&cli.StringFlag{Name: "cache-dir", Usage: "persistent block cache directory, shareable by several mounts", EnvVars: env("CACHE_DIR")},
+		&cli.StringFlag{Name: "cache-size", Value: "auto", Usage: "disk cache budget (auto: what it holds plus 80% of the free space at start)", EnvVars: env("CACHE_SIZE")},
+		&cli.DurationFlag{Name: "request-timeout", Value: 60 * time.Second, Usage: "limit for one GET attempt, body included", EnvVars: env("REQUEST_TIMEOUT")},
+		&cli.IntFlag{Name: "retries", Value: 6, Usage: "attempts per request before failing", EnvVars: env("RETRIES")},
+		// The CSI plugin's network policy for the mounts it starts.
+		&cli.StringFlag{Name: "deny-networks", Hidden: true, Usage: "refuse connections to these comma-separated CIDRs", EnvVars: env("DENY_NETWORKS")},
+		&cli.StringFlag{Name: "allow-networks", Hidden: true, Usage: "exceptions to --deny-networks", EnvVars: env("ALLOW_NETWORKS")},
+		// Set by the CSI plugin for volumes it does not trust: a saved
+		// listing lets a mount that cannot reach its source serve the
+		// cached blocks of whoever listed that source before.
+		&cli.BoolFlag{Name: "no-saved-listing", Hidden: true, Usage: "never fall back to a listing saved in the cache dir", EnvVars: env("NO_SAVED_LISTING")},
+	}
+}
+
+// sourcesConfig reads the source flags (and their MODELFS_* twins) into
+// a config.Sources; source is SOURCE, or "". Values that do not parse are
+// usage errors; Validate checks the rest.
+func sourcesConfig(c *cli.Context, source, manifest string) (config.Sources, error) {
+	s := config.Sources{
+		Source: source, Manifest: manifest,
+		Region: c.String("region"), Endpoint: c.String("endpoint"), AWSProfile: c.String("aws-profile"),
+		NoSignRequest: c.Bool("no-sign-request"), HTTPTokenEnv: c.String("http-token-env"),
+		HFTokenEnv: c.String("hf-token-env"), HFEndpoint: c.String("hf-endpoint"),
+		Concurrency: c.Int("concurrency"), CacheDir: c.String("cache-dir"),
+		RequestTimeout: c.Duration("request-timeout"), Retries: c.Int("retries"),
+		NoSavedListing: c.Bool("no-saved-listing"),
+	}
+	var err error
+	if s.BlockSize, err = parseSize(c.String("block-size"), "--block-size"); err != nil {
+		return s, err
+	}
+	if s.CacheSize, err = sizeOrAuto(c.String("cache-size"), "--cache-size"); err != nil {
+		return s, err
+	}
+	if s.DenyNetworks, err = fetch.ParseNetworks(c.String("deny-networks")); err != nil {
+		return s, usageError{fmt.Errorf("--deny-networks: %w", err)}
+	}
+	if s.AllowNetworks, err = fetch.ParseNetworks(c.String("allow-networks")); err != nil {
+		return s, usageError{fmt.Errorf("--allow-networks: %w", err)}
+	}
+	return s, nil
+}
+
+// mountConfig reads the mount command's flags into a config.Config.
+func mountConfig(c *cli.Context, source, manifest, mountpoint string) (config.Config, error) {
+	src, err := sourcesConfig(c, source, manifest)
+	cfg := config.Config{
+		Sources: src, Mountpoint: mountpoint,
+		Prefetch: config.Prefetch(c.String("prefetch")), Profile: c.String("profile"), RecordProfile: c.String("record-profile"),
+		AllowOther: c.Bool("allow-other"), MetricsAddr: c.String("metrics-addr"), Pprof: c.Bool("pprof"), DebugFUSE: c.Bool("debug-fuse"),
+	}
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.MemCache, err = sizeOrAuto(c.String("mem-cache"), "--mem-cache"); err != nil {
+		return cfg, err
+	}
+	if cfg.Readahead, err = parseSize(c.String("readahead"), "--readahead"); err != nil {
+		return cfg, err
+	}
+	if cfg.SmallFile, err = parseSize(c.String("small-file"), "--small-file"); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// validate checks cfg once; its complaints are usage errors.
+func validate(v interface{ Validate() error }) error {
+	if err := v.Validate(); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+const manifestHelp = `With --manifest FILE, several models are served at once, each in a
+subdirectory named by its key. FILE is JSON, the shape of a Kubernetes
+ConfigMap's data:
+
+   {"llama-13b": {"source": "s3://bucket/llama-13b", "size": "26GB",
+                  "format": "huggingface",
+                  "sha256": {"model-00001-of-00003.safetensors": "<64 hex digits>"}},
+    "tinyllama": {"source": "https://host/tinyllama.Q4_K_M.gguf", "format": "gguf",
+                  "sha256": "<64 hex digits>"}}
+
+source is required; size (checked against the listing, a warning when far
+off), format (huggingface, safetensors or gguf) and sha256 (one hash for a
+single-file model, or file path to hash) are optional. warm --manifest
+verifies the hashes. Source flags (--endpoint, --region, ...) apply to
+every model.`

@@ -1,0 +1,331 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/internal/units"
+)
+
+// Prefetch is how a mount prefetches.
+type Prefetch string
+
+// The prefetch modes.
+const (
+	// PrefetchAuto replays the profile when one is given and usable, else
+	// follows layer order from the model's headers; readahead always.
+	PrefetchAuto      Prefetch = "auto"
+	PrefetchLayer     Prefetch = "layer"
+	PrefetchProfile   Prefetch = "profile"
+	PrefetchReadahead Prefetch = "readahead"
+	PrefetchOff       Prefetch = "off"
+)
+
+// Planned reports whether the mode follows a plan (headers or profile).
+func (p Prefetch) Planned() bool {
+	return p == PrefetchAuto || p == PrefetchLayer || p == PrefetchProfile
+}
+
+// Sources is how to reach the models and cache their blocks: what mount
+// and warm share.
+type Sources struct {
+	// Source is one SOURCE URL (s3://, https://, file://, hf://, ...).
+	// Leave it empty and set SourceEnv in the process's environment when
+	// it may carry a secret. Exclusive with Manifest.
+	Source string
+	// Manifest is a JSON file naming several models to serve at once.
+	Manifest string
+
+	// Region, Endpoint, AWSProfile and NoSignRequest apply to stores
+	// reached through the AWS SDK; Endpoint is the store's URL for any
+	// source that has one, so it is not tied to a scheme here.
+	Region        string
+	Endpoint      string
+	AWSProfile    string
+	NoSignRequest bool
+	// HTTPTokenEnv and HFTokenEnv name the environment variables that
+	// hold tokens; the values never pass through a Config.
+	HTTPTokenEnv string
+	HFTokenEnv   string
+	HFEndpoint   string
+
+	// BlockSize is the fetch and cache unit.
+	BlockSize int64
+	// Concurrency is how many ranged GETs run at once.
+	Concurrency int
+	// CacheDir is the persistent block cache; "" for RAM only.
+	CacheDir string
+	// CacheSize is the disk cache budget; 0 sizes it from the disk.
+	CacheSize int64
+
+	RequestTimeout time.Duration
+	Retries        int
+	// DenyNetworks are networks no connection may reach; AllowNetworks
+	// are exceptions to them, and mean nothing without them.
+	DenyNetworks  []netip.Prefix
+	AllowNetworks []netip.Prefix
+	// NoSavedListing never falls back to a listing saved in CacheDir: a
+	// volume that is not trusted must prove access to its source itself.
+	NoSavedListing bool
+}
+
+// Config is every setting of one mount.
+type Config struct {
+	Sources
+	Mountpoint string
+	// MemCache is the RAM tier's budget; 0 is DefaultMemCache.
+	MemCache int64
+	Prefetch Prefetch
+	// Profile is a recorded load profile to replay; RecordProfile, where
+	// to write this mount's on unmount.
+	Profile       string
+	RecordProfile string
+	// SmallFile: files up to this size are fetched whole on first open.
+	SmallFile int64
+	// Readahead is the largest readahead window per open file.
+	Readahead   int64
+	AllowOther  bool
+	MetricsAddr string
+	Pprof       bool
+	DebugFUSE   bool
+}
+
+// Defaults of the settings whose zero value is not what users get.
+const (
+	DefaultBlockSize      = 8 << 20
+	DefaultConcurrency    = 16
+	DefaultRequestTimeout = 60 * time.Second
+	DefaultRetries        = 6
+	DefaultHTTPTokenEnv   = "MODELFS_HTTP_TOKEN"
+	DefaultSmallFile      = 1 << 20
+	DefaultReadahead      = 128 << 20
+)
+
+// DefaultSources are the Sources of a command given no flags.
+func DefaultSources() Sources {
+	return Sources{
+		HTTPTokenEnv: DefaultHTTPTokenEnv, HFEndpoint: fetch.DefaultHFEndpoint,
+		BlockSize: DefaultBlockSize, Concurrency: DefaultConcurrency,
+		RequestTimeout: DefaultRequestTimeout, Retries: DefaultRetries,
+	}
+}
+
+// Default is the Config of a mount given no flags.
+func Default() Config {
+	return Config{
+		Sources: DefaultSources(), Prefetch: PrefetchAuto,
+		SmallFile: DefaultSmallFile, Readahead: DefaultReadahead,
+	}
+}
+
+// Validate checks the settings shared by mount and warm.
+func (s *Sources) Validate() error {
+	var errs []error
+	switch {
+	case s.Source != "" && s.Manifest != "":
+		errs = append(errs, errors.New("--manifest and a SOURCE are mutually exclusive"))
+	case s.Source == "" && s.Manifest == "":
+		errs = append(errs, fmt.Errorf("no source: give SOURCE, %s or --manifest", SourceEnv))
+	}
+	if s.BlockSize < 64<<10 || s.BlockSize > 256<<20 {
+		errs = append(errs, fmt.Errorf("--block-size %s: want 64KiB to 256MiB", units.FormatSize(s.BlockSize)))
+	}
+	if s.Concurrency < 1 || s.Concurrency > 1024 {
+		errs = append(errs, fmt.Errorf("--concurrency %d: want 1 to 1024", s.Concurrency))
+	}
+	if s.CacheSize < 0 {
+		errs = append(errs, fmt.Errorf("--cache-size %d: want a size, or auto", s.CacheSize))
+	}
+	if s.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--request-timeout %s: want a positive duration", s.RequestTimeout))
+	}
+	if s.Retries < 0 {
+		errs = append(errs, fmt.Errorf("--retries %d: want 0 or more", s.Retries))
+	}
+	return join(errs)
+}
+
+// Validate checks every setting of the mount, once, before anything is
+// opened; each error names the flag that sets it.
+func (c *Config) Validate() error {
+	errs := []error{c.Sources.Validate()}
+	if c.Mountpoint == "" {
+		errs = append(errs, errors.New("no MOUNTPOINT"))
+	}
+	if c.MemCache < 0 {
+		errs = append(errs, fmt.Errorf("--mem-cache %d: want a size, or auto", c.MemCache))
+	} else if mem := c.MemCacheBytes(); mem < 2*c.BlockSize {
+		errs = append(errs, fmt.Errorf("--mem-cache %s: want at least two blocks (%d bytes)", units.FormatSize(mem), 2*c.BlockSize))
+	}
+	switch c.Prefetch {
+	case PrefetchAuto, PrefetchLayer, PrefetchReadahead, PrefetchOff:
+	case PrefetchProfile:
+		if c.Profile == "" {
+			errs = append(errs, errors.New("--prefetch profile needs --profile FILE"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--prefetch %q: want auto, layer, profile, readahead or off", c.Prefetch))
+	}
+	if c.RecordProfile != "" {
+		if st, err := os.Stat(filepath.Dir(c.RecordProfile)); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("--record-profile %s: its directory does not exist", c.RecordProfile))
+		}
+	}
+	if c.SmallFile < 0 {
+		errs = append(errs, fmt.Errorf("--small-file %d: want 0 or more", c.SmallFile))
+	}
+	if c.Readahead < 0 {
+		errs = append(errs, fmt.Errorf("--readahead %d: want 0 or more", c.Readahead))
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		errs = append(errs, errors.New("--pprof needs --metrics-addr"))
+	}
+	return join(errs)
+}
+
+// MemCacheBytes is the RAM tier's budget, MemCache or its default.
+func (c *Config) MemCacheBytes() int64 {
+	if c.MemCache > 0 {
+		return c.MemCache
+	}
+	return DefaultMemCache()
+}
+
+// DefaultMemCache is an eighth of physical memory, between 256 MiB and
+// 1 GiB. The RAM tier is a staging area for prefetch (the kernel's page
+// cache keeps what was read), and a small one reuses its buffers: a large
+// one spends its first pass faulting in fresh memory.
+func DefaultMemCache() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 1 << 30
+	}
+	total := int64(si.Totalram) * int64(si.Unit)
+	return min(max(total/8, 256<<20), 1<<30)
+}
+
+// Args renders the config as the arguments of the modelfs binary that
+// mount it: "mount", then a flag for every setting that is not its zero
+// value, then "--", SOURCE if set, and MOUNTPOINT last. Sizes are in
+// bytes. A zero setting is left to the command's default.
+func (c *Config) Args() []string {
+	a := []string{"mount"}
+	str := func(flag, v string) {
+		if v != "" {
+			a = append(a, flag, v)
+		}
+	}
+	size := func(flag string, v int64) {
+		if v != 0 {
+			a = append(a, flag, strconv.FormatInt(v, 10))
+		}
+	}
+	boolean := func(flag string, v bool) {
+		if v {
+			a = append(a, flag)
+		}
+	}
+	// The order is stable, for readers of process lists and for tests.
+	str("--prefetch", string(c.Prefetch))
+	if len(c.DenyNetworks) > 0 {
+		str("--deny-networks", fetch.FormatNetworks(c.DenyNetworks))
+	}
+	if len(c.AllowNetworks) > 0 {
+		str("--allow-networks", fetch.FormatNetworks(c.AllowNetworks))
+	}
+	str("--hf-endpoint", c.HFEndpoint)
+	str("--endpoint", c.Endpoint)
+	str("--region", c.Region)
+	str("--aws-profile", c.AWSProfile)
+	boolean("--no-sign-request", c.NoSignRequest)
+	str("--http-token-env", c.HTTPTokenEnv)
+	str("--hf-token-env", c.HFTokenEnv)
+	str("--manifest", c.Manifest)
+	str("--profile", c.Profile)
+	str("--record-profile", c.RecordProfile)
+	str("--cache-dir", c.CacheDir)
+	boolean("--no-saved-listing", c.NoSavedListing)
+	size("--cache-size", c.CacheSize)
+	size("--mem-cache", c.MemCache)
+	size("--block-size", c.BlockSize)
+	size("--small-file", c.SmallFile)
+	size("--readahead", c.Readahead)
+	size("--concurrency", int64(c.Concurrency))
+	if c.RequestTimeout != 0 {
+		str("--request-timeout", c.RequestTimeout.String())
+	}
+	size("--retries", int64(c.Retries))
+	str("--metrics-addr", c.MetricsAddr)
+	boolean("--pprof", c.Pprof)
+	boolean("--debug-fuse", c.DebugFUSE)
+	boolean("--allow-other", c.AllowOther)
+	a = append(a, "--")
+	if c.Source != "" {
+		a = append(a, c.Source)
+	}
+	return append(a, c.Mountpoint)
+}
+
+// join is the errors as one line, for the one-line message a command
+// prints; nil if there are none.
+func join(errs []error) error {
+	var kept []error
+	for _, err := range errs {
+		if err != nil {
+			kept = append(kept, err)
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return oneLine(kept)
+}
+
+// oneLine is several errors, "; "-separated; errors.Is and As see each.
+type oneLine []error
+
+func (e oneLine) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e oneLine) Unwrap() []error { return e }
+
+// Warm is every setting of warm: fill the disk cache ahead of a mount.
+type Warm struct {
+	Sources
+	// Profile is a recorded load profile whose order is fetched first.
+	Profile string
+	// SHA256 are expected sha256s (64 hex digits) by path in the mount
+	// (MODEL/PATH with a manifest), checked once each file is cached.
+	SHA256 map[string]string
+	// RequireVerified fails the warm when a file's store keeps no
+	// checksum to verify it against.
+	RequireVerified bool
+}
+
+// Validate checks the settings of a warm.
+func (w *Warm) Validate() error {
+	errs := []error{w.Sources.Validate()}
+	if w.CacheDir == "" {
+		errs = append(errs, errors.New("--cache-dir is required: warm fills a disk cache"))
+	}
+	for name, sum := range w.SHA256 {
+		if _, err := hex.DecodeString(sum); name == "" || len(sum) != 64 || err != nil {
+			errs = append(errs, fmt.Errorf("--sha256 %q: want NAME=<64 hex digits>", name+"="+sum))
+		}
+	}
+	return join(errs)
+}

@@ -1,0 +1,192 @@
+package mount
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/prefetch"
+)
+
+// Options are what an Engine needs besides its Config.
+type Options struct {
+	// Logger receives the engine's log; nil discards it.
+	Logger *slog.Logger
+	// Wrap, if set, puts layers in front of each opened source.
+	Wrap WrapFunc
+	// Stdout receives the ready line; nil is os.Stdout.
+	Stdout io.Writer
+}
+
+// Engine is one mount's sources, block cache, prefetcher and stats, ready
+// to be served by fs: New lists the sources and builds the cache, Files
+// hands fs what to show, Serve mounts it.
+type Engine struct {
+	cfg         config.Config
+	log         *slog.Logger
+	out         io.Writer
+	r           *remote
+	pf          *prefetcher
+	stats       *statsReporter
+	metrics     *metrics
+	stopMetrics func()
+}
+
+// New opens and lists the sources of cfg, which has passed Validate, and
+// builds the cache in front of them; with cfg.MetricsAddr it serves the
+// metrics first, so that a bad address fails before anything is listed.
+// The caller closes the Engine.
+func New(ctx context.Context, cfg config.Config, opts Options) (*Engine, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out := opts.Stdout
+	if out == nil {
+		out = os.Stdout
+	}
+	specs, err := specsFor(cfg.Manifest, cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	memCache := cfg.MemCacheBytes()
+	pf := &prefetcher{
+		mode: string(cfg.Prefetch), profile: cfg.Profile, log: log, smallFile: cfg.SmallFile,
+		ra: prefetch.ReadaheadOptions{Max: cfg.Readahead}, blockSize: cfg.BlockSize, window: min(256<<20, memCache/2),
+		directHeaders: true,
+	}
+	if cfg.Prefetch == config.PrefetchOff {
+		pf.ra.Disabled = true
+	}
+	if cfg.RecordProfile != "" {
+		pf.recorder = prefetch.NewRecorder(cfg.BlockSize)
+	}
+	e := &Engine{cfg: cfg, log: log, out: out, pf: pf, stopMetrics: func() {}}
+	if cfg.MetricsAddr != "" {
+		e.metrics = newMetrics()
+		if e.stopMetrics, err = serveMetrics(e.metrics, cfg.MetricsAddr, cfg.Pprof, log); err != nil {
+			return nil, err
+		}
+	}
+	e.r, err = openRemote(ctx, cfg.Sources, openOptions{log: log, memBytes: memCache, metrics: e.metrics, wrap: opts.Wrap}, specs, cfg.Manifest)
+	if err != nil {
+		e.stopMetrics()
+		return nil, err
+	}
+	if e.metrics != nil {
+		e.metrics.mount.cache.Store(e.r.cache)
+	}
+	pf.attach(e.r)
+	e.stats = newStatsReporter(e.r, pf, pf.mode, cfg.BlockSize)
+	return e, nil
+}
+
+// Files are the files to show, each with the Opener that reads it
+// through the cache and the prefetcher.
+func (e *Engine) Files() []fs.File {
+	files := make([]fs.File, 0, len(e.r.files))
+	for _, f := range e.r.files {
+		files = append(files, fs.File{Path: f.path, Size: f.obj.Size, ModTime: f.obj.ModTime, Content: e.pf.opener(f)})
+	}
+	return files
+}
+
+// StartPrefetch makes each model's plan and follows it until ctx ends;
+// it returns once the plans are made.
+func (e *Engine) StartPrefetch(ctx context.Context) { e.pf.start(ctx) }
+
+// Close finishes the cache's write-backs and stops serving metrics.
+func (e *Engine) Close() {
+	e.r.cache.Close()
+	e.stopMetrics()
+}
+
+// Serve mounts the files at cfg.Mountpoint, prints the ready line, starts
+// prefetching, and serves until ctx ends (then unmounts) or the mount is
+// unmounted from outside. It writes the recorded profile, if asked for,
+// and logs the mount's accounts before it returns.
+func (e *Engine) Serve(ctx context.Context) error {
+	cfg, log, mountpoint := e.cfg, e.log, e.cfg.Mountpoint
+	srv, err := fs.Mount(mountpoint, fs.Options{
+		Files: e.Files(), FsName: fsName(e.r), Logger: log,
+		AllowOther: cfg.AllowOther, Debug: cfg.DebugFUSE,
+		Snapshot: e.stats.snapshot, Observer: e.metrics.fuseObserver(),
+	})
+	if err != nil {
+		return err
+	}
+	e.stats.mounted(srv)
+	if e.metrics != nil {
+		e.metrics.mount.fuse.Store(srv.Stats)
+	}
+	for _, s := range srv.Skipped {
+		log.Warn("object not shown", "key", fmt.Sprintf("%q", s.Path), "reason", s.Reason)
+	}
+	var total int64
+	shown := e.stats.files()
+	for _, f := range shown {
+		total += f.obj.Size
+	}
+	fmt.Fprintf(e.out, "%s%s mounted at %s (%d files, %s)\n", config.ReadyPrefix, e.r, mountpoint, len(shown), formatSize(total))
+	go e.pf.start(ctx)
+	defer func() {
+		if rec := cfg.RecordProfile; rec != "" {
+			if err := e.pf.saveProfile(rec); err != nil {
+				log.Error("profile not saved", "err", err)
+			}
+		}
+	}()
+
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done:
+		log.Info("unmounted externally", "mountpoint", mountpoint)
+		logSummary(log, srv, e.r.cache)
+		return nil
+	case <-ctx.Done():
+	}
+	log.Info("unmounting", "mountpoint", mountpoint)
+	if err := srv.Unmount(); err != nil {
+		// Busy: detach now; the kernel finishes once the last file closes.
+		log.Warn("mount busy, detaching lazily", "err", err)
+		if err := fs.Unmount(mountpoint); err != nil {
+			return err
+		}
+	}
+	<-done
+	logSummary(log, srv, e.r.cache)
+	return nil
+}
+
+// fsName is what /proc/mounts shows as the mount's source: the source,
+// or the manifest file's name, kept to characters mount options allow.
+func fsName(r *remote) string {
+	if r.manifest == "" {
+		return r.models[0].src.String()
+	}
+	name := []byte(filepath.Base(r.manifest))
+	for i, b := range name {
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '-' || b == '_') {
+			name[i] = '_'
+		}
+	}
+	return "manifest:" + string(name)
+}
+
+// logSummary is the mount's one line of accounts, written at unmount
+// once the cache has finished its write-backs.
+func logSummary(log *slog.Logger, srv *fs.Server, cache *blockcache.Cache) {
+	cache.Close()
+	st := cache.Stats()
+	log.Info("unmounted",
+		"fuse_reads", srv.Stats.Reads.Load(), "fuse_read_bytes", srv.Stats.ReadBytes.Load(), "read_errors", srv.Stats.ReadErrors.Load(),
+		"block_hits", st.Hits, "block_misses", st.Misses, "demand_loads", st.DemandLoads, "remote_loads", st.Loads, "remote_bytes", st.BytesLoaded,
+		"prefetches", st.Prefetches, "prefetch_bytes", st.PrefetchBytes, "prefetch_unused_bytes", st.PrefetchWasted, "disk_hits", st.DiskHits, "disk_corrupt", st.DiskCorrupt, "disk_writes", st.DiskWrites)
+}
