@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // record is what the plugin remembers about a volume it mounted, so that a
@@ -216,7 +217,7 @@ func (m *mounter) lastError(target string) string {
 	b, _ := os.ReadFile(m.logPath(target))
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		if msg, ok := strings.CutPrefix(lines[i], "modelfs: "); ok {
+		if msg, ok := strings.CutPrefix(lines[i], config.ErrorPrefix); ok {
 			return msg
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
 )

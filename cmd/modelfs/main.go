@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -40,7 +42,7 @@ func main() {
 	}
 	oneLineUsageErrors(app.Commands)
 	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "modelfs: %v\n", err)
+		fmt.Fprintf(os.Stderr, "%s%v\n", config.ErrorPrefix, err)
 		os.Exit(exitCode(err))
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/modelfs/modelfs/fs"
+	mountcfg "github.com/modelfs/modelfs/mount/config"
 )
 
 // mountProc is a running `modelfs mount` child. Each cold pass gets a fresh
@@ -59,7 +60,7 @@ func startMount(ctx context.Context, bin, source, dir string, args, env []string
 		sc := bufio.NewScanner(stdout)
 		signalled := false
 		for sc.Scan() {
-			if !signalled && strings.HasPrefix(sc.Text(), "ready:") {
+			if !signalled && strings.HasPrefix(sc.Text(), mountcfg.ReadyPrefix) {
 				close(ready)
 				signalled = true
 			}

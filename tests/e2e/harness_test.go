@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/modelfs/modelfs/mount/config"
 	"github.com/modelfs/modelfs/tests/modelgen"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -183,7 +184,7 @@ func startMount(t *testing.T, source string, args ...string) *mount {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready:") {
+			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
 				ready <- sc.Text()
 			}
 		}

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // mountProc is one running `modelfs mount` process.
@@ -72,7 +74,7 @@ func startMount(ctx context.Context, bin, name, source, dir, logPath string, arg
 		sc := bufio.NewScanner(stdout)
 		once := sync.OnceFunc(func() { close(ready) })
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready:") {
+			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
 				once()
 			}
 		}

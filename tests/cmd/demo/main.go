@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/modelfs/modelfs/internal/units"
+	"github.com/modelfs/modelfs/mount/config"
 	"github.com/modelfs/modelfs/tests/modelgen"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -232,7 +233,7 @@ func mount(bin, endpoint, source, mnt string) (stop func() error, err error) {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready:") {
+			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
 				ready <- sc.Text()
 			}
 		}
