@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
@@ -100,6 +101,9 @@ func (e *Engine) Files() []fs.File {
 // StartPrefetch makes each model's plan and follows it until ctx ends;
 // it returns once the plans are made.
 func (e *Engine) StartPrefetch(ctx context.Context) { e.pf.start(ctx) }
+
+// Snapshot is the mount's observability snapshot at this moment.
+func (e *Engine) Snapshot() *Snapshot { return e.stats.collect(time.Now()) }
 
 // Close finishes the cache's write-backs and stops serving metrics.
 func (e *Engine) Close() {
