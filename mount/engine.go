@@ -185,12 +185,9 @@ func fsName(r *remote) string {
 }
 
 // logSummary is the mount's one line of accounts, written at unmount
-// once the cache has finished its write-backs.
+// once the cache has finished its write-backs; its keys are the
+// snapshot's names.
 func logSummary(log *slog.Logger, srv *fs.Server, cache *blockcache.Cache) {
 	cache.Close()
-	st := cache.Stats()
-	log.Info("unmounted",
-		"fuse_reads", srv.Stats.Reads.Load(), "fuse_read_bytes", srv.Stats.ReadBytes.Load(), "read_errors", srv.Stats.ReadErrors.Load(),
-		"block_hits", st.Hits, "block_misses", st.Misses, "demand_loads", st.DemandLoads, "remote_loads", st.Loads, "remote_bytes", st.BytesLoaded,
-		"prefetches", st.Prefetches, "prefetch_bytes", st.PrefetchBytes, "prefetch_unused_bytes", st.PrefetchWasted, "disk_hits", st.DiskHits, "disk_corrupt", st.DiskCorrupt, "disk_writes", st.DiskWrites)
+	log.Info("unmounted", logAttrs(cacheTotals(cache.Stats()), fuseTotals(srv.Stats))...)
 }

@@ -142,46 +142,14 @@ type mountCollector struct {
 	fuse  atomic.Pointer[fs.Stats]
 }
 
-type statDesc struct {
-	desc  *prometheus.Desc
-	kind  prometheus.ValueType
-	value func(blockcache.Stats) int64
-}
-
-func counterDesc(name, help string, v func(blockcache.Stats) int64) statDesc {
-	return statDesc{prometheus.NewDesc(name, help, nil, nil), prometheus.CounterValue, v}
-}
-
-func gaugeDesc(name, help string, v func(blockcache.Stats) int64) statDesc {
-	return statDesc{prometheus.NewDesc(name, help, nil, nil), prometheus.GaugeValue, v}
-}
-
-var cacheDescs = []statDesc{
-	counterDesc("modelfs_cache_hits_total", "Demand block lookups found in RAM.", func(s blockcache.Stats) int64 { return s.Hits }),
-	counterDesc("modelfs_cache_misses_total", "Demand block lookups not found in RAM.", func(s blockcache.Stats) int64 { return s.Misses }),
-	counterDesc("modelfs_cache_demand_loads_total", "Loads a reader waited for from their start: what prefetch missed.", func(s blockcache.Stats) int64 { return s.DemandLoads }),
-	counterDesc("modelfs_cache_loads_total", "Block loads from the source (demand and prefetch).", func(s blockcache.Stats) int64 { return s.Loads }),
-	counterDesc("modelfs_cache_load_errors_total", "Block loads that failed.", func(s blockcache.Stats) int64 { return s.LoadErrors }),
-	counterDesc("modelfs_cache_loaded_bytes_total", "Bytes loaded from the source into the cache (not from the disk tier).", func(s blockcache.Stats) int64 { return s.BytesLoaded }),
-	counterDesc("modelfs_cache_evictions_total", "Blocks evicted from RAM.", func(s blockcache.Stats) int64 { return s.Evictions }),
-	counterDesc("modelfs_cache_prefetches_total", "Prefetch loads started.", func(s blockcache.Stats) int64 { return s.Prefetches }),
-	counterDesc("modelfs_cache_prefetch_bytes_total", "Bytes prefetch loads brought in.", func(s blockcache.Stats) int64 { return s.PrefetchBytes }),
-	counterDesc("modelfs_cache_prefetch_unused_bytes_total", "Bytes prefetched, then evicted or left at close unread.", func(s blockcache.Stats) int64 { return s.PrefetchWasted }),
-	counterDesc("modelfs_cache_prefetch_used_bytes_total", "Bytes prefetched, then read.", func(s blockcache.Stats) int64 { return s.PrefetchUsed }),
-	counterDesc("modelfs_cache_prefetches_dropped_total", "Prefetches refused for want of room.", func(s blockcache.Stats) int64 { return s.PrefetchesDropped }),
-	gaugeDesc("modelfs_cache_ram_bytes", "Bytes of RAM the cache holds.", func(s blockcache.Stats) int64 { return s.MemBytes }),
-	gaugeDesc("modelfs_cache_ram_capacity_bytes", "RAM cache budget.", func(s blockcache.Stats) int64 { return s.MemCapacity }),
-	counterDesc("modelfs_cache_disk_hits_total", "Blocks read from the disk cache.", func(s blockcache.Stats) int64 { return s.DiskHits }),
-	counterDesc("modelfs_cache_disk_misses_total", "Blocks looked for in the disk cache and not found.", func(s blockcache.Stats) int64 { return s.DiskMisses }),
-	counterDesc("modelfs_cache_disk_corrupt_total", "Disk cache blocks that failed their checksum.", func(s blockcache.Stats) int64 { return s.DiskCorrupt }),
-	counterDesc("modelfs_cache_disk_writes_total", "Blocks written to the disk cache.", func(s blockcache.Stats) int64 { return s.DiskWrites }),
-	counterDesc("modelfs_cache_disk_evictions_total", "Blocks evicted from the disk cache.", func(s blockcache.Stats) int64 { return s.DiskEvictions }),
-	gaugeDesc("modelfs_cache_disk_bytes", "Bytes the disk cache holds.", func(s blockcache.Stats) int64 { return s.DiskBytes }),
-	gaugeDesc("modelfs_cache_disk_capacity_bytes", "Disk cache budget (0 without a disk cache).", func(s blockcache.Stats) int64 { return s.DiskCapacity }),
-	counterDesc("modelfs_verify_verified_files_total", "Files whose bytes matched their store's checksum once complete.", func(s blockcache.Stats) int64 { return s.VerifiedObjects }),
-	counterDesc("modelfs_verify_unverified_files_total", "Files whose store keeps no usable checksum.", func(s blockcache.Stats) int64 { return s.UnverifiedObjects }),
-	counterDesc("modelfs_verify_failures_total", "Files whose bytes did not match their store's checksum (reads fail with EIO).", func(s blockcache.Stats) int64 { return s.VerifyFailures }),
-}
+// cacheDescs are the Prometheus descriptions of cacheCounters, in order.
+var cacheDescs = func() []*prometheus.Desc {
+	descs := make([]*prometheus.Desc, len(cacheCounters))
+	for i, k := range cacheCounters {
+		descs[i] = prometheus.NewDesc(k.metric, k.help, nil, nil)
+	}
+	return descs
+}()
 
 // verifyFailedDesc names each file that failed its check.
 var verifyFailedDesc = prometheus.NewDesc("modelfs_verify_failed", "1 for each file whose bytes did not match its store's checksum.", []string{"file"}, nil)
@@ -194,7 +162,7 @@ var (
 
 func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range cacheDescs {
-		ch <- d.desc
+		ch <- d
 	}
 	ch <- verifyFailedDesc
 	ch <- fuseReadsDesc
@@ -204,18 +172,23 @@ func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
 	if c := mc.cache.Load(); c != nil {
-		st := c.Stats()
-		for _, d := range cacheDescs {
-			ch <- prometheus.MustNewConstMetric(d.desc, d.kind, float64(d.value(st)))
+		st := cacheTotals(c.Stats())
+		for i, k := range cacheCounters {
+			kind := prometheus.CounterValue
+			if k.gauge {
+				kind = prometheus.GaugeValue
+			}
+			ch <- prometheus.MustNewConstMetric(cacheDescs[i], kind, float64(k.value(&st)))
 		}
 		for _, id := range c.VerifyFailures() {
 			ch <- prometheus.MustNewConstMetric(verifyFailedDesc, prometheus.GaugeValue, 1, id.Name)
 		}
 	}
 	if f := mc.fuse.Load(); f != nil {
-		ch <- prometheus.MustNewConstMetric(fuseReadsDesc, prometheus.CounterValue, float64(f.Reads.Load()))
-		ch <- prometheus.MustNewConstMetric(fuseReadBytesDesc, prometheus.CounterValue, float64(f.ReadBytes.Load()))
-		ch <- prometheus.MustNewConstMetric(fuseReadErrorsDesc, prometheus.CounterValue, float64(f.ReadErrors.Load()))
+		ft := fuseTotals(f)
+		ch <- prometheus.MustNewConstMetric(fuseReadsDesc, prometheus.CounterValue, float64(ft.Reads))
+		ch <- prometheus.MustNewConstMetric(fuseReadBytesDesc, prometheus.CounterValue, float64(ft.ReadBytes))
+		ch <- prometheus.MustNewConstMetric(fuseReadErrorsDesc, prometheus.CounterValue, float64(ft.ReadErrors))
 	}
 }
 

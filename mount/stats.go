@@ -86,7 +86,9 @@ type ModelTotals struct {
 	FileTotals
 }
 
-// CacheTotals are the block cache's counters (blockcache.Stats).
+// CacheTotals are the block cache's counters and gauges. Their JSON names
+// are also the keys of the unmount log line, and each is a Prometheus
+// metric (cacheCounters says which).
 type CacheTotals struct {
 	RAMBytes            int64 `json:"ram_bytes"`
 	RAMCapacity         int64 `json:"ram_capacity_bytes"`
@@ -99,22 +101,90 @@ type CacheTotals struct {
 	DiskMisses          int64 `json:"disk_misses"`
 	DiskEvictions       int64 `json:"disk_evictions"`
 	DiskCorrupt         int64 `json:"disk_corrupt"`
+	DiskWrites          int64 `json:"disk_writes"`
+	DemandLoads         int64 `json:"demand_loads"`
 	Loads               int64 `json:"loads"`
 	LoadErrors          int64 `json:"load_errors"`
 	FetchedBytes        int64 `json:"fetched_bytes"`
+	Prefetches          int64 `json:"prefetches"`
+	PrefetchesDropped   int64 `json:"prefetches_dropped"`
 	PrefetchBytes       int64 `json:"prefetch_bytes"`
 	PrefetchUsedBytes   int64 `json:"prefetch_used_bytes"`
-	PrefetchWastedBytes int64 `json:"prefetch_wasted_bytes"`
+	PrefetchUnusedBytes int64 `json:"prefetch_unused_bytes"`
 	VerifiedFiles       int64 `json:"verified_files"`
 	UnverifiedFiles     int64 `json:"unverified_files"`
 	VerifyFailures      int64 `json:"verify_failures"`
 }
 
-// FUSETotals count the reads modelfs served itself.
+// cacheTotals names the cache's counters as the snapshot does.
+func cacheTotals(c blockcache.Stats) CacheTotals {
+	return CacheTotals{
+		RAMBytes: c.MemBytes, RAMCapacity: c.MemCapacity, DiskBytes: c.DiskBytes, DiskCapacity: c.DiskCapacity,
+		Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions,
+		DiskHits: c.DiskHits, DiskMisses: c.DiskMisses, DiskEvictions: c.DiskEvictions, DiskCorrupt: c.DiskCorrupt, DiskWrites: c.DiskWrites,
+		DemandLoads: c.DemandLoads, Loads: c.Loads, LoadErrors: c.LoadErrors, FetchedBytes: c.BytesLoaded,
+		Prefetches: c.Prefetches, PrefetchesDropped: c.PrefetchesDropped,
+		PrefetchBytes: c.PrefetchBytes, PrefetchUsedBytes: c.PrefetchUsed, PrefetchUnusedBytes: c.PrefetchWasted,
+		VerifiedFiles: c.VerifiedObjects, UnverifiedFiles: c.UnverifiedObjects, VerifyFailures: c.VerifyFailures,
+	}
+}
+
+// counter is one field of CacheTotals as the log line and Prometheus show
+// it: name is its JSON name and log key, metric its Prometheus name.
+type counter struct {
+	name, metric, help string
+	gauge              bool
+	value              func(*CacheTotals) int64
+}
+
+// cacheCounters are CacheTotals' fields, in the log line's order. The
+// Prometheus names predate the snapshot and stay as dashboards know them.
+var cacheCounters = []counter{
+	{"hits", "modelfs_cache_hits_total", "Demand block lookups found in RAM.", false, func(s *CacheTotals) int64 { return s.Hits }},
+	{"misses", "modelfs_cache_misses_total", "Demand block lookups not found in RAM.", false, func(s *CacheTotals) int64 { return s.Misses }},
+	{"demand_loads", "modelfs_cache_demand_loads_total", "Loads a reader waited for from their start: what prefetch missed.", false, func(s *CacheTotals) int64 { return s.DemandLoads }},
+	{"loads", "modelfs_cache_loads_total", "Block loads from the source (demand and prefetch).", false, func(s *CacheTotals) int64 { return s.Loads }},
+	{"load_errors", "modelfs_cache_load_errors_total", "Block loads that failed.", false, func(s *CacheTotals) int64 { return s.LoadErrors }},
+	{"fetched_bytes", "modelfs_cache_fetched_bytes_total", "Bytes fetched from the source into the cache (not from the disk tier).", false, func(s *CacheTotals) int64 { return s.FetchedBytes }},
+	{"evictions", "modelfs_cache_evictions_total", "Blocks evicted from RAM.", false, func(s *CacheTotals) int64 { return s.Evictions }},
+	{"prefetches", "modelfs_cache_prefetches_total", "Prefetch loads started.", false, func(s *CacheTotals) int64 { return s.Prefetches }},
+	{"prefetch_bytes", "modelfs_cache_prefetch_bytes_total", "Bytes prefetch loads brought in.", false, func(s *CacheTotals) int64 { return s.PrefetchBytes }},
+	{"prefetch_used_bytes", "modelfs_cache_prefetch_used_bytes_total", "Bytes prefetched, then read.", false, func(s *CacheTotals) int64 { return s.PrefetchUsedBytes }},
+	{"prefetch_unused_bytes", "modelfs_cache_prefetch_unused_bytes_total", "Bytes prefetched, then evicted or left at close unread.", false, func(s *CacheTotals) int64 { return s.PrefetchUnusedBytes }},
+	{"prefetches_dropped", "modelfs_cache_prefetches_dropped_total", "Prefetches refused for want of room.", false, func(s *CacheTotals) int64 { return s.PrefetchesDropped }},
+	{"ram_bytes", "modelfs_cache_ram_bytes", "Bytes of RAM the cache holds.", true, func(s *CacheTotals) int64 { return s.RAMBytes }},
+	{"ram_capacity_bytes", "modelfs_cache_ram_capacity_bytes", "RAM cache budget.", true, func(s *CacheTotals) int64 { return s.RAMCapacity }},
+	{"disk_hits", "modelfs_cache_disk_hits_total", "Blocks read from the disk cache.", false, func(s *CacheTotals) int64 { return s.DiskHits }},
+	{"disk_misses", "modelfs_cache_disk_misses_total", "Blocks looked for in the disk cache and not found.", false, func(s *CacheTotals) int64 { return s.DiskMisses }},
+	{"disk_corrupt", "modelfs_cache_disk_corrupt_total", "Disk cache blocks that failed their checksum.", false, func(s *CacheTotals) int64 { return s.DiskCorrupt }},
+	{"disk_writes", "modelfs_cache_disk_writes_total", "Blocks written to the disk cache.", false, func(s *CacheTotals) int64 { return s.DiskWrites }},
+	{"disk_evictions", "modelfs_cache_disk_evictions_total", "Blocks evicted from the disk cache.", false, func(s *CacheTotals) int64 { return s.DiskEvictions }},
+	{"disk_bytes", "modelfs_cache_disk_bytes", "Bytes the disk cache holds.", true, func(s *CacheTotals) int64 { return s.DiskBytes }},
+	{"disk_capacity_bytes", "modelfs_cache_disk_capacity_bytes", "Disk cache budget (0 without a disk cache).", true, func(s *CacheTotals) int64 { return s.DiskCapacity }},
+	{"verified_files", "modelfs_verify_verified_files_total", "Files whose bytes matched their store's checksum once complete.", false, func(s *CacheTotals) int64 { return s.VerifiedFiles }},
+	{"unverified_files", "modelfs_verify_unverified_files_total", "Files whose store keeps no usable checksum.", false, func(s *CacheTotals) int64 { return s.UnverifiedFiles }},
+	{"verify_failures", "modelfs_verify_failures_total", "Files whose bytes did not match their store's checksum (reads fail with EIO).", false, func(s *CacheTotals) int64 { return s.VerifyFailures }},
+}
+
+// FUSETotals count the reads modelfs served itself. In the log line and
+// in Prometheus their names start with fuse_.
 type FUSETotals struct {
 	Reads      int64 `json:"reads"`
 	ReadBytes  int64 `json:"read_bytes"`
 	ReadErrors int64 `json:"read_errors"`
+}
+
+func fuseTotals(f *fs.Stats) FUSETotals {
+	return FUSETotals{Reads: f.Reads.Load(), ReadBytes: f.ReadBytes.Load(), ReadErrors: f.ReadErrors.Load()}
+}
+
+// logAttrs are the totals as the unmount log line's key-value pairs.
+func logAttrs(c CacheTotals, f FUSETotals) []any {
+	attrs := []any{"fuse_reads", f.Reads, "fuse_read_bytes", f.ReadBytes, "fuse_read_errors", f.ReadErrors}
+	for _, k := range cacheCounters {
+		attrs = append(attrs, k.name, k.value(&c))
+	}
+	return attrs
 }
 
 // statsReporter makes a mount's stats snapshots.
@@ -213,17 +283,9 @@ func (s *statsReporter) collect(now time.Time) *Snapshot {
 			m.add(fst)
 		}
 	}
-	c := s.cache.Stats()
-	st.Cache = CacheTotals{
-		RAMBytes: c.MemBytes, RAMCapacity: c.MemCapacity, DiskBytes: c.DiskBytes, DiskCapacity: c.DiskCapacity,
-		Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions,
-		DiskHits: c.DiskHits, DiskMisses: c.DiskMisses, DiskEvictions: c.DiskEvictions, DiskCorrupt: c.DiskCorrupt,
-		Loads: c.Loads, LoadErrors: c.LoadErrors, FetchedBytes: c.BytesLoaded,
-		PrefetchBytes: c.PrefetchBytes, PrefetchUsedBytes: c.PrefetchUsed, PrefetchWastedBytes: c.PrefetchWasted,
-		VerifiedFiles: c.VerifiedObjects, UnverifiedFiles: c.UnverifiedObjects, VerifyFailures: c.VerifyFailures,
-	}
+	st.Cache = cacheTotals(s.cache.Stats())
 	if f := s.fuse.Load(); f != nil {
-		st.FUSE = FUSETotals{Reads: f.Reads.Load(), ReadBytes: f.ReadBytes.Load(), ReadErrors: f.ReadErrors.Load()}
+		st.FUSE = fuseTotals(f)
 	}
 	return st
 }

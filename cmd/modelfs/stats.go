@@ -113,8 +113,8 @@ func printStats(out io.Writer, st *mount.Snapshot) error {
 		formatSize(c.DiskBytes), formatSize(c.DiskCapacity))
 	fmt.Fprintf(out, "       RAM hits %d, misses %d, evictions %d; disk hits %d, misses %d, evictions %d, corrupt %d\n",
 		c.Hits, c.Misses, c.Evictions, c.DiskHits, c.DiskMisses, c.DiskEvictions, c.DiskCorrupt)
-	fmt.Fprintf(out, "       fetched %s in %d loads (%d failed); prefetched %s, used %s, wasted %s\n",
-		formatSize(c.FetchedBytes), c.Loads, c.LoadErrors, formatSize(c.PrefetchBytes), formatSize(c.PrefetchUsedBytes), formatSize(c.PrefetchWastedBytes))
+	fmt.Fprintf(out, "       fetched %s in %d loads (%d failed); prefetched %s, used %s, unused %s\n",
+		formatSize(c.FetchedBytes), c.Loads, c.LoadErrors, formatSize(c.PrefetchBytes), formatSize(c.PrefetchUsedBytes), formatSize(c.PrefetchUnusedBytes))
 	fmt.Fprintf(out, "verify %d files verified against their store's checksum, %d unverified (no usable checksum), %d failed\n",
 		c.VerifiedFiles, c.UnverifiedFiles, c.VerifyFailures)
 	_, err := fmt.Fprintf(out, "fuse   %d reads, %s, %d errors (page cache and passthrough reads not counted)\n",

@@ -357,8 +357,8 @@ func (b *bench) record(name, phase, rawRef, localRef string, s sample) {
 		line += fmt.Sprintf("   header: first byte %.1f ms, parsed %.1f ms", h.FirstByte*1000, h.Parsed*1000)
 	}
 	if m := s.Mount; m != nil {
-		line += fmt.Sprintf("   mount's summary: fuse_reads %d (%s) remote_loads %d disk_hits %d disk_writes %d",
-			m["fuse_reads"], fmtBytes(m["fuse_read_bytes"]), m["remote_loads"], m["disk_hits"], m["disk_writes"])
+		line += fmt.Sprintf("   mount's summary: fuse_reads %d (%s) loads %d disk_hits %d disk_writes %d",
+			m["fuse_reads"], fmtBytes(m["fuse_read_bytes"]), m["loads"], m["disk_hits"], m["disk_writes"])
 	}
 	logf("%s", line)
 }

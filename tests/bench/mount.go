@@ -100,7 +100,7 @@ type exitUsage struct {
 	// exited by then.
 	MaxRSS int64
 	// Summary is the mount's own account, from its "msg=unmounted" log
-	// line (fuse_reads, remote_loads, disk_hits, ...); nil when it wrote
+	// line (fuse_reads, loads, disk_hits, ...); nil when it wrote
 	// none.
 	Summary map[string]int64
 }

@@ -32,7 +32,7 @@ type sample struct {
 	S3Gets  int64 `json:"s3_gets"`
 	S3Bytes int64 `json:"s3_bytes"`
 	// Mount is the mount's own account from its unmount summary line
-	// (fuse_reads, fuse_read_bytes, remote_loads, disk_hits, ...), over
+	// (fuse_reads, fuse_read_bytes, loads, disk_hits, ...), over
 	// its whole life: on a cold sample the cold and warm passes and the
 	// spot check, on a remount sample the remount pass and its spot check.
 	Mount map[string]int64 `json:"mount_summary,omitempty"`
