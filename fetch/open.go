@@ -138,10 +138,7 @@ type OpenOptions struct {
 	S3    S3Options // Bucket and Prefix are taken from the location
 	HTTP  HTTPOptions
 	HF    HFOptions // Repo, Dataset and Revision are taken from the location
-	// Account, Container and Prefix are taken from the location; an
-	// empty Endpoint is S3's, and S3's NoSignRequest makes it Anonymous:
-	// the command line's --endpoint and --no-sign-request fill those.
-	Azure AzureOptions
+	Azure AzureOptions // Account, Container and Prefix are taken from the location; see Open
 	Retry RetryOptions
 	// Net bounds where every network source connects; nil allows all.
 	Net *NetPolicy
@@ -167,6 +164,9 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 	case "az":
 		o := opts.Azure
 		o.Account, o.Container, o.Prefix, o.Retry, o.Net = loc.Account, loc.Bucket, loc.Prefix, opts.Retry, opts.Net
+		// The command line's --endpoint and --no-sign-request fill S3's
+		// options; for az:// they name the blob service and anonymous
+		// access.
 		if o.Endpoint == "" {
 			o.Endpoint = opts.S3.Endpoint
 		}
