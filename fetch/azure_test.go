@@ -48,6 +48,7 @@ func TestAzureLocation(t *testing.T) {
 		{raw: "https://acct1.blob.core.windows.net/models?sv=2024&sig=SECRETSIG", wantErr: "AZURE_STORAGE_SAS_TOKEN"},
 		{raw: "https://user:pw@acct1.blob.core.windows.net/models", wantErr: "credentials"},
 		{raw: "https://acct1.blob.core.windows.net/", wantErr: "container name is empty"},
+		{raw: "az://acct1/models/x?sv=2024&sig=SECRETSIG", wantErr: "AZURE_STORAGE_SAS_TOKEN"},
 	} {
 		loc, err := ParseLocation(tc.raw)
 		if tc.wantErr != "" {

@@ -86,6 +86,10 @@ func ParseLocation(raw string) (Location, error) {
 		}
 		return loc, nil
 	case "az":
+		if strings.ContainsAny(rest, "?#") {
+			// Not quoted: what follows '?' may be a SAS.
+			return Location{}, errors.New("source: az:// URIs take no query or fragment: put a SAS in AZURE_STORAGE_SAS_TOKEN")
+		}
 		loc, err := parseAzureLocation(rest)
 		if err != nil {
 			return Location{}, fmt.Errorf("source %q: %w", raw, err)
@@ -138,10 +142,12 @@ type OpenOptions struct {
 	S3    S3Options // Bucket and Prefix are taken from the location
 	HTTP  HTTPOptions
 	HF    HFOptions // Repo, Dataset and Revision are taken from the location
-	Azure AzureOptions // Account, Container and Prefix are taken from the location; see Open
 	Retry RetryOptions
 	// Net bounds where every network source connects; nil allows all.
 	Net *NetPolicy
+	// Azure's Account, Container and Prefix are taken from the location;
+	// see Open for its Endpoint.
+	Azure AzureOptions
 }
 
 // Open returns the Source for a location.
