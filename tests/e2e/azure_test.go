@@ -14,8 +14,14 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/modelfs/modelfs/tests/azurite"
 )
@@ -36,6 +42,7 @@ func TestAzure(t *testing.T) {
 		{"ReplacedBlobFailsWithEIO", testAzureReplacedBlobFailsWithEIO},
 		{"ContentMD5Mismatch", testAzureContentMD5Mismatch},
 		{"FaultsRetried", testAzureFaultsRetried},
+		{"CSIVolume", testAzureCSIVolume},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &azureRemote{srv: srv, container: fmt.Sprintf("models%d", i)}
@@ -226,4 +233,79 @@ func testAzureFaultsRetried(t *testing.T, r *azureRemote) {
 	if n := proxy.Faults(); n < len(kinds) {
 		t.Fatalf("only %d faults injected; want every kind at least once", n)
 	}
+}
+
+// An az:// volume mounts with its own account key or SAS, passed in the
+// environment; the plugin's own AZURE_* variables (here a key of the same
+// account) never reach a volume that brings secrets, and one that brings
+// none is refused rather than given the node's identity.
+func testAzureCSIVolume(t *testing.T, r *azureRemote) {
+	csiEnv(t)
+	r.uploadModel(t, "llama/")
+	p := startCSIInProcess(t, t.TempDir())
+	ctx := context.Background()
+	attrs := func(extra ...string) map[string]string {
+		a := map[string]string{"source": r.source("llama/"), "endpoint": r.srv.Endpoint()}
+		for i := 0; i+1 < len(extra); i += 2 {
+			a[extra[i]] = extra[i+1]
+		}
+		return a
+	}
+	cred, err := azblob.NewSharedKeyCredential(azurite.Account, azurite.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := sas.BlobSignatureValues{
+		Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(time.Hour), ContainerName: r.container,
+		Permissions: (&sas.ContainerPermissions{Read: true, List: true}).String(),
+	}.SignWithSharedKey(cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := q.Encode()
+	sig := q.Signature()
+	noSecret := func(what string, texts ...string) {
+		t.Helper()
+		for _, s := range texts {
+			if strings.Contains(s, azurite.Key) || strings.Contains(s, sig) {
+				t.Fatalf("an Azure credential appears in %s:\n%s", what, s)
+			}
+		}
+	}
+
+	// The plugin holds a key too: were it passed on, the mount would
+	// have both a key and a SAS and refuse to start.
+	target := filepath.Join(t.TempDir(), "sas")
+	t.Cleanup(func() { // before the target's temp dir goes
+		p.node.NodeUnpublishVolume(context.Background(), &csipb.NodeUnpublishVolumeRequest{VolumeId: "vol-sas", TargetPath: target})
+	})
+	if err := p.publish(ctx, "vol-sas", target, attrs(), map[string]string{"azureStorageSASToken": token}); err != nil {
+		t.Fatalf("publishing with a SAS: %v", err)
+	}
+	name := biggest(t)
+	if got, want := sha256File(t, filepath.Join(target, name)), hexSum(sourceBytes(t, name)); got != want {
+		t.Errorf("%s through the volume: sha256 %s, want %s", name, got, want)
+	}
+	noSecret("the mount process's command line", procCmdline(t, mountPID(t, p.stateDir)))
+
+	for _, c := range []struct {
+		name    string
+		attrs   map[string]string
+		secrets map[string]string
+		code    codes.Code
+		want    string
+	}{
+		{"inline without secrets", attrs("csi.storage.k8s.io/ephemeral", "true"), nil, codes.PermissionDenied, "azureStorageKey"},
+		{"wrong key", attrs(), map[string]string{"azureStorageKey": "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk="}, codes.PermissionDenied, "access denied"},
+		{"key and SAS", attrs(), map[string]string{"azureStorageKey": azurite.Key, "azureStorageSASToken": token}, codes.InvalidArgument, "azureStorageSASToken"},
+	} {
+		err := p.publish(ctx, "vol-"+strings.ReplaceAll(c.name, " ", "-"), filepath.Join(t.TempDir(), "t"), c.attrs, c.secrets)
+		if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.want) {
+			t.Errorf("%s: got %v; want %s mentioning %q", c.name, err, c.code, c.want)
+		}
+		if err != nil {
+			noSecret("the error", err.Error())
+		}
+	}
+	noSecret("the logs", p.log.String(), stateLogs(t, p.stateDir))
 }
