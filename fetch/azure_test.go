@@ -17,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
@@ -453,5 +457,36 @@ func testAzureFaultsRetried(t *testing.T, f *azFixture) {
 	defer obs.mu.Unlock()
 	if obs.requests[OpGet] != 4 || obs.requests[OpList] != 1 {
 		t.Errorf("requests observed: %v; want 4 gets and 1 list", obs.requests)
+	}
+}
+
+// An identity endpoint that cannot be reached is not an outage of the
+// store: the mount has not shown it may read the source, so no saved
+// listing may stand in (Unreachable is false), and the secret is not
+// quoted.
+func TestAzureTokenFailure(t *testing.T) {
+	const secret = "client-secret-do-not-leak"
+	cred, err := azidentity.NewClientSecretCredential("00000000-0000-0000-0000-000000000000", "client", secret,
+		&azidentity.ClientSecretCredentialOptions{
+			ClientOptions: azcore.ClientOptions{
+				Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: "https://127.0.0.1:1/"},
+				Retry: policy.RetryOptions{MaxRetries: -1},
+			},
+			DisableInstanceDiscovery: true,
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAzure(AzureOptions{Account: "acct1", Container: "models", Endpoint: "https://127.0.0.1:1/acct1", Credential: cred,
+		Retry: RetryOptions{MaxAttempts: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.List(context.Background())
+	if !errors.Is(err, ErrAccess) || Unreachable(err) {
+		t.Fatalf("listing without a token = %v; want ErrAccess, not an outage", err)
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Errorf("error quotes the client secret: %v", err)
 	}
 }
