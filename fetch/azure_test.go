@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -488,5 +489,36 @@ func TestAzureTokenFailure(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), secret) {
 		t.Errorf("error quotes the client secret: %v", err)
+	}
+}
+
+// A hostile or broken endpoint cannot make the SDK read an endless error
+// reply or listing page into memory.
+func TestAzureHostileBodies(t *testing.T) {
+	endless := func(w http.ResponseWriter, status int) {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(status)
+		chunk := bytes.Repeat([]byte("<x>"), 1<<14)
+		for written := 0; written < 64<<20; written += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}
+	for _, tc := range []struct {
+		status int
+		want   string
+	}{{http.StatusOK, "listing page is longer than"}, {http.StatusInternalServerError, "error reply is longer than"}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { endless(w, tc.status) }))
+		a, err := NewAzure(AzureOptions{Account: "acct1", Container: "models", Endpoint: srv.URL + "/acct1", Anonymous: true,
+			Retry: RetryOptions{MaxAttempts: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.List(context.Background())
+		srv.Close()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("HTTP %d with an endless body: %v; want %q", tc.status, err, tc.want)
+		}
 	}
 }
