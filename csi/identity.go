@@ -44,6 +44,7 @@ func mountEnv(environ []string, nodeIdentity bool, extra []string) []string {
 		case strings.HasPrefix(name, "MODELFS_"):
 		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSetting(name):
 		case !nodeIdentity && (name == "HF_TOKEN" || name == "HF_TOKEN_PATH"):
+		case !nodeIdentity && strings.HasPrefix(name, "AZURE_"): // keys, SAS, client secrets, workload identity
 		default:
 			env = append(env, kv)
 		}

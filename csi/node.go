@@ -81,6 +81,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 			"%s: give the volume S3 keys (nodePublishSecretRef: %s, %s) or set noSignRequest for a public bucket",
 			why, secretAccessKeyID, secretSecretAccessKey)
 	}
+	if vol.scheme == "az" && !vol.noSignRequest && !nodeIdentity && !hasAzureKeys(req.GetSecrets()) {
+		// Without a key or SAS the mount would take a managed or
+		// workload identity: the node's.
+		return nil, status.Errorf(codes.PermissionDenied,
+			"this volume may not use the node's identity: give it an Azure account key or SAS (nodePublishSecretRef: %s or %s) or set noSignRequest for a public container",
+			secretAzureKey, secretAzureSAS)
+	}
 
 	unlock := d.lockTarget(target)
 	defer unlock()

@@ -21,8 +21,8 @@ type InlineSources struct {
 // sourceRule is one entry: S3 on AWS (all buckets, or one), or an
 // http(s) origin, exact or a wildcard over subdomains.
 type sourceRule struct {
-	scheme string // "s3", "http" or "https"
-	bucket string // s3: "" for any bucket
+	scheme string // "s3", "az", "http" or "https"
+	bucket string // s3: "" for any bucket; az: the account, "" for any
 	host   string // http(s): lower-case host:port
 	suffix bool   // host is ".domain:port", matching any subdomain
 }
@@ -37,6 +37,8 @@ func AnyInlineSource() InlineSources { return InlineSources{any: true, text: "*"
 //   - any source
 //     s3                         any bucket on AWS S3 (no endpoint attribute)
 //     s3://BUCKET                that bucket on AWS S3
+//     az                         any account on Azure's public cloud (no endpoint attribute)
+//     az://ACCOUNT               that storage account
 //     https://HOST[:PORT]        HTTP(S) sources on that host, and S3
 //     http://HOST[:PORT]         endpoints at that origin
 //     https://*.DOMAIN[:PORT]    the same for every subdomain of DOMAIN
@@ -60,11 +62,19 @@ func ParseInlineSources(s string) (InlineSources, error) {
 				return InlineSources{}, fmt.Errorf("inline source %q: want s3://BUCKET", f)
 			}
 			p.rules = append(p.rules, sourceRule{scheme: "s3", bucket: loc.Bucket})
+		case f == "az":
+			p.rules = append(p.rules, sourceRule{scheme: "az"})
+		case strings.HasPrefix(f, "az://"):
+			account := strings.TrimPrefix(f, "az://")
+			if checkAccount(account) != nil {
+				return InlineSources{}, fmt.Errorf("inline source %q: want az://ACCOUNT", f)
+			}
+			p.rules = append(p.rules, sourceRule{scheme: "az", bucket: account})
 		default:
 			u, err := url.Parse(f)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 				strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
-				return InlineSources{}, fmt.Errorf("inline source %q: want *, s3, s3://BUCKET or http(s)://HOST[:PORT]", f)
+				return InlineSources{}, fmt.Errorf("inline source %q: want *, s3, s3://BUCKET, az, az://ACCOUNT or http(s)://HOST[:PORT]", f)
 			}
 			r := sourceRule{scheme: u.Scheme, host: origin(u)}
 			if rest, ok := strings.CutPrefix(r.host, "*."); ok {
@@ -129,6 +139,20 @@ func (p InlineSources) allows(v *volume) bool {
 			return bucket
 		}
 		return p.allowsURL(v.endpoint)
+	case "az":
+		loc, err := fetch.ParseLocation(v.source)
+		if err != nil {
+			return false
+		}
+		account := false
+		for _, r := range p.rules {
+			account = account || r.scheme == "az" && (r.bucket == "" || r.bucket == loc.Account)
+		}
+		if v.endpoint != "" {
+			return account && p.allowsURL(v.endpoint)
+		}
+		// Or by the public cloud's origin for the account.
+		return account || p.allowsURL("https://"+loc.Account+".blob.core.windows.net")
 	case "hf":
 		// A Hub is allowed like an HTTPS origin: https://huggingface.co,
 		// or the mirror the endpoint attribute names.
@@ -149,6 +173,15 @@ func (p InlineSources) allowsURL(raw string) bool {
 		}
 	}
 	return false
+}
+
+// checkAccount checks an az://ACCOUNT entry as az:// sources are.
+func checkAccount(account string) error {
+	loc, err := fetch.ParseLocation("az://" + account + "/container")
+	if err != nil || loc.Account != account {
+		return fmt.Errorf("not a storage account name")
+	}
+	return nil
 }
 
 // netPolicy is the plugin's network policy for every volume's mount: the

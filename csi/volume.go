@@ -41,6 +41,8 @@ const (
 	secretSessionToken    = "awsSessionToken"
 	secretHTTPToken       = "httpToken"
 	secretHFToken         = "hfToken"
+	secretAzureKey        = "azureStorageKey"
+	secretAzureSAS        = "azureStorageSASToken"
 )
 
 // kubernetesPrefix marks the attributes kubelet adds (pod info, the
@@ -106,8 +108,8 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 	if v.source == "" {
 		return nil, badAttr(attrSource, "required (like s3://bucket/prefix or https://host/model)")
 	}
-	if v.endpoint != "" && v.scheme != "s3" && v.scheme != "hf" {
-		return nil, badAttr(attrEndpoint, "only applies to s3:// and hf:// sources")
+	if v.endpoint != "" && v.scheme != "s3" && v.scheme != "hf" && v.scheme != "az" {
+		return nil, badAttr(attrEndpoint, "only applies to s3://, hf:// and az:// sources")
 	}
 	if v.recordProfile && v.profile == "" {
 		return nil, badAttr(attrRecordProfile, "needs %q to name the profile to write", attrProfile)
@@ -127,9 +129,9 @@ func (v *volume) set(k, val string) error {
 		if err != nil {
 			// ParseLocation's message quotes the URI, which may carry
 			// userinfo; say what is wrong without it.
-			return badAttr(k, "want s3://bucket[/prefix], https://host/path, http://host/path or hf://org/name[@revision]")
+			return badAttr(k, "want s3://bucket[/prefix], https://host/path, http://host/path, hf://org/name[@revision] or az://account/container[/prefix]")
 		}
-		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" && loc.Scheme != "hf" {
+		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" && loc.Scheme != "hf" && loc.Scheme != "az" {
 			return badAttr(k, "%s:// sources are not available to volumes: a pod could read the node's files through them", loc.Scheme)
 		}
 		// hf://org/name@revision has an '@' but no credentials.
@@ -275,9 +277,13 @@ func credentials(secrets map[string]string) ([]string, error) {
 			env = append(env, "MODELFS_HTTP_TOKEN="+val)
 		case secretHFToken:
 			env = append(env, "HF_TOKEN="+val)
+		case secretAzureKey:
+			env = append(env, "AZURE_STORAGE_KEY="+val)
+		case secretAzureSAS:
+			env = append(env, "AZURE_STORAGE_SAS_TOKEN="+val)
 		default:
-			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s, %s", k,
-				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken, secretHFToken)
+			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s, %s, %s, %s", k,
+				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken, secretHFToken, secretAzureKey, secretAzureSAS)
 		}
 		if val == "" {
 			return nil, fmt.Errorf("secret key %q is empty", k)
@@ -291,8 +297,20 @@ func credentials(secrets map[string]string) ([]string, error) {
 	if _, tok := secrets[secretSessionToken]; tok && !id {
 		return nil, fmt.Errorf("secret %q needs %q and %q", secretSessionToken, secretAccessKeyID, secretSecretAccessKey)
 	}
+	if _, azKey := secrets[secretAzureKey]; azKey {
+		if _, azSAS := secrets[secretAzureSAS]; azSAS {
+			return nil, fmt.Errorf("secrets %q and %q both sign Azure requests; give one", secretAzureKey, secretAzureSAS)
+		}
+	}
 	sort.Strings(env)
 	return env, nil
+}
+
+// hasAzureKeys reports whether a volume's secrets sign Azure requests: an
+// az:// volume without them would look for an identity (managed identity,
+// workload identity), which is the node's.
+func hasAzureKeys(secrets map[string]string) bool {
+	return secrets[secretAzureKey] != "" || secrets[secretAzureSAS] != ""
 }
 
 // sourceEnv carries the source to the mount process: a source URL may hold

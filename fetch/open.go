@@ -11,10 +11,12 @@ import (
 
 // Location is a parsed source URI.
 type Location struct {
-	// Scheme is "s3", "http", "https", "file" or "hf".
+	// Scheme is "s3", "http", "https", "file", "hf" or "az".
 	Scheme string
-	// Bucket and Prefix, for s3.
+	// Bucket and Prefix, for s3; for az, Bucket is the container.
 	Bucket, Prefix string
+	// Account is the storage account, for az.
+	Account string
 	// URL, for http(s); Path, for file.
 	URL, Path string
 	// Repo and Revision ("" for main), for hf; Dataset for hf://datasets/.
@@ -23,7 +25,9 @@ type Location struct {
 }
 
 // ParseLocation parses s3://bucket[/prefix], http(s)://host/path,
-// file:///abs/dir and hf://[datasets/]org/name[@revision]. It rejects what it cannot serve with a message that
+// file:///abs/dir, hf://[datasets/]org/name[@revision] and
+// az://account/container[/prefix] (also as
+// https://account.blob.core.windows.net/container[/prefix]). It rejects what it cannot serve with a message that
 // names the problem.
 func ParseLocation(raw string) (Location, error) {
 	if raw == "" {
@@ -56,6 +60,12 @@ func ParseLocation(raw string) (Location, error) {
 		if u.Host == "" {
 			return Location{}, fmt.Errorf("source %q has no host", redactURL(u))
 		}
+		if loc, ok, err := azureURLLocation(u); ok {
+			if err != nil {
+				return Location{}, fmt.Errorf("source %q: %w", redactURL(u), err)
+			}
+			return loc, nil
+		}
 		return Location{Scheme: strings.ToLower(scheme), URL: raw}, nil
 	case "file":
 		u, err := url.Parse(raw)
@@ -75,8 +85,18 @@ func ParseLocation(raw string) (Location, error) {
 			return Location{}, fmt.Errorf("source %q: %w", raw, err)
 		}
 		return loc, nil
+	case "az":
+		if strings.ContainsAny(rest, "?#") {
+			// Not quoted: what follows '?' may be a SAS.
+			return Location{}, errors.New("source: az:// URIs take no query or fragment: put a SAS in AZURE_STORAGE_SAS_TOKEN")
+		}
+		loc, err := parseAzureLocation(rest)
+		if err != nil {
+			return Location{}, fmt.Errorf("source %q: %w", raw, err)
+		}
+		return loc, nil
 	default:
-		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https, file or hf", raw, scheme)
+		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https, file, hf or az", raw, scheme)
 	}
 }
 
@@ -125,6 +145,9 @@ type OpenOptions struct {
 	Retry RetryOptions
 	// Net bounds where every network source connects; nil allows all.
 	Net *NetPolicy
+	// Azure's Account, Container and Prefix are taken from the location;
+	// see Open for its Endpoint.
+	Azure AzureOptions
 }
 
 // Open returns the Source for a location.
@@ -144,6 +167,17 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 		o := opts.HF
 		o.Repo, o.Dataset, o.Revision, o.Retry, o.Net = loc.Repo, loc.Dataset, loc.Revision, opts.Retry, opts.Net
 		return NewHF(o)
+	case "az":
+		o := opts.Azure
+		o.Account, o.Container, o.Prefix, o.Retry, o.Net = loc.Account, loc.Bucket, loc.Prefix, opts.Retry, opts.Net
+		// The command line's --endpoint and --no-sign-request fill S3's
+		// options; for az:// they name the blob service and anonymous
+		// access.
+		if o.Endpoint == "" {
+			o.Endpoint = opts.S3.Endpoint
+		}
+		o.Anonymous = o.Anonymous || opts.S3.NoSignRequest
+		return NewAzure(o)
 	}
 	return nil, fmt.Errorf("unknown scheme %q", loc.Scheme)
 }

@@ -60,7 +60,7 @@ func TestParseLocation(t *testing.T) {
 }
 
 func FuzzParseLocation(f *testing.F) {
-	for _, s := range []string{"s3://bucket/prefix", "https://h/x/", "file:///d", "s3://", "file://h/x", "http://u:p@h/?sig=1", "s3://b/../x"} {
+	for _, s := range []string{"s3://bucket/prefix", "https://h/x/", "file:///d", "s3://", "file://h/x", "http://u:p@h/?sig=1", "s3://b/../x", "az://acct1/models/x", "https://acct1.blob.core.windows.net/c0n/x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -77,6 +77,10 @@ func FuzzParseLocation(f *testing.F) {
 				if seg == ".." {
 					t.Fatalf("accepted prefix %q with ..", loc.Prefix)
 				}
+			}
+		case "az":
+			if checkAzureAccount(loc.Account) != nil || checkAzureContainer(loc.Bucket) != nil || strings.ContainsAny(loc.Prefix, "?#") {
+				t.Fatalf("accepted az location %+v", loc)
 			}
 		case "file":
 			if !strings.HasPrefix(loc.Path, "/") || strings.Contains(loc.Path, "/../") {

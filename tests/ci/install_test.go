@@ -115,7 +115,7 @@ func TestInstallDepsBareSystem(t *testing.T) {
 }
 
 func TestInstallDepsNothingMissing(t *testing.T) {
-	fs := newFakeSystem(t, "0", "make", "gcc", "fusermount3", "git", "update-ca-certificates")
+	fs := newFakeSystem(t, "0", "make", "gcc", "fusermount3", "git", "update-ca-certificates", "azurite-blob")
 	calls, out, err := fs.run(t)
 	if err != nil || len(calls) != 0 || out != "" {
 		t.Errorf("err %v, apt-get calls %q, output %q; want no calls, no output", err, calls, out)
@@ -161,5 +161,69 @@ func TestInstallDepsPackageLacksCommand(t *testing.T) {
 	_, out, err := fs.run(t)
 	if err == nil || !strings.Contains(out, "still missing after apt-get install: gcc") {
 		t.Errorf("err %v, output %q; want a failure naming gcc", err, out)
+	}
+}
+
+// npmStub is an npm that records its arguments in log and, on install,
+// adds azurite-blob, unless broken.
+func npmStub(t *testing.T, fs fakeSystem, log string, broken bool) {
+	t.Helper()
+	body := `echo "$*" >>` + log + `
+[ -t 0 ] && { echo "npm: stdin is a terminal" >&2; exit 1; }
+`
+	if !broken {
+		chmod, err := exec.LookPath("chmod")
+		if err != nil {
+			t.Skip("chmod is not installed")
+		}
+		body += `[ "$1" = install ] && { printf '#!/bin/sh\n' >"` + fs.bin + `/azurite-blob"; ` + chmod + ` +x "` + fs.bin + `/azurite-blob"; }`
+	}
+	stub(t, fs.bin, "npm", body+"\nexit 0")
+}
+
+func TestInstallDepsAzurite(t *testing.T) {
+	tools := []string{"make", "gcc", "fusermount3", "git", "update-ca-certificates"}
+	readLog := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+
+	// Root with npm: installed, pinned, once.
+	fs := newFakeSystem(t, "0", tools...)
+	npmLog := filepath.Join(t.TempDir(), "npm.log")
+	npmStub(t, fs, npmLog, false)
+	if _, out, err := fs.run(t); err != nil {
+		t.Fatalf("install-deps: %v\n%s", err, out)
+	}
+	if got := readLog(npmLog); !strings.HasPrefix(got, "install -g ") || !strings.HasSuffix(got, " azurite@3.37.0") || strings.Contains(got, "\n") {
+		t.Fatalf("npm calls %q; want one install -g of azurite@3.37.0", got)
+	}
+	os.Remove(npmLog)
+	if _, out, err := fs.run(t); err != nil || readLog(npmLog) != "" || out != "" {
+		t.Errorf("second run: err %v, npm calls %q, output %q; want nothing done", err, readLog(npmLog), out)
+	}
+
+	// npm that installs nothing: noticed.
+	fs = newFakeSystem(t, "0", tools...)
+	npmStub(t, fs, filepath.Join(t.TempDir(), "npm.log"), true)
+	if _, out, err := fs.run(t); err == nil || !strings.Contains(out, "still missing after npm install: azurite-blob") {
+		t.Errorf("err %v, output %q; want a failure naming azurite-blob", err, out)
+	}
+
+	// Not root: the command to run, and no failure (the tests skip).
+	fs = newFakeSystem(t, "1000", tools...)
+	npmLog = filepath.Join(t.TempDir(), "npm.log")
+	npmStub(t, fs, npmLog, false)
+	if _, out, err := fs.run(t); err != nil || readLog(npmLog) != "" || !strings.Contains(out, "npm install -g azurite@3.37.0") {
+		t.Errorf("not root: err %v, npm calls %q, output %q; want a warning naming the command", err, readLog(npmLog), out)
+	}
+
+	// No npm: a warning, no failure.
+	fs = newFakeSystem(t, "0", tools...)
+	if _, out, err := fs.run(t); err != nil || !strings.Contains(out, "azurite-blob is missing") {
+		t.Errorf("without npm: err %v, output %q; want a warning", err, out)
 	}
 }
