@@ -12,7 +12,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 # Go's default, -O2 -g, stands in for an unset or empty CGO_CFLAGS.
 export CGO_CFLAGS := $(or $(strip $(CGO_CFLAGS)),-O2 -g) -Wno-deprecated-declarations
 
-.PHONY: all build tools test test-chart lint demo serve bench soak fuzz clean
+.PHONY: all build tools test test-chart lint demo serve bench bench-peers soak fuzz clean
 
 all: build
 
@@ -51,15 +51,25 @@ SERVEFLAGS ?=
 serve: build tools
 	$(BIN)/demo -serve -modelfs $(BIN)/modelfs -dir .demo $(SERVEFLAGS)
 
-# Cold and warm throughput, CPU and RSS against raw GETs, download-then-read
-# and a local copy (docs/benchmarks.md). BENCHFLAGS="--size 8GiB --runs 5",
-# "--rate-gbit 10 --rtt-ms 2", "--scenarios seq,mmap-header", ...
+# Cold and warm throughput, CPU and RSS against raw GETs, download-then-read,
+# a local copy and the peers installed (s3fs, rclone, goofys: make
+# bench-peers) (docs/benchmarks.md). BENCHFLAGS="--size 8GiB --runs 5",
+# "--link s3" (5 Gbit/s, 100 MB/s per connection, 20 ms RTT, HTTPS),
+# "--rate-gbit 10 --rtt-ms 2", "--scenarios seq,mmap-header", "--peers s3fs", ...
 BENCHFLAGS ?=
 bench: build
 	$(GO) build -o $(BIN)/bench ./tests/bench
 	$(BIN)/bench -modelfs $(BIN)/modelfs $(BENCHFLAGS)
 	@echo "==> cost of checking objects against their store's checksum (8 MiB blocks)"
 	$(GO) test -run '^$$' -bench Sums -benchtime 50x ./internal/objsum
+
+# The other S3 filesystems make bench measures, as root: s3fs and rclone from
+# Debian; goofys with go install (into /usr/local/bin) where the Go module proxy serves it (it
+# refuses github.com/kahing/goofys today: the bench then skips it, saying so).
+bench-peers:
+	apt-get install -y s3fs rclone
+	GOBIN=/usr/local/bin $(GO) install github.com/kahing/goofys@latest || \
+		echo "==> goofys not installed: go install github.com/kahing/goofys@latest failed (see above); make bench skips it"
 
 # Many readers (preads and mmap) for a set time against three mounts with
 # small caches, ~5% of GETs faulted, every byte and the mounts' RSS checked

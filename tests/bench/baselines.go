@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -29,8 +31,13 @@ const (
 // modelfs configures its own (no SDK retries, no compression, no response
 // checksums on ranged reads, enough connections for every worker), so the
 // baseline differs from the mount only in what the mount adds.
-func newS3Client(endpoint, region, accessKey, secretKey string) *s3.Client {
+// roots, when not nil, are the only CAs it trusts (the bench's own, with
+// --tls).
+func newS3Client(endpoint, region, accessKey, secretKey string, roots *x509.CertPool) *s3.Client {
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		if roots != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		}
 		tr.MaxIdleConns = 2 * rawWorkers
 		tr.MaxIdleConnsPerHost = 2 * rawWorkers
 		tr.MaxConnsPerHost = 2 * rawWorkers

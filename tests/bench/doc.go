@@ -17,7 +17,15 @@
 //     --cache-dir (cold), then again on the same mount (warm), then on a
 //     new mount with the same --cache-dir (remount: blocks from the disk
 //     cache, or the cache files handed to the kernel by FUSE passthrough):
-//     seq, seq-2g, mmap-header, mmap-random, concurrent-4 and ttft.
+//     seq, seq-2g, mmap-header, mmap-random, concurrent-4 and ttft;
+//   - peers: the same reads (seq, seq-2g, mmap-header, ttft) through the
+//     other S3 filesystems installed (s3fs, rclone mount, goofys), each on
+//     a fresh mount with an empty cache, cold then warm, its daemon's CPU
+//     read from /proc as modelfs's is.
+//
+// --link s3 puts an S3-like link between every client and the server (a
+// shared rate, a per-connection cap, an RTT) and serves HTTPS with a CA
+// made for the run, which every client is told to trust.
 //
 // The reads are done by this process (ReadAt, mmap), so each timing is of
 // the I/O alone. Each mount's CPU time comes from /proc/PID/stat deltas

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +38,10 @@ type config struct {
 	jsonPath   string
 	rateGbit   float64
 	rttMs      float64
+	connMbit   float64
+	link       string
+	tls        bool
+	peers      []string
 	mountFlags []string
 	warm       bool
 	remount    bool
@@ -49,6 +54,19 @@ var (
 	// the model first.
 	defaultScenarios = allScenarios[:6]
 	allBaselines     = []string{"raw-get", "download-then-read", "local-read"}
+	allLinks         = []string{"loopback", "s3"}
+)
+
+// caEnv are the variables through which clients take a CA bundle.
+var caEnv = []string{"SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+
+// The s3 link profile: what a client in the store's region sees of S3.
+// One TCP flow gets about 100 MB/s whatever the link, the instance's link
+// is a few Gbit/s, and a request's first byte is tens of ms away.
+const (
+	s3LinkGbit     = 5
+	s3LinkConnMbit = 800 // 100 MB/s
+	s3LinkRTTMs    = 20
 )
 
 func main() {
@@ -78,7 +96,7 @@ func main() {
 func parseFlags(args []string) (config, map[string]string, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var c config
-	var size, scen, base, mflags string
+	var size, scen, base, mflags, peers string
 	fs.StringVar(&c.modelfs, "modelfs", "bin/modelfs", "the modelfs binary to measure")
 	fs.StringVar(&size, "size", "2GiB", "model size (7/8 sharded safetensors, 1/8 GGUF)")
 	fs.IntVar(&c.runs, "runs", 3, "runs of every scenario and baseline; the table shows the median, min and max")
@@ -88,6 +106,10 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "where to write the results as JSON")
 	fs.Float64Var(&c.rateGbit, "rate-gbit", 0, "emulated link rate in Gbit/s per direction, shared by all connections (0: no limit)")
 	fs.Float64Var(&c.rttMs, "rtt-ms", 0, "emulated round-trip time in ms (0: none)")
+	fs.Float64Var(&c.connMbit, "conn-rate-mbit", 0, "emulated rate of each connection alone in Mbit/s, under --rate-gbit (0: no limit)")
+	fs.StringVar(&c.link, "link", "loopback", fmt.Sprintf("link profile: loopback (no emulation unless --rate-gbit, --rtt-ms or --conn-rate-mbit say so) or s3 (%d Gbit/s shared, %d Mbit/s per connection, %d ms RTT, HTTPS; the three flags override its figures)", s3LinkGbit, s3LinkConnMbit, s3LinkRTTMs))
+	fs.BoolVar(&c.tls, "tls", false, "serve the S3 endpoint over HTTPS with a CA made for the run, which every client trusts (default: on with --link s3)")
+	fs.StringVar(&peers, "peers", strings.Join(allPeerTools, ","), "comma-separated other S3 filesystems to measure on "+strings.Join(peerScenarios, ", ")+": "+strings.Join(allPeerTools, ", ")+` (one not installed is skipped with a line saying so; "" for none)`)
 	fs.StringVar(&mflags, "mount-flags", "", `extra flags for "modelfs mount", e.g. "--block-size 16MiB --concurrency 32"`)
 	fs.BoolVar(&c.warm, "warm", true, "after each cold pass, time a warm pass on the same mount")
 	fs.BoolVar(&c.remount, "remount", true, "give each scenario's mount a fresh --cache-dir and, after its passes, time a remount pass on a new mount with the same --cache-dir (false: no --cache-dir, no remount pass)")
@@ -108,8 +130,31 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	if c.runs < 1 {
 		return c, nil, fmt.Errorf("--runs %d: want at least 1", c.runs)
 	}
-	if c.rateGbit < 0 || c.rttMs < 0 {
-		return c, nil, errors.New("--rate-gbit and --rtt-ms must not be negative")
+	if c.rateGbit < 0 || c.rttMs < 0 || c.connMbit < 0 {
+		return c, nil, errors.New("--rate-gbit, --rtt-ms and --conn-rate-mbit must not be negative")
+	}
+	if !slices.Contains(allLinks, c.link) {
+		return c, nil, fmt.Errorf("--link %q: want one of %s", c.link, strings.Join(allLinks, ", "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.link == "s3" {
+		// The profile fills in what the command line did not say.
+		if !set["rate-gbit"] {
+			c.rateGbit = s3LinkGbit
+		}
+		if !set["conn-rate-mbit"] {
+			c.connMbit = s3LinkConnMbit
+		}
+		if !set["rtt-ms"] {
+			c.rttMs = s3LinkRTTMs
+		}
+		if !set["tls"] {
+			c.tls = true
+		}
+	}
+	if c.peers, err = pickList(peers, allPeerTools, "--peers"); err != nil {
+		return c, nil, err
 	}
 	if c.scenarios, err = pickList(scen, allScenarios, "--scenarios"); err != nil {
 		return c, nil, err
@@ -164,6 +209,8 @@ type bench struct {
 	remote   *remoteProc
 	client   *s3.Client
 	endpoint string
+	pki      *benchPKI // nil without --tls
+	peers    []peerMode
 	mnt      string
 	env      []string
 	series   map[string]*series
@@ -229,8 +276,18 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		return fmt.Errorf("clearing %s: %w", srvDir, err)
 	}
 	defer os.RemoveAll(srvDir)
-	link := linkOptions{RateBitsPerSec: cfg.rateGbit * 1e9, RTT: time.Duration(cfg.rttMs * float64(time.Millisecond))}
-	b.remote, err = startRemote(srvDir, link)
+	link := linkOptions{RateBitsPerSec: cfg.rateGbit * 1e9, ConnBitsPerSec: cfg.connMbit * 1e6, RTT: time.Duration(cfg.rttMs * float64(time.Millisecond))}
+	if cfg.tls {
+		pkiDir := filepath.Join(cache, "tls")
+		if err := os.RemoveAll(pkiDir); err != nil {
+			return fmt.Errorf("clearing %s: %w", pkiDir, err)
+		}
+		defer os.RemoveAll(pkiDir)
+		if b.pki, err = newBenchPKI(pkiDir); err != nil {
+			return err
+		}
+	}
+	b.remote, err = startRemote(srvDir, link, b.pki)
 	if err != nil {
 		return err
 	}
@@ -256,29 +313,47 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		len(b.model.Files), fmtBytes(b.model.total()), fmtBytes(hot), time.Since(t0).Seconds())
 	b.endpoint = b.remote.Endpoint
 	if link.enabled() {
-		logf("emulated link: %g Gbit/s per direction, %g ms RTT, via %s", cfg.rateGbit, cfg.rttMs, b.endpoint)
+		logf("emulated link: %s, via %s", linkLabel(cfg), b.endpoint)
 	} else {
 		logf("link: loopback, no emulation (S3 server at %s)", b.endpoint)
 	}
-	b.client = newS3Client(b.endpoint, region, accessKey, secretKey)
+	var roots *x509.CertPool
+	if b.pki != nil {
+		roots = b.pki.Roots
+	}
+	b.client = newS3Client(b.endpoint, region, accessKey, secretKey, roots)
+	var skipped []string
+	b.peers, skipped = installedPeers(cfg.peers)
+	for _, line := range skipped {
+		logf("%s", line)
+	}
 	// modelfs takes every mount flag from MODELFS_* too: one left in the
 	// environment (MODELFS_CACHE_DIR above all) would change what is
 	// measured, or make the cold passes warm. --mount-flags is the way.
+	// The CA settings of the machine's environment are left out too: with
+	// --tls every client trusts the run's CA, set below, and an
+	// AWS_CA_BUNDLE would replace it in the AWS SDKs (rclone's refuses to
+	// start with one).
 	var dropped []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "MODELFS_") {
-			name, _, _ := strings.Cut(kv, "=")
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(kv, "MODELFS_") || slices.Contains(caEnv, name) {
 			dropped = append(dropped, name)
 			continue
 		}
 		b.env = append(b.env, kv)
 	}
 	if len(dropped) > 0 {
-		logf("not passing %s to the mounts (use --mount-flags)", strings.Join(dropped, ", "))
+		logf("not passing %s to the mounts (MODELFS_*: use --mount-flags)", strings.Join(dropped, ", "))
 	}
 	b.env = append(b.env, "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey,
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+	modelfsEnv := b.env
+	if b.pki != nil {
+		modelfsEnv = append(slices.Clone(b.env), "SSL_CERT_FILE="+b.pki.CAFile)
+	}
 	defer os.RemoveAll(filepath.Join(cache, "download"))
+	var peerFailures []string
 
 	for i := 1; i <= cfg.runs; i++ {
 		// Baselines and scenarios interleave run by run, so that drift in
@@ -287,10 +362,35 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 			return err
 		}
 		for _, name := range cfg.scenarios {
-			if err := b.runScenario(ctx, name); err != nil {
+			if err := b.runScenario(ctx, name, modelfsEnv); err != nil {
 				return fmt.Errorf("run %d, %s: %w", i, name, err)
 			}
 		}
+		// A peer that fails is reported and left out of the later runs:
+		// one broken tool does not cost the whole measurement.
+		var ok []peerMode
+		for _, mode := range b.peers {
+			var err error
+			for _, name := range cfg.scenarios {
+				if !slices.Contains(peerScenarios, name) {
+					continue
+				}
+				if err = b.runPeerScenario(ctx, mode, name); err != nil {
+					err = fmt.Errorf("peer %s failed in run %d, %s: %w", mode.Name, i, name, err)
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				logf("%v; left out of the remaining runs", err)
+				peerFailures = append(peerFailures, err.Error())
+				continue
+			}
+			ok = append(ok, mode)
+		}
+		b.peers = ok
 	}
 
 	var all []series
@@ -303,6 +403,12 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		fmtBytes(b.model.size(b.model.GGUF)), linkLabel(cfg), strings.Join(cfg.mountFlags, " "), cfg.runs)
 	writeTable(os.Stdout, rows)
 	writeHeaderTable(os.Stdout, rows)
+	for _, line := range skipped {
+		fmt.Println(line)
+	}
+	for _, f := range peerFailures {
+		fmt.Println(f)
+	}
 	if b.packed != nil {
 		fmt.Printf("\npacked: %s in %d objects (%.3f of the model), modelfs pack took %.1fs\n", fmtBytes(b.packed.total()),
 			len(b.packed.Files), float64(b.packed.total())/float64(b.model.total()), b.packed.Seconds)
@@ -326,26 +432,47 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 }
 
 func linkLabel(cfg config) string {
-	if cfg.rateGbit == 0 && cfg.rttMs == 0 {
-		return "loopback"
+	var l string
+	switch {
+	case cfg.rateGbit == 0 && cfg.rttMs == 0 && cfg.connMbit == 0:
+		l = "loopback"
+	case cfg.connMbit > 0:
+		l = fmt.Sprintf("%g Gbit/s, %g Mbit/s per connection, %g ms RTT", cfg.rateGbit, cfg.connMbit, cfg.rttMs)
+	default:
+		l = fmt.Sprintf("%g Gbit/s, %g ms RTT", cfg.rateGbit, cfg.rttMs)
 	}
-	return fmt.Sprintf("%g Gbit/s, %g ms RTT", cfg.rateGbit, cfg.rttMs)
+	if cfg.link != "loopback" {
+		l = cfg.link + " profile: " + l
+	}
+	if cfg.tls {
+		l += ", HTTPS"
+	}
+	return l
 }
 
 // record appends a sample to the named series, creating it in table order.
 // rawRef and localRef name the baselines a cold, or warm and remount, row
 // is compared with.
 func (b *bench) record(name, phase, rawRef, localRef string, s sample) {
-	key := name + " " + phase
+	b.recordPeer(name, phase, "", rawRef, localRef, s)
+}
+
+// recordPeer is record for a peer's row ("" for modelfs).
+func (b *bench) recordPeer(name, phase, peer, rawRef, localRef string, s sample) {
+	key := name + " " + phase + " " + peer
 	sr := b.series[key]
 	if sr == nil {
-		sr = &series{Name: name, Phase: phase, RawRef: rawRef, LocalRef: localRef, FirstBytes: name == "ttft"}
+		sr = &series{Name: name, Phase: phase, Peer: peer, RawRef: rawRef, LocalRef: localRef, FirstBytes: name == "ttft"}
 		b.series[key] = sr
 		b.order = append(b.order, key)
 	}
 	sr.Samples = append(sr.Samples, s)
+	label := name
+	if peer != "" {
+		label += " · " + peer
+	}
 	line := fmt.Sprintf("run %d  %-18s %-8s %9s %7.2fs %6.0f MB/s   CPU s: reader %.2f server %.2f",
-		len(sr.Samples), name, phase, fmtBytes(s.Bytes), s.Seconds, mbps(s.Bytes, s.Seconds), s.ReaderCPU, s.ServerCPU)
+		len(sr.Samples), label, phase, fmtBytes(s.Bytes), s.Seconds, mbps(s.Bytes, s.Seconds), s.ReaderCPU, s.ServerCPU)
 	if s.MountCPU >= 0 {
 		line += fmt.Sprintf(" mount %.2f", s.MountCPU)
 	}
@@ -563,7 +690,7 @@ const diskCachePrefix = "disk-cache-"
 // mount has a fresh, empty --cache-dir, and after it stops a new mount
 // with that same --cache-dir times the remount pass; the cache dir is
 // removed at the end.
-func (b *bench) runScenario(ctx context.Context, name string) error {
+func (b *bench) runScenario(ctx context.Context, name string, env []string) error {
 	spec := b.spec(name)
 	args := append([]string{"--endpoint", b.endpoint, "--region", region}, b.cfg.mountFlags...)
 	dir := filepath.Join(b.cache, diskCachePrefix+name)
@@ -582,7 +709,7 @@ func (b *bench) runScenario(ctx context.Context, name string) error {
 	// passes runs the timed passes named on one new mount, then the spot
 	// check, and stops it.
 	passes := func(names ...string) ([]sample, exitUsage, error) {
-		mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+spec.prefix, b.mnt, args, b.env)
+		mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+spec.prefix, b.mnt, args, env)
 		if err != nil {
 			return nil, exitUsage{}, fmt.Errorf("mounting for the %s pass: %w", strings.Join(names, " and "), err)
 		}

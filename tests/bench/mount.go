@@ -23,10 +23,15 @@ import (
 // one so that its caches are empty and its rusage at exit is its own.
 type mountProc struct {
 	bin, dir string
-	cmd      *exec.Cmd
-	stderr   *tailBuffer
-	done     chan struct{} // closed when cmd.Wait returns
-	waitErr  error
+	// label names the daemon in errors: "modelfs mount", or a peer's tool.
+	label string
+	// peer marks another filesystem's daemon, unmounted with fusermount3
+	// rather than `modelfs unmount`.
+	peer    bool
+	cmd     *exec.Cmd
+	stderr  *tailBuffer
+	done    chan struct{} // closed when cmd.Wait returns
+	waitErr error
 }
 
 // liveMounts are the mounts to clean up if the bench fails or is
@@ -43,7 +48,7 @@ func startMount(ctx context.Context, bin, source, dir string, args, env []string
 	full = append(full, source, dir)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = env
-	m := &mountProc{bin: bin, dir: dir, cmd: cmd, stderr: &tailBuffer{max: 16 << 10, noise: spliceNoise}, done: make(chan struct{})}
+	m := &mountProc{bin: bin, dir: dir, label: "modelfs mount", cmd: cmd, stderr: &tailBuffer{max: 16 << 10, noise: spliceNoise}, done: make(chan struct{})}
 	cmd.Stderr = m.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -141,21 +146,29 @@ func (m *mountProc) stop() (exitUsage, error) {
 	case <-m.done:
 	default:
 		u.MaxRSS, _ = procHWM(m.pid())
-		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		// A peer's daemon exits once its filesystem is unmounted (how each
+		// tool's docs say to stop it); modelfs unmounts on SIGTERM.
+		if !m.peer || exec.Command("fusermount3", "-u", m.dir).Run() != nil {
+			_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		}
 		select {
 		case <-m.done:
 		case <-time.After(30 * time.Second):
 			_ = m.cmd.Process.Kill()
 			<-m.done
-			errs = append(errs, fmt.Errorf("modelfs mount ignored SIGTERM for 30s; killed"))
+			errs = append(errs, fmt.Errorf("%s ignored SIGTERM for 30s; killed", m.label))
 		}
 	}
 	if m.waitErr != nil {
-		errs = append(errs, fmt.Errorf("modelfs mount exited with %v\n%s", m.waitErr, m.stderr))
+		errs = append(errs, fmt.Errorf("%s exited with %v\n%s", m.label, m.waitErr, m.stderr))
 	}
 	if mounted(m.dir) {
-		if out, err := exec.Command(m.bin, "unmount", m.dir).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("modelfs unmount %s: %v: %s", m.dir, err, out))
+		unmount := exec.Command(m.bin, "unmount", m.dir)
+		if m.peer {
+			unmount = exec.Command("fusermount3", "-u", "-z", m.dir)
+		}
+		if out, err := unmount.CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v: %s", strings.Join(unmount.Args, " "), err, out))
 		}
 	}
 	if ps := m.cmd.ProcessState; ps != nil {

@@ -9,8 +9,10 @@ import (
 
 // linkProxy is a TCP proxy that emulates a network link between the S3
 // clients and the loopback S3 server: a bandwidth limit shared by every
-// connection (one token bucket per direction, since links are full duplex)
-// and a one-way propagation delay of rtt/2 per direction.
+// connection (one token bucket per direction, since links are full duplex),
+// optionally a limit on each connection alone (what one TCP flow to a
+// remote store gets, whatever the link), and a one-way propagation delay
+// of rtt/2 per direction.
 //
 // The delay is applied by stamping each chunk with the time it was read and
 // writing it on no earlier than stamp+rtt/2, from a queue: the link then
@@ -23,6 +25,9 @@ type linkProxy struct {
 	delay  time.Duration // one way: rtt/2
 	up     *tokenBucket  // client to server; nil means unlimited
 	down   *tokenBucket  // server to client
+	// perConn is each connection's own limit per direction, bytes/s; 0
+	// means none.
+	perConn float64
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -33,22 +38,27 @@ type linkProxy struct {
 // linkOptions are the emulated link's properties; zero values disable each.
 type linkOptions struct {
 	RateBitsPerSec float64
+	// ConnBitsPerSec caps each connection on its own, on top of the shared
+	// RateBitsPerSec.
+	ConnBitsPerSec float64
 	RTT            time.Duration
 }
 
-func (o linkOptions) enabled() bool { return o.RateBitsPerSec > 0 || o.RTT > 0 }
+func (o linkOptions) enabled() bool {
+	return o.RateBitsPerSec > 0 || o.ConnBitsPerSec > 0 || o.RTT > 0
+}
 
 // startLinkProxy listens on listen (e.g. "127.0.0.1:0") and forwards every
 // connection to target through the emulated link.
 func startLinkProxy(listen, target string, opts linkOptions) (*linkProxy, error) {
-	if opts.RateBitsPerSec < 0 || opts.RTT < 0 {
+	if opts.RateBitsPerSec < 0 || opts.ConnBitsPerSec < 0 || opts.RTT < 0 {
 		return nil, fmt.Errorf("link proxy: negative rate or RTT")
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("link proxy: %w", err)
 	}
-	p := &linkProxy{ln: ln, target: target, delay: opts.RTT / 2, conns: map[net.Conn]struct{}{}}
+	p := &linkProxy{ln: ln, target: target, delay: opts.RTT / 2, perConn: opts.ConnBitsPerSec / 8, conns: map[net.Conn]struct{}{}}
 	if opts.RateBitsPerSec > 0 {
 		p.up = newTokenBucket(opts.RateBitsPerSec / 8)
 		p.down = newTokenBucket(opts.RateBitsPerSec / 8)
@@ -122,9 +132,13 @@ func (p *linkProxy) serve(client net.Conn) {
 		p.untrack(client)
 		p.untrack(server)
 	}()
+	var connUp, connDown *tokenBucket
+	if p.perConn > 0 {
+		connUp, connDown = newTokenBucket(p.perConn), newTokenBucket(p.perConn)
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.pipe(server, client, p.up) })
-	p.pipe(client, server, p.down)
+	wg.Go(func() { p.pipe(server, client, p.up, connUp) })
+	p.pipe(client, server, p.down, connDown)
 	wg.Wait()
 }
 
@@ -148,8 +162,11 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, linkChunkSize); re
 
 // pipe copies src to dst through the link: a reader stamps chunks into a
 // queue, the writer releases each one when it is due and the rate allows.
-// At EOF it half-closes dst so that the other direction can finish.
-func (p *linkProxy) pipe(dst, src net.Conn, bucket *tokenBucket) {
+// A chunk waits for both the shared link's bucket and the connection's
+// own (conn): each reservation queues it in time, so it leaves when the
+// later of the two allows. At EOF it half-closes dst so that the other
+// direction can finish.
+func (p *linkProxy) pipe(dst, src net.Conn, bucket, conn *tokenBucket) {
 	q := make(chan linkChunk, linkQueueLen)
 	go func() {
 		defer close(q)
@@ -176,7 +193,7 @@ func (p *linkProxy) pipe(dst, src net.Conn, bucket *tokenBucket) {
 		if wait := time.Until(c.due); wait > 0 {
 			timer = waitTimer(timer, wait)
 		}
-		if wait := bucket.take(c.n); wait > 0 {
+		if wait := max(bucket.take(c.n), conn.take(c.n)); wait > 0 {
 			timer = waitTimer(timer, wait)
 		}
 		_, err := dst.Write((*c.buf)[:c.n])

@@ -149,6 +149,28 @@ func TestProxyRate(t *testing.T) {
 	})
 }
 
+// TestProxyConnRate: with a 100 Mbit/s cap per connection under a shared
+// 400 Mbit/s link, one connection gets the cap and three together get three
+// times it (the shared rate is not what limits them); 12.5 MB each, about
+// 1 s either way.
+func TestProxyConnRate(t *testing.T) {
+	const (
+		perConn = 100e6 // bits/s
+		shared  = 400e6
+	)
+	addr := proxy(t, backend(t, source(12.5e6)), linkOptions{RateBitsPerSec: shared, ConnBitsPerSec: perConn})
+	for _, conns := range []int{1, 3} {
+		bestOf(t, func() ([]string, bool) {
+			n, d := download(t, addr, conns)
+			if n != int64(conns)*12.5e6 {
+				t.Fatalf("got %d bytes over %d connections, want %d", n, conns, int64(conns)*12.5e6)
+			}
+			m, ok := within(fmt.Sprintf("rate over %d connections (bit/s)", conns), float64(n)*8/d.Seconds(), float64(conns)*perConn, 0.10)
+			return []string{m}, ok
+		})
+	}
+}
+
 // TestProxyRTT times request/response round trips on an established
 // connection: each must take the requested RTT (rtt/2 each way).
 func TestProxyRTT(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -48,7 +49,10 @@ func runRemoteChild(args []string) error {
 	fs := flag.NewFlagSet(remoteChildArg, flag.ContinueOnError)
 	dir := fs.String("dir", "", "server object directory")
 	rate := fs.Float64("rate-bits", 0, "link rate, bits/s")
+	connRate := fs.Float64("conn-rate-bits", 0, "each connection's rate, bits/s")
 	rtt := fs.Duration("rtt", 0, "link round-trip time")
+	certFile := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM)")
+	keyFile := fs.String("tls-key", "", "and this key (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,18 +60,19 @@ func runRemoteChild(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		return fmt.Errorf("starting the S3 server: %w", err)
+	scheme, addr, stop, err := serveS3(srv, *certFile, *keyFile)
+	if err != nil {
+		return err
 	}
-	defer srv.Close()
-	ready := remoteReady{S3: srv.URL(), Endpoint: srv.URL()}
-	if link := (linkOptions{RateBitsPerSec: *rate, RTT: *rtt}); link.enabled() {
-		p, err := startLinkProxy("127.0.0.1:0", strings.TrimPrefix(srv.URL(), "http://"), link)
+	defer stop()
+	ready := remoteReady{S3: scheme + "://" + addr, Endpoint: scheme + "://" + addr}
+	if link := (linkOptions{RateBitsPerSec: *rate, ConnBitsPerSec: *connRate, RTT: *rtt}); link.enabled() {
+		p, err := startLinkProxy("127.0.0.1:0", addr, link)
 		if err != nil {
 			return err
 		}
 		defer p.Close()
-		ready.Endpoint = "http://" + p.Addr()
+		ready.Endpoint = scheme + "://" + p.Addr()
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,6 +86,37 @@ func runRemoteChild(args []string) error {
 	fmt.Printf("%s\n", b)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return nil
+}
+
+// serveS3 serves srv on a loopback port, over HTTPS with the certificate
+// and key given (both PEM files) or plain HTTP without, and returns the
+// scheme, the address and how to stop it.
+func serveS3(srv *s3server.Server, certFile, keyFile string) (scheme, addr string, stop func(), err error) {
+	if certFile == "" {
+		if err := srv.Start("127.0.0.1:0"); err != nil {
+			return "", "", nil, fmt.Errorf("starting the S3 server: %w", err)
+		}
+		return "http", strings.TrimPrefix(srv.URL(), "http://"), func() { srv.Close() }, nil
+	}
+	// The TLS session ends in the server, not in the link proxy: the link
+	// carries ciphertext, as a real one does.
+	cfg, err := serverTLSConfig(certFile, keyFile)
+	if err != nil {
+		return "", "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("starting the S3 server: %w", err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: time.Minute, TLSConfig: cfg,
+		// Non-nil and empty: no HTTP/2, as with S3.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(tls.NewListener(ln, cfg)) // http.ErrServerClosed after Close
+	}()
+	return "https", ln.Addr().String(), func() { hs.Close(); <-done }, nil
 }
 
 // controlHandler lets the parent load objects and read the counters.
@@ -120,14 +156,19 @@ type remoteProc struct {
 	log   *tailBuffer
 }
 
-// startRemote starts the child serving objects from dir.
-func startRemote(dir string, link linkOptions) (*remoteProc, error) {
+// startRemote starts the child serving objects from dir, over HTTPS with
+// pki's certificate when pki is not nil.
+func startRemote(dir string, link linkOptions, pki *benchPKI) (*remoteProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the bench binary: %w", err)
 	}
-	cmd := exec.Command(self, remoteChildArg, "-dir", dir,
-		"-rate-bits", fmt.Sprint(link.RateBitsPerSec), "-rtt", link.RTT.String())
+	args := []string{remoteChildArg, "-dir", dir, "-rate-bits", fmt.Sprint(link.RateBitsPerSec),
+		"-conn-rate-bits", fmt.Sprint(link.ConnBitsPerSec), "-rtt", link.RTT.String()}
+	if pki != nil {
+		args = append(args, "-tls-cert", pki.CertFile, "-tls-key", pki.KeyFile)
+	}
+	cmd := exec.Command(self, args...)
 	r := &remoteProc{cmd: cmd, done: make(chan error, 1), log: &tailBuffer{max: 16 << 10}}
 	cmd.Stderr = r.log
 	if r.stdin, err = cmd.StdinPipe(); err != nil {

@@ -116,3 +116,31 @@ func TestResidentBytes(t *testing.T) {
 		t.Errorf("resident %d of %d just after writing", res, total)
 	}
 }
+
+// --link s3 fills in the link's figures and HTTPS, and what the command
+// line says wins over the profile.
+func TestParseFlagsLink(t *testing.T) {
+	c, _, err := parseFlags(nil)
+	if err != nil || c.link != "loopback" || c.tls || c.rateGbit != 0 || c.connMbit != 0 || c.rttMs != 0 {
+		t.Fatalf("defaults: %+v, %v", c, err)
+	}
+	if c.peers == nil || len(c.peers) != len(allPeerTools) {
+		t.Errorf("default peers %v, want %v", c.peers, allPeerTools)
+	}
+	c, _, err = parseFlags([]string{"--link", "s3"})
+	if err != nil || !c.tls || c.rateGbit != s3LinkGbit || c.connMbit != s3LinkConnMbit || c.rttMs != s3LinkRTTMs {
+		t.Fatalf("--link s3: %+v, %v", c, err)
+	}
+	if got := linkLabel(c); got != "s3 profile: 5 Gbit/s, 800 Mbit/s per connection, 20 ms RTT, HTTPS" {
+		t.Errorf("label %q", got)
+	}
+	c, _, err = parseFlags([]string{"--link", "s3", "--tls=false", "--rtt-ms", "0", "--peers", ""})
+	if err != nil || c.tls || c.rttMs != 0 || c.rateGbit != s3LinkGbit || len(c.peers) != 0 {
+		t.Fatalf("--link s3 with overrides: %+v, %v", c, err)
+	}
+	for _, bad := range [][]string{{"--link", "wan"}, {"--peers", "juicefs"}, {"--conn-rate-mbit", "-1"}} {
+		if _, _, err := parseFlags(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -48,8 +48,11 @@ type sample struct {
 
 // series is every sample of one row of the table.
 type series struct {
-	Name    string
-	Phase   string // "baseline", "cold", "warm" or "remount"
+	Name  string
+	Phase string // "baseline", "cold", "warm" or "remount"
+	// Peer names the other filesystem the row measures (s3fs, rclone-full,
+	// ...); "" for modelfs and the baselines.
+	Peer    string
 	Samples []sample
 	// RawRef names the raw-get baseline of the same objects ("" for none).
 	RawRef string
@@ -117,6 +120,7 @@ func cpuPerGiB(cpuSeconds float64, bytes int64) float64 {
 type row struct {
 	Name  string `json:"name"`
 	Phase string `json:"phase"`
+	Peer  string `json:"peer,omitempty"`
 	Bytes int64  `json:"bytes"`
 	Runs  int    `json:"runs"`
 	// Seconds and MBps are the median, min and max over runs. MBps min and
@@ -134,6 +138,11 @@ type row struct {
 	// target, for remount, is 0.95).
 	VsLocal  *float64 `json:"throughput_vs_local_read,omitempty"`
 	LocalRef string   `json:"local_ref,omitempty"`
+	// VsBestPeer is, on a modelfs row, its throughput over that of the
+	// fastest peer in the same scenario and pass, BestPeer (higher is
+	// better; for ttft, the peer's time over modelfs's).
+	VsBestPeer *float64 `json:"throughput_vs_best_peer,omitempty"`
+	BestPeer   string   `json:"best_peer,omitempty"`
 	// MountCPUPerGiB is the mount process's CPU seconds per GiB read.
 	MountCPUPerGiB *stat `json:"mount_cpu_s_per_gib,omitempty"`
 	// ReaderCPUPerGiB and ServerCPUPerGiB are the reader's (or baseline
@@ -169,7 +178,7 @@ func ptr(f float64) *float64 {
 
 // reduce turns one series into a row without the ratios.
 func reduce(s series) row {
-	r := row{Name: s.Name, Phase: s.Phase, Runs: len(s.Samples), Samples: s.Samples}
+	r := row{Name: s.Name, Phase: s.Phase, Peer: s.Peer, Runs: len(s.Samples), Samples: s.Samples}
 	var secs, mb, mcpu, rcpu, scpu, amp, gets, freads, hfirst, hparsed []float64
 	var fbytes int64
 	for _, x := range s.Samples {
@@ -223,10 +232,22 @@ func reduce(s series) row {
 func buildRows(all []series) []row {
 	rows := make([]row, len(all))
 	byName := map[string]*row{}
+	// best is the fastest peer row of each scenario and pass.
+	best := map[[2]string]*row{}
 	for i, s := range all {
 		rows[i] = reduce(s)
 		if s.Phase == "baseline" {
 			byName[s.Name] = &rows[i]
+		}
+		if k := [2]string{s.Name, s.Phase}; s.Peer != "" && !math.IsNaN(rows[i].MBps.Median) &&
+			(best[k] == nil || rows[i].MBps.Median > best[k].MBps.Median) {
+			best[k] = &rows[i]
+		}
+	}
+	for i, s := range all {
+		if p := best[[2]string{s.Name, s.Phase}]; s.Peer == "" && s.Phase != "baseline" && p != nil {
+			rows[i].VsBestPeer = ptr(rows[i].MBps.Median / p.MBps.Median)
+			rows[i].BestPeer = p.Peer
 		}
 	}
 	for i, s := range all {
@@ -260,10 +281,10 @@ func buildRows(all []series) []row {
 
 // writeTable prints rows as a markdown table.
 func writeTable(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "| scenario | pass | MiB | time s (min–max) | MB/s (min–max) | × raw-get | time ÷ download-then-read | × local-read | mount CPU s/GiB | server CPU s/GiB | reader CPU s/GiB | mount peak RSS MiB | S3 bytes ÷ read | S3 GETs | mount FUSE reads (avg KiB) |")
-	fmt.Fprintln(w, "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| scenario | pass | MiB | time s (min–max) | MB/s (min–max) | × raw-get | time ÷ download-then-read | × local-read | × best peer | mount CPU s/GiB | server CPU s/GiB | reader CPU s/GiB | mount peak RSS MiB | S3 bytes ÷ read | S3 GETs | mount FUSE reads (avg KiB) |")
+	fmt.Fprintln(w, "|---|---|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		mcpu, rss, freads := "—", "—", "—"
+		mcpu, rss, freads, peer := "—", "—", "—", "—"
 		if r.MountCPUPerGiB != nil {
 			mcpu = fmt.Sprintf("%.2f", r.MountCPUPerGiB.Median)
 		}
@@ -276,11 +297,14 @@ func writeTable(w io.Writer, rows []row) {
 				freads += fmt.Sprintf(" (%.0f)", *r.FuseReadAvgKiB)
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %.0f | %s (%s–%s) | %s (%s–%s) | %s | %s | %s | %s | %.2f | %.2f | %s | %s | %.0f | %s |\n",
-			r.Name, r.Phase, float64(r.Bytes)/(1<<20),
+		if r.VsBestPeer != nil {
+			peer = fmt.Sprintf("%.2f (%s)", *r.VsBestPeer, r.BestPeer)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s (%s–%s) | %s (%s–%s) | %s | %s | %s | %s | %s | %.2f | %.2f | %s | %s | %.0f | %s |\n",
+			r.label(), r.Phase, float64(r.Bytes)/(1<<20),
 			fmtSecs(r.Seconds.Median), fmtSecs(r.Seconds.Min), fmtSecs(r.Seconds.Max),
 			fmtRate(r.MBps.Median), fmtRate(r.MBps.Min), fmtRate(r.MBps.Max),
-			fmtRatio(r.VsRaw), fmtRatio(r.VsDownload), fmtRatio(r.VsLocal),
+			fmtRatio(r.VsRaw), fmtRatio(r.VsDownload), fmtRatio(r.VsLocal), peer,
 			mcpu, r.ServerCPUPerGiB.Median, r.ReaderCPUPerGiB.Median, rss, fmtRatio(r.ReadAmp),
 			r.S3Gets.Median, freads)
 	}
@@ -301,9 +325,17 @@ func writeHeaderTable(w io.Writer, rows []row) {
 			header = true
 		}
 		f, p := r.HeaderFirstByte, r.HeaderParsed
-		fmt.Fprintf(w, "| %s | %s | %.1f (%.1f–%.1f) | %.1f (%.1f–%.1f) |\n", r.Name, r.Phase,
+		fmt.Fprintf(w, "| %s | %s | %.1f (%.1f–%.1f) | %.1f (%.1f–%.1f) |\n", r.label(), r.Phase,
 			f.Median*1000, f.Min*1000, f.Max*1000, p.Median*1000, p.Min*1000, p.Max*1000)
 	}
+}
+
+// label is the row's scenario, with the peer it measures if any.
+func (r row) label() string {
+	if r.Peer != "" {
+		return r.Name + " · " + r.Peer
+	}
+	return r.Name
 }
 
 func fmtSecs(s float64) string {

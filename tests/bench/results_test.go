@@ -150,9 +150,9 @@ func TestBuildRows(t *testing.T) {
 	var b strings.Builder
 	writeTable(&b, rows)
 	for _, want := range []string{
-		"| seq | cold | 954 | 2.50 (2.00–3.00) | 400 (333–500) | 0.50 | 0.56 | — | 1.61 | 0.00 | 0.00 | 300 | 1.10 | 121 | 2000 (512) |\n",
-		"| seq | warm | 954 | 0.20 (0.20–0.25) | 5000 (4000–5000) | — | — | 0.62 | 0.00 | 0.00 | 0.00 | — | 0.00 | 0 | — |\n",
-		"| mmap-header | remount | 954 | 0.0450 (0.0400–0.0500) | 22500 (20000–25000) | — | — | 0.54 | 0.00 | 0.00 | 0.00 | — | 0.00 | 0 | 0 |\n",
+		"| seq | cold | 954 | 2.50 (2.00–3.00) | 400 (333–500) | 0.50 | 0.56 | — | — | 1.61 | 0.00 | 0.00 | 300 | 1.10 | 121 | 2000 (512) |\n",
+		"| seq | warm | 954 | 0.20 (0.20–0.25) | 5000 (4000–5000) | — | — | 0.62 | — | 0.00 | 0.00 | 0.00 | — | 0.00 | 0 | — |\n",
+		"| mmap-header | remount | 954 | 0.0450 (0.0400–0.0500) | 22500 (20000–25000) | — | — | 0.54 | — | 0.00 | 0.00 | 0.00 | — | 0.00 | 0 | 0 |\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks\n%s\ngot\n%s", want, b.String())
@@ -216,5 +216,48 @@ func TestHeaderTimesAreReported(t *testing.T) {
 	writeHeaderTable(&b, rows)
 	if want := "| ttft | cold | 4.0 (2.0–10.0) | 30.0 (20.0–50.0) |"; !strings.Contains(b.String(), want) {
 		t.Fatalf("header table:\n%s\nwant a line %q", b.String(), want)
+	}
+}
+
+// A modelfs row is compared with the fastest peer of its scenario and
+// pass; peer rows, other passes and other scenarios are not, and a peer
+// row still gets its own raw-get ratio.
+func TestBestPeer(t *testing.T) {
+	one := func(name, phase, peer, raw string, secs float64) series {
+		return series{Name: name, Phase: phase, Peer: peer, RawRef: raw,
+			Samples: []sample{{Seconds: secs, Bytes: 1e9, MountCPU: 0.5}}}
+	}
+	all := []series{
+		{Name: "raw-get", Phase: "baseline", Samples: []sample{{Seconds: 1, Bytes: 1e9, MountCPU: -1}}},
+		one("seq", "cold", "", "raw-get", 2),       // 500 MB/s
+		one("seq", "warm", "", "", 0.5),            // 2000 MB/s
+		one("ttft", "cold", "", "", 0.1),           // no peer ran it
+		one("seq", "cold", "s3fs", "raw-get", 8),   // 125 MB/s
+		one("seq", "cold", "rclone", "raw-get", 4), // 250 MB/s: the best
+		one("seq", "warm", "s3fs", "", 1),          // 1000 MB/s
+	}
+	rows := buildRows(all)
+	cold, warm, ttft, s3fs := rows[1], rows[2], rows[3], rows[4]
+	if cold.VsBestPeer == nil || cold.BestPeer != "rclone" {
+		t.Fatalf("seq cold: best peer %q, ratio %v", cold.BestPeer, cold.VsBestPeer)
+	}
+	near(t, "seq cold × best peer", *cold.VsBestPeer, 2)
+	if warm.VsBestPeer == nil || warm.BestPeer != "s3fs" {
+		t.Fatalf("seq warm: best peer %q, ratio %v", warm.BestPeer, warm.VsBestPeer)
+	}
+	near(t, "seq warm × best peer", *warm.VsBestPeer, 2)
+	if ttft.VsBestPeer != nil || s3fs.VsBestPeer != nil {
+		t.Errorf("ratios where no peer compares: ttft %v, s3fs row %v", ttft.VsBestPeer, s3fs.VsBestPeer)
+	}
+	if s3fs.VsRaw == nil {
+		t.Fatal("peer row has no raw-get ratio")
+	}
+	near(t, "s3fs × raw-get", *s3fs.VsRaw, 0.125)
+	var b strings.Builder
+	writeTable(&b, rows)
+	for _, want := range []string{"| seq | cold | 954 | 2.00 (2.00–2.00) | 500 (500–500) | 0.50 | — | — | 2.00 (rclone) |", "| seq · rclone | cold | 954 |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
 	}
 }
