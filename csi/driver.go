@@ -215,6 +215,7 @@ func (d *Driver) logCalls(ctx context.Context, req any, info *grpc.UnaryServerIn
 	attrs := []any{"method", method, "code", status.Code(err).String(), "duration", time.Since(start).Round(time.Millisecond)}
 	if method == "NodePublishVolume" || method == "NodeUnpublishVolume" {
 		d.metrics.calls.WithLabelValues(method, status.Code(err).String()).Inc()
+		d.metrics.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
 	}
 	if r, ok := req.(interface{ GetVolumeId() string }); ok && r.GetVolumeId() != "" {
 		attrs = append(attrs, "volume_id", r.GetVolumeId())

@@ -54,6 +54,26 @@ type serviceMonitorSpc struct {
 	} `json:"endpoints"`
 }
 
+// prometheusRule is the part of the Prometheus Operator's type the chart
+// writes.
+type prometheusRule struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   metaOnly `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Alert       string            `json:"alert"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
+}
+
 // kustomization is the part of kustomize's type the base uses.
 type kustomization struct {
 	APIVersion string   `json:"apiVersion"`
@@ -81,6 +101,8 @@ func newObject(t *testing.T, apiVersion, kind string) any {
 		"rbac.authorization.k8s.io/v1/Role":               func() any { return &rbacv1.Role{} },
 		"rbac.authorization.k8s.io/v1/RoleBinding":        func() any { return &rbacv1.RoleBinding{} },
 		"monitoring.coreos.com/v1/ServiceMonitor":         func() any { return &serviceMonitor{} },
+		"monitoring.coreos.com/v1/PrometheusRule":         func() any { return &prometheusRule{} },
+		"v1/ConfigMap": func() any { return &corev1.ConfigMap{} },
 	}
 	mk, ok := types[apiVersion+"/"+kind]
 	if !ok {
@@ -152,7 +174,7 @@ func render(t *testing.T, c *chart.Chart, values map[string]any) []any {
 }
 
 func TestLint(t *testing.T) {
-	for _, values := range []map[string]any{nil, metricsOn()} {
+	for _, values := range []map[string]any{nil, metricsOn(), alertsOn()} {
 		res := lint.AllWithKubeVersion(chartDir, values, "modelfs", nil)
 		for _, m := range res.Messages {
 			// INFO (like "icon is recommended") is advice, not a fault.
