@@ -14,8 +14,10 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// NodeGetInfo implements the Node service.
+// NodeGetInfo implements the Node service. kubelet calls it when it
+// registers the plugin, which is what the startup taint waits for.
 func (d *Driver) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb.NodeGetInfoResponse, error) {
+	d.registeredOnce.Do(func() { close(d.registered) })
 	return &csipb.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
 }
 

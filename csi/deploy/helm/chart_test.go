@@ -339,12 +339,25 @@ func checkProduction(t *testing.T, what string, objs []any) {
 		}
 	}
 	for _, cr := range find[*rbacv1.ClusterRole](objs) {
+		if cr.Name == "modelfs-csi-node" {
+			// The startup taint's removal: its own Node, nothing else.
+			if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].APIGroups, []string{""}) || !slices.Equal(cr.Rules[0].Resources, []string{"nodes"}) ||
+				!slices.Equal(cr.Rules[0].Verbs, []string{"get", "patch"}) {
+				t.Errorf("%s: ClusterRole %s grants %+v; want get and patch on nodes only", what, cr.Name, cr.Rules)
+			}
+			continue
+		}
 		for _, r := range cr.Rules {
 			for _, res := range r.Resources {
 				if slices.Contains([]string{"nodes", "csinodes", "volumeattachments", "secrets", "*"}, res) {
 					t.Errorf("%s: ClusterRole %s grants %s, which nothing uses", what, cr.Name, res)
 				}
 			}
+		}
+	}
+	for _, b := range find[*rbacv1.ClusterRoleBinding](objs) {
+		if b.RoleRef.Name == "modelfs-csi-node" && (len(b.Subjects) != 1 || b.Subjects[0].Name != "modelfs-csi-node") {
+			t.Errorf("%s: ClusterRoleBinding %s gives the node plugin's role to %+v", what, b.Name, b.Subjects)
 		}
 	}
 }
@@ -358,7 +371,7 @@ func TestValues(t *testing.T) {
 	vals["logLevel"] = "debug"
 	vals["controller"] = map[string]any{"enabled": false}
 	vals["node"] = map[string]any{
-		"cacheSize": "500Gi", "maxMemCache": "2Gi", "allowNetworks": "10.1.0.0/16", "inlineSources": "none",
+		"cacheSize": "500Gi", "maxMemCache": "2Gi", "allowNetworks": "10.1.0.0/16", "inlineSources": "none", "removeStartupTaint": false,
 		"updateStrategy": map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": "10%"}},
 		"tolerations":    []any{map[string]any{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}},
 		"resources":      map[string]any{"requests": map[string]any{"cpu": "1", "memory": "1Gi"}, "limits": map[string]any{"memory": "8Gi"}},
@@ -368,7 +381,7 @@ func TestValues(t *testing.T) {
 		t.Errorf("controller disabled, yet %d Deployments", n)
 	}
 	if n := len(find[*rbacv1.ClusterRole](objs)); n != 0 {
-		t.Errorf("controller disabled, yet %d ClusterRoles", n)
+		t.Errorf("controller disabled and no startup taint, yet %d ClusterRoles", n)
 	}
 	ds := find[*appsv1.DaemonSet](objs)[0]
 	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType ||
@@ -380,7 +393,7 @@ func TestValues(t *testing.T) {
 	if plugin.Image != "ghcr.io/modelfs/modelfs:v9.9.9" || plugin.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("plugin image %s %s", plugin.Image, plugin.ImagePullPolicy)
 	}
-	for _, a := range []string{"--cache-size=500Gi", "--max-mem-cache=2Gi", "--allow-networks=10.1.0.0/16", "--inline-sources=none", "--metrics-addr=:9809"} {
+	for _, a := range []string{"--cache-size=500Gi", "--max-mem-cache=2Gi", "--allow-networks=10.1.0.0/16", "--inline-sources=none", "--metrics-addr=:9809", "--remove-startup-taint=false"} {
 		if !slices.Contains(plugin.Args, a) {
 			t.Errorf("plugin args %q lack %s", plugin.Args, a)
 		}
