@@ -194,7 +194,7 @@ func checkPodSpec(t *testing.T, file, name string, spec *corev1.PodSpec) {
 // takes.
 func checkPluginArgs(t *testing.T, file string, args []string) {
 	t.Helper()
-	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise", "--metrics-addr", "--remove-startup-taint"}
+	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise", "--metrics-addr", "--remove-startup-taint", "--token-audience"}
 	for _, a := range args[1:] {
 		name, val, _ := strings.Cut(a, "=")
 		if !slices.Contains(known, name) {

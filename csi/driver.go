@@ -75,6 +75,10 @@ type Options struct {
 	// Metrics makes each volume's mount serve its metrics on a socket in
 	// StateDir, which MetricsHandler gathers along with the plugin's own.
 	Metrics bool
+	// TokenAudience is the audience of the service account tokens kubelet
+	// passes for volumes with a roleArn (the CSIDriver's tokenRequests);
+	// "" turns pod identity off.
+	TokenAudience string
 	// Nodes, if set, is the API through which the plugin removes
 	// StartupTaintKey from its Node (named NodeID) once kubelet has
 	// registered it. nil: the plugin touches no Node.

@@ -117,6 +117,7 @@ func (m *mounter) forget(target string) {
 	os.Remove(m.recordPath(target))
 	os.Remove(m.logPath(target))
 	os.Remove(m.metricsSocket(target))
+	os.Remove(m.tokenPath(target))
 }
 
 // start runs a mount process for target and returns once the mount is up.

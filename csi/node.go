@@ -66,12 +66,23 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
 	}
+	var podTok string
+	if vol.roleARN != "" {
+		if len(req.GetSecrets()) > 0 {
+			return nil, status.Errorf(codes.InvalidArgument,
+				"volume attribute %q reads as the pod's service account; it takes no nodePublishSecretRef", attrRoleARN)
+		}
+		if podTok, err = podToken(req.GetVolumeContext(), d.opts.TokenAudience); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+	}
 	// The node's identity goes only to volumes cluster admins wrote
-	// (PersistentVolumes, StorageClasses) that bring no secrets: a volume
-	// with secrets of any kind, and an inline volume any pod author can
-	// write, runs with no identity but its own.
-	nodeIdentity := !vol.ephemeral && len(req.GetSecrets()) == 0 && !d.opts.NoNodeIdentity
-	if vol.scheme == "s3" && !vol.noSignRequest && !nodeIdentity && !hasS3Keys(req.GetSecrets()) {
+	// (PersistentVolumes, StorageClasses) that bring no secrets and no
+	// role: a volume with secrets of any kind, one that reads as its pod
+	// (roleArn), and an inline volume any pod author can write, run with
+	// no identity but their own.
+	nodeIdentity := !vol.ephemeral && len(req.GetSecrets()) == 0 && vol.roleARN == "" && !d.opts.NoNodeIdentity
+	if vol.scheme == "s3" && !vol.noSignRequest && !nodeIdentity && !hasS3Keys(req.GetSecrets()) && vol.roleARN == "" {
 		why := "inline volumes never use the node's identity"
 		switch {
 		case len(req.GetSecrets()) > 0:
@@ -96,6 +107,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		}
 		state, _ := probe(target, d.opts.ProbeTimeout)
 		if state == answering && ownsTarget(rec) {
+			// A republish (requiresRepublish) brings the pod's
+			// refreshed token: the mount's SDK rereads the file.
+			if podTok != "" {
+				if err := d.mount.writeToken(target, podTok); err != nil {
+					return nil, status.Error(codes.Internal, err.Error())
+				}
+			}
 			return &csipb.NodePublishVolumeResponse{}, nil
 		}
 		if state == wedged {
@@ -123,8 +141,15 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	}
 	args := vol.mountArgs(target, metricsSock, &d.opts)
 	env = append(env, vol.mountEnv()...)
+	if podTok != "" {
+		if err := d.mount.writeToken(target, podTok); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		env = append(env, webIdentityEnv(vol.roleARN, d.mount.tokenPath(target), roleSessionName(req.GetVolumeContext(), req.GetVolumeId()))...)
+	}
 	memLimit := vol.memCacheBytes(&d.opts) + d.opts.MemoryHeadroom
 	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env), memLimit); err != nil {
+		os.Remove(d.mount.tokenPath(target))
 		var me *mountError
 		if errors.As(err, &me) {
 			return nil, mountFailure(me.msg)
@@ -139,6 +164,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 // PermissionDenied themselves.
 func mountFailure(msg string) error {
 	switch {
+	case strings.Contains(msg, "InvalidIdentityToken"), strings.Contains(msg, "AssumeRoleWithWebIdentity"):
+		return status.Errorf(codes.PermissionDenied,
+			"the pod's service account could not assume the volume's role (%s): check the role's trust policy names this service account and the audience: %s",
+			attrRoleARN, msg)
 	case strings.Contains(msg, "no AWS credentials found"), strings.Contains(msg, "getting AWS credentials"),
 		strings.Contains(msg, "get credentials"):
 		return status.Errorf(codes.PermissionDenied,

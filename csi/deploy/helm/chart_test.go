@@ -376,7 +376,12 @@ func TestValues(t *testing.T) {
 		"tolerations":    []any{map[string]any{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}},
 		"resources":      map[string]any{"requests": map[string]any{"cpu": "1", "memory": "1Gi"}, "limits": map[string]any{"memory": "8Gi"}},
 	}
+	vals["podIdentity"] = map[string]any{"audience": "minio.example.com"}
 	objs := render(t, c, vals)
+	if drv := find[*storagev1.CSIDriver](objs)[0]; len(drv.Spec.TokenRequests) != 1 || drv.Spec.TokenRequests[0].Audience != "minio.example.com" ||
+		drv.Spec.RequiresRepublish == nil || !*drv.Spec.RequiresRepublish {
+		t.Errorf("CSIDriver token requests %+v, requiresRepublish %v", drv.Spec.TokenRequests, drv.Spec.RequiresRepublish)
+	}
 	if n := len(find[*appsv1.Deployment](objs)); n != 0 {
 		t.Errorf("controller disabled, yet %d Deployments", n)
 	}
@@ -393,7 +398,7 @@ func TestValues(t *testing.T) {
 	if plugin.Image != "ghcr.io/modelfs/modelfs:v9.9.9" || plugin.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("plugin image %s %s", plugin.Image, plugin.ImagePullPolicy)
 	}
-	for _, a := range []string{"--cache-size=500Gi", "--max-mem-cache=2Gi", "--allow-networks=10.1.0.0/16", "--inline-sources=none", "--metrics-addr=:9809", "--remove-startup-taint=false"} {
+	for _, a := range []string{"--cache-size=500Gi", "--max-mem-cache=2Gi", "--allow-networks=10.1.0.0/16", "--inline-sources=none", "--metrics-addr=:9809", "--remove-startup-taint=false", "--token-audience=minio.example.com"} {
 		if !slices.Contains(plugin.Args, a) {
 			t.Errorf("plugin args %q lack %s", plugin.Args, a)
 		}
@@ -444,4 +449,18 @@ func lineDiff(chart, base string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestPodIdentityOff: without pod identity the CSIDriver asks kubelet for
+// no tokens and the plugin turns roleArn volumes away.
+func TestPodIdentityOff(t *testing.T) {
+	objs := render(t, loadChart(t), map[string]any{"podIdentity": map[string]any{"enabled": false}})
+	drv := find[*storagev1.CSIDriver](objs)[0]
+	if len(drv.Spec.TokenRequests) != 0 || drv.Spec.RequiresRepublish != nil {
+		t.Errorf("CSIDriver %+v", drv.Spec)
+	}
+	args := find[*appsv1.DaemonSet](objs)[0].Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--token-audience=") {
+		t.Errorf("plugin args %q lack an empty --token-audience", args)
+	}
 }
