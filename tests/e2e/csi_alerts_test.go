@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -87,7 +88,12 @@ func TestCSIAlertAndDashboardMetrics(t *testing.T) {
 		t.Fatalf("retried read: %q, %v", b, err)
 	}
 
-	exported := exportedNames(scrapeCSI(t, srv.URL))
+	mfs := scrapeCSI(t, srv.URL)
+	exported := exportedNames(mfs)
+	vol := map[string]string{"volume": "vol-a", "pod_uid": "uid-a"}
+	if up, ok := metricValue(mfs, "modelfs_csi_volume_mount_up", vol); !ok || up != 1 {
+		t.Errorf("modelfs_csi_volume_mount_up = %v (%v) for a live mount, want 1", up, ok)
+	}
 	used := map[string][]string{}
 	rules, err := os.ReadFile(filepath.Join(chartDir, "templates", "prometheusrule.yaml"))
 	if err != nil {
@@ -116,6 +122,14 @@ func TestCSIAlertAndDashboardMetrics(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("the chart queries series the plugin does not serve: %s", strings.Join(missing, "; "))
 	}
+	// What ModelfsVolumeMountDown watches: the mount process dies and the
+	// plugin says so, while the volume's own series are gone with it.
+	pid, _ := onlyVolume(t, stateDir)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitForCondition(t, "the plugin to report the mount down", func() bool {
+		up, ok := metricValue(scrapeCSI(t, srv.URL), "modelfs_csi_volume_mount_up", vol)
+		return ok && up == 0
+	})
 	// The alerts' one other series is Prometheus's own up, per target.
 	if other := regexp.MustCompile(`expr: (\w+)\{`).FindAllStringSubmatch(string(rules), -1); len(other) != 1 || other[0][1] != "up" {
 		t.Errorf("alert expressions starting with a series other than modelfs's: %q", other)
