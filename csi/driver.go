@@ -75,6 +75,12 @@ type Options struct {
 	// Metrics makes each volume's mount serve its metrics on a socket in
 	// StateDir, which MetricsHandler gathers along with the plugin's own.
 	Metrics bool
+	// MaxRestarts is how many times, per publish, the plugin starts again
+	// a volume's mount process that died (0: default 5; negative: never).
+	MaxRestarts int
+	// RestartBackoff is the pause before the first restart, doubled for
+	// each later one (default 1s).
+	RestartBackoff time.Duration
 	// TokenAudience is the audience of the service account tokens kubelet
 	// passes for volumes with a roleArn (the CSIDriver's tokenRequests);
 	// "" turns pod identity off.
@@ -108,6 +114,8 @@ type Driver struct {
 	mu      sync.Mutex
 	targets map[string]*sync.Mutex // one publish/unpublish at a time per target
 
+	published map[string]*publishSpec // target -> how to start its mount again
+
 	registered     chan struct{} // closed at the first NodeGetInfo: kubelet registered the plugin
 	registeredOnce sync.Once
 	taintBackoff   taintBackoff
@@ -132,6 +140,12 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = 5 * time.Second
+	}
+	if opts.MaxRestarts == 0 {
+		opts.MaxRestarts = 5
+	}
+	if opts.RestartBackoff <= 0 {
+		opts.RestartBackoff = time.Second
 	}
 	if opts.RegistrationWait <= 0 {
 		opts.RegistrationWait = 2 * time.Minute
@@ -173,7 +187,8 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("state dir %s is too long a path for the volumes' metrics sockets (%s)", opts.StateDir, sock)
 	}
 	d := &Driver{opts: opts, log: opts.Logger, mount: m, metrics: newPluginMetrics(m), targets: map[string]*sync.Mutex{},
-		registered: make(chan struct{}), taintBackoff: defaultTaintBackoff}
+		published: map[string]*publishSpec{}, registered: make(chan struct{}), taintBackoff: defaultTaintBackoff}
+	m.died = d.mountDied
 	res := m.adopt(opts.ProbeTimeout)
 	d.metrics.adopted(res)
 	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", res.Kept, "stale_cleaned", res.Cleaned,

@@ -33,6 +33,7 @@ type pluginMetrics struct {
 	calls    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	adoption *prometheus.CounterVec
+	restarts *prometheus.CounterVec
 }
 
 func newPluginMetrics(m *mounter) *pluginMetrics {
@@ -48,6 +49,10 @@ func newPluginMetrics(m *mounter) *pluginMetrics {
 			// 5ms to ~5.5min: a publish waits for the mount, up to --mount-timeout.
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 17),
 		}, []string{"method"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelfs_csi_mount_restarts_total",
+			Help: "Restarts of volumes' mount processes that died, by result: restarted, failed (that try failed), gave_up (restarts spent; the pod must be restarted).",
+		}, []string{"result"}),
 		adoption: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelfs_csi_adopted_volumes_total",
 			Help: "Volumes found at plugin start, by what became of them: kept, cleaned (mount process gone), wedged (not answering; stopped and detached), damaged (unreadable record), failed (could not be detached).",
@@ -57,7 +62,7 @@ func newPluginMetrics(m *mounter) *pluginMetrics {
 		Name: "modelfs_csi_volumes_mounted",
 		Help: "Volumes this node's plugin has mounted (one mount process each).",
 	}, func() float64 { return float64(len(m.records())) })
-	pm.reg.MustRegister(pm.calls, pm.duration, pm.adoption, mounts, mountUpCollector{m})
+	pm.reg.MustRegister(pm.calls, pm.duration, pm.adoption, pm.restarts, mounts, mountUpCollector{m})
 	// Zeros for every known label, so that rate() and alerts see the series
 	// before the first event.
 	for _, method := range []string{"NodePublishVolume", "NodeUnpublishVolume"} {
@@ -66,6 +71,9 @@ func newPluginMetrics(m *mounter) *pluginMetrics {
 	}
 	for _, r := range []string{"kept", "cleaned", "wedged", "damaged", "failed"} {
 		pm.adoption.WithLabelValues(r)
+	}
+	for _, r := range []string{"restarted", "failed", "gave_up"} {
+		pm.restarts.WithLabelValues(r)
 	}
 	return pm
 }

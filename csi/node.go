@@ -113,6 +113,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 				if err := d.mount.writeToken(target, podTok); err != nil {
 					return nil, status.Error(codes.Internal, err.Error())
 				}
+				d.setPodToken(target, podTok)
 			}
 			return &csipb.NodePublishVolumeResponse{}, nil
 		}
@@ -148,7 +149,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		env = append(env, webIdentityEnv(vol.roleARN, d.mount.tokenPath(target), roleSessionName(req.GetVolumeContext(), req.GetVolumeId()))...)
 	}
 	memLimit := vol.memCacheBytes(&d.opts) + d.opts.MemoryHeadroom
-	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env), memLimit); err != nil {
+	spec := &publishSpec{volumeID: req.GetVolumeId(), source: vol.shownSource(), args: args,
+		env: mountEnv(os.Environ(), nodeIdentity, env), memLimit: memLimit, podToken: podTok}
+	// Remembered first: a mount that dies as soon as it is up is
+	// restarted too.
+	d.rememberPublish(target, spec)
+	if err := d.mount.start(ctx, spec.volumeID, spec.source, target, spec.args, spec.env, spec.memLimit); err != nil {
+		d.forgetPublish(target)
 		os.Remove(d.mount.tokenPath(target))
 		var me *mountError
 		if errors.As(err, &me) {
@@ -194,6 +201,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnpubli
 	}
 	unlock := d.lockTarget(target)
 	defer unlock()
+	// The mount process exits with the unmount: not a death to restart.
+	d.forgetPublish(target)
 	if err := d.mount.stop(ctx, target); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

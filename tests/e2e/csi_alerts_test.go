@@ -55,7 +55,10 @@ func TestCSIAlertAndDashboardMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p := startCSIWith(t, stateDir, func(o *csi.Options) { o.Metrics = true })
+	p := startCSIWith(t, stateDir, func(o *csi.Options) {
+		o.Metrics = true
+		o.MaxRestarts = -1 // the dead mount below stays dead
+	})
 	srv := httptest.NewServer(p.driver.MetricsHandler())
 	defer srv.Close()
 	ctx := context.Background()
