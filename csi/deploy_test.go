@@ -146,13 +146,7 @@ func checkObject(t *testing.T, file string, obj any) {
 			t.Errorf("%s: StorageClass %s: %v", file, o.Name, err)
 		}
 	case *rbacv1.ClusterRole:
-		for _, r := range o.Rules {
-			for _, res := range r.Resources {
-				if slices.Contains([]string{"nodes", "csinodes", "volumeattachments", "secrets", "*"}, res) {
-					t.Errorf("%s: ClusterRole %s grants %s, which nothing uses", file, o.Name, res)
-				}
-			}
-		}
+		checkClusterRole(t, file, o)
 	case *kustomization:
 		if len(o.Images) != 1 || o.Images[0].Name != "ghcr.io/modelfs/modelfs" || o.Images[0].NewTag == "" || o.Images[0].NewTag == "latest" {
 			t.Errorf("%s: want the modelfs image pinned to a release tag: %+v", file, o.Images)
@@ -200,7 +194,7 @@ func checkPodSpec(t *testing.T, file, name string, spec *corev1.PodSpec) {
 // takes.
 func checkPluginArgs(t *testing.T, file string, args []string) {
 	t.Helper()
-	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise", "--metrics-addr"}
+	known := []string{"--endpoint", "--node-id", "--state-dir", "--cache-dir", "--profile-dir", "--node-identity", "--inline-sources", "--deny-networks", "--allow-networks", "--cache-size", "--max-mem-cache", "--mount-memory-headroom", "--mount-timeout", "--supervise", "--metrics-addr", "--remove-startup-taint", "--token-audience"}
 	for _, a := range args[1:] {
 		name, val, _ := strings.Cut(a, "=")
 		if !slices.Contains(known, name) {
@@ -215,6 +209,26 @@ func checkPluginArgs(t *testing.T, file string, args []string) {
 		}
 		if err != nil {
 			t.Errorf("%s: %s: %v", file, name, err)
+		}
+	}
+}
+
+// checkClusterRole: the node plugin's role may get and patch nodes (its
+// startup taint) and nothing else; no other role touches nodes.
+func checkClusterRole(t *testing.T, file string, cr *rbacv1.ClusterRole) {
+	t.Helper()
+	if cr.Name == "modelfs-csi-node" {
+		if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].APIGroups, []string{""}) || !slices.Equal(cr.Rules[0].Resources, []string{"nodes"}) ||
+			!slices.Equal(cr.Rules[0].Verbs, []string{"get", "patch"}) {
+			t.Errorf("%s: ClusterRole %s grants %+v; want get and patch on nodes only", file, cr.Name, cr.Rules)
+		}
+		return
+	}
+	for _, r := range cr.Rules {
+		for _, res := range r.Resources {
+			if slices.Contains([]string{"nodes", "csinodes", "volumeattachments", "secrets", "*"}, res) {
+				t.Errorf("%s: ClusterRole %s grants %s, which nothing uses", file, cr.Name, res)
+			}
 		}
 	}
 }

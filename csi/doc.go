@@ -13,7 +13,14 @@
 //
 // Secrets from nodePublishSecretRef reach the mount process only through
 // its environment, never its arguments or any log: the gRPC interceptor
-// logs method, volume id and target, not requests.
+// logs method, volume id and target, not requests. A volume with a
+// roleArn reads as its pod: the pod's service account token, which
+// kubelet passes on every (re)publish, goes to a 0600 file of the
+// volume's own that the mount's SDK exchanges at STS; such a volume never
+// gets the node's identity.
+//
+// The plugin's one call to the Kubernetes API removes the startup taint
+// (StartupTaintKey) from its own Node once kubelet has registered it.
 //
 // The Controller service exists for dynamic provisioning from
 // StorageClass parameters. It keeps no state: a volume is a view of remote

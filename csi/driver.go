@@ -75,6 +75,25 @@ type Options struct {
 	// Metrics makes each volume's mount serve its metrics on a socket in
 	// StateDir, which MetricsHandler gathers along with the plugin's own.
 	Metrics bool
+	// MaxRestarts is how many times, per publish, the plugin starts again
+	// a volume's mount process that died (0: default 5; negative: never).
+	MaxRestarts int
+	// RestartBackoff is the pause before the first restart, doubled for
+	// each later one (default 1s).
+	RestartBackoff time.Duration
+	// TokenAudience is the audience of the service account tokens kubelet
+	// passes for volumes with a roleArn (the CSIDriver's tokenRequests);
+	// "" turns pod identity off.
+	TokenAudience string
+	// Nodes, if set, is the API through which the plugin removes
+	// StartupTaintKey from its Node (named NodeID) once kubelet has
+	// registered it. nil: the plugin touches no Node.
+	Nodes Nodes
+	// RegistrationWait is how long the plugin, serving, waits for kubelet
+	// to register it (its first NodeGetInfo) before it removes the
+	// startup taint anyway: a plugin server restarted inside a running pod
+	// is not registered again (default 2m).
+	RegistrationWait time.Duration
 	// Version is reported by GetPluginInfo.
 	Version string
 	Logger  *slog.Logger
@@ -94,6 +113,12 @@ type Driver struct {
 
 	mu      sync.Mutex
 	targets map[string]*sync.Mutex // one publish/unpublish at a time per target
+
+	published map[string]*publishSpec // target -> how to start its mount again
+
+	registered     chan struct{} // closed at the first NodeGetInfo: kubelet registered the plugin
+	registeredOnce sync.Once
+	taintBackoff   taintBackoff
 }
 
 // New checks opts and adopts the volumes an earlier plugin left mounted.
@@ -115,6 +140,15 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = 5 * time.Second
+	}
+	if opts.MaxRestarts == 0 {
+		opts.MaxRestarts = 5
+	}
+	if opts.RestartBackoff <= 0 {
+		opts.RestartBackoff = time.Second
+	}
+	if opts.RegistrationWait <= 0 {
+		opts.RegistrationWait = 2 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -152,7 +186,9 @@ func New(opts Options) (*Driver, error) {
 	if sock := m.metricsSocket("/"); opts.Metrics && len(sock) > 107 {
 		return nil, fmt.Errorf("state dir %s is too long a path for the volumes' metrics sockets (%s)", opts.StateDir, sock)
 	}
-	d := &Driver{opts: opts, log: opts.Logger, mount: m, metrics: newPluginMetrics(m), targets: map[string]*sync.Mutex{}}
+	d := &Driver{opts: opts, log: opts.Logger, mount: m, metrics: newPluginMetrics(m), targets: map[string]*sync.Mutex{},
+		published: map[string]*publishSpec{}, registered: make(chan struct{}), taintBackoff: defaultTaintBackoff}
+	m.died = d.mountDied
 	res := m.adopt(opts.ProbeTimeout)
 	d.metrics.adopted(res)
 	d.log.Info("csi plugin ready", "driver", DriverName, "node_id", opts.NodeID, "volumes_adopted", res.Kept, "stale_cleaned", res.Cleaned,
@@ -187,11 +223,32 @@ func (d *Driver) Serve(ctx context.Context, endpoint string) error {
 		<-ctx.Done()
 		srv.GracefulStop()
 	}()
+	if d.opts.Nodes != nil {
+		go d.untaintWhenRegistered(ctx)
+	}
 	d.log.Info("serving CSI", "endpoint", endpoint)
 	if err := srv.Serve(lis); err != nil {
 		return fmt.Errorf("serving CSI: %w", err)
 	}
 	return nil
+}
+
+// untaintWhenRegistered removes the node's startup taint once kubelet has
+// registered the plugin (volumes can then be published on the node), or
+// after RegistrationWait of serving.
+func (d *Driver) untaintWhenRegistered(ctx context.Context) {
+	t := time.NewTimer(d.opts.RegistrationWait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-d.registered:
+	case <-t.C:
+		d.log.Warn("kubelet has not asked for the node's info since the plugin started; removing the startup taint anyway", "waited", d.opts.RegistrationWait)
+	}
+	if err := removeStartupTaint(ctx, d.opts.Nodes, d.opts.NodeID, d.taintBackoff, d.log); err != nil && ctx.Err() == nil {
+		d.log.Error("the node keeps its startup taint: pods that need modelfs volumes will not be scheduled on it", "err", err)
+	}
 }
 
 func socketPath(endpoint string) (string, error) {
@@ -215,6 +272,7 @@ func (d *Driver) logCalls(ctx context.Context, req any, info *grpc.UnaryServerIn
 	attrs := []any{"method", method, "code", status.Code(err).String(), "duration", time.Since(start).Round(time.Millisecond)}
 	if method == "NodePublishVolume" || method == "NodeUnpublishVolume" {
 		d.metrics.calls.WithLabelValues(method, status.Code(err).String()).Inc()
+		d.metrics.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
 	}
 	if r, ok := req.(interface{ GetVolumeId() string }); ok && r.GetVolumeId() != "" {
 		attrs = append(attrs, "volume_id", r.GetVolumeId())

@@ -13,7 +13,10 @@ import (
 // node's identity and is dropped.
 func awsSetting(name string) bool {
 	switch name {
-	case "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT":
+	case "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT",
+		// Where a pod-identity volume's web-identity exchange goes (a
+		// regional or VPC endpoint of STS).
+		"AWS_ENDPOINT_URL_STS", "AWS_STS_REGIONAL_ENDPOINTS":
 		return true
 	}
 	return false

@@ -31,7 +31,9 @@ const volumeScrapeTimeout = 3 * time.Second
 type pluginMetrics struct {
 	reg      *prometheus.Registry
 	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 	adoption *prometheus.CounterVec
+	restarts *prometheus.CounterVec
 }
 
 func newPluginMetrics(m *mounter) *pluginMetrics {
@@ -41,6 +43,16 @@ func newPluginMetrics(m *mounter) *pluginMetrics {
 			Name: "modelfs_csi_calls_total",
 			Help: "NodePublishVolume and NodeUnpublishVolume calls, by method and gRPC code.",
 		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "modelfs_csi_call_duration_seconds",
+			Help: "Time NodePublishVolume and NodeUnpublishVolume took, by method (a publish includes the mount coming up and listing its source).",
+			// 5ms to ~5.5min: a publish waits for the mount, up to --mount-timeout.
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 17),
+		}, []string{"method"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelfs_csi_mount_restarts_total",
+			Help: "Restarts of volumes' mount processes that died, by result: restarted, failed (that try failed), gave_up (restarts spent; the pod must be restarted).",
+		}, []string{"result"}),
 		adoption: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelfs_csi_adopted_volumes_total",
 			Help: "Volumes found at plugin start, by what became of them: kept, cleaned (mount process gone), wedged (not answering; stopped and detached), damaged (unreadable record), failed (could not be detached).",
@@ -50,14 +62,18 @@ func newPluginMetrics(m *mounter) *pluginMetrics {
 		Name: "modelfs_csi_volumes_mounted",
 		Help: "Volumes this node's plugin has mounted (one mount process each).",
 	}, func() float64 { return float64(len(m.records())) })
-	pm.reg.MustRegister(pm.calls, pm.adoption, mounts)
+	pm.reg.MustRegister(pm.calls, pm.duration, pm.adoption, pm.restarts, mounts, mountUpCollector{m})
 	// Zeros for every known label, so that rate() and alerts see the series
 	// before the first event.
 	for _, method := range []string{"NodePublishVolume", "NodeUnpublishVolume"} {
 		pm.calls.WithLabelValues(method, "OK")
+		pm.duration.WithLabelValues(method)
 	}
 	for _, r := range []string{"kept", "cleaned", "wedged", "damaged", "failed"} {
 		pm.adoption.WithLabelValues(r)
+	}
+	for _, r := range []string{"restarted", "failed", "gave_up"} {
+		pm.restarts.WithLabelValues(r)
 	}
 	return pm
 }
@@ -68,6 +84,28 @@ func (pm *pluginMetrics) adopted(res adoption) {
 	pm.adoption.WithLabelValues("wedged").Add(float64(res.Wedged))
 	pm.adoption.WithLabelValues("damaged").Add(float64(res.Damaged))
 	pm.adoption.WithLabelValues("failed").Add(float64(res.Failed))
+}
+
+// mountUpDesc reports, for each volume the plugin has mounted, whether its
+// mount process still runs: a process that died leaves the pod a mount
+// that fails every read, and its own metrics vanish with it, so only the
+// plugin can tell.
+var mountUpDesc = prometheus.NewDesc("modelfs_csi_volume_mount_up",
+	"1 while the volume's mount process runs, 0 once it has died (the pod sees a broken mount).",
+	[]string{"volume", "pod_uid"}, nil)
+
+type mountUpCollector struct{ m *mounter }
+
+func (c mountUpCollector) Describe(ch chan<- *prometheus.Desc) { ch <- mountUpDesc }
+
+func (c mountUpCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, rec := range c.m.records() {
+		up := 0.0
+		if ownsTarget(rec) {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(mountUpDesc, prometheus.GaugeValue, up, rec.VolumeID, podUID(rec.Target))
+	}
 }
 
 // MetricsHandler serves the plugin's metrics and, with Options.Metrics,

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,10 @@ type mounter struct {
 
 	mu     sync.Mutex
 	exited map[string]chan struct{} // target -> closed when a child of ours exits
+
+	// died, if set, hears of each mount process of ours that exits after
+	// its mount came up, whatever the reason (an unmount too).
+	died func(target string, pid int)
 }
 
 func newMounter(bin, stateDir string, timeout time.Duration, log *slog.Logger) (*mounter, error) {
@@ -118,6 +123,7 @@ func (m *mounter) forget(target string) {
 	os.Remove(m.recordPath(target))
 	os.Remove(m.logPath(target))
 	os.Remove(m.metricsSocket(target))
+	os.Remove(m.tokenPath(target))
 }
 
 // start runs a mount process for target and returns once the mount is up.
@@ -157,6 +163,15 @@ func (m *mounter) start(ctx context.Context, volumeID, source, target string, ar
 	m.mu.Lock()
 	m.exited[target] = exited
 	m.mu.Unlock()
+	// up is set once the mount came up; told makes sure died hears of
+	// the exit once, whichever of the reaper and start sees it first.
+	var up, told atomic.Bool
+	pid := cmd.Process.Pid
+	tell := func() {
+		if up.Load() && m.died != nil && told.CompareAndSwap(false, true) {
+			go m.died(target, pid)
+		}
+	}
 	// Reap the child whenever it ends, or it lingers as a zombie.
 	go func() {
 		cmd.Wait()
@@ -166,6 +181,7 @@ func (m *mounter) start(ctx context.Context, volumeID, source, target string, ar
 			delete(m.exited, target)
 		}
 		m.mu.Unlock()
+		tell()
 	}()
 	if err := m.save(&record{VolumeID: volumeID, Target: target, PID: cmd.Process.Pid, Source: source, Started: time.Now(), Cgroup: cgroup}); err != nil {
 		cmd.Process.Kill()
@@ -179,6 +195,12 @@ func (m *mounter) start(ctx context.Context, volumeID, source, target string, ar
 		m.removeCgroup(cgroup)
 		m.forget(target)
 		return err
+	}
+	up.Store(true)
+	select {
+	case <-exited: // died at once: the reaper saw it before up was set
+		tell()
+	default:
 	}
 	return nil
 }

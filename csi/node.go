@@ -14,8 +14,10 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// NodeGetInfo implements the Node service.
+// NodeGetInfo implements the Node service. kubelet calls it when it
+// registers the plugin, which is what the startup taint waits for.
 func (d *Driver) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb.NodeGetInfoResponse, error) {
+	d.registeredOnce.Do(func() { close(d.registered) })
 	return &csipb.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
 }
 
@@ -64,12 +66,23 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
 	}
+	var podTok string
+	if vol.roleARN != "" {
+		if len(req.GetSecrets()) > 0 {
+			return nil, status.Errorf(codes.InvalidArgument,
+				"volume attribute %q reads as the pod's service account; it takes no nodePublishSecretRef", attrRoleARN)
+		}
+		if podTok, err = podToken(req.GetVolumeContext(), d.opts.TokenAudience); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+	}
 	// The node's identity goes only to volumes cluster admins wrote
-	// (PersistentVolumes, StorageClasses) that bring no secrets: a volume
-	// with secrets of any kind, and an inline volume any pod author can
-	// write, runs with no identity but its own.
-	nodeIdentity := !vol.ephemeral && len(req.GetSecrets()) == 0 && !d.opts.NoNodeIdentity
-	if vol.scheme == "s3" && !vol.noSignRequest && !nodeIdentity && !hasS3Keys(req.GetSecrets()) {
+	// (PersistentVolumes, StorageClasses) that bring no secrets and no
+	// role: a volume with secrets of any kind, one that reads as its pod
+	// (roleArn), and an inline volume any pod author can write, run with
+	// no identity but their own.
+	nodeIdentity := !vol.ephemeral && len(req.GetSecrets()) == 0 && vol.roleARN == "" && !d.opts.NoNodeIdentity
+	if vol.scheme == "s3" && !vol.noSignRequest && !nodeIdentity && !hasS3Keys(req.GetSecrets()) && vol.roleARN == "" {
 		why := "inline volumes never use the node's identity"
 		switch {
 		case len(req.GetSecrets()) > 0:
@@ -101,6 +114,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 		}
 		state, _ := probe(target, d.opts.ProbeTimeout)
 		if state == answering && ownsTarget(rec) {
+			// A republish (requiresRepublish) brings the pod's
+			// refreshed token: the mount's SDK rereads the file.
+			if podTok != "" {
+				if err := d.mount.writeToken(target, podTok); err != nil {
+					return nil, status.Error(codes.Internal, err.Error())
+				}
+				d.setPodToken(target, podTok)
+			}
 			return &csipb.NodePublishVolumeResponse{}, nil
 		}
 		if state == wedged {
@@ -128,8 +149,21 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	}
 	args := vol.mountArgs(target, metricsSock, &d.opts)
 	env = append(env, vol.mountEnv()...)
+	if podTok != "" {
+		if err := d.mount.writeToken(target, podTok); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		env = append(env, webIdentityEnv(vol.roleARN, d.mount.tokenPath(target), roleSessionName(req.GetVolumeContext(), req.GetVolumeId()))...)
+	}
 	memLimit := vol.memCacheBytes(&d.opts) + d.opts.MemoryHeadroom
-	if err := d.mount.start(ctx, req.GetVolumeId(), vol.shownSource(), target, args, mountEnv(os.Environ(), nodeIdentity, env), memLimit); err != nil {
+	spec := &publishSpec{volumeID: req.GetVolumeId(), source: vol.shownSource(), args: args,
+		env: mountEnv(os.Environ(), nodeIdentity, env), memLimit: memLimit, podToken: podTok}
+	// Remembered first: a mount that dies as soon as it is up is
+	// restarted too.
+	d.rememberPublish(target, spec)
+	if err := d.mount.start(ctx, spec.volumeID, spec.source, target, spec.args, spec.env, spec.memLimit); err != nil {
+		d.forgetPublish(target)
+		os.Remove(d.mount.tokenPath(target))
 		var me *mountError
 		if errors.As(err, &me) {
 			return nil, mountFailure(me.msg)
@@ -144,6 +178,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 // PermissionDenied themselves.
 func mountFailure(msg string) error {
 	switch {
+	case strings.Contains(msg, "InvalidIdentityToken"), strings.Contains(msg, "AssumeRoleWithWebIdentity"):
+		return status.Errorf(codes.PermissionDenied,
+			"the pod's service account could not assume the volume's role (%s): check the role's trust policy names this service account and the audience: %s",
+			attrRoleARN, msg)
 	case strings.Contains(msg, "no AWS credentials found"), strings.Contains(msg, "getting AWS credentials"),
 		strings.Contains(msg, "get credentials"):
 		return status.Errorf(codes.PermissionDenied,
@@ -170,6 +208,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csipb.NodeUnpubli
 	}
 	unlock := d.lockTarget(target)
 	defer unlock()
+	// The mount process exits with the unmount: not a death to restart.
+	d.forgetPublish(target)
 	if err := d.mount.stop(ctx, target); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

@@ -32,6 +32,7 @@ const (
 	attrCacheSize     = "cacheSize"
 	attrBlockSize     = "blockSize"
 	attrConcurrency   = "concurrency"
+	attrRoleARN       = "roleArn"
 )
 
 // Keys of nodePublishSecretRef secrets.
@@ -65,7 +66,8 @@ type volume struct {
 	blockSize     int64 // bytes; 0 for the mount's default
 	concurrency   int
 	ephemeral     bool
-	readahead     int64 // bytes, from the readahead= mount option; 0 for the mount's default
+	readahead     int64  // bytes, from the readahead= mount option; 0 for the mount's default
+	roleARN       string // IAM role the pod's service account token assumes (pod identity)
 }
 
 // attributeError names the attribute that is wrong; the gRPC layer turns it
@@ -110,6 +112,9 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 	}
 	if v.endpoint != "" && v.scheme != "s3" && v.scheme != "hf" && v.scheme != "az" {
 		return nil, badAttr(attrEndpoint, "only applies to s3://, hf:// and az:// sources")
+	}
+	if v.roleARN != "" && (v.scheme != "s3" || v.noSignRequest) {
+		return nil, badAttr(attrRoleARN, "only applies to s3:// sources that sign their requests")
 	}
 	if v.recordProfile && v.profile == "" {
 		return nil, badAttr(attrRecordProfile, "needs %q to name the profile to write", attrProfile)
@@ -202,10 +207,15 @@ func (v *volume) set(k, val string) error {
 			return badAttr(k, "%q: want a number from 1 to 1024", val)
 		}
 		v.concurrency = n
+	case attrRoleARN:
+		if !roleARNPattern.MatchString(val) {
+			return badAttr(k, "%q: want an IAM role ARN like arn:aws:iam::123456789012:role/model-reader", val)
+		}
+		v.roleARN = val
 	default:
 		return badAttr(k, "unknown attribute; known: %s", strings.Join([]string{
 			attrSource, attrEndpoint, attrRegion, attrNoSignRequest, attrPrefetch, attrProfile,
-			attrRecordProfile, attrMemCache, attrCacheSize, attrBlockSize, attrConcurrency,
+			attrRecordProfile, attrMemCache, attrCacheSize, attrBlockSize, attrConcurrency, attrRoleARN,
 		}, ", "))
 	}
 	return nil

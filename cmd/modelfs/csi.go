@@ -50,6 +50,9 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			&cli.StringFlag{Name: "mount-memory-headroom", Value: "384MiB", Usage: "added to a volume's memCache for the memory limit of its mount's cgroup (0: no per-volume cgroups)", EnvVars: env("CSI_MOUNT_MEMORY_HEADROOM")},
 			&cli.BoolFlag{Name: "supervise", Usage: "run the plugin server as a child and restart it if it dies (always on as PID 1)", EnvVars: env("CSI_SUPERVISE")},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus /metrics, the plugin's and every volume's (labelled volume and pod_uid), on this address, like :9809 (empty: off)", EnvVars: env("CSI_METRICS_ADDR")},
+			&cli.IntFlag{Name: "max-mount-restarts", Value: 5, Usage: "how many times, per publish, to start again a volume's mount process that died (pause 1s, doubling); 0: never", EnvVars: env("CSI_MAX_MOUNT_RESTARTS")},
+			&cli.StringFlag{Name: "token-audience", Value: csi.DefaultTokenAudience, Usage: "audience of the pod service account tokens volumes with a roleArn read S3 with; must match the CSIDriver's tokenRequests (empty: no pod identity)", EnvVars: env("CSI_TOKEN_AUDIENCE")},
+			&cli.BoolFlag{Name: "remove-startup-taint", Value: true, Usage: "remove the taint " + csi.StartupTaintKey + " from this node (--node-id) once kubelet has registered the plugin; needs get and patch on nodes (in-cluster config)", EnvVars: env("CSI_REMOVE_STARTUP_TAINT")},
 			&cli.DurationFlag{Name: "mount-timeout", Value: 2 * time.Minute, Usage: "how long a volume's mount may take to come up", EnvVars: env("CSI_MOUNT_TIMEOUT")},
 		},
 		Action: runCSI,
@@ -108,13 +111,25 @@ func runCSI(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("csi: finding the modelfs binary: %w", err)
 	}
+	restarts := c.Int("max-mount-restarts")
+	if restarts <= 0 {
+		restarts = -1 // Options' "never"
+	}
+	var nodes csi.Nodes
+	if c.Bool("remove-startup-taint") {
+		// Not fatal: without the API the plugin still serves volumes,
+		// and the log says why the node keeps its taint.
+		if nodes, err = csi.InClusterNodes(); err != nil {
+			log.Warn("the startup taint will not be removed", "err", err)
+		}
+	}
 	d, err := csi.New(csi.Options{
 		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
 		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
 		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline, DeniedNetworks: deny, AllowedNetworks: allow,
 		CacheSize: cacheSize, MaxMemCache: maxMem, MemoryHeadroom: headroom,
 		MountTimeout: c.Duration("mount-timeout"), Version: version, Logger: log,
-		Metrics: c.String("metrics-addr") != "",
+		Metrics: c.String("metrics-addr") != "", Nodes: nodes, TokenAudience: c.String("token-audience"), MaxRestarts: restarts,
 	})
 	if err != nil {
 		return fmt.Errorf("csi: %w", err)

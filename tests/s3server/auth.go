@@ -183,7 +183,7 @@ func (sig *sigV4) parseCredential(cred string) bool {
 // checkScope validates the access key and the credential scope, returning the
 // request time. malformed is the error family of the signature's form.
 func (s *Server) checkScope(sig *sigV4, malformed *apiError) (time.Time, *apiError) {
-	if s.opts.AccessKey == "" || sig.accessKey != s.opts.AccessKey {
+	if !s.knownKey(sig.accessKey) {
 		return time.Time{}, errInvalidAccessKeyID.with("AWSAccessKeyId", sig.accessKey)
 	}
 	if sig.service != "s3" || sig.terminator != scopeTerminator {
@@ -208,8 +208,12 @@ func (s *Server) checkScope(sig *sigV4, malformed *apiError) (time.Time, *apiErr
 // verify recomputes the signature and compares it with the one provided.
 // skipParam names the query parameter carrying the signature itself.
 func (s *Server) verify(r *http.Request, q url.Values, sig *sigV4, payloadHash, skipParam string) (*authInfo, *apiError) {
+	secret, aerr := s.secretFor(sig.accessKey, r, q)
+	if aerr != nil {
+		return nil, aerr
+	}
 	scope := strings.Join([]string{sig.date, sig.region, sig.service, scopeTerminator}, "/")
-	key := signingKey(s.opts.SecretKey, sig.date, sig.region, sig.service)
+	key := signingKey(secret, sig.date, sig.region, sig.service)
 	query := canonicalQuery(q, skipParam)
 	headers := canonicalHeaders(r, sig.signedHeaders)
 

@@ -10,7 +10,10 @@
 //     GetObject and HeadObject (ranges, conditional requests, versions,
 //     partNumber), DeleteObject;
 //   - ListObjectsV2 and ListObjects;
-//   - multipart uploads: Create, UploadPart, Complete, Abort.
+//   - multipart uploads: Create, UploadPart, Complete, Abort;
+//   - STS AssumeRoleWithWebIdentity (POST / with a form body), for tokens a
+//     test trusts (TrustWebIdentity); the temporary credentials it issues
+//     sign S3 requests with their session token.
 //
 // Anything else is answered with S3's NotImplemented error rather than
 // being silently misinterpreted.

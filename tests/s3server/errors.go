@@ -55,6 +55,8 @@ var (
 	errIncompleteBody        = newError(http.StatusBadRequest, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header.")
 	errInternal              = newError(http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
 	errInvalidAccessKeyID    = newError(http.StatusForbidden, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+	errInvalidToken          = newError(http.StatusBadRequest, "InvalidToken", "The provided token is malformed or otherwise invalid.")
+	errExpiredToken          = newError(http.StatusBadRequest, "ExpiredToken", "The provided token has expired.")
 	errInvalidArgument       = newError(http.StatusBadRequest, "InvalidArgument", "Invalid Argument")
 	errInvalidBucketName     = newError(http.StatusBadRequest, "InvalidBucketName", "The specified bucket is not valid.")
 	errInvalidDigest         = newError(http.StatusBadRequest, "InvalidDigest", "The Content-MD5 you specified is not valid.")

@@ -29,6 +29,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if hook := s.hook.Load(); hook != nil && (*hook)(w, r) {
 		return
 	}
+	if isSTS(r) {
+		s.serveSTS(w, r)
+		return
+	}
 	if err := s.serve(w, r); err != nil {
 		s.writeError(w, r, err)
 	}

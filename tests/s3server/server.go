@@ -65,6 +65,11 @@ type Server struct {
 	reqSeq atomic.Uint64
 	hostID string
 
+	stsMu         sync.Mutex
+	webIdentities map[string]string          // trusted web identity token -> role ARN
+	temporary     map[string]tempCredentials // by access key id
+	assumed       int
+
 	mu   sync.Mutex // guards srv and ln
 	srv  *http.Server
 	ln   net.Listener

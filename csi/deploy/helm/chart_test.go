@@ -54,6 +54,26 @@ type serviceMonitorSpc struct {
 	} `json:"endpoints"`
 }
 
+// prometheusRule is the part of the Prometheus Operator's type the chart
+// writes.
+type prometheusRule struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   metaOnly `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Alert       string            `json:"alert"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
+}
+
 // kustomization is the part of kustomize's type the base uses.
 type kustomization struct {
 	APIVersion string   `json:"apiVersion"`
@@ -81,6 +101,8 @@ func newObject(t *testing.T, apiVersion, kind string) any {
 		"rbac.authorization.k8s.io/v1/Role":               func() any { return &rbacv1.Role{} },
 		"rbac.authorization.k8s.io/v1/RoleBinding":        func() any { return &rbacv1.RoleBinding{} },
 		"monitoring.coreos.com/v1/ServiceMonitor":         func() any { return &serviceMonitor{} },
+		"monitoring.coreos.com/v1/PrometheusRule":         func() any { return &prometheusRule{} },
+		"v1/ConfigMap": func() any { return &corev1.ConfigMap{} },
 	}
 	mk, ok := types[apiVersion+"/"+kind]
 	if !ok {
@@ -152,7 +174,7 @@ func render(t *testing.T, c *chart.Chart, values map[string]any) []any {
 }
 
 func TestLint(t *testing.T) {
-	for _, values := range []map[string]any{nil, metricsOn()} {
+	for _, values := range []map[string]any{nil, metricsOn(), alertsOn()} {
 		res := lint.AllWithKubeVersion(chartDir, values, "modelfs", nil)
 		for _, m := range res.Messages {
 			// INFO (like "icon is recommended") is advice, not a fault.
@@ -317,12 +339,25 @@ func checkProduction(t *testing.T, what string, objs []any) {
 		}
 	}
 	for _, cr := range find[*rbacv1.ClusterRole](objs) {
+		if cr.Name == "modelfs-csi-node" {
+			// The startup taint's removal: its own Node, nothing else.
+			if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].APIGroups, []string{""}) || !slices.Equal(cr.Rules[0].Resources, []string{"nodes"}) ||
+				!slices.Equal(cr.Rules[0].Verbs, []string{"get", "patch"}) {
+				t.Errorf("%s: ClusterRole %s grants %+v; want get and patch on nodes only", what, cr.Name, cr.Rules)
+			}
+			continue
+		}
 		for _, r := range cr.Rules {
 			for _, res := range r.Resources {
 				if slices.Contains([]string{"nodes", "csinodes", "volumeattachments", "secrets", "*"}, res) {
 					t.Errorf("%s: ClusterRole %s grants %s, which nothing uses", what, cr.Name, res)
 				}
 			}
+		}
+	}
+	for _, b := range find[*rbacv1.ClusterRoleBinding](objs) {
+		if b.RoleRef.Name == "modelfs-csi-node" && (len(b.Subjects) != 1 || b.Subjects[0].Name != "modelfs-csi-node") {
+			t.Errorf("%s: ClusterRoleBinding %s gives the node plugin's role to %+v", what, b.Name, b.Subjects)
 		}
 	}
 }
@@ -336,17 +371,22 @@ func TestValues(t *testing.T) {
 	vals["logLevel"] = "debug"
 	vals["controller"] = map[string]any{"enabled": false}
 	vals["node"] = map[string]any{
-		"cacheSize": "500Gi", "maxMemCache": "2Gi", "allowNetworks": "10.1.0.0/16", "inlineSources": "none",
+		"cacheSize": "500Gi", "maxMemCache": "2Gi", "allowNetworks": "10.1.0.0/16", "inlineSources": "none", "removeStartupTaint": false,
 		"updateStrategy": map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": "10%"}},
 		"tolerations":    []any{map[string]any{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}},
 		"resources":      map[string]any{"requests": map[string]any{"cpu": "1", "memory": "1Gi"}, "limits": map[string]any{"memory": "8Gi"}},
 	}
+	vals["podIdentity"] = map[string]any{"audience": "minio.example.com"}
 	objs := render(t, c, vals)
+	if drv := find[*storagev1.CSIDriver](objs)[0]; len(drv.Spec.TokenRequests) != 1 || drv.Spec.TokenRequests[0].Audience != "minio.example.com" ||
+		drv.Spec.RequiresRepublish == nil || !*drv.Spec.RequiresRepublish {
+		t.Errorf("CSIDriver token requests %+v, requiresRepublish %v", drv.Spec.TokenRequests, drv.Spec.RequiresRepublish)
+	}
 	if n := len(find[*appsv1.Deployment](objs)); n != 0 {
 		t.Errorf("controller disabled, yet %d Deployments", n)
 	}
 	if n := len(find[*rbacv1.ClusterRole](objs)); n != 0 {
-		t.Errorf("controller disabled, yet %d ClusterRoles", n)
+		t.Errorf("controller disabled and no startup taint, yet %d ClusterRoles", n)
 	}
 	ds := find[*appsv1.DaemonSet](objs)[0]
 	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType ||
@@ -358,7 +398,7 @@ func TestValues(t *testing.T) {
 	if plugin.Image != "ghcr.io/modelfs/modelfs:v9.9.9" || plugin.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("plugin image %s %s", plugin.Image, plugin.ImagePullPolicy)
 	}
-	for _, a := range []string{"--cache-size=500Gi", "--max-mem-cache=2Gi", "--allow-networks=10.1.0.0/16", "--inline-sources=none", "--metrics-addr=:9809"} {
+	for _, a := range []string{"--cache-size=500Gi", "--max-mem-cache=2Gi", "--allow-networks=10.1.0.0/16", "--inline-sources=none", "--metrics-addr=:9809", "--remove-startup-taint=false", "--token-audience=minio.example.com"} {
 		if !slices.Contains(plugin.Args, a) {
 			t.Errorf("plugin args %q lack %s", plugin.Args, a)
 		}
@@ -409,4 +449,18 @@ func lineDiff(chart, base string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestPodIdentityOff: without pod identity the CSIDriver asks kubelet for
+// no tokens and the plugin turns roleArn volumes away.
+func TestPodIdentityOff(t *testing.T) {
+	objs := render(t, loadChart(t), map[string]any{"podIdentity": map[string]any{"enabled": false}})
+	drv := find[*storagev1.CSIDriver](objs)[0]
+	if len(drv.Spec.TokenRequests) != 0 || drv.Spec.RequiresRepublish != nil {
+		t.Errorf("CSIDriver %+v", drv.Spec)
+	}
+	args := find[*appsv1.DaemonSet](objs)[0].Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--token-audience=") {
+		t.Errorf("plugin args %q lack an empty --token-audience", args)
+	}
 }
