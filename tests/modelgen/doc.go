@@ -19,4 +19,7 @@
 //
 // ParseSafetensors reads a safetensors header back and validates it strictly;
 // it is meant to be safe on untrusted input (it is fuzzed).
+//
+// WriteHFCache writes a Hugging Face cache repository whose snapshot is
+// links into its blobs/, with links a model-directory walk must refuse.
 package modelgen
