@@ -14,6 +14,7 @@ type Dir struct {
 	modelformat.Tree
 	// Path is the directory, absolute and cleaned.
 	Path        string
+	blobsPath   string // <repo>/blobs of a snapshot
 	root, blobs *os.Root
 }
 
@@ -42,7 +43,7 @@ func Open(dir string) (*Dir, error) {
 			root.Close()
 			return nil, fmt.Errorf("model directory %s: a Hugging Face cache snapshot: %w", abs, err)
 		}
-		d.blobs, d.Tree.Rev, d.Tree.Blobs = blobs, rev, blobs.FS()
+		d.blobs, d.blobsPath, d.Tree.Rev, d.Tree.Blobs = blobs, filepath.Join(repo, "blobs"), rev, blobs.FS()
 	}
 	return d, nil
 }
@@ -71,6 +72,16 @@ func (d *Dir) OpenFile(f modelformat.File) (*os.File, error) {
 		return nil, fmt.Errorf("open %s: %w", f.Path, os.ErrNotExist)
 	}
 	return r.Open(f.Target)
+}
+
+// FilePath is where the bytes of f, a file of this directory, are: a
+// path with no link in its last element, for callers that open files by
+// name after the directory is closed.
+func (d *Dir) FilePath(f modelformat.File) string {
+	if f.InBlobs {
+		return filepath.Join(d.blobsPath, filepath.FromSlash(f.Target))
+	}
+	return filepath.Join(d.Path, filepath.FromSlash(f.Target))
 }
 
 // Close releases the directory handles.
