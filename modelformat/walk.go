@@ -65,21 +65,20 @@ var ErrRefused = errors.New("link refused")
 
 // Walk lists the regular files of the tree, sorted by path, and the
 // entries it left out, with reasons. Directories are walked, not followed
-// through links. An error reading the root itself ends the walk; entries
-// that vanish while it runs are skipped.
+// through links. An error reading a directory ends the walk; entries that
+// vanish while it runs are skipped.
 func (t Tree) Walk(ctx context.Context) ([]File, []Skipped, error) {
 	var files []File
 	var skipped []Skipped
 	err := fs.WalkDir(t.Root, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if p == "." {
-				return err
+			// The tree failing to be read (the root, a directory it
+			// may not read) ends the walk rather than hiding files; an
+			// entry vanishing mid-walk does not.
+			if p != "." && errors.Is(err, fs.ErrNotExist) {
+				return nil
 			}
-			skipped = append(skipped, Skipped{p, err.Error()})
-			if d != nil && d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err

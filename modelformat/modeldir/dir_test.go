@@ -41,12 +41,15 @@ func TestHFCacheSnapshot(t *testing.T) {
 		if f.Size != int64(len(want)) {
 			t.Errorf("%s: %d bytes, want %d", f.Path, f.Size, len(want))
 		}
-		r, err := d.OpenFile(f)
+		r, err := d.Open(f) // through the fs.FS, as any Tree
 		if err != nil {
 			t.Fatal(err)
 		}
 		data, err := io.ReadAll(r)
 		r.Close()
+		if p := d.FilePath(f); f.InBlobs != (filepath.Base(filepath.Dir(p)) == "blobs") {
+			t.Errorf("%s: bytes at %s, in blobs: %v", f.Path, p, f.InBlobs)
+		}
 		if err != nil || !bytes.Equal(data, want) {
 			t.Errorf("%s reads %q, %v; want %q", f.Path, data, err, want)
 		}
