@@ -18,7 +18,8 @@ import (
 // the model root or, when the root is a Hugging Face cache snapshot
 // (<repo>/snapshots/<rev>/, whose files are relative links into
 // <repo>/blobs/), when it leads to a file directly in that repository's
-// blobs/. Absolute links count by where they lead (only when Tree.Dir
+// blobs/ the way huggingface_hub writes such links (../ repeated, then
+// blobs/<name>). Absolute links count by where they lead (only when Tree.Dir
 // says where the root is; without it they are refused). Every other link
 // is refused and reported: links that leave the root for anywhere else,
 // links to directories (so a loop cannot make a walk endless), dangling
@@ -174,9 +175,17 @@ func (t Tree) relative(abs string) (string, bool) {
 
 // inBlobs reports whether the link at cur (in the root), which leaves the
 // root, leads to a file directly in the repository's blobs/, and which.
-// The link's directory is checked to be a real one, so that the ".."s in
-// target count what they appear to.
+// The target must be as huggingface_hub writes it, ../ repeated then
+// blobs/<name>, and the link's directory a real one, so that the ".."s
+// count what they appear to.
 func (t Tree) inBlobs(cur, target string) (string, bool) {
+	rest := target
+	for strings.HasPrefix(rest, "../") {
+		rest = rest[len("../"):]
+	}
+	if !strings.HasPrefix(rest, "blobs/") {
+		return "", false
+	}
 	for d := path.Dir(cur); d != "."; d = path.Dir(d) {
 		if fi, err := fs.Lstat(t.Root, d); err != nil || !fi.IsDir() {
 			return "", false

@@ -71,3 +71,39 @@ func TestWalkLinksInAnFS(t *testing.T) {
 		t.Errorf("loop: %v, want ErrRefused", err)
 	}
 }
+
+// In a snapshot, only links of huggingface_hub's form reach blobs/: one
+// that gets there through a detour inside the snapshot is refused, since
+// where a detour leads depends on links the rule does not read.
+func TestWalkSnapshotLinkForms(t *testing.T) {
+	root := fstest.MapFS{
+		"a.bin":      {Data: []byte("../../blobs/1"), Mode: fs.ModeSymlink},
+		"sub/b.bin":  {Data: []byte("../../../blobs/1"), Mode: fs.ModeSymlink},
+		"detour.bin": {Data: []byte("sub/../../../blobs/1"), Mode: fs.ModeSymlink},
+		"deep.bin":   {Data: []byte("../../blobs/x/1"), Mode: fs.ModeSymlink},
+		"refs.bin":   {Data: []byte("../../refs/main"), Mode: fs.ModeSymlink},
+		"sub/x":      {Data: []byte("x")},
+	}
+	blobs := fstest.MapFS{"1": {Data: []byte("blob")}, "x/1": {Data: []byte("deep")}}
+	files, skipped, err := Tree{Root: root, Rev: "r1", Blobs: blobs}.Walk(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, refused []string
+	for _, f := range files {
+		got = append(got, f.Path)
+		if f.InBlobs && (f.Target != "1" || f.Size != 4) {
+			t.Errorf("%s: blob %s of %d bytes", f.Path, f.Target, f.Size)
+		}
+	}
+	for _, s := range skipped {
+		refused = append(refused, s.Path)
+	}
+	slices.Sort(refused)
+	if want := []string{"a.bin", "sub/b.bin", "sub/x"}; !slices.Equal(got, want) {
+		t.Errorf("files %q, want %q", got, want)
+	}
+	if want := []string{"deep.bin", "detour.bin", "refs.bin"}; !slices.Equal(refused, want) {
+		t.Errorf("skipped %q, want %q", refused, want)
+	}
+}
