@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/modelfs/modelfs/modelformat"
 )
 
 // HTTPOptions configure an HTTP source.
@@ -689,28 +691,17 @@ func manifestSize(raw json.RawMessage) (int64, error) {
 // parseHFIndex lists a Hugging Face sharded checkpoint: the index, every
 // shard it maps to, and the usual side files if present.
 func parseHFIndex(b []byte) ([]httpEntry, error) {
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	// Other top-level fields ("metadata") are the library's business.
-	if err := decodeStrictJSON(b, &idx, false); err != nil {
+	idx, err := modelformat.ReadIndex(bytes.NewReader(b), int64(len(b)), modelformat.Options{MaxHeader: httpMaxManifest})
+	if err != nil {
 		return nil, err
 	}
-	if len(idx.WeightMap) == 0 {
-		return nil, errors.New(`no "weight_map" entries`)
+	if len(idx.Shards) > MaxListedObjects {
+		return nil, fmt.Errorf("weight_map names more than %d files", MaxListedObjects)
 	}
 	seen := map[string]bool{httpHFIndex: true}
 	entries := []httpEntry{{key: httpHFIndex}}
-	shards := make([]string, 0, len(idx.WeightMap))
-	for _, f := range idx.WeightMap {
-		shards = append(shards, f)
-	}
-	slices.Sort(shards)
-	shards = slices.Compact(shards)
-	if len(shards) > MaxListedObjects {
-		return nil, fmt.Errorf("weight_map names more than %d files", MaxListedObjects)
-	}
-	for _, f := range shards {
+	for _, f := range idx.Shards {
+		// Stricter than the index's own rules: keys become file names.
 		if err := checkHTTPPath(f); err != nil {
 			return nil, fmt.Errorf("weight_map file %q: %w", f, err)
 		}

@@ -8,10 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/modelfs/modelfs/modelformat/modeldir"
 )
 
 // LocalOptions configure a Local source.
@@ -23,11 +24,14 @@ type LocalOptions struct {
 // Local serves the regular files under a directory. Objects are pinned to
 // size and modification time, since a plain file has no better version.
 //
-// All access goes through an os.Root, so no key and no symlink can reach
-// outside the directory, even if the tree changes while it is served.
+// The directory is listed and its links followed by modelformat's one
+// model-directory rule (links inside it, and a Hugging Face cache
+// snapshot's links into its repository's blobs/). All access goes through
+// os.Roots, so no key and no symlink can reach anything else, even if the
+// tree changes while it is served.
 type Local struct {
 	dir  string // absolute, as given (for String)
-	root *os.Root
+	tree *modeldir.Dir
 }
 
 var _ Source = (*Local)(nil)
@@ -51,15 +55,15 @@ func NewLocal(opts LocalOptions) (*Local, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("fetch: local source %q is not a directory", abs)
 	}
-	root, err := os.OpenRoot(abs)
+	tree, err := modeldir.Open(abs)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: local source: %w", err)
 	}
-	return &Local{dir: abs, root: root}, nil
+	return &Local{dir: abs, tree: tree}, nil
 }
 
-// Close releases the handle on the root directory.
-func (l *Local) Close() error { return l.root.Close() }
+// Close releases the handles on the directory.
+func (l *Local) Close() error { return l.tree.Close() }
 
 // String returns the root as a file:// URL.
 func (l *Local) String() string { return "file://" + filepath.ToSlash(l.dir) }
@@ -67,44 +71,18 @@ func (l *Local) String() string { return "file://" + filepath.ToSlash(l.dir) }
 // ID is the cleaned absolute root: the same directory however it was named.
 func (l *Local) ID() string { return "file://" + filepath.ToSlash(filepath.Clean(l.dir)) }
 
-// List walks the tree and returns its regular files sorted by key. Symlinks
-// are followed only when they resolve to a regular file inside the root;
-// directories reached through symlinks, sockets, devices and pipes are
-// skipped.
+// List walks the tree and returns its regular files sorted by key, links
+// followed by the model-directory rule; directories reached through links,
+// links the rule refuses, sockets, devices and pipes are skipped.
 func (l *Local) List(ctx context.Context) ([]Object, error) {
-	var objs []Object
-	err := fs.WalkDir(l.root.FS(), ".", func(key string, d fs.DirEntry, err error) error {
-		if err != nil {
-			// The root itself failing is fatal; an entry vanishing
-			// mid-walk is not.
-			if key != "." && errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		var fi fs.FileInfo
-		switch t := d.Type(); {
-		case t.IsRegular():
-			fi, err = d.Info()
-		case t&fs.ModeSymlink != 0:
-			// Root.Stat refuses links that escape the root.
-			fi, err = l.root.Stat(key)
-		default:
-			return nil
-		}
-		if err != nil || !fi.Mode().IsRegular() {
-			return nil // dangling, escaping, or not a file
-		}
-		objs = append(objs, Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
-		return nil
-	})
+	files, _, err := l.tree.Walk(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: list %s: %w", l, classifyLocal(err))
 	}
-	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Key, b.Key) })
+	objs := make([]Object, len(files))
+	for i, f := range files {
+		objs[i] = Object{Key: f.Path, Size: f.Size, ModTime: f.ModTime}
+	}
 	return objs, nil
 }
 
@@ -116,14 +94,11 @@ func (l *Local) Stat(ctx context.Context, key string) (Object, error) {
 	if err := checkLocalKey(key); err != nil {
 		return Object{}, fmt.Errorf("fetch: stat %q: %w", key, err)
 	}
-	fi, err := l.root.Stat(key)
+	f, err := l.tree.Resolve(key)
 	if err != nil {
 		return Object{}, fmt.Errorf("fetch: stat %q: %w", key, classifyLocal(err))
 	}
-	if !fi.Mode().IsRegular() {
-		return Object{}, fmt.Errorf("fetch: stat %q: %w (not a regular file)", key, ErrNotFound)
-	}
-	return Object{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+	return Object{Key: key, Size: f.Size, ModTime: f.ModTime}, nil
 }
 
 // ReadAt reads from the file named by obj.Key after checking, on the open
@@ -141,7 +116,11 @@ func (l *Local) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (in
 	if err := checkLocalKey(obj.Key); err != nil {
 		return 0, fmt.Errorf("fetch: read %q: %w", obj.Key, err)
 	}
-	f, err := l.root.Open(obj.Key)
+	rf, err := l.tree.Resolve(obj.Key)
+	if err != nil {
+		return 0, fmt.Errorf("fetch: read %q: %w", obj.Key, classifyLocal(err))
+	}
+	f, err := l.tree.OpenFile(rf)
 	if err != nil {
 		return 0, fmt.Errorf("fetch: read %q: %w", obj.Key, classifyLocal(err))
 	}
@@ -181,7 +160,8 @@ func checkLocalKey(key string) error {
 
 // classifyLocal maps filesystem errors onto the package's sentinels. Root
 // reports an escaping path with an unexported error, so everything that is
-// neither a permission nor an I/O problem counts as not found.
+// neither a permission nor an I/O problem (a link the rule refuses, a
+// directory, a special file) counts as not found.
 func classifyLocal(err error) error {
 	switch {
 	case errors.Is(err, fs.ErrPermission):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelfs/modelfs/tests/modelgen"
 )
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -220,5 +223,43 @@ func TestNewLocalErrors(t *testing.T) {
 	defer l.Close()
 	if l.String() != "file://"+dir {
 		t.Errorf("String() = %q", l.String())
+	}
+}
+
+// A Hugging Face cache snapshot is served as its files, read through the
+// links into its repository's blobs/; links the model-directory rule
+// refuses are neither listed nor served.
+func TestLocalHFCacheSnapshot(t *testing.T) {
+	c, err := modelgen.WriteHFCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newTestLocal(t, c.Snapshot)
+	objs, err := l.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, o := range objs {
+		got[o.Key] = o.Size
+		buf := make([]byte, o.Size)
+		if n, err := l.ReadAt(t.Context(), o, buf, 0); n != len(buf) || (err != nil && err != io.EOF) {
+			t.Fatalf("read %s: %d, %v", o.Key, n, err)
+		}
+		if !bytes.Equal(buf, c.Files[o.Key]) {
+			t.Errorf("%s reads %q, want %q", o.Key, buf, c.Files[o.Key])
+		}
+	}
+	want := map[string]int64{}
+	for k, v := range c.Files {
+		want[k] = int64(len(v))
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("listed %v, want %v", got, want)
+	}
+	for _, key := range c.Refused {
+		if _, err := l.Stat(t.Context(), key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("stat %s: %v, want ErrNotFound", key, err)
+		}
 	}
 }

@@ -2,62 +2,51 @@ package gpuwarm
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/modelfs/modelfs/modelformat/modeldir"
 	"github.com/modelfs/modelfs/prefetch"
 )
 
 // modelFiles lists the regular files under dir, with '/'-separated paths
-// relative to it, for prefetch.Plan. Symbolic links to files are followed
-// (Hugging Face cache snapshots are links to blobs); links to directories
-// are not. Hidden files and directories (.cache, .git, .gitattributes, a
-// ready file) are not part of the model.
+// relative to it, for prefetch.Plan, by modelformat's one model-directory
+// walk: links are followed inside dir and, for a Hugging Face cache
+// snapshot, into its repository's blobs/; other links are refused. Hidden
+// files and directories (.cache, .git, .gitattributes, a ready file) are
+// not part of the model.
 func modelFiles(dir string) ([]prefetch.File, error) {
-	st, err := os.Stat(dir)
+	d, err := modeldir.Open(dir)
 	if err != nil {
-		return nil, fmt.Errorf("model directory: %w", err)
+		return nil, err
 	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("model directory %s: not a directory", dir)
-	}
-	var files []prefetch.File
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p != dir && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		info, err := os.Stat(p) // follows links
-		if err != nil || !info.Mode().IsRegular() {
-			return nil // a dangling link or a special file: not part of the model
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		files = append(files, prefetch.File{
-			Path: filepath.ToSlash(rel),
-			Size: info.Size(),
-			Open: func() (io.ReaderAt, error) { return os.Open(p) },
-		})
-		return nil
-	})
+	defer d.Close()
+	found, _, err := d.Walk(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", dir, err)
 	}
+	var files []prefetch.File
+	for _, f := range found {
+		if hidden(f.Path) {
+			continue
+		}
+		p := d.FilePath(f) // the link resolved, to open after d is closed
+		files = append(files, prefetch.File{
+			Path: f.Path,
+			Size: f.Size,
+			Open: func() (io.ReaderAt, error) { return os.Open(p) },
+		})
+	}
 	return files, nil
+}
+
+// hidden reports whether a '/'-separated path has an element that starts
+// with a dot.
+func hidden(p string) bool {
+	return strings.HasPrefix(p, ".") || strings.Contains(p, "/.")
 }
 
 // tensorBytes sums the plan's tensor ranges.

@@ -3,12 +3,14 @@ package gpuwarm
 import (
 	"bytes"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/tests/modelgen"
 )
 
 func TestModelFiles(t *testing.T) {
@@ -126,5 +128,47 @@ func TestRunProfileOrder(t *testing.T) {
 	defer w2.Close()
 	if rep, err := w2.Run(t.Context()); err != nil || rep.Pin.From != "layer order" {
 		t.Fatalf("bad profile: %v, %+v", err, rep.Pin)
+	}
+}
+
+// A Hugging Face cache snapshot is planned as its files, read through the
+// links into its repository's blobs/; links the model-directory rule
+// refuses are left out.
+func TestModelFilesHFCacheSnapshot(t *testing.T) {
+	c, err := modelgen.WriteHFCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := modelFiles(c.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, f := range files {
+		got[f.Path] = f.Size
+		r, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, f.Size)
+		_, err = r.ReadAt(buf, 0)
+		r.(io.Closer).Close()
+		if err != nil || !bytes.Equal(buf, c.Files[f.Path]) {
+			t.Errorf("%s reads %q, %v; want %q", f.Path, buf, err, c.Files[f.Path])
+		}
+	}
+	want := map[string]int64{}
+	for k, v := range c.Files {
+		want[k] = int64(len(v))
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("files %v, want %v (refused: %q)", got, want, c.Refused)
+	}
+	plan, err := prefetch.Plan(files, prefetch.PlanOptions{SmallFile: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tensorBytes(plan); n != 4 {
+		t.Errorf("plan holds %d tensor bytes, want the 4 of model.safetensors", n)
 	}
 }

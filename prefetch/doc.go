@@ -17,20 +17,15 @@
 //     file is read the window stays within the files read, so reading one
 //     file fetches that file and no other.
 //
-// Headers come from the store and are not trusted, so what reading them
-// costs is bounded by the code, not by what they say:
+// Headers and indexes are parsed by modelformat, which bounds what each
+// costs (streamed, every count and length checked, the fuzz targets
+// assert allocation within a small multiple of the header's size). The
+// planner keeps only each tensor's name and range, and bounds the rest:
 //
 //   - A header is at most PlanOptions.MaxHeader bytes, by default the
 //     safetensors reference implementation's 100 MB.
-//   - Parsing streams: safetensors JSON (header and index) is scanned
-//     value by value and GGUF read field by field; only each tensor's name
-//     and range (of an index, each distinct shard name) is kept.
-//     Shapes, metadata, unknown fields and vocabularies cost no memory.
-//     Allocation is within a small multiple of the header's size (the
-//     fuzz targets assert it on every input).
-//   - Counts are bounded: tensors per file, dimensions, name lengths,
-//     nesting, GGUF keys and array lengths; and what one Plan keeps of all
-//     its files' tensors (PlanOptions.MaxKept).
+//   - What one Plan keeps of all its files' tensors is at most
+//     PlanOptions.MaxKept.
 //   - Headers are parsed at most PlanOptions.Parallel at a time, and within
 //     a HeaderBudget of header bytes that a mount shares across its models.
 //

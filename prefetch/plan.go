@@ -1,8 +1,6 @@
 package prefetch
 
 import (
-	"bufio"
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/modelfs/modelfs/modelformat"
 )
 
 // File is one file of the model as the planner sees it.
@@ -65,15 +65,15 @@ type PlanOptions struct {
 // loads is planned. Real headers are well under 10 MB; what a larger one
 // may cost is bounded by HeaderBudget and the per-part limits of the
 // parsers, not by this.
-const DefaultMaxHeader = 100_000_000
+const DefaultMaxHeader = modelformat.DefaultMaxHeader
 
 // planTensorCost is what Plan counts against MaxKept per tensor, besides
 // its name.
 const planTensorCost = 256
 
 // HeaderBudget bounds the bytes of the headers being parsed at once.
-// Parsing holds memory in proportion to a header's size (at most about
-// twice it), so this bounds what all parses sharing it hold together.
+// Parsing holds memory in proportion to a header's size (a small multiple
+// of it), so this bounds what all parses sharing it hold together.
 type HeaderBudget struct {
 	mu        sync.Mutex
 	freed     *sync.Cond
@@ -153,7 +153,7 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 		switch {
 		case f.Size <= 0:
 		case strings.HasSuffix(f.Path, ".safetensors.index.json"):
-			shards, err := readIndex(f, opts.MaxHeader)
+			shards, err := readIndex(f, opts)
 			if err != nil {
 				fail(f, err)
 				if f.Size > opts.SmallFile {
@@ -215,8 +215,8 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 			}
 			out = append(out, Range{Path: big[i].Path, Off: 0, Len: h.len, Group: gi + 1})
 			for _, t := range h.tensors {
-				names = append(names, t.name)
-				tensors = append(tensors, Range{Path: big[i].Path, Off: t.off, Len: t.len, Tensor: t.name, Group: gi + 1})
+				names = append(names, t.Name)
+				tensors = append(tensors, Range{Path: big[i].Path, Off: t.Offset, Len: t.Length, Tensor: t.Name, Group: gi + 1})
 			}
 		}
 		for _, k := range Order(names) {
@@ -247,7 +247,7 @@ func checkpointKey(p string, shardOf map[string]string) string {
 // header is one big file's parsed header.
 type header struct {
 	len     int64 // the header's length: where the data starts
-	tensors []tensorRange
+	tensors []modelformat.Tensor
 	err     error
 }
 
@@ -271,27 +271,32 @@ func readHeaders(files []File, opts PlanOptions) []header {
 				return
 			}
 			h.err = withReader(f, func(r io.ReaderAt) error {
+				// Only names and ranges are kept: shapes would cost
+				// memory across all of a mount's models for nothing.
+				mo := modelformat.Options{MaxHeader: opts.MaxHeader, NoShapes: true}
 				gguf := strings.HasSuffix(f.Path, ".gguf")
 				var weight int64
 				if gguf {
-					weight = ggufWeight(r, f.Size, opts.MaxHeader)
+					weight = modelformat.GGUFWeight(r, f.Size, mo)
 				} else {
-					weight, _ = safetensorsHeaderLen(r, f.Size, opts.MaxHeader) // its error comes again below
+					weight, _ = modelformat.SafetensorsHeaderLen(r, f.Size, mo) // its error comes again below
 				}
 				release := opts.Budget.acquire(weight)
 				defer release()
+				var hd *modelformat.Header
 				var err error
 				if gguf {
-					h.len, h.tensors, err = parseGGUF(r, f.Size, opts.MaxHeader)
+					hd, err = modelformat.ReadGGUF(r, f.Size, mo)
 				} else {
-					h.len, h.tensors, err = parseSafetensors(r, f.Size, opts.MaxHeader)
+					hd, err = modelformat.ReadSafetensors(r, f.Size, mo)
 				}
 				if err != nil {
 					return err
 				}
+				h.len, h.tensors = hd.DataStart, hd.Tensors
 				cost := int64(0)
 				for _, t := range h.tensors {
-					cost += int64(len(t.name)) + planTensorCost
+					cost += int64(len(t.Name)) + planTensorCost
 				}
 				if kept.Add(cost) > opts.MaxKept {
 					kept.Add(-cost)
@@ -306,73 +311,25 @@ func readHeaders(files []File, opts PlanOptions) []header {
 	return out
 }
 
-// indexMaxShards bounds the distinct shards an index may name; real
-// checkpoints have at most a few hundred.
-const indexMaxShards = 1 << 16
-
 // readIndex returns the paths of the shards a safetensors index names,
-// relative to the model root like the index's own path. The index is
-// streamed like a header: only the distinct shard names are kept, not
-// the tensor names nor anything else it holds.
-func readIndex(f File, maxHeader int64) ([]string, error) {
-	if f.Size > maxHeader {
-		return nil, fmt.Errorf("%d-byte index exceeds the %d-byte limit", f.Size, maxHeader)
+// relative to the model root like the index's own path.
+func readIndex(f File, opts PlanOptions) ([]string, error) {
+	if f.Size > opts.MaxHeader { // not even opened
+		return nil, fmt.Errorf("safetensors index: %d-byte index exceeds the %d-byte limit", f.Size, opts.MaxHeader)
 	}
-	seen := map[string]bool{}
+	var idx *modelformat.Index
 	err := withReader(f, func(r io.ReaderAt) error {
-		p := &jsonScanner{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, f.Size), int(min(max(f.Size, 16), 64<<10)))}
-		return p.object(func() error {
-			key, long, err := p.str(len("weight_map"))
-			if err != nil {
-				return err
-			}
-			if err := p.expect(':'); err != nil {
-				return err
-			}
-			if long || string(key) != "weight_map" {
-				return p.skip(1)
-			}
-			if c, err := p.peek(); err != nil {
-				return err
-			} else if c == 'n' {
-				return p.skip(1)
-			}
-			return p.object(func() error {
-				if _, _, err := p.str(0); err != nil {
-					return err
-				}
-				if err := p.expect(':'); err != nil {
-					return err
-				}
-				if c, err := p.peek(); err != nil {
-					return err
-				} else if c != '"' {
-					return fmt.Errorf("weight_map value at offset %d is not a string", p.off)
-				}
-				shard, long, err := p.str(stMaxName)
-				if err != nil {
-					return err
-				}
-				if long {
-					return fmt.Errorf("shard name at offset %d is longer than %d bytes", p.off, stMaxName)
-				}
-				if !seen[string(shard)] {
-					if len(seen) == indexMaxShards {
-						return fmt.Errorf("more than %d shards", indexMaxShards)
-					}
-					seen[string(shard)] = true
-				}
-				return nil
-			})
-		})
+		var err error
+		idx, err = modelformat.ReadIndex(io.NewSectionReader(r, 0, f.Size), f.Size, modelformat.Options{MaxHeader: opts.MaxHeader})
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("safetensors index: %w", err)
+		return nil, err
 	}
 	// Shard names are relative to the index's directory.
 	dir := path.Dir(f.Path)
-	shards := make([]string, 0, len(seen))
-	for s := range seen {
+	shards := make([]string, 0, len(idx.Shards))
+	for _, s := range idx.Shards {
 		shards = append(shards, path.Join(dir, s))
 	}
 	slices.Sort(shards)
@@ -391,14 +348,4 @@ func withReader(f File, fn func(io.ReaderAt) error) error {
 		defer c.Close()
 	}
 	return fn(r)
-}
-
-// sortByOffset orders idx by the offset, then length, of ts[idx[i]].
-func sortByOffset(idx []int, ts []tensorRange) {
-	slices.SortFunc(idx, func(a, b int) int {
-		if c := cmp.Compare(ts[a].off, ts[b].off); c != 0 {
-			return c
-		}
-		return cmp.Compare(ts[a].len, ts[b].len)
-	})
 }

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/fetch/pack"
+	"github.com/modelfs/modelfs/modelformat/modeldir"
 )
 
 func packCommand() *cli.Command {
@@ -103,7 +103,7 @@ func runPack(c *cli.Context) error {
 		return err
 	}
 	srcDir := c.Args().Get(0)
-	files, err := packWalk(srcDir)
+	files, err := packWalk(srcDir, log)
 	if err != nil {
 		return err
 	}
@@ -139,50 +139,34 @@ type packSrcFile struct {
 	size int64
 }
 
-// packWalk lists SRC_DIR's regular files by key. Symbolic links to files
-// are followed (a Hugging Face cache's snapshot is links to its blobs);
-// links to directories are not, so a loop cannot make the walk endless.
-func packWalk(dir string) ([]packSrcFile, error) {
-	fi, err := os.Stat(dir)
+// packWalk lists SRC_DIR's regular files by key, by modelformat's one
+// model-directory walk (the mount's local source sees the same files):
+// links are followed inside SRC_DIR and, for a Hugging Face cache
+// snapshot, into its repository's blobs/; links elsewhere are skipped,
+// with a warning naming them.
+func packWalk(dir string, log *slog.Logger) ([]packSrcFile, error) {
+	d, err := modeldir.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("pack: %s is not a directory", dir)
-	}
-	var files []packSrcFile
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		st, err := os.Stat(path)
-		if err != nil {
-			return err
-		}
-		if !st.Mode().IsRegular() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil {
-			return err
-		}
-		key := filepath.ToSlash(rel)
-		if strings.HasSuffix(key, pack.Suffix) {
-			return fmt.Errorf("%s: already a pack", path)
-		}
-		files = append(files, packSrcFile{key: key, path: path, size: st.Size()})
-		return nil
-	})
+	defer d.Close()
+	found, skipped, err := d.Walk(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("pack: reading %s: %w", dir, err)
+	}
+	for _, s := range skipped {
+		log.Warn("not packed", "file", s.Path, "reason", s.Reason)
+	}
+	var files []packSrcFile
+	for _, f := range found {
+		if strings.HasSuffix(f.Path, pack.Suffix) {
+			return nil, fmt.Errorf("pack: reading %s: %s: already a pack", dir, f.Path)
+		}
+		files = append(files, packSrcFile{key: f.Path, path: d.FilePath(f), size: f.Size})
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("pack: %s holds no files", dir)
 	}
-	slices.SortFunc(files, func(a, b packSrcFile) int { return strings.Compare(a.key, b.key) })
 	return files, nil
 }
 
@@ -631,7 +615,7 @@ func verifyPacks(ctx context.Context, c *cli.Context, log *slog.Logger, srcDir, 
 	}
 	var originals map[string]packSrcFile
 	if srcDir != "" {
-		files, err := packWalk(srcDir)
+		files, err := packWalk(srcDir, log)
 		if err != nil {
 			return err
 		}

@@ -30,7 +30,7 @@
 //
 //   - The encoder is told (DetectLayout) which ranges of the file are
 //     16-bit floats: the bf16 and fp16 tensors of a safetensors or GGUF
-//     file, found with the prefetch planner's parsers. In a split frame
+//     file, found with modelformat's parsers. In a split frame
 //     those runs are byte-grouped: all high bytes (sign and exponent,
 //     with fp16 2 mantissa bits) in one stream, all low bytes (mantissa)
 //     in another. The other bytes (headers, f32 norms, padding) form a

@@ -3,12 +3,13 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/bits"
 	"os"
+
+	"github.com/modelfs/modelfs/modelformat"
 )
 
 // A GGUF v3 file (llama.cpp's format) is, all little-endian:
@@ -21,7 +22,8 @@ import (
 //	tensor starting at a multiple of the alignment.
 //
 // The bench writes one so that the model it mounts has both layouts a
-// loader meets, and parses it back to find the tensors to touch.
+// loader meets, and parses it back (with modelformat) to find the tensors
+// to touch.
 
 const (
 	ggufMagic            = "GGUF"
@@ -84,8 +86,9 @@ func (t ggufTensor) Size() uint64 {
 
 // ggufFile is a parsed GGUF header.
 type ggufFile struct {
-	Version   uint32
-	KVs       []ggufKV
+	Version uint32
+	// Metadata holds the values of the keys parseGGUF was asked for.
+	Metadata  map[string]any
 	Tensors   []ggufTensor
 	Alignment uint64
 	// DataStart is the absolute offset of the data section.
@@ -93,14 +96,7 @@ type ggufFile struct {
 }
 
 // Get returns the value of key, or nil.
-func (g *ggufFile) Get(key string) any {
-	for _, kv := range g.KVs {
-		if kv.Key == key {
-			return kv.Value
-		}
-	}
-	return nil
-}
+func (g *ggufFile) Get(key string) any { return g.Metadata[key] }
 
 func alignUp(n, a uint64) uint64 { return (n + a - 1) / a * a }
 
@@ -255,166 +251,35 @@ func (e *ggufEncoder) value(v any) error {
 	return nil
 }
 
-// Limits that keep a corrupt header from allocating without bound.
-const (
-	ggufMaxString = 1 << 20
-	ggufMaxCount  = 1 << 24
-	ggufMaxDims   = 8
-)
+// ggufKeys are the metadata keys parseGGUF keeps by default: those the
+// bench and its tests look at.
+var ggufKeys = []string{
+	"general.architecture", "general.alignment", "general.name",
+	"llama.block_count", "llama.embedding_length", "tokenizer.ggml.tokens",
+}
 
-// parseGGUF reads the header of a GGUF v3 file of the given size and checks
-// that every tensor lies, aligned, inside the file.
-func parseGGUF(r io.ReaderAt, size int64) (*ggufFile, error) {
-	d := &ggufDecoder{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<16)}
-	magic := d.bytes(4)
-	if d.err == nil && string(magic) != ggufMagic {
-		return nil, fmt.Errorf("gguf: bad magic %q", magic)
+// parseGGUF reads the header of a GGUF file of the given size with
+// modelformat, which checks that every tensor lies, aligned, inside the
+// file, and keeps the values of keys (ggufKeys if none are given). Only
+// the tensor types the bench writes are accepted, since it sizes them
+// itself.
+func parseGGUF(r io.ReaderAt, size int64, keys ...string) (*ggufFile, error) {
+	if len(keys) == 0 {
+		keys = ggufKeys
 	}
-	g := &ggufFile{Version: d.u32(), Alignment: ggufDefaultAlignment}
-	if d.err == nil && g.Version != ggufVersion {
-		return nil, fmt.Errorf("gguf: version %d, want %d", g.Version, ggufVersion)
+	h, err := modelformat.ReadGGUF(r, size, modelformat.Options{GGUFKeys: keys})
+	if err != nil {
+		return nil, err
 	}
-	nTensors, nKV := d.u64(), d.u64()
-	if d.err == nil && (nTensors > ggufMaxCount || nKV > ggufMaxCount) {
-		return nil, fmt.Errorf("gguf: %d tensors and %d keys: too many", nTensors, nKV)
-	}
-	for i := uint64(0); i < nKV && d.err == nil; i++ {
-		key := d.str()
-		v := d.value(d.u32(), 0)
-		g.KVs = append(g.KVs, ggufKV{Key: key, Value: v})
-		if key == "general.alignment" && d.err == nil {
-			a, ok := v.(uint32)
-			if !ok || a == 0 || a&(a-1) != 0 {
-				return nil, fmt.Errorf("gguf: general.alignment %v is not a uint32 power of two", v)
-			}
-			g.Alignment = uint64(a)
+	g := &ggufFile{Version: h.Version, Alignment: uint64(h.Alignment), DataStart: h.DataStart, Metadata: h.Metadata}
+	for _, t := range h.Tensors {
+		typ, ok := modelformat.GGMLType(t.DType)
+		if _, sized := ggmlTypeSize[typ]; !ok || !sized {
+			return nil, fmt.Errorf("gguf: tensor %s: unsupported ggml type %s", t.Name, t.DType)
 		}
-	}
-	for i := uint64(0); i < nTensors && d.err == nil; i++ {
-		t := ggufTensor{Name: d.str()}
-		n := d.u32()
-		if d.err == nil && (n == 0 || n > ggufMaxDims) {
-			return nil, fmt.Errorf("gguf: tensor %s has %d dims", t.Name, n)
-		}
-		for j := uint32(0); j < n && d.err == nil; j++ {
-			t.Dims = append(t.Dims, d.u64())
-		}
-		t.Type, t.Offset = d.u32(), d.u64()
-		g.Tensors = append(g.Tensors, t)
-	}
-	if d.err != nil {
-		return nil, fmt.Errorf("gguf: header: %w", d.err)
-	}
-	g.DataStart = int64(alignUp(d.n, g.Alignment))
-	for _, t := range g.Tensors {
-		if _, ok := ggmlTypeSize[t.Type]; !ok {
-			return nil, fmt.Errorf("gguf: tensor %s: unsupported ggml type %d", t.Name, t.Type)
-		}
-		if t.Offset%g.Alignment != 0 {
-			return nil, fmt.Errorf("gguf: tensor %s at offset %d is not %d-aligned", t.Name, t.Offset, g.Alignment)
-		}
-		elems := uint64(1)
-		for _, dim := range t.Dims {
-			if dim != 0 && elems > math.MaxInt64/dim {
-				return nil, fmt.Errorf("gguf: tensor %s: shape overflows", t.Name)
-			}
-			elems *= dim
-		}
-		end := t.Offset + elems*ggmlTypeSize[t.Type]
-		if elems > math.MaxInt64/8 || end < t.Offset || int64(end) > size-g.DataStart {
-			return nil, fmt.Errorf("gguf: tensor %s [%d, %d) lies outside the %d data bytes", t.Name, t.Offset, end, size-g.DataStart)
-		}
+		g.Tensors = append(g.Tensors, ggufTensor{Name: t.Name, Dims: t.Shape, Type: typ, Offset: uint64(t.Offset - h.DataStart)})
 	}
 	return g, nil
-}
-
-// ggufDecoder reads little-endian fields and remembers the first error.
-type ggufDecoder struct {
-	r   *bufio.Reader
-	n   uint64
-	err error
-}
-
-func (d *ggufDecoder) bytes(n uint64) []byte {
-	if d.err != nil {
-		return nil
-	}
-	p := make([]byte, n)
-	k, err := io.ReadFull(d.r, p)
-	d.n += uint64(k)
-	if errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
-	}
-	d.err = err
-	return p
-}
-
-func (d *ggufDecoder) u32() uint32 {
-	if b := d.bytes(4); d.err == nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (d *ggufDecoder) u64() uint64 {
-	if b := d.bytes(8); d.err == nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (d *ggufDecoder) str() string {
-	n := d.u64()
-	if d.err == nil && n > ggufMaxString {
-		d.err = fmt.Errorf("string of %d bytes", n)
-	}
-	return string(d.bytes(n))
-}
-
-// value reads a value of type typ; depth bounds nested arrays.
-func (d *ggufDecoder) value(typ uint32, depth int) any {
-	if d.err != nil {
-		return nil
-	}
-	switch typ {
-	case ggufUint8:
-		return d.bytes(1)[0]
-	case ggufInt8:
-		return int8(d.bytes(1)[0])
-	case ggufUint16:
-		return binary.LittleEndian.Uint16(d.bytes(2))
-	case ggufInt16:
-		return int16(binary.LittleEndian.Uint16(d.bytes(2)))
-	case ggufUint32:
-		return d.u32()
-	case ggufInt32:
-		return int32(d.u32())
-	case ggufFloat32:
-		return math.Float32frombits(d.u32())
-	case ggufBool:
-		return d.bytes(1)[0] != 0
-	case ggufString:
-		return d.str()
-	case ggufUint64:
-		return d.u64()
-	case ggufInt64:
-		return int64(d.u64())
-	case ggufFloat64:
-		return math.Float64frombits(d.u64())
-	case ggufArray:
-		elem, n := d.u32(), d.u64()
-		if d.err == nil && (n > ggufMaxCount || depth > 2) {
-			d.err = fmt.Errorf("array of %d elements at depth %d", n, depth)
-		}
-		var out []any
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			out = append(out, d.value(elem, depth+1))
-		}
-		return out
-	default:
-		d.err = fmt.Errorf("unknown value type %d", typ)
-		return nil
-	}
 }
 
 // llamaGGUF describes the Llama-style GGUF model the bench writes: bf16

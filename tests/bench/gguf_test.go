@@ -49,18 +49,21 @@ func smallGGUF(t *testing.T) ([]byte, []ggufKV, []ggufTensor) {
 
 func TestGGUFRoundTrip(t *testing.T) {
 	data, kvs, laid := smallGGUF(t)
-	g, err := parseGGUF(bytes.NewReader(data), int64(len(data)))
+	var keys []string
+	for _, kv := range kvs {
+		keys = append(keys, kv.Key)
+	}
+	g, err := parseGGUF(bytes.NewReader(data), int64(len(data)), keys...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if g.Version != 3 || g.Alignment != 32 || g.DataStart%32 != 0 {
 		t.Errorf("version %d alignment %d data start %d", g.Version, g.Alignment, g.DataStart)
 	}
-	if len(g.KVs) != len(kvs) {
-		t.Fatalf("%d KVs, want %d", len(g.KVs), len(kvs))
+	if len(g.Metadata) != len(kvs) {
+		t.Fatalf("%d KVs, want %d", len(g.Metadata), len(kvs))
 	}
-	for i, kv := range kvs {
-		got := g.KVs[i]
+	for _, kv := range kvs {
 		want := kv.Value
 		// Arrays come back as []any.
 		if rv := reflect.ValueOf(want); rv.Kind() == reflect.Slice {
@@ -70,8 +73,8 @@ func TestGGUFRoundTrip(t *testing.T) {
 			}
 			want = w
 		}
-		if got.Key != kv.Key || !reflect.DeepEqual(got.Value, want) {
-			t.Errorf("KV %d = %s: %#v, want %s: %#v", i, got.Key, got.Value, kv.Key, want)
+		if got := g.Get(kv.Key); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %#v, want %#v", kv.Key, got, want)
 		}
 	}
 	if g.Get("general.architecture") != "llama" {
@@ -165,7 +168,7 @@ func TestGGUFRejects(t *testing.T) {
 	cases := map[string][]byte{
 		"empty":       nil,
 		"bad magic":   mut(func(b []byte) []byte { b[0] = 'X'; return b }),
-		"version 2":   mut(func(b []byte) []byte { b[4] = 2; return b }),
+		"version 1":   mut(func(b []byte) []byte { b[4] = 1; return b }),
 		"cut header":  data[:40],
 		"cut data":    data[:len(data)-1],
 		"huge string": mut(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[24:], 1<<40); return b }),

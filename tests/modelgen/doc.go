@@ -17,6 +17,9 @@
 // and no two tensors (or chunks) share a byte run — a server that returns
 // the wrong block fails a checksum instead of passing by accident.
 //
-// ParseSafetensors reads a safetensors header back and validates it strictly;
-// it is meant to be safe on untrusted input (it is fuzzed).
+// ParseSafetensors reads a safetensors header back with modelformat's
+// parser (bounded and fuzzed), in this package's Tensor form.
+//
+// WriteHFCache writes a Hugging Face cache repository whose snapshot is
+// links into its blobs/, with links a model-directory walk must refuse.
 package modelgen

@@ -1,4 +1,4 @@
-package prefetch
+package modelformat
 
 import (
 	"encoding/binary"
@@ -127,7 +127,7 @@ func TestGGUFParse(t *testing.T) {
 				t.Fatalf("%d tensors, want %d", len(ts), len(llamaTensors))
 			}
 			for i, want := range llamaTensors {
-				if got := ts[i]; got.name != want.name || got.off != g.offs[want.name] || got.len != int64(want.size) {
+				if got := ts[i]; got.Name != want.name || got.Offset != g.offs[want.name] || got.Length != int64(want.size) || fmt.Sprint(got.Shape) != fmt.Sprint(want.dims) || got.DType != ggmlTypes[want.typ].name {
 					t.Errorf("tensor %d = %+v, want %s at %d, %d bytes", i, got, want.name, g.offs[want.name], want.size)
 				}
 			}
@@ -152,8 +152,8 @@ func TestGGUFUnknownTypeBoundedByNeighbours(t *testing.T) {
 		{"blk.0.b", g.dataStart + 64, 32},
 		{"blk.1.c", g.dataStart + 96, 10},
 	}
-	if fmt.Sprint(ts) != fmt.Sprint(want) {
-		t.Errorf("tensors %v, want %v", ts, want)
+	if fmt.Sprint(ranges(ts)) != fmt.Sprint(want) {
+		t.Errorf("tensors %v, want %v", ranges(ts), want)
 	}
 }
 
@@ -163,64 +163,6 @@ func TestGGUFNoTensors(t *testing.T) {
 	hdr, ts, err := parseGGUF(newStrict(t, data), int64(len(data)), 1<<20)
 	if err != nil || hdr != int64(len(data)) || len(ts) != 0 {
 		t.Fatalf("got %d, %v, %v; want the whole file as header", hdr, ts, err)
-	}
-}
-
-func TestPlanGGUF(t *testing.T) {
-	// Header order differs from layer order, as in some converters.
-	tensors := []ggTensor{llamaTensors[8], llamaTensors[4], llamaTensors[2], llamaTensors[0], llamaTensors[7], llamaTensors[1]}
-	g := writeGGUF(t, 32, tensors...)
-	q4 := writeGGUF(t, 32, llamaTensors[0])
-	files := []File{
-		memFile(t, "model-Q8_0.gguf", g.data, nil),
-		memFile(t, "model-Q4_K_M.gguf", q4.data, nil),
-		memFile(t, "README.md", []byte("# model"), nil),
-	}
-	got, err := Plan(files, PlanOptions{SmallFile: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := func(p string, g ggFile, k int) Range {
-		tt := llamaTensors[k]
-		return Range{Path: p, Off: g.offs[tt.name], Len: int64(tt.size), Tensor: tt.name}
-	}
-	// Quantizations in one folder are separate checkpoints, not shards.
-	checkRanges(t, got, []Range{
-		{Path: "README.md", Len: 7},
-		{Path: "model-Q4_K_M.gguf", Len: q4.dataStart},
-		tr("model-Q4_K_M.gguf", q4, 0),
-		{Path: "model-Q8_0.gguf", Len: g.dataStart},
-		tr("model-Q8_0.gguf", g, 0),
-		tr("model-Q8_0.gguf", g, 2),
-		tr("model-Q8_0.gguf", g, 1),
-		tr("model-Q8_0.gguf", g, 4),
-		tr("model-Q8_0.gguf", g, 7),
-		tr("model-Q8_0.gguf", g, 8),
-	})
-}
-
-// gguf-split shards are planned as one model.
-func TestPlanGGUFSplit(t *testing.T) {
-	s1 := writeGGUF(t, 32, llamaTensors[0], llamaTensors[4])
-	s2 := writeGGUF(t, 32, llamaTensors[1], llamaTensors[8])
-	got, err := Plan([]File{
-		memFile(t, "m-00002-of-00002.gguf", s2.data, nil),
-		memFile(t, "m-00001-of-00002.gguf", s1.data, nil),
-	}, PlanOptions{SmallFile: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, r := range got {
-		names = append(names, r.Path+":"+r.Tensor)
-	}
-	want := []string{
-		"m-00001-of-00002.gguf:", "m-00002-of-00002.gguf:",
-		"m-00001-of-00002.gguf:token_embd.weight", "m-00002-of-00002.gguf:blk.0.attn_norm.weight",
-		"m-00001-of-00002.gguf:blk.1.attn_norm.weight", "m-00002-of-00002.gguf:output.weight",
-	}
-	if fmt.Sprint(names) != fmt.Sprint(want) {
-		t.Fatalf("plan %q, want %q", names, want)
 	}
 }
 
@@ -311,7 +253,7 @@ func FuzzGGUFHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
 		var hdr int64
-		var ts []tensorRange
+		var ts []Tensor
 		var err error
 		alloc := allocated(func() { hdr, ts, err = parseGGUF(newStrict(t, data), size, 1<<20) })
 		if limit := ggufAllocBound(len(data)); alloc > limit {
@@ -359,7 +301,7 @@ func TestGGUFHostileHeaderMemory(t *testing.T) {
 	for _, kind := range []string{"tensors", "metadata"} {
 		t.Run(kind, func(t *testing.T) {
 			data := hostileGGUF(kind, 8<<20)
-			var ts []tensorRange
+			var ts []Tensor
 			var err error
 			alloc := allocated(func() { _, ts, err = parseGGUF(newStrict(t, data), int64(len(data)), 100<<20) })
 			if err != nil {

@@ -1,4 +1,4 @@
-package prefetch
+package modelformat
 
 import (
 	"bufio"
@@ -303,8 +303,8 @@ func (p *jsonScanner) uint() (uint64, error) {
 // skip reads a value of any kind, keeping nothing, at the given depth of
 // nesting.
 func (p *jsonScanner) skip(depth int) error {
-	if depth > stMaxDepth {
-		return fmt.Errorf("values nested more than %d deep at offset %d", stMaxDepth, p.off)
+	if depth > maxDepth {
+		return fmt.Errorf("values nested more than %d deep at offset %d", maxDepth, p.off)
 	}
 	c, err := p.peek()
 	if err != nil {

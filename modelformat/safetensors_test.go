@@ -1,4 +1,4 @@
-package prefetch
+package modelformat
 
 import (
 	"encoding/binary"
@@ -95,8 +95,8 @@ func TestSafetensorsParse(t *testing.T) {
 	}
 	// Header order, absolute offsets: b [0,12), a [12,16), empty [16,16), c [16,21).
 	want := []tensorRange{{"b", hdr, 12}, {"a", hdr + 12, 4}, {"empty", hdr + 16, 0}, {"c", hdr + 16, 5}}
-	if fmt.Sprint(ts) != fmt.Sprint(want) {
-		t.Errorf("tensors %v, want %v", ts, want)
+	if fmt.Sprint(ranges(ts)) != fmt.Sprint(want) {
+		t.Errorf("tensors %v, want %v", ranges(ts), want)
 	}
 }
 
@@ -109,8 +109,8 @@ func TestSafetensorsSubByteAndGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []tensorRange{{"f4", hdr, 3}, {"f6", hdr + 8, 3}}
-	if fmt.Sprint(ts) != fmt.Sprint(want) {
-		t.Errorf("tensors %v, want %v", ts, want)
+	if fmt.Sprint(ranges(ts)) != fmt.Sprint(want) {
+		t.Errorf("tensors %v, want %v", ranges(ts), want)
 	}
 }
 
@@ -125,8 +125,8 @@ func TestSafetensorsJSONForms(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []tensorRange{{"a\u00e9\U0001F600\"\\/\t", hdr, 2}, {"b", hdr + 2, 4}}
-	if fmt.Sprint(ts) != fmt.Sprint(want) {
-		t.Errorf("tensors %+v, want %+v", ts, want)
+	if fmt.Sprint(ranges(ts)) != fmt.Sprint(want) {
+		t.Errorf("tensors %+v, want %+v", ranges(ts), want)
 	}
 }
 
@@ -174,7 +174,7 @@ func TestSafetensorsRejects(t *testing.T) {
 		{"shape not an array", rawSafetensors(`{"w":{"dtype":"U8","shape":1,"data_offsets":[0,1]}}`, 4), 0, "not an array"},
 		{"too many dimensions", rawSafetensors(`{"w":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, 4), 0, "more than 64 dimensions"},
 		{"nested too deep", rawSafetensors(`{"w":{"x":`+strings.Repeat("[", 200)+strings.Repeat("]", 200)+`}}`, 4), 0, "nested"},
-		{"name too long", rawSafetensors(`{"`+strings.Repeat("n", stMaxName+1)+`":{}}`, 4), 0, "longer than"},
+		{"name too long", rawSafetensors(`{"`+strings.Repeat("n", maxName+1)+`":{}}`, 4), 0, "longer than"},
 		{"name not UTF-8", rawSafetensors("{\"\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "UTF-8"},
 		{"lone surrogate", rawSafetensors(`{"\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "surrogate"},
 		{"control character", rawSafetensors("{\"a\nb\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "control character"},
@@ -202,15 +202,6 @@ func TestSafetensorsRejects(t *testing.T) {
 	}
 }
 
-// Plan wraps a rejection with the file's path.
-func TestSafetensorsRejectNamesPath(t *testing.T) {
-	data := withLength(writeSafetensors(t, stTensor{name: "w", dtype: "U8", shape: []int64{4}}).data, 1<<62)
-	_, err := Plan([]File{memFile(t, "dir/model.safetensors", data, nil)}, PlanOptions{SmallFile: 1})
-	if err == nil || !strings.HasPrefix(err.Error(), "prefetch: plan dir/model.safetensors: safetensors: ") {
-		t.Fatalf("error %v does not name the file", err)
-	}
-}
-
 func FuzzSafetensorsHeader(f *testing.F) {
 	f.Add(writeSafetensors(f,
 		stTensor{name: "model.embed_tokens.weight", dtype: "BF16", shape: []int64{4, 2}},
@@ -228,10 +219,10 @@ func FuzzSafetensorsHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
 		var hdr int64
-		var ts []tensorRange
+		var ts []Tensor
 		var err error
 		alloc := allocated(func() { hdr, ts, err = parseSafetensors(newStrict(t, data), size, 1<<20) })
-		if limit := stAllocBound(len(data)); alloc > limit {
+		if limit := stAllocBound(len(data), true); alloc > limit {
 			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(data), alloc, limit)
 		}
 		compareWithEncodingJSON(t, data, ts, err)
@@ -247,7 +238,7 @@ func FuzzSafetensorsHeader(f *testing.F) {
 // the same tensors, except where the streaming parser is stricter on
 // purpose (its bounds; invalid UTF-8, lone surrogates and repeated fields,
 // which the reference implementation rejects too).
-func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err error) {
+func compareWithEncodingJSON(t *testing.T, data []byte, got []Tensor, err error) {
 	t.Helper()
 	if len(data) < 8 {
 		return
@@ -265,7 +256,7 @@ func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err e
 			jerr = errors.New("data after the object")
 		}
 	}
-	var want []tensorRange
+	var want []Tensor
 	for name, raw := range entries {
 		if jerr != nil {
 			break
@@ -280,11 +271,11 @@ func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err e
 			Shape       []uint64 `json:"shape"`
 			DataOffsets []uint64 `json:"data_offsets"`
 		}
-		if jerr = json.Unmarshal(raw, &info); jerr == nil && (info.Shape == nil || len(info.DataOffsets) != 2 || safetensorsBits[info.Dtype] == 0) {
+		if jerr = json.Unmarshal(raw, &info); jerr == nil && (info.Shape == nil || len(info.DataOffsets) != 2 || stDTypes[info.Dtype].bits == 0) {
 			jerr = errors.New("incomplete entry")
 		}
 		if jerr == nil {
-			want = append(want, tensorRange{name: name, off: hdr + int64(info.DataOffsets[0]), len: int64(info.DataOffsets[1] - info.DataOffsets[0])})
+			want = append(want, Tensor{Name: name, DType: info.Dtype, Shape: info.Shape, Offset: hdr + int64(info.DataOffsets[0]), Length: int64(info.DataOffsets[1] - info.DataOffsets[0])})
 		}
 	}
 	switch {
@@ -300,9 +291,9 @@ func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err e
 		}
 		t.Fatalf("rejected a header encoding/json accepts: %v: %q", err, data[8:hdr])
 	case jerr == nil:
-		sortByName := func(ts []tensorRange) []tensorRange {
+		sortByName := func(ts []Tensor) []Tensor {
 			ts = slices.Clone(ts)
-			slices.SortFunc(ts, func(a, b tensorRange) int { return strings.Compare(a.name, b.name) })
+			slices.SortFunc(ts, func(a, b Tensor) int { return strings.Compare(a.Name, b.Name) })
 			return ts
 		}
 		if g, w := fmt.Sprint(sortByName(got)), fmt.Sprint(sortByName(want)); g != w {
@@ -313,7 +304,13 @@ func compareWithEncodingJSON(t *testing.T, data []byte, got []tensorRange, err e
 
 // stAllocBound is the most parsing a safetensors file of n bytes may
 // allocate: a small multiple of what it holds, whatever its header says.
-func stAllocBound(n int) uint64 { return 3*uint64(n) + 64<<10 }
+// Shapes (8 bytes a dimension for the 2 bytes of "1,") cost one more.
+func stAllocBound(n int, shapes bool) uint64 {
+	if shapes {
+		return 4*uint64(n) + 64<<10
+	}
+	return 3*uint64(n) + 64<<10
+}
 
 // hostileSafetensors returns a valid file with a header of about n bytes
 // built to make a parser allocate: shapes of many dimensions, as many
@@ -350,23 +347,33 @@ func TestSafetensorsHostileHeaderMemory(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			var data []byte
 			if kind == "too many" {
-				data = hostileSafetensors("tensors", stMaxTensors*72)
+				data = hostileSafetensors("tensors", maxTensors*72)
 			} else {
 				data = hostileSafetensors(kind, n)
 			}
-			var ts []tensorRange
-			var err error
-			alloc := allocated(func() { _, ts, err = parseSafetensors(newStrict(t, data), int64(len(data)), 100<<20) })
-			if kind == "too many" {
-				if err == nil || !strings.Contains(err.Error(), "more than") {
-					t.Fatalf("error %v, want too many tensors", err)
-				}
-			} else if err != nil {
-				t.Fatal(err)
+			modes := []bool{false}
+			if kind == "shapes" {
+				modes = []bool{true, false} // where keeping them costs most
 			}
-			t.Logf("%d-byte header, %d tensors: allocated %d bytes (%.2fx)", len(data), len(ts), alloc, float64(alloc)/float64(len(data)))
-			if limit := stAllocBound(len(data)); alloc > limit {
-				t.Errorf("parsing allocated %d bytes, over the bound of %d", alloc, limit)
+			for _, noShapes := range modes {
+				var h *Header
+				var err error
+				alloc := allocated(func() {
+					h, err = ReadSafetensors(newStrict(t, data), int64(len(data)), Options{MaxHeader: 100 << 20, NoShapes: noShapes})
+				})
+				if kind == "too many" {
+					if err == nil || !strings.Contains(err.Error(), "more than") {
+						t.Fatalf("error %v, want too many tensors", err)
+					}
+				} else if err != nil {
+					t.Fatal(err)
+				} else if len(h.Tensors) > 0 && (h.Tensors[0].Shape == nil) != noShapes {
+					t.Fatalf("NoShapes %v, but a shape of %v", noShapes, h.Tensors[0].Shape)
+				}
+				t.Logf("NoShapes %v: %d-byte header: allocated %d bytes (%.2fx)", noShapes, len(data), alloc, float64(alloc)/float64(len(data)))
+				if limit := stAllocBound(len(data), !noShapes); alloc > limit {
+					t.Errorf("parsing allocated %d bytes, over the bound of %d", alloc, limit)
+				}
 			}
 		})
 	}

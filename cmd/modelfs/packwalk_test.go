@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/modelfs/modelfs/tests/modelgen"
+)
+
+// pack reads a Hugging Face cache snapshot as the mount's local source
+// does: its files through the links into blobs/, and no link that leaves
+// for anywhere else, each of which it names in a warning.
+func TestPackWalkHFCacheSnapshot(t *testing.T) {
+	c, err := modelgen.WriteHFCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	files, err := packWalk(c.Snapshot, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, f := range files {
+		got[f.key] = f.size
+		data, err := os.ReadFile(f.path)
+		if err != nil || !bytes.Equal(data, c.Files[f.key]) {
+			t.Errorf("%s (%s) reads %q, %v; want %q", f.key, f.path, data, err, c.Files[f.key])
+		}
+	}
+	want := map[string]int64{}
+	for k, v := range c.Files {
+		want[k] = int64(len(v))
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("files %v, want %v", got, want)
+	}
+	if !slices.IsSortedFunc(files, func(a, b packSrcFile) int { return strings.Compare(a.key, b.key) }) {
+		t.Errorf("files not sorted by key: %v", files)
+	}
+	for _, name := range c.Refused {
+		if !strings.Contains(logs.String(), "file="+name+" ") {
+			t.Errorf("no warning names the refused link %s:\n%s", name, logs.String())
+		}
+	}
+}
