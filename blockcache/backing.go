@@ -320,6 +320,10 @@ func (c *Cache) DropObject(id ObjectID) error {
 			continue
 		}
 		c.lru.Remove(b.elem)
+		if b.consumed != nil {
+			c.consumed.Remove(b.consumed)
+			b.consumed = nil
+		}
 		delete(c.blocks, k)
 		if b.refs == 0 {
 			c.recycle(b.data)
