@@ -138,6 +138,8 @@ type block struct {
 	served      []uint64
 	servedPages int64
 	consumed    *list.Element
+	// onDisk: the disk tier holds the block (read from it, or written back).
+	onDisk bool
 }
 
 // Cache is a RAM block cache. Create with New; Close stops its workers.
@@ -594,26 +596,28 @@ const servedPage = 4096
 
 // writeBack stores a loaded block on disk, unless its object failed its
 // check, also while the block was being written.
-func (c *Cache) writeBack(id ObjectID, index int64, p []byte) {
+// It reports whether the block is on disk.
+func (c *Cache) writeBack(id ObjectID, index int64, p []byte) bool {
 	if c.failed(id) != nil {
-		return
+		return false
 	}
-	_, completed := c.disk.put(id, index, p)
+	stored, completed := c.disk.put(id, index, p)
 	if c.failed(id) != nil {
 		if err := c.disk.dropObject(id); err != nil {
 			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", err)
 		}
-		return
+		return false
 	}
 	// An object usually passes its check when its last block is loaded,
 	// before that block reaches the disk: remember the pass once the
 	// object is complete there, so the next process passes it through.
 	if !completed {
-		return
+		return stored
 	}
 	if st, _ := c.Object(id).Verification(); st == Verified {
 		c.rememberVerified(id)
 	}
+	return stored
 }
 
 // work is one load worker: demand loads first, then prefetches.
@@ -651,6 +655,7 @@ func (c *Cache) work() {
 		}
 		p := buf[:b.size]
 		if c.disk != nil && c.disk.get(b.obj, b.key.index, p) {
+			b.onDisk = true // published by finish
 			c.finish(b, buf, c.verifyBlock(b.obj, b.key.index, p, c.orderedReader(b.obj, b.key.index, p)), false)
 			continue
 		}
@@ -667,7 +672,10 @@ func (c *Cache) work() {
 		if writeBack {
 			// Readers are already served from RAM; the reference taken
 			// in finish keeps the buffer from being recycled meanwhile.
-			c.writeBack(b.obj, b.key.index, p)
+			stored := c.writeBack(b.obj, b.key.index, p)
+			c.mu.Lock()
+			b.onDisk = stored
+			c.mu.Unlock()
 			c.release(b)
 		}
 	}
@@ -821,11 +829,25 @@ const hugePage = 2 << 20
 // window, not in a new budget's worth.
 func (c *Cache) reuseConsumed() {
 	for e := c.consumed.Back(); e != nil; e = e.Prev() {
-		if v := e.Value.(*block); v.refs == 0 {
+		if v := e.Value.(*block); v.refs == 0 && !c.keepForCheck(v) {
 			c.evict(v)
 			return
 		}
 	}
+}
+
+// keepForCheck reports whether b must stay in RAM for its object's ordered
+// check (SHA, MD5), which reads every block back in order when the last
+// one loads, from RAM or the disk tier, never from the source.
+func (c *Cache) keepForCheck(b *block) bool {
+	vr := c.verify
+	if vr == nil || b.onDisk {
+		return false
+	}
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	ov := vr.objs[objKey{b.key.source, b.key.name, b.key.version}]
+	return ov != nil && ov.state == VerifyPending && ov.check != nil && ov.check.Ordered()
 }
 
 // evict drops a ready block nobody is reading and keeps its buffer.
