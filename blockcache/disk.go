@@ -94,10 +94,18 @@ type diskObject struct {
 	id   string
 	hdr  metaHeader
 	data *os.File
-	meta *os.File
+	// direct is data opened for direct I/O, nil where refused.
+	direct *directFile
+	meta   *os.File
 	// present counts this process's entries for the object, to notice
 	// when a write completes it.
 	present int64
+}
+
+func (o *diskObject) closeFiles() {
+	o.data.Close()
+	o.direct.close()
+	o.meta.Close()
 }
 
 func (o *diskObject) blocks() int64 { return (o.hdr.Size + o.hdr.BlockSize - 1) / o.hdr.BlockSize }
@@ -210,8 +218,7 @@ func (t *diskTier) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.objs {
-		o.data.Close()
-		o.meta.Close()
+		o.closeFiles()
 	}
 	t.objs = map[string]*diskObject{}
 	t.lock.Close()
@@ -267,7 +274,7 @@ func (t *diskTier) openObject(dirID string, want *metaHeader) (*diskObject, erro
 		meta.Close()
 		return nil, err
 	}
-	o := &diskObject{id: dirID, hdr: hdr, data: data, meta: meta}
+	o := &diskObject{id: dirID, hdr: hdr, data: data, meta: meta, direct: openDirect(data.Name())}
 	t.objs[dirID] = o
 	now := time.Now()
 	os.Chtimes(meta.Name(), now, now) // last use, for other processes' LRU
@@ -440,7 +447,7 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 		t.misses.Add(1)
 		return false
 	}
-	n, err := o.data.ReadAt(p, index*t.bs)
+	n, err := o.readBlock(p, index*t.bs)
 	if n != len(p) || xxhash.Sum64(p) != sum {
 		if now, ok := readRecord(o.meta, index); !ok || now != sum {
 			// Evicted (by this process or another sharing the dir)
@@ -498,7 +505,7 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) (stored, completed bo
 	if !t.makeRoom(int64(len(p))) {
 		return false, false
 	}
-	if _, err := o.data.WriteAt(p, index*t.bs); err != nil {
+	if err := o.writeBlock(p, index*t.bs); err != nil {
 		t.writeFailed(k.id, id.Name, err)
 		return false, false
 	}
@@ -636,8 +643,7 @@ func (t *diskTier) forget(o *diskObject) {
 		}
 		e = next
 	}
-	o.data.Close()
-	o.meta.Close()
+	o.closeFiles()
 	delete(t.objs, o.id)
 }
 

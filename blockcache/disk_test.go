@@ -332,3 +332,52 @@ func TestDropWaitsForVerification(t *testing.T) {
 		t.Fatalf("after dropping every object the cache dir holds %d objects (%v)", len(entries), err)
 	}
 }
+
+// Blocks go to the data file with direct I/O where the file system allows
+// it; a buffered reader of the file (passthrough, verification, another
+// process) must still see every byte, the unaligned tail of the last
+// block included, also over pages it had cached before the write.
+func TestDirectWritesReachBufferedReaders(t *testing.T) {
+	dir := t.TempDir()
+	data := randomBytes(3*testBS+777, 31)
+	id := ObjectID{Name: "m/direct.bin", Version: "e:1", Size: int64(len(data))}
+	l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+	c := newDiskCache(t, dir, l, 1<<30)
+	defer c.Close()
+	// Create the object with block 0, then cache the file's pages
+	// (zeros, for the holes) through a buffered reader.
+	if _, err := c.Object(id).ReadAt(context.Background(), make([]byte, 1), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "block 0 on disk", func() bool { return c.Stats().DiskWrites == 1 })
+	path, _ := objectFiles(t, dir)
+	if _, err := os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, c, id); !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes through the cache")
+	}
+	waitFor(t, "every block on disk", func() bool { return c.Stats().DiskWrites == 4 })
+	got, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("a buffered read of the data file differs from the object (%v)", err)
+	}
+	c.disk.mu.Lock()
+	var direct *directFile
+	for _, o := range c.disk.objs {
+		direct = o.direct
+	}
+	c.disk.mu.Unlock()
+	if direct == nil || direct.off.Load() {
+		t.Skipf("the file system of %s refuses O_DIRECT: only the buffered path ran", dir)
+	}
+	// And back through direct reads, into a new cache.
+	c2 := newDiskCache(t, dir, &memLoader{data: map[string][]byte{}}, 1<<30)
+	defer c2.Close()
+	if got := readAll(t, c2, id); !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes read back from disk")
+	}
+	if s := c2.Stats(); s.DiskHits != 4 || s.Loads != 0 {
+		t.Fatalf("disk hits %d, remote loads %d; want 4, 0", s.DiskHits, s.Loads)
+	}
+}

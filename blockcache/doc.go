@@ -30,6 +30,13 @@
 //     is mapped outside the Go heap, so the budget is what the process holds.
 //   - Prefetch never evicts a prefetched block nobody has read yet, nor a
 //     pinned one; when the budget has no room for it, the prefetch is dropped.
+//   - A load lands in used memory before fresh: the buffer of a block
+//     whose every page was served to a reader (consumed) is reused first,
+//     since the reader's page cache, and a disk tier, hold those bytes,
+//     and filling fresh pages costs more than fetching (docs/benchmarks.md,
+//     "Cold path"). Blocks read in part stay under plain LRU, and so do
+//     consumed blocks an ordered store check still has to read back while
+//     only RAM holds them.
 //   - No byte from disk reaches a reader unverified: every block read from
 //     the disk tier is checked against the xxhash64 recorded when it was
 //     written. A mismatch or short block is dropped and fetched again.
@@ -53,7 +60,10 @@
 // state, and a check word tied to the block's index); a record is written
 // after its data, so it is the atomic commit point, and a process killed in
 // between leaves a block that reads as absent. Eviction punches holes and
-// clears records. The alternative, one file per block, is simpler to evict
+// clears records. Blocks are written and read with direct I/O where the
+// file system allows it: a buffered write costs a fresh page-cache page
+// per 4 KiB, as much CPU as the fetch; buffered readers (the kernel,
+// through passthrough) still see every byte written. The alternative, one file per block, is simpler to evict
 // but can never be handed to the kernel: with one file per object, an
 // object complete on disk is served by FUSE passthrough (Linux 6.9+, root)
 // at the speed of a local file, which decided it (numbers in

@@ -230,3 +230,29 @@ func TestVerifyFillAndBacking(t *testing.T) {
 		dir = t.TempDir()
 	}
 }
+
+// Blocks served whole are reused first, except those an ordered check
+// (SHA, MD5) still has to read back: without a disk tier they are only
+// in RAM, and the check must not fail for want of them.
+func TestOrderedCheckKeepsConsumedBlocks(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(6*bs+5, 41)
+	sum := sha256.Sum256(data)
+	id := ObjectID{Name: "sha", Version: "v", Size: int64(len(data))}
+	l := &memLoader{data: map[string][]byte{"shav": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: 2,
+		Verifier: &sumVerifier{ordered: true, want: map[string][]byte{"sha": sum[:]}}}, l)
+	defer c.Close()
+	obj := c.Object(id)
+	for off := int64(0); off < id.Size; off += bs {
+		if _, err := obj.ReadAt(context.Background(), make([]byte, bs), off); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+	}
+	if st, err := obj.Verification(); st != Verified {
+		t.Fatalf("verification %v (%v), want verified", st, err)
+	}
+	if s := c.Stats(); s.Loads != 7 {
+		t.Fatalf("%d loads, want 7", s.Loads)
+	}
+}
