@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,10 @@ import (
 type LocalOptions struct {
 	// Root is the directory to serve: a path, or a file:// URL.
 	Root string
+	// Logger, when set, gets a warning for each entry List leaves out
+	// (a link the rule refuses, a name that is not UTF-8), so that a
+	// missing file has a reason.
+	Logger *slog.Logger
 }
 
 // Local serves the regular files under a directory. Objects are pinned to
@@ -32,6 +37,7 @@ type LocalOptions struct {
 type Local struct {
 	dir  string // absolute, as given (for String)
 	tree *modeldir.Dir
+	log  *slog.Logger // nil: no warnings
 }
 
 var _ Source = (*Local)(nil)
@@ -59,7 +65,7 @@ func NewLocal(opts LocalOptions) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: local source: %w", err)
 	}
-	return &Local{dir: abs, tree: tree}, nil
+	return &Local{dir: abs, tree: tree, log: opts.Logger}, nil
 }
 
 // Close releases the handles on the directory.
@@ -75,9 +81,14 @@ func (l *Local) ID() string { return "file://" + filepath.ToSlash(filepath.Clean
 // followed by the model-directory rule; directories reached through links,
 // links the rule refuses, sockets, devices and pipes are skipped.
 func (l *Local) List(ctx context.Context) ([]Object, error) {
-	files, _, err := l.tree.Walk(ctx)
+	files, skipped, err := l.tree.Walk(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: list %s: %w", l, classifyLocal(err))
+	}
+	if l.log != nil {
+		for _, s := range skipped {
+			l.log.Warn("object not shown", "key", fmt.Sprintf("%q", s.Path), "reason", s.Reason)
+		}
 	}
 	objs := make([]Object, len(files))
 	for i, f := range files {

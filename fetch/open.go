@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -145,6 +146,8 @@ type OpenOptions struct {
 	Retry RetryOptions
 	// Net bounds where every network source connects; nil allows all.
 	Net *NetPolicy
+	// Logger gets the local source's warnings about entries it leaves out.
+	Logger *slog.Logger
 	// Azure's Account, Container and Prefix are taken from the location;
 	// see Open for its Endpoint.
 	Azure AzureOptions
@@ -162,7 +165,7 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 		o.URL, o.Retry, o.Net = loc.URL, opts.Retry, opts.Net
 		return NewHTTP(o)
 	case "file":
-		return NewLocal(LocalOptions{Root: loc.Path})
+		return NewLocal(LocalOptions{Root: loc.Path, Logger: opts.Logger})
 	case "hf":
 		o := opts.HF
 		o.Repo, o.Dataset, o.Revision, o.Retry, o.Net = loc.Repo, loc.Dataset, loc.Revision, opts.Retry, opts.Net

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Tree is a model directory, as every user of a local model walks it: the
@@ -107,6 +108,10 @@ func (t Tree) Walk(ctx context.Context) ([]File, []Skipped, error) {
 // rule refuses yields an error wrapping ErrRefused; an entry that is not
 // there, one wrapping fs.ErrNotExist.
 func (t Tree) Resolve(name string) (File, error) {
+	if !utf8.ValidString(name) {
+		// fs.FS paths are UTF-8; a reason that does not repeat the bytes.
+		return File{}, fmt.Errorf("name is not valid UTF-8: %w", fs.ErrInvalid)
+	}
 	if !fs.ValidPath(name) || name == "." {
 		return File{}, &fs.PathError{Op: "resolve", Path: name, Err: fs.ErrInvalid}
 	}

@@ -180,7 +180,7 @@ func openModel(ctx, listCtx context.Context, cfg config.Sources, o openOptions, 
 		httpToken = os.Getenv(cfg.HTTPTokenEnv)
 	}
 	src, err := fetch.Open(ctx, loc, fetch.OpenOptions{
-		Net: netPolicy(cfg),
+		Net: netPolicy(cfg), Logger: log,
 		S3: fetch.S3Options{
 			Region: cfg.Region, Endpoint: cfg.Endpoint, Profile: cfg.AWSProfile,
 			NoSignRequest: cfg.NoSignRequest, MaxConns: cfg.Concurrency * 2, Logger: log,
