@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // Exit statuses: 2 for a mistake on the command line, with one line on
@@ -60,7 +62,7 @@ func TestExitStatuses(t *testing.T) {
 			if strings.Contains(line, "\n") {
 				t.Errorf("want one line on stderr, got:\n%s", stderr)
 			}
-			if !strings.HasPrefix(line, "modelfs: ") || !strings.Contains(line, tc.mentions) {
+			if !strings.HasPrefix(line, config.ErrorPrefix) || !strings.Contains(line, tc.mentions) {
 				t.Errorf("stderr %q, want \"modelfs: ...%s...\"", line, tc.mentions)
 			}
 		})

@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 func buildDemo(t *testing.T) string {
@@ -176,7 +178,7 @@ func TestServeCommandsWork(t *testing.T) {
 	go func() {
 		sc := bufio.NewScanner(mountOut)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready:") {
+			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
 				ready <- true
 			}
 		}

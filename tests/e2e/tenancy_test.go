@@ -19,6 +19,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // Tests of a disk cache shared by several tenants' mounts on one node:
@@ -180,7 +182,7 @@ func tryMount(t *testing.T, env []string, source string, args ...string) (*mount
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready:") {
+			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
 				close(ready)
 			}
 		}

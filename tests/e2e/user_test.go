@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelfs/modelfs/mount/config"
 )
 
 // As an ordinary user, modelfs mounts through fusermount3 and unmounts
@@ -63,7 +65,7 @@ func TestMountAsOrdinaryUser(t *testing.T) {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "ready:") {
+			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
 				ready <- true
 			}
 		}
