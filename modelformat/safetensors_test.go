@@ -9,89 +9,23 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/modelfs/modelfs/modelformat/formattest"
 )
 
-type stTensor struct {
-	name  string
-	dtype string
-	shape []int64
-}
-
-// stFile is a written safetensors file and where its parts lie.
-type stFile struct {
-	data []byte
-	hdr  int64               // 8 + header length
-	offs map[string][2]int64 // absolute [begin, end) of each tensor
-}
-
-var stTestBytes = map[string]int64{"F32": 4, "F16": 2, "BF16": 2, "I32": 4, "U8": 1, "F64": 8}
-
-// writeSafetensors writes tensors in the given order, with the header
-// listing them in the same order (a map would sort them) and padded with
-// spaces to 8 bytes as the reference writer does.
-func writeSafetensors(tb testing.TB, tensors ...stTensor) stFile {
-	tb.Helper()
-	var hdr strings.Builder
-	hdr.WriteString(`{"__metadata__":{"format":"pt"}`)
-	f := stFile{offs: map[string][2]int64{}}
-	var off int64
-	for _, t := range tensors {
-		n, ok := stTestBytes[t.dtype]
-		if !ok {
-			tb.Fatalf("test writer lacks dtype %s", t.dtype)
-		}
-		for _, d := range t.shape {
-			n *= d
-		}
-		name, _ := json.Marshal(t.name)
-		shape, _ := json.Marshal(t.shape)
-		fmt.Fprintf(&hdr, `,%s:{"dtype":%q,"shape":%s,"data_offsets":[%d,%d]}`, name, t.dtype, shape, off, off+n)
-		f.offs[t.name] = [2]int64{off, off + n}
-		off += n
-	}
-	hdr.WriteString("}")
-	for hdr.Len()%8 != 0 {
-		hdr.WriteByte(' ')
-	}
-	f.hdr = 8 + int64(hdr.Len())
-	for k, o := range f.offs {
-		f.offs[k] = [2]int64{o[0] + f.hdr, o[1] + f.hdr}
-	}
-	f.data = binary.LittleEndian.AppendUint64(nil, uint64(hdr.Len()))
-	f.data = append(f.data, hdr.String()...)
-	for i := range off {
-		f.data = append(f.data, byte(i))
-	}
-	return f
-}
-
-// rawSafetensors is header as the JSON, followed by dataLen bytes.
-func rawSafetensors(header string, dataLen int) []byte {
-	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
-	b = append(b, header...)
-	return append(b, make([]byte, dataLen)...)
-}
-
-// withLength replaces the header length of a file.
-func withLength(b []byte, n uint64) []byte {
-	b = append([]byte(nil), b...)
-	binary.LittleEndian.PutUint64(b, n)
-	return b
-}
-
 func TestSafetensorsParse(t *testing.T) {
-	st := writeSafetensors(t,
-		stTensor{name: "b", dtype: "BF16", shape: []int64{3, 2}},
-		stTensor{name: "a", dtype: "F32", shape: []int64{}},
-		stTensor{name: "empty", dtype: "F64", shape: []int64{0, 5}},
-		stTensor{name: "c", dtype: "U8", shape: []int64{5}},
+	st := formattest.WriteSafetensors(t,
+		formattest.SafetensorsTensor{Name: "b", DType: "BF16", Shape: []int64{3, 2}},
+		formattest.SafetensorsTensor{Name: "a", DType: "F32", Shape: []int64{}},
+		formattest.SafetensorsTensor{Name: "empty", DType: "F64", Shape: []int64{0, 5}},
+		formattest.SafetensorsTensor{Name: "c", DType: "U8", Shape: []int64{5}},
 	)
-	hdr, ts, err := parseSafetensors(newStrict(t, st.data), int64(len(st.data)), 1<<20)
+	hdr, ts, err := parseSafetensors(newStrict(t, st.Data), int64(len(st.Data)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hdr != st.hdr {
-		t.Errorf("header length %d, want %d", hdr, st.hdr)
+	if hdr != st.Header {
+		t.Errorf("header length %d, want %d", hdr, st.Header)
 	}
 	// Header order, absolute offsets: b [0,12), a [12,16), empty [16,16), c [16,21).
 	want := []tensorRange{{"b", hdr, 12}, {"a", hdr + 12, 4}, {"empty", hdr + 16, 0}, {"c", hdr + 16, 5}}
@@ -103,7 +37,7 @@ func TestSafetensorsParse(t *testing.T) {
 // Packed sub-byte dtypes and padding or gaps between tensors, which the
 // planner tolerates (it only fetches what the header names).
 func TestSafetensorsSubByteAndGaps(t *testing.T) {
-	data := rawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}  `, 16)
+	data := formattest.RawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}  `, 16)
 	hdr, ts, err := parseSafetensors(newStrict(t, data), int64(len(data)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +51,7 @@ func TestSafetensorsSubByteAndGaps(t *testing.T) {
 // JSON the reference implementation accepts: escapes in names, unknown
 // fields of any kind (skipped), null metadata, whitespace anywhere.
 func TestSafetensorsJSONForms(t *testing.T) {
-	data := rawSafetensors(" {\"__metadata__\" : null ,\n"+
+	data := formattest.RawSafetensors(" {\"__metadata__\" : null ,\n"+
 		`"a\u00e9\ud83d\ude00\"\\\/\t" : {"x":{"y":[1,-2.5e+3,true,false,null,"s\u0000"]},"dtype":"U8","shape":[ 2 ],"data_offsets":[0 , 2]},`+
 		`"b":{"data_offsets":[2,6],"shape":[],"dtype":"F32","z":[]}}   `, 6)
 	hdr, ts, err := parseSafetensors(newStrict(t, data), int64(len(data)), 1<<20)
@@ -131,7 +65,7 @@ func TestSafetensorsJSONForms(t *testing.T) {
 }
 
 func TestSafetensorsRejects(t *testing.T) {
-	valid := writeSafetensors(t, stTensor{name: "w", dtype: "F32", shape: []int64{2, 3}}).data
+	valid := formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: "w", DType: "F32", Shape: []int64{2, 3}}).Data
 	tests := []struct {
 		name string
 		data []byte
@@ -139,50 +73,50 @@ func TestSafetensorsRejects(t *testing.T) {
 		want string
 	}{
 		{"shorter than the length field", []byte{1, 2, 3}, 0, "shorter than"},
-		{"header length beyond file", withLength(valid, uint64(len(valid))), 0, "past the end"},
-		{"huge header length", withLength(valid, 1<<62), 0, "exceeds"},
-		{"max uint64 header length", withLength(valid, 1<<64-1), 0, "exceeds"},
-		{"header over MaxHeader in a big file", withLength(valid, 200<<20), 1 << 40, "exceeds"},
-		{"header too short", withLength(valid, 1), 0, "cannot hold"},
-		{"end beyond data", rawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,1000]}}`, 24), 0, "outside"},
-		{"huge offsets", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551615,18446744073709551615]}}`, 24), 0, "outside"},
-		{"begin after end", rawSafetensors(`{"w":{"dtype":"U8","shape":[0],"data_offsets":[8,4]}}`, 24), 0, "outside"},
-		{"negative offset", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}}`, 24), 0, "not an unsigned integer"},
-		{"fractional offset", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1.0]}}`, 24), 0, "not an unsigned integer"},
-		{"offset past 64 bits", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,18446744073709551616]}}`, 24), 0, "overflows"},
-		{"leading zero", rawSafetensors(`{"w":{"dtype":"U8","shape":[01],"data_offsets":[0,1]}}`, 24), 0, "leading zero"},
-		{"overlapping", rawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32), 0, "overlap"},
-		{"same range twice", rawSafetensors(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}`, 8), 0, "overlap"},
-		{"empty inside another", rawSafetensors(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}`, 8), 0, "overlap"},
-		{"bad dtype", rawSafetensors(`{"w":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}`, 4), 0, "unknown dtype"},
-		{"no dtype", rawSafetensors(`{"w":{"shape":[1],"data_offsets":[0,4]}}`, 4), 0, "unknown dtype"},
-		{"shape and size disagree", rawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}`, 24), 0, "bits"},
-		{"shape overflows", rawSafetensors(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, 4), 0, "overflows"},
-		{"bits overflow", rawSafetensors(`{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,0]}}`, 4), 0, "overflows"},
-		{"half a byte", rawSafetensors(`{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}}`, 4), 0, "bits"},
-		{"no shape", rawSafetensors(`{"w":{"dtype":"F32","data_offsets":[0,4]}}`, 4), 0, "no shape"},
-		{"three offsets", rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}`, 8), 0, "want 2"},
-		{"truncated JSON", rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4), 0, "unexpected EOF"},
-		{"truncated object", rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}`, 4), 0, "unexpected EOF"},
-		{"not an object", rawSafetensors(`[1,2,3]`, 4), 0, "not a JSON object"},
-		{"not JSON", rawSafetensors(`PK\x03\x04junk`, 4), 0, "invalid character"},
-		{"data after the object", rawSafetensors(`{} {}`, 4), 0, "after the header"},
-		{"duplicate tensor", rawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}`, 4), 0, "twice"},
-		{"metadata not strings", rawSafetensors(`{"__metadata__":{"a":1}}`, 4), 0, "__metadata__"},
-		{"entry not an object", rawSafetensors(`{"w":7}`, 4), 0, "not an object"},
-		{"field twice", rawSafetensors(`{"w":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "twice"},
-		{"shape not an array", rawSafetensors(`{"w":{"dtype":"U8","shape":1,"data_offsets":[0,1]}}`, 4), 0, "not an array"},
-		{"too many dimensions", rawSafetensors(`{"w":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, 4), 0, "more than 64 dimensions"},
-		{"nested too deep", rawSafetensors(`{"w":{"x":`+strings.Repeat("[", 200)+strings.Repeat("]", 200)+`}}`, 4), 0, "nested"},
-		{"name too long", rawSafetensors(`{"`+strings.Repeat("n", maxName+1)+`":{}}`, 4), 0, "longer than"},
-		{"name not UTF-8", rawSafetensors("{\"\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "UTF-8"},
-		{"lone surrogate", rawSafetensors(`{"\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "surrogate"},
-		{"control character", rawSafetensors("{\"a\nb\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "control character"},
-		{"bad literal", rawSafetensors(`{"w":{"x":nul}}`, 4), 0, "invalid character"},
-		{"bad number", rawSafetensors(`{"w":{"x":-}}`, 4), 0, "invalid character"},
+		{"header length beyond file", formattest.WithLength(valid, uint64(len(valid))), 0, "past the end"},
+		{"huge header length", formattest.WithLength(valid, 1<<62), 0, "exceeds"},
+		{"max uint64 header length", formattest.WithLength(valid, 1<<64-1), 0, "exceeds"},
+		{"header over MaxHeader in a big file", formattest.WithLength(valid, 200<<20), 1 << 40, "exceeds"},
+		{"header too short", formattest.WithLength(valid, 1), 0, "cannot hold"},
+		{"end beyond data", formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,1000]}}`, 24), 0, "outside"},
+		{"huge offsets", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551615,18446744073709551615]}}`, 24), 0, "outside"},
+		{"begin after end", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[0],"data_offsets":[8,4]}}`, 24), 0, "outside"},
+		{"negative offset", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}}`, 24), 0, "not an unsigned integer"},
+		{"fractional offset", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1.0]}}`, 24), 0, "not an unsigned integer"},
+		{"offset past 64 bits", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,18446744073709551616]}}`, 24), 0, "overflows"},
+		{"leading zero", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[01],"data_offsets":[0,1]}}`, 24), 0, "leading zero"},
+		{"overlapping", formattest.RawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32), 0, "overlap"},
+		{"same range twice", formattest.RawSafetensors(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}`, 8), 0, "overlap"},
+		{"empty inside another", formattest.RawSafetensors(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}`, 8), 0, "overlap"},
+		{"bad dtype", formattest.RawSafetensors(`{"w":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}`, 4), 0, "unknown dtype"},
+		{"no dtype", formattest.RawSafetensors(`{"w":{"shape":[1],"data_offsets":[0,4]}}`, 4), 0, "unknown dtype"},
+		{"shape and size disagree", formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}`, 24), 0, "bits"},
+		{"shape overflows", formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, 4), 0, "overflows"},
+		{"bits overflow", formattest.RawSafetensors(`{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,0]}}`, 4), 0, "overflows"},
+		{"half a byte", formattest.RawSafetensors(`{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}}`, 4), 0, "bits"},
+		{"no shape", formattest.RawSafetensors(`{"w":{"dtype":"F32","data_offsets":[0,4]}}`, 4), 0, "no shape"},
+		{"three offsets", formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}`, 8), 0, "want 2"},
+		{"truncated JSON", formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4), 0, "unexpected EOF"},
+		{"truncated object", formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}`, 4), 0, "unexpected EOF"},
+		{"not an object", formattest.RawSafetensors(`[1,2,3]`, 4), 0, "not a JSON object"},
+		{"not JSON", formattest.RawSafetensors(`PK\x03\x04junk`, 4), 0, "invalid character"},
+		{"data after the object", formattest.RawSafetensors(`{} {}`, 4), 0, "after the header"},
+		{"duplicate tensor", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}`, 4), 0, "twice"},
+		{"metadata not strings", formattest.RawSafetensors(`{"__metadata__":{"a":1}}`, 4), 0, "__metadata__"},
+		{"entry not an object", formattest.RawSafetensors(`{"w":7}`, 4), 0, "not an object"},
+		{"field twice", formattest.RawSafetensors(`{"w":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "twice"},
+		{"shape not an array", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":1,"data_offsets":[0,1]}}`, 4), 0, "not an array"},
+		{"too many dimensions", formattest.RawSafetensors(`{"w":{"dtype":"U8","shape":[`+strings.Repeat("1,", 64)+`1],"data_offsets":[0,1]}}`, 4), 0, "more than 64 dimensions"},
+		{"nested too deep", formattest.RawSafetensors(`{"w":{"x":`+strings.Repeat("[", 200)+strings.Repeat("]", 200)+`}}`, 4), 0, "nested"},
+		{"name too long", formattest.RawSafetensors(`{"`+strings.Repeat("n", maxName+1)+`":{}}`, 4), 0, "longer than"},
+		{"name not UTF-8", formattest.RawSafetensors("{\"\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "UTF-8"},
+		{"lone surrogate", formattest.RawSafetensors(`{"\ud800":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 4), 0, "surrogate"},
+		{"control character", formattest.RawSafetensors("{\"a\nb\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 4), 0, "control character"},
+		{"bad literal", formattest.RawSafetensors(`{"w":{"x":nul}}`, 4), 0, "invalid character"},
+		{"bad number", formattest.RawSafetensors(`{"w":{"x":-}}`, 4), 0, "invalid character"},
 		// The file claims 1 GiB and a 90 MiB header, but holds a few bytes:
 		// parsing must fail on the missing bytes, not allocate 90 MiB.
-		{"claimed header not there", withLength(rawSafetensors(`{"w":{"dtype":"F32"`, 0), 90<<20), 1 << 30, "unexpected EOF"},
+		{"claimed header not there", formattest.WithLength(formattest.RawSafetensors(`{"w":{"dtype":"F32"`, 0), 90<<20), 1 << 30, "unexpected EOF"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,16 +137,16 @@ func TestSafetensorsRejects(t *testing.T) {
 }
 
 func FuzzSafetensorsHeader(f *testing.F) {
-	f.Add(writeSafetensors(f,
-		stTensor{name: "model.embed_tokens.weight", dtype: "BF16", shape: []int64{4, 2}},
-		stTensor{name: "model.layers.0.w", dtype: "F32", shape: []int64{3}},
-	).data)
-	f.Add(writeSafetensors(f).data)
-	f.Add(rawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}`, 16))
-	f.Add(rawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32))
-	f.Add(rawSafetensors(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, 4))
-	f.Add(rawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4))
-	f.Add(withLength(writeSafetensors(f, stTensor{name: "w", dtype: "U8", shape: []int64{1}}).data, 1<<62))
+	f.Add(formattest.WriteSafetensors(f,
+		formattest.SafetensorsTensor{Name: "model.embed_tokens.weight", DType: "BF16", Shape: []int64{4, 2}},
+		formattest.SafetensorsTensor{Name: "model.layers.0.w", DType: "F32", Shape: []int64{3}},
+	).Data)
+	f.Add(formattest.WriteSafetensors(f).Data)
+	f.Add(formattest.RawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}`, 16))
+	f.Add(formattest.RawSafetensors(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[12,28]}}`, 32))
+	f.Add(formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}`, 4))
+	f.Add(formattest.RawSafetensors(`{"w":{"dtype":"F32","shape":[1],"data_off`, 4))
+	f.Add(formattest.WithLength(formattest.WriteSafetensors(f, formattest.SafetensorsTensor{Name: "w", DType: "U8", Shape: []int64{1}}).Data, 1<<62))
 	f.Add([]byte{})
 	f.Add(hostileSafetensors("shapes", 4<<10))
 	f.Add(hostileSafetensors("tensors", 4<<10))
@@ -336,7 +270,7 @@ func hostileSafetensors(kind string, n int) []byte {
 		tensors = 1
 	}
 	hdr := strings.TrimSuffix(h.String(), ",") + "}"
-	return rawSafetensors(hdr, tensors)
+	return formattest.RawSafetensors(hdr, tensors)
 }
 
 // A maximal hostile header, valid or over a bound, is parsed within a

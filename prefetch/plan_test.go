@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+
+	"github.com/modelfs/modelfs/modelformat/formattest"
 )
 
 // strictReader is a file of size bytes of which data is the start (a file
@@ -116,11 +118,13 @@ func checkRanges(t *testing.T, got, want []Range) {
 // A sharded Llama-style checkpoint whose layers are split across three
 // shards with unusual names, so that only the index can tie them together.
 func TestPlanShardedSafetensors(t *testing.T) {
-	f32 := func(name string, n int64) stTensor { return stTensor{name: name, dtype: "F32", shape: []int64{n}} }
-	a := writeSafetensors(t, f32("model.embed_tokens.weight", 16), f32("model.layers.0.mlp.weight", 8), f32("model.layers.1.attn.weight", 4))
-	b := writeSafetensors(t, f32("model.layers.0.attn.weight", 4), f32("model.layers.1.mlp.weight", 8), f32("model.layers.2.attn.weight", 4))
-	c := writeSafetensors(t, f32("lm_head.weight", 16), f32("model.layers.2.mlp.weight", 8), f32("model.norm.weight", 2))
-	extra := writeSafetensors(t, f32("model.norm.weight", 2), f32("model.embed_tokens.weight", 16))
+	f32 := func(name string, n int64) formattest.SafetensorsTensor {
+		return formattest.SafetensorsTensor{Name: name, DType: "F32", Shape: []int64{n}}
+	}
+	a := formattest.WriteSafetensors(t, f32("model.embed_tokens.weight", 16), f32("model.layers.0.mlp.weight", 8), f32("model.layers.1.attn.weight", 4))
+	b := formattest.WriteSafetensors(t, f32("model.layers.0.attn.weight", 4), f32("model.layers.1.mlp.weight", 8), f32("model.layers.2.attn.weight", 4))
+	c := formattest.WriteSafetensors(t, f32("lm_head.weight", 16), f32("model.layers.2.mlp.weight", 8), f32("model.norm.weight", 2))
+	extra := formattest.WriteSafetensors(t, f32("model.norm.weight", 2), f32("model.embed_tokens.weight", 16))
 	index := []byte(`{"metadata": {"total_size": 300}, "weight_map": {
 		"lm_head.weight": "c.safetensors",
 		"model.embed_tokens.weight": "a.safetensors",
@@ -137,10 +141,10 @@ func TestPlanShardedSafetensors(t *testing.T) {
 
 	var opened []*strictReader
 	files := []File{
-		memFile(t, "w/extra.safetensors", extra.data, &opened),
-		memFile(t, "w/c.safetensors", c.data, &opened),
-		memFile(t, "w/b.safetensors", b.data, &opened),
-		memFile(t, "w/a.safetensors", a.data, &opened),
+		memFile(t, "w/extra.safetensors", extra.Data, &opened),
+		memFile(t, "w/c.safetensors", c.Data, &opened),
+		memFile(t, "w/b.safetensors", b.Data, &opened),
+		memFile(t, "w/a.safetensors", a.Data, &opened),
 		memFile(t, "w/model.safetensors.index.json", index, &opened),
 		memFile(t, "tokenizer.json", tokenizer, &opened),
 		memFile(t, "w/config.json", config, &opened),
@@ -151,17 +155,17 @@ func TestPlanShardedSafetensors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := func(p string, st stFile, name string) Range {
-		o := st.offs[name]
+	tr := func(p string, st formattest.SafetensorsFile, name string) Range {
+		o := st.Offsets[name]
 		return Range{Path: p, Off: o[0], Len: o[1] - o[0], Tensor: name}
 	}
 	checkRanges(t, got, []Range{
 		{Path: "w/config.json", Len: int64(len(config))},
 		{Path: "tokenizer.json", Len: int64(len(tokenizer))},
 		{Path: "w/model.safetensors.index.json", Len: int64(len(index))},
-		{Path: "w/a.safetensors", Len: a.hdr},
-		{Path: "w/b.safetensors", Len: b.hdr},
-		{Path: "w/c.safetensors", Len: c.hdr},
+		{Path: "w/a.safetensors", Len: a.Header},
+		{Path: "w/b.safetensors", Len: b.Header},
+		{Path: "w/c.safetensors", Len: c.Header},
 		tr("w/a.safetensors", a, "model.embed_tokens.weight"),
 		tr("w/a.safetensors", a, "model.layers.0.mlp.weight"),
 		tr("w/b.safetensors", b, "model.layers.0.attn.weight"),
@@ -172,7 +176,7 @@ func TestPlanShardedSafetensors(t *testing.T) {
 		tr("w/c.safetensors", c, "model.norm.weight"),
 		tr("w/c.safetensors", c, "lm_head.weight"),
 		// Not in the index: a checkpoint of its own.
-		{Path: "w/extra.safetensors", Len: extra.hdr},
+		{Path: "w/extra.safetensors", Len: extra.Header},
 		tr("w/extra.safetensors", extra, "model.embed_tokens.weight"),
 		tr("w/extra.safetensors", extra, "model.norm.weight"),
 	})
@@ -190,14 +194,16 @@ func TestPlanShardedSafetensors(t *testing.T) {
 
 // Without an index, files named -NNNNN-of-MMMMM are one checkpoint.
 func TestPlanShardNamesWithoutIndex(t *testing.T) {
-	f16 := func(name string) stTensor { return stTensor{name: name, dtype: "F16", shape: []int64{8}} }
-	s1 := writeSafetensors(t, f16("model.layers.1.w"), f16("model.embed_tokens.weight"))
-	s2 := writeSafetensors(t, f16("model.layers.0.w"), f16("lm_head.weight"))
-	other := writeSafetensors(t, f16("model.layers.0.w"))
+	f16 := func(name string) formattest.SafetensorsTensor {
+		return formattest.SafetensorsTensor{Name: name, DType: "F16", Shape: []int64{8}}
+	}
+	s1 := formattest.WriteSafetensors(t, f16("model.layers.1.w"), f16("model.embed_tokens.weight"))
+	s2 := formattest.WriteSafetensors(t, f16("model.layers.0.w"), f16("lm_head.weight"))
+	other := formattest.WriteSafetensors(t, f16("model.layers.0.w"))
 	files := []File{
-		memFile(t, "model-00002-of-00002.safetensors", s2.data, nil),
-		memFile(t, "model-00001-of-00002.safetensors", s1.data, nil),
-		memFile(t, "other-00001-of-00002.safetensors", other.data, nil),
+		memFile(t, "model-00002-of-00002.safetensors", s2.Data, nil),
+		memFile(t, "model-00001-of-00002.safetensors", s1.Data, nil),
+		memFile(t, "other-00001-of-00002.safetensors", other.Data, nil),
 	}
 	got, err := Plan(files, PlanOptions{SmallFile: 10})
 	if err != nil {
@@ -222,10 +228,10 @@ func TestPlanShardNamesWithoutIndex(t *testing.T) {
 
 // An invalid file is left out and named in the error; the rest is planned.
 func TestPlanReportsBadFilesAndPlansTheRest(t *testing.T) {
-	good := writeSafetensors(t, stTensor{name: "w", dtype: "U8", shape: []int64{64}})
-	bad := rawSafetensors(`{"w":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}`, 4)
+	good := formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: "w", DType: "U8", Shape: []int64{64}})
+	bad := formattest.RawSafetensors(`{"w":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}`, 4)
 	files := []File{
-		memFile(t, "good.safetensors", good.data, nil),
+		memFile(t, "good.safetensors", good.Data, nil),
 		memFile(t, "sub/bad.safetensors", bad, nil),
 		{Path: "noopen.gguf", Size: 100},
 		{Path: "broken.gguf", Size: 100, Open: func() (io.ReaderAt, error) { return nil, errors.New("store down") }},
@@ -237,8 +243,8 @@ func TestPlanReportsBadFilesAndPlansTheRest(t *testing.T) {
 		}
 	}
 	checkRanges(t, got, []Range{
-		{Path: "good.safetensors", Len: good.hdr},
-		{Path: "good.safetensors", Off: good.hdr, Len: 64, Tensor: "w"},
+		{Path: "good.safetensors", Len: good.Header},
+		{Path: "good.safetensors", Off: good.Header, Len: 64, Tensor: "w"},
 	})
 }
 
@@ -258,8 +264,8 @@ func TestPlanBadIndex(t *testing.T) {
 func TestPlanParallelHeaders(t *testing.T) {
 	var files []File
 	for i := range 20 {
-		st := writeSafetensors(t, stTensor{name: fmt.Sprintf("model.layers.%d.w", i), dtype: "I32", shape: []int64{4, 4}})
-		files = append(files, memFile(t, fmt.Sprintf("model-%05d-of-00020.safetensors", i+1), st.data, nil))
+		st := formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: fmt.Sprintf("model.layers.%d.w", i), DType: "I32", Shape: []int64{4, 4}})
+		files = append(files, memFile(t, fmt.Sprintf("model-%05d-of-00020.safetensors", i+1), st.Data, nil))
 	}
 	got, err := Plan(files, PlanOptions{SmallFile: 1, Parallel: 4})
 	if err != nil {
@@ -312,15 +318,15 @@ func TestHeaderBudgetBoundsParsesAtOnce(t *testing.T) {
 		model := func(name string) []File {
 			var files []File
 			for i := range 4 {
-				st := writeSafetensors(t, stTensor{name: fmt.Sprintf("%s.layers.%d.w", name, i), dtype: "I32", shape: []int64{4, 4}})
-				files = append(files, File{Path: fmt.Sprintf("%s-%05d-of-00004.safetensors", name, i+1), Size: int64(len(st.data)),
+				st := formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: fmt.Sprintf("%s.layers.%d.w", name, i), DType: "I32", Shape: []int64{4, 4}})
+				files = append(files, File{Path: fmt.Sprintf("%s-%05d-of-00004.safetensors", name, i+1), Size: int64(len(st.Data)),
 					Open: func() (io.ReaderAt, error) {
-						return &gatedReader{strictReader: newStrict(t, st.data), gate: gate, active: &active, most: &most}, nil
+						return &gatedReader{strictReader: newStrict(t, st.Data), gate: gate, active: &active, most: &most}, nil
 					}})
 			}
 			return files
 		}
-		hdr := writeSafetensors(t, stTensor{name: "a.layers.0.w", dtype: "I32", shape: []int64{4, 4}}).hdr - 8
+		hdr := formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: "a.layers.0.w", DType: "I32", Shape: []int64{4, 4}}).Header - 8
 		budget := NewHeaderBudget(3*hdr + hdr/2) // three headers' worth
 		plans := make(chan error, 2)
 		for _, name := range []string{"a", "b"} {
@@ -353,11 +359,11 @@ func TestHeaderBudgetBoundsParsesAtOnce(t *testing.T) {
 func TestPlanBoundsTensorsKept(t *testing.T) {
 	var files []File
 	for i := range 4 {
-		var ts []stTensor
+		var ts []formattest.SafetensorsTensor
 		for j := range 10 {
-			ts = append(ts, stTensor{name: fmt.Sprintf("model.layers.%d.w%d", i, j), dtype: "U8", shape: []int64{1}})
+			ts = append(ts, formattest.SafetensorsTensor{Name: fmt.Sprintf("model.layers.%d.w%d", i, j), DType: "U8", Shape: []int64{1}})
 		}
-		files = append(files, memFile(t, fmt.Sprintf("model-%05d-of-00004.safetensors", i+1), writeSafetensors(t, ts...).data, nil))
+		files = append(files, memFile(t, fmt.Sprintf("model-%05d-of-00004.safetensors", i+1), formattest.WriteSafetensors(t, ts...).Data, nil))
 	}
 	// Room for two files of 10 tensors of about 20-byte names.
 	got, err := Plan(files, PlanOptions{SmallFile: 1, Parallel: 1, MaxKept: 2 * 10 * (planTensorCost + 24)})
