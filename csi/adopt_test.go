@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 )
 
 // wedgedMount mounts a FUSE filesystem at target whose server never
@@ -40,7 +40,7 @@ func wedgedMount(t *testing.T, target string) {
 	}
 	t.Cleanup(func() {
 		syscall.Close(fd)
-		if mounted, _ := fs.IsMounted(target); mounted {
+		if mounted, _ := mountinfo.IsMounted(target); mounted {
 			syscall.Unmount(target, syscall.MNT_DETACH)
 		}
 	})
@@ -127,7 +127,7 @@ func TestAdoptWedged(t *testing.T) {
 	if res != (adoption{Wedged: 1, Cleaned: 1}) {
 		t.Fatalf("adoption %+v; want one wedged and one stale", res)
 	}
-	if mounted, _ := fs.IsMounted(target); mounted {
+	if mounted, _ := mountinfo.IsMounted(target); mounted {
 		t.Fatal("the wedged mount is still attached")
 	}
 	for _, tg := range []string{target, stale} {
@@ -197,7 +197,7 @@ func TestPublishOverWedged(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("publish hangs on a wedged mount")
 	}
-	if mounted, _ := fs.IsMounted(target); mounted {
+	if mounted, _ := mountinfo.IsMounted(target); mounted {
 		t.Fatal("the wedged mount is still attached")
 	}
 	select {

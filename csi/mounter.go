@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 	"github.com/modelfs/modelfs/mount/config"
 )
 
@@ -213,7 +213,7 @@ func (m *mounter) waitMounted(ctx context.Context, target string, exited <-chan 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if ok, err := fs.IsMounted(target); err != nil {
+		if ok, err := mountinfo.IsMounted(target); err != nil {
 			return err
 		} else if ok {
 			return nil
@@ -269,7 +269,7 @@ func (s mountState) String() string {
 // behind, and ends once the mount's server dies or its connection is
 // aborted (detach does that).
 func probe(target string, timeout time.Duration) (mountState, error) {
-	mounted, err := fs.IsMounted(target)
+	mounted, err := mountinfo.IsMounted(target)
 	if err != nil || !mounted {
 		return notMounted, err
 	}
@@ -299,7 +299,7 @@ func probe(target string, timeout time.Duration) (mountState, error) {
 // aborts the FUSE connection, which fails the requests stuck on it (a
 // probe's among them), then unmounts lazily.
 func detach(target string) error {
-	dev, err := fs.MountDevice(target)
+	dev, err := mountinfo.MountDevice(target)
 	if err != nil || dev == "" {
 		return err
 	}
@@ -321,12 +321,12 @@ func (m *mounter) stop(ctx context.Context, target string) error {
 	if err != nil {
 		m.log.Warn("ignoring damaged volume record", "target", target, "err", err)
 	}
-	mounted, err := fs.IsMounted(target)
+	mounted, err := mountinfo.IsMounted(target)
 	if err != nil {
 		return err
 	}
 	if mounted {
-		if err := fs.Unmount(target); err != nil {
+		if err := mountinfo.Unmount(target); err != nil {
 			return err
 		}
 	}

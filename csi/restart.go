@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 )
 
 // Restarts: a volume's mount process that dies (a crash, the OOM killer)
@@ -98,7 +98,7 @@ func (d *Driver) restartOnce(target string, pid int) (retry bool) {
 	}
 	spec.restarts++
 	// The dead server's mount answers ENOTCONN: take it away first.
-	if mounted, _ := fs.IsMounted(target); mounted {
+	if mounted, _ := mountinfo.IsMounted(target); mounted {
 		if err := detach(target); err != nil {
 			d.log.Warn("restarting a volume's mount: could not detach the dead one", "target", target, "err", err)
 		}

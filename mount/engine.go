@@ -11,6 +11,7 @@ import (
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 	"github.com/modelfs/modelfs/mount/config"
 	"github.com/modelfs/modelfs/prefetch"
 )
@@ -160,7 +161,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	if err := srv.Unmount(); err != nil {
 		// Busy: detach now; the kernel finishes once the last file closes.
 		log.Warn("mount busy, detaching lazily", "err", err)
-		if err := fs.Unmount(mountpoint); err != nil {
+		if err := mountinfo.Unmount(mountpoint); err != nil {
 			return err
 		}
 	}

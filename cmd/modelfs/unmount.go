@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 )
 
 func unmountCommand() *cli.Command {
@@ -16,7 +16,7 @@ func unmountCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usagef("unmount: want exactly one argument, MOUNTPOINT")
 			}
-			return fs.Unmount(c.Args().First())
+			return mountinfo.Unmount(c.Args().First())
 		},
 	}
 }

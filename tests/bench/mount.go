@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 	mountcfg "github.com/modelfs/modelfs/mount/config"
 )
 
@@ -199,7 +199,7 @@ func stopAllMounts() {
 
 // mounted reports whether dir is a mountpoint.
 func mounted(dir string) bool {
-	ok, err := fs.IsMounted(dir)
+	ok, err := mountinfo.IsMounted(dir)
 	return err == nil && ok
 }
 

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/modelfs/modelfs/csi"
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 )
 
 // nodeIdentityEnv gives the plugin (this process) a node identity: the
@@ -66,7 +66,7 @@ func procEnviron(t *testing.T, pid int) map[string]string {
 // the volume mounted.
 func detachLater(t *testing.T, target string) {
 	t.Cleanup(func() {
-		if mounted, _ := fs.IsMounted(target); mounted {
+		if mounted, _ := mountinfo.IsMounted(target); mounted {
 			syscall.Unmount(target, syscall.MNT_DETACH)
 		}
 	})
@@ -116,7 +116,7 @@ func TestCSINodeIdentity(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "t")
 			detachLater(t, target)
 			err := p.publish(ctx, "v", target, c.attrs, c.secrets)
-			if mounted, _ := fs.IsMounted(target); mounted {
+			if mounted, _ := mountinfo.IsMounted(target); mounted {
 				unpublish(t, p, "v", target)
 				t.Fatal("the volume was mounted with the node's credentials")
 			}
@@ -371,7 +371,7 @@ func TestCSIBudgets(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "t")
 			detachLater(t, target)
 			err := p.publish(ctx, "v", target, c.attrs, testSecrets())
-			if mounted, _ := fs.IsMounted(target); mounted {
+			if mounted, _ := mountinfo.IsMounted(target); mounted {
 				unpublish(t, p, "v", target)
 			}
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.want) {
@@ -445,7 +445,7 @@ func TestCSIInlineNoSavedListing(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "intruder")
 	detachLater(t, target)
 	err = p.publish(ctx, "intruder", target, attrs, nil)
-	if mounted, _ := fs.IsMounted(target); mounted || err == nil {
+	if mounted, _ := mountinfo.IsMounted(target); mounted || err == nil {
 		name := biggest(t)
 		b, rerr := os.ReadFile(filepath.Join(target, name))
 		t.Fatalf("an inline volume without credentials mounted another's source from the saved listing (publish: %v; read %d bytes of %s: %v)",

@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/modelfs/modelfs/csi"
-	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/mountinfo"
 )
 
 // csiPlugin is a running CSI plugin and a client for it.
@@ -298,7 +298,7 @@ func TestCSIErrors(t *testing.T) {
 				t.Fatalf("got %v; want %s mentioning %q", err, c.code, c.want)
 			}
 			assertNoSecret(t, "the error", err.Error())
-			if mounted, _ := fs.IsMounted(target); mounted {
+			if mounted, _ := mountinfo.IsMounted(target); mounted {
 				t.Fatal("a failed publish left a mount behind")
 			}
 		})
@@ -349,7 +349,7 @@ func TestCSIPluginRestart(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, target := range []string{reading, doomed} {
-			if mounted, _ := fs.IsMounted(target); mounted {
+			if mounted, _ := mountinfo.IsMounted(target); mounted {
 				syscall.Unmount(target, syscall.MNT_DETACH)
 			}
 		}
@@ -390,7 +390,7 @@ func TestCSIPluginRestart(t *testing.T) {
 	if !strings.Contains(log2.String(), "volumes_adopted=1 stale_cleaned=1") {
 		t.Fatalf("the new plugin did not adopt one volume and clean one:\n%s", log2.String())
 	}
-	if mounted, _ := fs.IsMounted(doomed); mounted {
+	if mounted, _ := mountinfo.IsMounted(doomed); mounted {
 		t.Fatal("the stale mount was not detached")
 	}
 	checkModel(t, reading)
@@ -509,7 +509,7 @@ func TestCSISupervisedRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if mounted, _ := fs.IsMounted(target); mounted {
+		if mounted, _ := mountinfo.IsMounted(target); mounted {
 			syscall.Unmount(target, syscall.MNT_DETACH)
 		}
 	})
