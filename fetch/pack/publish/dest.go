@@ -56,6 +56,9 @@ func OpenDest(ctx context.Context, dest, srcDir string, cfg Config) (Dest, error
 	s3opts := cfg.S3
 	s3opts.SDKRetries = true
 	s3opts.SDKMaxAttempts = cfg.Retry.MaxAttempts
+	if s3opts.Logger == nil {
+		s3opts.Logger = cfg.log()
+	}
 	client, err := fetch.NewS3Client(ctx, s3opts)
 	if err != nil {
 		return nil, err

@@ -18,8 +18,9 @@ import (
 // Config is how a store of packs is written and read. The caller
 // validates it (sizes in range, Concurrency from 1 to 1024).
 type Config struct {
-	// S3 is how an S3 destination is reached; Logger and MaxConns are
-	// taken from here for reading too.
+	// S3 is how an S3 destination is reached: its region, endpoint,
+	// profile and anonymous access serve reading it too. Retries are set
+	// from Retry, and a nil Logger is Logger.
 	S3 fetch.S3ClientOptions
 	// Retry bounds reading the destination; its MaxAttempts also bounds
 	// the SDK's attempts at each upload request.
