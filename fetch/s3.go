@@ -16,9 +16,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -72,63 +69,13 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	if maxConns <= 0 {
 		maxConns = 64
 	}
-	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.MaxIdleConns = maxConns
-		tr.MaxIdleConnsPerHost = maxConns
-		tr.MaxConnsPerHost = maxConns
-		// Model weights do not compress; asking for gzip only costs CPU.
-		tr.DisableCompression = true
+	client, err := NewS3Client(ctx, S3ClientOptions{
+		Region: opts.Region, Endpoint: opts.Endpoint, Profile: opts.Profile, NoSignRequest: opts.NoSignRequest,
+		Logger: opts.Logger, MaxConns: maxConns, Net: opts.Net,
 	})
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	loadOpts := []func(*config.LoadOptions) error{
-		config.WithLogger(SDKLogger(log)),
-		config.WithHTTPClient(httpClient),
-		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
-		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
-	}
-	if opts.Region != "" {
-		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
-	}
-	if opts.Profile != "" {
-		loadOpts = append(loadOpts, config.WithSharedConfigProfile(opts.Profile))
-	}
-	if opts.NoSignRequest {
-		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("s3: loading AWS configuration: %w", err)
+		return nil, err
 	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
-	}
-	if !opts.NoSignRequest {
-		// The chain falls back to the instance role when it finds nothing
-		// else; its failure then means no credentials were given at all.
-		cfg.Credentials = credentialsProbe{
-			inner:            cfg.Credentials,
-			instanceRoleOnly: aws.IsCredentialsProvider(cfg.Credentials, (*ec2rolecreds.Provider)(nil)),
-		}
-	}
-	// The policy binds the store's connections, not the credential
-	// providers': those reach the node's identity endpoints (instance
-	// metadata, pod identity) only where the node's identity is lent.
-	storeClient := httpClient
-	if opts.Net != nil {
-		storeClient = httpClient.WithDialerOptions(opts.Net.applyDialer).
-			WithTransportOptions(func(tr *http.Transport) { tr.Proxy = nil })
-	}
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.HTTPClient = storeClient
-		o.APIOptions = append(o.APIOptions, limitBodies)
-		if opts.Endpoint != "" {
-			o.BaseEndpoint = aws.String(opts.Endpoint)
-			o.UsePathStyle = true
-		}
-	})
 	prefix := strings.TrimPrefix(opts.Prefix, "/")
 	root := prefix
 	if root != "" && !strings.HasSuffix(root, "/") {

@@ -1,4 +1,4 @@
-package main
+package publish
 
 import (
 	"bytes"
@@ -12,25 +12,25 @@ import (
 	"github.com/modelfs/modelfs/tests/modelgen"
 )
 
-// pack reads a Hugging Face cache snapshot as the mount's local source
+// Walk reads a Hugging Face cache snapshot as the mount's local source
 // does: its files through the links into blobs/, and no link that leaves
 // for anywhere else, each of which it names in a warning.
-func TestPackWalkHFCacheSnapshot(t *testing.T) {
+func TestWalkHFCacheSnapshot(t *testing.T) {
 	c, err := modelgen.WriteHFCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	files, err := packWalk(c.Snapshot, slog.New(slog.NewTextHandler(&logs, nil)))
+	files, err := Walk(c.Snapshot, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]int64{}
 	for _, f := range files {
-		got[f.key] = f.size
-		data, err := os.ReadFile(f.path)
-		if err != nil || !bytes.Equal(data, c.Files[f.key]) {
-			t.Errorf("%s (%s) reads %q, %v; want %q", f.key, f.path, data, err, c.Files[f.key])
+		got[f.Key] = f.Size
+		data, err := os.ReadFile(f.Path)
+		if err != nil || !bytes.Equal(data, c.Files[f.Key]) {
+			t.Errorf("%s (%s) reads %q, %v; want %q", f.Key, f.Path, data, err, c.Files[f.Key])
 		}
 	}
 	want := map[string]int64{}
@@ -40,7 +40,7 @@ func TestPackWalkHFCacheSnapshot(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Fatalf("files %v, want %v", got, want)
 	}
-	if !slices.IsSortedFunc(files, func(a, b packSrcFile) int { return strings.Compare(a.key, b.key) }) {
+	if !slices.IsSortedFunc(files, func(a, b SrcFile) int { return strings.Compare(a.Key, b.Key) }) {
 		t.Errorf("files not sorted by key: %v", files)
 	}
 	for _, name := range c.Refused {

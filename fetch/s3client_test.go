@@ -1,0 +1,97 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelfs/modelfs/tests/s3server"
+)
+
+// NewS3Client reaches an S3-compatible endpoint path-style, signs with the
+// default chain's credentials or not at all, and retries only when told.
+func TestNewS3Client(t *testing.T) {
+	const key, secret = "AKIDCLIENTTEST", "client-test-secret"
+	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: key, SecretKey: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if err := srv.CreateBucket("bucket"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.PutObject("bucket", "k", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", key)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	ctx := context.Background()
+	get := func(c *s3.Client) ([]byte, error) {
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bucket"), Key: aws.String("k")})
+		if err != nil {
+			return nil, err
+		}
+		defer out.Body.Close()
+		return io.ReadAll(out.Body)
+	}
+
+	c, err := NewS3Client(ctx, S3ClientOptions{Endpoint: srv.URL(), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Options().Region; r != "us-east-1" {
+		t.Errorf("region %q, want us-east-1 when none is configured", r)
+	}
+	if !c.Options().UsePathStyle {
+		t.Error("an endpoint is not addressed path-style")
+	}
+	if b, err := get(c); err != nil || !bytes.Equal(b, []byte("hello")) {
+		t.Fatalf("GetObject: %q, %v", b, err)
+	}
+
+	anon, err := NewS3Client(ctx, S3ClientOptions{Endpoint: srv.URL(), NoSignRequest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(anon); err == nil || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Errorf("an anonymous GetObject on a private server: %v, want AccessDenied", err)
+	}
+
+	// Every request fails once with a 500 before it is served.
+	var failed atomic.Int64
+	srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if failed.Add(1)%2 == 1 {
+			srv.ServeFault(w, r, s3server.Fault{Kind: s3server.FaultInternalError})
+			return true
+		}
+		return false
+	})
+	if _, err := get(c); err == nil {
+		t.Error("a client without SDK retries retried a 500")
+	}
+	failed.Store(0)
+	retrying, err := NewS3Client(ctx, S3ClientOptions{Endpoint: srv.URL(), SDKRetries: true, SDKMaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := get(retrying); err != nil || !bytes.Equal(b, []byte("hello")) {
+		t.Errorf("GetObject with SDK retries over one 500: %q, %v", b, err)
+	}
+}
