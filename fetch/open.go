@@ -11,9 +11,9 @@ import (
 
 // Location is a parsed source URI.
 type Location struct {
-	// Scheme is "s3", "http", "https", "file" or "hf".
+	// Scheme is "s3", "gs", "http", "https", "file" or "hf".
 	Scheme string
-	// Bucket and Prefix, for s3.
+	// Bucket and Prefix, for s3 and gs.
 	Bucket, Prefix string
 	// URL, for http(s); Path, for file.
 	URL, Path string
@@ -22,8 +22,8 @@ type Location struct {
 	Dataset        bool
 }
 
-// ParseLocation parses s3://bucket[/prefix], http(s)://host/path,
-// file:///abs/dir and hf://[datasets/]org/name[@revision]. It rejects what it cannot serve with a message that
+// ParseLocation parses s3://bucket[/prefix], gs://bucket[/prefix],
+// http(s)://host/path, file:///abs/dir and hf://[datasets/]org/name[@revision]. It rejects what it cannot serve with a message that
 // names the problem.
 func ParseLocation(raw string) (Location, error) {
 	if raw == "" {
@@ -48,6 +48,12 @@ func ParseLocation(raw string) (Location, error) {
 			}
 		}
 		return Location{Scheme: "s3", Bucket: bucket, Prefix: prefix}, nil
+	case "gs":
+		loc, err := parseGCSLocation(rest)
+		if err != nil {
+			return Location{}, fmt.Errorf("source %q: %w", raw, err)
+		}
+		return loc, nil
 	case "http", "https":
 		u, err := url.Parse(raw)
 		if err != nil {
@@ -76,7 +82,7 @@ func ParseLocation(raw string) (Location, error) {
 		}
 		return loc, nil
 	default:
-		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https, file or hf", raw, scheme)
+		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, gs, http, https, file or hf", raw, scheme)
 	}
 }
 
@@ -125,6 +131,11 @@ type OpenOptions struct {
 	Retry RetryOptions
 	// Net bounds where every network source connects; nil allows all.
 	Net *NetPolicy
+	// GCS: Bucket and Prefix are taken from the location. Its Endpoint,
+	// MaxConns and Logger, left zero, are S3's, and S3's NoSignRequest
+	// counts too: callers fill S3's from their endpoint and
+	// anonymous-access settings whatever the scheme.
+	GCS GCSOptions
 }
 
 // Open returns the Source for a location.
@@ -144,6 +155,20 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 		o := opts.HF
 		o.Repo, o.Dataset, o.Revision, o.Retry, o.Net = loc.Repo, loc.Dataset, loc.Revision, opts.Retry, opts.Net
 		return NewHF(o)
+	case "gs":
+		o := opts.GCS
+		if o.Endpoint == "" {
+			o.Endpoint = opts.S3.Endpoint
+		}
+		o.NoSignRequest = o.NoSignRequest || opts.S3.NoSignRequest
+		if o.MaxConns == 0 {
+			o.MaxConns = opts.S3.MaxConns
+		}
+		if o.Logger == nil {
+			o.Logger = opts.S3.Logger
+		}
+		o.Bucket, o.Prefix, o.Retry, o.Net = loc.Bucket, loc.Prefix, opts.Retry, opts.Net
+		return NewGCS(ctx, o)
 	}
 	return nil, fmt.Errorf("unknown scheme %q", loc.Scheme)
 }
