@@ -2,15 +2,27 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/modelfs/modelfs/tests/gcsemu"
 )
@@ -161,4 +173,84 @@ func TestGCSFaultsRetried(t *testing.T) {
 	if left := emu.PendingFaults(); left != 0 {
 		t.Fatalf("%d of %d faults were never met", left, len(faults))
 	}
+}
+
+// gcsServiceAccount is a service account key whose token endpoint is a
+// server on loopback that grants token; it returns the key's JSON.
+func gcsServiceAccount(t *testing.T, token string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		if r.Form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" || r.Form.Get("assertion") == "" {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"`+token+`","token_type":"Bearer","expires_in":3600}`)
+	}))
+	t.Cleanup(srv.Close)
+	key, err := rsa.GenerateKey(crand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]string{
+		"type": "service_account", "project_id": "test-project", "private_key_id": "0123456789abcdef",
+		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"client_email": "loader@test-project.iam.gserviceaccount.com", "token_uri": srv.URL + "/token",
+	})
+	return string(b)
+}
+
+// A gs:// volume: refused without an identity of its own; with a
+// service account key secret it mounts, the store sees the key's token,
+// and the key is in no argument, log or leftover file.
+func TestGCSCSIVolume(t *testing.T) {
+	csiEnv(t)
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	emu := gcsRemote(t, gcsemu.Options{}, "llama")
+	stateDir := t.TempDir()
+	p := startCSIInProcess(t, stateDir)
+	ctx := context.Background()
+	attrs := map[string]string{"source": "gs://" + bucket + "/llama", "endpoint": emu.URL}
+
+	inline := map[string]string{"csi.storage.k8s.io/ephemeral": "true"}
+	for k, v := range attrs {
+		inline[k] = v
+	}
+	err := p.publish(ctx, "vol-inline", filepath.Join(t.TempDir(), "inline"), inline, nil)
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "gcsServiceAccountKey") {
+		t.Fatalf("inline gs:// volume without a key: %v; want PermissionDenied naming the secret", err)
+	}
+
+	const token = "ya29.csi-volume-token"
+	key := gcsServiceAccount(t, token)
+	target := filepath.Join(t.TempDir(), "pods", "p1", "volumes", "model")
+	detachLater(t, target)
+	if err := p.publish(ctx, "vol-gs", target, attrs, map[string]string{"gcsServiceAccountKey": key}); err != nil {
+		t.Fatalf("publishing a gs:// volume with a key: %v\n%s", err, stateLogs(t, stateDir))
+	}
+	checkModel(t, target)
+	if tokens := emu.BearerTokens(); tokens[token] == 0 {
+		t.Fatalf("the store saw bearer tokens %v, want the volume key's", tokens)
+	}
+	pid := mountPID(t, stateDir)
+	keyPath := procEnviron(t, pid)["GOOGLE_APPLICATION_CREDENTIALS"]
+	if !strings.HasPrefix(keyPath, stateDir) {
+		t.Fatalf("the mount's GOOGLE_APPLICATION_CREDENTIALS is %q, want a file in the state dir", keyPath)
+	}
+	if _, err := os.Stat(keyPath); !os.IsNotExist(err) {
+		t.Fatalf("the key file outlived the mount's start: %v", err)
+	}
+	for what, text := range map[string]string{
+		"command line": procCmdline(t, pid), "mount log": stateLogs(t, stateDir), "plugin log": p.log.String(),
+	} {
+		if strings.Contains(text, "PRIVATE KEY") || strings.Contains(text, token) {
+			t.Fatalf("the key or its token appears in the %s:\n%s", what, text)
+		}
+	}
+	unpublish(t, p, "vol-gs", target)
 }
