@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -120,6 +121,10 @@ func NewGCS(ctx context.Context, opts GCSOptions) (*GCS, error) {
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = maxConns, maxConns, maxConns
 	// Model weights do not compress; asking for gzip only costs CPU.
 	tr.DisableCompression = true
+	// Over HTTP/2 every ranged GET would share one TCP flow, which caps
+	// at a few Gbit/s; HTTP/1.1 gives each its own (gcsfuse's default too).
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	hc.Transport = gcsBodyLimit{tr}
 	if !anonymous {
 		creds, err := gcsCredentials(opts.Net)
