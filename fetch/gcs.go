@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,24 +20,22 @@ import (
 
 	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
-	"cloud.google.com/go/auth/httptransport"
-	"cloud.google.com/go/storage"
-	"google.golang.org/api/googleapi"
-	"google.golang.org/api/iterator"
-	"google.golang.org/api/option"
 )
 
 // GCSEmulatorEnv names the emulator that Google's own libraries and tools
 // send Cloud Storage requests to, unauthenticated, when it is set.
 const GCSEmulatorEnv = "STORAGE_EMULATOR_HOST"
 
-// gcsDefaultEndpoint is Cloud Storage's JSON API. Reads go to the XML
-// API on the same host, as the official client does by default.
+// gcsDefaultEndpoint is Cloud Storage's JSON API, which serves listings,
+// metadata and (alt=media) object bytes.
 const gcsDefaultEndpoint = "https://storage.googleapis.com/storage/v1/"
+
+// gcsReadOnlyScope is the OAuth2 scope tokens are asked for.
+const gcsReadOnlyScope = "https://www.googleapis.com/auth/devstorage.read_only"
 
 // gcsListPage is how many objects one listing request asks for, the
 // most the JSON API returns.
-const gcsListPage = 1000
+const gcsListPageSize = 1000
 
 // GCSOptions configures a Google Cloud Storage source.
 type GCSOptions struct {
@@ -56,7 +55,8 @@ type GCSOptions struct {
 	NoSignRequest bool
 	// MaxConns bounds connections to the store (0 = 64).
 	MaxConns int
-	// Logger receives the client library's log lines (nil: none).
+	// Logger receives a debug line per request: method, path and status,
+	// never headers (nil: none).
 	Logger *slog.Logger
 	// Net bounds where requests connect, the store's and the token
 	// endpoint's a key file names; the metadata server, which lends the
@@ -70,8 +70,10 @@ type GCSOptions struct {
 // pinned to their generation; every read names it and carries it as a
 // precondition, so a replaced object fails the read (ErrChanged).
 type GCS struct {
-	client   *storage.Client
-	bucket   *storage.BucketHandle
+	hc       *http.Client
+	api      string     // JSON API base URL, ending in "/"
+	creds    tokenGiver // nil: anonymous
+	log      *slog.Logger
 	name     string
 	prefix   string // as the user gave it
 	endpoint string // "" for Google's
@@ -83,9 +85,14 @@ type GCS struct {
 
 var _ Source = (*GCS)(nil)
 
+// tokenGiver hands out OAuth2 access tokens, cached and refreshed.
+type tokenGiver interface {
+	Token(context.Context) (*auth.Token, error)
+}
+
 // NewGCS builds the client and finds credentials; it sends no request to
-// the store. Retries are ours, not the client library's, so that short
-// bodies and stalls share one budget with 5xx replies.
+// the store. Retries are fetch's, so that short bodies and stalls share
+// one budget with 5xx replies.
 func NewGCS(ctx context.Context, opts GCSOptions) (*GCS, error) {
 	if err := checkGCSBucket(opts.Bucket); err != nil {
 		return nil, fmt.Errorf("gs: %w", err)
@@ -126,40 +133,25 @@ func NewGCS(ctx context.Context, opts GCSOptions) (*GCS, error) {
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	hc.Transport = gcsBodyLimit{tr}
+	var creds tokenGiver
 	if !anonymous {
-		creds, err := gcsCredentials(opts.Net)
+		c, err := gcsCredentials(opts.Net)
 		if err != nil {
 			return nil, err
 		}
-		if err := httptransport.AddAuthorizationMiddleware(hc, creds); err != nil {
-			return nil, fmt.Errorf("gs: %w", err)
-		}
+		creds = c
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	client, err := storage.NewClient(ctx,
-		// Authentication is the HTTP client's; without this the library
-		// would look for credentials of its own (and probe for a
-		// metadata server) even for anonymous use.
-		option.WithoutAuthentication(),
-		option.WithHTTPClient(hc),
-		option.WithEndpoint(apiEndpoint),
-		option.WithLogger(log),
-		storage.WithDisabledClientMetrics(),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("gs: creating the client: %w", err)
-	}
-	client.SetRetry(storage.WithPolicy(storage.RetryNever))
 	prefix := strings.TrimPrefix(opts.Prefix, "/")
 	root := prefix
 	if root != "" && !strings.HasSuffix(root, "/") {
 		root += "/"
 	}
 	g := &GCS{
-		client: client, bucket: client.Bucket(opts.Bucket), name: opts.Bucket, prefix: prefix, root: root, retry: opts.Retry,
+		hc: hc, api: apiEndpoint, creds: creds, log: log, name: opts.Bucket, prefix: prefix, root: root, retry: opts.Retry,
 	}
 	if endpoint != "" {
 		g.endpoint = strings.TrimSuffix(apiEndpoint, "/")
@@ -208,9 +200,9 @@ func gcsAPIEndpoint(raw string) (string, error) {
 // gcsCredentials finds Application Default Credentials, read-only scoped.
 // Token requests to the endpoints a credentials file names go through the
 // network policy; the metadata server's client is the library's own.
-func gcsCredentials(policy *NetPolicy) (*auth.Credentials, error) {
+func gcsCredentials(policy *NetPolicy) (tokenGiver, error) {
 	creds, err := credentials.DetectDefault(&credentials.DetectOptions{
-		Scopes: []string{storage.ScopeReadOnly},
+		Scopes: []string{gcsReadOnlyScope},
 		Client: defaultHTTPClient(policy),
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -223,12 +215,7 @@ func gcsCredentials(policy *NetPolicy) (*auth.Credentials, error) {
 			"log in with gcloud auth application-default login, or run with Workload Identity or a service account on Google Cloud; " +
 			"for a public bucket use --no-sign-request")}
 	}
-	return auth.NewCredentials(&auth.CredentialsOptions{
-		TokenProvider:          gcsTokenProbe{creds},
-		ProjectIDProvider:      auth.CredentialsPropertyFunc(creds.ProjectID),
-		QuotaProjectIDProvider: auth.CredentialsPropertyFunc(creds.QuotaProjectID),
-		UniverseDomainProvider: auth.CredentialsPropertyFunc(creds.UniverseDomain),
-	}), nil
+	return gcsTokenProbe{creds}, nil
 }
 
 // credentialsFileProblem says what is wrong with a credentials file
@@ -328,40 +315,60 @@ func (g *GCS) List(ctx context.Context) ([]Object, error) {
 	return objs, nil
 }
 
-// gcsAttrs are the object fields a listing asks for.
-var gcsAttrs = []string{"Name", "Size", "Generation", "Updated", "CRC32C", "MD5"}
+// gcsListFields are the fields a listing asks for.
+const gcsListFields = "items(name,size,generation,updated,crc32c,md5Hash),nextPageToken"
+
+// gcsObjectAttrs is an object's metadata as the JSON API encodes it.
+type gcsObjectAttrs struct {
+	Name       string    `json:"name"`
+	Size       int64     `json:"size,string"`
+	Generation int64     `json:"generation,string"`
+	Updated    time.Time `json:"updated"`
+	CRC32C     string    `json:"crc32c"`
+	MD5Hash    string    `json:"md5Hash"`
+}
+
+type gcsListPage struct {
+	Items         []gcsObjectAttrs `json:"items"`
+	NextPageToken string           `json:"nextPageToken"`
+}
 
 func (g *GCS) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 	var objs []Object
 	token := ""
 	for {
-		var page []*storage.ObjectAttrs
-		var next string
+		var page gcsListPage
 		err := g.retry.do(ctx, OpList, 0, "list "+g.String(), func(ctx context.Context) error {
-			q := &storage.Query{Prefix: dir}
-			if err := q.SetAttrSelection(gcsAttrs); err != nil {
-				return err
+			q := url.Values{"prefix": {dir}, "maxResults": {strconv.Itoa(gcsListPageSize)}, "fields": {gcsListFields}, "projection": {"noAcl"}}
+			if token != "" {
+				q.Set("pageToken", token)
 			}
-			page = page[:0]
-			var err error
-			next, err = iterator.NewPager(g.bucket.Objects(ctx, q), gcsListPage, token).NextPage(&page)
-			return g.mapError(err)
+			page = gcsListPage{}
+			err := g.getJSON(ctx, g.bucketURL()+"/o?"+q.Encode(), &page)
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("%w: bucket %q does not exist", ErrNotFound, g.name)
+			}
+			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range page {
+		for _, a := range page.Items {
 			key := strings.TrimPrefix(a.Name, dir)
 			if key == "" || strings.HasSuffix(key, "/") {
 				continue // folder placeholders
 			}
-			obj := gcsObject(a)
+			obj, err := gcsObject(a)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", g, err)
+			}
 			obj.Key = key
 			objs = append(objs, obj)
 		}
 		if len(objs) > MaxListedObjects {
 			return nil, fmt.Errorf("%s: more than %d objects under this prefix; mount one model's prefix", g, MaxListedObjects)
 		}
+		next := page.NextPageToken
 		if next == "" {
 			return objs, nil
 		}
@@ -376,19 +383,34 @@ func (g *GCS) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 // CRC32C, which Cloud Storage keeps for every object and which sums block
 // by block; MD5 (absent for composite objects) only where a store left
 // CRC32C out, which shows as a zero CRC of non-empty content.
-func gcsObject(a *storage.ObjectAttrs) Object {
+func gcsObject(a gcsObjectAttrs) (Object, error) {
 	obj := Object{Key: a.Name, Size: a.Size, ModTime: a.Updated}
+	if a.Size < 0 {
+		return Object{}, fmt.Errorf("object %q has size %d", a.Name, a.Size)
+	}
 	if a.Generation > 0 {
 		obj.VersionID = strconv.FormatInt(a.Generation, 10)
 	}
+	var crc uint32
+	if a.CRC32C != "" {
+		b, err := base64.StdEncoding.DecodeString(a.CRC32C)
+		if err != nil || len(b) != 4 {
+			return Object{}, fmt.Errorf("object %q has a malformed crc32c %q", a.Name, a.CRC32C)
+		}
+		crc = binary.BigEndian.Uint32(b)
+	}
+	md5, err := base64.StdEncoding.DecodeString(a.MD5Hash)
+	if err != nil {
+		md5 = nil
+	}
 	switch {
-	case a.CRC32C == 0 && a.Size > 0 && len(a.MD5) == 16:
-		obj.Checksum = Checksum{Algorithm: "MD5", Value: base64.StdEncoding.EncodeToString(a.MD5)}
+	case crc == 0 && a.Size > 0 && len(md5) == 16:
+		obj.Checksum = Checksum{Algorithm: "MD5", Value: base64.StdEncoding.EncodeToString(md5)}
 	default:
 		// Big-endian, as Cloud Storage encodes it and objsum reads it.
-		obj.Checksum = Checksum{Algorithm: "CRC32C", Value: base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, a.CRC32C))}
+		obj.Checksum = Checksum{Algorithm: "CRC32C", Value: base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc))}
 	}
-	return obj
+	return obj, nil
 }
 
 // Stat returns the current generation of key (relative to the prefix).
@@ -399,19 +421,23 @@ func (g *GCS) Stat(ctx context.Context, key string) (Object, error) {
 }
 
 func (g *GCS) stat(ctx context.Context, full string) (Object, error) {
-	var a *storage.ObjectAttrs
+	var a gcsObjectAttrs
 	err := g.retry.do(ctx, OpStat, 0, "stat "+full, func(ctx context.Context) error {
-		var err error
-		a, err = g.bucket.Object(full).Attrs(ctx)
-		return g.mapError(err)
+		a = gcsObjectAttrs{}
+		return g.getJSON(ctx, g.objectURL(full)+"?projection=noAcl", &a)
 	})
 	if err != nil {
 		return Object{}, err
 	}
-	return gcsObject(a), nil
+	return gcsObject(a)
 }
 
 func (g *GCS) fullKey(key string) string { return g.root + key }
+
+func (g *GCS) bucketURL() string { return g.api + "b/" + url.PathEscape(g.name) }
+
+// objectURL escapes every '/' of the name too, as the JSON API wants.
+func (g *GCS) objectURL(full string) string { return g.bucketURL() + "/o/" + url.PathEscape(full) }
 
 // ReadAt is one ranged GET of obj's pinned generation, with that
 // generation as a precondition, retried within the budget.
@@ -428,29 +454,42 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 	full := g.fullKey(obj.Key)
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
+	g64 := strconv.FormatInt(gen, 10)
+	target := g.objectURL(full) + "?" + url.Values{"alt": {"media"}, "generation": {g64}, "ifGenerationMatch": {g64}}.Encode()
 	err = g.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
-		// ReadCompressed: the stored bytes, which the size and checksum
-		// describe, never a decompressed rendering of them.
-		r, err := g.bucket.Object(full).Generation(gen).If(storage.Conditions{GenerationMatch: gen}).
-			ReadCompressed(true).NewRangeReader(ctx, off, int64(n))
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 		if err != nil {
-			if errors.Is(err, storage.ErrObjectNotExist) {
+			return err
+		}
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end-1))
+		// The stored bytes, which the size and checksum describe: an
+		// object stored gzip-encoded is otherwise sent decompressed.
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := g.do(req)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
 				// The pinned generation is gone: replaced or deleted.
 				return fmt.Errorf("%w: generation %d no longer exists", ErrChanged, gen)
 			}
-			return g.mapError(err)
+			return err
 		}
-		defer r.Close()
+		defer resp.Body.Close()
+		start, size, err := gcsReplyRange(resp)
 		switch {
-		case r.Attrs.Decompressed:
+		case err != nil:
+			return transient(err, 0)
+		case resp.Header.Get("X-Goog-Stored-Content-Encoding") == "gzip" && resp.Header.Get("Content-Encoding") != "gzip":
 			return errors.New("the store decompressed the object's bytes")
-		case r.Attrs.Size != obj.Size:
-			return fmt.Errorf("%w: size %d, pinned %d", ErrChanged, r.Attrs.Size, obj.Size)
-		case r.Attrs.StartOffset != off:
-			return transient(fmt.Errorf("reply starts at %d, asked for %d", r.Attrs.StartOffset, off), 0)
+		case size != obj.Size:
+			return fmt.Errorf("%w: size %d, pinned %d", ErrChanged, size, obj.Size)
+		case start != off:
+			return transient(fmt.Errorf("reply starts at %d, asked for %d", start, off), 0)
 		}
-		if _, err := io.ReadFull(r, p); err != nil {
-			return fmt.Errorf("reading body: %w", shortBody(g.mapError(err)))
+		if g := resp.Header.Get("X-Goog-Generation"); g != "" && g != g64 {
+			return fmt.Errorf("%w: generation %s, pinned %d", ErrChanged, g, gen)
+		}
+		if _, err := io.ReadFull(resp.Body, p); err != nil {
+			return fmt.Errorf("reading body: %w", shortBody(err))
 		}
 		return nil
 	})
@@ -463,24 +502,101 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 	return n, nil
 }
 
-// mapError turns the client library's errors into the package's
-// sentinels and marks the transient ones.
+// gcsReplyRange returns where a read's reply starts and the object's
+// size: from Content-Range for a 206, from Content-Length for a 200.
+func gcsReplyRange(resp *http.Response) (start, size int64, err error) {
+	if resp.StatusCode == http.StatusOK {
+		if resp.ContentLength < 0 {
+			return 0, 0, errors.New("reply has no Content-Length")
+		}
+		return 0, resp.ContentLength, nil
+	}
+	cr := resp.Header.Get("Content-Range")
+	rng, total, ok := strings.Cut(strings.TrimPrefix(cr, "bytes "), "/")
+	first, _, ok2 := strings.Cut(rng, "-")
+	start, err1 := strconv.ParseInt(first, 10, 64)
+	size, err2 := strconv.ParseInt(total, 10, 64)
+	if !strings.HasPrefix(cr, "bytes ") || !ok || !ok2 || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("reply has a malformed Content-Range %q", cr)
+	}
+	return start, size, nil
+}
+
+// getJSON GETs a JSON API resource into v.
+func (g *GCS) getJSON(ctx context.Context, target string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := g.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("decoding the reply: %w", shortBody(err))
+	}
+	return nil
+}
+
+// do sends req with a bearer token unless anonymous and turns a reply
+// other than 2xx into an error.
+func (g *GCS) do(req *http.Request) (*http.Response, error) {
+	if g.creds != nil {
+		tok, err := g.creds.Token(req.Context())
+		if err != nil {
+			// No request reached the store; the URL adds nothing.
+			return nil, err
+		}
+		typ := tok.Type
+		if typ == "" {
+			typ = "Bearer"
+		}
+		req.Header.Set("Authorization", typ+" "+tok.Value)
+	}
+	resp, err := g.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	g.log.Debug("gs request", "method", req.Method, "path", req.URL.Path, "status", resp.StatusCode)
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	apiErr := &gcsAPIError{Code: resp.StatusCode, Header: resp.Header}
+	var body struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if b, err := io.ReadAll(resp.Body); err == nil && json.Unmarshal(b, &body) == nil {
+		apiErr.Message = body.Error.Message
+	}
+	return nil, g.mapError(apiErr)
+}
+
+// gcsAPIError is a reply other than 2xx from the store.
+type gcsAPIError struct {
+	Code    int
+	Message string
+	Header  http.Header
+}
+
+func (e *gcsAPIError) Error() string {
+	s := "HTTP " + strconv.Itoa(e.Code)
+	if t := http.StatusText(e.Code); t != "" {
+		s += " " + t
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// mapError turns the store's replies into the package's sentinels and
+// marks the transient ones.
 func (g *GCS) mapError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var credErr *gcsCredentialsError
-	if errors.As(err, &credErr) {
-		// No request reached the store; the URL adds nothing.
-		return credErr
-	}
-	if errors.Is(err, storage.ErrBucketNotExist) {
-		return fmt.Errorf("%w: bucket %q does not exist", ErrNotFound, g.name)
-	}
-	if errors.Is(err, storage.ErrObjectNotExist) {
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	var ge *googleapi.Error
+	var ge *gcsAPIError
 	if !errors.As(err, &ge) {
 		return err
 	}
@@ -501,9 +617,9 @@ func (g *GCS) mapError(err error) error {
 	return err
 }
 
-// Caps on what the client library reads into memory from a reply it
-// parses: it reads an error reply whole, and decodes a listing page or an
-// object's metadata whole; an endpoint can send any amount of either.
+// Caps on what is read into memory from a reply that is parsed: an error
+// reply is read whole, and a listing page or an object's metadata decoded
+// whole; an endpoint can send any amount of either.
 // Real error replies are under 1 KiB, pages of 1000 objects a few MiB.
 const (
 	gcsErrorBodyMax = 64 << 10
@@ -511,7 +627,7 @@ const (
 )
 
 // gcsBodyLimit caps the bodies of error replies and JSON API replies;
-// object bytes (XML API reads, alt=media) are read to the length asked for.
+// object bytes (alt=media) are read to the length asked for.
 type gcsBodyLimit struct{ base http.RoundTripper }
 
 func (l gcsBodyLimit) RoundTrip(req *http.Request) (*http.Response, error) {

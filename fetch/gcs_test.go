@@ -25,8 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/api/googleapi"
-
 	"github.com/modelfs/modelfs/tests/gcsemu"
 )
 
@@ -491,13 +489,13 @@ func TestGCSAnonymous(t *testing.T) {
 func TestGCSErrorClasses(t *testing.T) {
 	g := &GCS{name: "b"}
 	for code, want := range map[int]error{404: ErrNotFound, 401: ErrAccess, 403: ErrAccess, 412: ErrChanged, 416: ErrChanged} {
-		err := g.mapError(&googleapi.Error{Code: code})
+		err := g.mapError(&gcsAPIError{Code: code})
 		if !errors.Is(err, want) || isTransient(err) || Unreachable(err) {
 			t.Errorf("HTTP %d: %v; want %v, not retried", code, err, want)
 		}
 	}
 	for _, code := range []int{408, 429, 500, 503} {
-		if err := g.mapError(&googleapi.Error{Code: code}); !isTransient(err) || !Unreachable(err) {
+		if err := g.mapError(&gcsAPIError{Code: code}); !isTransient(err) || !Unreachable(err) {
 			t.Errorf("HTTP %d: %v; want transient", code, err)
 		}
 	}

@@ -2,7 +2,7 @@ package gcsemu
 
 import (
 	"bytes"
-	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +20,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"cloud.google.com/go/storage"
-	"google.golang.org/api/option"
 )
 
 // Module is the emulator's module and version, as go install takes it.
@@ -104,7 +101,6 @@ type Emulator struct {
 	// Direct is the emulator's own base URL, without the proxy.
 	Direct string
 	dir    string
-	client *storage.Client
 
 	mu       sync.Mutex
 	faults   []FaultKind // applied to the next object reads, in order
@@ -159,12 +155,6 @@ func Start(t testing.TB, opts Options) *Emulator {
 	}))
 	t.Cleanup(srv.Close)
 	e.URL = srv.URL
-	e.client, err = storage.NewClient(context.Background(),
-		option.WithEndpoint(e.Direct+"/storage/v1/"), option.WithoutAuthentication())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.client.Close() })
 	return e
 }
 
@@ -313,14 +303,51 @@ func (e *Emulator) BearerTokens() map[string]int {
 	return out
 }
 
-// Client is a client of the emulator itself, for seeding.
-func (e *Emulator) Client() *storage.Client { return e.client }
+// call sends one JSON API request to the emulator itself, not through
+// the proxy, and decodes its reply into out unless out is nil.
+func (e *Emulator) call(method, path string, query url.Values, body []byte, out any) error {
+	req, err := http.NewRequest(method, e.Direct+path+"?"+query.Encode(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
 
 // CreateBucket creates a bucket.
 func (e *Emulator) CreateBucket(t testing.TB, name string) {
 	t.Helper()
-	if err := e.client.Bucket(name).Create(context.Background(), "test-project", nil); err != nil {
+	body, _ := json.Marshal(map[string]string{"name": name})
+	req, err := http.NewRequest(http.MethodPost, e.Direct+"/storage/v1/b?project=test-project", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
 		t.Fatalf("creating bucket %s: %v", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("creating bucket %s: %s: %s", name, resp.Status, b)
 	}
 }
 
@@ -328,15 +355,18 @@ func (e *Emulator) CreateBucket(t testing.TB, name string) {
 // object's new generation.
 func (e *Emulator) Put(t testing.TB, bucket, name string, data []byte) int64 {
 	t.Helper()
-	w := e.client.Bucket(bucket).Object(name).NewWriter(context.Background())
-	w.ChunkSize = 0 // one request
-	if _, err := w.Write(data); err != nil {
+	var attrs struct {
+		Generation int64 `json:"generation,string"`
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	err := e.call(http.MethodPost, "/upload/storage/v1/b/"+url.PathEscape(bucket)+"/o",
+		url.Values{"uploadType": {"media"}, "name": {name}}, data, &attrs)
+	if err != nil {
 		t.Fatalf("uploading %s: %v", name, err)
 	}
-	if err := w.Close(); err != nil {
-		t.Fatalf("uploading %s: %v", name, err)
-	}
-	return w.Attrs().Generation
+	return attrs.Generation
 }
 
 // PutFile uploads a local file as bucket/name.
@@ -352,7 +382,7 @@ func (e *Emulator) PutFile(t testing.TB, bucket, name, path string) int64 {
 // Delete deletes bucket/name.
 func (e *Emulator) Delete(t testing.TB, bucket, name string) {
 	t.Helper()
-	if err := e.client.Bucket(bucket).Object(name).Delete(context.Background()); err != nil {
+	if err := e.call(http.MethodDelete, "/storage/v1/b/"+url.PathEscape(bucket)+"/o/"+url.PathEscape(name), nil, nil, nil); err != nil {
 		t.Fatalf("deleting %s: %v", name, err)
 	}
 }
