@@ -457,47 +457,68 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 	g64 := strconv.FormatInt(gen, 10)
 	target := g.objectURL(full) + "?" + url.Values{"alt": {"media"}, "generation": {g64}, "ifGenerationMatch": {g64}}.Encode()
 	err = g.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, end-1))
-		// The stored bytes, which the size and checksum describe: an
-		// object stored gzip-encoded is otherwise sent decompressed.
-		req.Header.Set("Accept-Encoding", "gzip")
-		resp, err := g.do(req)
-		if err != nil {
-			if errors.Is(err, ErrNotFound) {
-				// The pinned generation is gone: replaced or deleted.
-				return fmt.Errorf("%w: generation %d no longer exists", ErrChanged, gen)
+		// A body cut short resumes where it stopped, as long as each
+		// request brings bytes; the generation pins what the rest is.
+		got := 0
+		for resumes := 0; ; resumes++ {
+			k, err := g.readRange(ctx, target, obj, p[got:], off+int64(got))
+			got += k
+			if err == nil || k == 0 || resumes == gcsMaxResumes || !isTransient(err) {
+				return err
 			}
-			return err
 		}
-		defer resp.Body.Close()
-		start, size, err := gcsReplyRange(resp)
-		switch {
-		case err != nil:
-			return transient(err, 0)
-		case resp.Header.Get("X-Goog-Stored-Content-Encoding") == "gzip" && resp.Header.Get("Content-Encoding") != "gzip":
-			return errors.New("the store decompressed the object's bytes")
-		case size != obj.Size:
-			return fmt.Errorf("%w: size %d, pinned %d", ErrChanged, size, obj.Size)
-		case start != off:
-			return transient(fmt.Errorf("reply starts at %d, asked for %d", start, off), 0)
-		}
-		if g := resp.Header.Get("X-Goog-Generation"); g != "" && g != g64 {
-			return fmt.Errorf("%w: generation %s, pinned %d", ErrChanged, g, gen)
-		}
-		if _, err := io.ReadFull(resp.Body, p); err != nil {
-			return fmt.Errorf("reading body: %w", shortBody(err))
-		}
-		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
 	if atEnd {
 		return n, io.EOF
+	}
+	return n, nil
+}
+
+// gcsMaxResumes bounds the requests one attempt at a read sends after
+// the first, each resuming a body that was cut short.
+const gcsMaxResumes = 4
+
+// readRange is one ranged GET of target, p's length from off, into p. It
+// returns how many bytes it put there, which, on an error, may be some.
+func (g *GCS) readRange(ctx context.Context, target string, obj Object, p []byte, off int64) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1))
+	// The stored bytes, which the size and checksum describe: an object
+	// stored gzip-encoded is otherwise sent decompressed.
+	req.Header.Set("Accept-Encoding", "gzip")
+	gen := req.URL.Query().Get("generation")
+	resp, err := g.do(req)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			// The pinned generation is gone: replaced or deleted.
+			return 0, fmt.Errorf("%w: generation %s no longer exists", ErrChanged, gen)
+		}
+		return 0, err
+	}
+	defer resp.Body.Close()
+	start, size, err := gcsReplyRange(resp)
+	switch {
+	case err != nil:
+		return 0, transient(err, 0)
+	case resp.Header.Get("X-Goog-Stored-Content-Encoding") == "gzip" && resp.Header.Get("Content-Encoding") != "gzip":
+		return 0, errors.New("the store decompressed the object's bytes")
+	case size != obj.Size:
+		return 0, fmt.Errorf("%w: size %d, pinned %d", ErrChanged, size, obj.Size)
+	case start != off:
+		return 0, transient(fmt.Errorf("reply starts at %d, asked for %d", start, off), 0)
+	}
+	if g := resp.Header.Get("X-Goog-Generation"); g != "" && g != gen {
+		return 0, fmt.Errorf("%w: generation %s, pinned %s", ErrChanged, g, gen)
+	}
+	n, err := io.ReadFull(resp.Body, p)
+	if err != nil {
+		return n, fmt.Errorf("reading body: %w", shortBody(err))
 	}
 	return n, nil
 }
