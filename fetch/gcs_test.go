@@ -541,3 +541,37 @@ func TestGCSListingBodyBounded(t *testing.T) {
 		t.Fatalf("listing of unbounded size: %v", err)
 	}
 }
+
+// A body cut short resumes from the byte it reached within one attempt:
+// the pinned generation makes the rest the same object's bytes.
+func TestGCSCutBodyResumes(t *testing.T) {
+	emu, files, _ := gcsSeeded(t)
+	obs := &recordingObserver{}
+	retry := gcsFast(obs)
+	retry.MaxAttempts = 1
+	g := newTestGCS(t, GCSOptions{Bucket: gcsTestBucket, Prefix: "m", Endpoint: emu.URL, NoSignRequest: true, Retry: retry})
+	obj, err := g.Stat(context.Background(), "model.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := files["model.safetensors"]
+	before := emu.Reads()
+	emu.FailReads(gcsemu.FaultTruncated, gcsemu.FaultReset)
+	p := make([]byte, 1<<20)
+	n, err := g.ReadAt(context.Background(), obj, p, 4321)
+	if err != nil || n != len(p) || !bytes.Equal(p, data[4321:4321+len(p)]) {
+		t.Fatalf("read through two cut bodies: %d bytes, %v", n, err)
+	}
+	if reads := emu.Reads() - before; reads != 3 || emu.PendingFaults() != 0 {
+		t.Fatalf("%d requests, %d faults left; want 3 requests meeting both faults", reads, emu.PendingFaults())
+	}
+	if obs.retriesOf(OpGet) != 0 {
+		t.Errorf("observer saw %d retries, want the resumes inside one attempt", obs.retriesOf(OpGet))
+	}
+
+	// A refusal that comes with no bytes ends the attempt.
+	emu.FailReads(gcsemu.FaultTruncated, gcsemu.Fault503)
+	if _, err := g.ReadAt(context.Background(), obj, p, 0); err == nil || !isTransient(err) {
+		t.Fatalf("cut body, then 503, one attempt: %v; want the 503", err)
+	}
+}
