@@ -1,7 +1,7 @@
 // Package gcsemu runs a real Cloud Storage emulator for tests:
 // fake-gcs-server (github.com/fsouza/fake-gcs-server), which speaks the
-// JSON API (listing, metadata, uploads) and the XML API reads the official
-// client makes. It is built once per machine from the Go module proxy with
+// JSON API (listing, metadata, alt=media reads, uploads), which the
+// helpers here also use to seed it. It is built once per machine from the Go module proxy with
 // `go install`, so that neither it nor its many dependencies enter the
 // project's go.mod, and started as its own process on loopback.
 //
