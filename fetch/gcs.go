@@ -199,7 +199,7 @@ func gcsAPIEndpoint(raw string) (string, error) {
 
 // gcsCredentials finds Application Default Credentials, read-only scoped.
 // Token requests to the endpoints a credentials file names go through the
-// network policy; the metadata server's client is the library's own.
+// network policy; the metadata server's client is the auth library's own.
 func gcsCredentials(policy *NetPolicy) (tokenGiver, error) {
 	creds, err := credentials.DetectDefault(&credentials.DetectOptions{
 		Scopes: []string{gcsReadOnlyScope},
@@ -230,7 +230,7 @@ func credentialsFileProblem(path string) string {
 	case st.Size() == 0:
 		return "it is empty"
 	}
-	return "it is not a Google credentials JSON file the client library accepts"
+	return "it is not a Google credentials JSON file that Google's auth library accepts"
 }
 
 // gcsTokenProbe marks a failure to get a token, so that it is told from
