@@ -31,6 +31,10 @@ func noIdentityEnv() []string {
 		"AWS_EC2_METADATA_DISABLED=true",
 		// Nor the plugin's Hugging Face login.
 		"HF_TOKEN_PATH=" + os.DevNull,
+		// Nor Google's: a credentials file that is not one stops the
+		// search before gcloud's login or the metadata server (Workload
+		// Identity). A volume's own key, added after, replaces it.
+		"GOOGLE_APPLICATION_CREDENTIALS=" + os.DevNull,
 	}
 }
 
@@ -48,6 +52,7 @@ func mountEnv(environ []string, nodeIdentity bool, extra []string) []string {
 		case !nodeIdentity && strings.HasPrefix(name, "AWS_") && !awsSetting(name):
 		case !nodeIdentity && (name == "HF_TOKEN" || name == "HF_TOKEN_PATH"):
 		case !nodeIdentity && strings.HasPrefix(name, "AZURE_"): // keys, SAS, client secrets, workload identity
+		case !nodeIdentity && (name == "GOOGLE_APPLICATION_CREDENTIALS" || name == "CLOUDSDK_CONFIG"):
 		default:
 			env = append(env, kv)
 		}

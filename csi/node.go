@@ -101,6 +101,18 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 			"this volume may not use the node's identity: give it an Azure account key or SAS (nodePublishSecretRef: %s or %s) or set noSignRequest for a public container",
 			secretAzureKey, secretAzureSAS)
 	}
+	if vol.scheme == "gs" && !vol.noSignRequest && !nodeIdentity && req.GetSecrets()[secretGCSKey] == "" {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"a gs:// volume without the node's identity needs its own: give it a service account key (nodePublishSecretRef: %s) or set noSignRequest for a public bucket",
+			secretGCSKey)
+	}
+	keyEnv, removeKey, err := gcsKeyFile(d.opts.StateDir, req.GetSecrets())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "nodePublishSecretRef: %v", err)
+	}
+	// The mount has read the key once it is up (or has failed).
+	defer removeKey()
+	env = append(env, keyEnv...)
 
 	unlock := d.lockTarget(target)
 	defer unlock()
@@ -187,6 +199,10 @@ func mountFailure(msg string) error {
 		return status.Errorf(codes.PermissionDenied,
 			"no credentials for this volume: give it a nodePublishSecretRef (%s, %s) or the plugin an identity (IRSA, pod identity): %s",
 			secretAccessKeyID, secretSecretAccessKey, msg)
+	case strings.Contains(msg, "getting Google credentials"):
+		return status.Errorf(codes.PermissionDenied,
+			"no usable credentials for this gs:// volume: give it a nodePublishSecretRef (%s) or the plugin an identity (Workload Identity): %s",
+			secretGCSKey, msg)
 	case strings.Contains(msg, "access denied"), strings.Contains(msg, "denied by the network policy"):
 		return status.Error(codes.PermissionDenied, msg)
 	case strings.Contains(msg, "not found"), strings.Contains(msg, "no objects"):

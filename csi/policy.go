@@ -21,8 +21,8 @@ type InlineSources struct {
 // sourceRule is one entry: S3 on AWS (all buckets, or one), or an
 // http(s) origin, exact or a wildcard over subdomains.
 type sourceRule struct {
-	scheme string // "s3", "az", "http" or "https"
-	bucket string // s3: "" for any bucket; az: the account, "" for any
+	scheme string // "s3", "gs", "az", "http" or "https"
+	bucket string // s3, gs: "" for any bucket; az: the account, "" for any
 	host   string // http(s): lower-case host:port
 	suffix bool   // host is ".domain:port", matching any subdomain
 }
@@ -39,6 +39,8 @@ func AnyInlineSource() InlineSources { return InlineSources{any: true, text: "*"
 //     s3://BUCKET                that bucket on AWS S3
 //     az                         any account on Azure's public cloud (no endpoint attribute)
 //     az://ACCOUNT               that storage account
+//     gs                         any bucket on Google Cloud Storage (no endpoint attribute)
+//     gs://BUCKET                that bucket on Google Cloud Storage
 //     https://HOST[:PORT]        HTTP(S) sources on that host, and S3
 //     http://HOST[:PORT]         endpoints at that origin
 //     https://*.DOMAIN[:PORT]    the same for every subdomain of DOMAIN
@@ -56,6 +58,14 @@ func ParseInlineSources(s string) (InlineSources, error) {
 			p.any = true
 		case f == "s3":
 			p.rules = append(p.rules, sourceRule{scheme: "s3"})
+		case f == "gs":
+			p.rules = append(p.rules, sourceRule{scheme: "gs"})
+		case strings.HasPrefix(f, "gs://"):
+			loc, err := fetch.ParseLocation(f)
+			if err != nil || loc.Prefix != "" {
+				return InlineSources{}, fmt.Errorf("inline source %q: want gs://BUCKET", f)
+			}
+			p.rules = append(p.rules, sourceRule{scheme: "gs", bucket: loc.Bucket})
 		case strings.HasPrefix(f, "s3://"):
 			loc, err := fetch.ParseLocation(f)
 			if err != nil || loc.Prefix != "" {
@@ -74,7 +84,7 @@ func ParseInlineSources(s string) (InlineSources, error) {
 			u, err := url.Parse(f)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 				strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
-				return InlineSources{}, fmt.Errorf("inline source %q: want *, s3, s3://BUCKET, az, az://ACCOUNT or http(s)://HOST[:PORT]", f)
+				return InlineSources{}, fmt.Errorf("inline source %q: want *, s3, s3://BUCKET, gs, gs://BUCKET, az, az://ACCOUNT or http(s)://HOST[:PORT]", f)
 			}
 			r := sourceRule{scheme: u.Scheme, host: origin(u)}
 			if rest, ok := strings.CutPrefix(r.host, "*."); ok {
@@ -126,14 +136,14 @@ func (p InlineSources) allows(v *volume) bool {
 		return true
 	}
 	switch v.scheme {
-	case "s3":
+	case "s3", "gs":
 		loc, err := fetch.ParseLocation(v.source)
 		if err != nil {
 			return false
 		}
 		bucket := false
 		for _, r := range p.rules {
-			bucket = bucket || r.scheme == "s3" && (r.bucket == "" || r.bucket == loc.Bucket)
+			bucket = bucket || r.scheme == v.scheme && (r.bucket == "" || r.bucket == loc.Bucket)
 		}
 		if !bucket || v.endpoint == "" {
 			return bucket
@@ -198,7 +208,7 @@ func (o *Options) netPolicy() *fetch.NetPolicy {
 // it dials.
 func checkAddresses(policy *fetch.NetPolicy, v *volume) error {
 	for _, raw := range []string{v.source, v.endpoint} {
-		if raw == "" || (v.scheme == "s3" || v.scheme == "hf") && raw == v.source {
+		if raw == "" || (v.scheme == "s3" || v.scheme == "hf" || v.scheme == "gs") && raw == v.source {
 			continue
 		}
 		u, err := url.Parse(raw)

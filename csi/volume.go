@@ -1,6 +1,7 @@
 package csi
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -44,6 +45,8 @@ const (
 	secretHFToken         = "hfToken"
 	secretAzureKey        = "azureStorageKey"
 	secretAzureSAS        = "azureStorageSASToken"
+	// secretGCSKey is a service account key (JSON) for gs:// volumes.
+	secretGCSKey = "gcsServiceAccountKey"
 )
 
 // kubernetesPrefix marks the attributes kubelet adds (pod info, the
@@ -110,8 +113,8 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 	if v.source == "" {
 		return nil, badAttr(attrSource, "required (like s3://bucket/prefix or https://host/model)")
 	}
-	if v.endpoint != "" && v.scheme != "s3" && v.scheme != "hf" && v.scheme != "az" {
-		return nil, badAttr(attrEndpoint, "only applies to s3://, hf:// and az:// sources")
+	if v.endpoint != "" && v.scheme != "s3" && v.scheme != "hf" && v.scheme != "az" && v.scheme != "gs" {
+		return nil, badAttr(attrEndpoint, "only applies to s3://, gs://, hf:// and az:// sources")
 	}
 	if v.roleARN != "" && (v.scheme != "s3" || v.noSignRequest) {
 		return nil, badAttr(attrRoleARN, "only applies to s3:// sources that sign their requests")
@@ -134,9 +137,9 @@ func (v *volume) set(k, val string) error {
 		if err != nil {
 			// ParseLocation's message quotes the URI, which may carry
 			// userinfo; say what is wrong without it.
-			return badAttr(k, "want s3://bucket[/prefix], https://host/path, http://host/path, hf://org/name[@revision] or az://account/container[/prefix]")
+			return badAttr(k, "want s3://bucket[/prefix], gs://bucket[/prefix], https://host/path, http://host/path, hf://org/name[@revision] or az://account/container[/prefix]")
 		}
-		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" && loc.Scheme != "hf" && loc.Scheme != "az" {
+		if loc.Scheme != "s3" && loc.Scheme != "http" && loc.Scheme != "https" && loc.Scheme != "hf" && loc.Scheme != "az" && loc.Scheme != "gs" {
 			return badAttr(k, "%s:// sources are not available to volumes: a pod could read the node's files through them", loc.Scheme)
 		}
 		// hf://org/name@revision has an '@' but no credentials.
@@ -291,9 +294,11 @@ func credentials(secrets map[string]string) ([]string, error) {
 			env = append(env, "AZURE_STORAGE_KEY="+val)
 		case secretAzureSAS:
 			env = append(env, "AZURE_STORAGE_SAS_TOKEN="+val)
+		case secretGCSKey:
+			// A file, not a variable: gcsKeyFile writes it.
 		default:
-			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s, %s, %s, %s", k,
-				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken, secretHFToken, secretAzureKey, secretAzureSAS)
+			return nil, fmt.Errorf("secret key %q is unknown; known: %s, %s, %s, %s, %s, %s, %s, %s", k,
+				secretAccessKeyID, secretSecretAccessKey, secretSessionToken, secretHTTPToken, secretHFToken, secretAzureKey, secretAzureSAS, secretGCSKey)
 		}
 		if val == "" {
 			return nil, fmt.Errorf("secret key %q is empty", k)
@@ -321,6 +326,53 @@ func credentials(secrets map[string]string) ([]string, error) {
 // workload identity), which is the node's.
 func hasAzureKeys(secrets map[string]string) bool {
 	return secrets[secretAzureKey] != "" || secrets[secretAzureSAS] != ""
+}
+
+// gcsKeyMax bounds a service account key secret; real ones are ~2.3 KiB.
+const gcsKeyMax = 64 << 10
+
+// gcsKeyFile writes the gcsServiceAccountKey secret, if there is one, to a
+// 0600 file in dir for the mount process, which Google's client library
+// reads from GOOGLE_APPLICATION_CREDENTIALS (never an argument). It
+// returns that variable and a function that removes the file, to call once
+// the mount is up: the key is read when the source is opened. Only service
+// account keys are taken: other credential files can name local files and
+// URLs the node's identity would be used on. Errors name the key, never
+// its content.
+func gcsKeyFile(dir string, secrets map[string]string) ([]string, func(), error) {
+	key, ok := secrets[secretGCSKey]
+	if !ok {
+		return nil, func() {}, nil
+	}
+	var sa struct {
+		Type        string `json:"type"`
+		ClientEmail string `json:"client_email"`
+		PrivateKey  string `json:"private_key"`
+	}
+	if len(key) > gcsKeyMax || json.Unmarshal([]byte(key), &sa) != nil {
+		return nil, nil, fmt.Errorf("secret %q is not a service account key (JSON of at most %d bytes)", secretGCSKey, gcsKeyMax)
+	}
+	if sa.Type != "service_account" || sa.ClientEmail == "" || sa.PrivateKey == "" {
+		return nil, nil, fmt.Errorf("secret %q must be a service account key (type service_account, with client_email and private_key)", secretGCSKey)
+	}
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("writing secret %q: %w", secretGCSKey, err)
+	}
+	f, err := os.CreateTemp(keys, "gcs-*.json") // 0600
+	if err != nil {
+		return nil, nil, fmt.Errorf("writing secret %q: %w", secretGCSKey, err)
+	}
+	remove := func() { os.Remove(f.Name()) }
+	_, err = f.WriteString(key)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		remove()
+		return nil, nil, fmt.Errorf("writing secret %q: %w", secretGCSKey, err)
+	}
+	return []string{"GOOGLE_APPLICATION_CREDENTIALS=" + f.Name()}, remove, nil
 }
 
 // sourceEnv carries the source to the mount process: a source URL may hold

@@ -1,9 +1,10 @@
 // Package fetch reads remote model objects: S3 and S3-compatible stores,
-// HTTP(S) servers, Hugging Face Hub repositories and local directories,
+// Google Cloud Storage, HTTP(S) servers, Hugging Face Hub repositories and local directories,
 // behind one small Source interface.
 //
 // Invariants:
 //   - Every object is pinned at Stat/List time to a version (ETag, VersionId,
+//     a Cloud Storage generation,
 //     Last-Modified for HTTP files without a strong ETag, the LFS sha256 or
 //     git blob id of a Hub file, whose repo is pinned to one commit, or
 //     size+mtime for local files). Every ReadAt names that version and

@@ -12,9 +12,9 @@ import (
 
 // Location is a parsed source URI.
 type Location struct {
-	// Scheme is "s3", "http", "https", "file", "hf" or "az".
+	// Scheme is "s3", "gs", "http", "https", "file", "hf" or "az".
 	Scheme string
-	// Bucket and Prefix, for s3; for az, Bucket is the container.
+	// Bucket and Prefix, for s3 and gs; for az, Bucket is the container.
 	Bucket, Prefix string
 	// Account is the storage account, for az.
 	Account string
@@ -25,8 +25,8 @@ type Location struct {
 	Dataset        bool
 }
 
-// ParseLocation parses s3://bucket[/prefix], http(s)://host/path,
-// file:///abs/dir, hf://[datasets/]org/name[@revision] and
+// ParseLocation parses s3://bucket[/prefix], gs://bucket[/prefix],
+// http(s)://host/path, file:///abs/dir, hf://[datasets/]org/name[@revision] and
 // az://account/container[/prefix] (also as
 // https://account.blob.core.windows.net/container[/prefix]). It rejects what it cannot serve with a message that
 // names the problem.
@@ -53,6 +53,12 @@ func ParseLocation(raw string) (Location, error) {
 			}
 		}
 		return Location{Scheme: "s3", Bucket: bucket, Prefix: prefix}, nil
+	case "gs":
+		loc, err := parseGCSLocation(rest)
+		if err != nil {
+			return Location{}, fmt.Errorf("source %q: %w", raw, err)
+		}
+		return loc, nil
 	case "http", "https":
 		u, err := url.Parse(raw)
 		if err != nil {
@@ -97,7 +103,7 @@ func ParseLocation(raw string) (Location, error) {
 		}
 		return loc, nil
 	default:
-		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, http, https, file, hf or az", raw, scheme)
+		return Location{}, fmt.Errorf("source %q: unknown scheme %q: want s3, gs, http, https, file, hf or az", raw, scheme)
 	}
 }
 
@@ -151,6 +157,11 @@ type OpenOptions struct {
 	// Azure's Account, Container and Prefix are taken from the location;
 	// see Open for its Endpoint.
 	Azure AzureOptions
+	// GCS: Bucket and Prefix are taken from the location. Its Endpoint,
+	// MaxConns and Logger, left zero, are S3's, and S3's NoSignRequest
+	// counts too: callers fill S3's from their endpoint and
+	// anonymous-access settings whatever the scheme.
+	GCS GCSOptions
 }
 
 // Open returns the Source for a location.
@@ -181,6 +192,20 @@ func Open(ctx context.Context, loc Location, opts OpenOptions) (Source, error) {
 		}
 		o.Anonymous = o.Anonymous || opts.S3.NoSignRequest
 		return NewAzure(o)
+	case "gs":
+		o := opts.GCS
+		if o.Endpoint == "" {
+			o.Endpoint = opts.S3.Endpoint
+		}
+		o.NoSignRequest = o.NoSignRequest || opts.S3.NoSignRequest
+		if o.MaxConns == 0 {
+			o.MaxConns = opts.S3.MaxConns
+		}
+		if o.Logger == nil {
+			o.Logger = opts.S3.Logger
+		}
+		o.Bucket, o.Prefix, o.Retry, o.Net = loc.Bucket, loc.Prefix, opts.Retry, opts.Net
+		return NewGCS(ctx, o)
 	}
 	return nil, fmt.Errorf("unknown scheme %q", loc.Scheme)
 }

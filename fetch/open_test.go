@@ -32,7 +32,7 @@ func TestParseLocation(t *testing.T) {
 		{"", "empty"},
 		{"/local/path", "not a URI"},
 		{"ftp://host/x", "unknown scheme"},
-		{"gs://bucket/x", "unknown scheme"},
+		{"ftp://bucket/x", "unknown scheme"},
 		{"s3://", "bucket name is empty"},
 		{"s3:///prefix", "bucket name is empty"},
 		{"s3://ab/x", "3 to 63"},

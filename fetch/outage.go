@@ -39,7 +39,8 @@ func Unreachable(err error) bool {
 // S3 call's) or its "get identity" step is what marks it.
 func credentialsFailed(err error) bool {
 	var credErr *credentialsError
-	if errors.As(err, &credErr) {
+	var gcsErr *gcsCredentialsError
+	if errors.As(err, &credErr) || errors.As(err, &gcsErr) {
 		return true
 	}
 	var outer *smithy.OperationError

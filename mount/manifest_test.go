@@ -56,7 +56,7 @@ func TestParseManifestErrorsNameTheEntry(t *testing.T) {
 		{"missing source", `{"a": {"size": "1GB"}}`, []string{`model "a"`, "source: missing"}},
 		{"empty source", `{"a": {"source": ""}}`, []string{`model "a"`, "source: empty"}},
 		{"source not a string", `{"a": {"source": 3}}`, []string{`model "a"`, "source: want a string, not a number"}},
-		{"bad scheme", `{"a": {"source": "gs://bucket/x"}}`, []string{`model "a"`, "unknown scheme"}},
+		{"bad scheme", `{"a": {"source": "ftp://bucket/x"}}`, []string{`model "a"`, "unknown scheme"}},
 		{"not a URI", `{"a": {"source": "bucket/x"}}`, []string{`model "a"`, "not a URI"}},
 		{"parent name", `{"..": {` + ok + `}}`, []string{`model ".."`, "name"}},
 		{"name with a slash", `{"a/b": {` + ok + `}}`, []string{`model "a/b"`, "name"}},

@@ -13,6 +13,8 @@ import (
 const sourceHelp = `SOURCE is one of
    s3://bucket/prefix       S3 or an S3-compatible store (--endpoint); credentials from
                             the AWS default chain (env, shared config, web identity, instance role)
+   gs://bucket/prefix       Google Cloud Storage; Application Default Credentials
+                            (GOOGLE_APPLICATION_CREDENTIALS, workload identity, metadata server)
    az://account/container/prefix
                             Azure Blob Storage (also https://ACCOUNT.blob.core.windows.net/...);
                             AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or DefaultAzureCredential
@@ -28,9 +30,9 @@ func sourceFlags() []cli.Flag {
 	env := func(name string) []string { return []string{"MODELFS_" + name} }
 	return []cli.Flag{
 		&cli.StringFlag{Name: "region", Usage: "S3 region (default: the AWS chain, then us-east-1)", EnvVars: env("REGION")},
-		&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL (path-style addressing), or the blob service endpoint of an az:// source (emulators, private endpoints)", EnvVars: env("ENDPOINT")},
+		&cli.StringFlag{Name: "endpoint", Usage: "S3-compatible endpoint URL (path-style addressing), or the Cloud Storage or Azure blob service endpoint of a gs:// or az:// source (emulators, private endpoints)", EnvVars: env("ENDPOINT")},
 		&cli.StringFlag{Name: "aws-profile", Usage: "AWS shared-config profile (default: AWS_PROFILE, then default)", EnvVars: env("AWS_PROFILE")},
-		&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous requests to S3 or Azure (public buckets and containers)", EnvVars: env("NO_SIGN_REQUEST")},
+		&cli.BoolFlag{Name: "no-sign-request", Usage: "send anonymous requests to S3, Cloud Storage or Azure (public buckets and containers)", EnvVars: env("NO_SIGN_REQUEST")},
 		&cli.StringFlag{Name: "http-token-env", Value: "MODELFS_HTTP_TOKEN", Usage: "name of the environment variable holding an HTTP bearer token", EnvVars: env("HTTP_TOKEN_ENV")},
 		&cli.StringFlag{Name: "hf-token-env", Usage: "name of an environment variable holding a Hugging Face token, read after HF_TOKEN", EnvVars: env("HF_TOKEN_ENV")},
 		&cli.StringFlag{Name: "hf-endpoint", Value: fetch.DefaultHFEndpoint, Usage: "Hugging Face Hub endpoint (mirrors)", EnvVars: []string{"MODELFS_HF_ENDPOINT", "HF_ENDPOINT"}},

@@ -66,7 +66,7 @@ func TestBadInputGetsOneLineError(t *testing.T) {
 		args     []string
 		mentions string
 	}{
-		{"unknown scheme", nil, []string{"mount", "gs://bucket/x", mnt}, "unknown scheme"},
+		{"unknown scheme", nil, []string{"mount", "ftp://bucket/x", mnt}, "unknown scheme"},
 		{"malformed URI", nil, []string{"mount", "s3//bucket", mnt}, "not a URI"},
 		{"bad bucket name", nil, []string{"mount", "s3://a/x", mnt}, "bucket name"},
 		{"missing bucket", nil, append(ep, "mount", "s3://no-such-bucket/x", mnt), "does not exist"},

@@ -155,7 +155,7 @@ func TestManifestErrorsNameTheEntry(t *testing.T) {
 		{"bad JSON", write(`{"llama": {"source": `), nil, []string{"unexpected end"}},
 		{"unknown field", write(`{"llama": {"source": "s3://models/a", "formt": "gguf"}}`), nil, []string{`model "llama"`, `unknown field "formt"`}},
 		{"empty source", write(`{"llama": {"source": ""}}`), nil, []string{`model "llama"`, "source: empty"}},
-		{"bad scheme", write(`{"ok": {"source": "s3://models/a"}, "llama": {"source": "gs://models/a"}}`), nil, []string{`model "llama"`, "unknown scheme"}},
+		{"bad scheme", write(`{"ok": {"source": "s3://models/a"}, "llama": {"source": "ftp://models/a"}}`), nil, []string{`model "llama"`, "unknown scheme"}},
 		{"unsafe name", write(`{"../up": {"source": "s3://models/a"}}`), nil, []string{`model "../up"`, "name"}},
 		{"bad sha256", write(`{"llama": {"source": "s3://models/a", "sha256": "123"}}`), nil, []string{`model "llama"`, "sha256"}},
 		{"bad sha256 path", write(`{"llama": {"source": "s3://models/a", "sha256": {"/etc/passwd": "` + strings.Repeat("a", 64) + `"}}}`), nil, []string{`model "llama"`, `"/etc/passwd"`}},
