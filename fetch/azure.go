@@ -227,25 +227,7 @@ func (a *Azure) ID() string {
 // List lists every blob under the prefix. A prefix that names a single
 // blob yields that blob alone.
 func (a *Azure) List(ctx context.Context) ([]Object, error) {
-	objs, err := a.listPrefix(ctx, a.root)
-	if err != nil {
-		return nil, err
-	}
-	if len(objs) == 0 && a.prefix != "" && !strings.HasSuffix(a.prefix, "/") {
-		obj, err := a.props(ctx, a.prefix)
-		if err == nil {
-			a.root = a.prefix[:strings.LastIndex(a.prefix, "/")+1]
-			obj.Key = strings.TrimPrefix(a.prefix, a.root)
-			return []Object{obj}, nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-	}
-	if len(objs) == 0 {
-		return nil, fmt.Errorf("%s: %w: no blobs under this prefix", a, ErrNotFound)
-	}
-	return objs, nil
+	return listUnder(ctx, a, &a.root, a.prefix, "blobs", a.listPrefix, a.props)
 }
 
 func (a *Azure) listPrefix(ctx context.Context, dir string) ([]Object, error) {

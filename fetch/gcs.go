@@ -294,25 +294,7 @@ func (g *GCS) ID() string {
 // List lists every object under the prefix, each pinned to its
 // generation. A prefix that names a single object yields that object.
 func (g *GCS) List(ctx context.Context) ([]Object, error) {
-	objs, err := g.listPrefix(ctx, g.root)
-	if err != nil {
-		return nil, err
-	}
-	if len(objs) == 0 && g.prefix != "" && !strings.HasSuffix(g.prefix, "/") {
-		obj, err := g.stat(ctx, g.prefix)
-		if err == nil {
-			g.root = g.prefix[:strings.LastIndex(g.prefix, "/")+1]
-			obj.Key = strings.TrimPrefix(g.prefix, g.root)
-			return []Object{obj}, nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-	}
-	if len(objs) == 0 {
-		return nil, fmt.Errorf("%s: %w: no objects under this prefix", g, ErrNotFound)
-	}
-	return objs, nil
+	return listUnder(ctx, g, &g.root, g.prefix, "objects", g.listPrefix, g.stat)
 }
 
 // gcsListFields are the fields a listing asks for.

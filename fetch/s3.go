@@ -112,27 +112,7 @@ func (s *S3) ID() string {
 // List lists every object under the prefix. A prefix that names a single
 // object (s3://bucket/model.gguf) yields that object alone.
 func (s *S3) List(ctx context.Context) ([]Object, error) {
-	dir := s.root
-	objs, err := s.listPrefix(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	if len(objs) == 0 && s.prefix != "" && !strings.HasSuffix(s.prefix, "/") {
-		// Perhaps the prefix is an object key itself.
-		obj, err := s.head(ctx, s.prefix)
-		if err == nil {
-			s.root = s.prefix[:strings.LastIndex(s.prefix, "/")+1]
-			obj.Key = strings.TrimPrefix(s.prefix, s.root)
-			return []Object{obj}, nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-	}
-	if len(objs) == 0 {
-		return nil, fmt.Errorf("%s: %w: no objects under this prefix", s, ErrNotFound)
-	}
-	return objs, nil
+	return listUnder(ctx, s, &s.root, s.prefix, "objects", s.listPrefix, s.head)
 }
 
 func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
