@@ -60,6 +60,8 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 			c.CacheDir, c.CacheSize = filepath.Join(dir, "cache"), 100<<30
 			c.RequestTimeout, c.Retries = 90*time.Second, 3
 			c.DenyNetworks, c.AllowNetworks, c.NoSavedListing = deny, allow, true
+			c.SharedCache, c.SharedCacheEndpoint, c.SharedCacheRegion = "s3://cluster-cache/blocks", "http://127.0.0.1:9100", "eu-west-2"
+			c.SharedCacheProfile = "cache"
 			c.MemCache, c.Prefetch = 512<<20, config.PrefetchProfile
 			c.Profile, c.RecordProfile = filepath.Join(dir, "p.profile"), filepath.Join(dir, "rec.profile")
 			c.SmallFile, c.Readahead = 4<<20, 64<<20
@@ -67,6 +69,9 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 		}),
 		"manifest": withSource(func(c *config.Config) {
 			c.Source, c.Manifest, c.Prefetch = "", filepath.Join(dir, "models.json"), config.PrefetchOff
+		}),
+		"anonymous shared cache": withSource(func(c *config.Config) {
+			c.SharedCache, c.SharedCacheNoSignRequest = "s3://cluster-cache", true
 		}),
 		"odd source and mountpoint": withSource(func(c *config.Config) {
 			c.Source, c.Mountpoint = "file:///models/-dash dir", "-mnt"
@@ -114,6 +119,11 @@ func TestConfigValidate(t *testing.T) {
 		{[]string{"mount", "--mem-cache", "8MiB", "s3://b/p", "/m"}, "--mem-cache 8.0 MiB: want at least two blocks"},
 		{[]string{"mount", "--pprof", "s3://b/p", "/m"}, "--pprof needs --metrics-addr"},
 		{[]string{"mount", "--record-profile", "/no/such/dir/p", "s3://b/p", "/m"}, "--record-profile /no/such/dir/p: its directory does not exist"},
+		{[]string{"mount", "--shared-cache", "gs://b/p", "s3://b/p", "/m"}, "--shared-cache: want s3://bucket/prefix"},
+		{[]string{"mount", "--shared-cache-endpoint", "http://h", "s3://b/p", "/m"}, "need --shared-cache"},
+		{[]string{"mount", "--shared-cache", "s3://c", "--shared-cache-endpoint", "ftp://h", "s3://b/p", "/m"}, "--shared-cache-endpoint: want http(s)://host[:port]"},
+		{[]string{"mount", "--shared-cache", "s3://c", "--shared-cache-endpoint", "http://AKID:SECRET@h", "s3://b/p", "/m"}, "credentials do not go in the URL"},
+		{[]string{"mount", "--shared-cache", "s3://c", "--shared-cache-profile", "p", "--shared-cache-no-sign-request", "s3://b/p", "/m"}, "mutually exclusive"},
 	} {
 		_, err := parseMount(t, tc.args)
 		if err == nil || exitCode(err) != exitUsage || !contains(err.Error(), tc.want) {
@@ -123,3 +133,13 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// An endpoint given with credentials in it is refused without repeating
+// them: the message goes to logs.
+func TestSharedCacheEndpointSecretNotEchoed(t *testing.T) {
+	clearEnv(t)
+	_, err := parseMount(t, []string{"mount", "--shared-cache", "s3://c", "--shared-cache-endpoint", "https://AKID:s3cr3t@h/?X-Amz-Signature=sig", "s3://b/p", "/m"})
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "sig") {
+		t.Fatalf("error %v: want a refusal that does not repeat the URL", err)
+	}
+}

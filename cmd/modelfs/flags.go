@@ -49,6 +49,11 @@ func sourceFlags() []cli.Flag {
 		// listing lets a mount that cannot reach its source serve the
 		// cached blocks of whoever listed that source before.
 		&cli.BoolFlag{Name: "no-saved-listing", Hidden: true, Usage: "never fall back to a listing saved in the cache dir", EnvVars: env("NO_SAVED_LISTING")},
+		&cli.StringFlag{Name: "shared-cache", Usage: "cluster-wide block cache on an S3-compatible store, s3://bucket/prefix: blocks are read there before the origin, and written there once", EnvVars: env("SHARED_CACHE")},
+		&cli.StringFlag{Name: "shared-cache-endpoint", Usage: "S3-compatible endpoint URL of the shared cache (path-style addressing)", EnvVars: env("SHARED_CACHE_ENDPOINT")},
+		&cli.StringFlag{Name: "shared-cache-region", Usage: "region of the shared cache (default: the AWS chain, then us-east-1)", EnvVars: env("SHARED_CACHE_REGION")},
+		&cli.StringFlag{Name: "shared-cache-profile", Usage: "AWS shared-config profile for the shared cache (default: the AWS default chain)", EnvVars: env("SHARED_CACHE_PROFILE")},
+		&cli.BoolFlag{Name: "shared-cache-no-sign-request", Usage: "send anonymous requests to the shared cache", EnvVars: env("SHARED_CACHE_NO_SIGN_REQUEST")},
 	}
 }
 
@@ -64,6 +69,9 @@ func sourcesConfig(c *cli.Context, source, manifest string) (config.Sources, err
 		Concurrency: c.Int("concurrency"), CacheDir: c.String("cache-dir"),
 		RequestTimeout: c.Duration("request-timeout"), Retries: c.Int("retries"),
 		NoSavedListing: c.Bool("no-saved-listing"),
+		SharedCache:    c.String("shared-cache"), SharedCacheEndpoint: c.String("shared-cache-endpoint"),
+		SharedCacheRegion: c.String("shared-cache-region"), SharedCacheProfile: c.String("shared-cache-profile"),
+		SharedCacheNoSignRequest: c.Bool("shared-cache-no-sign-request"),
 	}
 	var err error
 	if s.BlockSize, err = parseSize(c.String("block-size"), "--block-size"); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -76,6 +77,16 @@ type Sources struct {
 	// NoSavedListing never falls back to a listing saved in CacheDir: a
 	// volume that is not trusted must prove access to its source itself.
 	NoSavedListing bool
+
+	// SharedCache is a cluster-wide block tier, s3://bucket/prefix, read
+	// before the origin and filled from it; "" for none. Its store is
+	// reached with its own endpoint, region and profile (or anonymously),
+	// credentials from the environment or the profile, never a flag.
+	SharedCache              string
+	SharedCacheEndpoint      string
+	SharedCacheRegion        string
+	SharedCacheProfile       string
+	SharedCacheNoSignRequest bool
 }
 
 // Config is every setting of one mount.
@@ -151,7 +162,36 @@ func (s *Sources) Validate() error {
 	if s.Retries < 0 {
 		errs = append(errs, fmt.Errorf("--retries %d: want 0 or more", s.Retries))
 	}
-	return join(errs)
+	return join(append(errs, s.validateSharedCache()...))
+}
+
+// validateSharedCache checks the shared cache's settings. Nothing they
+// hold may carry a credential: they are on the command line.
+func (s *Sources) validateSharedCache() []error {
+	if s.SharedCache == "" {
+		if s.SharedCacheEndpoint != "" || s.SharedCacheRegion != "" || s.SharedCacheProfile != "" || s.SharedCacheNoSignRequest {
+			return []error{errors.New("--shared-cache-endpoint, -region, -profile and -no-sign-request need --shared-cache")}
+		}
+		return nil
+	}
+	var errs []error
+	if loc, err := fetch.ParseLocation(s.SharedCache); err != nil || loc.Scheme != "s3" {
+		errs = append(errs, errors.New("--shared-cache: want s3://bucket/prefix"))
+	}
+	if ep := s.SharedCacheEndpoint; ep != "" {
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			errs = append(errs, errors.New("--shared-cache-endpoint: want http(s)://host[:port]"))
+		case u.User != nil || u.RawQuery != "":
+			// Not echoed: it may hold a secret.
+			errs = append(errs, errors.New("--shared-cache-endpoint: credentials do not go in the URL; use the environment or --shared-cache-profile"))
+		}
+	}
+	if s.SharedCacheProfile != "" && s.SharedCacheNoSignRequest {
+		errs = append(errs, errors.New("--shared-cache-profile and --shared-cache-no-sign-request are mutually exclusive"))
+	}
+	return errs
 }
 
 // Validate checks every setting of the mount, once, before anything is
@@ -264,6 +304,11 @@ func (c *Config) Args() []string {
 		str("--request-timeout", c.RequestTimeout.String())
 	}
 	size("--retries", int64(c.Retries))
+	str("--shared-cache", c.SharedCache)
+	str("--shared-cache-endpoint", c.SharedCacheEndpoint)
+	str("--shared-cache-region", c.SharedCacheRegion)
+	str("--shared-cache-profile", c.SharedCacheProfile)
+	boolean("--shared-cache-no-sign-request", c.SharedCacheNoSignRequest)
 	str("--metrics-addr", c.MetricsAddr)
 	boolean("--pprof", c.Pprof)
 	boolean("--debug-fuse", c.DebugFUSE)
