@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/internal/mountinfo"
 	"github.com/modelfs/modelfs/mount/config"
@@ -83,6 +82,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Engine, error) 
 	}
 	if e.metrics != nil {
 		e.metrics.mount.cache.Store(e.r.cache)
+		if e.r.shared != nil {
+			e.metrics.mount.shared.Store(e.r.shared)
+		}
 	}
 	pf.attach(e.r)
 	e.stats = newStatsReporter(e.r, pf, pf.mode, cfg.BlockSize)
@@ -108,7 +110,7 @@ func (e *Engine) Snapshot() *Snapshot { return e.stats.collect(time.Now()) }
 
 // Close finishes the cache's write-backs and stops serving metrics.
 func (e *Engine) Close() {
-	e.r.cache.Close()
+	e.r.close()
 	e.stopMetrics()
 }
 
@@ -153,7 +155,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	select {
 	case <-done:
 		log.Info("unmounted externally", "mountpoint", mountpoint)
-		logSummary(log, srv, e.r.cache)
+		logSummary(log, srv, e.r)
 		return nil
 	case <-ctx.Done():
 	}
@@ -166,7 +168,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 		}
 	}
 	<-done
-	logSummary(log, srv, e.r.cache)
+	logSummary(log, srv, e.r)
 	return nil
 }
 
@@ -188,7 +190,7 @@ func fsName(r *remote) string {
 // logSummary is the mount's one line of accounts, written at unmount
 // once the cache has finished its write-backs; its keys are the
 // snapshot's names.
-func logSummary(log *slog.Logger, srv *fs.Server, cache *blockcache.Cache) {
-	cache.Close()
-	log.Info("unmounted", logAttrs(cacheTotals(cache.Stats()), fuseTotals(srv.Stats))...)
+func logSummary(log *slog.Logger, srv *fs.Server, r *remote) {
+	r.close()
+	log.Info("unmounted", logAttrs(r.totals(), fuseTotals(srv.Stats))...)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/sharedtier"
 )
 
 // metrics are a mount's Prometheus metrics, in a registry of their own so
@@ -31,6 +32,7 @@ type metrics struct {
 	getSeconds                       *prometheus.HistogramVec
 	fuseSeconds                      *prometheus.HistogramVec
 	firstByteSeconds                 prometheus.Histogram
+	sharedGetSeconds                 *prometheus.HistogramVec
 
 	mount mountCollector
 }
@@ -64,8 +66,12 @@ func newMetrics() *metrics {
 			Name: "modelfs_file_first_byte_seconds", Help: "Per file, once per mount: time from the file's first open to the first byte modelfs served of it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1ms to ~65s
 		}),
+		sharedGetSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "modelfs_shared_get_duration_seconds", Help: "Latency of GETs of the shared cache, body included, by outcome (hit, miss, damaged, error).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15), // 1ms to ~16s
+		}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.requests, m.bytes, m.retries, m.errors, m.getSeconds, m.fuseSeconds, m.firstByteSeconds, &m.mount,
+	m.reg.MustRegister(m.requests, m.bytes, m.retries, m.errors, m.getSeconds, m.fuseSeconds, m.firstByteSeconds, m.sharedGetSeconds, &m.mount,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -99,6 +105,21 @@ func (o *fetchObserver) Request(op string, bytes int64, d time.Duration, err err
 }
 
 func (o *fetchObserver) Retry(op string) { o.m.retries.WithLabelValues(o.kind, o.model, op).Inc() }
+
+// sharedObserver returns the sharedtier.Observer feeding the shared
+// cache's latency histogram, or nil.
+func (m *metrics) sharedObserver() sharedtier.Observer {
+	if m == nil {
+		return nil
+	}
+	return sharedObserver{m.sharedGetSeconds}
+}
+
+type sharedObserver struct{ h *prometheus.HistogramVec }
+
+func (o sharedObserver) SharedGet(outcome string, d time.Duration) {
+	o.h.WithLabelValues(outcome).Observe(d.Seconds())
+}
 
 // fuseObserver returns the fs.Observer feeding the FUSE histograms, or nil.
 func (m *metrics) fuseObserver() fs.Observer {
@@ -138,8 +159,9 @@ func sourceKind(scheme string) string {
 // scrape time, so neither package needs to know about Prometheus. Both are
 // set once they exist; until then their metrics are absent.
 type mountCollector struct {
-	cache atomic.Pointer[blockcache.Cache]
-	fuse  atomic.Pointer[fs.Stats]
+	cache  atomic.Pointer[blockcache.Cache]
+	shared atomic.Pointer[sharedtier.Tier] // nil without a shared tier
+	fuse   atomic.Pointer[fs.Stats]
 }
 
 // cacheDescs are the Prometheus descriptions of cacheCounters, in order.
@@ -173,6 +195,9 @@ func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
 func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
 	if c := mc.cache.Load(); c != nil {
 		st := cacheTotals(c.Stats())
+		if s := mc.shared.Load(); s != nil {
+			st.addShared(s.Stats())
+		}
 		for i, k := range cacheCounters {
 			kind := prometheus.CounterValue
 			if k.gauge {

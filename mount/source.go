@@ -18,6 +18,7 @@ import (
 	"github.com/modelfs/modelfs/fetch"
 	"github.com/modelfs/modelfs/fetch/pack"
 	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/sharedtier"
 )
 
 // remote is the listed sources of a command, with the block cache they
@@ -27,6 +28,9 @@ type remote struct {
 	files  []remoteFile // every listed file, model by model
 	loader *sourceLoader
 	cache  *blockcache.Cache
+	// shared is the cluster-wide tier between the cache and the
+	// sources; nil without --shared-cache.
+	shared *sharedtier.Tier
 	// manifest is the --manifest file, "" for a single SOURCE.
 	manifest string
 }
@@ -43,6 +47,8 @@ type modelSource struct {
 	// parts lists a multipart object's parts, for its ETag; nil when the
 	// source cannot.
 	parts partLister
+	// local: the source is a directory of this node (file://).
+	local bool
 }
 
 // path is where an object of the model is in the mount, which is also its
@@ -146,6 +152,14 @@ func openRemote(ctx context.Context, cfg config.Sources, o openOptions, specs []
 		}
 	}
 	r.loader = loader
+	var load blockcache.Loader = loader
+	if cfg.SharedCache != "" {
+		shared, err := openShared(ctx, cfg, o, loader)
+		if err != nil {
+			return nil, err
+		}
+		r.shared, load = shared, shared
+	}
 	groups := make([]string, len(models))
 	for i, ms := range models {
 		groups[i] = ms.spec.Name // cacheID's Group
@@ -153,7 +167,7 @@ func openRemote(ctx context.Context, cfg config.Sources, o openOptions, specs []
 	r.cache = blockcache.New(blockcache.Options{
 		BlockSize: cfg.BlockSize, MemBytes: o.memBytes, Workers: cfg.Concurrency, Groups: groups, Disk: disk, Logger: log,
 		Verifier: storeVerifier{files: loader.files, blockSize: cfg.BlockSize},
-	}, loader)
+	}, load)
 	return r, nil
 }
 
@@ -209,7 +223,7 @@ func openModel(ctx, listCtx context.Context, cfg config.Sources, o openOptions, 
 	if err != nil {
 		return nil, err
 	}
-	return &modelSource{spec: spec, src: src, objs: objs, etagMD5: loc.Scheme == "s3", parts: parts}, nil
+	return &modelSource{spec: spec, src: src, objs: objs, etagMD5: loc.Scheme == "s3", parts: parts, local: loc.Scheme == "file"}, nil
 }
 
 // netPolicy is the network policy of cfg, or nil for none.

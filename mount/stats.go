@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/sharedtier"
 )
 
 // StatsFormat marks the stats file's JSON, and versions it.
@@ -114,6 +115,31 @@ type CacheTotals struct {
 	VerifiedFiles       int64 `json:"verified_files"`
 	UnverifiedFiles     int64 `json:"unverified_files"`
 	VerifyFailures      int64 `json:"verify_failures"`
+	// The shared tier's (--shared-cache); all zero without one. Its hits
+	// count in fetched_bytes too: the origin sent fetched_bytes minus
+	// shared_hit_bytes.
+	SharedHits          int64 `json:"shared_hits"`
+	SharedHitBytes      int64 `json:"shared_hit_bytes"`
+	SharedMisses        int64 `json:"shared_misses"`
+	SharedDamaged       int64 `json:"shared_damaged"`
+	SharedErrors        int64 `json:"shared_errors"`
+	SharedBypassed      int64 `json:"shared_bypassed"`
+	SharedWrites        int64 `json:"shared_writes"`
+	SharedWriteBytes    int64 `json:"shared_write_bytes"`
+	SharedWriteDrops    int64 `json:"shared_write_drops"`
+	SharedWriteErrors   int64 `json:"shared_write_errors"`
+	SharedClaimsWon     int64 `json:"shared_claims_won"`
+	SharedClaimsLost    int64 `json:"shared_claims_lost"`
+	SharedClaimTimeouts int64 `json:"shared_claim_timeouts"`
+	SharedClaimsStale   int64 `json:"shared_claims_stale"`
+}
+
+// addShared adds the shared tier's counters.
+func (t *CacheTotals) addShared(s sharedtier.Stats) {
+	t.SharedHits, t.SharedHitBytes, t.SharedMisses, t.SharedDamaged = s.Hits, s.HitBytes, s.Misses, s.Damaged
+	t.SharedErrors, t.SharedBypassed = s.Errors, s.Bypassed
+	t.SharedWrites, t.SharedWriteBytes, t.SharedWriteDrops, t.SharedWriteErrors = s.Writes, s.WriteBytes, s.WriteDrops, s.WriteErrors
+	t.SharedClaimsWon, t.SharedClaimsLost, t.SharedClaimTimeouts, t.SharedClaimsStale = s.ClaimsWon, s.ClaimsLost, s.ClaimTimeouts, s.ClaimsStale
 }
 
 // cacheTotals names the cache's counters as the snapshot does.
@@ -164,6 +190,20 @@ var cacheCounters = []counter{
 	{"verified_files", "modelfs_verify_verified_files_total", "Files whose bytes matched their store's checksum once complete.", false, func(s *CacheTotals) int64 { return s.VerifiedFiles }},
 	{"unverified_files", "modelfs_verify_unverified_files_total", "Files whose store keeps no usable checksum.", false, func(s *CacheTotals) int64 { return s.UnverifiedFiles }},
 	{"verify_failures", "modelfs_verify_failures_total", "Files whose bytes did not match their store's checksum (reads fail with EIO).", false, func(s *CacheTotals) int64 { return s.VerifyFailures }},
+	{"shared_hits", "modelfs_shared_hits_total", "Blocks read from the shared cache.", false, func(s *CacheTotals) int64 { return s.SharedHits }},
+	{"shared_hit_bytes", "modelfs_shared_hit_bytes_total", "Bytes of the blocks read from the shared cache.", false, func(s *CacheTotals) int64 { return s.SharedHitBytes }},
+	{"shared_misses", "modelfs_shared_misses_total", "Blocks the shared cache did not have, or had damaged.", false, func(s *CacheTotals) int64 { return s.SharedMisses }},
+	{"shared_damaged", "modelfs_shared_damaged_total", "Shared cache blocks damaged, truncated or written for another block (overwritten).", false, func(s *CacheTotals) int64 { return s.SharedDamaged }},
+	{"shared_errors", "modelfs_shared_errors_total", "Failed requests to the shared cache (timeouts, refusals, server errors); the reads went to the origin.", false, func(s *CacheTotals) int64 { return s.SharedErrors }},
+	{"shared_bypassed", "modelfs_shared_bypassed_total", "Blocks read from the origin without asking the shared cache, left alone after a failure.", false, func(s *CacheTotals) int64 { return s.SharedBypassed }},
+	{"shared_writes", "modelfs_shared_writes_total", "Blocks written to the shared cache.", false, func(s *CacheTotals) int64 { return s.SharedWrites }},
+	{"shared_write_bytes", "modelfs_shared_write_bytes_total", "Bytes of the blocks written to the shared cache.", false, func(s *CacheTotals) int64 { return s.SharedWriteBytes }},
+	{"shared_write_drops", "modelfs_shared_write_drops_total", "Writes to the shared cache dropped because its queue was full.", false, func(s *CacheTotals) int64 { return s.SharedWriteDrops }},
+	{"shared_write_errors", "modelfs_shared_write_errors_total", "Writes to the shared cache that failed.", false, func(s *CacheTotals) int64 { return s.SharedWriteErrors }},
+	{"shared_claims_won", "modelfs_shared_claims_won_total", "Blocks this node fetched from the origin for the cluster.", false, func(s *CacheTotals) int64 { return s.SharedClaimsWon }},
+	{"shared_claims_lost", "modelfs_shared_claims_lost_total", "Blocks another node was fetching when this one missed them.", false, func(s *CacheTotals) int64 { return s.SharedClaimsLost }},
+	{"shared_claim_timeouts", "modelfs_shared_claim_timeouts_total", "Lost claims whose block did not come in time (read from the origin).", false, func(s *CacheTotals) int64 { return s.SharedClaimTimeouts }},
+	{"shared_claims_stale", "modelfs_shared_claims_stale_total", "Claims of dead nodes taken over.", false, func(s *CacheTotals) int64 { return s.SharedClaimsStale }},
 }
 
 // FUSETotals count the reads modelfs served itself. In the log line and
@@ -194,6 +234,7 @@ type statsReporter struct {
 	started   time.Time
 	blockSize int64
 	cache     *blockcache.Cache
+	r         *remote
 	pf        *prefetcher
 	manifest  bool
 	models    []*modelSource
@@ -203,7 +244,7 @@ type statsReporter struct {
 
 func newStatsReporter(r *remote, pf *prefetcher, mode string, blockSize int64) *statsReporter {
 	s := &statsReporter{source: r.String(), prefetch: mode, started: time.Now(), blockSize: blockSize,
-		cache: r.cache, pf: pf, manifest: r.manifest != "", models: r.models}
+		cache: r.cache, r: r, pf: pf, manifest: r.manifest != "", models: r.models}
 	s.shown.Store(&r.files)
 	return s
 }
@@ -283,7 +324,7 @@ func (s *statsReporter) collect(now time.Time) *Snapshot {
 			m.add(fst)
 		}
 	}
-	st.Cache = cacheTotals(s.cache.Stats())
+	st.Cache = s.r.totals()
 	if f := s.fuse.Load(); f != nil {
 		st.FUSE = fuseTotals(f)
 	}

@@ -81,7 +81,7 @@ func Warm(ctx context.Context, cfg config.Warm, opts WarmOptions) (*WarmReport, 
 	if err != nil {
 		return nil, err
 	}
-	defer r.cache.Close()
+	defer r.close()
 	sums := map[string]fileSum{}
 	for name, sum := range cfg.SHA256 {
 		if _, ok := r.loader.files[name]; !ok {
