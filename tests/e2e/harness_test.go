@@ -165,12 +165,18 @@ func testEnv() []string {
 // startMount runs modelfs mount and waits for its ready line.
 func startMount(t *testing.T, source string, args ...string) *mount {
 	t.Helper()
+	return startMountEnv(t, testEnv(), source, args...)
+}
+
+// startMountEnv is startMount with the process environment env.
+func startMountEnv(t *testing.T, env []string, source string, args ...string) *mount {
+	t.Helper()
 	needFuse(t)
 	dir := t.TempDir()
 	full := append([]string{"mount"}, args...)
 	full = append(full, source, dir)
 	cmd := exec.Command(modelfsBin, full...)
-	cmd.Env = testEnv()
+	cmd.Env = env
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

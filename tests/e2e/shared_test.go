@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/modelfs/modelfs/tests/s3server"
+)
+
+// The shared store has credentials of its own, given to the mounts by
+// a profile, so the origin's never reach it.
+const (
+	sharedKey    = "AKIAMODELFSSHARED001"
+	sharedSecret = "modelfs-shared-secret-do-not-leak-0001"
+	sharedBucket = "cluster-cache"
+)
+
+// sharedStore is a second S3 server on loopback: the cluster's cache.
+type sharedStore struct {
+	srv *s3server.Server
+	env []string // the mounts' environment, with the store's profile
+}
+
+func newSharedStore(t *testing.T) *sharedStore {
+	t.Helper()
+	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: sharedKey, SecretKey: sharedSecret, Region: region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if err := srv.CreateBucket(sharedBucket); err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(t.TempDir(), "credentials")
+	body := fmt.Sprintf("[cache]\naws_access_key_id = %s\naws_secret_access_key = %s\n", sharedKey, sharedSecret)
+	if err := os.WriteFile(creds, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &sharedStore{srv: srv, env: append(testEnv(), "AWS_SHARED_CREDENTIALS_FILE="+creds)}
+}
+
+func (s *sharedStore) args(url string) []string {
+	return []string{"--shared-cache", "s3://" + sharedBucket + "/blocks", "--shared-cache-endpoint", url,
+		"--shared-cache-region", region, "--shared-cache-profile", "cache"}
+}
+
+func modelSize(t *testing.T) int64 {
+	t.Helper()
+	var total int64
+	for _, name := range model.Files {
+		st, err := os.Stat(filepath.Join(modelDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += st.Size()
+	}
+	return total
+}
+
+// Three nodes, each with its own local cache, load the same model one
+// after another: the first fetches it from the origin and fills the
+// shared store, the others read it from there. The origin sends the
+// model about once, not three times.
+func TestSharedCacheNodesOneAfterAnother(t *testing.T) {
+	needFuse(t)
+	origin := newRemote(t)
+	origin.uploadModel(t, "llama/")
+	shared := newSharedStore(t)
+	size := modelSize(t)
+	const nodes = 3
+	var perNode [nodes]int64
+	for i := range nodes {
+		before := origin.srv.Stats().BytesServed
+		args := append(origin.mountArgs(), "--cache-dir", t.TempDir(), "--block-size", "1MiB")
+		m := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, shared.args(shared.srv.URL())...)...)
+		readModel(t, m)
+		m.stop(t) // waits for the shared store's write-backs
+		perNode[i] = origin.srv.Stats().BytesServed - before
+		logs := m.stderr.String()
+		if i == 0 {
+			if w := summaryCount(t, logs, "shared_writes"); w == 0 || summaryCount(t, logs, "shared_write_drops") != 0 {
+				t.Fatalf("first node wrote %d blocks to the shared store, dropped %d", w, summaryCount(t, logs, "shared_write_drops"))
+			}
+		} else if h := summaryCount(t, logs, "shared_hits"); h == 0 || summaryCount(t, logs, "shared_claims_won") != 0 {
+			t.Fatalf("node %d: %d shared hits, %d claims won; want every block from the shared store", i+1, h, summaryCount(t, logs, "shared_claims_won"))
+		}
+		assertNoSecret(t, "mount log", logs)
+		if strings.Contains(logs, sharedSecret) {
+			t.Fatalf("the shared store's secret appears in the mount log:\n%s", logs)
+		}
+	}
+	var total int64
+	for _, n := range perNode {
+		total += n
+	}
+	t.Logf("model %d bytes; origin sent %v per node, %.2fx the model in all", size, perNode, float64(total)/float64(size))
+	if float64(total) > 1.2*float64(size) {
+		t.Fatalf("origin sent %d bytes for %d nodes, want at most 1.2x the model's %d", total, nodes, size)
+	}
+	if shared.srv.Stats().BytesServed < 2*size*9/10 {
+		t.Fatalf("shared store sent %d bytes, want about the model twice (%d)", shared.srv.Stats().BytesServed, 2*size)
+	}
+}
+
+// Three nodes load the same model at once: the claims send most blocks
+// to the origin once; however the race goes, never once per node.
+func TestSharedCacheNodesAtOnce(t *testing.T) {
+	needFuse(t)
+	origin := newRemote(t)
+	origin.uploadModel(t, "llama/")
+	shared := newSharedStore(t)
+	size := modelSize(t)
+	const nodes = 3
+	var ms [nodes]*mount
+	for i := range nodes {
+		// No prefetch: every node starts loading when the readers do.
+		args := append(origin.mountArgs(), "--cache-dir", t.TempDir(), "--block-size", "1MiB", "--prefetch", "off")
+		ms[i] = startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, shared.args(shared.srv.URL())...)...)
+	}
+	before := origin.srv.Stats().BytesServed
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { readModel(t, m) })
+	}
+	wg.Wait()
+	total := origin.srv.Stats().BytesServed - before
+	var won, lost int
+	for _, m := range ms {
+		m.stop(t)
+		won += summaryCount(t, m.stderr.String(), "shared_claims_won")
+		lost += summaryCount(t, m.stderr.String(), "shared_claims_lost")
+	}
+	t.Logf("model %d bytes; origin sent %.2fx the model to %d nodes at once; claims won %d, lost %d", size, float64(total)/float64(size), nodes, won, lost)
+	if total >= nodes*size {
+		t.Fatalf("origin sent %d bytes, want less than once per node (%d)", total, nodes*size)
+	}
+}
+
+// A shared store that cannot be reached costs nothing but its timeout:
+// the node reads the origin, byte for byte.
+func TestSharedCacheDownReadsOrigin(t *testing.T) {
+	needFuse(t)
+	origin := newRemote(t)
+	origin.uploadModel(t, "llama/")
+	shared := newSharedStore(t)
+	url := shared.srv.URL()
+	shared.srv.Close()
+	args := append(origin.mountArgs(), "--block-size", "1MiB")
+	m := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, shared.args(url)...)...)
+	readModel(t, m)
+	m.stop(t)
+	if n := summaryCount(t, m.stderr.String(), "shared_errors"); n == 0 {
+		t.Fatalf("no shared-store errors counted with the store down")
+	}
+	if n := summaryCount(t, m.stderr.String(), "shared_hits"); n != 0 {
+		t.Fatalf("%d shared hits from a store that is down", n)
+	}
+}
