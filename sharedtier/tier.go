@@ -225,7 +225,7 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 	id := identity(obj, bs, off/bs)
 	h := keyHash(id)
 	blockKey, claimKey := t.opts.Prefix+"blocks/"+h, t.opts.Prefix+"claims/"+h
-	switch err := t.get(ctx, blockKey, id, p); {
+	switch err := t.get(ctx, blockKey, id, p, false); {
 	case err == nil:
 		return nil
 	case errors.Is(err, errNotFound), errors.Is(err, errDamaged):
@@ -240,6 +240,13 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 		return t.origin.LoadBlock(ctx, obj, off, p)
 	}
 	if won {
+		// A node whose miss came just before another's write-back, and
+		// whose claim just after that node released its own, would fetch
+		// the block again: look once more before reading the origin.
+		if err := t.get(ctx, blockKey, id, p, true); err == nil {
+			t.enqueue(writeJob{claim: claimKey})
+			return nil
+		}
 		if err := t.origin.LoadBlock(ctx, obj, off, p); err != nil {
 			t.enqueue(writeJob{claim: claimKey})
 			return err
@@ -256,8 +263,9 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 
 var errNotFound = errors.New("shared block not found")
 
-// get reads the shared object key into p, checked against id.
-func (t *Tier) get(ctx context.Context, key, id string, p []byte) error {
+// get reads the shared object key into p, checked against id. A recheck
+// counts only a hit: its miss was counted already.
+func (t *Tier) get(ctx context.Context, key, id string, p []byte, recheck bool) error {
 	ctx, cancel := context.WithTimeout(ctx, t.opts.RequestTimeout)
 	defer cancel()
 	start := time.Now()
@@ -271,7 +279,9 @@ func (t *Tier) get(ctx context.Context, key, id string, p []byte) error {
 	if err != nil {
 		if httpStatus(err) == http.StatusNotFound {
 			outcome = "miss"
-			t.st.misses.Add(1)
+			if !recheck {
+				t.st.misses.Add(1)
+			}
 			return errNotFound
 		}
 		return fmt.Errorf("shared cache: get: %w", err)
@@ -294,6 +304,9 @@ func (t *Tier) get(ctx context.Context, key, id string, p []byte) error {
 		return fmt.Errorf("shared cache: get: %w", ctx.Err())
 	default:
 		outcome = "damaged"
+		if recheck {
+			return err
+		}
 		t.st.misses.Add(1)
 		t.st.damaged.Add(1)
 		t.opts.Logger.Warn("shared cache: block damaged or foreign, overwriting", "key", key, "err", err)
@@ -365,7 +378,7 @@ func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byt
 			return false
 		case <-timer.C:
 		}
-		switch err := t.get(ctx, blockKey, id, p); {
+		switch err := t.get(ctx, blockKey, id, p, true); {
 		case err == nil:
 			return true
 		case errors.Is(err, errDamaged):
