@@ -30,7 +30,8 @@ type remote struct {
 	cache  *blockcache.Cache
 	// shared is the cluster-wide tier between the cache and the
 	// sources; nil without --shared-cache.
-	shared *sharedtier.Tier
+	shared      *sharedtier.Tier
+	sharedCache string // its location, for the stats
 	// manifest is the --manifest file, "" for a single SOURCE.
 	manifest string
 }
@@ -158,7 +159,7 @@ func openRemote(ctx context.Context, cfg config.Sources, o openOptions, specs []
 		if err != nil {
 			return nil, err
 		}
-		r.shared, load = shared, shared
+		r.shared, r.sharedCache, load = shared, cfg.SharedCache, shared
 	}
 	groups := make([]string, len(models))
 	for i, ms := range models {

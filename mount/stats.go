@@ -16,12 +16,14 @@ const StatsFormat = "modelfs-stats/1"
 
 // Snapshot is the content of a mount's stats file (fs.StatsName).
 type Snapshot struct {
-	Format      string      `json:"format"`
-	Source      string      `json:"source"`
-	StartedAt   time.Time   `json:"started_at"`
-	GeneratedAt time.Time   `json:"generated_at"`
-	BlockSize   int64       `json:"block_size"`
-	Prefetch    string      `json:"prefetch"`
+	Format      string    `json:"format"`
+	Source      string    `json:"source"`
+	StartedAt   time.Time `json:"started_at"`
+	GeneratedAt time.Time `json:"generated_at"`
+	BlockSize   int64     `json:"block_size"`
+	Prefetch    string    `json:"prefetch"`
+	// SharedCache is the --shared-cache location; "" without one.
+	SharedCache string      `json:"shared_cache,omitempty"`
 	Files       []FileStats `json:"files"`
 	// Models has one entry per manifest model; none for a single SOURCE.
 	Models []ModelTotals `json:"models,omitempty"`
@@ -289,6 +291,7 @@ func (s *statsReporter) collect(now time.Time) *Snapshot {
 	st := &Snapshot{
 		Format: StatsFormat, Source: s.source, StartedAt: s.started, GeneratedAt: now,
 		BlockSize: s.blockSize, Prefetch: s.prefetch, Files: make([]FileStats, 0, len(files)),
+		SharedCache: s.r.sharedCache,
 	}
 	models := map[*modelSource]*ModelTotals{}
 	if s.manifest {

@@ -115,6 +115,13 @@ func printStats(out io.Writer, st *mount.Snapshot) error {
 		c.Hits, c.Misses, c.Evictions, c.DiskHits, c.DiskMisses, c.DiskEvictions, c.DiskCorrupt)
 	fmt.Fprintf(out, "       fetched %s in %d loads (%d failed); prefetched %s, used %s, unused %s\n",
 		formatSize(c.FetchedBytes), c.Loads, c.LoadErrors, formatSize(c.PrefetchBytes), formatSize(c.PrefetchUsedBytes), formatSize(c.PrefetchUnusedBytes))
+	if st.SharedCache != "" {
+		fmt.Fprintf(out, "shared %s: hits %d (%s), misses %d, damaged %d, errors %d, bypassed %d\n",
+			st.SharedCache, c.SharedHits, formatSize(c.SharedHitBytes), c.SharedMisses, c.SharedDamaged, c.SharedErrors, c.SharedBypassed)
+		fmt.Fprintf(out, "       wrote %d (%s), dropped %d, failed %d; claims won %d, lost %d, timed out %d, stale %d\n",
+			c.SharedWrites, formatSize(c.SharedWriteBytes), c.SharedWriteDrops, c.SharedWriteErrors,
+			c.SharedClaimsWon, c.SharedClaimsLost, c.SharedClaimTimeouts, c.SharedClaimsStale)
+	}
 	fmt.Fprintf(out, "verify %d files verified against their store's checksum, %d unverified (no usable checksum), %d failed\n",
 		c.VerifiedFiles, c.UnverifiedFiles, c.VerifyFailures)
 	_, err := fmt.Fprintf(out, "fuse   %d reads, %s, %d errors (page cache and passthrough reads not counted)\n",

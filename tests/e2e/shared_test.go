@@ -81,6 +81,9 @@ func TestSharedCacheNodesOneAfterAnother(t *testing.T) {
 		args := append(origin.mountArgs(), "--cache-dir", t.TempDir(), "--block-size", "1MiB")
 		m := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, shared.args(shared.srv.URL())...)...)
 		readModel(t, m)
+		if code, out, errOut := runCLIOutput(t, "stats", m.dir); code != 0 || !strings.Contains(out, "shared s3://"+sharedBucket+"/blocks: hits") {
+			t.Fatalf("modelfs stats: exit %d, no shared cache line:\n%s%s", code, out, errOut)
+		}
 		m.stop(t) // waits for the shared store's write-backs
 		perNode[i] = origin.srv.Stats().BytesServed - before
 		logs := m.stderr.String()
