@@ -102,8 +102,10 @@ type openOptions struct {
 	log *slog.Logger
 	// memBytes is the RAM tier's budget.
 	memBytes int64
-	metrics  *metrics // nil: no metrics
-	wrap     WrapFunc // nil: sources as they are
+	// warm: fill the caches, with no reader to hold up.
+	warm    bool
+	metrics *metrics // nil: no metrics
+	wrap    WrapFunc // nil: sources as they are
 }
 
 // openRemote opens and lists every model's source, and builds the one

@@ -77,7 +77,7 @@ func Warm(ctx context.Context, cfg config.Warm, opts WarmOptions) (*WarmReport, 
 	}
 	blockSize := cfg.BlockSize
 	// Warm writes to disk, not RAM: the RAM tier only holds headers.
-	r, err := openRemote(ctx, cfg.Sources, openOptions{log: log, memBytes: 4 * blockSize, wrap: opts.Wrap}, specs, cfg.Manifest)
+	r, err := openRemote(ctx, cfg.Sources, openOptions{log: log, memBytes: 4 * blockSize, wrap: opts.Wrap, warm: true}, specs, cfg.Manifest)
 	if err != nil {
 		return nil, err
 	}

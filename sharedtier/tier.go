@@ -61,6 +61,10 @@ type Options struct {
 	// blocks); Writers, the writes under way (default 4).
 	QueueBytes int64
 	Writers    int
+	// WaitForRoom makes a load that finds the queue full wait for room
+	// instead of dropping the write: for warm, which has no reader to
+	// hold up and exists to fill caches.
+	WaitForRoom bool
 	// DrainTimeout bounds how long Close lets queued writes finish
 	// (default 30s).
 	DrainTimeout time.Duration
@@ -139,7 +143,8 @@ type Tier struct {
 	mu     sync.RWMutex // guards closed against sends on jobs
 	closed bool
 	jobs   chan writeJob
-	queued atomic.Int64 // bytes in jobs
+	queued atomic.Int64  // bytes in jobs
+	room   chan struct{} // signalled as writes finish, for WaitForRoom
 	wg     sync.WaitGroup
 	ctx    context.Context // the writers'; cancelled past DrainTimeout
 	cancel context.CancelFunc
@@ -166,6 +171,7 @@ func New(opts Options, origin blockcache.Loader) (*Tier, error) {
 		// Room for every block the byte budget allows, plus claim
 		// releases, so a send only fails when the budget does.
 		jobs: make(chan writeJob, int(opts.QueueBytes/opts.BlockSize)+2*opts.Writers+64),
+		room: make(chan struct{}, 1),
 	}
 	for range opts.Writers {
 		t.wg.Go(t.writer)
@@ -251,7 +257,7 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 			t.enqueue(writeJob{claim: claimKey})
 			return err
 		}
-		t.writeBack(blockKey, claimKey, id, p)
+		t.writeBack(ctx, blockKey, claimKey, id, p)
 		return nil
 	}
 	if t.await(ctx, blockKey, claimKey, id, p) {
@@ -406,11 +412,20 @@ func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byt
 }
 
 // writeBack queues p for writing, or drops it (counted) when the queue is
-// full: a reader never waits for the shared store's writes.
-func (t *Tier) writeBack(key, claim, id string, p []byte) {
+// full: a reader never waits for the shared store's writes. With
+// WaitForRoom it waits for room, as long as ctx allows.
+func (t *Tier) writeBack(ctx context.Context, key, claim, id string, p []byte) {
 	n := int64(headerSize + len(id) + len(p))
-	if t.queued.Add(n) > t.opts.QueueBytes {
+	for t.queued.Add(n) > t.opts.QueueBytes {
 		t.queued.Add(-n)
+		if t.opts.WaitForRoom && !t.isClosed() {
+			select {
+			case <-t.room:
+				continue
+			case <-ctx.Done():
+			case <-t.ctx.Done():
+			}
+		}
 		t.st.writeDrops.Add(1)
 		t.enqueue(writeJob{claim: claim})
 		return
@@ -419,6 +434,12 @@ func (t *Tier) writeBack(key, claim, id string, p []byte) {
 		t.queued.Add(-n)
 		t.st.writeDrops.Add(1)
 	}
+}
+
+func (t *Tier) isClosed() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.closed
 }
 
 // enqueue hands j to the writers unless the queue is full or closed.
@@ -447,6 +468,10 @@ func (t *Tier) writer() {
 				t.st.writeBytes.Add(j.payload)
 			}
 			t.queued.Add(-int64(len(j.body)))
+			select {
+			case t.room <- struct{}{}:
+			default:
+			}
 		}
 		// Released after the block is there (or will not be), so a
 		// waiting node finds one or the other.

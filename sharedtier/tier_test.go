@@ -413,3 +413,35 @@ func TestDecodeRejectsOversizedIdentity(t *testing.T) {
 		t.Fatal("a header claiming a 2 GiB identity was accepted")
 	}
 }
+
+// With WaitForRoom (warm), a full queue holds the load until there is
+// room, and no write is dropped.
+func TestWaitForRoomDropsNothing(t *testing.T) {
+	s := newStore(t)
+	release := make(chan struct{})
+	s.srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blocks/") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	o := &origin{}
+	tr := s.tier(t, o, func(o *Options) { o.QueueBytes = testBS + 1024; o.Writers = 1; o.WaitForRoom = true })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range int64(3) {
+			load(t, tr, model, i)
+		}
+	}()
+	waitFor(t, "the first write to stall and the second load to reach the origin", func() bool { return o.loads.Load() >= 2 })
+	close(release)
+	<-done
+	tr.Close()
+	if st := tr.Stats(); st.Writes != 3 || st.WriteDrops != 0 {
+		t.Fatalf("stats %+v; want all three written, none dropped", st)
+	}
+}

@@ -166,3 +166,30 @@ func TestSharedCacheDownReadsOrigin(t *testing.T) {
 		t.Fatalf("%d shared hits from a store that is down", n)
 	}
 }
+
+// warm fills the shared store as it fills the node's disk cache, and a
+// second node's warm then takes every block from it: the origin sends
+// the model once, and both warms verify every file against the origin's
+// checksums.
+func TestSharedCacheWarm(t *testing.T) {
+	origin := newRemote(t)
+	origin.uploadModel(t, "llama/")
+	shared := newSharedStore(t)
+	size := modelSize(t)
+	for i, want := range []string{"fills the shared store", "reads it"} {
+		before := origin.srv.Stats().BytesServed
+		args := append([]string{"warm"}, origin.mountArgs()...)
+		args = append(append(args, "--cache-dir", t.TempDir(), "--block-size", "1MiB"), shared.args(shared.srv.URL())...)
+		code, stdout, stderr := runCLIEnv(t, shared.env, append(args, "s3://"+bucket+"/llama")...)
+		if code != 0 {
+			t.Fatalf("warm %d (%s): exit %d\n%s%s", i+1, want, code, stdout, stderr)
+		}
+		got := origin.srv.Stats().BytesServed - before
+		switch {
+		case i == 0 && (got < size || float64(got) > 1.05*float64(size)):
+			t.Fatalf("first warm: origin sent %d bytes for a model of %d", got, size)
+		case i == 1 && got != 0:
+			t.Fatalf("second warm: origin sent %d bytes, want every block from the shared store", got)
+		}
+	}
+}
