@@ -16,9 +16,12 @@
 // If-None-Match: *; the one node whose PUT succeeds fetches the block
 // from the origin, hands it to the reader, and writes it back in the
 // background, then deletes the claim. The others (412) poll blocks/<h>
-// with a backoff from 20ms to 500ms for at most ClaimWait, and read the
-// origin themselves once it passes, or at once if the claim disappears
-// with no block (the winner failed or dropped its write). A claim older
+// with a backoff from 20ms to 500ms for at most ClaimWait in all, and
+// read the origin themselves once it passes. If the claim disappears with
+// no block (the winner failed or dropped its write), they claim the block
+// again (at most 3 rounds), so one of them, not all, reads the origin. A
+// winner GETs the block once more before the origin: another node may
+// have written it between this node's miss and its claim. A claim older
 // than ClaimTTL by the store's own clock (its Date header against the
 // claim's Last-Modified, so node clocks do not matter) belongs to a node
 // that died: it is taken over with If-Match on its ETag, so of the nodes

@@ -240,31 +240,52 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 		t.failUnlessCancelled(ctx, err)
 		return t.origin.LoadBlock(ctx, obj, off, p)
 	}
-	won, err := t.claim(ctx, claimKey)
-	if err != nil {
-		t.failUnlessCancelled(ctx, err)
-		return t.origin.LoadBlock(ctx, obj, off, p)
-	}
-	if won {
-		// A node whose miss came just before another's write-back, and
-		// whose claim just after that node released its own, would fetch
-		// the block again: look once more before reading the origin.
-		if err := t.get(ctx, blockKey, id, p, true); err == nil {
-			t.enqueue(writeJob{claim: claimKey})
+	// Waits for other nodes' copies share one deadline, however many
+	// rounds it takes.
+	deadline := time.Now().Add(t.opts.ClaimWait)
+	for range maxClaimRounds {
+		won, err := t.claim(ctx, claimKey)
+		if err != nil {
+			t.failUnlessCancelled(ctx, err)
+			return t.origin.LoadBlock(ctx, obj, off, p)
+		}
+		if won {
+			return t.fetchAsWinner(ctx, obj, off, p, blockKey, claimKey, id)
+		}
+		switch t.await(ctx, blockKey, claimKey, id, p, deadline) {
+		case gotBlock:
 			return nil
+		case released:
+			// The winner failed or dropped its write: take the claim, so
+			// one node, not every waiting one, reads the origin again.
+			continue
 		}
-		if err := t.origin.LoadBlock(ctx, obj, off, p); err != nil {
-			t.enqueue(writeJob{claim: claimKey})
-			return err
-		}
-		t.writeBack(ctx, blockKey, claimKey, id, p)
-		return nil
-	}
-	if t.await(ctx, blockKey, claimKey, id, p) {
-		return nil
+		break
 	}
 	t.st.claimTimeouts.Add(1)
 	return t.origin.LoadBlock(ctx, obj, off, p)
+}
+
+// maxClaimRounds bounds how often a node whose winner released its claim
+// without the block tries to claim it in turn.
+const maxClaimRounds = 3
+
+// fetchAsWinner loads a block whose claim this node holds, and queues it
+// for the shared store.
+func (t *Tier) fetchAsWinner(ctx context.Context, obj blockcache.ObjectID, off int64, p []byte, blockKey, claimKey, id string) error {
+	// A node whose miss came just before another's write-back, and whose
+	// claim just after that node released its own, would fetch the block
+	// again: look once more before reading the origin.
+	if err := t.get(ctx, blockKey, id, p, true); err == nil {
+		t.enqueue(writeJob{claim: claimKey})
+		return nil
+	}
+	if err := t.origin.LoadBlock(ctx, obj, off, p); err != nil {
+		t.enqueue(writeJob{claim: claimKey})
+		return err
+	}
+	t.writeBack(ctx, blockKey, claimKey, id, p)
+	return nil
 }
 
 var errNotFound = errors.New("shared block not found")
@@ -371,22 +392,30 @@ func (t *Tier) claim(ctx context.Context, key string) (bool, error) {
 	return false, nil
 }
 
+// awaitResult is how a wait for another node's copy ended.
+type awaitResult int
+
+const (
+	gotBlock awaitResult = iota // p holds the block
+	released                    // the claim is gone and the block is not there
+	gaveUp                      // past the deadline, or the store failed
+)
+
 // await polls for the block another node is fetching, with bounded
-// backoff, for at most ClaimWait. It reports whether p holds the block.
-func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byte) bool {
-	deadline := time.Now().Add(t.opts.ClaimWait)
-	delay := 20 * time.Millisecond
+// backoff, until deadline.
+func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byte, deadline time.Time) awaitResult {
+	delay := min(20*time.Millisecond, max(time.Until(deadline), time.Millisecond))
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	for range 64 {
 		select {
 		case <-ctx.Done():
-			return false
+			return gaveUp
 		case <-timer.C:
 		}
 		switch err := t.get(ctx, blockKey, id, p, true); {
 		case err == nil:
-			return true
+			return gotBlock
 		case errors.Is(err, errDamaged):
 			// Left from before; the winner overwrites it.
 		case errors.Is(err, errNotFound):
@@ -395,20 +424,20 @@ func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byt
 			cancel()
 			if httpStatus(herr) == http.StatusNotFound {
 				// Released with no block: the winner failed or dropped it.
-				return false
+				return released
 			}
 		default:
 			t.failUnlessCancelled(ctx, err)
-			return false
+			return gaveUp
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return false
+			return gaveUp
 		}
 		delay = min(2*delay, 500*time.Millisecond, left)
 		timer.Reset(delay)
 	}
-	return false
+	return gaveUp
 }
 
 // writeBack queues p for writing, or drops it (counted) when the queue is

@@ -3,6 +3,7 @@ package sharedtier
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -69,6 +70,7 @@ type origin struct {
 	loads   atomic.Int64
 	started chan struct{} // one value per load started, if set
 	gate    chan struct{}
+	fail    error // returned after the gate, if set
 }
 
 func blockBytes(obj blockcache.ObjectID, off int64, n int) []byte {
@@ -91,6 +93,9 @@ func (o *origin) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if o.fail != nil {
+		return o.fail
 	}
 	copy(p, blockBytes(obj, off, len(p)))
 	return nil
@@ -443,5 +448,33 @@ func TestWaitForRoomDropsNothing(t *testing.T) {
 	tr.Close()
 	if st := tr.Stats(); st.Writes != 3 || st.WriteDrops != 0 {
 		t.Fatalf("stats %+v; want all three written, none dropped", st)
+	}
+}
+
+// A winner that fails releases its claim; a waiting node then takes the
+// claim itself rather than every waiting node reading the origin.
+func TestReleasedClaimIsTakenByAWaiter(t *testing.T) {
+	s := newStore(t)
+	oa := &origin{started: make(chan struct{}, 1), gate: make(chan struct{}), fail: errors.New("origin refused")}
+	a := s.tier(t, oa, nil)
+	ob := &origin{}
+	b := s.tier(t, ob, func(o *Options) { o.ClaimWait = time.Minute })
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.LoadBlock(context.Background(), model, 0, make([]byte, testBS)) }()
+	<-oa.started
+	bDone := make(chan struct{})
+	go func() {
+		defer close(bDone)
+		load(t, b, model, 0)
+	}()
+	waitFor(t, "b to lose the claim", func() bool { return b.Stats().ClaimsLost == 1 })
+	close(oa.gate)
+	if err := <-aDone; err == nil {
+		t.Fatal("the winner's origin failed, and its load did not")
+	}
+	<-bDone
+	b.Close()
+	if st := b.Stats(); ob.loads.Load() != 1 || st.ClaimsWon != 1 || st.ClaimTimeouts != 0 || st.Writes != 1 {
+		t.Fatalf("waiter: origin loads %d, stats %+v; want the claim taken over and the block written", ob.loads.Load(), st)
 	}
 }
