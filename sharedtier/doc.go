@@ -16,7 +16,8 @@
 // If-None-Match: *; the one node whose PUT succeeds fetches the block
 // from the origin, hands it to the reader, and writes it back in the
 // background, then deletes the claim. The others (412) poll blocks/<h>
-// with a backoff from 20ms to 500ms for at most ClaimWait in all, and
+// with a backoff from 20ms to 500ms for at most ClaimWait in all (or
+// three times this node's average origin load, when longer), and
 // read the origin themselves once it passes. If the claim disappears with
 // no block (the winner failed or dropped its write), they claim the block
 // again (at most 3 rounds), so one of them, not all, reads the origin. A

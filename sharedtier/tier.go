@@ -46,9 +46,11 @@ type Options struct {
 	// RequestTimeout bounds each request to the shared store, body
 	// included (default 10s): past it, the read goes to the origin.
 	RequestTimeout time.Duration
-	// ClaimWait bounds how long a node that lost a block's claim waits
-	// for the winner's copy before it reads the origin itself (default
-	// 5s: a few block fetches of a loaded origin).
+	// ClaimWait is the least a node that lost a block's claim waits for
+	// the winner's copy before it reads the origin itself (default 5s).
+	// It waits longer when this node's own origin loads are slow: three
+	// times their moving average, as the winner's load is likely as slow
+	// and its write comes after; never past ClaimTTL.
 	ClaimWait time.Duration
 	// ClaimTTL is the age, by the store's clock, past which a claim is
 	// taken to belong to a node that died (default 60s).
@@ -139,6 +141,9 @@ type Tier struct {
 	st     counters
 
 	downUntil atomic.Int64 // unix nanoseconds
+	// originAvg is the moving average of this node's origin loads, in
+	// nanoseconds, for ClaimWait.
+	originAvg atomic.Int64
 
 	mu     sync.RWMutex // guards closed against sends on jobs
 	closed bool
@@ -222,11 +227,11 @@ func (t *Tier) Close() {
 func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64, p []byte) error {
 	bs := t.opts.BlockSize
 	if off%bs != 0 || (t.opts.Shareable != nil && !t.opts.Shareable(obj)) {
-		return t.origin.LoadBlock(ctx, obj, off, p)
+		return t.loadOrigin(ctx, obj, off, p)
 	}
 	if t.down() {
 		t.st.bypassed.Add(1)
-		return t.origin.LoadBlock(ctx, obj, off, p)
+		return t.loadOrigin(ctx, obj, off, p)
 	}
 	id := identity(obj, bs, off/bs)
 	h := keyHash(id)
@@ -238,16 +243,16 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 		// A miss: claim the block below, and overwrite a damaged copy.
 	default:
 		t.failUnlessCancelled(ctx, err)
-		return t.origin.LoadBlock(ctx, obj, off, p)
+		return t.loadOrigin(ctx, obj, off, p)
 	}
 	// Waits for other nodes' copies share one deadline, however many
 	// rounds it takes.
-	deadline := time.Now().Add(t.opts.ClaimWait)
+	deadline := time.Now().Add(t.claimWait())
 	for range maxClaimRounds {
 		won, err := t.claim(ctx, claimKey)
 		if err != nil {
 			t.failUnlessCancelled(ctx, err)
-			return t.origin.LoadBlock(ctx, obj, off, p)
+			return t.loadOrigin(ctx, obj, off, p)
 		}
 		if won {
 			return t.fetchAsWinner(ctx, obj, off, p, blockKey, claimKey, id)
@@ -263,7 +268,31 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 		break
 	}
 	t.st.claimTimeouts.Add(1)
-	return t.origin.LoadBlock(ctx, obj, off, p)
+	return t.loadOrigin(ctx, obj, off, p)
+}
+
+// loadOrigin loads from the origin, timing successful loads for
+// claimWait.
+func (t *Tier) loadOrigin(ctx context.Context, obj blockcache.ObjectID, off int64, p []byte) error {
+	start := time.Now()
+	err := t.origin.LoadBlock(ctx, obj, off, p)
+	if err == nil {
+		d := int64(time.Since(start))
+		// An exponential moving average, 1/8 weight to the new load;
+		// racing updates may lose one, which an average can afford.
+		old := t.originAvg.Load()
+		if old == 0 {
+			t.originAvg.Store(d)
+		} else {
+			t.originAvg.Store(old + (d-old)/8)
+		}
+	}
+	return err
+}
+
+// claimWait is how long a loser waits for the winner's copy in all.
+func (t *Tier) claimWait() time.Duration {
+	return min(max(t.opts.ClaimWait, 3*time.Duration(t.originAvg.Load())), t.opts.ClaimTTL)
 }
 
 // maxClaimRounds bounds how often a node whose winner released its claim
@@ -280,7 +309,7 @@ func (t *Tier) fetchAsWinner(ctx context.Context, obj blockcache.ObjectID, off i
 		t.enqueue(writeJob{claim: claimKey})
 		return nil
 	}
-	if err := t.origin.LoadBlock(ctx, obj, off, p); err != nil {
+	if err := t.loadOrigin(ctx, obj, off, p); err != nil {
 		t.enqueue(writeJob{claim: claimKey})
 		return err
 	}

@@ -478,3 +478,21 @@ func TestReleasedClaimIsTakenByAWaiter(t *testing.T) {
 		t.Fatalf("waiter: origin loads %d, stats %+v; want the claim taken over and the block written", ob.loads.Load(), st)
 	}
 }
+
+// A loser waits at least ClaimWait, three times this node's average
+// origin load when that is longer, and never past ClaimTTL.
+func TestClaimWaitFollowsOriginLoads(t *testing.T) {
+	s := newStore(t)
+	tr := s.tier(t, &origin{}, func(o *Options) { o.ClaimWait = 5 * time.Second; o.ClaimTTL = time.Minute })
+	for _, tc := range []struct{ avg, want time.Duration }{
+		{0, 5 * time.Second},
+		{time.Second, 5 * time.Second},
+		{4 * time.Second, 12 * time.Second},
+		{30 * time.Second, time.Minute},
+	} {
+		tr.originAvg.Store(int64(tc.avg))
+		if got := tr.claimWait(); got != tc.want {
+			t.Errorf("origin loads of %s on average: wait %s, want %s", tc.avg, got, tc.want)
+		}
+	}
+}
