@@ -27,14 +27,12 @@ func openShared(ctx context.Context, cfg config.Sources, o openOptions, origin *
 	if err != nil {
 		return nil, fmt.Errorf("shared cache: %w", err)
 	}
-	// Write-backs wait in the Go heap, outside the RAM tier's budget: a
-	// quarter of that budget, at least 4 blocks and at most 256 MiB, lets
-	// a node fill the store at the pace of a fast origin without holding
-	// much. Past it, writes are dropped, except by warm, which waits.
-	queue := min(max(o.memBytes/4, 4*cfg.BlockSize), max(256<<20, 4*cfg.BlockSize))
+	// Past its queue's bound, writes are dropped, except by warm, which
+	// waits.
+	queue := cfg.SharedCacheQueueBytes(o.memBytes)
 	return sharedtier.New(sharedtier.Options{
 		Client: client, Bucket: loc.Bucket, Prefix: loc.Prefix, BlockSize: cfg.BlockSize,
-		QueueBytes: queue, Writers: 8, WaitForRoom: o.warm,
+		QueueBytes: queue, Writers: cfg.Concurrency, WaitForRoom: o.warm,
 		Shareable: origin.shareable, Observer: o.metrics.sharedObserver(), Logger: o.log,
 	}, origin)
 }

@@ -70,8 +70,13 @@ func checksum(id string, payload []byte) uint64 {
 
 // encode returns the shared object for payload, written for id.
 func encode(id string, payload []byte) []byte {
-	buf := make([]byte, headerSize+len(id)+len(payload))
+	return encodeInto(make([]byte, headerSize+len(id)+len(payload)), id, payload)
+}
+
+// encodeInto writes the shared object into buf, which is exactly its size.
+func encodeInto(buf []byte, id string, payload []byte) []byte {
 	copy(buf, magic)
+	clear(buf[8:headerSize])
 	binary.LittleEndian.PutUint32(buf[8:], uint32(len(id)))
 	binary.LittleEndian.PutUint64(buf[16:], uint64(len(payload)))
 	binary.LittleEndian.PutUint64(buf[24:], checksum(id, payload))

@@ -150,6 +150,9 @@ type Tier struct {
 	jobs   chan writeJob
 	queued atomic.Int64  // bytes in jobs
 	room   chan struct{} // signalled as writes finish, for WaitForRoom
+	// bufs recycles write-back buffers: fresh block-sized allocations
+	// at the origin's pace would keep the collector busy.
+	bufs   sync.Pool
 	wg     sync.WaitGroup
 	ctx    context.Context // the writers'; cancelled past DrainTimeout
 	cancel context.CancelFunc
@@ -488,9 +491,11 @@ func (t *Tier) writeBack(ctx context.Context, key, claim, id string, p []byte) {
 		t.enqueue(writeJob{claim: claim})
 		return
 	}
-	if !t.enqueue(writeJob{key: key, claim: claim, body: encode(id, p), payload: int64(len(p))}) {
+	body := t.encode(id, p)
+	if !t.enqueue(writeJob{key: key, claim: claim, body: body, payload: int64(len(p))}) {
 		t.queued.Add(-n)
 		t.st.writeDrops.Add(1)
+		t.bufs.Put(&body)
 	}
 }
 
@@ -498,6 +503,15 @@ func (t *Tier) isClosed() bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.closed
+}
+
+// encode is the shared object for p, in a recycled buffer.
+func (t *Tier) encode(id string, p []byte) []byte {
+	n := headerSize + len(id) + len(p)
+	if b, ok := t.bufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return encodeInto((*b)[:n], id, p)
+	}
+	return encodeInto(make([]byte, n), id, p)
 }
 
 // enqueue hands j to the writers unless the queue is full or closed.
@@ -526,6 +540,7 @@ func (t *Tier) writer() {
 				t.st.writeBytes.Add(j.payload)
 			}
 			t.queued.Add(-int64(len(j.body)))
+			t.bufs.Put(&j.body)
 			select {
 			case t.room <- struct{}{}:
 			default:

@@ -50,7 +50,8 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	// RAM cache blocks live outside the Go heap but inside the cgroup.
-	applyMemoryLimit(log, cfg.MemCacheBytes(), mountHeapLimit)
+	// The shared cache's write-backs wait in the heap.
+	applyMemoryLimit(log, cfg.MemCacheBytes(), mountHeapLimit+cfg.SharedCacheQueueBytes(cfg.MemCacheBytes()))
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -165,6 +165,18 @@ func (s *Sources) Validate() error {
 	return join(append(errs, s.validateSharedCache()...))
 }
 
+// SharedCacheQueueBytes bounds the shared cache's write-backs waiting in
+// the Go heap, given the RAM tier's budget; 0 without a shared cache. A
+// quarter of that budget, at least 4 blocks and at most 256 MiB, lets a
+// node fill the store at the pace of a fast origin without holding much;
+// the process's heap limit makes room for it.
+func (s *Sources) SharedCacheQueueBytes(memBytes int64) int64 {
+	if s.SharedCache == "" {
+		return 0
+	}
+	return min(max(memBytes/4, 4*s.BlockSize), max(256<<20, 4*s.BlockSize))
+}
+
 // validateSharedCache checks the shared cache's settings. Nothing they
 // hold may carry a credential: they are on the command line.
 func (s *Sources) validateSharedCache() []error {
