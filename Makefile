@@ -12,7 +12,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 # Go's default, -O2 -g, stands in for an unset or empty CGO_CFLAGS.
 export CGO_CFLAGS := $(or $(strip $(CGO_CFLAGS)),-O2 -g) -Wno-deprecated-declarations
 
-.PHONY: all build tools test test-chart lint demo serve bench bench-peers soak fuzz clean
+.PHONY: all build tools test test-chart lint demo serve bench bench-peers cluster-bench soak fuzz clean
 
 all: build
 
@@ -62,6 +62,15 @@ bench: build
 	$(BIN)/bench -modelfs $(BIN)/modelfs $(BENCHFLAGS)
 	@echo "==> cost of checking objects against their store's checksum (8 MiB blocks)"
 	$(GO) test -run '^$$' -bench Sums -benchtime 50x ./internal/objsum
+
+# Eight mounts with their own caches load one model at once from a distant
+# origin, without and with --shared-cache: origin bytes / model size and
+# each node's load time (docs/shared-cache.md). Root, or fusermount3.
+# CLUSTERFLAGS="-nodes 16 -size 1GiB -origin-latency 50ms".
+CLUSTERFLAGS ?=
+cluster-bench: build
+	$(GO) build -o $(BIN)/clusterbench ./tests/clusterbench
+	$(BIN)/clusterbench -modelfs $(BIN)/modelfs $(CLUSTERFLAGS)
 
 # The other S3 filesystems make bench measures, as root: s3fs and rclone from
 # Debian; goofys with go install (into /usr/local/bin) where the Go module proxy serves it (it
