@@ -439,7 +439,8 @@ func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byt
 	delay := min(20*time.Millisecond, max(time.Until(deadline), time.Millisecond))
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
-	for range 64 {
+	// 160 polls outlast ClaimTTL's default at the longest delay.
+	for range 160 {
 		select {
 		case <-ctx.Done():
 			return gaveUp
