@@ -1,12 +1,23 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -191,5 +202,72 @@ func TestSharedCacheWarm(t *testing.T) {
 		case i == 1 && got != 0:
 			t.Fatalf("second warm: origin sent %d bytes, want every block from the shared store", got)
 		}
+	}
+}
+
+// Whoever can write the shared store can forge a block that passes the
+// tier's own check: such blocks are trusted no more than the origin's,
+// so the whole-object check against the origin's checksum still fails
+// them, and no forged byte is served as the model's.
+func TestSharedCacheForgedBlocksFailVerification(t *testing.T) {
+	needFuse(t)
+	origin := newRemote(t)
+	origin.uploadModel(t, "llama/")
+	shared := newSharedStore(t)
+	args := append(origin.mountArgs(), "--block-size", "1MiB", "--prefetch", "off")
+	args = append(args, shared.args(shared.srv.URL())...)
+	first := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, "--cache-dir", t.TempDir())...)
+	readModel(t, first)
+	first.stop(t)
+
+	// Rewrite every shared block with one payload byte changed and the
+	// header's checksum recomputed, as a forger would.
+	ctx := context.Background()
+	client := s3.New(s3.Options{Region: region, BaseEndpoint: aws.String(shared.srv.URL()), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(sharedKey, sharedSecret, "")})
+	list, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(sharedBucket), Prefix: aws.String("blocks/blocks/")})
+	if err != nil || len(list.Contents) == 0 {
+		t.Fatalf("listing the shared blocks: %d, %v", len(list.Contents), err)
+	}
+	for _, o := range list.Contents {
+		out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(sharedBucket), Key: o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The layout of docs/shared-cache.md: 32-byte header, identity, payload.
+		idLen := int(binary.LittleEndian.Uint32(b[8:]))
+		b[len(b)-1] ^= 0xff
+		d := xxhash.New()
+		d.Write(b[32 : 32+idLen])
+		d.Write(b[32+idLen:])
+		binary.LittleEndian.PutUint64(b[24:], d.Sum64())
+		if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(sharedBucket), Key: o.Key, Body: bytes.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	second := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, "--cache-dir", t.TempDir())...)
+	failed := 0
+	for _, name := range model.Files {
+		got, err := os.ReadFile(second.path(name))
+		switch {
+		case err == nil && !bytes.Equal(got, sourceBytes(t, name)):
+			t.Fatalf("%s: forged bytes served as the model's", name)
+		case err != nil && !errors.Is(err, syscall.EIO):
+			t.Fatalf("%s: %v, want EIO", name, err)
+		case err != nil:
+			failed++
+		}
+	}
+	second.stop(t)
+	logs := second.stderr.String()
+	if hits := summaryCount(t, logs, "shared_hits"); hits == 0 || failed == 0 || summaryCount(t, logs, "verify_failures") != failed {
+		t.Fatalf("%d forged shared hits, %d files failed their reads, verify_failures %d; want every file read from forged blocks to fail its check",
+			hits, failed, summaryCount(t, logs, "verify_failures"))
 	}
 }
