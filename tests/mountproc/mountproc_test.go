@@ -21,8 +21,8 @@ func TestStartReadyThenStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !p.Alive() {
-		t.Fatal("not alive after ready")
+	if !p.Alive() || p.ReadyLine() != "ready: served" {
+		t.Fatalf("alive %v, ready line %q", p.Alive(), p.ReadyLine())
 	}
 	if _, err := p.CPUSeconds(); err != nil {
 		t.Errorf("CPU of a live process: %v", err)

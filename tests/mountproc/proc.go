@@ -44,6 +44,8 @@ type Proc struct {
 	opts  Options
 	log   *Log
 	ready chan string // the ready line, once
+	// readyLine is the ready line Start saw; "" with NoReadyLine.
+	readyLine string
 
 	exited  chan struct{} // closed when cmd.Wait has returned
 	waitErr error         // valid once exited is closed
@@ -136,7 +138,7 @@ func Start(ctx context.Context, cmd *exec.Cmd, opts Options) (*Proc, error) {
 	}
 	for {
 		select {
-		case <-p.ready:
+		case p.readyLine = <-p.ready:
 			return p, nil
 		case <-mountTable:
 			if ok, err := mountinfo.IsMounted(opts.Mountpoint); err == nil && ok {
@@ -145,10 +147,10 @@ func Start(ctx context.Context, cmd *exec.Cmd, opts Options) (*Proc, error) {
 		case <-p.exited:
 			return nil, p.exitError()
 		case <-timeout.C:
-			p.Kill()
+			p.abandon()
 			return nil, fmt.Errorf("%s not ready after %v\n%s", opts.Label, opts.ReadyTimeout, p.log)
 		case <-ctx.Done():
-			p.Kill()
+			p.abandon()
 			return nil, fmt.Errorf("waiting for %s: %w", opts.Label, ctx.Err())
 		}
 	}
@@ -165,6 +167,10 @@ func (p *Proc) exitError() *ExitError {
 	}
 	return e
 }
+
+// ReadyLine is the line the process printed when ready ("ready: ...");
+// "" for a daemon started with NoReadyLine.
+func (p *Proc) ReadyLine() string { return p.readyLine }
 
 // Pid is the process's id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
@@ -240,9 +246,9 @@ func (p *Proc) Stop() (Usage, error) {
 	return u, errors.Join(errs...)
 }
 
-// Kill ends the process at once, waits for it, and detaches its
-// mountpoint: for a process that cannot be, or need not be, stopped
-// cleanly.
+// Kill ends the process at once (SIGKILL) and waits for it, leaving its
+// mountpoint as a crash would: stale. Stop afterwards reports no error
+// for the kill and detaches the mountpoint.
 func (p *Proc) Kill() {
 	if p.Alive() {
 		p.mu.Lock()
@@ -251,6 +257,12 @@ func (p *Proc) Kill() {
 		_ = p.cmd.Process.Kill()
 	}
 	<-p.exited
+}
+
+// abandon kills the process and detaches its mountpoint, for the paths
+// that give up on it.
+func (p *Proc) abandon() {
+	p.Kill()
 	_ = p.clearMountpoint()
 }
 
