@@ -59,7 +59,7 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "s3://bkt/p", "memCache": "1e30"}, "memCache"},
 		{map[string]string{"source": "s3://bkt/p", "concurrency": "0"}, "concurrency"},
 		{map[string]string{"source": "s3://bkt/p", "concurrency": "2000"}, "concurrency"},
-		{map[string]string{"source": "s3://bkt/p", "memCache": "8Mi"}, "memCache"}, // under two 8 MiB blocks
+		{map[string]string{"source": "s3://bkt/p", "memCache": "8Mi"}, "memCache"},     // under two 8 MiB blocks
 		{map[string]string{"source": "s3://bkt/p", "prefetch": "profile"}, "prefetch"}, // with no profile to replay
 		{map[string]string{"source": "s3://bkt/p", "noSignRequest": "yes please"}, "noSignRequest"},
 		{map[string]string{"source": "s3://bkt/p", "region": "us east"}, "region"},
