@@ -253,16 +253,7 @@ func biggest(t *testing.T) string {
 // outside this process (files, mounts) and so have nothing to wait on.
 func waitForCondition(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
+	mountproc.WaitFor(t, what, 30*time.Second, cond)
 }
 
 // dirNames lists a directory's entry names, sorted.

@@ -3,6 +3,7 @@ package mountproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,4 +175,27 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// fatalRecorder is a Fataler that notes the failure instead of ending the
+// test.
+type fatalRecorder struct{ msg string }
+
+func (f *fatalRecorder) Helper() {}
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+}
+
+func TestWaitFor(t *testing.T) {
+	n := 0
+	WaitFor(t, "three polls", time.Minute, func() bool { n++; return n == 3 })
+	if n != 3 {
+		t.Errorf("polled %d times", n)
+	}
+	var f fatalRecorder
+	t0 := time.Now()
+	WaitFor(&f, "never", 50*time.Millisecond, func() bool { return false })
+	if !strings.Contains(f.msg, "waiting for never") || time.Since(t0) > 10*time.Second {
+		t.Errorf("failure %q after %v", f.msg, time.Since(t0))
+	}
 }
