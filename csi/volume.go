@@ -2,6 +2,7 @@ package csi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -10,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -127,7 +127,39 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 		// could rewrite the load order other volumes replay.
 		return nil, badAttr(attrRecordProfile, "inline volumes may replay a load profile but not write one; record profiles from a PersistentVolume")
 	}
+	// The mount's own rules, checked once, by the Config it will run
+	// with. The source travels in the environment and kubelet names the
+	// target only at publish time: both stand in here.
+	cfg := v.config()
+	cfg.Source, cfg.Mountpoint = v.source, "/"
+	if v.profile != "" {
+		cfg.Profile = v.profile
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, settingsError(err)
+	}
 	return v, nil
+}
+
+// attrOfFlag names, by the mount flag it sets, each attribute whose
+// value reaches the mount's Config.
+var attrOfFlag = map[string]string{
+	"--endpoint": attrEndpoint, "--hf-endpoint": attrEndpoint, "--region": attrRegion,
+	"--prefetch": attrPrefetch, "--profile": attrProfile, "--mem-cache": attrMemCache,
+	"--block-size": attrBlockSize, "--concurrency": attrConcurrency,
+}
+
+// settingsError is Config.Validate's complaint as an attributeError
+// naming the first attribute at fault, so that kubelet's event names
+// what to fix.
+func settingsError(err error) error {
+	var se *config.SettingError
+	if errors.As(err, &se) {
+		if attr, ok := attrOfFlag[se.Flag]; ok {
+			return badAttr(attr, "%v", err)
+		}
+	}
+	return fmt.Errorf("volume attributes: %w", err)
 }
 
 func (v *volume) set(k, val string) error {
@@ -171,12 +203,7 @@ func (v *volume) set(k, val string) error {
 			v.recordProfile = b
 		}
 	case attrPrefetch:
-		switch val {
-		case "auto", "layer", "profile", "readahead", "off":
-			v.prefetch = val
-		default:
-			return badAttr(k, "%q: want auto, layer, profile, readahead or off", val)
-		}
+		v.prefetch = val // checked with the rest of the mount's settings
 	case attrProfile:
 		if val == "" || val == "." || val == ".." || len(val) > 200 || strings.ContainsAny(val, "/\x00") {
 			return badAttr(k, "want a file name (no slashes) in the node's profile directory")
@@ -197,17 +224,15 @@ func (v *volume) set(k, val string) error {
 		}
 		v.memCache = n
 	case attrBlockSize:
-		// Checked here, not by the mount, so that kubelet's event names
-		// the attribute.
 		n, ok := ParseSize(val)
-		if !ok || n < 64<<10 || n > 256<<20 {
-			return badAttr(k, "%q: want a size from 64Ki to 256Mi, such as 8Mi or 8MiB", val)
+		if !ok || n == 0 {
+			return badAttr(k, "%q: want a size such as 8Mi or 8MiB", val)
 		}
 		v.blockSize = n
 	case attrConcurrency:
 		n, err := strconv.Atoi(val)
-		if err != nil || n < 1 || n > 1024 {
-			return badAttr(k, "%q: want a number from 1 to 1024", val)
+		if err != nil || n == 0 {
+			return badAttr(k, "%q: want a number such as 16", val)
 		}
 		v.concurrency = n
 	case attrRoleARN:
@@ -406,43 +431,32 @@ func (v *volume) hfEndpoint() string {
 }
 
 // memCacheBytes is the RAM cache v's mount gets: its memCache, or the
-// node's default (what modelfs mount's auto would pick, within the node's
-// cap).
+// mount's auto rule (config.Config.MemCacheBytes) within the node's cap.
+// It is always named to the mount, since the pod's memory limit is
+// sized from it.
 func (v *volume) memCacheBytes(node *Options) int64 {
-	if v.memCache > 0 {
-		return v.memCache
+	cfg := v.config()
+	if v.memCache == 0 && node.MaxMemCache > 0 {
+		return min(cfg.MemCacheBytes(), node.MaxMemCache)
 	}
-	if node.MaxMemCache > 0 {
-		return min(autoMemCache(), node.MaxMemCache)
-	}
-	return autoMemCache()
+	return cfg.MemCacheBytes()
 }
 
-// autoMemCache is modelfs mount's memCache auto: an eighth of physical
-// memory, between 256 MiB and 1 GiB.
-func autoMemCache() int64 {
-	var si syscall.Sysinfo_t
-	if err := syscall.Sysinfo(&si); err != nil {
-		return 1 << 30
+// config is the mount's Config for v's own settings, before the node's:
+// built from the mount's defaults, so what a volume leaves out is what
+// modelfs mount would pick.
+func (v *volume) config() config.Config {
+	cfg := config.Default()
+	cfg.Region, cfg.NoSignRequest = v.region, v.noSignRequest
+	cfg.Prefetch, cfg.MemCache = config.Prefetch(v.prefetch), v.memCache
+	if v.blockSize != 0 {
+		cfg.BlockSize = v.blockSize
 	}
-	return min(max(int64(si.Totalram)*int64(si.Unit)/8, 256<<20), 1<<30)
-}
-
-// mountArgs is the modelfs mount command line for v. The source and
-// secrets travel in the environment, never in arguments, which any user
-// can read in /proc; the target stays last, where ownsTarget looks.
-// metricsSock, if set, is where the mount serves its metrics.
-func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
-	// The mount enforces the network policy on every connection it dials.
-	policy := node.netPolicy()
-	cfg := config.Config{
-		Sources: config.Sources{
-			Region: v.region, NoSignRequest: v.noSignRequest,
-			BlockSize: v.blockSize, Concurrency: v.concurrency,
-			DenyNetworks: policy.Deny, AllowNetworks: policy.Allow,
-		},
-		Mountpoint: target, Prefetch: config.Prefetch(v.prefetch),
-		MemCache: v.memCacheBytes(node), Readahead: v.readahead, AllowOther: true,
+	if v.concurrency != 0 {
+		cfg.Concurrency = v.concurrency
+	}
+	if v.readahead != 0 {
+		cfg.Readahead = v.readahead
 	}
 	if v.scheme == "hf" {
 		// Always named, so the Hub reached is the one --inline-sources
@@ -451,6 +465,19 @@ func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
 	} else {
 		cfg.Endpoint = v.endpoint
 	}
+	return cfg
+}
+
+// mountArgs is the modelfs mount command line for v. The source and
+// secrets travel in the environment, never in arguments, which any user
+// can read in /proc; the target stays last, where ownsTarget looks.
+// metricsSock, if set, is where the mount serves its metrics.
+func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
+	cfg := v.config()
+	cfg.Mountpoint, cfg.MemCache, cfg.AllowOther = target, v.memCacheBytes(node), true
+	// The mount enforces the network policy on every connection it dials.
+	policy := node.netPolicy()
+	cfg.DenyNetworks, cfg.AllowNetworks = policy.Deny, policy.Allow
 	if v.profile != "" {
 		// A node learns a model's load order: the first volume records
 		// it, later ones replay it.

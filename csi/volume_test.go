@@ -25,9 +25,11 @@ func TestParseVolume(t *testing.T) {
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}})
 	want := []string{"mount", "--prefetch", "layer",
 		"--deny-networks", "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,127.0.0.0/8,::1/128,0.0.0.0/8,::/128",
-		"--allow-networks", "10.1.2.3/32", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
+		"--allow-networks", "10.1.2.3/32", "--hf-endpoint", "https://huggingface.co", "--endpoint", "http://127.0.0.1:9000", "--region", "eu-west-1",
+		"--http-token-env", "MODELFS_HTTP_TOKEN",
 		"--cache-dir", "/var/cache/modelfs", "--no-saved-listing", "--cache-size", "107374182400", "--mem-cache", "536870912", "--block-size", "8388608",
-		"--concurrency", "32", "--metrics-addr", "unix:/state/v.sock", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
+		"--small-file", "1048576", "--readahead", "134217728", "--concurrency", "32", "--request-timeout", "1m0s", "--retries", "6",
+		"--metrics-addr", "unix:/state/v.sock", "--allow-other", "--", "/var/lib/kubelet/pods/x/volumes/m"}
 	if !slices.Equal(args, want) {
 		t.Fatalf("mount args\n got %q\nwant %q", args, want)
 	}
@@ -56,6 +58,9 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "s3://bkt/p", "memCache": "-1Gi"}, "memCache"},
 		{map[string]string{"source": "s3://bkt/p", "memCache": "1e30"}, "memCache"},
 		{map[string]string{"source": "s3://bkt/p", "concurrency": "0"}, "concurrency"},
+		{map[string]string{"source": "s3://bkt/p", "concurrency": "2000"}, "concurrency"},
+		{map[string]string{"source": "s3://bkt/p", "memCache": "8Mi"}, "memCache"},     // under two 8 MiB blocks
+		{map[string]string{"source": "s3://bkt/p", "prefetch": "profile"}, "prefetch"}, // with no profile to replay
 		{map[string]string{"source": "s3://bkt/p", "noSignRequest": "yes please"}, "noSignRequest"},
 		{map[string]string{"source": "s3://bkt/p", "region": "us east"}, "region"},
 		{map[string]string{"source": "s3://bkt/p", "endpoint": "minio:9000"}, "endpoint"},
@@ -85,6 +90,12 @@ func TestSizeAttributes(t *testing.T) {
 		"1Gi": 1 << 30, "512Mi": 512 << 20, "2G": 2e9, "1e9": 1e9, "4096": 4096, "64k": 64e3,
 		"512MiB": 512 << 20, "1.5GiB": 3 << 29, "2GB": 2e9, "8m": 8 << 20, "100M": 100e6, "1Ti": 1 << 40, "1Pi": 1 << 50,
 	} {
+		if got, ok := ParseSize(in); !ok || got != want {
+			t.Errorf("size %q = %d, %v; want %d", in, got, ok, want)
+		}
+		if want < 16<<20 {
+			continue // under the two blocks a RAM cache must hold
+		}
 		v, err := parseVolume(map[string]string{"source": "s3://bkt/p", "memCache": in})
 		if err != nil || v.memCache != want {
 			t.Errorf("memCache %q = %v, %v; want %d", in, v, err, want)

@@ -10,7 +10,7 @@
 //     retired pages and remapped rows where the GPU reports them. Without
 //     an NVIDIA driver this is one log line and the rest still runs, unless
 //     Options.RequireGPU.
-//   - plan: the model's safetensors and GGUF headers are read (prefetch.Plan)
+//   - plan: the model's safetensors and GGUF headers are read (loadorder.Plan)
 //     for the tensor bytes, which must fit, divided by the tensor-parallel
 //     degree, in a fraction of the free memory of each GPU that would be
 //     used; and for the order in which a loader reads the model, unless a
@@ -26,6 +26,7 @@
 // Handler serves /readyz, /livez and /metrics from a private Prometheus
 // registry.
 //
-// gpuwarm imports prefetch for plans and profiles and nothing of the
-// filesystem: it reads the model through ordinary files.
+// gpuwarm reads load orders and profiles with modelformat/loadorder, not
+// through the prefetcher, and imports nothing of the filesystem: it reads
+// the model through ordinary files.
 package gpuwarm

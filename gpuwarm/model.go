@@ -8,17 +8,17 @@ import (
 	"os"
 	"strings"
 
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/modelformat/modeldir"
-	"github.com/modelfs/modelfs/prefetch"
 )
 
 // modelFiles lists the regular files under dir, with '/'-separated paths
-// relative to it, for prefetch.Plan, by modelformat's one model-directory
+// relative to it, for loadorder.Plan, by modelformat's one model-directory
 // walk: links are followed inside dir and, for a Hugging Face cache
 // snapshot, into its repository's blobs/; other links are refused. Hidden
 // files and directories (.cache, .git, .gitattributes, a ready file) are
 // not part of the model.
-func modelFiles(dir string) ([]prefetch.File, error) {
+func modelFiles(dir string) ([]loadorder.File, error) {
 	d, err := modeldir.Open(dir)
 	if err != nil {
 		return nil, err
@@ -28,13 +28,13 @@ func modelFiles(dir string) ([]prefetch.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", dir, err)
 	}
-	var files []prefetch.File
+	var files []loadorder.File
 	for _, f := range found {
 		if hidden(f.Path) {
 			continue
 		}
 		p := d.FilePath(f) // the link resolved, to open after d is closed
-		files = append(files, prefetch.File{
+		files = append(files, loadorder.File{
 			Path: f.Path,
 			Size: f.Size,
 			Open: func() (io.ReaderAt, error) { return os.Open(p) },
@@ -50,7 +50,7 @@ func hidden(p string) bool {
 }
 
 // tensorBytes sums the plan's tensor ranges.
-func tensorBytes(plan []prefetch.Range) int64 {
+func tensorBytes(plan []loadorder.Range) int64 {
 	var n int64
 	for _, r := range plan {
 		if r.Tensor != "" {
@@ -65,13 +65,13 @@ func tensorBytes(plan []prefetch.Range) int64 {
 // of the file. Versions are not compared (a directory has none to compare
 // with): a profile of an older revision still names mostly the right
 // bytes, and only costs pinning the wrong ones otherwise.
-func profilePlan(path string, files []prefetch.File) (plan []prefetch.Range, dropped int, err error) {
+func profilePlan(path string, files []loadorder.File) (plan []loadorder.Range, dropped int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("profile: %w", err)
 	}
 	defer f.Close()
-	entries, err := prefetch.ReadProfile(bufio.NewReader(f))
+	entries, err := loadorder.ReadProfile(bufio.NewReader(f))
 	if err != nil {
 		return nil, 0, fmt.Errorf("profile %s: %w", path, err)
 	}
@@ -85,7 +85,7 @@ func profilePlan(path string, files []prefetch.File) (plan []prefetch.Range, dro
 			dropped++
 			continue
 		}
-		plan = append(plan, prefetch.Range{Path: e.Path, Off: e.Off, Len: min(e.Len, n-e.Off)})
+		plan = append(plan, loadorder.Range{Path: e.Path, Off: e.Off, Len: min(e.Len, n-e.Off)})
 	}
 	return plan, dropped, nil
 }

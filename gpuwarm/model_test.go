@@ -9,7 +9,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/tests/modelgen"
 )
 
@@ -60,13 +60,13 @@ func TestModelFiles(t *testing.T) {
 
 func TestProfilePlan(t *testing.T) {
 	dir := t.TempDir()
-	files := []prefetch.File{{Path: "a.safetensors", Size: 1000}, {Path: "b.safetensors", Size: 50}}
+	files := []loadorder.File{{Path: "a.safetensors", Size: 1000}, {Path: "b.safetensors", Size: 50}}
 	prof := filepath.Join(dir, "load.profile")
 	f, err := os.Create(prof)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = prefetch.WriteProfile(f, []prefetch.Entry{
+	err = loadorder.WriteProfile(f, []loadorder.Entry{
 		{Path: "b.safetensors", Version: "v1", Off: 0, Len: 100},   // cut at the end
 		{Path: "gone.safetensors", Version: "v1", Off: 0, Len: 8},  // dropped
 		{Path: "a.safetensors", Version: "v9", Off: 500, Len: 10},  // version not compared
@@ -80,7 +80,7 @@ func TestProfilePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []prefetch.Range{{Path: "b.safetensors", Off: 0, Len: 50}, {Path: "a.safetensors", Off: 500, Len: 10}}
+	want := []loadorder.Range{{Path: "b.safetensors", Off: 0, Len: 50}, {Path: "a.safetensors", Off: 500, Len: 10}}
 	if !slices.Equal(plan, want) || dropped != 2 {
 		t.Errorf("plan %v (dropped %d), want %v (2)", plan, dropped, want)
 	}
@@ -98,7 +98,7 @@ func TestRunProfileOrder(t *testing.T) {
 	head := offsets["lm_head.weight"]
 	prof := filepath.Join(t.TempDir(), "load.profile")
 	f, _ := os.Create(prof)
-	err := prefetch.WriteProfile(f, []prefetch.Entry{{Path: "model.safetensors", Version: "x", Off: head, Len: tensorPages * ps}})
+	err := loadorder.WriteProfile(f, []loadorder.Entry{{Path: "model.safetensors", Version: "x", Off: head, Len: tensorPages * ps}})
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func TestModelFilesHFCacheSnapshot(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Fatalf("files %v, want %v (refused: %q)", got, want, c.Refused)
 	}
-	plan, err := prefetch.Plan(files, prefetch.PlanOptions{SmallFile: 64})
+	plan, err := loadorder.Plan(files, loadorder.PlanOptions{SmallFile: 64})
 	if err != nil {
 		t.Fatal(err)
 	}

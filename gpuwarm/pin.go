@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 // PinAll as Options.PinBytes pins the whole plan.
@@ -67,7 +67,7 @@ type piece struct {
 // pinPieces turns plan into page-aligned pieces in plan order, each page
 // once, and cuts them to budget (PinAll: no cut). planned is the size of
 // the whole plan so aligned. Ranges of files not in sizes are skipped.
-func pinPieces(plan []prefetch.Range, sizes map[string]int64, pageSize, budget int64) (pieces []piece, planned int64) {
+func pinPieces(plan []loadorder.Range, sizes map[string]int64, pageSize, budget int64) (pieces []piece, planned int64) {
 	claimed := map[string]*intervals{}
 	left := budget
 	for _, r := range plan {
@@ -190,7 +190,7 @@ func (s *pinSet) mapping(dir, path string, size int64) ([]byte, error) {
 // dir) into memory, a chunk per mlock call, p.workers at a time in plan
 // order. progress, when not nil, is added the bytes as they are locked.
 // On error nothing stays pinned.
-func (p *pinner) pin(ctx context.Context, dir string, plan []prefetch.Range, sizes map[string]int64, budget int64, progress *atomic.Int64, log *slog.Logger) (*pinSet, *PinReport, error) {
+func (p *pinner) pin(ctx context.Context, dir string, plan []loadorder.Range, sizes map[string]int64, budget int64, progress *atomic.Int64, log *slog.Logger) (*pinSet, *PinReport, error) {
 	pieces, planned := pinPieces(plan, sizes, p.pageSize, budget)
 	rep := &PinReport{BudgetBytes: budget, PlannedBytes: planned, Ranges: len(pieces)}
 	var need int64

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 // layeredModel is stored out of layer order, so that pinning in layer
@@ -29,13 +29,13 @@ var layeredModel = []tensor{
 // with 4 KiB pages, which would otherwise read it whole.
 const tensorPages = 64
 
-func planOf(t *testing.T, dir string) ([]prefetch.Range, map[string]int64) {
+func planOf(t *testing.T, dir string) ([]loadorder.Range, map[string]int64) {
 	t.Helper()
 	files, err := modelFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := prefetch.Plan(files, prefetch.PlanOptions{})
+	plan, err := loadorder.Plan(files, loadorder.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestPinAll(t *testing.T) {
 func TestPinPieces(t *testing.T) {
 	const ps = 4096
 	sizes := map[string]int64{"a": 10*ps + 100, "b": 3 * ps}
-	plan := []prefetch.Range{
+	plan := []loadorder.Range{
 		{Path: "a", Off: 100, Len: 50},          // page 0
 		{Path: "a", Off: 200, Len: ps},          // pages 0-1: only 1 is new
 		{Path: "missing", Off: 0, Len: ps},      // skipped

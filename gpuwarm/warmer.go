@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 // Options configure a Warmer; zero values take the defaults.
@@ -211,15 +211,15 @@ func (w *Warmer) run(ctx context.Context) (*Report, error) {
 	}
 
 	// Plan and fit.
-	var files []prefetch.File
-	var plan []prefetch.Range
+	var files []loadorder.File
+	var plan []loadorder.Range
 	from := "layer order"
 	err = timed("plan", func() error {
 		var err error
 		if files, err = modelFiles(o.Model); err != nil {
 			return err
 		}
-		layer, perr := prefetch.Plan(files, prefetch.PlanOptions{})
+		layer, perr := loadorder.Plan(files, loadorder.PlanOptions{})
 		if perr != nil {
 			w.log.Warn("some model files could not be planned; their tensors are not counted", "err", perr)
 		}

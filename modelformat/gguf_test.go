@@ -13,7 +13,7 @@ func TestGGUFParse(t *testing.T) {
 	for _, align := range []uint32{32, 64, 8} {
 		t.Run(fmt.Sprint("align ", align), func(t *testing.T) {
 			g := formattest.WriteGGUF(t, align, formattest.LlamaGGUFTensors...)
-			hdr, ts, err := parseGGUF(newStrict(t, g.Data), int64(len(g.Data)), 1<<20)
+			hdr, ts, err := parseGGUF(formattest.NewStrict(t, g.Data), int64(len(g.Data)), 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +40,7 @@ func TestGGUFUnknownTypeBoundedByNeighbours(t *testing.T) {
 		formattest.GGUFTensor{Name: "blk.0.b", Dims: []uint64{8}, Type: 0, Size: 32},
 		formattest.GGUFTensor{Name: "blk.1.c", Dims: []uint64{3}, Type: 1000, Size: 10},
 	)
-	_, ts, err := parseGGUF(newStrict(t, g.Data), int64(len(g.Data)), 1<<20)
+	_, ts, err := parseGGUF(formattest.NewStrict(t, g.Data), int64(len(g.Data)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestGGUFUnknownTypeBoundedByNeighbours(t *testing.T) {
 func TestGGUFNoTensors(t *testing.T) {
 	// llama.cpp's vocab-only files: a header and nothing after it.
 	data := (&formattest.GGUFEncoder{}).Head(0, 1).Str("general.architecture").U32(ggufString).Str("llama").B
-	hdr, ts, err := parseGGUF(newStrict(t, data), int64(len(data)), 1<<20)
+	hdr, ts, err := parseGGUF(formattest.NewStrict(t, data), int64(len(data)), 1<<20)
 	if err != nil || hdr != int64(len(data)) || len(ts) != 0 {
 		t.Fatalf("got %d, %v, %v; want the whole file as header", hdr, ts, err)
 	}
@@ -117,15 +117,15 @@ func TestGGUFRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newStrict(t, tt.data)
+			r := formattest.NewStrict(t, tt.data)
 			if tt.size != 0 {
-				r.size = tt.size
+				r.Size = tt.size
 			}
 			if tt.max == 0 {
 				tt.max = 1 << 20
 			}
 			var err error
-			alloc := allocated(func() { _, _, err = parseGGUF(r, r.size, tt.max) })
+			alloc := formattest.Allocated(func() { _, _, err = parseGGUF(r, r.Size, tt.max) })
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
@@ -152,7 +152,7 @@ func FuzzGGUFHeader(f *testing.F) {
 		var hdr int64
 		var ts []Tensor
 		var err error
-		alloc := allocated(func() { hdr, ts, err = parseGGUF(newStrict(t, data), size, 1<<20) })
+		alloc := formattest.Allocated(func() { hdr, ts, err = parseGGUF(formattest.NewStrict(t, data), size, 1<<20) })
 		if limit := ggufAllocBound(len(data)); alloc > limit {
 			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(data), alloc, limit)
 		}
@@ -200,7 +200,7 @@ func TestGGUFHostileHeaderMemory(t *testing.T) {
 			data := hostileGGUF(kind, 8<<20)
 			var ts []Tensor
 			var err error
-			alloc := allocated(func() { _, ts, err = parseGGUF(newStrict(t, data), int64(len(data)), 100<<20) })
+			alloc := formattest.Allocated(func() { _, ts, err = parseGGUF(formattest.NewStrict(t, data), int64(len(data)), 100<<20) })
 			if err != nil {
 				t.Fatal(err)
 			}

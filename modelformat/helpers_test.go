@@ -2,9 +2,7 @@ package modelformat
 
 import (
 	"cmp"
-	"errors"
 	"io"
-	"runtime"
 	"slices"
 	"testing"
 )
@@ -37,47 +35,6 @@ func parseGGUF(r io.ReaderAt, size, maxHeader int64) (int64, []Tensor, error) {
 		return 0, nil, err
 	}
 	return h.DataStart, h.Tensors, nil
-}
-
-// strictReader is a file that fails the test on a read outside it or of
-// more than maxRead bytes at once.
-type strictReader struct {
-	tb   testing.TB
-	data []byte
-	size int64
-}
-
-const maxRead = 1 << 20
-
-func newStrict(tb testing.TB, data []byte) *strictReader {
-	return &strictReader{tb: tb, data: data, size: int64(len(data))}
-}
-
-func (r *strictReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > r.size {
-		r.tb.Errorf("read [%d, %d) outside the %d-byte file", off, off+int64(len(p)), r.size)
-		return 0, errors.New("read outside the file")
-	}
-	if len(p) > maxRead {
-		r.tb.Errorf("read of %d bytes at once", len(p))
-	}
-	if off >= int64(len(r.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// allocated runs f and returns the bytes it allocated.
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
 }
 
 // checkWithin fails unless the parsed header and tensors lie inside a file

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/modelfs/modelfs/modelformat/formattest"
 )
 
 func readIndexString(s string) (*Index, error) {
@@ -76,7 +78,7 @@ func FuzzReadIndex(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		var idx *Index
 		var err error
-		alloc := allocated(func() { idx, err = readIndexString(s) })
+		alloc := formattest.Allocated(func() { idx, err = readIndexString(s) })
 		if limit := 4*uint64(len(s)) + 64<<10; alloc > limit {
 			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(s), alloc, limit)
 		}
@@ -127,7 +129,7 @@ func TestReadIndexMemory(t *testing.T) {
 	data := []byte(b.String())
 	var idx *Index
 	var err error
-	alloc := allocated(func() { idx, err = ReadIndex(bytes.NewReader(data), int64(len(data)), Options{}) })
+	alloc := formattest.Allocated(func() { idx, err = ReadIndex(bytes.NewReader(data), int64(len(data)), Options{}) })
 	if err != nil {
 		t.Fatal(err)
 	}

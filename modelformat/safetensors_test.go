@@ -20,7 +20,7 @@ func TestSafetensorsParse(t *testing.T) {
 		formattest.SafetensorsTensor{Name: "empty", DType: "F64", Shape: []int64{0, 5}},
 		formattest.SafetensorsTensor{Name: "c", DType: "U8", Shape: []int64{5}},
 	)
-	hdr, ts, err := parseSafetensors(newStrict(t, st.Data), int64(len(st.Data)), 1<<20)
+	hdr, ts, err := parseSafetensors(formattest.NewStrict(t, st.Data), int64(len(st.Data)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestSafetensorsParse(t *testing.T) {
 // planner tolerates (it only fetches what the header names).
 func TestSafetensorsSubByteAndGaps(t *testing.T) {
 	data := formattest.RawSafetensors(`{"f4":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[8,11]}}  `, 16)
-	hdr, ts, err := parseSafetensors(newStrict(t, data), int64(len(data)), 1<<20)
+	hdr, ts, err := parseSafetensors(formattest.NewStrict(t, data), int64(len(data)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestSafetensorsJSONForms(t *testing.T) {
 	data := formattest.RawSafetensors(" {\"__metadata__\" : null ,\n"+
 		`"a\u00e9\ud83d\ude00\"\\\/\t" : {"x":{"y":[1,-2.5e+3,true,false,null,"s\u0000"]},"dtype":"U8","shape":[ 2 ],"data_offsets":[0 , 2]},`+
 		`"b":{"data_offsets":[2,6],"shape":[],"dtype":"F32","z":[]}}   `, 6)
-	hdr, ts, err := parseSafetensors(newStrict(t, data), int64(len(data)), 1<<20)
+	hdr, ts, err := parseSafetensors(formattest.NewStrict(t, data), int64(len(data)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,12 +120,12 @@ func TestSafetensorsRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newStrict(t, tt.data)
+			r := formattest.NewStrict(t, tt.data)
 			if tt.size != 0 {
-				r.size = tt.size
+				r.Size = tt.size
 			}
 			var err error
-			alloc := allocated(func() { _, _, err = parseSafetensors(r, r.size, 100<<20) })
+			alloc := formattest.Allocated(func() { _, _, err = parseSafetensors(r, r.Size, 100<<20) })
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
@@ -155,7 +155,7 @@ func FuzzSafetensorsHeader(f *testing.F) {
 		var hdr int64
 		var ts []Tensor
 		var err error
-		alloc := allocated(func() { hdr, ts, err = parseSafetensors(newStrict(t, data), size, 1<<20) })
+		alloc := formattest.Allocated(func() { hdr, ts, err = parseSafetensors(formattest.NewStrict(t, data), size, 1<<20) })
 		if limit := stAllocBound(len(data), true); alloc > limit {
 			t.Fatalf("parsing %d bytes allocated %d, over the bound of %d", len(data), alloc, limit)
 		}
@@ -292,8 +292,8 @@ func TestSafetensorsHostileHeaderMemory(t *testing.T) {
 			for _, noShapes := range modes {
 				var h *Header
 				var err error
-				alloc := allocated(func() {
-					h, err = ReadSafetensors(newStrict(t, data), int64(len(data)), Options{MaxHeader: 100 << 20, NoShapes: noShapes})
+				alloc := formattest.Allocated(func() {
+					h, err = ReadSafetensors(formattest.NewStrict(t, data), int64(len(data)), Options{MaxHeader: 100 << 20, NoShapes: noShapes})
 				})
 				if kind == "too many" {
 					if err == nil || !strings.Contains(err.Error(), "more than") {

@@ -18,7 +18,7 @@ func TestSafetensorsDTypesAndShapes(t *testing.T) {
 		formattest.SafetensorsTensor{Name: "a", DType: "F32", Shape: []int64{}},
 		formattest.SafetensorsTensor{Name: "c", DType: "U8", Shape: []int64{5}},
 	)
-	h, err := ReadSafetensors(newStrict(t, st.Data), int64(len(st.Data)), Options{})
+	h, err := ReadSafetensors(formattest.NewStrict(t, st.Data), int64(len(st.Data)), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestSafetensorsDTypesAndShapes(t *testing.T) {
 	if got != want || h.Format != Safetensors || h.DataStart != st.Header {
 		t.Fatalf("header %v at %d, want %v at %d", got, h.DataStart, want, st.Header)
 	}
-	h, err = ReadSafetensors(newStrict(t, st.Data), int64(len(st.Data)), Options{NoShapes: true})
+	h, err = ReadSafetensors(formattest.NewStrict(t, st.Data), int64(len(st.Data)), Options{NoShapes: true})
 	if err != nil || h.Tensors[0].Shape != nil || h.Tensors[0].DType != "BF16" {
 		t.Fatalf("NoShapes: %+v, %v", h, err)
 	}
@@ -103,7 +103,7 @@ func TestScanSafetensorsStreams(t *testing.T) {
 // The GGUF metadata asked for comes back as Go values; the rest is skipped.
 func TestGGUFMetadataKeys(t *testing.T) {
 	g := formattest.WriteGGUF(t, 64, formattest.LlamaGGUFTensors[:2]...)
-	h, err := ReadGGUF(newStrict(t, g.Data), int64(len(g.Data)), Options{
+	h, err := ReadGGUF(formattest.NewStrict(t, g.Data), int64(len(g.Data)), Options{
 		GGUFKeys: []string{"general.architecture", "llama.block_count", "tokenizer.ggml.tokens", "general.alignment", "absent"},
 	})
 	if err != nil {
@@ -121,7 +121,7 @@ func TestGGUFMetadataKeys(t *testing.T) {
 	if h.Version != 3 || h.Alignment != 64 || h.Format != GGUF || len(h.Tensors) != 2 {
 		t.Errorf("header %+v", h)
 	}
-	h, err = ReadGGUF(newStrict(t, g.Data), int64(len(g.Data)), Options{})
+	h, err = ReadGGUF(formattest.NewStrict(t, g.Data), int64(len(g.Data)), Options{})
 	if err != nil || h.Metadata != nil {
 		t.Fatalf("no keys asked: metadata %v, %v", h.Metadata, err)
 	}
@@ -135,15 +135,15 @@ func TestReadDispatchesByName(t *testing.T) {
 		data []byte
 		want Format
 	}{{"dir/m.safetensors", st.Data, Safetensors}, {"m.gguf", g.Data, GGUF}} {
-		h, err := Read(c.name, newStrict(t, c.data), int64(len(c.data)), Options{})
+		h, err := Read(c.name, formattest.NewStrict(t, c.data), int64(len(c.data)), Options{})
 		if err != nil || h.Format != c.want || len(h.Tensors) != 1 {
 			t.Errorf("%s: %+v, %v", c.name, h, err)
 		}
 	}
-	if _, err := Read("config.json", newStrict(t, st.Data), int64(len(st.Data)), Options{}); err == nil || !strings.Contains(err.Error(), "config.json") {
+	if _, err := Read("config.json", formattest.NewStrict(t, st.Data), int64(len(st.Data)), Options{}); err == nil || !strings.Contains(err.Error(), "config.json") {
 		t.Errorf("config.json: %v", err)
 	}
-	if _, err := Read("m.gguf", newStrict(t, st.Data), int64(len(st.Data)), Options{}); err == nil {
+	if _, err := Read("m.gguf", formattest.NewStrict(t, st.Data), int64(len(st.Data)), Options{}); err == nil {
 		t.Error("a safetensors file named .gguf parsed")
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // writeSafetensors writes a small safetensors file of layers F32 tensors
@@ -106,16 +107,7 @@ func readAll(t *testing.T, f fs.File, n int) []byte {
 // waitFor waits, bounded, for cond to hold.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
+	mountproc.WaitFor(t, what, 10*time.Second, cond)
 }
 
 func TestEngineReadsThroughTheCache(t *testing.T) {

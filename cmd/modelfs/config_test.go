@@ -34,7 +34,8 @@ func parseMount(t *testing.T, args []string) (config.Config, error) {
 
 // clearEnv unsets the variables the mount flags read, for this test.
 func clearEnv(t *testing.T) {
-	for _, name := range []string{config.SourceEnv, "HF_ENDPOINT", "MODELFS_HF_ENDPOINT", "MODELFS_BLOCK_SIZE", "MODELFS_PREFETCH", "MODELFS_MEM_CACHE"} {
+	for _, name := range []string{config.SourceEnv, "HF_ENDPOINT", "MODELFS_HF_ENDPOINT", "MODELFS_BLOCK_SIZE", "MODELFS_PREFETCH", "MODELFS_MEM_CACHE",
+		"MODELFS_RETRIES", "MODELFS_HTTP_TOKEN_ENV", "MODELFS_REQUEST_TIMEOUT"} {
 		t.Setenv(name, "")
 		os.Unsetenv(name)
 	}
@@ -73,6 +74,10 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 		"anonymous shared cache": withSource(func(c *config.Config) {
 			c.SharedCache, c.SharedCacheNoSignRequest = "s3://cluster-cache", true
 		}),
+		"explicit zeros": withSource(func(c *config.Config) {
+			c.Retries, c.SmallFile, c.Readahead, c.RequestTimeout = 0, 0, 0, 0
+			c.HTTPTokenEnv, c.HFEndpoint = "", ""
+		}),
 		"odd source and mountpoint": withSource(func(c *config.Config) {
 			c.Source, c.Mountpoint = "file:///models/-dash dir", "-mnt"
 		}),
@@ -89,20 +94,26 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 	}
 }
 
-// A sparse Config, as the CSI plugin builds, leaves the rest to the
-// mount's defaults, and its source to the environment.
-func TestConfigArgsSparseTakesDefaults(t *testing.T) {
+// The mount runs with exactly the Config rendered, whatever MODELFS_*
+// variables its environment holds, and its source may come from there.
+func TestConfigArgsOverrideEnvironment(t *testing.T) {
 	clearEnv(t)
 	t.Setenv(config.SourceEnv, "s3://bucket/secret-in-env")
-	sparse := config.Config{Mountpoint: "/t", Prefetch: config.PrefetchLayer, Sources: config.Sources{Concurrency: 32}}
-	want := config.Default()
-	want.Source, want.Mountpoint, want.Prefetch, want.Concurrency = "s3://bucket/secret-in-env", "/t", config.PrefetchLayer, 32
-	got, err := parseMount(t, sparse.Args())
+	for name, val := range map[string]string{
+		"MODELFS_RETRIES": "9", "MODELFS_BLOCK_SIZE": "1MiB", "MODELFS_PREFETCH": "off", "MODELFS_MEM_CACHE": "64MiB",
+		"MODELFS_HTTP_TOKEN_ENV": "OTHER", "HF_ENDPOINT": "https://elsewhere.example", "MODELFS_REQUEST_TIMEOUT": "1s",
+	} {
+		t.Setenv(name, val)
+	}
+	c := config.Default()
+	c.Mountpoint, c.Prefetch, c.Concurrency, c.Retries = "/t", config.PrefetchLayer, 32, 0
+	got, err := parseMount(t, c.Args())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Args %q parsed to\n%+v\nwant\n%+v", sparse.Args(), got, want)
+	c.Source = "s3://bucket/secret-in-env"
+	if !reflect.DeepEqual(got, c) {
+		t.Errorf("Args %q parsed to\n%+v\nwant\n%+v", c.Args(), got, c)
 	}
 }
 

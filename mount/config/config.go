@@ -2,7 +2,6 @@ package config
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -89,7 +88,9 @@ type Sources struct {
 	SharedCacheNoSignRequest bool
 }
 
-// Config is every setting of one mount.
+// Config is every setting of one mount. Build one from Default(): a zero
+// field is a setting of zero (auto, where its comment says so), not a
+// request for the default.
 type Config struct {
 	Sources
 	Mountpoint string
@@ -143,24 +144,24 @@ func (s *Sources) Validate() error {
 	var errs []error
 	switch {
 	case s.Source != "" && s.Manifest != "":
-		errs = append(errs, errors.New("--manifest and a SOURCE are mutually exclusive"))
+		errs = append(errs, invalid("--manifest and a SOURCE are mutually exclusive"))
 	case s.Source == "" && s.Manifest == "":
-		errs = append(errs, fmt.Errorf("no source: give SOURCE, %s or --manifest", SourceEnv))
+		errs = append(errs, invalid("no source: give SOURCE, %s or --manifest", SourceEnv))
 	}
 	if s.BlockSize < 64<<10 || s.BlockSize > 256<<20 {
-		errs = append(errs, fmt.Errorf("--block-size %s: want 64KiB to 256MiB", units.FormatSize(s.BlockSize)))
+		errs = append(errs, invalid("--block-size %s: want 64KiB to 256MiB", units.FormatSize(s.BlockSize)))
 	}
 	if s.Concurrency < 1 || s.Concurrency > 1024 {
-		errs = append(errs, fmt.Errorf("--concurrency %d: want 1 to 1024", s.Concurrency))
+		errs = append(errs, invalid("--concurrency %d: want 1 to 1024", s.Concurrency))
 	}
 	if s.CacheSize < 0 {
-		errs = append(errs, fmt.Errorf("--cache-size %d: want a size, or auto", s.CacheSize))
+		errs = append(errs, invalid("--cache-size %d: want a size, or auto", s.CacheSize))
 	}
 	if s.RequestTimeout < 0 {
-		errs = append(errs, fmt.Errorf("--request-timeout %s: want a positive duration", s.RequestTimeout))
+		errs = append(errs, invalid("--request-timeout %s: want a positive duration", s.RequestTimeout))
 	}
 	if s.Retries < 0 {
-		errs = append(errs, fmt.Errorf("--retries %d: want 0 or more", s.Retries))
+		errs = append(errs, invalid("--retries %d: want 0 or more", s.Retries))
 	}
 	return join(append(errs, s.validateSharedCache()...))
 }
@@ -182,64 +183,64 @@ func (s *Sources) SharedCacheQueueBytes(memBytes int64) int64 {
 func (s *Sources) validateSharedCache() []error {
 	if s.SharedCache == "" {
 		if s.SharedCacheEndpoint != "" || s.SharedCacheRegion != "" || s.SharedCacheProfile != "" || s.SharedCacheNoSignRequest {
-			return []error{errors.New("--shared-cache-endpoint, -region, -profile and -no-sign-request need --shared-cache")}
+			return []error{invalid("--shared-cache-endpoint, -region, -profile and -no-sign-request need --shared-cache")}
 		}
 		return nil
 	}
 	var errs []error
 	if loc, err := fetch.ParseLocation(s.SharedCache); err != nil || loc.Scheme != "s3" {
-		errs = append(errs, errors.New("--shared-cache: want s3://bucket/prefix"))
+		errs = append(errs, invalid("--shared-cache: want s3://bucket/prefix"))
 	}
 	if ep := s.SharedCacheEndpoint; ep != "" {
 		u, err := url.Parse(ep)
 		switch {
 		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			errs = append(errs, errors.New("--shared-cache-endpoint: want http(s)://host[:port]"))
+			errs = append(errs, invalid("--shared-cache-endpoint: want http(s)://host[:port]"))
 		case u.User != nil || u.RawQuery != "":
 			// Not echoed: it may hold a secret.
-			errs = append(errs, errors.New("--shared-cache-endpoint: credentials do not go in the URL; use the environment or --shared-cache-profile"))
+			errs = append(errs, invalid("--shared-cache-endpoint: credentials do not go in the URL; use the environment or --shared-cache-profile"))
 		}
 	}
 	if s.SharedCacheProfile != "" && s.SharedCacheNoSignRequest {
-		errs = append(errs, errors.New("--shared-cache-profile and --shared-cache-no-sign-request are mutually exclusive"))
+		errs = append(errs, invalid("--shared-cache-profile and --shared-cache-no-sign-request are mutually exclusive"))
 	}
 	return errs
 }
 
 // Validate checks every setting of the mount, once, before anything is
-// opened; each error names the flag that sets it.
+// opened; each error is a *SettingError naming the flag that sets it.
 func (c *Config) Validate() error {
 	errs := []error{c.Sources.Validate()}
 	if c.Mountpoint == "" {
-		errs = append(errs, errors.New("no MOUNTPOINT"))
+		errs = append(errs, invalid("no MOUNTPOINT"))
 	}
 	if c.MemCache < 0 {
-		errs = append(errs, fmt.Errorf("--mem-cache %d: want a size, or auto", c.MemCache))
+		errs = append(errs, invalid("--mem-cache %d: want a size, or auto", c.MemCache))
 	} else if mem := c.MemCacheBytes(); mem < 2*c.BlockSize {
-		errs = append(errs, fmt.Errorf("--mem-cache %s: want at least two blocks (%d bytes)", units.FormatSize(mem), 2*c.BlockSize))
+		errs = append(errs, invalid("--mem-cache %s: want at least two blocks (%d bytes)", units.FormatSize(mem), 2*c.BlockSize))
 	}
 	switch c.Prefetch {
 	case PrefetchAuto, PrefetchLayer, PrefetchReadahead, PrefetchOff:
 	case PrefetchProfile:
 		if c.Profile == "" {
-			errs = append(errs, errors.New("--prefetch profile needs --profile FILE"))
+			errs = append(errs, invalid("--prefetch profile needs --profile FILE"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("--prefetch %q: want auto, layer, profile, readahead or off", c.Prefetch))
+		errs = append(errs, invalid("--prefetch %q: want auto, layer, profile, readahead or off", c.Prefetch))
 	}
 	if c.RecordProfile != "" {
 		if st, err := os.Stat(filepath.Dir(c.RecordProfile)); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("--record-profile %s: its directory does not exist", c.RecordProfile))
+			errs = append(errs, invalid("--record-profile %s: its directory does not exist", c.RecordProfile))
 		}
 	}
 	if c.SmallFile < 0 {
-		errs = append(errs, fmt.Errorf("--small-file %d: want 0 or more", c.SmallFile))
+		errs = append(errs, invalid("--small-file %d: want 0 or more", c.SmallFile))
 	}
 	if c.Readahead < 0 {
-		errs = append(errs, fmt.Errorf("--readahead %d: want 0 or more", c.Readahead))
+		errs = append(errs, invalid("--readahead %d: want 0 or more", c.Readahead))
 	}
 	if c.Pprof && c.MetricsAddr == "" {
-		errs = append(errs, errors.New("--pprof needs --metrics-addr"))
+		errs = append(errs, invalid("--pprof needs --metrics-addr"))
 	}
 	return join(errs)
 }
@@ -266,9 +267,12 @@ func DefaultMemCache() int64 {
 }
 
 // Args renders the config as the arguments of the modelfs binary that
-// mount it: "mount", then a flag for every setting that is not its zero
-// value, then "--", SOURCE if set, and MOUNTPOINT last. Sizes are in
-// bytes. A zero setting is left to the command's default.
+// mount it: "mount", then its settings as flags, then "--", SOURCE if set,
+// and MOUNTPOINT last. Every number, duration and mode is named, zero
+// included, so the mount runs with exactly this Config whatever its
+// environment (each flag has a MODELFS_* twin there); a zero MemCache or
+// CacheSize is "auto". A string whose default is empty, and a false bool,
+// are left out. Sizes are in bytes.
 func (c *Config) Args() []string {
 	a := []string{"mount"}
 	str := func(flag, v string) {
@@ -276,9 +280,13 @@ func (c *Config) Args() []string {
 			a = append(a, flag, v)
 		}
 	}
-	size := func(flag string, v int64) {
-		if v != 0 {
-			a = append(a, flag, strconv.FormatInt(v, 10))
+	always := func(flag, v string) { a = append(a, flag, v) }
+	num := func(flag string, v int64) { always(flag, strconv.FormatInt(v, 10)) }
+	sizeOrAuto := func(flag string, v int64) {
+		if v == 0 {
+			always(flag, "auto")
+		} else {
+			num(flag, v)
 		}
 	}
 	boolean := func(flag string, v bool) {
@@ -287,35 +295,29 @@ func (c *Config) Args() []string {
 		}
 	}
 	// The order is stable, for readers of process lists and for tests.
-	str("--prefetch", string(c.Prefetch))
-	if len(c.DenyNetworks) > 0 {
-		str("--deny-networks", fetch.FormatNetworks(c.DenyNetworks))
-	}
-	if len(c.AllowNetworks) > 0 {
-		str("--allow-networks", fetch.FormatNetworks(c.AllowNetworks))
-	}
-	str("--hf-endpoint", c.HFEndpoint)
+	always("--prefetch", string(c.Prefetch))
+	str("--deny-networks", fetch.FormatNetworks(c.DenyNetworks))
+	str("--allow-networks", fetch.FormatNetworks(c.AllowNetworks))
+	always("--hf-endpoint", c.HFEndpoint)
 	str("--endpoint", c.Endpoint)
 	str("--region", c.Region)
 	str("--aws-profile", c.AWSProfile)
 	boolean("--no-sign-request", c.NoSignRequest)
-	str("--http-token-env", c.HTTPTokenEnv)
+	always("--http-token-env", c.HTTPTokenEnv)
 	str("--hf-token-env", c.HFTokenEnv)
 	str("--manifest", c.Manifest)
 	str("--profile", c.Profile)
 	str("--record-profile", c.RecordProfile)
 	str("--cache-dir", c.CacheDir)
 	boolean("--no-saved-listing", c.NoSavedListing)
-	size("--cache-size", c.CacheSize)
-	size("--mem-cache", c.MemCache)
-	size("--block-size", c.BlockSize)
-	size("--small-file", c.SmallFile)
-	size("--readahead", c.Readahead)
-	size("--concurrency", int64(c.Concurrency))
-	if c.RequestTimeout != 0 {
-		str("--request-timeout", c.RequestTimeout.String())
-	}
-	size("--retries", int64(c.Retries))
+	sizeOrAuto("--cache-size", c.CacheSize)
+	sizeOrAuto("--mem-cache", c.MemCache)
+	num("--block-size", c.BlockSize)
+	num("--small-file", c.SmallFile)
+	num("--readahead", c.Readahead)
+	num("--concurrency", int64(c.Concurrency))
+	always("--request-timeout", c.RequestTimeout.String())
+	num("--retries", int64(c.Retries))
 	str("--shared-cache", c.SharedCache)
 	str("--shared-cache-endpoint", c.SharedCacheEndpoint)
 	str("--shared-cache-region", c.SharedCacheRegion)
@@ -332,12 +334,36 @@ func (c *Config) Args() []string {
 	return append(a, c.Mountpoint)
 }
 
+// SettingError is a setting Validate refused. Flag is the flag that sets
+// it ("--block-size"; "" for a missing SOURCE or MOUNTPOINT), so that
+// whoever set it another way (the CSI plugin's volume attributes) can name
+// it their way.
+type SettingError struct {
+	Flag string
+	msg  string
+}
+
+func (e *SettingError) Error() string { return e.msg }
+
+// invalid is a SettingError whose message starts with the flag it names.
+func invalid(format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	flag, _, _ := strings.Cut(msg, " ")
+	if !strings.HasPrefix(flag, "--") {
+		flag = ""
+	}
+	return &SettingError{Flag: flag, msg: msg}
+}
+
 // join is the errors as one line, for the one-line message a command
 // prints; nil if there are none.
 func join(errs []error) error {
 	var kept []error
 	for _, err := range errs {
-		if err != nil {
+		if nested, ok := err.(oneLine); ok {
+			// Sources.Validate's, within Validate's: one flat list.
+			kept = append(kept, nested...)
+		} else if err != nil {
 			kept = append(kept, err)
 		}
 	}
@@ -377,11 +403,11 @@ type Warm struct {
 func (w *Warm) Validate() error {
 	errs := []error{w.Sources.Validate()}
 	if w.CacheDir == "" {
-		errs = append(errs, errors.New("--cache-dir is required: warm fills a disk cache"))
+		errs = append(errs, invalid("--cache-dir is required: warm fills a disk cache"))
 	}
 	for name, sum := range w.SHA256 {
 		if _, err := hex.DecodeString(sum); name == "" || len(sum) != 64 || err != nil {
-			errs = append(errs, fmt.Errorf("--sha256 %q: want NAME=<64 hex digits>", name+"="+sum))
+			errs = append(errs, invalid("--sha256 %q: want NAME=<64 hex digits>", name+"="+sum))
 		}
 	}
 	return join(errs)

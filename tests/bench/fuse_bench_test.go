@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // The FUSE read-path microbenchmark: the real modelfs binary mounting a
@@ -54,27 +56,12 @@ func modelfsBinary(b *testing.B) string {
 	return builtBin
 }
 
-// fuseUnusable says why a mount cannot work here, or "".
-func fuseUnusable() string {
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Sprintf("/dev/fuse is not usable: %v", err)
-	}
-	f.Close()
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			return "not root and fusermount3 is not installed"
-		}
-	}
-	return ""
-}
-
 // BenchmarkFUSERead reads 1 MiB per iteration with ReadAt, sequentially,
 // each byte for the first time through its mount (cold): when the file is
 // used up, the timer stops and a fresh mount is started. It also reports
 // the mount process's CPU per GiB.
 func BenchmarkFUSERead(b *testing.B) {
-	if why := fuseUnusable(); why != "" {
+	if why := mountproc.FuseUnavailable(); why != "" {
 		fmt.Println("BenchmarkFUSERead skipped:", why)
 		b.Skip(why)
 	}
@@ -111,12 +98,12 @@ func BenchmarkFUSERead(b *testing.B) {
 			b.Fatal(err)
 		}
 		off = 0
-		if cpuFrom, err = procCPU(mp.pid()); err != nil {
+		if cpuFrom, err = mountproc.CPUSeconds(mp.pid()); err != nil {
 			b.Fatal(err)
 		}
 	}
 	closeMount := func() {
-		c, err := procCPU(mp.pid())
+		c, err := mountproc.CPUSeconds(mp.pid())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 const (
@@ -498,13 +500,13 @@ func (b *bench) measure(ctx context.Context, mp *mountProc, fn func() (int64, er
 	if err != nil {
 		return sample{}, err
 	}
-	scpu0, err := procCPU(b.remote.pid())
+	scpu0, err := mountproc.CPUSeconds(b.remote.pid())
 	if err != nil {
 		return sample{}, err
 	}
 	mcpu0 := 0.0
 	if mp != nil {
-		if mcpu0, err = procCPU(mp.pid()); err != nil {
+		if mcpu0, err = mountproc.CPUSeconds(mp.pid()); err != nil {
 			return sample{}, err
 		}
 	}
@@ -518,13 +520,13 @@ func (b *bench) measure(ctx context.Context, mp *mountProc, fn func() (int64, er
 	}
 	s := sample{Seconds: secs, Bytes: n, MountCPU: -1, ReaderCPU: cpu1 - cpu0}
 	if mp != nil {
-		mcpu1, err := procCPU(mp.pid())
+		mcpu1, err := mountproc.CPUSeconds(mp.pid())
 		if err != nil {
 			return sample{}, err
 		}
 		s.MountCPU = mcpu1 - mcpu0
 	}
-	scpu1, err := procCPU(b.remote.pid())
+	scpu1, err := mountproc.CPUSeconds(b.remote.pid())
 	if err != nil {
 		return sample{}, err
 	}

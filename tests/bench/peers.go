@@ -9,7 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // The peers are the FUSE filesystems for S3 people mount models with
@@ -105,42 +106,14 @@ func (b *bench) peerCommand(mode peerMode, prefix, dir, cacheDir string) ([]stri
 }
 
 // startPeerMount runs a peer's daemon in the foreground and waits until
-// dir is a mountpoint.
+// dir is a mountpoint: the peers print no ready line.
 func startPeerMount(ctx context.Context, argv, env []string, dir string) (*mountProc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
-	m := &mountProc{bin: argv[0], dir: dir, label: argv[0], peer: true, cmd: cmd,
-		stderr: &tailBuffer{max: 16 << 10}, done: make(chan struct{})}
-	cmd.Stderr, cmd.Stdout = m.stderr, m.stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", argv[0], err)
-	}
-	liveMounts.Lock()
-	liveMounts.m[m] = struct{}{}
-	liveMounts.Unlock()
-	go func() {
-		m.waitErr = cmd.Wait()
-		close(m.done)
-	}()
-	// The peers print no ready line: the mount table is the signal.
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(time.Minute)
-	for !mounted(dir) {
-		select {
-		case <-tick.C:
-		case <-m.done:
-			m.forget()
-			return nil, fmt.Errorf("%s exited before it mounted: %v\n%s", argv[0], m.waitErr, m.stderr)
-		case <-ctx.Done():
-			m.stop()
-			return nil, ctx.Err()
-		case <-deadline:
-			m.stop()
-			return nil, fmt.Errorf("%s not mounted after a minute\n%s", argv[0], m.stderr)
-		}
-	}
-	return m, nil
+	// A peer's daemon exits once its filesystem is unmounted (how each
+	// tool's docs say to stop it).
+	return startProc(ctx, cmd, mountproc.Options{Mountpoint: dir, Label: argv[0],
+		NoReadyLine: true, UnmountToStop: true, Log: &mountproc.Log{Max: 16 << 10}})
 }
 
 // runPeerScenario does a cold pass on a fresh mount of the peer (with an

@@ -18,6 +18,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
 
@@ -95,9 +97,7 @@ func TestPeerMounts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("peer mounts need root (FUSE without allow_other setup); not root here")
 	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	}
+	mountproc.SkipWithoutFuse(t)
 	srv, pki, ep := tlsServer(t, linkOptions{})
 	want := make([]byte, 5<<20+12345)
 	for i := range want {

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/modelfs/modelfs/tests/modelgen"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // The readers do their I/O from this process, the way a loader would, so
@@ -140,56 +140,24 @@ func mmapTouch(ctx context.Context, root string, names []string, shuffle bool) (
 	return total, nil
 }
 
-func mmapTouchFile(path, name string, shuffle bool, seed uint64) (size int64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	size = st.Size()
-	if size == 0 || int64(int(size)) != size {
-		return 0, fmt.Errorf("cannot map %d bytes", size)
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return 0, fmt.Errorf("mmap: %w", err)
-	}
-	defer syscall.Munmap(data)
-	// A failed read behind a mapping (EIO from the mount) arrives as
-	// SIGBUS: make it an error rather than a crash with the mount left up.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			fe, ok := r.(interface{ Addr() uintptr })
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("fault reading the mapping at offset %d", fe.Addr()-uintptr(unsafe.Pointer(&data[0])))
+func mmapTouchFile(path, name string, shuffle bool, seed uint64) (int64, error) {
+	return mountproc.ReadMapped(path, func(_ *os.File, data []byte) error {
+		spans, err := tensorSpans(name, data)
+		if err != nil {
+			return err
 		}
-	}()
-	spans, err := tensorSpans(name, data)
-	if err != nil {
-		return size, err
-	}
-	if shuffle {
-		// Fixed seed: runs are comparable, and the order has nothing to do
-		// with the layout, which is what defeats readahead.
-		rand.New(rand.NewPCG(seed, 0x5eed)).Shuffle(len(spans), func(i, j int) { spans[i], spans[j] = spans[j], spans[i] })
-	}
-	var acc byte
-	for _, s := range spans {
-		// The first byte, then the start of every later page: each page
-		// overlapping [begin, end) faults exactly once.
-		for off := s.begin; off < s.end; off = (off/pageSize + 1) * pageSize {
-			acc ^= data[off]
+		if shuffle {
+			// Fixed seed: runs are comparable, and the order has nothing to do
+			// with the layout, which is what defeats readahead.
+			rand.New(rand.NewPCG(seed, 0x5eed)).Shuffle(len(spans), func(i, j int) { spans[i], spans[j] = spans[j], spans[i] })
 		}
-	}
-	sink = acc
-	return size, nil
+		var acc byte
+		for _, s := range spans {
+			acc ^= mountproc.TouchPages(data, s.begin, s.end)
+		}
+		sink = acc
+		return nil
+	})
 }
 
 // tensorBuf is firstTensor's buffer, kept from call to call (and faulted

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelfs/modelfs/tests/mountproc"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
 
@@ -153,7 +154,7 @@ type remoteProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	done  chan error
-	log   *tailBuffer
+	log   *mountproc.Log
 }
 
 // startRemote starts the child serving objects from dir, over HTTPS with
@@ -169,7 +170,7 @@ func startRemote(dir string, link linkOptions, pki *benchPKI) (*remoteProc, erro
 		args = append(args, "-tls-cert", pki.CertFile, "-tls-key", pki.KeyFile)
 	}
 	cmd := exec.Command(self, args...)
-	r := &remoteProc{cmd: cmd, done: make(chan error, 1), log: &tailBuffer{max: 16 << 10}}
+	r := &remoteProc{cmd: cmd, done: make(chan error, 1), log: &mountproc.Log{Max: 16 << 10}}
 	cmd.Stderr = r.log
 	if r.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err

@@ -167,8 +167,8 @@ func testAzureReplacedBlobFailsWithEIO(t *testing.T, r *azureRemote) {
 	if !bytes.Equal(whole, old[:len(whole)]) {
 		t.Fatal("bytes of two versions mixed")
 	}
-	if !loggedFailure(m.stderr.String(), name, off) {
-		t.Fatalf("no log line naming %s and a range holding offset %d:\n%s", name, off, m.stderr.String())
+	if !loggedFailure(m.Log(), name, off) {
+		t.Fatalf("no log line naming %s and a range holding offset %d:\n%s", name, off, m.Log())
 	}
 }
 
@@ -197,8 +197,8 @@ func testAzureContentMD5Mismatch(t *testing.T, r *azureRemote) {
 	if got, err := os.ReadFile(m.path("intact.bin")); err != nil || !bytes.Equal(got, data) {
 		t.Errorf("intact.bin: %d bytes, %v; want its %d bytes", len(got), err, len(data))
 	}
-	if !strings.Contains(m.stderr.String(), "does not match the store's checksum") {
-		t.Errorf("no log line about the checksum:\n%s", m.stderr.String())
+	if !strings.Contains(m.Log(), "does not match the store's checksum") {
+		t.Errorf("no log line about the checksum:\n%s", m.Log())
 	}
 }
 

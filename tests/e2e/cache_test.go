@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // readModel checks every model file through the mount against the source.
@@ -51,8 +50,8 @@ func TestDiskCachePersistsAcrossMountsAndOutages(t *testing.T) {
 	r.srv.Close()
 	m = startMount(t, "s3://"+bucket, append(args, "--retries", "1")...)
 	readModel(t, m)
-	if !strings.Contains(m.stderr.String(), "saved listing") {
-		t.Errorf("no warning about the saved listing:\n%s", m.stderr.String())
+	if !strings.Contains(m.Log(), "saved listing") {
+		t.Errorf("no warning about the saved listing:\n%s", m.Log())
 	}
 }
 
@@ -83,9 +82,7 @@ func TestKilledFillLeavesNothingWrong(t *testing.T) {
 	if used := diskUsage(t, cacheDir); used >= size {
 		t.Fatalf("the fill was not held: %d of %d bytes cached", used, size)
 	}
-	m.cmd.Process.Kill()
-	<-m.done
-	m.done <- nil
+	m.Kill()
 	close(gate)
 	reader.Wait()
 	if code, stderr := runCLI(t, testEnv(), "unmount", m.dir); code != 0 {
@@ -135,8 +132,8 @@ func TestFullCacheDirKeepsServing(t *testing.T) {
 	// The budget claims more than the tmpfs holds: writes hit ENOSPC.
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--cache-dir", cacheDir, "--cache-size", "1GiB", "--block-size", "1MiB")...)
 	readModel(t, m)
-	if !strings.Contains(m.stderr.String(), "caching in RAM only") {
-		t.Fatalf("no log line about the full cache dir:\n%s", m.stderr.String())
+	if !strings.Contains(m.Log(), "caching in RAM only") {
+		t.Fatalf("no log line about the full cache dir:\n%s", m.Log())
 	}
 }
 
@@ -171,8 +168,8 @@ func TestCompleteObjectsArePassedThrough(t *testing.T) {
 	m = startMount(t, "s3://"+bucket, args...)
 	readModel(t, m)
 	m.stop(t)
-	if !strings.Contains(m.stderr.String(), "fuse_reads=0 ") {
-		t.Fatalf("reads reached modelfs although every object was cached:\n%s", m.stderr.String())
+	if !strings.Contains(m.Log(), "fuse_reads=0 ") {
+		t.Fatalf("reads reached modelfs although every object was cached:\n%s", m.Log())
 	}
 	if gets := r.srv.Stats().Gets; gets != 0 {
 		t.Fatalf("%d GETs from a fully cached remount", gets)
@@ -254,52 +251,22 @@ func TestCacheCommands(t *testing.T) {
 	}
 }
 
-// The mount's resident memory follows --mem-cache, sampled while a model
+// The mount's peak resident memory follows --mem-cache while a model
 // three times the budget streams through it.
 func TestRSSStaysWithinRAMBudget(t *testing.T) {
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--mem-cache", "16MiB", "--block-size", "1MiB", "--concurrency", "4")...)
-	done := make(chan struct{})
-	peak := make(chan int64)
-	go func() {
-		var max int64
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if rss := rssOf(m.cmd.Process.Pid); rss > max {
-				max = rss
-			}
-			select {
-			case <-done:
-				peak <- max
-				return
-			case <-tick.C:
-			}
-		}
-	}()
 	readModel(t, m)
-	close(done)
+	// VmHWM, the kernel's high-water mark, covers every peak, not only
+	// those a sampler happens to see.
+	got, err := m.PeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
 	const limit = 16<<20 + 64<<20
-	got := <-peak
 	t.Logf("peak RSS of the mount: %d MiB", got>>20)
 	if got == 0 || got > limit {
 		t.Fatalf("peak RSS %d MiB, want more than 0 and at most %d MiB", got>>20, limit>>20)
 	}
-}
-
-// rssOf reads VmRSS of a process, in bytes.
-func rssOf(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
-			return kb << 10
-		}
-	}
-	return 0
 }

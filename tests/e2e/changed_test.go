@@ -63,8 +63,8 @@ func TestChangedObjectFailsWithEIO(t *testing.T) {
 			if !bytes.Equal(whole, old[:len(whole)]) {
 				t.Fatal("bytes of two versions mixed")
 			}
-			if !loggedFailure(m.stderr.String(), name, off) {
-				t.Fatalf("no log line naming %s and a range holding offset %d:\n%s", name, off, m.stderr.String())
+			if !loggedFailure(m.Log(), name, off) {
+				t.Fatalf("no log line naming %s and a range holding offset %d:\n%s", name, off, m.Log())
 			}
 		})
 	}
@@ -221,8 +221,8 @@ func TestChangedHTTPObjectFailsWithEIO(t *testing.T) {
 			if !bytes.Equal(whole, data[:len(whole)]) {
 				t.Fatal("bytes of two versions mixed")
 			}
-			if !loggedFailure(m.stderr.String(), "w.bin", off) {
-				t.Fatalf("no log line naming w.bin and offset %d:\n%s", off, m.stderr.String())
+			if !loggedFailure(m.Log(), "w.bin", off) {
+				t.Fatalf("no log line naming w.bin and offset %d:\n%s", off, m.Log())
 			}
 		})
 	}
@@ -245,8 +245,8 @@ func TestHTTPObjectWithoutValidatorsRefused(t *testing.T) {
 	}
 	m.stop(t)
 	for _, name := range []string{"bare.bin", "weak.bin"} {
-		if !strings.Contains(m.stderr.String(), `key="\"`+name+`\""`) {
-			t.Errorf("no warning naming %s:\n%s", name, m.stderr.String())
+		if !strings.Contains(m.Log(), `key="\"`+name+`\""`) {
+			t.Errorf("no warning naming %s:\n%s", name, m.Log())
 		}
 	}
 

@@ -33,7 +33,7 @@ func TestPrefetchOneFileReadFetchesThatFile(t *testing.T) {
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--block-size", "1MiB")...)
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
 	r.srv.ResetStats()
 	name := biggest(t)
 	got, err := os.ReadFile(m.path(name))
@@ -55,7 +55,7 @@ func TestPrefetchPlanReadsHeadersNotBlocks(t *testing.T) {
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--block-size", "4MiB")...)
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
 	big, small := bigFiles(t)
 	const chunk = 256 << 10 // cmd/modelfs headerChunk
 	if sent, limit := r.srv.Stats().BytesServed, small+int64(len(big))*chunk; sent > limit {
@@ -122,7 +122,7 @@ func TestReadRepliesAreNeverSpliced(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.stop(t)
-	if logs := m.stderr.String(); strings.Contains(logs, "splice") {
+	if logs := m.Log(); strings.Contains(logs, "splice") {
 		t.Errorf("the mount tried to splice a reply:\n%s", logs)
 	}
 }

@@ -150,9 +150,7 @@ func TestUnmountClearsStaleMount(t *testing.T) {
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	m := startMount(t, "s3://"+bucket, r.mountArgs()...)
-	m.cmd.Process.Kill()
-	<-m.done
-	m.done <- nil
+	m.Kill()
 	if _, err := os.Stat(m.path(model.Files[0])); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("after kill -9, stat = %v, want ENOTCONN (a stale mount)", err)
 	}

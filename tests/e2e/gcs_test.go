@@ -100,8 +100,8 @@ func TestGCSReplacedObjectFailsWithEIO(t *testing.T) {
 	if !bytes.Equal(whole, old[:len(whole)]) {
 		t.Fatal("bytes of two generations mixed")
 	}
-	if !loggedFailure(m.stderr.String(), name, off) {
-		t.Fatalf("no log line naming %s and a range holding offset %d:\n%s", name, off, m.stderr.String())
+	if !loggedFailure(m.Log(), name, off) {
+		t.Fatalf("no log line naming %s and a range holding offset %d:\n%s", name, off, m.Log())
 	}
 }
 
@@ -154,8 +154,8 @@ func TestGCSDamagedObjectFailsVerification(t *testing.T) {
 			t.Errorf("stats: %s is %q, want %q", f.Path, f.Verify, want[f.Path])
 		}
 	}
-	if !strings.Contains(m.stderr.String(), "does not match the store's checksum") {
-		t.Fatalf("no log line for the damaged object:\n%s", m.stderr.String())
+	if !strings.Contains(m.Log(), "does not match the store's checksum") {
+		t.Fatalf("no log line for the damaged object:\n%s", m.Log())
 	}
 }
 

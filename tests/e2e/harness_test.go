@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,9 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,8 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/modelfs/modelfs/mount/config"
 	"github.com/modelfs/modelfs/tests/modelgen"
+	"github.com/modelfs/modelfs/tests/mountproc"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
 
@@ -68,23 +65,8 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "generating model: %v\n", err)
 		return 1
 	}
-	fuseReason = checkFuse()
+	fuseReason = mountproc.FuseUnavailable()
 	return m.Run()
-}
-
-// checkFuse returns why mounting cannot work here, or "".
-func checkFuse() string {
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Sprintf("/dev/fuse is not usable: %v", err)
-	}
-	f.Close()
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			return "not root and fusermount3 is not installed (apt-get install fuse3)"
-		}
-	}
-	return ""
 }
 
 func needFuse(t *testing.T) {
@@ -145,10 +127,8 @@ func (r *remote) uploadModel(t *testing.T, prefix string) {
 
 // mount is a running `modelfs mount` process.
 type mount struct {
-	dir    string
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan error
+	dir string
+	*mountproc.Proc
 }
 
 // mountArgs are the flags every test mount uses to reach the remote.
@@ -171,61 +151,47 @@ func startMount(t *testing.T, source string, args ...string) *mount {
 // startMountEnv is startMount with the process environment env.
 func startMountEnv(t *testing.T, env []string, source string, args ...string) *mount {
 	t.Helper()
-	needFuse(t)
-	dir := t.TempDir()
-	full := append([]string{"mount"}, args...)
-	full = append(full, source, dir)
-	cmd := exec.Command(modelfsBin, full...)
-	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
+	m, err := tryMount(t, env, source, args...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	m := &mount{dir: dir, cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = m.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
-				ready <- sc.Text()
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() { m.done <- cmd.Wait() }()
-	t.Cleanup(func() { m.stop(t) })
-	select {
-	case <-ready:
-	case err := <-m.done:
-		m.done <- err
-		t.Fatalf("modelfs mount exited before ready: %v\n%s", err, m.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("modelfs mount not ready after 60s\n%s", m.stderr.String())
 	}
 	return m
 }
 
-// stop unmounts with SIGTERM and waits for a clean exit.
+// tryMount runs modelfs mount with env and returns the mount once ready;
+// a mount that exits first is a *mountproc.ExitError.
+func tryMount(t *testing.T, env []string, source string, args ...string) (*mount, error) {
+	t.Helper()
+	needFuse(t)
+	dir := t.TempDir()
+	cmd := exec.Command(modelfsBin, append(append([]string{"mount"}, args...), source, dir)...)
+	cmd.Env = env
+	p, err := mountproc.Start(context.Background(), cmd, mountproc.Options{Mountpoint: dir, Label: "modelfs mount"})
+	if err != nil {
+		return nil, err
+	}
+	m := &mount{dir: dir, Proc: p}
+	t.Cleanup(func() { m.stop(t) })
+	return m, nil
+}
+
+// exitLog is the stderr of a mount that exited before it was ready; any
+// other failure to start fails the test.
+func exitLog(t *testing.T, err error) string {
+	t.Helper()
+	var ee *mountproc.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("modelfs mount neither ready nor failed: %v", err)
+	}
+	return ee.Log
+}
+
+// stop unmounts with SIGTERM and waits for a clean exit; after Kill it
+// only clears the stale mount.
 func (m *mount) stop(t *testing.T) {
 	t.Helper()
-	if m.cmd.ProcessState != nil {
-		return
-	}
-	m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-m.done:
-		m.done <- err
-		if err != nil {
-			t.Errorf("modelfs mount exited with %v after SIGTERM\n%s", err, m.stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		m.cmd.Process.Kill()
-		syscall.Unmount(m.dir, syscall.MNT_DETACH)
-		t.Errorf("modelfs mount did not exit within 30s of SIGTERM\n%s", m.stderr.String())
+	if _, err := m.Stop(); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -293,16 +259,7 @@ func biggest(t *testing.T) string {
 // outside this process (files, mounts) and so have nothing to wait on.
 func waitForCondition(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
+	mountproc.WaitFor(t, what, 30*time.Second, cond)
 }
 
 // dirNames lists a directory's entry names, sorted.

@@ -91,7 +91,7 @@ func TestHFSourceMountPinsRevision(t *testing.T) {
 		t.Errorf("the token reached the CDN %d times", n)
 	}
 	m.stop(t)
-	if strings.Contains(m.stderr.String(), hfToken) {
+	if strings.Contains(m.Log(), hfToken) {
 		t.Fatal("the token reached the logs")
 	}
 }

@@ -159,7 +159,7 @@ func checkShown(t *testing.T, m *mount, good map[string][]byte, hidden ...string
 		t.Errorf("mount shows %q, want %q", got, want)
 	}
 	m.stop(t)
-	logs := m.stderr.String()
+	logs := m.Log()
 	for _, name := range hidden {
 		// The key is %q-quoted, then quoted again by the log's text format.
 		key := "key=" + strconv.Quote(strconv.Quote(name))

@@ -101,7 +101,7 @@ func (f *firstTryFaults) byKind() map[s3server.FaultKind]int {
 // 127.0.0.1:0 logged.
 func metricsURL(t *testing.T, m *mount) string {
 	t.Helper()
-	for _, line := range strings.Split(m.stderr.String(), "\n") {
+	for _, line := range strings.Split(m.Log(), "\n") {
 		if !strings.Contains(line, "serving metrics") {
 			continue
 		}
@@ -111,7 +111,7 @@ func metricsURL(t *testing.T, m *mount) string {
 			}
 		}
 	}
-	t.Fatalf("no log line with the metrics address:\n%s", m.stderr.String())
+	t.Fatalf("no log line with the metrics address:\n%s", m.Log())
 	return ""
 }
 
@@ -144,9 +144,8 @@ func slowerThan(t *testing.T, mf map[string]*dto.MetricFamily, name string, secs
 func mountAlive(t *testing.T, m *mount) {
 	t.Helper()
 	select {
-	case err := <-m.done:
-		m.done <- err
-		t.Fatalf("the mount exited: %v\n%s", err, m.stderr.String())
+	case <-m.Exited():
+		t.Fatalf("the mount exited: %v\n%s", m.Err(), m.Log())
 	default:
 	}
 }
@@ -161,8 +160,8 @@ func noFailures(t *testing.T, m *mount, mf map[string]*dto.MetricFamily) {
 			t.Errorf("%s = %v, want 0", name, n)
 		}
 	}
-	if n := strings.Count(m.stderr.String(), `msg="read failed"`); n > 0 {
-		t.Errorf("%d reads failed:\n%s", n, m.stderr.String())
+	if n := strings.Count(m.Log(), `msg="read failed"`); n > 0 {
+		t.Errorf("%d reads failed:\n%s", n, m.Log())
 	}
 }
 
@@ -292,7 +291,7 @@ func TestFaultsUnderPlanPrefetch(t *testing.T) {
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--prefetch", "layer", "--block-size", "1MiB", "--mem-cache", "16MiB",
 		"--retries", "5", "--request-timeout", timeout.String(), "--metrics-addr", "127.0.0.1:0")...)
 	// The plan is made from the headers, read (and faulted) first.
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
 	for len(injected) > 0 {
 		<-injected
 	}
@@ -319,7 +318,7 @@ func TestFaultsUnderPlanPrefetch(t *testing.T) {
 				t.Logf("read %s at %d; a prefetch of %s at %d was faulted", name, off, in.path, in.start)
 			}
 		case <-giveUp:
-			t.Fatalf("no fault hit the plan prefetcher in 30s\n%s", m.stderr.String())
+			t.Fatalf("no fault hit the plan prefetcher in 30s\n%s", m.Log())
 		}
 	}
 

@@ -105,7 +105,7 @@ func TestManifestMountsEveryModel(t *testing.T) {
 	}
 
 	m.stop(t) // waits for the disk write-backs
-	logs := m.stderr.String()
+	logs := m.Log()
 	if !strings.Contains(logs, "model size differs") || !strings.Contains(logs, "model=llama-b") || strings.Contains(logs, "model=llama-a manifest=") {
 		t.Errorf("want a size warning for llama-b (1TB) only:\n%s", logs)
 	}

@@ -30,7 +30,7 @@ func TestMetricsAndJSONLogs(t *testing.T) {
 		append(r.mountArgs(), "--metrics-addr", "127.0.0.1:0", "--prefetch", "off")...)
 
 	addr := ""
-	sc := bufio.NewScanner(strings.NewReader(m.stderr.String()))
+	sc := bufio.NewScanner(strings.NewReader(m.Log()))
 	for sc.Scan() {
 		var line map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
@@ -44,7 +44,7 @@ func TestMetricsAndJSONLogs(t *testing.T) {
 		}
 	}
 	if addr == "" || strings.HasSuffix(addr, ":0") {
-		t.Fatalf("no JSON log line with the bound metrics address:\n%s", m.stderr.String())
+		t.Fatalf("no JSON log line with the bound metrics address:\n%s", m.Log())
 	}
 
 	name := biggest(t)
@@ -150,7 +150,7 @@ func histCount(mf map[string]*dto.MetricFamily, name string, want map[string]str
 // metricsAddr is the address a mount's text logs say it serves metrics on.
 func metricsAddr(t *testing.T, m *mount) string {
 	t.Helper()
-	for _, line := range strings.Split(m.stderr.String(), "\n") {
+	for _, line := range strings.Split(m.Log(), "\n") {
 		if strings.Contains(line, "serving metrics") {
 			for _, f := range strings.Fields(line) {
 				if a, ok := strings.CutPrefix(f, "addr="); ok {
@@ -159,7 +159,7 @@ func metricsAddr(t *testing.T, m *mount) string {
 			}
 		}
 	}
-	t.Fatalf("no log line with the metrics address:\n%s", m.stderr.String())
+	t.Fatalf("no log line with the metrics address:\n%s", m.Log())
 	return ""
 }
 
@@ -170,7 +170,7 @@ func TestMetricsPrefetchUsedAndFirstBytes(t *testing.T) {
 	r.uploadModel(t, "")
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--metrics-addr", "127.0.0.1:0", "--block-size", "1MiB")...)
 	addr := metricsAddr(t, m)
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
 	before := scrape(t, "http://"+addr+"/metrics")
 	readModel(t, m)
 	mf := scrape(t, "http://"+addr+"/metrics")
@@ -221,7 +221,7 @@ func TestMetricsPprof(t *testing.T) {
 	r.uploadModel(t, "llama/")
 	m := startMount(t, "s3://"+bucket+"/llama", append(r.mountArgs(), "--metrics-addr", "127.0.0.1:0", "--pprof")...)
 	addr := ""
-	for _, line := range strings.Split(m.stderr.String(), "\n") {
+	for _, line := range strings.Split(m.Log(), "\n") {
 		if strings.Contains(line, "serving metrics") {
 			for _, f := range strings.Fields(line) {
 				if a, ok := strings.CutPrefix(f, "addr="); ok {
@@ -231,7 +231,7 @@ func TestMetricsPprof(t *testing.T) {
 		}
 	}
 	if addr == "" {
-		t.Fatalf("no text log line with the metrics address:\n%s", m.stderr.String())
+		t.Fatalf("no text log line with the metrics address:\n%s", m.Log())
 	}
 	resp, err := http.Get("http://" + addr + "/debug/pprof/")
 	if err != nil {

@@ -67,9 +67,9 @@ func TestPackMountServesTheOriginals(t *testing.T) {
 
 	m := startMount(t, dest, r.mountArgs()...)
 	// The prefetch plan is made from the headers, read through the packs.
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
-	if ranges := regexp.MustCompile(`prefetch plan.*ranges=(\d+)`).FindStringSubmatch(m.stderr.String()); ranges == nil || ranges[1] == "0" {
-		t.Errorf("no prefetch plan from the packed headers:\n%s", m.stderr.String())
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
+	if ranges := regexp.MustCompile(`prefetch plan.*ranges=(\d+)`).FindStringSubmatch(m.Log()); ranges == nil || ranges[1] == "0" {
+		t.Errorf("no prefetch plan from the packed headers:\n%s", m.Log())
 	}
 	names := dirNames(t, m.dir)
 	if !slices.Equal(names, model.Files) {
@@ -182,7 +182,7 @@ func TestPackDamagedFrame(t *testing.T) {
 	}
 	file.Close()
 	m.stop(t)
-	if logs := m.stderr.String(); !strings.Contains(logs, "damaged pack frame") || !strings.Contains(logs, shard) {
+	if logs := m.Log(); !strings.Contains(logs, "damaged pack frame") || !strings.Contains(logs, shard) {
 		t.Errorf("the mount's log does not name the damage:\n%s", logs)
 	}
 }

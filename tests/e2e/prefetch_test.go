@@ -32,13 +32,13 @@ func mmapLoad(t *testing.T, r *remote, order string, args ...string) (misses int
 	if planned(args) {
 		// The claim is about a load once prefetch is running: the plan is
 		// made after the mount is ready, from the headers.
-		waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+		waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
 	}
 	if out, err := exec.Command(mmapBin, "-quiet", "-order", order, m.dir).CombinedOutput(); err != nil {
 		t.Fatalf("mmapread: %v\n%s", err, out)
 	}
 	m.stop(t)
-	logs = m.stderr.String()
+	logs = m.Log()
 	misses = summaryCount(t, logs, "demand_loads")
 	if before := regexp.MustCompile(`demand_loads_before=(\d+)`).FindStringSubmatch(logs); before != nil {
 		n, _ := strconv.Atoi(before[1])
@@ -105,8 +105,8 @@ func TestProfileRecordAndReplay(t *testing.T) {
 	}
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--profile", profile, "--prefetch", "profile")...)
 	m.stop(t)
-	if !strings.Contains(m.stderr.String(), "ignored") {
-		t.Fatalf("entries of a changed file were not reported as ignored:\n%s", m.stderr.String())
+	if !strings.Contains(m.Log(), "ignored") {
+		t.Fatalf("entries of a changed file were not reported as ignored:\n%s", m.Log())
 	}
 }
 
@@ -140,30 +140,17 @@ func TestPrefetchHostileHeadersBoundedMemory(t *testing.T) {
 		hostileShard(t, filepath.Join(dir, fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, shards)), 32<<20)
 	}
 	m := startMount(t, "file://"+dir, "--mem-cache", "16MiB", "--block-size", "1MiB")
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
-	peak := statusBytes(m.cmd.Process.Pid, "VmHWM:")
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
+	peak, err := m.PeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("peak RSS of the mount while planning %d shards with 32 MB headers: %d MiB", shards, peak>>20)
 	const limit = 16<<20 + 160<<20 // before: 443 MiB
 	if peak == 0 || peak > limit {
-		t.Errorf("peak RSS %d MiB, want more than 0 and at most %d MiB\n%s", peak>>20, limit>>20, m.stderr.String())
+		t.Errorf("peak RSS %d MiB, want more than 0 and at most %d MiB\n%s", peak>>20, limit>>20, m.Log())
 	}
-	if strings.Contains(m.stderr.String(), "prefetch plan is partial") {
-		t.Errorf("valid headers were left out of the plan:\n%s", m.stderr.String())
+	if strings.Contains(m.Log(), "prefetch plan is partial") {
+		t.Errorf("valid headers were left out of the plan:\n%s", m.Log())
 	}
-}
-
-// statusBytes reads one field of a process's /proc status, in bytes.
-func statusBytes(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
-			return kb << 10
-		}
-	}
-	return 0
 }

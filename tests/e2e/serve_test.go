@@ -2,14 +2,12 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 func buildDemo(t *testing.T) string {
@@ -164,39 +162,11 @@ func TestServeCommandsWork(t *testing.T) {
 	mnt := strings.Fields(mountLine)[len(strings.Fields(mountLine))-2]
 	mountCmd := exec.Command("bash", "-c", strings.TrimSuffix(mountLine, " &"))
 	mountCmd.Env = env
-	var mountErr bytes.Buffer
-	mountCmd.Stderr = &mountErr
-	mountOut, err := mountCmd.StdoutPipe()
+	mountProc, err := mountproc.Start(context.Background(), mountCmd, mountproc.Options{Mountpoint: mnt, Label: "the printed mount command"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mountCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	mountDone := make(chan error, 1)
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(mountOut)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
-				ready <- true
-			}
-		}
-		mountDone <- mountCmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if mountCmd.ProcessState == nil {
-			mountCmd.Process.Kill()
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-mountDone:
-		t.Fatalf("the printed mount command exited before ready: %v\n%s", err, mountErr.String())
-	case <-time.After(time.Minute):
-		t.Fatalf("the printed mount command not ready after a minute\n%s", mountErr.String())
-	}
+	t.Cleanup(func() { mountProc.Stop() }) // only a failed test's mount is still up
 
 	sums, err := shell(find("sha256sum "))
 	if err != nil {
@@ -224,12 +194,12 @@ func TestServeCommandsWork(t *testing.T) {
 		t.Fatalf("unmount: %v\n%s", err, out)
 	}
 	select {
-	case err := <-mountDone:
-		if err != nil {
-			t.Errorf("mount exited with %v after unmount\n%s", err, mountErr.String())
+	case <-mountProc.Exited():
+		if err := mountProc.Err(); err != nil {
+			t.Errorf("mount exited with %v after unmount\n%s", err, mountProc.Log())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("mount still running 30s after the printed unmount\n%s", mountErr.String())
+		t.Fatalf("mount still running 30s after the printed unmount\n%s", mountProc.Log())
 	}
 	if mounted(t, mnt) {
 		t.Error("still mounted after the printed unmount command")

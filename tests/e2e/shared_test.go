@@ -97,7 +97,7 @@ func TestSharedCacheNodesOneAfterAnother(t *testing.T) {
 		}
 		m.stop(t) // waits for the shared store's write-backs
 		perNode[i] = origin.srv.Stats().BytesServed - before
-		logs := m.stderr.String()
+		logs := m.Log()
 		if i == 0 {
 			if w := summaryCount(t, logs, "shared_writes"); w == 0 || summaryCount(t, logs, "shared_write_drops") != 0 {
 				t.Fatalf("first node wrote %d blocks to the shared store, dropped %d", w, summaryCount(t, logs, "shared_write_drops"))
@@ -148,8 +148,8 @@ func TestSharedCacheNodesAtOnce(t *testing.T) {
 	var won, lost int
 	for _, m := range ms {
 		m.stop(t)
-		won += summaryCount(t, m.stderr.String(), "shared_claims_won")
-		lost += summaryCount(t, m.stderr.String(), "shared_claims_lost")
+		won += summaryCount(t, m.Log(), "shared_claims_won")
+		lost += summaryCount(t, m.Log(), "shared_claims_lost")
 	}
 	t.Logf("model %d bytes; origin sent %.2fx the model to %d nodes at once; claims won %d, lost %d", size, float64(total)/float64(size), nodes, won, lost)
 	if total >= nodes*size {
@@ -170,10 +170,10 @@ func TestSharedCacheDownReadsOrigin(t *testing.T) {
 	m := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, shared.args(url)...)...)
 	readModel(t, m)
 	m.stop(t)
-	if n := summaryCount(t, m.stderr.String(), "shared_errors"); n == 0 {
+	if n := summaryCount(t, m.Log(), "shared_errors"); n == 0 {
 		t.Fatalf("no shared-store errors counted with the store down")
 	}
-	if n := summaryCount(t, m.stderr.String(), "shared_hits"); n != 0 {
+	if n := summaryCount(t, m.Log(), "shared_hits"); n != 0 {
 		t.Fatalf("%d shared hits from a store that is down", n)
 	}
 }
@@ -265,7 +265,7 @@ func TestSharedCacheForgedBlocksFailVerification(t *testing.T) {
 		}
 	}
 	second.stop(t)
-	logs := second.stderr.String()
+	logs := second.Log()
 	if hits := summaryCount(t, logs, "shared_hits"); hits == 0 || failed == 0 || summaryCount(t, logs, "verify_failures") != failed {
 		t.Fatalf("%d forged shared hits, %d files failed their reads, verify_failures %d; want every file read from forged blocks to fail its check",
 			hits, failed, summaryCount(t, logs, "verify_failures"))

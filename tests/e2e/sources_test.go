@@ -39,7 +39,7 @@ func TestHTTPAndLocalSources(t *testing.T) {
 				t.Fatalf("mount lists %d entries (%v), want %d", len(entries), err, len(model.Files))
 			}
 			m.stop(t)
-			if strings.Contains(m.stderr.String(), token) {
+			if strings.Contains(m.Log(), token) {
 				t.Fatal("the bearer token reached the logs")
 			}
 		})

@@ -220,7 +220,7 @@ func TestStatsShowPrefetchProgress(t *testing.T) {
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	m := startMount(t, "s3://"+bucket, append(r.mountArgs(), "--block-size", "1MiB", "--cache-dir", t.TempDir())...)
-	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.stderr.String(), "prefetch plan") })
+	waitForCondition(t, "the prefetch plan", func() bool { return strings.Contains(m.Log(), "prefetch plan") })
 	full := biggest(t)
 	if _, err := os.ReadFile(m.path(full)); err != nil {
 		t.Fatal(err)
@@ -275,7 +275,7 @@ func TestStatsNameIsReserved(t *testing.T) {
 	if got, err := os.ReadFile(m.path("sub/.modelfs-stats")); err != nil || string(got) != "deeper" {
 		t.Errorf("sub/.modelfs-stats: %q, %v; only the root's name is reserved", got, err)
 	}
-	if logs := m.stderr.String(); !strings.Contains(logs, "object not shown") || !strings.Contains(logs, "reserved") {
+	if logs := m.Log(); !strings.Contains(logs, "object not shown") || !strings.Contains(logs, "reserved") {
 		t.Errorf("no warning about the object named like the stats file:\n%s", logs)
 	}
 }

@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,8 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/modelfs/modelfs/mount/config"
 )
 
 // Tests of a disk cache shared by several tenants' mounts on one node:
@@ -161,48 +156,6 @@ func TestCacheDirIsPrivate(t *testing.T) {
 	}
 }
 
-// tryMount runs modelfs mount with env and returns the mount once ready,
-// or nil and the process's stderr if it exits first.
-func tryMount(t *testing.T, env []string, source string, args ...string) (*mount, string) {
-	t.Helper()
-	needFuse(t)
-	dir := t.TempDir()
-	cmd := exec.Command(modelfsBin, append(append([]string{"mount"}, args...), source, dir)...)
-	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mount{dir: dir, cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = m.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
-				close(ready)
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() { m.done <- cmd.Wait() }()
-	select {
-	case <-ready:
-		t.Cleanup(func() { m.stop(t) })
-		return m, ""
-	case err := <-m.done:
-		m.done <- err
-		return nil, m.stderr.String()
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("modelfs mount neither ready nor failed after 60s\n%s", m.stderr.String())
-		return nil, ""
-	}
-}
-
 // A mount must prove it can read the source with its own credentials
 // before it serves cached bytes. Another tenant's mount filled the cache
 // dir (blocks and saved listing); mounts of the same source with wrong,
@@ -239,8 +192,9 @@ func TestRefusedCredentialsServeNoCachedByte(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			env := append(append(append([]string(nil), clean...), base...), c.env...)
-			m, stderr := tryMount(t, env, "s3://"+bucket, append(append([]string(nil), args...), c.args...)...)
+			m, err := tryMount(t, env, "s3://"+bucket, append(append([]string(nil), args...), c.args...)...)
 			if m == nil {
+				stderr := exitLog(t, err)
 				if strings.Contains(stderr, secretKey) || strings.Contains(stderr, "wrong-secret") {
 					t.Fatalf("a secret reached the error:\n%s", stderr)
 				}
@@ -251,7 +205,7 @@ func TestRefusedCredentialsServeNoCachedByte(t *testing.T) {
 					t.Errorf("%s: a mount with refused credentials served %d cached bytes (err %v)", name, len(b), err)
 				}
 			}
-			t.Errorf("the mount started on the saved listing:\n%s", m.stderr.String())
+			t.Errorf("the mount started on the saved listing:\n%s", m.Log())
 		})
 	}
 }
@@ -278,16 +232,16 @@ func TestRefusedHTTPTokenServesNoCachedByte(t *testing.T) {
 
 	for _, tok := range []string{"wrong-token-0123456789", ""} {
 		env := append(testEnv(), "MODELFS_HTTP_TOKEN="+tok)
-		m, stderr := tryMount(t, env, srv.URL+"/", args...)
+		m, err := tryMount(t, env, srv.URL+"/", args...)
 		if m != nil {
 			for _, name := range model.Files {
 				if b, err := os.ReadFile(m.path(name)); err == nil || len(b) > 0 {
 					t.Errorf("%s: a mount with a refused token served %d cached bytes", name, len(b))
 				}
 			}
-			t.Fatalf("a mount with token %q started:\n%s", tok, m.stderr.String())
+			t.Fatalf("a mount with token %q started:\n%s", tok, m.Log())
 		}
-		if tok != "" && strings.Contains(stderr, tok) {
+		if stderr := exitLog(t, err); tok != "" && strings.Contains(stderr, tok) {
 			t.Fatalf("the token reached the error:\n%s", stderr)
 		}
 	}
@@ -315,7 +269,7 @@ func TestSavedListingIsPerSource(t *testing.T) {
 	readModel(t, victim)
 	victim.stop(t)
 
-	m, stderr := tryMount(t, testEnv(), "s3://"+bucket, "--endpoint", closedEndpoint(t), "--region", region,
+	m, err := tryMount(t, testEnv(), "s3://"+bucket, "--endpoint", closedEndpoint(t), "--region", region,
 		"--cache-dir", cacheDir, "--retries", "1")
 	if m != nil {
 		for _, name := range model.Files {
@@ -323,9 +277,9 @@ func TestSavedListingIsPerSource(t *testing.T) {
 				t.Errorf("%s: a mount of another endpoint served %d of the victim's cached bytes", name, len(b))
 			}
 		}
-		t.Fatalf("a mount of an unreachable endpoint started on another source's saved listing:\n%s", m.stderr.String())
+		t.Fatalf("a mount of an unreachable endpoint started on another source's saved listing:\n%s", m.Log())
 	}
-	if !strings.Contains(stderr, "listing") {
+	if stderr := exitLog(t, err); !strings.Contains(stderr, "listing") {
 		t.Fatalf("the failed mount does not say why:\n%s", stderr)
 	}
 }

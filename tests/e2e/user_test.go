@@ -1,16 +1,15 @@
 package e2e
 
 import (
-	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // As an ordinary user, modelfs mounts through fusermount3 and unmounts
@@ -54,32 +53,11 @@ func TestMountAsOrdinaryUser(t *testing.T) {
 	cmd := exec.Command(bin, append(append([]string{"mount"}, r.mountArgs()...), "s3://"+bucket, mnt)...)
 	cmd.Env = append(testEnv(), "HOME="+home)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	stdout, _ := cmd.StdoutPipe()
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
+	p, err := mountproc.Start(context.Background(), cmd, mountproc.Options{Mountpoint: mnt, Label: "modelfs mount as nobody"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
-				ready <- true
-			}
-		}
-		done <- cmd.Wait()
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("mount as nobody failed: %v\n%s", err, stderr.String())
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("mount as nobody not ready\n%s", stderr.String())
-	}
-	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	t.Cleanup(func() { p.Stop() }) // a failed test's mount, still up
 	// Without allow_other only the mounting user may read: read as nobody.
 	sum := exec.Command("sha256sum", model.Files...)
 	sum.Dir = mnt
@@ -94,15 +72,8 @@ func TestMountAsOrdinaryUser(t *testing.T) {
 			t.Errorf("%s differs through a user mount", name)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("user mount did not exit after SIGTERM")
+	if _, err := p.Stop(); err != nil {
+		t.Fatal(err)
 	}
 	if mounted(t, mnt) {
 		t.Fatal("still mounted after SIGTERM")

@@ -164,7 +164,7 @@ func testVerifyMount(t *testing.T, extra ...string) {
 	if v := sum(mf, "modelfs_verify_unverified_files_total", nil); v != 1 {
 		t.Errorf("modelfs_verify_unverified_files_total = %v, want 1", v)
 	}
-	logs := m.stderr.String()
+	logs := m.Log()
 	for _, k := range verifyKinds {
 		if strings.Count(logs, "does not match the store's checksum: its cached blocks are dropped") != len(verifyKinds) ||
 			!strings.Contains(logs, "damaged/"+k.name+".bin") {

@@ -1,34 +1,27 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // mountProc is one running `modelfs mount` process.
 type mountProc struct {
+	*mountproc.Proc
 	name    string // the model it serves
 	dir     string // mountpoint
 	logPath string // its stderr
 	metrics string // /metrics URL
-	cmd     *exec.Cmd
-
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // its exit status, once exited is closed
 
 	// readFailures counts the "read failed" lines it logged: reads it
 	// answered with EIO. Its read error counter also counts reads the
@@ -47,136 +40,73 @@ func startMount(ctx context.Context, bin, name, source, dir, logPath string, arg
 	if err != nil {
 		return nil, err
 	}
-	full := append(append([]string{"mount"}, args...), source, dir)
-	cmd := exec.Command(bin, full...)
-	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	m := &mountProc{name: name, dir: dir, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	ready := make(chan struct{})
+	m := &mountProc{name: name, dir: dir, logPath: logPath}
 	addr := make(chan string, 1)
-	var pipes sync.WaitGroup
-	pipes.Add(2)
-	go func() {
-		defer pipes.Done()
-		sc := bufio.NewScanner(stdout)
-		once := sync.OnceFunc(func() { close(ready) })
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
-				once()
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() {
+	log := &mountproc.Log{Max: 16 << 10, OnLine: func(line string) {
 		// Copy the log to its file, picking out the metrics address.
-		defer pipes.Done()
-		defer logFile.Close()
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		found := false
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logFile, line)
-			if strings.Contains(line, `msg="read failed"`) {
-				m.readFailures.Add(1)
-			}
-			if !found && strings.Contains(line, "serving metrics") {
-				for _, f := range strings.Fields(line) {
-					if a, ok := strings.CutPrefix(f, "addr="); ok {
-						addr <- a
-						found = true
+		fmt.Fprintln(logFile, line)
+		if strings.Contains(line, `msg="read failed"`) {
+			m.readFailures.Add(1)
+		}
+		if strings.Contains(line, "serving metrics") {
+			for _, f := range strings.Fields(line) {
+				if a, ok := strings.CutPrefix(f, "addr="); ok {
+					select {
+					case addr <- a:
+					default:
 					}
 				}
 			}
 		}
-		io.Copy(logFile, stderr)
-	}()
-	go func() {
-		// Wait only once both pipes are drained, as exec.Cmd requires.
-		pipes.Wait()
-		m.waitErr = cmd.Wait()
-		close(m.exited)
-	}()
-	timeout := time.NewTimer(2 * time.Minute)
-	defer timeout.Stop()
-	select {
-	case <-ready:
-	case <-m.exited:
-		return nil, fmt.Errorf("modelfs mount of %s exited before it was ready (%v); log: %s", name, m.waitErr, logPath)
-	case <-timeout.C:
-		m.kill()
-		return nil, fmt.Errorf("modelfs mount of %s not ready after 2 minutes; log: %s", name, logPath)
-	case <-ctx.Done():
-		m.kill()
-		return nil, ctx.Err()
+	}}
+	cmd := exec.Command(bin, append(append([]string{"mount"}, args...), source, dir)...)
+	cmd.Env = env
+	p, err := mountproc.Start(ctx, cmd, mountproc.Options{
+		Mountpoint: dir, Label: "modelfs mount of " + name, Log: log,
+		ReadyTimeout: 2 * time.Minute, StopTimeout: time.Minute,
+	})
+	if err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("%w; log: %s", err, logPath)
 	}
+	m.Proc = p
+	go func() {
+		// The log is complete once the process has exited.
+		<-p.Exited()
+		logFile.Close()
+	}()
 	// The address is logged before the mount is made, so before ready,
 	// but on the other pipe: it may not have been read yet.
+	timeout := time.NewTimer(time.Minute)
+	defer timeout.Stop()
 	select {
 	case a := <-addr:
 		m.metrics = "http://" + a + "/metrics"
-	case <-m.exited:
-		return nil, fmt.Errorf("modelfs mount of %s exited at once (%v); log: %s", name, m.waitErr, logPath)
+	case <-p.Exited():
+		return nil, fmt.Errorf("modelfs mount of %s exited at once (%v); log: %s", name, p.Err(), logPath)
 	case <-timeout.C:
-		m.kill()
+		m.abandon()
 		return nil, fmt.Errorf("modelfs mount of %s logged no metrics address; log: %s", name, logPath)
 	}
 	return m, nil
 }
 
-// alive reports whether the process is still running.
-func (m *mountProc) alive() bool {
-	select {
-	case <-m.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 // stop unmounts with SIGTERM and reports anything but a clean exit.
 func (m *mountProc) stop() error {
-	if !m.alive() {
-		return fmt.Errorf("mount of %s had already exited: %v", m.name, m.waitErr)
+	if !m.Alive() {
+		return fmt.Errorf("mount of %s had already exited: %v; log: %s", m.name, m.Err(), m.logPath)
 	}
-	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return err
+	if _, err := m.Stop(); err != nil {
+		return fmt.Errorf("%w; log: %s", err, m.logPath)
 	}
-	t := time.NewTimer(time.Minute)
-	defer t.Stop()
-	select {
-	case <-m.exited:
-		if m.waitErr != nil {
-			return fmt.Errorf("mount of %s exited with %v after SIGTERM; log: %s", m.name, m.waitErr, m.logPath)
-		}
-		return nil
-	case <-t.C:
-		m.kill()
-		return fmt.Errorf("mount of %s did not exit within a minute of SIGTERM; log: %s", m.name, m.logPath)
-	}
+	return nil
 }
 
-// kill ends the process and detaches its mount, for when it cannot be
-// stopped cleanly.
-func (m *mountProc) kill() {
-	if m.alive() {
-		m.cmd.Process.Kill()
-		<-m.exited
-	}
-	syscall.Unmount(m.dir, syscall.MNT_DETACH)
+// abandon ends the process and detaches its mount, for when it cannot be
+// stopped cleanly; a no-op for a mount stopped cleanly.
+func (m *mountProc) abandon() {
+	m.Kill()
+	_, _ = m.Stop()
 }
 
 // rssSampler keeps the highest VmRSS and VmHWM seen of a process.
@@ -189,11 +119,10 @@ type rssSampler struct {
 
 // sample reads /proc/PID/status once; false once the process is gone.
 func (s *rssSampler) sample(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	rss, hwm, err := mountproc.Memory(pid)
 	if err != nil {
 		return false
 	}
-	rss, hwm := statusKB(b, "VmRSS:"), statusKB(b, "VmHWM:")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rss = max(s.rss, rss)
@@ -218,24 +147,14 @@ func (s *rssSampler) current() int64 {
 	return s.last
 }
 
-func statusKB(status []byte, field string) int64 {
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
 // sampleRSS samples every mount until stop is closed.
 func sampleRSS(mounts []*mountProc, every time.Duration, stop <-chan struct{}) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		for _, m := range mounts {
-			if m.alive() {
-				m.rss.sample(m.cmd.Process.Pid)
+			if m.Alive() {
+				m.rss.sample(m.Pid())
 			}
 		}
 		select {

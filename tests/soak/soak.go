@@ -252,7 +252,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var mounts []*mountProc
 	defer func() {
 		for _, m := range mounts {
-			m.kill() // a no-op for those stopped cleanly, but for the detach
+			m.abandon()
 		}
 	}()
 	for _, m := range models {
@@ -316,8 +316,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	close(stopSampling)
 	<-sampled
 	for _, m := range mounts {
-		if m.alive() {
-			m.rss.sample(m.cmd.Process.Pid) // VmHWM covers the whole run
+		if m.Alive() {
+			m.rss.sample(m.Pid()) // VmHWM covers the whole run
 		}
 		_, hwm, _ := m.rss.peak()
 		rep.PeakRSS[m.name] = hwm

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // buildBinaries builds modelfs and mmapread from this tree: the soak runs
@@ -25,24 +27,10 @@ func buildBinaries(t *testing.T) (modelfs, mmapread string) {
 	return modelfs, mmapread
 }
 
-func needFuse(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("skipping: /dev/fuse is not usable: %v", err)
-	}
-	f.Close()
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			t.Skip("skipping: not root and fusermount3 is not installed")
-		}
-	}
-}
-
 // A short soak: the same run as make soak, with small models and caches
 // and half a minute of reading.
 func TestShortSoak(t *testing.T) {
-	needFuse(t)
+	mountproc.SkipWithoutFuse(t)
 	cfg := DefaultConfig()
 	cfg.Modelfs, cfg.Mmapread = buildBinaries(t)
 	cfg.Dir = t.TempDir()

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -30,8 +28,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/modelfs/modelfs/internal/units"
-	"github.com/modelfs/modelfs/mount/config"
 	"github.com/modelfs/modelfs/tests/modelgen"
+	"github.com/modelfs/modelfs/tests/mountproc"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
 
@@ -220,47 +218,19 @@ func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) 
 func mount(bin, endpoint, source, mnt string) (stop func() error, err error) {
 	cmd := exec.Command(bin, "--log-level", "warn", "mount", "--endpoint", endpoint, "--region", region, source, mnt)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey, "AWS_EC2_METADATA_DISABLED=true")
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
+	// Warnings and errors show as they come, and only those.
+	log := &mountproc.Log{Max: 16 << 10, OnLine: func(line string) { fmt.Fprintln(os.Stderr, line) }}
+	p, err := mountproc.Start(context.Background(), cmd, mountproc.Options{
+		Mountpoint: mnt, Label: "modelfs mount", Log: log,
+		ReadyTimeout: 2 * time.Minute, StopTimeout: time.Minute,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	done := make(chan error, 1)
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), config.ReadyPrefix) {
-				ready <- sc.Text()
-			}
-		}
-		io.Copy(io.Discard, stdout)
-		done <- cmd.Wait()
-	}()
-	select {
-	case line := <-ready:
-		step("%s", line)
-	case err := <-done:
-		return nil, fmt.Errorf("modelfs mount failed: %v", err)
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("modelfs mount not ready after 2 minutes")
-	}
+	step("%s", p.ReadyLine())
 	return func() error {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("modelfs mount exited with %v", err)
-			}
-			return nil
-		case <-time.After(time.Minute):
-			cmd.Process.Kill()
-			return fmt.Errorf("modelfs did not unmount within a minute of SIGTERM")
-		}
+		_, err := p.Stop()
+		return err
 	}, nil
 }
 

@@ -10,15 +10,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime/debug"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/modelfs/modelfs/tests/modelgen"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
-
-const pageSize = 4096
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -91,56 +87,24 @@ var sink byte
 // by page, then a full hash. It returns the hash, the file size and the
 // number of tensors.
 func readFile(path string, shuffle bool) (sum [32]byte, size int64, tensors int, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return sum, 0, 0, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return sum, 0, 0, err
-	}
-	size = fi.Size()
-	if size == 0 || int64(int(size)) != size {
-		return sum, size, 0, fmt.Errorf("cannot map a file of %d bytes", size)
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return sum, size, 0, fmt.Errorf("mmap: %w", err)
-	}
-	defer syscall.Munmap(data)
-	// A failed read behind a mapping (e.g. an I/O error from a FUSE mount)
-	// arrives as SIGBUS; turn it into an error instead of a crash dump.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			fe, ok := r.(interface{ Addr() uintptr })
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("fault reading mapping at offset %d", fe.Addr()-uintptr(unsafe.Pointer(&data[0])))
+	size, err = mountproc.ReadMapped(path, func(f *os.File, data []byte) error {
+		afterMap(f)
+		ts, err := modelgen.ParseSafetensors(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return err
 		}
-	}()
-
-	afterMap(f)
-
-	ts, err := modelgen.ParseSafetensors(bytes.NewReader(data), size)
-	if err != nil {
-		return sum, size, 0, err
-	}
-	if shuffle {
-		// Fixed seed: runs are comparable, but the access order has no
-		// relation to the file layout, which defeats readahead.
-		rand.New(rand.NewPCG(1, 2)).Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
-	}
-	var acc byte
-	for _, t := range ts {
-		// Touch the first byte, then the start of every later page, so
-		// every page overlapping [Begin, End) faults exactly once.
-		for off := t.Begin; off < t.End; off = (off/pageSize + 1) * pageSize {
-			acc ^= data[off]
+		if shuffle {
+			// Fixed seed: runs are comparable, but the access order has no
+			// relation to the file layout, which defeats readahead.
+			rand.New(rand.NewPCG(1, 2)).Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
 		}
-	}
-	sink = acc
-	return sha256.Sum256(data), size, len(ts), nil
+		var acc byte
+		for _, t := range ts {
+			acc ^= mountproc.TouchPages(data, t.Begin, t.End)
+		}
+		sink = acc
+		sum, tensors = sha256.Sum256(data), len(ts)
+		return nil
+	})
+	return sum, size, tensors, err
 }

@@ -1,8 +1,8 @@
-package prefetch
+package loadorder
 
-// Load profiles: `modelfs mount --record-profile FILE` records, with a
-// Recorder, the order in which blocks were first read during a load and
-// writes it with WriteProfile on unmount; `--profile FILE` reads it back
+// Load profiles: the order in which a load first read a model's blocks,
+// as prefetch's Recorder notes it. `modelfs mount --record-profile FILE`
+// writes one with WriteProfile on unmount; `--profile FILE` reads it back
 // with ReadProfile, drops with Filter what no longer matches the objects'
 // versions, and prefetches the rest in order.
 //
@@ -28,8 +28,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sync"
-	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
@@ -56,8 +54,6 @@ const (
 	// MaxProfileBody is the largest body, in bytes, after decompression; a
 	// stored file may be at most this plus its 18 bytes of framing.
 	MaxProfileBody = 64 << 20
-	// DefaultMaxEntries is a Recorder's default MaxEntries.
-	DefaultMaxEntries = MaxProfileEntries
 
 	profileMagic      = "MFSPROF\n"
 	profileHeaderLen  = len(profileMagic) + 2
@@ -76,182 +72,6 @@ const (
 // ErrInvalidProfile is wrapped by every error ReadProfile returns for input
 // that is not a well-formed profile (as opposed to an error reading it).
 var ErrInvalidProfile = errors.New("invalid profile")
-
-// Recorder collects the ranges first read during a load, block-aligned, in
-// first-read order. It is safe for concurrent use and cheap enough to call
-// on every read: a read of blocks already recorded costs a lock, a map
-// lookup and a binary search.
-//
-// Each block is recorded once, by the first read touching it. A new range
-// that starts where the file's latest entry ends extends that entry
-// instead of adding one, so a sequential read of a file is one entry
-// however it is interleaved with reads of other files; an entry's place in
-// the order is that of its first block.
-//
-// Memory is bounded: at most MaxEntries entries are kept, and the blocks
-// seen are held as merged runs, never more runs than entries. A read that
-// would need one more entry stops the recording for good; Truncated then
-// reports it.
-type Recorder struct {
-	// MaxEntries is the most entries kept (default DefaultMaxEntries, and
-	// never more than MaxProfileEntries). Set it before the first Record.
-	MaxEntries int
-
-	bs        int64
-	truncated atomic.Bool
-
-	mu       sync.Mutex
-	entries  []Entry
-	files    map[recKey]*recFile
-	lastKey  recKey // files[lastKey] == lastFile: skips the map for runs of
-	lastFile *recFile
-}
-
-type recKey struct{ path, version string }
-
-// recFile is what a Recorder knows of one path+version.
-type recFile struct {
-	seen []blockRun // sorted, disjoint, never adjacent
-	last int        // index of the file's latest entry
-}
-
-// blockRun is the blocks [start, end), by index.
-type blockRun struct{ start, end int64 }
-
-// NewRecorder returns a Recorder aligning ranges to blockSize (use the
-// cache's block size; <= 0 means 8 MiB, the cache's default).
-func NewRecorder(blockSize int64) *Recorder {
-	if blockSize <= 0 {
-		blockSize = 8 << 20
-	}
-	return &Recorder{MaxEntries: DefaultMaxEntries, bs: blockSize, files: map[recKey]*recFile{}}
-}
-
-// Record notes a read of n bytes at off of path at version. Ranges whose
-// blocks were all read before add nothing; reads with n <= 0 or off < 0
-// are ignored.
-func (r *Recorder) Record(path, version string, off, n int64) {
-	if n <= 0 || off < 0 || r.truncated.Load() {
-		return
-	}
-	end := off + n
-	if end < off { // overflow
-		end = math.MaxInt64
-	}
-	first, stop := off/r.bs, (end-1)/r.bs+1 // blocks [first, stop)
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.truncated.Load() {
-		return
-	}
-	key := recKey{path, version}
-	f := r.lastFile
-	if f == nil || r.lastKey != key {
-		f = r.files[key]
-		if f == nil {
-			f = &recFile{last: -1}
-			r.files[key] = f
-		}
-		r.lastKey, r.lastFile = key, f
-	}
-	// Walk the runs overlapping [first, stop) and record the gaps.
-	i := f.runAfter(first)
-	for cur := first; cur < stop; {
-		if i < len(f.seen) && f.seen[i].start <= cur {
-			cur = f.seen[i].end
-			i++
-			continue
-		}
-		gap := stop
-		if i < len(f.seen) {
-			gap = min(gap, f.seen[i].start)
-		}
-		if !r.add(f, path, version, cur, gap) {
-			return
-		}
-		i = f.insert(i, cur, gap)
-	}
-}
-
-// add records blocks [start, end) of f, extending its latest entry when
-// contiguous. It reports false, and marks the recorder truncated, when a
-// new entry is needed and there is no room.
-func (r *Recorder) add(f *recFile, path, version string, start, end int64) bool {
-	off := start * r.bs
-	stopByte := int64(math.MaxInt64)
-	if end <= math.MaxInt64/r.bs {
-		stopByte = end * r.bs
-	}
-	if f.last >= 0 {
-		if e := &r.entries[f.last]; e.Off+e.Len == off {
-			e.Len = stopByte - e.Off
-			return true
-		}
-	}
-	limit := r.MaxEntries
-	if limit <= 0 {
-		limit = DefaultMaxEntries
-	}
-	limit = min(limit, MaxProfileEntries)
-	if len(r.entries) >= limit {
-		r.truncated.Store(true)
-		return false
-	}
-	r.entries = append(r.entries, Entry{Path: path, Version: version, Off: off, Len: stopByte - off})
-	f.last = len(r.entries) - 1
-	return true
-}
-
-// runAfter returns the index of the first run ending after block b.
-func (f *recFile) runAfter(b int64) int {
-	lo, hi := 0, len(f.seen)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if f.seen[m].end <= b {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return lo
-}
-
-// insert adds the unseen blocks [start, end) before run i, merging with
-// the neighbours they touch, and returns the index of the run holding them.
-func (f *recFile) insert(i int, start, end int64) int {
-	left := i > 0 && f.seen[i-1].end == start
-	right := i < len(f.seen) && f.seen[i].start == end
-	switch {
-	case left && right:
-		f.seen[i-1].end = f.seen[i].end
-		f.seen = append(f.seen[:i], f.seen[i+1:]...)
-		return i - 1
-	case left:
-		f.seen[i-1].end = end
-		return i - 1
-	case right:
-		f.seen[i].start = start
-		return i
-	}
-	f.seen = append(f.seen, blockRun{})
-	copy(f.seen[i+1:], f.seen[i:])
-	f.seen[i] = blockRun{start, end}
-	return i
-}
-
-// Entries returns a copy of the entries recorded so far, in order.
-func (r *Recorder) Entries() []Entry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]Entry, len(r.entries))
-	copy(out, r.entries)
-	return out
-}
-
-// Truncated reports whether recording stopped at MaxEntries: the entries
-// are then only the start of the load.
-func (r *Recorder) Truncated() bool { return r.truncated.Load() }
 
 // Filter returns, in order, the entries whose path is in current with the
 // same version (current maps path to version). entries is not modified.
@@ -273,7 +93,7 @@ func Filter(entries []Entry, current map[string]string) []Entry {
 func WriteProfile(w io.Writer, entries []Entry) error {
 	body, err := encodeProfileBody(entries)
 	if err != nil {
-		return fmt.Errorf("prefetch: write profile: %w", err)
+		return fmt.Errorf("write profile: %w", err)
 	}
 	out := make([]byte, 0, profileHeaderLen+len(body)+profileTrailerLen)
 	out = append(out, profileMagic...)
@@ -285,7 +105,7 @@ func WriteProfile(w io.Writer, entries []Entry) error {
 			zstd.WithWindowSize(profileZstdWindow),
 			zstd.WithEncoderLevel(zstd.SpeedDefault))
 		if err != nil {
-			return fmt.Errorf("prefetch: write profile: zstd: %w", err)
+			return fmt.Errorf("write profile: zstd: %w", err)
 		}
 		z := enc.EncodeAll(body, make([]byte, 0, len(body)/2))
 		enc.Close()
@@ -297,19 +117,22 @@ func WriteProfile(w io.Writer, entries []Entry) error {
 	out = append(out, payload...)
 	out = binary.LittleEndian.AppendUint64(out, xxhash.Sum64(out))
 	if n, err := w.Write(out); err != nil {
-		return fmt.Errorf("prefetch: write profile: %w", err)
+		return fmt.Errorf("write profile: %w", err)
 	} else if n < len(out) {
-		return fmt.Errorf("prefetch: write profile: %w", io.ErrShortWrite)
+		return fmt.Errorf("write profile: %w", io.ErrShortWrite)
 	}
 	return nil
 }
+
+// pairKey is one path+version pair of a profile's table.
+type pairKey struct{ path, version string }
 
 func encodeProfileBody(entries []Entry) ([]byte, error) {
 	if len(entries) > MaxProfileEntries {
 		return nil, fmt.Errorf("%d entries, more than the %d a profile holds", len(entries), MaxProfileEntries)
 	}
-	pairs := map[recKey]int{}
-	var table []recKey
+	pairs := map[pairKey]int{}
+	var table []pairKey
 	idx := make([]int, len(entries))
 	for i, e := range entries {
 		switch {
@@ -320,7 +143,7 @@ func encodeProfileBody(entries []Entry) ([]byte, error) {
 		case e.Off < 0 || e.Len <= 0 || e.Off > math.MaxInt64-e.Len:
 			return nil, fmt.Errorf("entry %d (%s): bad range off=%d len=%d", i, e.Path, e.Off, e.Len)
 		}
-		k := recKey{e.Path, e.Version}
+		k := pairKey{e.Path, e.Version}
 		p, ok := pairs[k]
 		if !ok {
 			p = len(table)
@@ -365,11 +188,11 @@ func ReadProfile(r io.Reader) ([]Entry, error) {
 	const maxFile = profileHeaderLen + MaxProfileBody + profileTrailerLen
 	data, err := io.ReadAll(io.LimitReader(r, int64(maxFile)+1))
 	if err != nil {
-		return nil, fmt.Errorf("prefetch: read profile: %w", err)
+		return nil, fmt.Errorf("read profile: %w", err)
 	}
 	entries, err := parseProfile(data)
 	if err != nil {
-		return nil, fmt.Errorf("prefetch: read profile: %w: %w", ErrInvalidProfile, err)
+		return nil, fmt.Errorf("read profile: %w: %w", ErrInvalidProfile, err)
 	}
 	return entries, nil
 }
@@ -527,7 +350,7 @@ func (b *bodyReader) parse() ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	pairs := make([]recKey, 0, min(np, 1<<12))
+	pairs := make([]pairKey, 0, min(np, 1<<12))
 	for i := range np {
 		path, err := b.string("path")
 		if err != nil {
@@ -537,7 +360,7 @@ func (b *bodyReader) parse() ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pair %d: %w", i, err)
 		}
-		pairs = append(pairs, recKey{path, version})
+		pairs = append(pairs, pairKey{path, version})
 	}
 	ne, err := b.count("entry", 3, MaxProfileEntries)
 	if err != nil {

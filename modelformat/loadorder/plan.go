@@ -1,4 +1,4 @@
-package prefetch
+package loadorder
 
 import (
 	"errors"
@@ -145,7 +145,7 @@ func (o PlanOptions) withDefaults() PlanOptions {
 func Plan(files []File, opts PlanOptions) ([]Range, error) {
 	opts = opts.withDefaults()
 	var errs []error
-	fail := func(f File, err error) { errs = append(errs, fmt.Errorf("prefetch: plan %s: %w", f.Path, err)) }
+	fail := func(f File, err error) { errs = append(errs, fmt.Errorf("plan %s: %w", f.Path, err)) }
 
 	var whole, big []File
 	shardOf := map[string]string{} // shard path → its checkpoint's index path

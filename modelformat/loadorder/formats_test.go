@@ -1,4 +1,4 @@
-package prefetch
+package loadorder
 
 import (
 	"fmt"
@@ -15,7 +15,7 @@ import (
 func TestSafetensorsRejectNamesPath(t *testing.T) {
 	data := formattest.WithLength(formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: "w", DType: "U8", Shape: []int64{4}}).Data, 1<<62)
 	_, err := Plan([]File{memFile(t, "dir/model.safetensors", data, nil)}, PlanOptions{SmallFile: 1})
-	if err == nil || !strings.HasPrefix(err.Error(), "prefetch: plan dir/model.safetensors: safetensors: ") {
+	if err == nil || !strings.HasPrefix(err.Error(), "plan dir/model.safetensors: safetensors: ") {
 		t.Fatalf("error %v does not name the file", err)
 	}
 }

@@ -1,10 +1,9 @@
-package prefetch
+package loadorder
 
 import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -14,52 +13,10 @@ import (
 	"github.com/modelfs/modelfs/modelformat/formattest"
 )
 
-// strictReader is a file of size bytes of which data is the start (a file
-// may claim more than a test bothers to hold). It fails the test if asked
-// to read outside the file, or more than planMaxRead bytes at once: the
-// planners must read headers in bounded chunks.
-type strictReader struct {
-	tb     testing.TB
-	data   []byte
-	size   int64
-	closed atomic.Bool
-}
-
-const planMaxRead = 1 << 20
-
-func newStrict(tb testing.TB, data []byte) *strictReader {
-	return &strictReader{tb: tb, data: data, size: int64(len(data))}
-}
-
-func (r *strictReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > r.size {
-		r.tb.Errorf("read [%d, %d) outside the %d-byte file", off, off+int64(len(p)), r.size)
-		return 0, errors.New("read outside the file")
-	}
-	if len(p) > planMaxRead {
-		r.tb.Errorf("read of %d bytes at once", len(p))
-	}
-	if off >= int64(len(r.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (r *strictReader) Close() error {
-	if r.closed.Swap(true) {
-		r.tb.Errorf("closed twice")
-	}
-	return nil
-}
-
 // memFile is a File over data; opened records its readers.
-func memFile(tb testing.TB, p string, data []byte, opened *[]*strictReader) File {
+func memFile(tb testing.TB, p string, data []byte, opened *[]*formattest.StrictReader) File {
 	return File{Path: p, Size: int64(len(data)), Open: func() (io.ReaderAt, error) {
-		r := newStrict(tb, data)
+		r := formattest.NewStrict(tb, data)
 		if opened != nil {
 			*opened = append(*opened, r) // Plan opens in parallel only when Parallel > 1
 		}
@@ -73,15 +30,6 @@ func unopenable(tb testing.TB, p string, size int64) File {
 		tb.Errorf("Plan opened %s", p)
 		return nil, errors.New("must not open")
 	}}
-}
-
-// allocated runs f and returns the bytes it allocated.
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
 }
 
 func rangesString(rs []Range) string {
@@ -139,7 +87,7 @@ func TestPlanShardedSafetensors(t *testing.T) {
 	config := []byte(`{"architectures": ["LlamaForCausalLM"]}`)
 	tokenizer := []byte(`{"model": {"type": "BPE"}}`)
 
-	var opened []*strictReader
+	var opened []*formattest.StrictReader
 	files := []File{
 		memFile(t, "w/extra.safetensors", extra.Data, &opened),
 		memFile(t, "w/c.safetensors", c.Data, &opened),
@@ -186,7 +134,7 @@ func TestPlanShardedSafetensors(t *testing.T) {
 		t.Errorf("Plan opened %d readers, want 5 (index and 4 shards)", len(opened))
 	}
 	for _, r := range opened {
-		if !r.closed.Load() {
+		if !r.Closed() {
 			t.Errorf("a reader was not closed")
 		}
 	}
@@ -284,7 +232,7 @@ func TestPlanParallelHeaders(t *testing.T) {
 // gatedReader holds a header's first read past the length field until
 // the gate opens, and counts the parses under way meanwhile.
 type gatedReader struct {
-	*strictReader
+	*formattest.StrictReader
 	gate           chan struct{}
 	active, most   *atomic.Int64
 	started, ended bool
@@ -298,7 +246,7 @@ func (r *gatedReader) ReadAt(p []byte, off int64) (int, error) {
 		}
 		<-r.gate
 	}
-	return r.strictReader.ReadAt(p, off)
+	return r.StrictReader.ReadAt(p, off)
 }
 
 func (r *gatedReader) Close() error {
@@ -306,7 +254,7 @@ func (r *gatedReader) Close() error {
 		r.ended = true
 		r.active.Add(-1)
 	}
-	return r.strictReader.Close()
+	return r.StrictReader.Close()
 }
 
 // A budget shared by two Plans (two models) bounds the header bytes
@@ -321,7 +269,7 @@ func TestHeaderBudgetBoundsParsesAtOnce(t *testing.T) {
 				st := formattest.WriteSafetensors(t, formattest.SafetensorsTensor{Name: fmt.Sprintf("%s.layers.%d.w", name, i), DType: "I32", Shape: []int64{4, 4}})
 				files = append(files, File{Path: fmt.Sprintf("%s-%05d-of-00004.safetensors", name, i+1), Size: int64(len(st.Data)),
 					Open: func() (io.ReaderAt, error) {
-						return &gatedReader{strictReader: newStrict(t, st.Data), gate: gate, active: &active, most: &most}, nil
+						return &gatedReader{StrictReader: formattest.NewStrict(t, st.Data), gate: gate, active: &active, most: &most}, nil
 					}})
 			}
 			return files
