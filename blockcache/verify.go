@@ -237,7 +237,7 @@ func (c *Cache) hashLoaded(b *block, claimed bool, err error) {
 			p = b.data
 			defer c.release(b)
 		}
-		c.feed(b.obj, p)
+		c.feed(b.obj, p, true)
 	}()
 }
 
@@ -308,7 +308,7 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, async, drop bool)
 		if async {
 			return true, nil
 		}
-		c.feed(id, p)
+		c.feed(id, p, drop)
 		return false, c.failed(id)
 	}
 	vr.mu.Unlock()
@@ -335,8 +335,9 @@ func (c *Cache) blocksOf(id ObjectID) int64 {
 // and still at hand in RAM or on disk; a block loaded once and dropped
 // since is fetched again (it must be the same bytes). It stops at a block
 // not loaded yet, or still loading (its worker carries on once it is
-// published), and lets go of the check. The caller owns the check (busy).
-func (c *Cache) feed(id ObjectID, p []byte) {
+// published), and lets go of the check. The caller owns the check (busy);
+// drop is as for checkBlock.
+func (c *Cache) feed(id ObjectID, p []byte, drop bool) {
 	vr := c.verify
 	k := objKey{id.Source, id.Name, id.Version}
 	total := c.blocksOf(id)
@@ -386,7 +387,7 @@ func (c *Cache) feed(id ObjectID, p []byte) {
 		}
 		p = nil
 		if err != nil {
-			c.settle(id, ov, err, true)
+			c.settle(id, ov, err, drop)
 			vr.mu.Lock()
 			ov.busy = false
 			vr.handoff.Broadcast()
