@@ -864,15 +864,21 @@ func (c *Cache) evict(v *block) {
 }
 
 // evictOne drops the least recently used block nobody is reading. For a
-// prefetch it skips blocks prefetched but not read yet.
+// prefetch it skips blocks prefetched but not read yet. Blocks an ordered
+// check has yet to hash go last: dropping one costs a second fetch.
 func (c *Cache) evictOne(forPrefetch bool) bool {
-	for e := c.lru.Back(); e != nil; e = e.Prev() {
-		v := e.Value.(*block)
-		if v.refs > 0 || (forPrefetch && v.unread) {
-			continue
+	for _, spare := range []bool{c.verify != nil, false} {
+		for e := c.lru.Back(); e != nil; e = e.Prev() {
+			v := e.Value.(*block)
+			if v.refs > 0 || (forPrefetch && v.unread) || (spare && c.keepForCheck(v)) {
+				continue
+			}
+			c.evict(v)
+			return true
 		}
-		c.evict(v)
-		return true
+		if !spare {
+			break
+		}
 	}
 	return false
 }

@@ -36,7 +36,8 @@
 //     and filling fresh pages costs more than fetching (docs/benchmarks.md,
 //     "Cold path"). Blocks read in part stay under plain LRU, and so do
 //     consumed blocks an ordered store check has not hashed yet while
-//     only RAM holds them.
+//     only RAM holds them; LRU eviction takes those last, since dropping
+//     one costs a second fetch.
 //   - No byte from disk reaches a reader unverified: every block read from
 //     the disk tier is checked against the xxhash64 recorded when it was
 //     written. A mismatch or short block is dropped and fetched again.
