@@ -3,10 +3,12 @@ package csi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -105,6 +107,9 @@ func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csipb.NodeGetVolu
 	}
 	for _, rec := range recs {
 		st, err := d.volumeStats(ctx, rec)
+		if errors.Is(err, errNoStatsSocket) {
+			continue // mounted by an older plugin: nothing known either way
+		}
 		if err != nil {
 			add(csipb.VolumeHealthErrorType_INACCESSIBLE, "MountNotAnswering", err.Error())
 			continue
@@ -133,12 +138,20 @@ func (d *Driver) publishedAt(id, target string) (*record, error) {
 	return rec, nil
 }
 
+// errNoStatsSocket: the volume's mount process serves no stats socket (a
+// plugin before this one started it).
+var errNoStatsSocket = errors.New("the volume's mount serves no stats socket")
+
 // volumeStats asks rec's mount process for its stats.
 func (d *Driver) volumeStats(ctx context.Context, rec *record) (*volumeStats, error) {
 	if !ownsTarget(rec) {
 		return nil, fmt.Errorf("the mount process of %s is not running: reads fail until it is restarted", rec.Target)
 	}
-	st, err := fetchVolumeStats(ctx, d.mount.metricsSocket(rec.Target))
+	sock := d.mount.metricsSocket(rec.Target)
+	if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", rec.Target, errNoStatsSocket)
+	}
+	st, err := fetchVolumeStats(ctx, sock)
 	if err != nil {
 		return nil, fmt.Errorf("the mount process of %s did not report its state: %w", rec.Target, err)
 	}

@@ -30,6 +30,9 @@ func TestCSIVolumeHealthFollowsVerification(t *testing.T) {
 	if err := p.publish(ctx, "vol-v", target, r.volumeContext(""), testSecrets()); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // also when the test stops early
+		p.node.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: "vol-v", TargetPath: target})
+	})
 	caps, err := p.node.NodeGetCapabilities(ctx, &csipb.NodeGetCapabilitiesRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +113,21 @@ func TestCSIVolumeHealthFollowsVerification(t *testing.T) {
 
 	if _, err := p.node.NodeGetVolumeHealth(ctx, &csipb.NodeGetVolumeHealthRequest{VolumeId: "vol-other"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("health of a volume not published here: %v, want NotFound", err)
+	}
+	// A volume whose mount serves no stats socket (started by an older
+	// plugin) has no known health issue, and no stats.
+	socks, err := filepath.Glob(filepath.Join(stateDir, "volumes", "*.sock"))
+	if err != nil || len(socks) != 1 {
+		t.Fatalf("the volume's stats socket: %v %v", socks, err)
+	}
+	if err := os.Remove(socks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if h := getHealth(target); len(h.GetHealthStatuses()) != 0 {
+		t.Fatalf("health of a volume without a stats socket: %v, want none known", h)
+	}
+	if _, err := p.node.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: "vol-v", VolumePath: target}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("stats of a volume without a stats socket: %v, want Unavailable", err)
 	}
 	// A mount process that is gone: INACCESSIBLE, and stats Unavailable,
 	// without touching the dead FUSE mount.
