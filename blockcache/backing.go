@@ -299,11 +299,8 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	buf := c.fillBuf.Get().(*[]byte)
 	defer c.fillBuf.Put(buf)
 	p := (*buf)[:min(c.opts.BlockSize, id.Size-off)]
-	// At the last block every other is on disk: each Fill stores its
-	// block before it is counted.
-	whole := c.orderedReader(id, index, p)
 	if c.disk.get(id, index, p) {
-		return false, c.verifyBlock(id, index, p, whole)
+		return false, c.verifyBlock(id, index, p)
 	}
 	c.counters.loads.Add(1)
 	oc := c.countersFor(id)
@@ -317,7 +314,7 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	if stored, _ := c.disk.put(id, index, p); !stored {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}
-	if err := c.verifyBlock(id, index, p, whole); err != nil {
+	if err := c.verifyBlock(id, index, p); err != nil {
 		return true, err
 	}
 	// Another Fill may have found the object damaged while this block

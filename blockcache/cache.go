@@ -656,19 +656,23 @@ func (c *Cache) work() {
 		p := buf[:b.size]
 		if c.disk != nil && c.disk.get(b.obj, b.key.index, p) {
 			b.onDisk = true // published by finish
-			c.finish(b, buf, c.verifyBlock(b.obj, b.key.index, p, c.orderedReader(b.obj, b.key.index, p)), false)
+			claimed, err := c.verifyLoaded(b, p)
+			c.finish(b, buf, err, false)
+			c.hashLoaded(b, claimed, err)
 			continue
 		}
 		c.counters.loads.Add(1)
 		b.stats.loads.Add(1)
 		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
+		claimed := false
 		if err == nil {
 			c.counters.bytesLoaded.Add(b.size)
 			b.stats.fetched.Add(b.size)
-			err = c.verifyBlock(b.obj, b.key.index, p, c.orderedReader(b.obj, b.key.index, p))
+			claimed, err = c.verifyLoaded(b, p)
 		}
 		writeBack := err == nil && c.disk != nil
 		c.finish(b, buf, err, writeBack)
+		c.hashLoaded(b, claimed, err)
 		if writeBack {
 			// Readers are already served from RAM; the reference taken
 			// in finish keeps the buffer from being recycled meanwhile.
@@ -837,17 +841,10 @@ func (c *Cache) reuseConsumed() {
 }
 
 // keepForCheck reports whether b must stay in RAM for its object's ordered
-// check (SHA, MD5), which reads every block back in order when the last
-// one loads, from RAM or the disk tier, never from the source.
+// check (SHA, MD5), which hashes blocks in order and has not reached b:
+// without a disk tier, dropping it would cost a second fetch.
 func (c *Cache) keepForCheck(b *block) bool {
-	vr := c.verify
-	if vr == nil || b.onDisk {
-		return false
-	}
-	vr.mu.Lock()
-	defer vr.mu.Unlock()
-	ov := vr.objs[objKey{b.key.source, b.key.name, b.key.version}]
-	return ov != nil && ov.state == VerifyPending && ov.check != nil && ov.check.Ordered()
+	return c.verify != nil && !b.onDisk && c.verify.unhashed(b)
 }
 
 // evict drops a ready block nobody is reading and keeps its buffer.
@@ -867,15 +864,21 @@ func (c *Cache) evict(v *block) {
 }
 
 // evictOne drops the least recently used block nobody is reading. For a
-// prefetch it skips blocks prefetched but not read yet.
+// prefetch it skips blocks prefetched but not read yet. Blocks an ordered
+// check has yet to hash go last: dropping one costs a second fetch.
 func (c *Cache) evictOne(forPrefetch bool) bool {
-	for e := c.lru.Back(); e != nil; e = e.Prev() {
-		v := e.Value.(*block)
-		if v.refs > 0 || (forPrefetch && v.unread) {
-			continue
+	for _, spare := range []bool{c.verify != nil, false} {
+		for e := c.lru.Back(); e != nil; e = e.Prev() {
+			v := e.Value.(*block)
+			if v.refs > 0 || (forPrefetch && v.unread) || (spare && c.keepForCheck(v)) {
+				continue
+			}
+			c.evict(v)
+			return true
 		}
-		c.evict(v)
-		return true
+		if !spare {
+			break
+		}
 	}
 	return false
 }

@@ -35,8 +35,9 @@
 //     since the reader's page cache, and a disk tier, hold those bytes,
 //     and filling fresh pages costs more than fetching (docs/benchmarks.md,
 //     "Cold path"). Blocks read in part stay under plain LRU, and so do
-//     consumed blocks an ordered store check still has to read back while
-//     only RAM holds them.
+//     consumed blocks an ordered store check has not hashed yet while
+//     only RAM holds them; LRU eviction takes those last, since dropping
+//     one costs a second fetch.
 //   - No byte from disk reaches a reader unverified: every block read from
 //     the disk tier is checked against the xxhash64 recorded when it was
 //     written. A mismatch or short block is dropped and fetched again.
@@ -45,15 +46,24 @@
 //     each block is shown to the object's check once, as a load (demand,
 //     prefetch or Fill) brings it, and the load that completes the object
 //     runs the check before it publishes its block. Order-free checks
-//     (CRCs) sum blocks as they come; ordered ones (SHA, MD5) read the
-//     object back in order from RAM and the disk tier then, never from the
-//     source. A mismatch fails that load and every later read of the
-//     object (ErrCorrupt), and drops its blocks from RAM and disk, so a
-//     reader of a damaged object never reaches a clean EOF. An object with
-//     no check, or whose check could not run, is Unverified, never
-//     Verified. The outcome lives for the cache's life, not on disk: a new
-//     process checks a complete disk object again (from its file, before
-//     passthrough), which is cheap for CRCs.
+//     (CRCs) sum blocks as they come. Ordered ones (SHA, MD5, composite,
+//     multipart ETags) are fed as the loaded prefix of the object grows:
+//     one goroutine at a time hashes the next block once it is published
+//     (off its readers' path) and carries on over the blocks after it that
+//     are still in RAM or on disk, so a sequential or layer-order load is
+//     hashed as it goes, in a RAM tier far smaller than the object. The
+//     state kept per object is the hash and an xxhash64 of each block
+//     loaded ahead of it, never block bytes. A block dropped before the
+//     hash reached it is read back from disk or fetched again, and must
+//     match its xxhash64, so the hash covers exactly the bytes served;
+//     otherwise the object fails. A mismatch fails that load and every
+//     later read of the object (ErrCorrupt), and drops its blocks from RAM
+//     and disk, so a reader of a damaged object never reaches a clean EOF.
+//     An object with no check, or whose check could not run, is
+//     Unverified, never Verified. The outcome lives for the cache's life,
+//     not on disk: a new process checks a complete disk object again (from
+//     its file, before passthrough), unless a stamp shows it unchanged
+//     since it passed.
 //
 // Disk format. One sparse data file per object, with block i at offset
 // i*blockSize, plus a meta file of fixed 16-byte per-block records (hash,

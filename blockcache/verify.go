@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Verifier checks whole objects against a checksum their store keeps. It
@@ -23,18 +25,20 @@ type Verifier interface {
 
 // ObjectCheck is the check of one object version.
 type ObjectCheck interface {
-	// Ordered reports whether Finish needs the object's bytes in order
-	// (SHA, MD5) instead of what Block saw (CRCs, combined per block).
+	// Ordered reports whether the check needs the object's bytes in
+	// order (SHA, MD5) rather than block by block in any order (CRCs,
+	// combined per block).
 	Ordered() bool
-	// Block sees each block once, in any order, possibly concurrently;
-	// only called when Ordered is false.
-	Block(index int64, p []byte)
-	// Finish is called once, when every block has been loaded; whole
-	// reads the object's bytes in order when Ordered (nil otherwise). It
-	// returns nil when the object matches, an error wrapping
-	// ErrUnverifiable when it could not be checked after all, and any
-	// other error for a mismatch.
-	Finish(ctx context.Context, whole io.Reader) error
+	// Block shows the check one block's bytes, each block once. When
+	// Ordered, in index order from 0, one call at a time; otherwise in
+	// any order, possibly concurrently. An error ends the check: one
+	// wrapping ErrUnverifiable leaves the object Unverified, any other
+	// fails it.
+	Block(ctx context.Context, index int64, p []byte) error
+	// Finish is called once, after Block saw every block. It returns nil
+	// when the object matches, an error wrapping ErrUnverifiable when it
+	// could not be checked after all, and any other error for a mismatch.
+	Finish(ctx context.Context) error
 }
 
 var (
@@ -42,7 +46,7 @@ var (
 	// whole-object check returns, wrapped with the mismatch.
 	ErrCorrupt = errors.New("content does not match the store's checksum")
 	// ErrUnverifiable: the store's checksum could not be compared after
-	// all (gone, changed version, bytes no longer cached in order).
+	// all (gone, changed version, a block that could not be read back).
 	ErrUnverifiable = errors.New("cannot be verified")
 )
 
@@ -77,9 +81,20 @@ func (s VerifyState) String() string {
 type objVerify struct {
 	check ObjectCheck // nil once settled, or when there is none
 	seen  BlockSet
-	n     int64 // blocks in seen
+	n     int64 // blocks in seen (unordered: whose Block returned)
 	state VerifyState
 	err   error // the mismatch, when failed
+
+	// An ordered check is fed as the prefix of loaded blocks grows:
+	// blocks [0, next) were hashed. One goroutine at a time feeds it
+	// (busy); again tells it that a block it may want was published
+	// while it looked; closing, that the load completing the object
+	// waits to take over. sums has the xxhash64 of each block loaded
+	// past next, so that one RAM dropped before the hash reached it is
+	// read back, or fetched again, as exactly the bytes served.
+	next                 int64
+	busy, again, closing bool
+	sums                 map[int64]uint64
 }
 
 // verifier holds the per-object checks; its own lock, so that the hashing
@@ -87,6 +102,7 @@ type objVerify struct {
 type verifier struct {
 	v        Verifier
 	mu       sync.Mutex
+	handoff  *sync.Cond // on mu: an ordered check's feeder let go
 	objs     map[objKey]*objVerify
 	passes   map[objKey]bool // background passes over complete disk objects
 	failures []ObjectID      // in the order they failed
@@ -96,7 +112,9 @@ type verifier struct {
 }
 
 func newVerifier(v Verifier) *verifier {
-	return &verifier{v: v, objs: map[objKey]*objVerify{}, passes: map[objKey]bool{}}
+	vr := &verifier{v: v, objs: map[objKey]*objVerify{}, passes: map[objKey]bool{}}
+	vr.handoff = sync.NewCond(&vr.mu)
+	return vr
 }
 
 // stateLocked returns id's check, starting it on first use.
@@ -112,6 +130,11 @@ func (vr *verifier) stateLocked(id ObjectID) *objVerify {
 		vr.objs[k] = ov
 	}
 	return ov
+}
+
+// orderedLocked reports whether ov is an ordered check still under way.
+func (ov *objVerify) orderedLocked() bool {
+	return ov.state == VerifyPending && ov.check != nil && ov.check.Ordered()
 }
 
 // Verification returns where the object version stands against its
@@ -157,55 +180,327 @@ func (c *Cache) failed(id ObjectID) error {
 	return nil
 }
 
-// verifyBlock records that block index of id was loaded with bytes p. When
-// it is the object's last, the object is checked before the caller
-// publishes the block: a mismatch is returned (wrapping ErrCorrupt), and the
-// object's cached blocks are dropped, so that the read that completes a
-// damaged object fails, and every read after it. whole opens the object's
-// bytes in order, for ordered checks.
-func (c *Cache) verifyBlock(id ObjectID, index int64, p []byte, whole func() (io.Reader, func())) error {
-	return c.checkBlock(id, index, p, whole, true)
+// verifyBlock shows block index of id, loaded with bytes p that the caller
+// does not keep, to the object's check. When it is the object's last, the
+// object is checked before the caller publishes the block: a mismatch is
+// returned (wrapping ErrCorrupt), and the object's cached blocks are
+// dropped, so that the read that completes a damaged object fails, and
+// every read after it.
+func (c *Cache) verifyBlock(id ObjectID, index int64, p []byte) error {
+	_, err := c.checkBlock(id, index, p, false, true)
+	return err
 }
 
-// checkBlock is verifyBlock; drop is false for a caller that pins the
-// object on disk, and drops it itself once it has let go.
-func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, whole func() (io.Reader, func()), drop bool) error {
+// verifyLoaded is verifyBlock for a load worker, which publishes b in RAM
+// next: when b is the next block of an ordered check, b is hashed only
+// after it is published (see hashLoaded), off its readers' path, and a
+// reference keeps it in RAM until then.
+func (c *Cache) verifyLoaded(b *block, p []byte) (claimed bool, err error) {
+	claimed, err = c.checkBlock(b.obj, b.key.index, p, true, true)
+	if claimed {
+		c.mu.Lock()
+		b.refs++ // b is still loading: nothing can evict it yet
+		c.mu.Unlock()
+	}
+	return claimed, err
+}
+
+// hashLoaded runs after a load worker published b: a claimed block is
+// hashed, and the hash carried on over the blocks after it; any other
+// loaded block may be the one a stalled ordered check waits for.
+func (c *Cache) hashLoaded(b *block, claimed bool, err error) {
+	vr := c.verify
+	if vr == nil || err != nil {
+		return
+	}
+	if !claimed {
+		vr.mu.Lock()
+		ov := vr.objs[objKey{b.key.source, b.key.name, b.key.version}]
+		start := false
+		if ov != nil && ov.orderedLocked() && !ov.closing {
+			// A feeder at work may have looked at b before it was
+			// published: it looks again before it lets go.
+			ov.again = ov.again || ov.busy
+			start = !ov.busy && ov.next == b.key.index
+			ov.busy = ov.busy || start
+		}
+		vr.mu.Unlock()
+		if !start {
+			return
+		}
+	}
+	c.verifyBG.Add(1)
+	go func() {
+		defer c.verifyBG.Done()
+		var p []byte
+		if claimed {
+			p = b.data
+			defer c.release(b)
+		}
+		c.feed(b.obj, p, true)
+	}()
+}
+
+// checkBlock is verifyBlock; async lets it leave the hashing of p to the
+// caller, which then owns the object's ordered check (claimed) and must
+// call feed; drop is false for a caller that pins the object on disk, and
+// drops it itself once it has let go.
+func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, async, drop bool) (claimed bool, err error) {
 	vr := c.verify
 	if vr == nil {
-		return nil
+		return false, nil
 	}
 	vr.mu.Lock()
 	ov := vr.stateLocked(id)
 	if ov.state != VerifyPending || ov.seen.Has(index) {
 		err := ov.err
 		vr.mu.Unlock()
-		return err
+		return false, err
 	}
 	ov.seen.add(index)
+	total := c.blocksOf(id)
 	check := ov.check
-	vr.mu.Unlock()
-
 	if !check.Ordered() {
-		check.Block(index, p)
+		vr.mu.Unlock()
+		berr := check.Block(c.ctx, index, p)
+		vr.mu.Lock()
+		ov.n++
+		last := ov.n == total
+		vr.mu.Unlock()
+		if berr != nil {
+			return false, c.settle(id, ov, berr, drop)
+		}
+		if !last {
+			return false, nil
+		}
+		return false, c.settle(id, ov, check.Finish(c.ctx), drop)
 	}
 
-	vr.mu.Lock()
 	ov.n++
-	last := ov.n == (id.Size+c.opts.BlockSize-1)/c.opts.BlockSize
+	if ov.n == total {
+		// The completing load hashes what is left, in order, before its
+		// block is published.
+		ov.closing = true
+		for ov.busy {
+			vr.handoff.Wait()
+		}
+		if ov.state != VerifyPending {
+			err := ov.err
+			vr.mu.Unlock()
+			return false, err
+		}
+		ov.busy = true
+		vr.mu.Unlock()
+		err := c.feedRest(id, ov, check, index, p)
+		if err == nil {
+			err = check.Finish(c.ctx)
+		}
+		err = c.settle(id, ov, err, drop)
+		vr.mu.Lock()
+		ov.busy = false
+		vr.handoff.Broadcast()
+		vr.mu.Unlock()
+		return false, err
+	}
+	if index == ov.next && !ov.busy && !ov.closing {
+		ov.busy = true
+		vr.mu.Unlock()
+		if async {
+			return true, nil
+		}
+		c.feed(id, p, drop)
+		return false, c.failed(id)
+	}
 	vr.mu.Unlock()
-	if !last {
-		return nil
-	}
-	var err error
-	if check.Ordered() {
-		r, done := whole()
-		err = check.Finish(c.ctx, r)
-		done()
-	} else {
-		err = check.Finish(c.ctx, nil)
-	}
+	// Hashed later: keep what it was, in case RAM drops it meanwhile.
+	sum := xxhash.Sum64(p)
 	vr.mu.Lock()
-	ov.check, ov.seen = nil, BlockSet{} // settled: neither is needed again
+	if ov.orderedLocked() && index >= ov.next {
+		if ov.sums == nil {
+			ov.sums = map[int64]uint64{}
+		}
+		ov.sums[index] = sum
+	}
+	vr.mu.Unlock()
+	return false, nil
+}
+
+// blocksOf is the number of blocks of id.
+func (c *Cache) blocksOf(id ObjectID) int64 {
+	return (id.Size + c.opts.BlockSize - 1) / c.opts.BlockSize
+}
+
+// feed carries id's ordered check on from its next block, whose bytes are
+// p when the caller has them, over every following block already loaded
+// and still at hand in RAM or on disk; a block loaded once and dropped
+// since is fetched again (it must be the same bytes). It stops at a block
+// not loaded yet, or still loading (its worker carries on once it is
+// published), and lets go of the check. The caller owns the check (busy);
+// drop is as for checkBlock.
+func (c *Cache) feed(id ObjectID, p []byte, drop bool) {
+	vr := c.verify
+	k := objKey{id.Source, id.Name, id.Version}
+	total := c.blocksOf(id)
+	buf := c.fillBuf.Get().(*[]byte)
+	defer c.fillBuf.Put(buf)
+	for {
+		vr.mu.Lock()
+		ov := vr.objs[k]
+		if p == nil {
+			ov.again = false
+		}
+		if !ov.orderedLocked() || (ov.closing && p == nil) || c.ctx.Err() != nil || ov.next >= total || (p == nil && !ov.seen.Has(ov.next)) {
+			if ov.again && ov.orderedLocked() && !ov.closing && c.ctx.Err() == nil {
+				ov.again = false
+				vr.mu.Unlock()
+				continue
+			}
+			ov.busy = false
+			vr.handoff.Broadcast()
+			vr.mu.Unlock()
+			return
+		}
+		i, check := ov.next, ov.check
+		sum, hasSum := ov.sums[i]
+		vr.mu.Unlock()
+
+		q, release, err := p, func() {}, error(nil)
+		if q == nil {
+			q, release, err = c.readBack(id, i, (*buf)[:min(c.opts.BlockSize, id.Size-i*c.opts.BlockSize)], false, sum, hasSum)
+		}
+		if err == nil && q == nil {
+			// Still loading: its worker carries on once it is published.
+			vr.mu.Lock()
+			if ov.again {
+				ov.again = false
+				vr.mu.Unlock()
+				continue
+			}
+			ov.busy = false
+			vr.handoff.Broadcast()
+			vr.mu.Unlock()
+			return
+		}
+		if err == nil {
+			err = check.Block(c.ctx, i, q)
+			release()
+		}
+		p = nil
+		if err != nil {
+			c.settle(id, ov, err, drop)
+			vr.mu.Lock()
+			ov.busy = false
+			vr.handoff.Broadcast()
+			vr.mu.Unlock()
+			return
+		}
+		vr.mu.Lock()
+		ov.next++
+		delete(ov.sums, i)
+		vr.mu.Unlock()
+	}
+}
+
+// feedRest hashes id's blocks from the check's next one to the end, for
+// the load that completes the object: block index is p, the others are
+// read back from RAM (waiting for one being finished), the disk tier, or
+// fetched again.
+func (c *Cache) feedRest(id ObjectID, ov *objVerify, check ObjectCheck, index int64, p []byte) error {
+	vr := c.verify
+	total := c.blocksOf(id)
+	buf := c.fillBuf.Get().(*[]byte)
+	defer c.fillBuf.Put(buf)
+	vr.mu.Lock()
+	first := ov.next
+	vr.mu.Unlock()
+	for i := first; i < total; i++ {
+		q, release := p, func() {}
+		if i != index {
+			vr.mu.Lock()
+			sum, hasSum := ov.sums[i]
+			vr.mu.Unlock()
+			var err error
+			q, release, err = c.readBack(id, i, (*buf)[:min(c.opts.BlockSize, id.Size-i*c.opts.BlockSize)], true, sum, hasSum)
+			if err != nil {
+				return err
+			}
+		}
+		err := check.Block(c.ctx, i, q)
+		release()
+		if err != nil {
+			return err
+		}
+		vr.mu.Lock()
+		ov.next++
+		delete(ov.sums, i)
+		vr.mu.Unlock()
+	}
+	return nil
+}
+
+// readBack returns the bytes of block index of id, loaded before, for an
+// ordered check: from RAM (waiting for a load in flight when wait is set,
+// else returning nil bytes and no error while one is), from the disk tier
+// into buf, or else fetched again into buf. Bytes not from RAM must match
+// sum, the block's xxhash64 when it was first loaded, when known: a
+// mismatch is a failure of the object; a block fetched again with no sum
+// to compare it with cannot be verified.
+func (c *Cache) readBack(id ObjectID, index int64, buf []byte, wait bool, sum uint64, hasSum bool) ([]byte, func(), error) {
+	c.mu.Lock()
+	b, ok := c.blocks[key{id.Source, id.Name, id.Version, index}]
+	switch {
+	case ok && b.state == stateReady:
+		b.refs++
+		c.mu.Unlock()
+		return b.data, func() { c.release(b) }, nil
+	case ok && !wait:
+		c.mu.Unlock()
+		return nil, nil, nil
+	case ok && b.state == stateLoading:
+		b.refs++
+		c.mu.Unlock()
+		if c.wait(c.ctx, b) == nil {
+			return b.data, func() { c.release(b) }, nil
+		}
+		c.release(b)
+	default:
+		c.mu.Unlock()
+	}
+	from := "the disk cache"
+	if c.disk == nil || !c.disk.get(id, index, buf) {
+		if !hasSum {
+			return nil, nil, fmt.Errorf("%w: block %d is no longer cached", ErrUnverifiable, index)
+		}
+		from = "the source"
+		c.counters.loads.Add(1)
+		oc := c.countersFor(id)
+		oc.loads.Add(1)
+		if err := c.loader.LoadBlock(c.ctx, id, index*c.opts.BlockSize, buf); err != nil {
+			c.counters.loadErrors.Add(1)
+			return nil, nil, fmt.Errorf("%w: fetching block %d again: %w", ErrUnverifiable, index, err)
+		}
+		c.counters.bytesLoaded.Add(int64(len(buf)))
+		oc.fetched.Add(int64(len(buf)))
+	}
+	if hasSum && xxhash.Sum64(buf) != sum {
+		return nil, nil, fmt.Errorf("block %d read back from %s is not the bytes first loaded", index, from)
+	}
+	return buf, func() {}, nil
+}
+
+// settle records the outcome of id's check, once: err nil is a match, an
+// error wrapping ErrUnverifiable (or one after Close) leaves the object
+// Unverified, any other fails it, and then its cached blocks are dropped
+// when drop is set. It returns the error reads of id get from now on.
+func (c *Cache) settle(id ObjectID, ov *objVerify, err error, drop bool) error {
+	vr := c.verify
+	vr.mu.Lock()
+	if ov.state != VerifyPending {
+		err := ov.err
+		vr.mu.Unlock()
+		return err
+	}
+	ov.check, ov.seen, ov.sums = nil, BlockSet{}, nil // settled: none is needed again
 	switch {
 	case err == nil:
 		ov.state = Verified
@@ -223,8 +518,9 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, whole func() (io.
 		vr.anyFailed.Store(true)
 		err = ov.err
 	}
+	state := ov.state
 	vr.mu.Unlock()
-	if err == nil && ov.state == Verified {
+	if state == Verified {
 		c.rememberVerified(id)
 	}
 	if err != nil {
@@ -240,51 +536,13 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, whole func() (io.
 	return err
 }
 
-// orderedReader reads id's blocks in order for an ordered check: block
-// index from p, the others from RAM (waiting for one being finished) or
-// the disk tier. A block found in neither makes the check ErrUnverifiable;
-// nothing is fetched again.
-func (c *Cache) orderedReader(id ObjectID, index int64, p []byte) func() (io.Reader, func()) {
-	return func() (io.Reader, func()) {
-		pr, pw := io.Pipe()
-		go func() {
-			buf := make([]byte, c.opts.BlockSize)
-			n := (id.Size + c.opts.BlockSize - 1) / c.opts.BlockSize
-			for i := int64(0); i < n; i++ {
-				q := p
-				if i != index {
-					q = buf[:min(c.opts.BlockSize, id.Size-i*c.opts.BlockSize)]
-					if !c.peek(id, i, q) && (c.disk == nil || !c.disk.get(id, i, q)) {
-						pw.CloseWithError(fmt.Errorf("%w: block %d is no longer cached", ErrUnverifiable, i))
-						return
-					}
-				}
-				if _, err := pw.Write(q); err != nil {
-					return
-				}
-			}
-			pw.Close()
-		}()
-		return pr, func() { pr.Close() }
-	}
-}
-
-// peek copies block index of id into q if it is in RAM, waiting for a load
-// in flight but starting none.
-func (c *Cache) peek(id ObjectID, index int64, q []byte) bool {
-	c.mu.Lock()
-	b, ok := c.blocks[key{id.Source, id.Name, id.Version, index}]
-	if !ok || b.state == stateQueued {
-		c.mu.Unlock()
-		return false
-	}
-	b.refs++
-	c.mu.Unlock()
-	defer c.release(b)
-	if c.wait(c.ctx, b) != nil {
-		return false
-	}
-	return copy(q, b.data) == len(q)
+// unhashed reports whether b is a block its object's ordered check has
+// loaded but not hashed yet, which RAM should keep while it can.
+func (vr *verifier) unhashed(b *block) bool {
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	ov := vr.objs[objKey{b.key.source, b.key.name, b.key.version}]
+	return ov != nil && ov.orderedLocked() && b.key.index >= ov.next
 }
 
 // verifyFile runs the check of a complete, block-verified disk object from
@@ -293,7 +551,6 @@ func (c *Cache) peek(id ObjectID, index int64, q []byte) bool {
 func (c *Cache) verifyFile(id ObjectID, f io.ReaderAt) bool {
 	bs := c.opts.BlockSize
 	buf := make([]byte, bs)
-	whole := func() (io.Reader, func()) { return io.NewSectionReader(f, 0, id.Size), func() {} }
 	for i := int64(0); i*bs < id.Size; i++ {
 		if st, _ := c.Object(id).Verification(); st != VerifyPending || c.ctx.Err() != nil {
 			break
@@ -302,7 +559,7 @@ func (c *Cache) verifyFile(id ObjectID, f io.ReaderAt) bool {
 		if n, _ := f.ReadAt(p, i*bs); n != len(p) {
 			return false
 		}
-		if err := c.checkBlock(id, i, p, whole, false); err != nil {
+		if _, err := c.checkBlock(id, i, p, false, false); err != nil {
 			return false
 		}
 	}

@@ -6,12 +6,17 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // sumVerifier checks objects against the sums it was given, by name: an
@@ -26,7 +31,7 @@ func (v *sumVerifier) Check(id ObjectID) ObjectCheck {
 	if !ok {
 		return nil
 	}
-	return &sumCheck{ordered: v.ordered, want: want, crcs: map[int64]uint32{}}
+	return &sumCheck{ordered: v.ordered, want: want, crcs: map[int64]uint32{}, sha: sha256.New()}
 }
 
 type sumCheck struct {
@@ -34,26 +39,39 @@ type sumCheck struct {
 	want    []byte
 	mu      sync.Mutex
 	crcs    map[int64]uint32
+	sha     hash.Hash
+	next    int64 // ordered: the block Block must see next
+	busy    bool  // ordered: a Block call is under way
 }
 
 func (c *sumCheck) Ordered() bool { return c.ordered }
 
-func (c *sumCheck) Block(i int64, p []byte) {
+func (c *sumCheck) Block(_ context.Context, i int64, p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.crcs[i] = crc32.ChecksumIEEE(p)
+	if !c.ordered {
+		c.crcs[i] = crc32.ChecksumIEEE(p)
+		return nil
+	}
+	// The contract under test: in order, one call at a time.
+	if i != c.next || c.busy {
+		return fmt.Errorf("ordered check shown block %d while expecting %d (busy %v)", i, c.next, c.busy)
+	}
+	c.busy = true
+	c.mu.Unlock()
+	c.sha.Write(p)
+	c.mu.Lock()
+	c.busy = false
+	c.next++
+	return nil
 }
 
-func (c *sumCheck) Finish(_ context.Context, whole io.Reader) error {
-	var got []byte
+func (c *sumCheck) Finish(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got := crcList(c.crcs)
 	if c.ordered {
-		h := sha256.New()
-		if _, err := io.Copy(h, whole); err != nil {
-			return err
-		}
-		got = h.Sum(nil)
-	} else {
-		got = crcList(c.crcs)
+		got = c.sha.Sum(nil)
 	}
 	if !bytes.Equal(got, c.want) {
 		return fmt.Errorf("sum %x, want %x", got, c.want)
@@ -254,5 +272,196 @@ func TestOrderedCheckKeepsConsumedBlocks(t *testing.T) {
 	}
 	if s := c.Stats(); s.Loads != 7 {
 		t.Fatalf("%d loads, want 7", s.Loads)
+	}
+}
+
+// An ordered check is fed as the object loads, so a RAM tier much smaller
+// than the object still verifies it from one sequential read, with every
+// block fetched once; and a damaged one fails the read that completes it.
+func TestOrderedCheckSmallRAM(t *testing.T) {
+	const bs = 64 << 10
+	good, bad := randomBytes(20*bs+9, 51), randomBytes(20*bs, 52)
+	damaged := bytes.Clone(bad)
+	damaged[17*bs+3] ^= 4
+	gs, bsum := sha256.Sum256(good), sha256.Sum256(bad)
+	l := &memLoader{data: map[string][]byte{"goodv": good, "badv": damaged}}
+	c := New(Options{BlockSize: bs, MemBytes: 4 * bs, Workers: 2,
+		Verifier: &sumVerifier{ordered: true, want: map[string][]byte{"good": gs[:], "bad": bsum[:]}}}, l)
+	defer c.Close()
+	read := func(name string, size int) error {
+		id := ObjectID{Source: "s", Name: name, Version: "v", Size: int64(size)}
+		o := c.Object(id)
+		buf := make([]byte, 4096)
+		for off := int64(0); ; off += int64(len(buf)) {
+			if _, err := o.ReadAt(context.Background(), buf, off); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			if off%bs == 0 {
+				// The hash keeps up with a block's worth of reads,
+				// whatever the scheduler does meanwhile.
+				waitHashed(t, c, id, off/bs)
+			}
+		}
+	}
+	if err := read("good", len(good)); err != nil {
+		t.Fatal(err)
+	}
+	gid := ObjectID{Source: "s", Name: "good", Version: "v", Size: int64(len(good))}
+	if st, err := c.Object(gid).Verification(); st != Verified {
+		t.Fatalf("verification %v (%v), want verified", st, err)
+	}
+	if s := c.Stats(); s.Loads != 21 || s.MemBytes > 4*bs+2*bs {
+		t.Fatalf("%d loads (want 21), %d bytes of RAM", s.Loads, s.MemBytes)
+	}
+	if err := read("bad", len(bad)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged object read to its end: %v, want ErrCorrupt", err)
+	}
+}
+
+// waitHashed waits until id's ordered check has hashed its first n blocks
+// and let go, or has settled.
+func waitHashed(t *testing.T, c *Cache, id ObjectID, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.verify.mu.Lock()
+		ov := c.verify.stateLocked(id)
+		done := ov.state != VerifyPending || (ov.next >= n && !ov.busy)
+		c.verify.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ordered check of %s did not reach block %d", id.Name, n)
+		}
+		runtime.Gosched()
+	}
+}
+
+// flakyLoader serves other bytes for one block from its second load on.
+type flakyLoader struct {
+	*memLoader
+	off   int64 // the block that changes
+	mu    sync.Mutex
+	loads int
+}
+
+func (l *flakyLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	if err := l.memLoader.LoadBlock(ctx, id, off, p); err != nil || off != l.off {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.loads++; l.loads > 1 {
+		p[1] ^= 0x10
+	}
+	return nil
+}
+
+// Blocks read ahead of the ordered hash and dropped from RAM before it
+// reached them are fetched again, and must be the very bytes served the
+// first time: else the object fails, even when the store's checksum
+// matches what came the second time.
+func TestOrderedCheckRefetchesDroppedBlocks(t *testing.T) {
+	const bs = 64 << 10
+	data := randomBytes(12*bs+5, 61)
+	id := ObjectID{Source: "s", Name: "m", Version: "v", Size: int64(len(data))}
+	// Each read waits for the hash to take what it can, so that what RAM
+	// drops does not depend on how the feeding goroutine is scheduled.
+	readBlocks := func(c *Cache, blocks ...int64) error {
+		for _, i := range blocks {
+			_, err := c.Object(id).ReadAt(context.Background(), make([]byte, bs), i*bs)
+			if err != nil && err != io.EOF {
+				return fmt.Errorf("block %d: %w", i, err)
+			}
+			if i < 8 || i > 10 {
+				waitHashed(t, c, id, i+1)
+			}
+		}
+		return nil
+	}
+	// Blocks 8-10 first, then 0-7 and the last, through a 2-block RAM
+	// tier: 8 and 9 are pushed out before the hash reaches them (10 is
+	// kept, as what the hash has done with goes first).
+	order := []int64{8, 9, 10, 0, 1, 2, 3, 4, 5, 6, 7, 11, 12}
+
+	t.Run("same bytes", func(t *testing.T) {
+		sum := sha256.Sum256(data)
+		l := &memLoader{data: map[string][]byte{"mv": data}}
+		c := New(Options{BlockSize: bs, MemBytes: 2 * bs, Workers: 1,
+			Verifier: &sumVerifier{ordered: true, want: map[string][]byte{"m": sum[:]}}}, l)
+		defer c.Close()
+		if err := readBlocks(c, order...); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.Object(id).Verification(); st != Verified {
+			t.Fatalf("verification %v (%v), want verified", st, err)
+		}
+		// 13 blocks, and 8 and 9 again.
+		if s := c.Stats(); s.Loads != 15 {
+			t.Fatalf("%d loads, want 15 (%v)", s.Loads, l.loadOrder())
+		}
+	})
+
+	t.Run("changed on the second fetch", func(t *testing.T) {
+		second := bytes.Clone(data)
+		second[9*bs+1] ^= 0x10
+		sum := sha256.Sum256(second) // the store agrees with the second fetch
+		l := &flakyLoader{memLoader: &memLoader{data: map[string][]byte{"mv": data}}, off: 9 * bs}
+		c := New(Options{BlockSize: bs, MemBytes: 2 * bs, Workers: 1,
+			Verifier: &sumVerifier{ordered: true, want: map[string][]byte{"m": sum[:]}}}, l)
+		defer c.Close()
+		err := readBlocks(c, order...)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("reading it all: %v, want ErrCorrupt", err)
+		}
+		st, verr := c.Object(id).Verification()
+		if st != VerifyFailed || verr == nil || !strings.Contains(verr.Error(), "not the bytes first loaded") {
+			t.Fatalf("verification %v (%v), want failed for a changed block", st, verr)
+		}
+	})
+}
+
+// Concurrent readers in scattered order, through a RAM tier a fraction of
+// the object: the ordered check still sees every block once, in order, one
+// at a time (sumCheck fails the object otherwise), and passes.
+func TestOrderedCheckConcurrentScatteredReads(t *testing.T) {
+	const bs = 32 << 10
+	const blocks = 48
+	data := randomBytes(blocks*bs-100, 71)
+	sum := sha256.Sum256(data)
+	id := ObjectID{Source: "s", Name: "m", Version: "v", Size: int64(len(data))}
+	l := &memLoader{data: map[string][]byte{"mv": data}}
+	c := New(Options{BlockSize: bs, MemBytes: 6 * bs, Workers: 4,
+		Verifier: &sumVerifier{ordered: true, want: map[string][]byte{"m": sum[:]}}}, l)
+	defer c.Close()
+	perm := rand.New(rand.NewPCG(7, 7)).Perm(blocks)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for r := range 4 {
+		wg.Go(func() {
+			buf := make([]byte, bs)
+			for _, i := range perm[r*blocks/4 : (r+1)*blocks/4] {
+				n, err := c.Object(id).ReadAt(context.Background(), buf, int64(i)*bs)
+				if err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(buf[:n], data[i*bs:i*bs+n]) {
+					errs <- fmt.Errorf("block %d: wrong bytes", i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st, err := c.Object(id).Verification(); st != Verified {
+		t.Fatalf("verification %v (%v), want verified", st, err)
 	}
 }

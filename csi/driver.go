@@ -183,7 +183,7 @@ func New(opts Options) (*Driver, error) {
 	}
 	// A unix socket's path has room for 107 bytes; a mount that could not
 	// bind its metrics socket would fail to start.
-	if sock := m.metricsSocket("/"); opts.Metrics && len(sock) > 107 {
+	if sock := m.metricsSocket("/"); len(sock) > 107 {
 		return nil, fmt.Errorf("state dir %s is too long a path for the volumes' metrics sockets (%s)", opts.StateDir, sock)
 	}
 	d := &Driver{opts: opts, log: opts.Logger, mount: m, metrics: newPluginMetrics(m), targets: map[string]*sync.Mutex{},

@@ -22,9 +22,16 @@ func (d *Driver) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb
 }
 
 // NodeGetCapabilities implements the Node service: no staging (each
-// publish is its own mount sharing the node cache), no stats.
+// publish is its own mount sharing the node cache); volume stats, and a
+// volume health that follows its files' verification.
 func (d *Driver) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilitiesRequest) (*csipb.NodeGetCapabilitiesResponse, error) {
-	return &csipb.NodeGetCapabilitiesResponse{}, nil
+	rpc := func(t csipb.NodeServiceCapability_RPC_Type) *csipb.NodeServiceCapability {
+		return &csipb.NodeServiceCapability{Type: &csipb.NodeServiceCapability_Rpc{Rpc: &csipb.NodeServiceCapability_RPC{Type: t}}}
+	}
+	return &csipb.NodeGetCapabilitiesResponse{Capabilities: []*csipb.NodeServiceCapability{
+		rpc(csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS),
+		rpc(csipb.NodeServiceCapability_RPC_GET_VOLUME_HEALTH),
+	}}, nil
 }
 
 // NodePublishVolume mounts the volume's source read-only at the target.
@@ -155,10 +162,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "creating target: %v", err)
 	}
-	var metricsSock string
-	if d.opts.Metrics {
-		metricsSock = d.mount.metricsSocket(target)
-	}
+	// Every mount serves its metrics and stats on a socket in the state
+	// dir: NodeGetVolumeStats reads them there.
+	metricsSock := d.mount.metricsSocket(target)
 	args := vol.mountArgs(target, metricsSock, &d.opts)
 	env = append(env, vol.mountEnv()...)
 	if podTok != "" {

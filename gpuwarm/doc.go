@@ -20,6 +20,11 @@
 //     cache while the Warmer holds them. RLIMIT_MEMLOCK is checked first.
 //   - warmup (optional): an OpenAI-compatible server is sent requests of
 //     each configured shape until its first-request overheads are paid.
+//   - verify: when the model is in a modelfs mount, its stats file tells
+//     each file's state against its store's checksum (decoded here, so
+//     that nothing of the filesystem is linked): a failed file is never
+//     ready; Options.RequireVerified refuses pending and unverified ones
+//     too, and a model that is not in a modelfs mount.
 //
 // Readiness is then reported: /readyz turns 200, a ready file is written,
 // and the report (phase timings included) is returned for printing.

@@ -44,7 +44,11 @@ type Options struct {
 	ReadyFile string
 	// Warmup, if set, warms an inference server up before ready.
 	Warmup *WarmupOptions
-	Log    *slog.Logger
+	// RequireVerified refuses readiness unless every model file is
+	// verified against its store's checksum by the modelfs mount serving
+	// it; without it only a file that failed its check does.
+	RequireVerified bool
+	Log             *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -71,6 +75,8 @@ type Report struct {
 	Fit         *Fit          `json:"fit,omitempty"`
 	Pin         *PinReport    `json:"pin,omitempty"`
 	Warmup      []ShapeResult `json:"warmup,omitempty"`
+	// Verify is where the files stand against their store's checksums.
+	Verify *VerifyReport `json:"verify,omitempty"`
 	// PhasesMS is each phase's duration in milliseconds: nvml_init,
 	// inventory, plan, pin and warmup, those that ran.
 	PhasesMS map[string]float64 `json:"phases_ms"`
@@ -294,6 +300,19 @@ func (w *Warmer) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	// After pinning and warm-up, which may have read files whole: a file
+	// known damaged never makes the model ready.
+	err = timed("verify", func() error {
+		var err error
+		rep.Verify, err = checkVerified(o.Model, o.RequireVerified)
+		if rep.Verify != nil && !rep.Verify.Verifiable {
+			w.log.Warn(rep.Verify.Note)
+		}
+		return err
+	})
+	if err != nil {
 		return rep, err
 	}
 

@@ -88,6 +88,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Engine, error) 
 	}
 	pf.attach(e.r)
 	e.stats = newStatsReporter(e.r, pf, pf.mode, cfg.BlockSize)
+	if e.metrics != nil {
+		e.metrics.stats.Store(e.stats)
+	}
 	return e, nil
 }
 

@@ -35,6 +35,10 @@ type metrics struct {
 	sharedGetSeconds                 *prometheus.HistogramVec
 
 	mount mountCollector
+	// stats is the mount's snapshot, served at /stats (JSON, as the stats
+	// file): how the CSI plugin learns a volume's size and health without
+	// touching its FUSE mount, which may hang.
+	stats atomic.Pointer[statsReporter]
 }
 
 func newMetrics() *metrics {
@@ -238,6 +242,20 @@ func serveMetrics(m *metrics, addr string, withPprof bool, log *slog.Logger) (fu
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
+		s := m.stats.Load()
+		if s == nil {
+			http.Error(w, "the mount is not up yet", http.StatusServiceUnavailable)
+			return
+		}
+		b, err := s.snapshot()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"hash"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,14 +69,25 @@ func newPartHash(algo string) hash.Hash {
 // the checksum of the parts' checksums, each part hashed from the bytes in
 // order, part sizes from the store.
 type compositeCheck struct {
-	file remoteFile
-	algo string
+	file  remoteFile
+	algo  string
+	parts partHasher
 }
 
-func (c *compositeCheck) Ordered() bool       { return true }
-func (c *compositeCheck) Block(int64, []byte) {}
+func (c *compositeCheck) Ordered() bool { return true }
 
-func (c *compositeCheck) Finish(ctx context.Context, whole io.Reader) error {
+func (c *compositeCheck) Block(ctx context.Context, _ int64, p []byte) error {
+	if c.parts.sizes == nil {
+		sizes, err := partSizes(ctx, c.file, -1)
+		if err != nil {
+			return err
+		}
+		c.parts.start(sizes, func() hash.Hash { return newPartHash(c.algo) })
+	}
+	return c.parts.write(p)
+}
+
+func (c *compositeCheck) Finish(ctx context.Context) error {
 	st, err := stat(ctx, c.file)
 	if err != nil {
 		return err
@@ -89,22 +99,73 @@ func (c *compositeCheck) Finish(ctx context.Context, whole io.Reader) error {
 	if !ck.Composite || ck.Algorithm != c.algo || err1 != nil || err2 != nil {
 		return fmt.Errorf("%w: the store's checksum is now %s %q", blockcache.ErrUnverifiable, ck.Algorithm, ck.Value)
 	}
-	sizes, err := partSizes(ctx, c.file, n)
+	if len(c.parts.sizes) != n {
+		return fmt.Errorf("%w: the store lists %d parts for a checksum of %d", blockcache.ErrUnverifiable, len(c.parts.sizes), n)
+	}
+	got, err := c.parts.sum()
 	if err != nil {
 		return err
 	}
-	outer := newPartHash(c.algo)
-	for _, sz := range sizes {
-		h := newPartHash(c.algo)
-		if _, err := io.CopyN(h, whole, sz); err != nil {
-			return fmt.Errorf("%w: reading it back: %w", blockcache.ErrUnverifiable, err)
-		}
-		outer.Write(h.Sum(nil))
-	}
-	return compareSums(fmt.Sprintf("composite %s (%d parts)", c.algo, n), outer.Sum(nil), want)
+	return compareSums(fmt.Sprintf("composite %s (%d parts)", c.algo, n), got, want)
 }
 
-// partSizes lists the file's n parts, which must add up to its size.
+// partHasher hashes an object's bytes, fed in order, part by part, and
+// the parts' sums in turn: S3's composite checksums and multipart ETags.
+type partHasher struct {
+	sizes   []int64
+	newHash func() hash.Hash
+	outer   hash.Hash
+	h       hash.Hash // the part being hashed
+	part    int       // parts started
+	left    int64     // bytes of the current part still to come
+}
+
+func (ph *partHasher) start(sizes []int64, newHash func() hash.Hash) {
+	ph.sizes, ph.newHash, ph.outer = sizes, newHash, newHash()
+}
+
+func (ph *partHasher) write(p []byte) error {
+	for len(p) > 0 {
+		if ph.left == 0 {
+			if ph.h != nil {
+				ph.outer.Write(ph.h.Sum(nil))
+			}
+			if ph.part == len(ph.sizes) {
+				return fmt.Errorf("%w: more bytes than the listed parts hold", blockcache.ErrUnverifiable)
+			}
+			ph.h, ph.left = ph.newHash(), ph.sizes[ph.part]
+			ph.part++
+		}
+		n := min(int64(len(p)), ph.left)
+		ph.h.Write(p[:n])
+		ph.left -= n
+		p = p[n:]
+	}
+	return nil
+}
+
+// sum ends the last part and returns the sum of the parts' sums.
+func (ph *partHasher) sum() ([]byte, error) {
+	// Empty parts at the end still have their sums.
+	for ph.outer != nil && ph.left == 0 && ph.part < len(ph.sizes) && ph.sizes[ph.part] == 0 {
+		if ph.h != nil {
+			ph.outer.Write(ph.h.Sum(nil))
+		}
+		ph.h = ph.newHash()
+		ph.part++
+	}
+	if ph.outer == nil || ph.left != 0 || ph.part != len(ph.sizes) {
+		return nil, fmt.Errorf("%w: the bytes did not fill the listed parts", blockcache.ErrUnverifiable)
+	}
+	if ph.h != nil {
+		ph.outer.Write(ph.h.Sum(nil))
+		ph.h = nil
+	}
+	return ph.outer.Sum(nil), nil
+}
+
+// partSizes lists the file's parts, which must add up to its size and,
+// unless n is negative, be n.
 func partSizes(ctx context.Context, f remoteFile, n int) ([]int64, error) {
 	sizes, err := f.model.parts.PartSizes(ctx, f.obj)
 	if err != nil {
@@ -118,7 +179,7 @@ func partSizes(ctx context.Context, f remoteFile, n int) ([]int64, error) {
 		}
 		total += sz
 	}
-	if len(sizes) != n || total != f.obj.Size {
+	if (n >= 0 && len(sizes) != n) || len(sizes) == 0 || total != f.obj.Size {
 		return nil, fmt.Errorf("%w: the store lists %d parts of %d bytes for %d parts of %d bytes",
 			blockcache.ErrUnverifiable, len(sizes), total, n, f.obj.Size)
 	}
@@ -136,12 +197,23 @@ type partLister interface {
 type multipartCheck struct {
 	file  remoteFile
 	parts int
+	ph    partHasher
 }
 
-func (c *multipartCheck) Ordered() bool       { return true }
-func (c *multipartCheck) Block(int64, []byte) {}
+func (c *multipartCheck) Ordered() bool { return true }
 
-func (c *multipartCheck) Finish(ctx context.Context, whole io.Reader) error {
+func (c *multipartCheck) Block(ctx context.Context, _ int64, p []byte) error {
+	if c.ph.sizes == nil {
+		sizes, err := partSizes(ctx, c.file, c.parts)
+		if err != nil {
+			return err
+		}
+		c.ph.start(sizes, func() hash.Hash { return objsum.NewOrdered("MD5") })
+	}
+	return c.ph.write(p)
+}
+
+func (c *multipartCheck) Finish(ctx context.Context) error {
 	st, err := stat(ctx, c.file)
 	if err != nil {
 		return err
@@ -150,19 +222,11 @@ func (c *multipartCheck) Finish(ctx context.Context, whole io.Reader) error {
 	if !ok || n != c.parts {
 		return fmt.Errorf("%w: the ETag is not a multipart MD5 (encrypted?)", blockcache.ErrUnverifiable)
 	}
-	sizes, err := partSizes(ctx, c.file, n)
+	got, err := c.ph.sum()
 	if err != nil {
 		return err
 	}
-	outer := objsum.NewOrdered("MD5")
-	for _, sz := range sizes {
-		h := objsum.NewOrdered("MD5")
-		if _, err := io.CopyN(h, whole, sz); err != nil {
-			return fmt.Errorf("%w: reading it back: %w", blockcache.ErrUnverifiable, err)
-		}
-		outer.Write(h.Sum(nil))
-	}
-	return compareSums(fmt.Sprintf("multipart ETag (%d parts)", n), outer.Sum(nil), want)
+	return compareSums(fmt.Sprintf("multipart ETag (%d parts)", n), got, want)
 }
 
 // crcCheck sums each block on its own and combines them in order.
@@ -176,14 +240,15 @@ type crcCheck struct {
 
 func (c *crcCheck) Ordered() bool { return false }
 
-func (c *crcCheck) Block(i int64, p []byte) {
+func (c *crcCheck) Block(_ context.Context, i int64, p []byte) error {
 	sum := c.crc.Sum(p)
 	c.mu.Lock()
 	c.sums[i] = sum
 	c.mu.Unlock()
+	return nil
 }
 
-func (c *crcCheck) Finish(ctx context.Context, _ io.Reader) error {
+func (c *crcCheck) Finish(ctx context.Context) error {
 	c.mu.Lock()
 	var sum uint64
 	for i := int64(0); i*c.bs < c.file.obj.Size; i++ {
@@ -206,20 +271,28 @@ func (c *crcCheck) Finish(ctx context.Context, _ io.Reader) error {
 	return compareSums(c.crc.Name, c.crc.Bytes(sum), want)
 }
 
-// orderedCheck hashes the whole object in order (SHA256, SHA1, MD5).
+// orderedCheck hashes the whole object in order (SHA256, SHA1, MD5), as
+// its blocks come.
 type orderedCheck struct {
 	file remoteFile
 	algo string
 	etag bool // the MD5 is the ETag's
+	h    hash.Hash
 }
 
-func (c *orderedCheck) Ordered() bool       { return true }
-func (c *orderedCheck) Block(int64, []byte) {}
+func (c *orderedCheck) Ordered() bool { return true }
 
-func (c *orderedCheck) Finish(ctx context.Context, whole io.Reader) error {
-	h := objsum.NewOrdered(c.algo)
-	if _, err := io.Copy(h, whole); err != nil {
-		return fmt.Errorf("%w: reading it back: %w", blockcache.ErrUnverifiable, err)
+func (c *orderedCheck) Block(_ context.Context, _ int64, p []byte) error {
+	if c.h == nil {
+		c.h = objsum.NewOrdered(c.algo)
+	}
+	c.h.Write(p)
+	return nil
+}
+
+func (c *orderedCheck) Finish(ctx context.Context) error {
+	if c.h == nil {
+		return fmt.Errorf("%w: no byte was hashed", blockcache.ErrUnverifiable)
 	}
 	var want []byte
 	var err error
@@ -231,7 +304,7 @@ func (c *orderedCheck) Finish(ctx context.Context, whole io.Reader) error {
 	if err != nil {
 		return err
 	}
-	return compareSums(c.algo, h.Sum(nil), want)
+	return compareSums(c.algo, c.h.Sum(nil), want)
 }
 
 func compareSums(algo string, got, want []byte) error {

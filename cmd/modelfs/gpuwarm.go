@@ -39,6 +39,11 @@ exits; otherwise it holds the pins, serving /readyz, /livez and /metrics,
 until SIGINT/SIGTERM. Without an NVIDIA driver the GPU checks are skipped
 (one log line) unless --require-gpu.
 
+When the model is in a modelfs mount, a file that failed its store's
+checksum makes it not ready (exit 1 with --once), naming the file; with
+--require-verified so does one not verified yet or without a checksum, and
+a model directory that is not in a modelfs mount.
+
 With --warmup-url (an OpenAI-compatible /v1/completions), it waits for the
 server's health, sends each --warmup-shapes batch --warmup-iters times and
 reports first against stable latency before it reports ready.`,
@@ -48,6 +53,7 @@ reports first against stable latency before it reports ready.`,
 			&cli.Float64Flag{Name: "gpu-mem-fraction", Value: 0.9, Usage: "part of each GPU's free memory the tensors may take", EnvVars: env("GPU_MEM_FRACTION")},
 			&cli.BoolFlag{Name: "enable-persistence", Usage: "turn GPU persistence mode on where permitted", EnvVars: env("ENABLE_PERSISTENCE")},
 			&cli.BoolFlag{Name: "require-gpu", Usage: "fail when there is no NVIDIA driver or GPU", EnvVars: env("REQUIRE_GPU")},
+			&cli.BoolFlag{Name: "require-verified", Usage: "not ready unless the modelfs mount serving the model verified every file against its store's checksum (a failed file always makes it not ready)", EnvVars: env("REQUIRE_VERIFIED")},
 			&cli.StringFlag{Name: "pin-bytes", Value: "0", Usage: "how much of the load order to lock in memory: a size like 4GiB, or all (0: none)", EnvVars: env("PIN_BYTES")},
 			&cli.StringFlag{Name: "profile", Usage: "pin in the order of this recorded load profile (default: layer order from the headers)", EnvVars: env("PROFILE")},
 			&cli.GenericFlag{Name: "print-env", Value: printEnv, Usage: "print the environment the inference server should start with, as shell exports (--print-env=json for JSON), and exit", EnvVars: env("PRINT_ENV")},
@@ -166,6 +172,7 @@ func gpuwarmOptions(c *cli.Context) (gpuwarm.Options, time.Duration, error) {
 	o := gpuwarm.Options{
 		Model:             c.String("model"),
 		RequireGPU:        c.Bool("require-gpu"),
+		RequireVerified:   c.Bool("require-verified"),
 		EnablePersistence: c.Bool("enable-persistence"),
 		TensorParallel:    c.Int("tensor-parallel"),
 		GPUMemFraction:    c.Float64("gpu-mem-fraction"),

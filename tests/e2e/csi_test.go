@@ -177,9 +177,9 @@ func stateLogs(t *testing.T, stateDir string) string {
 // TestCSISanity runs the csi-test sanity suite against the driver, with
 // real mounts of the S3 test server. Specs it skips, and why: staging,
 // expansion, snapshots, cloning, ListVolumes, GetCapacity,
-// ControllerPublish, volume stats and health (capabilities the driver does
-// not offer: volumes are read-only views of remote objects, mounted per
-// pod); "existing name and different capacity" (capacity is unknown until
+// ControllerPublish, storage health (capabilities the driver does not
+// offer: volumes are read-only views of remote objects, mounted per pod);
+// "existing name and different capacity" (capacity is unknown until
 // a node lists the model, so CreateVolume reports 0).
 func TestCSISanity(t *testing.T) {
 	r, stateDir := csiRemote(t)

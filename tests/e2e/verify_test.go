@@ -87,6 +87,9 @@ func TestVerifyMountFailsDamagedObjects(t *testing.T) {
 	// With a disk cache, ordered checks read blocks back from disk too,
 	// and intact files may then be passed through.
 	t.Run("disk", func(t *testing.T) { testVerifyMount(t, "--cache-dir", t.TempDir(), "--mem-cache", "2MiB") })
+	// RAM holds two of an object's four blocks and there is no disk
+	// cache: ordered checks hash as the file is read, not at its end.
+	t.Run("small-ram", func(t *testing.T) { testVerifyMount(t, "--mem-cache", "2MiB") })
 }
 
 func testVerifyMount(t *testing.T, extra ...string) {
@@ -265,22 +268,26 @@ func TestVerifyHTTPDigests(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	m := startMount(t, srv.URL+"/", "--block-size", "1MiB")
-	for name, f := range files {
-		got, err := os.ReadFile(m.path(name))
-		if !bytes.Equal(f.served, f.data) {
-			if !errors.Is(err, syscall.EIO) {
-				t.Errorf("%s (damaged): %d bytes, %v; want EIO", name, len(got), err)
+	// The second time with RAM for two of each file's four blocks, and no
+	// disk cache: the sha256 is fed as the file is read.
+	for _, extra := range [][]string{nil, {"--mem-cache", "2MiB"}} {
+		m := startMount(t, srv.URL+"/", append([]string{"--block-size", "1MiB"}, extra...)...)
+		for name, f := range files {
+			got, err := os.ReadFile(m.path(name))
+			if !bytes.Equal(f.served, f.data) {
+				if !errors.Is(err, syscall.EIO) {
+					t.Errorf("%v: %s (damaged): %d bytes, %v; want EIO", extra, name, len(got), err)
+				}
+			} else if err != nil || !bytes.Equal(got, f.data) {
+				t.Errorf("%v: %s: %d bytes, %v", extra, name, len(got), err)
 			}
-		} else if err != nil || !bytes.Equal(got, f.data) {
-			t.Errorf("%s: %d bytes, %v", name, len(got), err)
 		}
+		_, out, _ := runCLIOutput(t, "stats", m.dir)
+		if !strings.Contains(out, "2 files verified against their store's checksum, 1 unverified (no usable checksum), 2 failed") {
+			t.Errorf("%v: stats:\n%s", extra, out)
+		}
+		m.stop(t)
 	}
-	_, out, _ := runCLIOutput(t, "stats", m.dir)
-	if !strings.Contains(out, "2 files verified against their store's checksum, 1 unverified (no usable checksum), 2 failed") {
-		t.Errorf("stats:\n%s", out)
-	}
-	m.stop(t)
 
 	code, _, stderr := runCLIOutput(t, "warm", "--cache-dir", t.TempDir(), "--block-size", "1MiB", srv.URL+"/")
 	if code == 0 || !strings.Contains(stderr, "bad.bin") || !strings.Contains(stderr, "hub-bad.bin") || strings.Contains(stderr, "good.bin:") {

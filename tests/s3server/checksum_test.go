@@ -140,3 +140,102 @@ func TestCompositeChecksum(t *testing.T) {
 		t.Fatal("a composite CRC64NVME was accepted; S3 keeps that one full-object only")
 	}
 }
+
+// A multipart upload over HTTP keeps the checksum CreateMultipartUpload
+// asked for, as S3 does: by default the composite one of CRC32, CRC32C,
+// SHA1 and SHA256 (over the parts' checksums, "-N"), FULL_OBJECT where
+// asked and allowed (CRC32, CRC32C, CRC64NVME); a type the algorithm does
+// not allow, and parts sent with another algorithm, are refused.
+func TestMultipartChecksums(t *testing.T) {
+	_, c := setup(t, s3server.Options{})
+	ctx := context.Background()
+	parts := [][]byte{randomBytes(5<<20, 21), randomBytes(5<<20+3, 22), randomBytes(777, 23)}
+	all := strings.Join([]string{string(parts[0]), string(parts[1]), string(parts[2])}, "")
+	crc32c := func(p []byte) []byte {
+		return binary.BigEndian.AppendUint32(nil, crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)))
+	}
+	sha := func(p []byte) []byte { s := sha256.Sum256(p); return s[:] }
+	composite := func(sum func([]byte) []byte) string {
+		var cat []byte
+		for _, p := range parts {
+			cat = append(cat, sum(p)...)
+		}
+		return base64.StdEncoding.EncodeToString(sum(cat)) + "-3"
+	}
+	b64 := base64.StdEncoding.EncodeToString
+
+	upload := func(key string, algo types.ChecksumAlgorithm, typ types.ChecksumType) (*s3.CompleteMultipartUploadOutput, *s3.HeadObjectOutput, error) {
+		create, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			ChecksumAlgorithm: algo, ChecksumType: typ})
+		if err != nil {
+			return nil, nil, err
+		}
+		if create.ChecksumAlgorithm != algo || (typ != "" && create.ChecksumType != typ) {
+			t.Errorf("%s: CreateMultipartUpload answered %q %q", key, create.ChecksumAlgorithm, create.ChecksumType)
+		}
+		var done []types.CompletedPart
+		for i, p := range parts {
+			out, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: create.UploadId,
+				PartNumber: aws.Int32(int32(i + 1)), Body: strings.NewReader(string(p)), ChecksumAlgorithm: algo})
+			if err != nil {
+				return nil, nil, err
+			}
+			done = append(done, types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: out.ETag,
+				ChecksumCRC32C: out.ChecksumCRC32C, ChecksumSHA256: out.ChecksumSHA256, ChecksumCRC64NVME: out.ChecksumCRC64NVME})
+		}
+		fin, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			UploadId: create.UploadId, MultipartUpload: &types.CompletedMultipartUpload{Parts: done}})
+		if err != nil {
+			return nil, nil, err
+		}
+		head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+		return fin, head, err
+	}
+
+	for _, tc := range []struct {
+		key  string
+		algo types.ChecksumAlgorithm
+		typ  types.ChecksumType
+		want func(*s3.HeadObjectOutput) string
+		val  string
+		kind types.ChecksumType
+	}{
+		{"crc32c-default", types.ChecksumAlgorithmCrc32c, "", func(h *s3.HeadObjectOutput) string { return aws.ToString(h.ChecksumCRC32C) },
+			composite(crc32c), types.ChecksumTypeComposite},
+		{"sha256-composite", types.ChecksumAlgorithmSha256, types.ChecksumTypeComposite, func(h *s3.HeadObjectOutput) string { return aws.ToString(h.ChecksumSHA256) },
+			composite(sha), types.ChecksumTypeComposite},
+		{"crc32c-full", types.ChecksumAlgorithmCrc32c, types.ChecksumTypeFullObject, func(h *s3.HeadObjectOutput) string { return aws.ToString(h.ChecksumCRC32C) },
+			b64(crc32c([]byte(all))), types.ChecksumTypeFullObject},
+	} {
+		fin, head, err := upload(tc.key, tc.algo, tc.typ)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.key, err)
+		}
+		if got := tc.want(head); got != tc.val || head.ChecksumType != tc.kind {
+			t.Errorf("%s: HEAD gives %q %s, want %q %s", tc.key, got, head.ChecksumType, tc.val, tc.kind)
+		}
+		if head.ChecksumCRC64NVME != nil {
+			t.Errorf("%s: a CRC64NVME %q besides the checksum asked for", tc.key, aws.ToString(head.ChecksumCRC64NVME))
+		}
+		if fin.ChecksumType != tc.kind {
+			t.Errorf("%s: CompleteMultipartUpload gives checksum type %q, want %s", tc.key, fin.ChecksumType, tc.kind)
+		}
+	}
+
+	for _, bad := range []struct {
+		algo types.ChecksumAlgorithm
+		typ  types.ChecksumType
+	}{{types.ChecksumAlgorithmSha256, types.ChecksumTypeFullObject}, {types.ChecksumAlgorithmCrc64nvme, types.ChecksumTypeComposite}} {
+		_, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String("bad"),
+			ChecksumAlgorithm: bad.algo, ChecksumType: bad.typ})
+		wantAPIError(t, err, "InvalidRequest", 400)
+	}
+	create, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String("mixed"),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String("mixed"), UploadId: create.UploadId,
+		PartNumber: aws.Int32(1), Body: strings.NewReader("x"), ChecksumAlgorithm: types.ChecksumAlgorithmSha1})
+	wantAPIError(t, err, "InvalidRequest", 400)
+}

@@ -10,7 +10,10 @@
 //     GetObject and HeadObject (ranges, conditional requests, versions,
 //     partNumber), DeleteObject;
 //   - ListObjectsV2 and ListObjects;
-//   - multipart uploads: Create, UploadPart, Complete, Abort;
+//   - multipart uploads: Create, UploadPart, Complete, Abort, keeping the
+//     checksum Create asked for (x-amz-checksum-algorithm and -type): a
+//     composite one ("...-N") by default for CRC32, CRC32C, SHA1 and
+//     SHA256, a full-object one where asked and allowed, else CRC64NVME;
 //   - STS AssumeRoleWithWebIdentity (POST / with a form body), for tokens a
 //     test trusts (TrustWebIdentity); the temporary credentials it issues
 //     sign S3 requests with their session token.

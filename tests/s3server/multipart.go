@@ -2,6 +2,7 @@ package s3server
 
 import (
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/xml"
 	"io"
@@ -28,6 +29,42 @@ type upload struct {
 	header    http.Header
 	initiated time.Time
 	parts     map[int]*part
+	// checksum is what CreateMultipartUpload asked for: the algorithm
+	// ("" for S3's default, a full-object CRC64NVME) and whether the
+	// object's checksum is composite (over the parts' checksums).
+	checksum checksumSpec
+}
+
+// uploadChecksum reads the checksum a CreateMultipartUpload asks for, as
+// S3 allows it: COMPOSITE for CRC32, CRC32C, SHA1 and SHA256 (their
+// default), FULL_OBJECT for CRC32, CRC32C and CRC64NVME (its default and
+// only type).
+func uploadChecksum(h http.Header) (checksumSpec, *apiError) {
+	alg := strings.ToUpper(h.Get("x-amz-checksum-algorithm"))
+	typ := strings.ToUpper(h.Get("x-amz-checksum-type"))
+	if alg == "" {
+		if typ != "" {
+			return checksumSpec{}, errInvalidRequest.withMessage("The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header.")
+		}
+		return checksumSpec{}, nil
+	}
+	if checksumAlgorithms[alg] == nil {
+		return checksumSpec{}, errInvalidRequest.withMessage("Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]")
+	}
+	spec := checksumSpec{algorithm: alg, composite: alg != "CRC64NVME"}
+	switch typ {
+	case "":
+	case "COMPOSITE":
+		spec.composite = true
+	case "FULL_OBJECT":
+		spec.composite = false
+	default:
+		return checksumSpec{}, errInvalidRequest.withMessage("Value for x-amz-checksum-type header is invalid.")
+	}
+	if spec.composite && alg == "CRC64NVME" || !spec.composite && (alg == "SHA1" || alg == "SHA256") {
+		return checksumSpec{}, errInvalidRequest.withMessage("The " + spec.checksumType() + " checksum type cannot be used with the " + strings.ToLower(alg) + " checksum algorithm.")
+	}
+	return spec, nil
 }
 
 type part struct {
@@ -56,7 +93,11 @@ func (st *store) getUpload(bucketName, id, key string) (*bucket, *upload, *apiEr
 }
 
 func (s *Server) createMultipartUpload(w http.ResponseWriter, req *request) *apiError {
-	u := &upload{id: newVersionID(), key: req.key, header: metadataFrom(req.Header), initiated: s.clock(), parts: map[int]*part{}}
+	spec, aerr := uploadChecksum(req.Header)
+	if aerr != nil {
+		return aerr
+	}
+	u := &upload{id: newVersionID(), key: req.key, header: metadataFrom(req.Header), initiated: s.clock(), parts: map[int]*part{}, checksum: spec}
 	st := s.store
 	st.mu.Lock()
 	b := st.buckets[req.bucket]
@@ -66,6 +107,10 @@ func (s *Server) createMultipartUpload(w http.ResponseWriter, req *request) *api
 	st.mu.Unlock()
 	if b == nil {
 		return errNoSuchBucket.with("BucketName", req.bucket)
+	}
+	if spec.algorithm != "" {
+		w.Header().Set("x-amz-checksum-algorithm", spec.algorithm)
+		w.Header().Set("x-amz-checksum-type", spec.checksumType())
 	}
 	return writeXML(w, struct {
 		XMLName  xml.Name `xml:"InitiateMultipartUploadResult"`
@@ -85,20 +130,37 @@ func (s *Server) uploadPart(w http.ResponseWriter, req *request) *apiError {
 	id := req.query.Get("uploadId")
 	st := s.store
 	st.mu.RLock()
-	_, _, aerr := st.getUpload(req.bucket, id, req.key)
+	_, u, aerr := st.getUpload(req.bucket, id, req.key)
+	var want string // the upload's checksum algorithm
+	if u != nil {
+		want = u.checksum.algorithm
+	}
 	st.mu.RUnlock()
 	if aerr != nil {
 		return aerr
+	}
+	if declared, aerr := requestChecksum(req.Request); aerr == nil && want != "" && declared.algorithm != "" && declared.algorithm != want {
+		return errInvalidRequest.withMessage("Checksum Type mismatch occurred, expected checksum Type: " +
+			strings.ToLower(want) + ", actual checksum Type: " + strings.ToLower(declared.algorithm))
 	}
 	data, aerr := s.receive(req)
 	if aerr != nil {
 		return aerr
 	}
+	if want != "" && data.checksum.algorithm != want {
+		// Sent without one: summed here, as the object's checksum needs it.
+		sum, err := fileChecksum(data.path, want)
+		if err != nil {
+			_ = os.Remove(data.path)
+			return errInternal
+		}
+		data.checksum = checksumSpec{algorithm: want, value: sum}
+	}
 	p := &part{written: data, number: number, etag: `"` + hex.EncodeToString(data.md5) + `"`}
 
 	var replaced *part
 	st.mu.Lock()
-	_, u, aerr := st.getUpload(req.bucket, id, req.key)
+	_, u, aerr = st.getUpload(req.bucket, id, req.key)
 	if aerr == nil {
 		replaced = u.parts[number]
 		u.parts[number] = p
@@ -149,6 +211,7 @@ func (s *Server) completeMultipartUpload(w http.ResponseWriter, req *request) *a
 		}
 	}()
 	var sizes []int64
+	var partSums []string
 	etagHash := md5.New()
 	for i, cp := range body.Parts {
 		if aerr != nil {
@@ -170,12 +233,14 @@ func (s *Server) completeMultipartUpload(w http.ResponseWriter, req *request) *a
 			}
 			files = append(files, f)
 			sizes = append(sizes, p.size)
+			partSums = append(partSums, p.checksum.value)
 			etagHash.Write(p.md5)
 		}
 	}
 	var header http.Header
+	var spec checksumSpec
 	if u != nil {
-		header = u.header
+		header, spec = u.header, u.checksum
 	}
 	st.mu.RUnlock()
 	if aerr != nil {
@@ -186,14 +251,33 @@ func (s *Server) completeMultipartUpload(w http.ResponseWriter, req *request) *a
 	for i, f := range files {
 		readers[i] = f
 	}
-	// S3 keeps a full-object CRC64NVME of multipart objects too.
-	data, err := st.write(io.MultiReader(readers...), defaultChecksum)
+	// Without an algorithm asked for, S3 keeps a full-object CRC64NVME of
+	// multipart objects too; with one, the full-object checksum of that
+	// algorithm or the composite one, over the parts' checksums.
+	full := defaultChecksum
+	switch {
+	case spec.composite:
+		full = ""
+	case spec.algorithm != "":
+		full = spec.algorithm
+	}
+	data, err := st.write(io.MultiReader(readers...), full)
 	if err != nil {
 		return errInternal
 	}
 	obj := data.object(req.key, s.clock())
 	obj.header = header
 	obj.partSizes = sizes
+	if spec.composite {
+		outer := checksumAlgorithms[spec.algorithm]()
+		for _, ps := range partSums {
+			raw, _ := base64.StdEncoding.DecodeString(ps)
+			outer.Write(raw)
+		}
+		obj.partChecksums = partSums
+		obj.checksum = checksumSpec{algorithm: spec.algorithm, composite: true,
+			value: base64.StdEncoding.EncodeToString(outer.Sum(nil)) + "-" + strconv.Itoa(len(partSums))}
+	}
 	// S3's multipart ETag: the MD5 of the parts' binary MD5s, and the count.
 	obj.etag = `"` + hex.EncodeToString(etagHash.Sum(nil)) + "-" + strconv.Itoa(len(sizes)) + `"`
 
@@ -216,14 +300,57 @@ func (s *Server) completeMultipartUpload(w http.ResponseWriter, req *request) *a
 	if obj.versionID != "" {
 		w.Header().Set("x-amz-version-id", obj.versionID)
 	}
-	return writeXML(w, struct {
-		XMLName  xml.Name `xml:"CompleteMultipartUploadResult"`
-		Xmlns    string   `xml:"xmlns,attr"`
-		Location string
-		Bucket   string
-		Key      string
-		ETag     string
-	}{Xmlns: s3Namespace, Location: "/" + req.bucket + "/" + req.key, Bucket: req.bucket, Key: req.key, ETag: obj.etag})
+	res := completeResult{Xmlns: s3Namespace, Location: "/" + req.bucket + "/" + req.key, Bucket: req.bucket, Key: req.key, ETag: obj.etag}
+	if obj.checksum.algorithm != "" {
+		res.setChecksum(obj.checksum)
+	}
+	return writeXML(w, res)
+}
+
+// completeResult is CompleteMultipartUpload's answer.
+type completeResult struct {
+	XMLName           xml.Name `xml:"CompleteMultipartUploadResult"`
+	Xmlns             string   `xml:"xmlns,attr"`
+	Location          string
+	Bucket            string
+	Key               string
+	ETag              string
+	ChecksumCRC32     string `xml:",omitempty"`
+	ChecksumCRC32C    string `xml:",omitempty"`
+	ChecksumCRC64NVME string `xml:",omitempty"`
+	ChecksumSHA1      string `xml:",omitempty"`
+	ChecksumSHA256    string `xml:",omitempty"`
+	ChecksumType      string `xml:",omitempty"`
+}
+
+func (r *completeResult) setChecksum(c checksumSpec) {
+	r.ChecksumType = c.checksumType()
+	switch c.algorithm {
+	case "CRC32":
+		r.ChecksumCRC32 = c.value
+	case "CRC32C":
+		r.ChecksumCRC32C = c.value
+	case "CRC64NVME":
+		r.ChecksumCRC64NVME = c.value
+	case "SHA1":
+		r.ChecksumSHA1 = c.value
+	case "SHA256":
+		r.ChecksumSHA256 = c.value
+	}
+}
+
+// fileChecksum is the base64 checksum of a data file.
+func fileChecksum(path, algorithm string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := checksumAlgorithms[algorithm]()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
 }
 
 func (s *Server) abortMultipartUpload(w http.ResponseWriter, req *request) *apiError {
