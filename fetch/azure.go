@@ -61,6 +61,9 @@ type AzureOptions struct {
 	Client *http.Client
 	Net    *NetPolicy
 	Retry  RetryOptions
+
+	// sdkRetry, set by NewAzureClient, has the SDK retry requests.
+	sdkRetry *policy.RetryOptions
 }
 
 // Azure is a Source over one container and prefix of a storage account.
@@ -85,17 +88,53 @@ var _ Source = (*Azure)(nil)
 
 // NewAzure checks opts and builds the client; it makes no request.
 func NewAzure(opts AzureOptions) (*Azure, error) {
+	client, service, err := azureClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.TrimPrefix(opts.Prefix, "/")
+	root := prefix
+	if root != "" && !strings.HasSuffix(root, "/") {
+		root += "/"
+	}
+	ep := ""
+	if opts.Endpoint != "" {
+		ep = service
+	}
+	return &Azure{client: client, account: opts.Account, container: opts.Container, prefix: prefix, endpoint: ep, root: root, retry: opts.Retry}, nil
+}
+
+// NewAzureClient builds a client of opts' container with its
+// credentials, endpoint and network policy, as the source reads with, for
+// writers of the container (pack publishing). Unlike the source's, its
+// requests are retried by the SDK, up to Retry.MaxAttempts tries (0: the
+// default), each bounded by Retry.AttemptTimeout: an upload has no range
+// to resume, and the SDK rewinds a request's body to send it again.
+// Prefix is not used.
+func NewAzureClient(opts AzureOptions) (*container.Client, error) {
+	r := opts.Retry.withDefaults()
+	opts.sdkRetry = &policy.RetryOptions{
+		MaxRetries: int32(r.MaxAttempts - 1), TryTimeout: r.AttemptTimeout,
+		RetryDelay: r.BaseDelay, MaxRetryDelay: r.MaxDelay,
+	}
+	client, _, err := azureClient(opts)
+	return client, err
+}
+
+// azureClient checks opts and builds the container's client, returning
+// it with the account's blob service URL.
+func azureClient(opts AzureOptions) (*container.Client, string, error) {
 	if err := checkAzureAccount(opts.Account); err != nil {
-		return nil, fmt.Errorf("fetch: Azure source: %w", err)
+		return nil, "", fmt.Errorf("fetch: Azure source: %w", err)
 	}
 	if err := checkAzureContainer(opts.Container); err != nil {
-		return nil, fmt.Errorf("fetch: Azure source: %w", err)
+		return nil, "", fmt.Errorf("fetch: Azure source: %w", err)
 	}
 	service := "https://" + opts.Account + azureHostSuffix
 	if opts.Endpoint != "" {
 		u, err := url.Parse(strings.TrimRight(opts.Endpoint, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return nil, errors.New("fetch: Azure source: endpoint must be an http(s) URL without credentials or query (a SAS goes in AZURE_STORAGE_SAS_TOKEN)")
+			return nil, "", errors.New("fetch: Azure source: endpoint must be an http(s) URL without credentials or query (a SAS goes in AZURE_STORAGE_SAS_TOKEN)")
 		}
 		if u.Path == "" && isAddressHost(u.Hostname()) {
 			u.Path = "/" + opts.Account
@@ -111,18 +150,22 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 		key, sas = strings.TrimSpace(getenv("AZURE_STORAGE_KEY")), strings.TrimSpace(getenv("AZURE_STORAGE_SAS_TOKEN"))
 	}
 	if key != "" && sas != "" {
-		return nil, errors.New("fetch: Azure source: both an account key and a SAS are set (AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN): set one")
+		return nil, "", errors.New("fetch: Azure source: both an account key and a SAS are set (AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN): set one")
 	}
 	hc := opts.Client
 	if hc == nil {
 		hc = defaultHTTPClient(opts.Net)
 		hc.Transport.(*http.Transport).DisableCompression = true // weights do not compress
 	}
+	// The source's retries are its own, so that short bodies and stalls
+	// share the budget of 5xx replies, as on the other sources.
+	retry := policy.RetryOptions{MaxRetries: -1}
+	if opts.sdkRetry != nil {
+		retry = *opts.sdkRetry
+	}
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		Transport: azTransport{c: hc},
-		// Retries are ours, so that short bodies and stalls share the
-		// budget of 5xx replies, as on the other sources.
-		Retry:     policy.RetryOptions{MaxRetries: -1},
+		Retry:     retry,
 		Telemetry: policy.TelemetryOptions{ApplicationID: "modelfs"},
 	}}
 	containerURL := service + "/" + url.PathEscape(opts.Container)
@@ -135,17 +178,17 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 		cred, kerr := container.NewSharedKeyCredential(opts.Account, key)
 		if kerr != nil {
 			// The SDK's message may quote the key.
-			return nil, errors.New("fetch: Azure source: the account key is not valid base64")
+			return nil, "", errors.New("fetch: Azure source: the account key is not valid base64")
 		}
 		client, err = container.NewClientWithSharedKeyCredential(containerURL, cred, copts)
 	case sas != "":
 		q, err := checkSAS(sas)
 		if err != nil {
-			return nil, fmt.Errorf("fetch: Azure source: %w", err)
+			return nil, "", fmt.Errorf("fetch: Azure source: %w", err)
 		}
 		client, err = container.NewClientWithNoCredential(containerURL+"?"+q, copts)
 		if err != nil {
-			return nil, errors.New("fetch: Azure source: building the client with the SAS failed")
+			return nil, "", errors.New("fetch: Azure source: building the client with the SAS failed")
 		}
 	default:
 		cred := opts.Credential
@@ -155,25 +198,16 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 			// network policy, which is for the store's connections.
 			cred, err = azidentity.NewDefaultAzureCredential(nil)
 			if err != nil {
-				return nil, fmt.Errorf("fetch: Azure source: %w: no Azure credentials: set AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, "+
+				return nil, "", fmt.Errorf("fetch: Azure source: %w: no Azure credentials: set AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, "+
 					"or configure workload identity, managed identity or AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET: %v", ErrAccess, err)
 			}
 		}
 		client, err = container.NewClient(containerURL, azTokenProbe{inner: cred}, copts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fetch: Azure source: building the client: %w", err)
+		return nil, "", fmt.Errorf("fetch: Azure source: building the client: %w", err)
 	}
-	prefix := strings.TrimPrefix(opts.Prefix, "/")
-	root := prefix
-	if root != "" && !strings.HasSuffix(root, "/") {
-		root += "/"
-	}
-	ep := ""
-	if opts.Endpoint != "" {
-		ep = service
-	}
-	return &Azure{client: client, account: opts.Account, container: opts.Container, prefix: prefix, endpoint: ep, root: root, retry: opts.Retry}, nil
+	return client, service, nil
 }
 
 // isAddressHost reports whether a URL host is an IP address or localhost,
