@@ -67,9 +67,12 @@ type AzureOptions struct {
 }
 
 // Azure is a Source over one container and prefix of a storage account.
-// Every blob is pinned to the ETag it was listed with; reads carry it as
-// If-Match, so a blob replaced under a mount fails its reads with
-// ErrChanged rather than mixing contents.
+// Where the account keeps blob versions, every blob is pinned to the
+// version it was listed with (its VersionId) and reads name it, so a blob
+// replaced under a mount still reads as it was while that version exists.
+// Otherwise a blob is pinned to the ETag it was listed with; reads carry
+// it as If-Match, so a replaced blob fails its reads with ErrChanged
+// rather than mixing contents.
 type Azure struct {
 	client    *container.Client
 	account   string
@@ -273,7 +276,9 @@ func (a *Azure) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 			// A pager per page, so a failed page is asked again from
 			// the same marker.
 			p := a.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
-				Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true},
+				// With versions: the listing then names each blob's
+				// current version, where the account keeps them.
+				Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true, Versions: true},
 			})
 			var err error
 			page, err = p.NextPage(ctx)
@@ -300,10 +305,14 @@ func (a *Azure) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 }
 
 // azureListed is a listed blob as an Object, or false for what is no
-// file: directory markers and hierarchical-namespace folders.
+// file: directory markers, hierarchical-namespace folders, and versions
+// that are not the current one.
 func azureListed(b *container.BlobItem, dir string) (Object, bool) {
 	if b == nil || b.Name == nil {
 		return Object{}, false
+	}
+	if b.VersionID != nil && (b.IsCurrentVersion == nil || !*b.IsCurrentVersion) {
+		return Object{}, false // an earlier version, or one of a deleted blob
 	}
 	key := strings.TrimPrefix(*b.Name, dir)
 	if key == "" || strings.HasSuffix(key, "/") {
@@ -315,6 +324,9 @@ func azureListed(b *container.BlobItem, dir string) (Object, bool) {
 		}
 	}
 	obj := Object{Key: key, Size: -1} // no size is unknown, which Usable refuses
+	if b.VersionID != nil {
+		obj.VersionID = *b.VersionID
+	}
 	if p := b.Properties; p != nil {
 		if p.ContentLength != nil {
 			obj.Size = *p.ContentLength
@@ -366,6 +378,9 @@ func (a *Azure) props(ctx context.Context, full string) (Object, error) {
 		return Object{}, err
 	}
 	obj := Object{Key: full, Size: -1, Checksum: md5Checksum(out.ContentMD5)}
+	if out.VersionID != nil && (out.IsCurrentVersion == nil || *out.IsCurrentVersion) {
+		obj.VersionID = *out.VersionID
+	}
 	if out.ContentLength != nil {
 		obj.Size = *out.ContentLength
 	}
@@ -378,32 +393,48 @@ func (a *Azure) props(ctx context.Context, full string) (Object, error) {
 	return obj, nil
 }
 
-// ReadAt is one ranged GET, If-Match pinned, retried within the budget.
+// ReadAt is one ranged GET of the pinned version (VersionId, else
+// If-Match on the ETag), retried within the budget.
 func (a *Azure) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
 	n, atEnd, err := clipRead(obj, len(p), off)
 	if err != nil {
 		return 0, err
 	}
 	p = p[:n]
-	if err := checkPinned(obj); err != nil || obj.ETag == "" {
+	if err := checkPinned(obj); err != nil || obj.ETag == "" && obj.VersionID == "" {
 		return 0, fmt.Errorf("read %s: %w", obj.Key, ErrUnpinned)
 	}
 	full := a.root + obj.Key
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
-	etag := azcore.ETag(obj.ETag)
+	bc := a.client.NewBlobClient(full)
+	opts := &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: int64(n)}}
+	if obj.VersionID != "" {
+		// A version never changes: naming it is the pin, and it reads
+		// the same after the blob is replaced.
+		if bc, err = bc.WithVersionID(obj.VersionID); err != nil {
+			return 0, fmt.Errorf("read %s: %w", obj.Key, err)
+		}
+	} else {
+		etag := azcore.ETag(obj.ETag)
+		opts.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag}}
+	}
 	err = a.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
-		out, err := a.client.NewBlobClient(full).DownloadStream(ctx, &blob.DownloadStreamOptions{
-			Range: blob.HTTPRange{Offset: off, Count: int64(n)},
-			AccessConditions: &blob.AccessConditions{
-				ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag},
-			},
-		})
+		out, err := bc.DownloadStream(ctx, opts)
 		if err != nil {
-			return a.mapError(err)
+			err = a.mapError(err)
+			if obj.VersionID != "" && errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("%w: version %s no longer exists", ErrChanged, obj.VersionID)
+			}
+			return err
 		}
 		defer drainHTTP(out.Body)
-		if out.ETag != nil && !sameTag(string(*out.ETag), obj.ETag) {
+		switch {
+		case obj.VersionID != "":
+			if out.VersionID != nil && *out.VersionID != obj.VersionID {
+				return fmt.Errorf("%w: version %s, pinned %s", ErrChanged, *out.VersionID, obj.VersionID)
+			}
+		case out.ETag != nil && !sameTag(string(*out.ETag), obj.ETag):
 			return fmt.Errorf("%w: ETag %s, pinned %s", ErrChanged, *out.ETag, obj.ETag)
 		}
 		if out.ContentRange == nil {
