@@ -63,11 +63,17 @@ func listKeys(ctx context.Context, d fmt.Stringer, src keyLister) (map[string]bo
 // packs of srcDir (which dest must not be inside).
 func OpenDest(ctx context.Context, dest, srcDir string, cfg Config) (Dest, error) {
 	if !strings.Contains(dest, "://") {
+		if err := cfg.checkApplies(fetch.Location{Scheme: "file", Path: dest}); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
 		return NewLocalDest(dest, srcDir)
 	}
 	loc, err := fetch.ParseLocation(dest)
 	if err != nil {
 		return nil, err
+	}
+	if err := cfg.checkApplies(loc); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
 	}
 	switch loc.Scheme {
 	case "file":
