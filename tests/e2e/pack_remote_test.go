@@ -24,7 +24,7 @@ func TestPackToAzureMountsTheOriginals(t *testing.T) {
 	packMountVerify(t, dest, args)
 	// The shards are stored as packs, not as they are.
 	for _, name := range filterSafetensors(model.Files) {
-		if _, err := srv.Client(t).ServiceClient().NewContainerClient("packs").NewBlobClient("llama/" + name + pack.Suffix).GetProperties(t.Context(), nil); err != nil {
+		if _, err := srv.Client(t).ServiceClient().NewContainerClient("packs").NewBlobClient("llama/"+name+pack.Suffix).GetProperties(t.Context(), nil); err != nil {
 			t.Errorf("%s: no pack in the container: %v", name, err)
 		}
 	}
