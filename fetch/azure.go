@@ -419,7 +419,7 @@ func (a *Azure) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (in
 		etag := azcore.ETag(obj.ETag)
 		opts.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag}}
 	}
-	err = a.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	return readRetried(ctx, a.retry, what, n, atEnd, func(ctx context.Context) error {
 		out, err := bc.DownloadStream(ctx, opts)
 		if err != nil {
 			err = a.mapError(err)
@@ -452,13 +452,6 @@ func (a *Azure) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (in
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	if atEnd {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 // mapError turns SDK errors into the package's sentinels and marks the

@@ -450,7 +450,7 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
 	g64 := strconv.FormatInt(gen, 10)
 	target := g.objectURL(full) + "?" + url.Values{"alt": {"media"}, "generation": {g64}, "ifGenerationMatch": {g64}}.Encode()
-	err = g.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	return readRetried(ctx, g.retry, what, n, atEnd, func(ctx context.Context) error {
 		// A body cut short resumes where it stopped, as long as each
 		// request brings bytes; the generation pins what the rest is.
 		got := 0
@@ -462,13 +462,6 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 			}
 		}
 	})
-	if err != nil {
-		return 0, err
-	}
-	if atEnd {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 // gcsMaxResumes bounds the requests one attempt at a read sends after
