@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -85,6 +86,8 @@ type Azure struct {
 	// the parent of a prefix that names one blob. List settles it.
 	root  string
 	retry RetryOptions
+	// noVersions is set once the account refused to list versions.
+	noVersions atomic.Bool
 }
 
 var _ Source = (*Azure)(nil)
@@ -275,13 +278,23 @@ func (a *Azure) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 		err := a.retry.do(ctx, OpList, 0, "list "+a.String(), func(ctx context.Context) error {
 			// A pager per page, so a failed page is asked again from
 			// the same marker.
+			// With versions: the listing then names each blob's
+			// current version, where the account keeps them.
+			versions := !a.noVersions.Load()
 			p := a.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
-				// With versions: the listing then names each blob's
-				// current version, where the account keeps them.
-				Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true, Versions: true},
+				Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true, Versions: versions},
 			})
 			var err error
 			page, err = p.NextPage(ctx)
+			if versions && isBadRequest(err) {
+				// Accounts with a hierarchical namespace keep no
+				// versions and refuse to list them: ETags pin there.
+				a.noVersions.Store(true)
+				p = a.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
+					Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true},
+				})
+				page, err = p.NextPage(ctx)
+			}
 			return a.mapError(err)
 		})
 		if err != nil {
@@ -340,6 +353,12 @@ func azureListed(b *container.BlobItem, dir string) (Object, bool) {
 		obj.Checksum = md5Checksum(p.ContentMD5)
 	}
 	return obj, true
+}
+
+// isBadRequest reports whether err is the store's 400 reply.
+func isBadRequest(err error) bool {
+	var re *azcore.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusBadRequest
 }
 
 // quoteETag gives an ETag in its header form: the listing's come without

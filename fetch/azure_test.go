@@ -536,6 +536,10 @@ func TestAzureHostileBodies(t *testing.T) {
 type versionProxy struct {
 	url         string
 	addVersions bool
+	// refuseVersions answers listings that ask for versions as an
+	// account with a hierarchical namespace does: 400.
+	refuseVersions bool
+	refused        atomic.Int32
 
 	mu    sync.Mutex
 	reads []http.Header // each GET of blob bytes: its headers, and X-Query its query
@@ -546,13 +550,13 @@ const (
 	testOldVersion     = "2026-01-01T10:00:00.1234567Z"
 )
 
-func newVersionProxy(t *testing.T, srv *azurite.Server, addVersions bool) *versionProxy {
+func newVersionProxy(t *testing.T, srv *azurite.Server, addVersions, refuseVersions bool) *versionProxy {
 	t.Helper()
 	target, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vp := &versionProxy{addVersions: addVersions}
+	vp := &versionProxy{addVersions: addVersions, refuseVersions: refuseVersions}
 	name := regexp.MustCompile(`</Name>`)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.ModifyResponse = func(resp *http.Response) error {
@@ -574,6 +578,13 @@ func newVersionProxy(t *testing.T, srv *azurite.Server, addVersions bool) *versi
 		return nil
 	}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if vp.refuseVersions && r.URL.Query().Get("comp") == "list" && strings.Contains(r.URL.Query().Get("include"), "versions") {
+			vp.refused.Add(1)
+			w.Header().Set("x-ms-error-code", "InvalidQueryParameterValue")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `<?xml version="1.0" encoding="utf-8"?><Error><Code>InvalidQueryParameterValue</Code><Message>refused</Message></Error>`)
+			return
+		}
 		if r.Method == http.MethodGet && r.URL.Query().Get("comp") == "" {
 			h := r.Header.Clone()
 			h.Set("X-Query", r.URL.RawQuery)
@@ -607,13 +618,29 @@ func (vp *versionProxy) lastRead(t *testing.T) http.Header {
 // bytes; ReplacedBlobFails checks the ETag fall-back against the store.
 func testAzureVersionIDsPinReads(t *testing.T, f *azFixture) {
 	ctx := context.Background()
-	for _, versioned := range []bool{true, false} {
-		t.Run(fmt.Sprintf("versioned=%v", versioned), func(t *testing.T) {
-			vp := newVersionProxy(t, f.srv, versioned)
+	for _, tc := range []struct {
+		name                string
+		versioned, refusing bool
+	}{
+		{"versioned", true, false},
+		{"unversioned", false, false},
+		// An account with a hierarchical namespace refuses to list
+		// versions: it is listed without them, once asked.
+		{"refuses-versions", false, true},
+	} {
+		versioned := tc.versioned
+		t.Run(tc.name, func(t *testing.T) {
+			vp := newVersionProxy(t, f.srv, versioned, tc.refusing)
 			a := f.open(t, "model", AzureOptions{Endpoint: vp.url})
 			objs, err := a.List(ctx)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if _, err := a.List(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := vp.refused.Load(); tc.refusing && n != 1 {
+				t.Errorf("%d listings asked for versions after the account refused them, want 1", n)
 			}
 			if len(objs) != len(f.files) {
 				t.Fatalf("listed %d blobs, want %d (earlier versions are no files): %+v", len(objs), len(f.files), objs)
