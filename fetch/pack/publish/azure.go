@@ -63,7 +63,7 @@ func (d *AzureDest) Create(ctx context.Context, key string, size int64) (Writer,
 	var id [8]byte
 	rand.Read(id[:])
 	return &azureWriter{ctx: ctx, blob: d.client.NewBlockBlobClient(d.prefix + key), key: key, upload: id,
-		blockSize: partSize(size), sem: make(chan struct{}, d.inflight), sum: md5.New()}, nil
+		blockSize: partSize(size), sem: make(chan struct{}, d.inflight), free: make(chan []byte, d.inflight+1), sum: md5.New()}, nil
 }
 
 // azureWriter uploads a block blob: one Put Blob if it fits one block,
@@ -80,7 +80,11 @@ type azureWriter struct {
 	buf       []byte
 	sum       hash.Hash // MD5 of the whole, kept as its Content-MD5
 	sem       chan struct{}
-	wg        sync.WaitGroup
+	// free holds the buffers of staged blocks for the next ones: memory
+	// stays at the blocks in flight plus the one being written, with no
+	// garbage for the collector to let the heap grow on.
+	free chan []byte
+	wg   sync.WaitGroup
 
 	mu  sync.Mutex
 	ids []string
@@ -122,10 +126,21 @@ func (w *azureWriter) flush() error {
 		return err
 	}
 	body := w.buf
-	w.buf = make([]byte, 0, w.blockSize)
 	w.sem <- struct{}{}
+	select {
+	case b := <-w.free:
+		w.buf = b[:0]
+	default:
+		w.buf = make([]byte, 0, w.blockSize)
+	}
 	w.wg.Go(func() {
-		defer func() { <-w.sem }()
+		defer func() {
+			select {
+			case w.free <- body:
+			default:
+			}
+			<-w.sem
+		}()
 		_, err := w.blob.StageBlock(w.ctx, id, streaming.NopCloser(bytes.NewReader(body)), nil)
 		if err != nil {
 			w.mu.Lock()
