@@ -237,7 +237,7 @@ func (d *S3Dest) Remove(ctx context.Context, key string) error {
 // big as the original.
 func (d *S3Dest) Create(ctx context.Context, key string, size int64) (Writer, error) {
 	return &s3Writer{ctx: ctx, client: d.client, bucket: d.bucket, key: d.prefix + key,
-		partSize: partSize(size), sem: make(chan struct{}, d.inflight)}, nil
+		partSize: partSize(size), sem: make(chan struct{}, d.inflight), free: make(chan []byte, d.inflight+1)}, nil
 }
 
 // openAzureDest opens az://account/container/prefix with the credentials
