@@ -119,8 +119,12 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 // Prefix is not used.
 func NewAzureClient(opts AzureOptions) (*container.Client, error) {
 	r := opts.Retry.withDefaults()
+	retries := int32(r.MaxAttempts - 1)
+	if retries == 0 {
+		retries = -1 // the SDK's 0 is its default of 3
+	}
 	opts.sdkRetry = &policy.RetryOptions{
-		MaxRetries: int32(r.MaxAttempts - 1), TryTimeout: r.AttemptTimeout,
+		MaxRetries: retries, TryTimeout: r.AttemptTimeout,
 		RetryDelay: r.BaseDelay, MaxRetryDelay: r.MaxDelay,
 	}
 	client, _, err := azureClient(opts)
