@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -390,5 +392,72 @@ func TestGCSWriterFailedChunkStoresNothing(t *testing.T) {
 	}
 	if _, ok := getGCS(t, emu, "p/failed"); ok {
 		t.Error("an object is at the name after a failed upload")
+	}
+}
+
+// The Azure writers' client retries a block the store was too busy for,
+// within the attempts the budget allows; with one attempt, it does not.
+func TestAzureWriterRetriesWithinBudget(t *testing.T) {
+	srv := azurite.Start(t)
+	srv.CreateContainer(t, "models")
+	proxy := azurite.NewProxy(t, srv)
+	t.Setenv("AZURE_STORAGE_KEY", azurite.Key)
+	for _, tc := range []struct {
+		attempts, busy int
+		ok             bool
+	}{
+		{attempts: 3, busy: 2, ok: true},
+		{attempts: 1, busy: 1, ok: false},
+	} {
+		t.Run(fmt.Sprintf("attempts=%d", tc.attempts), func(t *testing.T) {
+			var mu sync.Mutex
+			left := tc.busy
+			proxy.SetChoose(func(r *http.Request) azurite.Fault {
+				mu.Lock()
+				defer mu.Unlock()
+				if r.URL.Query().Get("comp") == "block" && left > 0 {
+					left--
+					return azurite.FaultBusy
+				}
+				return azurite.FaultNone
+			})
+			before := proxy.Faults()
+			client, err := fetch.NewAzureClient(fetch.AzureOptions{Account: azurite.Account, Container: "models", Endpoint: proxy.Endpoint(),
+				Retry: fetch.RetryOptions{MaxAttempts: tc.attempts, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := NewAzureDest(client, azurite.Account, "models", "r", nil, 1)
+			name := fmt.Sprintf("busy%d", tc.attempts)
+			wr, err := d.Create(context.Background(), name, 2<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := wr.(*azureWriter)
+			w.blockSize = 1 << 20
+			want := pattern(2 << 20)
+			if _, err := w.Write(want); err != nil {
+				t.Fatal(err)
+			}
+			err = w.Commit()
+			if got := proxy.Faults() - before; got != tc.busy {
+				t.Errorf("%d busy replies, want %d", got, tc.busy)
+			}
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("Commit after %d busy replies with %d attempts: %v", tc.busy, tc.attempts, err)
+				}
+				if got := downloadAzure(t, srv, "models", "r/"+name); !bytes.Equal(got, want) {
+					t.Error("the blob differs from what was written")
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "HTTP 503") {
+				t.Fatalf("Commit with one attempt and a busy store: %v, want the 503", err)
+			}
+			if azureBlobExists(t, srv, "models", "r/"+name) {
+				t.Error("a blob is at the key after a failed upload")
+			}
+		})
 	}
 }
