@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -61,12 +62,18 @@ type AzureOptions struct {
 	Client *http.Client
 	Net    *NetPolicy
 	Retry  RetryOptions
+
+	// sdkRetry, set by NewAzureClient, has the SDK retry requests.
+	sdkRetry *policy.RetryOptions
 }
 
 // Azure is a Source over one container and prefix of a storage account.
-// Every blob is pinned to the ETag it was listed with; reads carry it as
-// If-Match, so a blob replaced under a mount fails its reads with
-// ErrChanged rather than mixing contents.
+// Where the account keeps blob versions, every blob is pinned to the
+// version it was listed with (its VersionId) and reads name it, so a blob
+// replaced under a mount still reads as it was while that version exists.
+// Otherwise a blob is pinned to the ETag it was listed with; reads carry
+// it as If-Match, so a replaced blob fails its reads with ErrChanged
+// rather than mixing contents.
 type Azure struct {
 	client    *container.Client
 	account   string
@@ -79,23 +86,65 @@ type Azure struct {
 	// the parent of a prefix that names one blob. List settles it.
 	root  string
 	retry RetryOptions
+	// noVersions is set once the account refused to list versions.
+	noVersions atomic.Bool
 }
 
 var _ Source = (*Azure)(nil)
 
 // NewAzure checks opts and builds the client; it makes no request.
 func NewAzure(opts AzureOptions) (*Azure, error) {
+	client, service, err := azureClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.TrimPrefix(opts.Prefix, "/")
+	root := prefix
+	if root != "" && !strings.HasSuffix(root, "/") {
+		root += "/"
+	}
+	ep := ""
+	if opts.Endpoint != "" {
+		ep = service
+	}
+	return &Azure{client: client, account: opts.Account, container: opts.Container, prefix: prefix, endpoint: ep, root: root, retry: opts.Retry}, nil
+}
+
+// NewAzureClient builds a client of opts' container with its
+// credentials, endpoint and network policy, as the source reads with, for
+// writers of the container (pack publishing). Unlike the source's, its
+// requests are retried by the SDK, up to Retry.MaxAttempts tries (0: the
+// default), each bounded by Retry.AttemptTimeout: an upload has no range
+// to resume, and the SDK rewinds a request's body to send it again.
+// Prefix is not used.
+func NewAzureClient(opts AzureOptions) (*container.Client, error) {
+	r := opts.Retry.withDefaults()
+	retries := int32(r.MaxAttempts - 1)
+	if retries == 0 {
+		retries = -1 // the SDK's 0 is its default of 3
+	}
+	opts.sdkRetry = &policy.RetryOptions{
+		MaxRetries: retries, TryTimeout: r.AttemptTimeout,
+		RetryDelay: r.BaseDelay, MaxRetryDelay: r.MaxDelay,
+	}
+	client, _, err := azureClient(opts)
+	return client, err
+}
+
+// azureClient checks opts and builds the container's client, returning
+// it with the account's blob service URL.
+func azureClient(opts AzureOptions) (*container.Client, string, error) {
 	if err := checkAzureAccount(opts.Account); err != nil {
-		return nil, fmt.Errorf("fetch: Azure source: %w", err)
+		return nil, "", fmt.Errorf("fetch: Azure source: %w", err)
 	}
 	if err := checkAzureContainer(opts.Container); err != nil {
-		return nil, fmt.Errorf("fetch: Azure source: %w", err)
+		return nil, "", fmt.Errorf("fetch: Azure source: %w", err)
 	}
 	service := "https://" + opts.Account + azureHostSuffix
 	if opts.Endpoint != "" {
 		u, err := url.Parse(strings.TrimRight(opts.Endpoint, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return nil, errors.New("fetch: Azure source: endpoint must be an http(s) URL without credentials or query (a SAS goes in AZURE_STORAGE_SAS_TOKEN)")
+			return nil, "", errors.New("fetch: Azure source: endpoint must be an http(s) URL without credentials or query (a SAS goes in AZURE_STORAGE_SAS_TOKEN)")
 		}
 		if u.Path == "" && isAddressHost(u.Hostname()) {
 			u.Path = "/" + opts.Account
@@ -111,18 +160,22 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 		key, sas = strings.TrimSpace(getenv("AZURE_STORAGE_KEY")), strings.TrimSpace(getenv("AZURE_STORAGE_SAS_TOKEN"))
 	}
 	if key != "" && sas != "" {
-		return nil, errors.New("fetch: Azure source: both an account key and a SAS are set (AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN): set one")
+		return nil, "", errors.New("fetch: Azure source: both an account key and a SAS are set (AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN): set one")
 	}
 	hc := opts.Client
 	if hc == nil {
 		hc = defaultHTTPClient(opts.Net)
 		hc.Transport.(*http.Transport).DisableCompression = true // weights do not compress
 	}
+	// The source's retries are its own, so that short bodies and stalls
+	// share the budget of 5xx replies, as on the other sources.
+	retry := policy.RetryOptions{MaxRetries: -1}
+	if opts.sdkRetry != nil {
+		retry = *opts.sdkRetry
+	}
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		Transport: azTransport{c: hc},
-		// Retries are ours, so that short bodies and stalls share the
-		// budget of 5xx replies, as on the other sources.
-		Retry:     policy.RetryOptions{MaxRetries: -1},
+		Retry:     retry,
 		Telemetry: policy.TelemetryOptions{ApplicationID: "modelfs"},
 	}}
 	containerURL := service + "/" + url.PathEscape(opts.Container)
@@ -135,17 +188,17 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 		cred, kerr := container.NewSharedKeyCredential(opts.Account, key)
 		if kerr != nil {
 			// The SDK's message may quote the key.
-			return nil, errors.New("fetch: Azure source: the account key is not valid base64")
+			return nil, "", errors.New("fetch: Azure source: the account key is not valid base64")
 		}
 		client, err = container.NewClientWithSharedKeyCredential(containerURL, cred, copts)
 	case sas != "":
 		q, err := checkSAS(sas)
 		if err != nil {
-			return nil, fmt.Errorf("fetch: Azure source: %w", err)
+			return nil, "", fmt.Errorf("fetch: Azure source: %w", err)
 		}
 		client, err = container.NewClientWithNoCredential(containerURL+"?"+q, copts)
 		if err != nil {
-			return nil, errors.New("fetch: Azure source: building the client with the SAS failed")
+			return nil, "", errors.New("fetch: Azure source: building the client with the SAS failed")
 		}
 	default:
 		cred := opts.Credential
@@ -155,25 +208,16 @@ func NewAzure(opts AzureOptions) (*Azure, error) {
 			// network policy, which is for the store's connections.
 			cred, err = azidentity.NewDefaultAzureCredential(nil)
 			if err != nil {
-				return nil, fmt.Errorf("fetch: Azure source: %w: no Azure credentials: set AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, "+
+				return nil, "", fmt.Errorf("fetch: Azure source: %w: no Azure credentials: set AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, "+
 					"or configure workload identity, managed identity or AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET: %v", ErrAccess, err)
 			}
 		}
 		client, err = container.NewClient(containerURL, azTokenProbe{inner: cred}, copts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fetch: Azure source: building the client: %w", err)
+		return nil, "", fmt.Errorf("fetch: Azure source: building the client: %w", err)
 	}
-	prefix := strings.TrimPrefix(opts.Prefix, "/")
-	root := prefix
-	if root != "" && !strings.HasSuffix(root, "/") {
-		root += "/"
-	}
-	ep := ""
-	if opts.Endpoint != "" {
-		ep = service
-	}
-	return &Azure{client: client, account: opts.Account, container: opts.Container, prefix: prefix, endpoint: ep, root: root, retry: opts.Retry}, nil
+	return client, service, nil
 }
 
 // isAddressHost reports whether a URL host is an IP address or localhost,
@@ -238,11 +282,23 @@ func (a *Azure) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 		err := a.retry.do(ctx, OpList, 0, "list "+a.String(), func(ctx context.Context) error {
 			// A pager per page, so a failed page is asked again from
 			// the same marker.
+			// With versions: the listing then names each blob's
+			// current version, where the account keeps them.
+			versions := !a.noVersions.Load()
 			p := a.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
-				Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true},
+				Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true, Versions: versions},
 			})
 			var err error
 			page, err = p.NextPage(ctx)
+			if versions && isBadRequest(err) {
+				// Accounts with a hierarchical namespace keep no
+				// versions and refuse to list them: ETags pin there.
+				a.noVersions.Store(true)
+				p = a.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
+					Prefix: &dir, Marker: marker, Include: container.ListBlobsInclude{Metadata: true},
+				})
+				page, err = p.NextPage(ctx)
+			}
 			return a.mapError(err)
 		})
 		if err != nil {
@@ -266,10 +322,14 @@ func (a *Azure) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 }
 
 // azureListed is a listed blob as an Object, or false for what is no
-// file: directory markers and hierarchical-namespace folders.
+// file: directory markers, hierarchical-namespace folders, and versions
+// that are not the current one.
 func azureListed(b *container.BlobItem, dir string) (Object, bool) {
 	if b == nil || b.Name == nil {
 		return Object{}, false
+	}
+	if b.VersionID != nil && (b.IsCurrentVersion == nil || !*b.IsCurrentVersion) {
+		return Object{}, false // an earlier version, or one of a deleted blob
 	}
 	key := strings.TrimPrefix(*b.Name, dir)
 	if key == "" || strings.HasSuffix(key, "/") {
@@ -281,6 +341,9 @@ func azureListed(b *container.BlobItem, dir string) (Object, bool) {
 		}
 	}
 	obj := Object{Key: key, Size: -1} // no size is unknown, which Usable refuses
+	if b.VersionID != nil {
+		obj.VersionID = *b.VersionID
+	}
 	if p := b.Properties; p != nil {
 		if p.ContentLength != nil {
 			obj.Size = *p.ContentLength
@@ -294,6 +357,12 @@ func azureListed(b *container.BlobItem, dir string) (Object, bool) {
 		obj.Checksum = md5Checksum(p.ContentMD5)
 	}
 	return obj, true
+}
+
+// isBadRequest reports whether err is the store's 400 reply.
+func isBadRequest(err error) bool {
+	var re *azcore.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusBadRequest
 }
 
 // quoteETag gives an ETag in its header form: the listing's come without
@@ -332,6 +401,9 @@ func (a *Azure) props(ctx context.Context, full string) (Object, error) {
 		return Object{}, err
 	}
 	obj := Object{Key: full, Size: -1, Checksum: md5Checksum(out.ContentMD5)}
+	if out.VersionID != nil && (out.IsCurrentVersion == nil || *out.IsCurrentVersion) {
+		obj.VersionID = *out.VersionID
+	}
 	if out.ContentLength != nil {
 		obj.Size = *out.ContentLength
 	}
@@ -344,32 +416,48 @@ func (a *Azure) props(ctx context.Context, full string) (Object, error) {
 	return obj, nil
 }
 
-// ReadAt is one ranged GET, If-Match pinned, retried within the budget.
+// ReadAt is one ranged GET of the pinned version (VersionId, else
+// If-Match on the ETag), retried within the budget.
 func (a *Azure) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, error) {
 	n, atEnd, err := clipRead(obj, len(p), off)
 	if err != nil {
 		return 0, err
 	}
 	p = p[:n]
-	if err := checkPinned(obj); err != nil || obj.ETag == "" {
+	if err := checkPinned(obj); err != nil || obj.ETag == "" && obj.VersionID == "" {
 		return 0, fmt.Errorf("read %s: %w", obj.Key, ErrUnpinned)
 	}
 	full := a.root + obj.Key
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
-	etag := azcore.ETag(obj.ETag)
-	err = a.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
-		out, err := a.client.NewBlobClient(full).DownloadStream(ctx, &blob.DownloadStreamOptions{
-			Range: blob.HTTPRange{Offset: off, Count: int64(n)},
-			AccessConditions: &blob.AccessConditions{
-				ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag},
-			},
-		})
+	bc := a.client.NewBlobClient(full)
+	opts := &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: int64(n)}}
+	if obj.VersionID != "" {
+		// A version never changes: naming it is the pin, and it reads
+		// the same after the blob is replaced.
+		if bc, err = bc.WithVersionID(obj.VersionID); err != nil {
+			return 0, fmt.Errorf("read %s: %w", obj.Key, err)
+		}
+	} else {
+		etag := azcore.ETag(obj.ETag)
+		opts.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &etag}}
+	}
+	return readRetried(ctx, a.retry, what, n, atEnd, func(ctx context.Context) error {
+		out, err := bc.DownloadStream(ctx, opts)
 		if err != nil {
-			return a.mapError(err)
+			err = a.mapError(err)
+			if obj.VersionID != "" && errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("%w: version %s no longer exists", ErrChanged, obj.VersionID)
+			}
+			return err
 		}
 		defer drainHTTP(out.Body)
-		if out.ETag != nil && !sameTag(string(*out.ETag), obj.ETag) {
+		switch {
+		case obj.VersionID != "":
+			if out.VersionID != nil && *out.VersionID != obj.VersionID {
+				return fmt.Errorf("%w: version %s, pinned %s", ErrChanged, *out.VersionID, obj.VersionID)
+			}
+		case out.ETag != nil && !sameTag(string(*out.ETag), obj.ETag):
 			return fmt.Errorf("%w: ETag %s, pinned %s", ErrChanged, *out.ETag, obj.ETag)
 		}
 		if out.ContentRange == nil {
@@ -387,13 +475,6 @@ func (a *Azure) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (in
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	if atEnd {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 // mapError turns SDK errors into the package's sentinels and marks the

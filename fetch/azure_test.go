@@ -11,7 +11,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +103,7 @@ func TestAzure(t *testing.T) {
 		{"ReplacedBlobFails", testAzureReplacedBlobFails}, {"RefusedCredentials", testAzureRefusedCredentials},
 		{"SAS", testAzureSAS}, {"Open", testAzureOpen}, {"MissingContainer", testAzureMissingContainer},
 		{"NetPolicy", testAzureNetPolicy}, {"FaultsRetried", testAzureFaultsRetried},
+		{"VersionIDsPinReads", testAzureVersionIDsPinReads},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newAzFixture(t, srv, fmt.Sprintf("models%d", i))) })
 	}
@@ -520,5 +525,150 @@ func TestAzureHostileBodies(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("HTTP %d with an endless body: %v; want %q", tc.status, err, tc.want)
 		}
+	}
+}
+
+// versionProxy sits between the source and Azurite, which keeps no blob
+// versions (3.37 ignores include=versions and ?versionid=): with
+// addVersions it makes listings look like a versioned account's, each
+// blob named with a current VersionId and config.json with an earlier
+// version besides, and it records what each read asked for.
+type versionProxy struct {
+	url         string
+	addVersions bool
+	// refuseVersions answers listings that ask for versions as an
+	// account with a hierarchical namespace does: 400.
+	refuseVersions bool
+	refused        atomic.Int32
+
+	mu    sync.Mutex
+	reads []http.Header // each GET of blob bytes: its headers, and X-Query its query
+}
+
+const (
+	testCurrentVersion = "2026-12-02T10:00:00.1234567Z"
+	testOldVersion     = "2026-01-01T10:00:00.1234567Z"
+)
+
+func newVersionProxy(t *testing.T, srv *azurite.Server, addVersions, refuseVersions bool) *versionProxy {
+	t.Helper()
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vp := &versionProxy{addVersions: addVersions, refuseVersions: refuseVersions}
+	name := regexp.MustCompile(`</Name>`)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		q := resp.Request.URL.Query()
+		if !vp.addVersions || q.Get("comp") != "list" || !strings.Contains(q.Get("include"), "versions") {
+			return nil
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		b = name.ReplaceAll(b, []byte("</Name><VersionId>"+testCurrentVersion+"</VersionId><IsCurrentVersion>true</IsCurrentVersion>"))
+		old := "<Blob><Name>model/config.json</Name><VersionId>" + testOldVersion + "</VersionId><Properties><Content-Length>7</Content-Length></Properties></Blob>"
+		b = bytes.Replace(b, []byte("<Blobs>"), []byte("<Blobs>"+old), 1)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if vp.refuseVersions && r.URL.Query().Get("comp") == "list" && strings.Contains(r.URL.Query().Get("include"), "versions") {
+			vp.refused.Add(1)
+			w.Header().Set("x-ms-error-code", "InvalidQueryParameterValue")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `<?xml version="1.0" encoding="utf-8"?><Error><Code>InvalidQueryParameterValue</Code><Message>refused</Message></Error>`)
+			return
+		}
+		if r.Method == http.MethodGet && r.URL.Query().Get("comp") == "" {
+			h := r.Header.Clone()
+			h.Set("X-Query", r.URL.RawQuery)
+			vp.mu.Lock()
+			vp.reads = append(vp.reads, h)
+			vp.mu.Unlock()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	vp.url = hs.URL + "/" + azurite.Account
+	return vp
+}
+
+func (vp *versionProxy) lastRead(t *testing.T) http.Header {
+	t.Helper()
+	vp.mu.Lock()
+	defer vp.mu.Unlock()
+	if len(vp.reads) == 0 {
+		t.Fatal("no read went through the proxy")
+	}
+	return vp.reads[len(vp.reads)-1]
+}
+
+// Where the account keeps versions, each blob is pinned to the current
+// version its listing names and reads name that version (so a replaced
+// blob reads as listed while the version exists), with no If-Match;
+// earlier versions are not listed as files. Where it keeps none, reads
+// carry If-Match on the ETag. Azurite cannot replace a blob under a
+// versioned pin, so this checks the requests, not a replaced blob's
+// bytes; ReplacedBlobFails checks the ETag fall-back against the store.
+func testAzureVersionIDsPinReads(t *testing.T, f *azFixture) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name                string
+		versioned, refusing bool
+	}{
+		{"versioned", true, false},
+		{"unversioned", false, false},
+		// An account with a hierarchical namespace refuses to list
+		// versions: it is listed without them, once asked.
+		{"refuses-versions", false, true},
+	} {
+		versioned := tc.versioned
+		t.Run(tc.name, func(t *testing.T) {
+			vp := newVersionProxy(t, f.srv, versioned, tc.refusing)
+			a := f.open(t, "model", AzureOptions{Endpoint: vp.url})
+			objs, err := a.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.List(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := vp.refused.Load(); tc.refusing && n != 1 {
+				t.Errorf("%d listings asked for versions after the account refused them, want 1", n)
+			}
+			if len(objs) != len(f.files) {
+				t.Fatalf("listed %d blobs, want %d (earlier versions are no files): %+v", len(objs), len(f.files), objs)
+			}
+			for _, o := range objs {
+				want := ""
+				if versioned {
+					want = testCurrentVersion
+				}
+				if o.VersionID != want || o.ETag == "" {
+					t.Errorf("%s: pinned to version %q, ETag %q; want version %q and the ETag", o.Key, o.VersionID, o.ETag, want)
+				}
+				p := make([]byte, len(f.files[o.Key]))
+				if _, err := a.ReadAt(ctx, o, p, 0); err != nil && err != io.EOF {
+					t.Fatalf("reading %s: %v", o.Key, err)
+				}
+				if !bytes.Equal(p, f.files[o.Key]) {
+					t.Errorf("%s reads back different", o.Key)
+				}
+				h := vp.lastRead(t)
+				q, _ := url.ParseQuery(h.Get("X-Query"))
+				if versioned && (q.Get("versionid") != testCurrentVersion || h.Get("If-Match") != "") {
+					t.Errorf("%s: read asked for version %q with If-Match %q; want version %s and no If-Match", o.Key, q.Get("versionid"), h.Get("If-Match"), testCurrentVersion)
+				}
+				if !versioned && (q.Has("versionid") || h.Get("If-Match") != o.ETag) {
+					t.Errorf("%s: read asked for version %q with If-Match %q; want no version and If-Match %s", o.Key, q.Get("versionid"), h.Get("If-Match"), o.ETag)
+				}
+			}
+		})
 	}
 }

@@ -1,10 +1,14 @@
 // Package fetch reads remote model objects: S3 and S3-compatible stores,
-// Google Cloud Storage, HTTP(S) servers, Hugging Face Hub repositories and local directories,
-// behind one small Source interface.
+// Google Cloud Storage, Azure Blob Storage, HTTP(S) servers, Hugging Face
+// Hub repositories and local directories, behind one small Source
+// interface. For writers of those stores (pack publishing) it also builds
+// the S3 and Azure clients with the sources' settings, and carries Cloud
+// Storage's upload calls over the GCS source's client; a Source itself
+// never writes.
 //
 // Invariants:
-//   - Every object is pinned at Stat/List time to a version (ETag, VersionId,
-//     a Cloud Storage generation,
+//   - Every object is pinned at Stat/List time to a version (ETag, VersionId
+//     of S3 or a versioned Azure account, a Cloud Storage generation,
 //     Last-Modified for HTTP files without a strong ETag, the LFS sha256 or
 //     git blob id of a Hub file, whose repo is pinned to one commit, or
 //     size+mtime for local files). Every ReadAt names that version and

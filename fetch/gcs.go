@@ -30,8 +30,12 @@ const GCSEmulatorEnv = "STORAGE_EMULATOR_HOST"
 // metadata and (alt=media) object bytes.
 const gcsDefaultEndpoint = "https://storage.googleapis.com/storage/v1/"
 
-// gcsReadOnlyScope is the OAuth2 scope tokens are asked for.
-const gcsReadOnlyScope = "https://www.googleapis.com/auth/devstorage.read_only"
+// The OAuth2 scopes tokens are asked for: a source only reads; a writer
+// (GCSOptions.Write) also creates and deletes objects.
+const (
+	gcsReadOnlyScope  = "https://www.googleapis.com/auth/devstorage.read_only"
+	gcsReadWriteScope = "https://www.googleapis.com/auth/devstorage.read_write"
+)
 
 // gcsListPage is how many objects one listing request asks for, the
 // most the JSON API returns.
@@ -64,6 +68,9 @@ type GCSOptions struct {
 	// allows all.
 	Net   *NetPolicy
 	Retry RetryOptions
+	// Write asks for tokens that may also write, for the upload methods
+	// (pack publishing); a mount's are read-only.
+	Write bool
 }
 
 // GCS is a Source over one Cloud Storage bucket and prefix. Objects are
@@ -72,6 +79,7 @@ type GCSOptions struct {
 type GCS struct {
 	hc       *http.Client
 	api      string     // JSON API base URL, ending in "/"
+	upload   string     // its upload counterpart, ending in "/"
 	creds    tokenGiver // nil: anonymous
 	log      *slog.Logger
 	name     string
@@ -135,7 +143,11 @@ func NewGCS(ctx context.Context, opts GCSOptions) (*GCS, error) {
 	hc.Transport = gcsBodyLimit{tr}
 	var creds tokenGiver
 	if !anonymous {
-		c, err := gcsCredentials(opts.Net)
+		scope := gcsReadOnlyScope
+		if opts.Write {
+			scope = gcsReadWriteScope
+		}
+		c, err := gcsCredentials(opts.Net, scope)
 		if err != nil {
 			return nil, err
 		}
@@ -151,7 +163,7 @@ func NewGCS(ctx context.Context, opts GCSOptions) (*GCS, error) {
 		root += "/"
 	}
 	g := &GCS{
-		hc: hc, api: apiEndpoint, creds: creds, log: log, name: opts.Bucket, prefix: prefix, root: root, retry: opts.Retry,
+		hc: hc, api: apiEndpoint, upload: gcsUploadEndpoint(apiEndpoint), creds: creds, log: log, name: opts.Bucket, prefix: prefix, root: root, retry: opts.Retry,
 	}
 	if endpoint != "" {
 		g.endpoint = strings.TrimSuffix(apiEndpoint, "/")
@@ -197,12 +209,12 @@ func gcsAPIEndpoint(raw string) (string, error) {
 	return u.String(), nil
 }
 
-// gcsCredentials finds Application Default Credentials, read-only scoped.
+// gcsCredentials finds Application Default Credentials for scope.
 // Token requests to the endpoints a credentials file names go through the
 // network policy; the metadata server's client is the auth library's own.
-func gcsCredentials(policy *NetPolicy) (tokenGiver, error) {
+func gcsCredentials(policy *NetPolicy, scope string) (tokenGiver, error) {
 	creds, err := credentials.DetectDefault(&credentials.DetectOptions{
-		Scopes: []string{gcsReadOnlyScope},
+		Scopes: []string{scope},
 		Client: defaultHTTPClient(policy),
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -438,7 +450,7 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
 	g64 := strconv.FormatInt(gen, 10)
 	target := g.objectURL(full) + "?" + url.Values{"alt": {"media"}, "generation": {g64}, "ifGenerationMatch": {g64}}.Encode()
-	err = g.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	return readRetried(ctx, g.retry, what, n, atEnd, func(ctx context.Context) error {
 		// A body cut short resumes where it stopped, as long as each
 		// request brings bytes; the generation pins what the rest is.
 		got := 0
@@ -450,13 +462,6 @@ func (g *GCS) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int,
 			}
 		}
 	})
-	if err != nil {
-		return 0, err
-	}
-	if atEnd {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 // gcsMaxResumes bounds the requests one attempt at a read sends after
@@ -562,7 +567,9 @@ func (g *GCS) do(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	g.log.Debug("gs request", "method", req.Method, "path", req.URL.Path, "status", resp.StatusCode)
-	if resp.StatusCode/100 == 2 {
+	// 308 is how a resumable upload's session answers a chunk it wants
+	// more after; reads never see it.
+	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusPermanentRedirect && req.Method == http.MethodPut {
 		return resp, nil
 	}
 	defer resp.Body.Close()

@@ -397,16 +397,9 @@ func (h *HF) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		return 0, err
 	}
 	what := fmt.Sprintf("GET %s [%d, %d)", obj.Key, off, off+int64(n))
-	err = h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	return readRetried(ctx, h.retry, what, n, atEnd, func(ctx context.Context) error {
 		return h.readRange(ctx, commit, obj, p[:n], off)
 	})
-	if err != nil {
-		return 0, err
-	}
-	if atEnd {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 // readRange is one try: from the file's link, or else the resolve URL,

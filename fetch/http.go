@@ -215,11 +215,18 @@ func (h *HTTP) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int
 	}
 	u := h.objectURL(obj.Key)
 	what := fmt.Sprintf("GET %s [%d, %d)", obj.Key, off, off+int64(n))
-	err = h.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	return readRetried(ctx, h.retry, what, n, atEnd, func(ctx context.Context) error {
 		return h.readRange(ctx, u, obj, p[:n], off)
 	})
-	if err != nil {
-		// p may hold bytes of a failed try; report none.
+}
+
+// readRetried is how every source's ReadAt ends: fn reads the n bytes
+// asked for (already clipped to the object) in one request, retried
+// within r's budget; a read that fails reports no bytes, since p may hold
+// some of a failed try, and one that reaches the object's end returns
+// io.EOF with them.
+func readRetried(ctx context.Context, r RetryOptions, what string, n int, atEnd bool, fn func(context.Context) error) (int, error) {
+	if err := r.do(ctx, OpGet, int64(n), what, fn); err != nil {
 		return 0, err
 	}
 	if atEnd {

@@ -297,7 +297,7 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 	full := s.fullKey(obj.Key)
 	end := off + int64(n)
 	what := fmt.Sprintf("read %s [%d, %d)", full, off, end)
-	err = s.retry.do(ctx, OpGet, int64(n), what, func(ctx context.Context) error {
+	return readRetried(ctx, s.retry, what, n, atEnd, func(ctx context.Context) error {
 		in := &s3.GetObjectInput{
 			Bucket: aws.String(s.bucket),
 			Key:    aws.String(full),
@@ -341,13 +341,6 @@ func (s *S3) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (int, 
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	if atEnd {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 // checkContentRange verifies the response covers exactly [off, end) of an

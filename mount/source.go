@@ -97,6 +97,21 @@ func specsFor(manifest, source string) ([]modelSpec, error) {
 	return []modelSpec{{Source: source}}, nil
 }
 
+// checkApplies reports the source flags that fit none of the models.
+func checkApplies(cfg config.Sources, specs []modelSpec) error {
+	locs := make([]fetch.Location, 0, len(specs))
+	for _, spec := range specs {
+		loc, err := fetch.ParseLocation(spec.Source)
+		if err != nil {
+			continue // openModel reports it, naming the model
+		}
+		locs = append(locs, loc)
+	}
+	return fetch.CheckApplies(locs, fetch.S3Options{
+		Region: cfg.Region, Endpoint: cfg.Endpoint, Profile: cfg.AWSProfile, NoSignRequest: cfg.NoSignRequest,
+	})
+}
+
 // openOptions are what openRemote needs besides the settings.
 type openOptions struct {
 	log *slog.Logger
@@ -119,6 +134,14 @@ func openRemote(ctx context.Context, cfg config.Sources, o openOptions, specs []
 			size = defaultDiskCache(dir, log)
 		}
 		disk = &blockcache.DiskOptions{Dir: dir, MaxBytes: size}
+	}
+	if err := checkApplies(cfg, specs); err != nil {
+		if manifest == "" {
+			return nil, err
+		}
+		// A manifest's models change while the flags stay: each model
+		// takes the flags that fit it, and one that fits none is said.
+		log.Warn("source flags that fit none of the manifest's models are ignored", "err", err)
 	}
 	// Models are listed at once, each listing being a round trip or more;
 	// the first to fail stops the others' listings and is the error.

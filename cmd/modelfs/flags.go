@@ -134,4 +134,4 @@ source is required; size (checked against the listing, a warning when far
 off), format (huggingface, safetensors or gguf) and sha256 (one hash for a
 single-file model, or file path to hash) are optional. warm --manifest
 verifies the hashes. Source flags (--endpoint, --region, ...) apply to
-every model.`
+every model they fit; one that fits none is ignored with a warning.`

@@ -19,7 +19,8 @@ func packCommand() *cli.Command {
 		Name:      "pack",
 		Usage:     "store a model directory compressed, for mounts to serve as the original files",
 		ArgsUsage: "SRC_DIR DEST   |   --verify [SRC_DIR] DEST",
-		Description: `DEST is a local directory or s3://bucket/prefix. Each file of SRC_DIR of at
+		Description: `DEST is a local directory, s3://bucket/prefix, az://account/container/prefix
+or gs://bucket/prefix, reached with the credentials a mount of it uses. Each file of SRC_DIR of at
 least --copy-below bytes is written as NAME.mfpack: frames of --frame-size
 bytes of the original, each compressed on its own, with bf16/fp16 tensors
 of safetensors and GGUF files byte-grouped first, plus an index. Smaller

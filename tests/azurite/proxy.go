@@ -22,6 +22,7 @@ const (
 	FaultNone     Fault = ""
 	FaultInternal Fault = "500"       // 500 InternalError, as the service sends
 	FaultBusy     Fault = "503"       // 503 ServerBusy with Retry-After: 0
+	FaultDenied   Fault = "403"       // 403 AuthorizationFailure, not retried
 	FaultReset    Fault = "reset"     // half the body, then a TCP reset
 	FaultTruncate Fault = "truncated" // half the body, then a clean close
 )
@@ -77,6 +78,8 @@ func NewProxy(tb testing.TB, s *Server) *Proxy {
 		switch f {
 		case FaultInternal:
 			writeError(w, http.StatusInternalServerError, "InternalError")
+		case FaultDenied:
+			writeError(w, http.StatusForbidden, "AuthorizationFailure")
 		case FaultBusy:
 			w.Header().Set("Retry-After", "0")
 			writeError(w, http.StatusServiceUnavailable, "ServerBusy")

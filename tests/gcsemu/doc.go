@@ -8,7 +8,8 @@
 // In front of it sits a small proxy that tests use as the endpoint: it
 // counts requests, records whether they carried a bearer token, and
 // injects faults into object reads (a 503, a body cut short, a reset
-// connection). The emulator does not check preconditions, credentials or
+// connection) and into the chunks of resumable uploads (a 503, a 403),
+// whose sessions it points back at itself. The emulator does not check preconditions, credentials or
 // stored checksums; it does serve an object's generation only while that
 // generation is current, which is what pins reads.
 package gcsemu

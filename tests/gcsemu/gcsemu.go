@@ -92,6 +92,8 @@ const (
 	// FaultReset sends the real headers and half the body, then resets the
 	// connection.
 	FaultReset FaultKind = "reset"
+	// Fault403 answers 403 Forbidden, which is not retried.
+	Fault403 FaultKind = "403"
 )
 
 // Emulator is a running fake-gcs-server behind a fault-injecting proxy.
@@ -104,6 +106,8 @@ type Emulator struct {
 
 	mu       sync.Mutex
 	faults   []FaultKind // applied to the next object reads, in order
+	upFaults []FaultKind // applied to the next upload chunks, in order
+	chunks   int         // upload chunks that reached the proxy
 	reads    int         // object reads that reached the proxy
 	requests int
 	bearer   map[string]int // bearer tokens seen, by value
@@ -145,6 +149,15 @@ func Start(t testing.TB, opts Options) *Emulator {
 	rp := &httputil.ReverseProxy{
 		Rewrite:  func(r *httputil.ProxyRequest) { r.SetURL(target) },
 		ErrorLog: log.New(io.Discard, "", 0),
+		// An upload session is named by a URL on the emulator's own
+		// address: pointed back at the proxy, its chunks are counted
+		// and can fail too.
+		ModifyResponse: func(resp *http.Response) error {
+			if loc := resp.Header.Get("Location"); strings.HasPrefix(loc, e.Direct+"/") {
+				resp.Header.Set("Location", e.URL+strings.TrimPrefix(loc, e.Direct))
+			}
+			return nil
+		},
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if f, ok := e.next(r); ok {
@@ -215,6 +228,15 @@ func (e *Emulator) next(r *http.Request) (FaultKind, bool) {
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		e.bearer[tok]++
 	}
+	if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/upload/") {
+		e.chunks++
+		if len(e.upFaults) == 0 {
+			return "", false
+		}
+		f := e.upFaults[0]
+		e.upFaults = e.upFaults[1:]
+		return f, f != "" // "": this chunk goes through
+	}
 	if !isRead(r) {
 		return "", false
 	}
@@ -228,9 +250,13 @@ func (e *Emulator) next(r *http.Request) (FaultKind, bool) {
 }
 
 func (e *Emulator) serveFault(w http.ResponseWriter, r *http.Request, f FaultKind, target *url.URL) {
-	if f == Fault503 {
+	switch f {
+	case Fault503:
 		w.Header().Set("Retry-After", "0")
 		http.Error(w, `{"error":{"code":503,"message":"injected"}}`, http.StatusServiceUnavailable)
+		return
+	case Fault403:
+		http.Error(w, `{"error":{"code":403,"message":"injected"}}`, http.StatusForbidden)
 		return
 	}
 	out := r.Clone(r.Context())
@@ -269,6 +295,23 @@ func (e *Emulator) FailReads(faults ...FaultKind) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.faults = append(e.faults, faults...)
+}
+
+// FailUploads makes the next chunks of resumable uploads (PUTs to an
+// upload session) fail, one fault each, in order; a "" lets its chunk
+// through. Only Fault503 and Fault403 apply to uploads.
+func (e *Emulator) FailUploads(faults ...FaultKind) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.upFaults = append(e.upFaults, faults...)
+}
+
+// UploadChunks is how many chunks of resumable uploads went through the
+// proxy.
+func (e *Emulator) UploadChunks() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.chunks
 }
 
 // PendingFaults is how many faults FailReads queued that no read has hit.

@@ -16,7 +16,8 @@ import (
 	"github.com/modelfs/modelfs/fetch"
 )
 
-// Dest is where packs are written: a local directory or an S3 prefix.
+// Dest is where packs are written: a local directory, or a prefix of an
+// S3 bucket, an Azure container or a Cloud Storage bucket.
 type Dest interface {
 	// Keys lists what the destination holds already.
 	Keys(ctx context.Context) (map[string]bool, error)
@@ -34,22 +35,56 @@ type Writer interface {
 	Abort()
 }
 
-// OpenDest opens dest, a local directory or s3://bucket/prefix, for
-// writing the packs of srcDir (which dest must not be inside).
+// keyLister lists what a destination holds: a source over its prefix.
+type keyLister interface {
+	List(ctx context.Context) ([]fetch.Object, error)
+}
+
+// listKeys lists a remote destination; an empty or missing prefix holds
+// nothing.
+func listKeys(ctx context.Context, d fmt.Stringer, src keyLister) (map[string]bool, error) {
+	objs, err := src.List(ctx)
+	if errors.Is(err, fetch.ErrNotFound) {
+		// An empty prefix; or no bucket, which the first upload reports.
+		return map[string]bool{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pack: listing %s: %w", d, err)
+	}
+	keys := map[string]bool{}
+	for _, o := range objs {
+		keys[o.Key] = true
+	}
+	return keys, nil
+}
+
+// OpenDest opens dest, a local directory, s3://bucket/prefix,
+// az://account/container/prefix or gs://bucket/prefix, for writing the
+// packs of srcDir (which dest must not be inside).
 func OpenDest(ctx context.Context, dest, srcDir string, cfg Config) (Dest, error) {
 	if !strings.Contains(dest, "://") {
+		if err := cfg.checkApplies(fetch.Location{Scheme: "file", Path: dest}); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
 		return NewLocalDest(dest, srcDir)
 	}
 	loc, err := fetch.ParseLocation(dest)
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.checkApplies(loc); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
 	switch loc.Scheme {
 	case "file":
 		return NewLocalDest(loc.Path, srcDir)
 	case "s3":
+	case "az":
+		return openAzureDest(ctx, loc, cfg)
+	case "gs":
+		return openGCSDest(ctx, loc, cfg)
 	default:
-		return nil, fmt.Errorf("pack: DEST %q: want a local directory or s3://bucket/prefix", dest)
+		return nil, fmt.Errorf("pack: DEST %q: want a local directory, s3://bucket/prefix, az://account/container/prefix or gs://bucket/prefix", dest)
 	}
 	// The SDK's own retries: uploads have no range to resume, and a PUT is
 	// retried whole.
@@ -189,19 +224,7 @@ func (d *S3Dest) String() string { return "s3://" + d.bucket + "/" + d.prefix }
 
 // Keys lists the prefix; an empty or missing one holds nothing.
 func (d *S3Dest) Keys(ctx context.Context) (map[string]bool, error) {
-	objs, err := d.src.List(ctx)
-	if errors.Is(err, fetch.ErrNotFound) {
-		// An empty prefix; or no bucket, which the first upload reports.
-		return map[string]bool{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pack: listing %s: %w", d, err)
-	}
-	keys := map[string]bool{}
-	for _, o := range objs {
-		keys[o.Key] = true
-	}
-	return keys, nil
+	return listKeys(ctx, d, d.src)
 }
 
 // Remove deletes key.
@@ -214,5 +237,25 @@ func (d *S3Dest) Remove(ctx context.Context, key string) error {
 // big as the original.
 func (d *S3Dest) Create(ctx context.Context, key string, size int64) (Writer, error) {
 	return &s3Writer{ctx: ctx, client: d.client, bucket: d.bucket, key: d.prefix + key,
-		partSize: partSize(size), sem: make(chan struct{}, d.inflight)}, nil
+		partSize: partSize(size), sem: make(chan struct{}, d.inflight), free: make(chan []byte, d.inflight+1)}, nil
+}
+
+// openAzureDest opens az://account/container/prefix with the credentials
+// a mount of it would use (AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN,
+// DefaultAzureCredential) and cfg.S3's endpoint.
+func openAzureDest(ctx context.Context, loc fetch.Location, cfg Config) (Dest, error) {
+	if cfg.S3.NoSignRequest {
+		return nil, errors.New("pack: --no-sign-request: writing to Azure needs credentials")
+	}
+	client, err := fetch.NewAzureClient(fetch.AzureOptions{
+		Account: loc.Account, Container: loc.Bucket, Endpoint: cfg.S3.Endpoint, Retry: cfg.Retry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	src, err := cfg.open(ctx, loc)
+	if err != nil {
+		return nil, err
+	}
+	return NewAzureDest(client, loc.Account, loc.Bucket, loc.Prefix, src, min(cfg.Concurrency, 8)), nil
 }

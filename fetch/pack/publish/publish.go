@@ -54,12 +54,22 @@ func (c Config) out() io.Writer {
 // open opens a location as a source, as a mount does, without the pack
 // layer.
 func (c Config) open(ctx context.Context, loc fetch.Location) (fetch.Source, error) {
+	if err := c.checkApplies(loc); err != nil {
+		return nil, err
+	}
 	return fetch.Open(ctx, loc, fetch.OpenOptions{
 		S3: fetch.S3Options{
 			Region: c.S3.Region, Endpoint: c.S3.Endpoint, Profile: c.S3.Profile,
 			NoSignRequest: c.S3.NoSignRequest, MaxConns: c.Concurrency * 2, Logger: c.log(),
 		},
 		Retry: c.Retry,
+	})
+}
+
+// checkApplies refuses a flag that means nothing for loc.
+func (c Config) checkApplies(loc fetch.Location) error {
+	return fetch.CheckApplies([]fetch.Location{loc}, fetch.S3Options{
+		Region: c.S3.Region, Endpoint: c.S3.Endpoint, Profile: c.S3.Profile, NoSignRequest: c.S3.NoSignRequest,
 	})
 }
 

@@ -35,7 +35,10 @@ type s3Writer struct {
 	buf      []byte
 	uploadID *string
 	sem      chan struct{}
-	wg       sync.WaitGroup
+	// free holds the buffers of uploaded parts for the next ones, so
+	// that memory stays at the parts in flight plus one, with no garbage.
+	free chan []byte
+	wg   sync.WaitGroup
 
 	mu    sync.Mutex
 	parts []types.CompletedPart
@@ -75,10 +78,21 @@ func (w *s3Writer) flush() error {
 		return err
 	}
 	body := w.buf
-	w.buf = make([]byte, 0, w.partSize)
 	w.sem <- struct{}{}
+	select {
+	case b := <-w.free:
+		w.buf = b[:0]
+	default:
+		w.buf = make([]byte, 0, w.partSize)
+	}
 	w.wg.Go(func() {
-		defer func() { <-w.sem }()
+		defer func() {
+			select {
+			case w.free <- body:
+			default:
+			}
+			<-w.sem
+		}()
 		out, err := w.client.UploadPart(w.ctx, &s3.UploadPartInput{
 			Bucket: aws.String(w.bucket), Key: aws.String(w.key), UploadId: w.uploadID,
 			PartNumber: aws.Int32(num), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
