@@ -30,6 +30,13 @@
 //     is mapped outside the Go heap, so the budget is what the process holds.
 //   - Prefetch never evicts a prefetched block nobody has read yet, nor a
 //     pinned one; when the budget has no room for it, the prefetch is dropped.
+//   - Prefetch runs only so far ahead of readers: the bytes of prefetch
+//     loads under way or not read yet stay within a bound that starts at
+//     32 MiB and doubles (up to the budget) each time a reader reaches a
+//     prefetch the bound kept queued. So a reader the source keeps up with
+//     cycles through a few buffers instead of first-touching a window's
+//     worth; held prefetches stay queued, never dropped, and a reader that
+//     reaches one turns it into a demand load.
 //   - A load lands in used memory before fresh: the buffer of a block
 //     whose every page was served to a reader (consumed) is reused first,
 //     since the reader's page cache, and a disk tier, hold those bytes,
