@@ -76,7 +76,10 @@
 // at the speed of a local file, which decided it (numbers in
 // docs/benchmarks.md). The kernel reads a passthrough file unchecked, so
 // it is handed out only after a full verification, remembered by a stamp
-// of the file's inode, size and ctime, and after the object passed its
+// of the file's inode, size and ctime (an object this process wrote whole,
+// each write starting from the stamp its previous one left, is stamped at
+// once: every block was hashed from the bytes written), and after the
+// object passed its
 // store's check (or has none), and while it is open a shared flock
 // on the object's pin file keeps every process sharing the directory from
 // evicting it.
