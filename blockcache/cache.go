@@ -529,10 +529,10 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 	case hit:
 		c.lru.MoveToFront(b.elem)
 	default:
+		if count && b.unread {
+			c.aheadCaughtLocked()
+		}
 		if b.state == stateQueued && b.prio == prioPrefetch {
-			if count {
-				c.aheadCaughtLocked()
-			}
 			// A reader is waiting: jump the prefetch queue.
 			b.prio = prioDemand
 			b.grp.demandQ = append(b.grp.demandQ, b)
@@ -557,9 +557,10 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 // (hundreds of MiB): every byte prefetched and not yet read holds a
 // buffer, and a buffer first touched costs more than its bytes' copy
 // (docs/benchmarks.md, "CPU per byte"). The bound starts at minAhead and
-// doubles, up to maxAhead, each time a reader reaches a block that it
-// kept queued: loads then take longer than the reader takes to read what
-// is ahead (the bandwidth-delay product of the link exceeds the bound).
+// doubles, up to maxAhead, each time a reader reaches a prefetch not
+// ready yet (kept queued, or still loading) while the bound is full:
+// loads then take longer than the reader takes to read what is ahead
+// (the bandwidth-delay product of the link exceeds the bound).
 // It never shrinks. A stream whose source keeps up thus cycles through a
 // few buffers, the ones its reader consumed. Held prefetches stay queued,
 // in order; once the bound reaches maxAhead nothing is held, and the RAM
@@ -575,8 +576,8 @@ func (c *Cache) maxAhead() int64 { return c.opts.MemBytes }
 // aheadFull reports whether one more prefetch load would pass the bound.
 func (c *Cache) aheadFull() bool { return c.ahead+c.opts.BlockSize > c.aheadLimit }
 
-// aheadCaughtLocked is a demand read reaching a queued prefetch: if the
-// bound held it back, double the bound.
+// aheadCaughtLocked is a demand read reaching a prefetch not ready yet:
+// if the bound is what limits how much is on its way, double it.
 func (c *Cache) aheadCaughtLocked() {
 	if c.aheadFull() && c.aheadLimit < c.maxAhead() {
 		c.aheadLimit = min(2*c.aheadLimit, c.maxAhead())

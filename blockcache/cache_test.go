@@ -779,3 +779,34 @@ func TestAheadBoundGrowsWhenReaderCatchesUp(t *testing.T) {
 		}
 	})
 }
+
+// A reader that reaches a prefetch still loading while the bound is full
+// shows the same: loads take longer than reading what is ahead (a link
+// with a long round trip), so the bound doubles.
+func TestAheadBoundGrowsWhenReaderWaitsOnALoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, blocks = 1 << 20, 128
+		gate := make(chan struct{})
+		c := New(Options{BlockSize: bs, MemBytes: 1 << 30, Workers: 128}, gatedPattern{gate})
+		defer c.Close()
+		id := ObjectID{Name: "w", Version: "v", Size: blocks * bs}
+		obj := c.Object(id)
+		obj.Prefetch(0, id.Size)
+		synctest.Wait()
+		done := make(chan error)
+		go func() {
+			_, err := obj.ReadAt(context.Background(), make([]byte, 10), 0)
+			done <- err
+		}()
+		synctest.Wait()
+		// The block read no longer counts as ahead: one more starts.
+		if s := c.Stats(); s.PrefetchAhead != 2*minAhead || s.Prefetches != 2*minAhead/bs+1 {
+			t.Fatalf("after the reader waited on a loading prefetch: bound %d, %d prefetches; want %d, %d",
+				s.PrefetchAhead, s.Prefetches, 2*minAhead, 2*minAhead/bs+1)
+		}
+		close(gate)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -33,7 +33,8 @@
 //   - Prefetch runs only so far ahead of readers: the bytes of prefetch
 //     loads under way or not read yet stay within a bound that starts at
 //     32 MiB and doubles (up to the budget) each time a reader reaches a
-//     prefetch the bound kept queued. So a reader the source keeps up with
+//     prefetch not ready yet (held, or loading) while the bound is full.
+//     So a reader the source keeps up with
 //     cycles through a few buffers instead of first-touching a window's
 //     worth; held prefetches stay queued, never dropped, and a reader that
 //     reaches one turns it into a demand load.
