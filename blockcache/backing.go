@@ -342,6 +342,7 @@ func (c *Cache) DropObject(id ObjectID) error {
 			b.consumed = nil
 		}
 		delete(c.blocks, k)
+		c.settleAhead(b)
 		if b.refs == 0 {
 			c.recycle(b.data)
 			b.data = nil

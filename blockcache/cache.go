@@ -74,16 +74,22 @@ func (o Options) withDefaults() Options {
 
 // Stats are cumulative counters.
 type Stats struct {
-	Hits, Misses          int64 // demand block lookups
-	Loads, LoadErrors     int64 // loader calls
-	DemandLoads           int64 // loads a reader waited for from the start: what prefetch missed
-	BytesLoaded           int64 // from the loader, not the disk tier
-	Prefetches            int64 // prefetch loads started
-	PrefetchBytes         int64 // bytes those loads brought in
-	PrefetchWasted        int64 // bytes prefetched, then evicted or left at Close unread
-	PrefetchUsed          int64 // bytes prefetched, then read
-	PrefetchesDropped     int64 // prefetches refused for want of room
-	Evictions             int64
+	Hits, Misses      int64 // demand block lookups
+	Loads, LoadErrors int64 // loader calls
+	DemandLoads       int64 // loads a reader waited for from the start: what prefetch missed
+	BytesLoaded       int64 // from the loader, not the disk tier
+	Prefetches        int64 // prefetch loads started
+	PrefetchBytes     int64 // bytes those loads brought in
+	PrefetchWasted    int64 // bytes prefetched, then evicted or left at Close unread
+	PrefetchUsed      int64 // bytes prefetched, then read
+	PrefetchesDropped int64 // prefetches refused for want of room
+	Evictions         int64
+	// Block buffers: mapped fresh (each page's first touch costs more than
+	// the bytes' copy), or reused from a block dropped or consumed before.
+	FreshBuffers, ReusedBuffers int64
+	// PrefetchAhead is the bound, as it stands, on the bytes of prefetch
+	// loads under way or done and not read yet (see minAhead).
+	PrefetchAhead         int64
 	MemBytes, MemCapacity int64 // current use and budget
 	// Disk tier; all zero without one.
 	DiskHits, DiskMisses, DiskCorrupt, DiskWrites, DiskEvictions int64
@@ -128,6 +134,9 @@ type block struct {
 	grp   *group        // the fairness group it is scheduled in
 	// unread marks a prefetched block no demand read has touched yet.
 	unread bool
+	// ahead: the block counts in Cache.ahead (a prefetch load started,
+	// not read yet).
+	ahead bool
 	// doomed marks a block dropped while read: its buffer is recycled by
 	// the last release.
 	doomed bool
@@ -149,27 +158,31 @@ type Cache struct {
 	disk   *diskTier // nil without a disk tier
 	verify *verifier // nil without a Verifier
 
-	mu        sync.Mutex
-	wake      *sync.Cond
-	blocks    map[key]*block
-	lru       list.List         // ready blocks, most recently used at the front
-	consumed  list.List         // ready blocks served whole, most recently at the front
-	groups    map[string]*group // fairness groups, by ObjectID.Group
-	order     []*group          // the same, in the order first seen
-	turn      int               // where next's scan of order starts
-	used      int64
-	pinned    int64    // bytes of blocks held by Pin
-	free      [][]byte // reusable full-size buffers
-	closed    bool
-	ctx       context.Context
-	cancel    context.CancelFunc
-	workers   sync.WaitGroup
-	verifyBG  sync.WaitGroup // background checks of complete disk objects
-	closeOnce sync.Once
-	fillBuf   sync.Pool // *[]byte of BlockSize, for Fill
-	counters  struct {
+	mu       sync.Mutex
+	wake     *sync.Cond
+	blocks   map[key]*block
+	lru      list.List         // ready blocks, most recently used at the front
+	consumed list.List         // ready blocks served whole, most recently at the front
+	groups   map[string]*group // fairness groups, by ObjectID.Group
+	order    []*group          // the same, in the order first seen
+	turn     int               // where next's scan of order starts
+	used     int64
+	pinned   int64 // bytes of blocks held by Pin
+	// ahead is the bytes of prefetch loads started and not read yet, kept
+	// within aheadLimit: see next.
+	ahead, aheadLimit int64
+	free              [][]byte // reusable full-size buffers
+	closed            bool
+	ctx               context.Context
+	cancel            context.CancelFunc
+	workers           sync.WaitGroup
+	verifyBG          sync.WaitGroup // background checks of complete disk objects
+	closeOnce         sync.Once
+	fillBuf           sync.Pool // *[]byte of BlockSize, for Fill
+	counters          struct {
 		hits, misses, loads, demandLoads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
 		prefetchBytes, prefetchWasted, prefetchUsed                                               atomic.Int64
+		freshBuffers, reusedBuffers                                                               atomic.Int64
 	}
 	objCounters map[objKey]*objCounters // per object version, under mu
 }
@@ -193,6 +206,7 @@ func New(opts Options, loader Loader) *Cache {
 		c.verify = newVerifier(opts.Verifier)
 	}
 	c.wake = sync.NewCond(&c.mu)
+	c.aheadLimit = min(max(minAheadBlocks*opts.BlockSize, minAhead), c.maxAhead())
 	c.fillBuf.New = func() any { b := make([]byte, opts.BlockSize); return &b }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.workers.Add(opts.Workers)
@@ -250,7 +264,7 @@ func (c *Cache) close() {
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
-	used := c.used
+	used, ahead := c.used, c.aheadLimit
 	c.mu.Unlock()
 	k := &c.counters
 	s := Stats{
@@ -259,6 +273,8 @@ func (c *Cache) Stats() Stats {
 		Prefetches: k.prefetches.Load(), PrefetchesDropped: k.dropped.Load(), Evictions: k.evictions.Load(),
 		PrefetchBytes: k.prefetchBytes.Load(), PrefetchWasted: k.prefetchWasted.Load(), PrefetchUsed: k.prefetchUsed.Load(),
 		MemBytes: used, MemCapacity: c.opts.MemBytes,
+		FreshBuffers: k.freshBuffers.Load(), ReusedBuffers: k.reusedBuffers.Load(),
+		PrefetchAhead: ahead,
 	}
 	if vr := c.verify; vr != nil {
 		vr.mu.Lock()
@@ -513,6 +529,9 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 	case hit:
 		c.lru.MoveToFront(b.elem)
 	default:
+		if count && b.unread {
+			c.aheadCaughtLocked()
+		}
 		if b.state == stateQueued && b.prio == prioPrefetch {
 			// A reader is waiting: jump the prefetch queue.
 			b.prio = prioDemand
@@ -528,8 +547,53 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 		c.counters.prefetchUsed.Add(b.size)
 	}
 	b.unread = false
+	c.settleAhead(b)
 	b.refs++
 	return b
+}
+
+// Prefetch runs ahead of readers within a bound that adapts to what the
+// link needs, rather than as far as the plans and readahead windows ask
+// (hundreds of MiB): every byte prefetched and not yet read holds a
+// buffer, and a buffer first touched costs more than its bytes' copy
+// (docs/benchmarks.md, "CPU per byte"). The bound starts at minAhead and
+// doubles, up to maxAhead, each time a reader reaches a prefetch not
+// ready yet (kept queued, or still loading) while the bound is full:
+// loads then take longer than the reader takes to read what is ahead
+// (the bandwidth-delay product of the link exceeds the bound).
+// It never shrinks. A stream whose source keeps up thus cycles through a
+// few buffers, the ones its reader consumed. Held prefetches stay queued,
+// in order; once the bound reaches maxAhead nothing is held, and the RAM
+// budget alone decides, dropping what has no room, as before.
+const (
+	minAhead       = 32 << 20
+	minAheadBlocks = 4
+)
+
+// maxAhead is the most the bound grows to: the RAM budget.
+func (c *Cache) maxAhead() int64 { return c.opts.MemBytes }
+
+// aheadFull reports whether one more prefetch load would pass the bound.
+func (c *Cache) aheadFull() bool { return c.ahead+c.opts.BlockSize > c.aheadLimit }
+
+// aheadCaughtLocked is a demand read reaching a prefetch not ready yet:
+// if the bound is what limits how much is on its way, double it.
+func (c *Cache) aheadCaughtLocked() {
+	if c.aheadFull() && c.aheadLimit < c.maxAhead() {
+		c.aheadLimit = min(2*c.aheadLimit, c.maxAhead())
+		c.wake.Broadcast()
+	}
+}
+
+// settleAhead takes b out of Cache.ahead once it was read or dropped, so
+// a held prefetch may start.
+func (c *Cache) settleAhead(b *block) {
+	if !b.ahead {
+		return
+	}
+	b.ahead = false
+	c.ahead -= b.size
+	c.wake.Signal()
 }
 
 func (c *Cache) wait(ctx context.Context, b *block) error {
@@ -644,6 +708,10 @@ func (c *Cache) work() {
 			continue
 		}
 		b.state = stateLoading
+		if b.prio == prioPrefetch {
+			b.ahead = true
+			c.ahead += b.size
+		}
 		c.mu.Unlock()
 
 		if b.prio == prioPrefetch {
@@ -756,6 +824,12 @@ func (c *Cache) next() *block {
 			// a prefetch of 8 MiB to finish.
 			break
 		}
+		if !demand && c.aheadFull() && c.aheadLimit < c.maxAhead() {
+			// Enough is on its way or waiting to be read: see minAhead.
+			// A read that settles a block, or reaches a held one, wakes
+			// the workers.
+			break
+		}
 		best := -1
 		for i := range n {
 			k := (c.turn + i) % n
@@ -796,6 +870,7 @@ func (c *Cache) allocate(b *block) []byte {
 		buf := c.free[n-1]
 		c.free = c.free[:n-1]
 		c.used += c.opts.BlockSize
+		c.counters.reusedBuffers.Add(1)
 		return buf
 	}
 	// Block buffers live outside the Go heap, so the budget bounds what the
@@ -815,6 +890,7 @@ func (c *Cache) allocate(b *block) []byte {
 		unix.Madvise(buf, unix.MADV_HUGEPAGE)
 	}
 	c.used += c.opts.BlockSize
+	c.counters.freshBuffers.Add(1)
 	return buf
 }
 
@@ -861,6 +937,7 @@ func (c *Cache) evict(v *block) {
 	if v.unread {
 		c.counters.prefetchWasted.Add(v.size)
 	}
+	c.settleAhead(v)
 }
 
 // evictOne drops the least recently used block nobody is reading. For a
@@ -915,6 +992,7 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 	}
 	if err != nil {
 		c.counters.loadErrors.Add(1)
+		c.settleAhead(b)
 		c.recycle(buf)
 		// Forget the block so the next read tries again.
 		delete(c.blocks, b.key)

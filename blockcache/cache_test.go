@@ -699,3 +699,114 @@ func TestConsumedBlocksAreReusedFirst(t *testing.T) {
 		t.Fatalf("%d loads, want 19", s.Loads)
 	}
 }
+
+// gatedPattern fills blocks with patternByte once gate is closed.
+type gatedPattern struct{ gate chan struct{} }
+
+func (l gatedPattern) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	select {
+	case <-l.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return patternLoader{}.LoadBlock(ctx, id, off, p)
+}
+
+// A prefetch asked far ahead (a plan's window, readahead) runs only
+// minAhead ahead of the reader while the source keeps up, so a steady
+// sequential read cycles through the buffers it consumed instead of
+// touching fresh memory for every block of the window.
+func TestSteadyReadReusesAFewBuffers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, blocks = 1 << 20, 128
+		gate := make(chan struct{})
+		close(gate)
+		c := New(Options{BlockSize: bs, MemBytes: 1 << 30, Workers: 8}, gatedPattern{gate})
+		defer c.Close()
+		id := ObjectID{Name: "w", Version: "v", Size: blocks * bs}
+		obj := c.Object(id)
+		obj.Prefetch(0, id.Size)
+		synctest.Wait()
+		if s := c.Stats(); s.Prefetches != minAhead/bs || s.PrefetchAhead != minAhead {
+			t.Fatalf("%d prefetches started within a bound of %d bytes; want %d within %d", s.Prefetches, s.PrefetchAhead, minAhead/bs, minAhead)
+		}
+		for off := int64(0); off < id.Size; off += bs {
+			slices, release, err := obj.ReadSlices(context.Background(), off, bs)
+			if err != nil || len(slices) != 1 || slices[0][bs/2] != patternByte(off+bs/2) {
+				t.Fatalf("read at %d: %v", off, err)
+			}
+			release()
+			synctest.Wait() // the source keeps up
+		}
+		s := c.Stats()
+		if s.FreshBuffers > minAhead/bs+2 || s.FreshBuffers+s.ReusedBuffers != blocks {
+			t.Fatalf("%d fresh and %d reused buffers for %d blocks; want at most %d fresh", s.FreshBuffers, s.ReusedBuffers, blocks, minAhead/bs+2)
+		}
+		if s.PrefetchAhead != minAhead || s.DemandLoads != 0 {
+			t.Fatalf("bound %d, %d demand loads: the reader never caught up, want %d and 0", s.PrefetchAhead, s.DemandLoads, minAhead)
+		}
+	})
+}
+
+// A reader that reaches a prefetch the bound held back shows the link
+// needs more in flight: the bound doubles and more loads start at once.
+func TestAheadBoundGrowsWhenReaderCatchesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, blocks = 1 << 20, 128
+		gate := make(chan struct{})
+		c := New(Options{BlockSize: bs, MemBytes: 1 << 30, Workers: 128}, gatedPattern{gate})
+		defer c.Close()
+		id := ObjectID{Name: "w", Version: "v", Size: blocks * bs}
+		obj := c.Object(id)
+		obj.Prefetch(0, id.Size)
+		synctest.Wait()
+		if s := c.Stats(); s.Prefetches != minAhead/bs {
+			t.Fatalf("%d prefetches started, want %d", s.Prefetches, minAhead/bs)
+		}
+		done := make(chan error)
+		go func() {
+			_, err := obj.ReadAt(context.Background(), make([]byte, 10), 40*bs)
+			done <- err
+		}()
+		synctest.Wait()
+		if s := c.Stats(); s.PrefetchAhead != 2*minAhead || s.Prefetches != 2*minAhead/bs || s.DemandLoads != 1 {
+			t.Fatalf("after the reader reached a held block: bound %d, %d prefetches, %d demand loads; want %d, %d, 1",
+				s.PrefetchAhead, s.Prefetches, s.DemandLoads, 2*minAhead, 2*minAhead/bs)
+		}
+		close(gate)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A reader that reaches a prefetch still loading while the bound is full
+// shows the same: loads take longer than reading what is ahead (a link
+// with a long round trip), so the bound doubles.
+func TestAheadBoundGrowsWhenReaderWaitsOnALoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, blocks = 1 << 20, 128
+		gate := make(chan struct{})
+		c := New(Options{BlockSize: bs, MemBytes: 1 << 30, Workers: 128}, gatedPattern{gate})
+		defer c.Close()
+		id := ObjectID{Name: "w", Version: "v", Size: blocks * bs}
+		obj := c.Object(id)
+		obj.Prefetch(0, id.Size)
+		synctest.Wait()
+		done := make(chan error)
+		go func() {
+			_, err := obj.ReadAt(context.Background(), make([]byte, 10), 0)
+			done <- err
+		}()
+		synctest.Wait()
+		// The block read no longer counts as ahead: one more starts.
+		if s := c.Stats(); s.PrefetchAhead != 2*minAhead || s.Prefetches != 2*minAhead/bs+1 {
+			t.Fatalf("after the reader waited on a loading prefetch: bound %d, %d prefetches; want %d, %d",
+				s.PrefetchAhead, s.Prefetches, 2*minAhead, 2*minAhead/bs+1)
+		}
+		close(gate)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

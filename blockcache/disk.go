@@ -100,6 +100,16 @@ type diskObject struct {
 	// present counts this process's entries for the object, to notice
 	// when a write completes it.
 	present int64
+	// written counts the blocks this process wrote while the data file
+	// changed only by its writes: ownStamp is the file's stamp after the
+	// last of them, and a file whose stamp moved in between (another
+	// process's write, an eviction's hole) stops the count for good. An
+	// object written whole that way needs no read-back before
+	// passthrough: each block was hashed for its record from the bytes
+	// written. See markWritten.
+	written  int64
+	ownStamp string
+	foreign  bool
 }
 
 func (o *diskObject) closeFiles() {
@@ -505,6 +515,7 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) (stored, completed bo
 	if !t.makeRoom(int64(len(p))) {
 		return false, false
 	}
+	before, _ := stampOf(o.data)
 	if err := o.writeBlock(p, index*t.bs); err != nil {
 		t.writeFailed(k.id, id.Name, err)
 		return false, false
@@ -513,6 +524,7 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) (stored, completed bo
 		t.writeFailed(k.id, id.Name, err)
 		return false, false
 	}
+	o.markWritten(before)
 	if t.paused {
 		t.paused, t.backoff = false, 0
 		t.log.Info("disk cache: writes succeed again, write-back resumed", "dir", t.root)
@@ -520,11 +532,53 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte) (stored, completed bo
 	t.writes.Add(1)
 	t.addEntry(k, o, int64(len(p)))
 	if o.present == o.blocks() {
-		// Complete: verify now, so the next open can pass it through.
-		t.verifyInBackground(o)
+		// Complete: verify now, so the next open can pass it through,
+		// unless every byte of the file is what this process wrote and
+		// hashed just now, when reading it all back would only hash it
+		// a second time.
+		if !t.stampWritten(o) {
+			t.verifyInBackground(o)
+		}
 		return true, true
 	}
 	return true, false
+}
+
+// markWritten counts a block just written and recorded, given the data
+// file's stamp before the write. The chain of stamps (each write starts
+// from the stamp the last one left) shows that nothing else changed the
+// file in between: a write changes the ctime, and since this process
+// reads the ctime after each of its writes, the next change gets a newer
+// one (multigrain timestamps; on older kernels a foreign write in the
+// same clock tick can go unseen, as it can after any verification).
+func (o *diskObject) markWritten(before string) {
+	after, ok := stampOf(o.data)
+	if !ok || before == "" || (o.written > 0 && before != o.ownStamp) {
+		o.foreign = true
+	}
+	if o.foreign {
+		return
+	}
+	o.written++
+	o.ownStamp = after
+}
+
+// stampWritten records an object this process wrote whole, unchanged
+// since, as verified (the stamp verifiedWhole reads), and reports whether
+// it did. Called with t.mu held.
+func (t *diskTier) stampWritten(o *diskObject) bool {
+	if o.foreign || o.written != o.blocks() {
+		return false
+	}
+	if now, ok := stampOf(o.data); !ok || now != o.ownStamp {
+		return false
+	}
+	path := filepath.Join(t.root, o.id, "verified")
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, []byte(o.ownStamp+"\n"), filePerm) != nil {
+		return false
+	}
+	return os.Rename(tmp, path) == nil
 }
 
 func (t *diskTier) addEntry(k diskKey, o *diskObject, n int64) {

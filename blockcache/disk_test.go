@@ -381,3 +381,63 @@ func TestDirectWritesReachBufferedReaders(t *testing.T) {
 		t.Fatalf("disk hits %d, remote loads %d; want 4, 0", s.DiskHits, s.Loads)
 	}
 }
+
+// An object this process wrote whole, the file changed by nothing else
+// in between, is ready for passthrough without reading it back: every
+// block was hashed for its record from the bytes written. A change by
+// anyone else between two writes means a full read-back.
+func TestWrittenWholeSkipsReadBack(t *testing.T) {
+	for _, foreign := range []bool{false, true} {
+		t.Run(fmt.Sprint("foreign=", foreign), func(t *testing.T) {
+			dir := t.TempDir()
+			a := randomBytes(4*testBS+100, 33)
+			id := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
+			c := newDiskCache(t, dir, &memLoader{data: map[string][]byte{"a1": a}}, 1<<20)
+			defer c.Close()
+			var mu sync.Mutex
+			readBack := 0
+			c.disk.verifyHook = func(context.Context, int64) { mu.Lock(); readBack++; mu.Unlock() }
+			p := make([]byte, testBS)
+			if _, err := c.Object(id).ReadAt(context.Background(), p, 0); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "write-back", func() bool { return c.Stats().DiskWrites == 1 })
+			if foreign {
+				// Another process writing the same bytes over a block.
+				dataPath, _ := objectFiles(t, dir)
+				f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteAt(a[:testBS], 0)
+				f.Close()
+			}
+			readAll(t, c, id)
+			waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites == 5 })
+			if foreign {
+				waitFor(t, "read-back", func() bool { _, ok := c.Object(id).Backing(); return ok })
+				mu.Lock()
+				defer mu.Unlock()
+				if readBack != 5 {
+					t.Fatalf("read back %d blocks after a foreign write, want 5", readBack)
+				}
+				return
+			}
+			b, ok := c.Object(id).Backing()
+			if !ok {
+				t.Fatal("no Backing right after this process wrote the whole object")
+			}
+			defer b.Close()
+			got := make([]byte, len(a))
+			if _, err := b.File.ReadAt(got, 0); err != nil || !bytes.Equal(got, a) {
+				t.Fatalf("backing file holds other bytes (%v)", err)
+			}
+			c.disk.bg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if readBack != 0 {
+				t.Fatalf("read back %d blocks of an object this process wrote whole", readBack)
+			}
+		})
+	}
+}

@@ -30,6 +30,14 @@
 //     is mapped outside the Go heap, so the budget is what the process holds.
 //   - Prefetch never evicts a prefetched block nobody has read yet, nor a
 //     pinned one; when the budget has no room for it, the prefetch is dropped.
+//   - Prefetch runs only so far ahead of readers: the bytes of prefetch
+//     loads under way or not read yet stay within a bound that starts at
+//     32 MiB and doubles (up to the budget) each time a reader reaches a
+//     prefetch not ready yet (held, or loading) while the bound is full.
+//     So a reader the source keeps up with
+//     cycles through a few buffers instead of first-touching a window's
+//     worth; held prefetches stay queued, never dropped, and a reader that
+//     reaches one turns it into a demand load.
 //   - A load lands in used memory before fresh: the buffer of a block
 //     whose every page was served to a reader (consumed) is reused first,
 //     since the reader's page cache, and a disk tier, hold those bytes,
@@ -79,7 +87,10 @@
 // at the speed of a local file, which decided it (numbers in
 // docs/benchmarks.md). The kernel reads a passthrough file unchecked, so
 // it is handed out only after a full verification, remembered by a stamp
-// of the file's inode, size and ctime, and after the object passed its
+// of the file's inode, size and ctime (an object this process wrote whole,
+// each write starting from the stamp its previous one left, is stamped at
+// once: every block was hashed from the bytes written), and after the
+// object passed its
 // store's check (or has none), and while it is open a shared flock
 // on the object's pin file keeps every process sharing the directory from
 // evicting it.

@@ -346,6 +346,20 @@ func TestCloseCancelsVerification(t *testing.T) {
 		if _, err := c.Fill(context.Background(), id, i); err != nil {
 			t.Fatal(err)
 		}
+		if i == 0 {
+			// Another process writes over the first block: the object
+			// is no longer this process's own work alone, so its
+			// completion reads it all back.
+			data, _ := objectFiles(t, dir)
+			f, err := os.OpenFile(data, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := make([]byte, testBS)
+			patternLoader{}.LoadBlock(context.Background(), id, 0, p)
+			f.WriteAt(p, 0)
+			f.Close()
+		}
 	}
 	<-started // the last block's write started the verification
 	closed := make(chan struct{})

@@ -114,6 +114,9 @@ type CacheTotals struct {
 	PrefetchBytes       int64 `json:"prefetch_bytes"`
 	PrefetchUsedBytes   int64 `json:"prefetch_used_bytes"`
 	PrefetchUnusedBytes int64 `json:"prefetch_unused_bytes"`
+	PrefetchAheadBytes  int64 `json:"prefetch_ahead_bytes"`
+	FreshBuffers        int64 `json:"fresh_buffers"`
+	ReusedBuffers       int64 `json:"reused_buffers"`
 	VerifiedFiles       int64 `json:"verified_files"`
 	UnverifiedFiles     int64 `json:"unverified_files"`
 	VerifyFailures      int64 `json:"verify_failures"`
@@ -153,6 +156,7 @@ func cacheTotals(c blockcache.Stats) CacheTotals {
 		DemandLoads: c.DemandLoads, Loads: c.Loads, LoadErrors: c.LoadErrors, FetchedBytes: c.BytesLoaded,
 		Prefetches: c.Prefetches, PrefetchesDropped: c.PrefetchesDropped,
 		PrefetchBytes: c.PrefetchBytes, PrefetchUsedBytes: c.PrefetchUsed, PrefetchUnusedBytes: c.PrefetchWasted,
+		PrefetchAheadBytes: c.PrefetchAhead, FreshBuffers: c.FreshBuffers, ReusedBuffers: c.ReusedBuffers,
 		VerifiedFiles: c.VerifiedObjects, UnverifiedFiles: c.UnverifiedObjects, VerifyFailures: c.VerifyFailures,
 	}
 }
@@ -180,6 +184,9 @@ var cacheCounters = []counter{
 	{"prefetch_used_bytes", "modelfs_cache_prefetch_used_bytes_total", "Bytes prefetched, then read.", false, func(s *CacheTotals) int64 { return s.PrefetchUsedBytes }},
 	{"prefetch_unused_bytes", "modelfs_cache_prefetch_unused_bytes_total", "Bytes prefetched, then evicted or left at close unread.", false, func(s *CacheTotals) int64 { return s.PrefetchUnusedBytes }},
 	{"prefetches_dropped", "modelfs_cache_prefetches_dropped_total", "Prefetches refused for want of room.", false, func(s *CacheTotals) int64 { return s.PrefetchesDropped }},
+	{"prefetch_ahead_bytes", "modelfs_cache_prefetch_ahead_bytes", "How far prefetch may run ahead of readers (bytes loading or loaded and not read yet); it grows when a reader catches up.", true, func(s *CacheTotals) int64 { return s.PrefetchAheadBytes }},
+	{"fresh_buffers", "modelfs_cache_fresh_buffers_total", "Block buffers mapped fresh (first-touched memory).", false, func(s *CacheTotals) int64 { return s.FreshBuffers }},
+	{"reused_buffers", "modelfs_cache_reused_buffers_total", "Block loads that landed in a recycled buffer.", false, func(s *CacheTotals) int64 { return s.ReusedBuffers }},
 	{"ram_bytes", "modelfs_cache_ram_bytes", "Bytes of RAM the cache holds.", true, func(s *CacheTotals) int64 { return s.RAMBytes }},
 	{"ram_capacity_bytes", "modelfs_cache_ram_capacity_bytes", "RAM cache budget.", true, func(s *CacheTotals) int64 { return s.RAMCapacity }},
 	{"disk_hits", "modelfs_cache_disk_hits_total", "Blocks read from the disk cache.", false, func(s *CacheTotals) int64 { return s.DiskHits }},
