@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/prefetch"
 )
 
@@ -45,7 +46,7 @@ type prefetcher struct {
 	// headers bounds the header bytes all models' plans parse at once, so
 	// the memory of parsing stays bounded however many models a manifest
 	// lists; set by start.
-	headers *prefetch.HeaderBudget
+	headers *loadorder.HeaderBudget
 }
 
 // planGroup is one model's plan. Each model is followed apart, so that a
@@ -152,11 +153,11 @@ func (p *prefetcher) start(ctx context.Context) {
 	if !p.planned() {
 		return
 	}
-	var profile []prefetch.Range
+	var profile []loadorder.Range
 	if p.profile != "" {
 		profile = p.profilePlan()
 	}
-	p.headers = prefetch.NewHeaderBudget(prefetch.DefaultMaxHeader)
+	p.headers = loadorder.NewHeaderBudget(loadorder.DefaultMaxHeader)
 	var wg sync.WaitGroup
 	for _, g := range p.groups {
 		wg.Go(func() { p.startGroup(ctx, g, profile) })
@@ -164,7 +165,7 @@ func (p *prefetcher) start(ctx context.Context) {
 	wg.Wait()
 }
 
-func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []prefetch.Range) {
+func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loadorder.Range) {
 	t0 := time.Now()
 	// Files complete in the disk cache are read through passthrough or
 	// from disk at local speed: prefetching them into RAM only costs.
@@ -199,12 +200,12 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []pre
 // groupPlan plans the files at paths: the profile's ranges for them if
 // there are any, else, with layers set, the order from their headers. It
 // returns what the plan came from, for the log.
-func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []prefetch.Range, layers bool) ([]prefetch.Range, string) {
+func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []loadorder.Range, layers bool) ([]loadorder.Range, string) {
 	in := make(map[string]bool, len(paths))
 	for _, path := range paths {
 		in[path] = true
 	}
-	var plan []prefetch.Range
+	var plan []loadorder.Range
 	for _, r := range profile {
 		if in[r.Path] {
 			plan = append(plan, r)
@@ -220,7 +221,7 @@ func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []pr
 }
 
 // planBlocks returns the blocks plan covers, by path, ascending.
-func planBlocks(plan []prefetch.Range, objs map[string]*blockcache.Object, bs int64) map[string][]int64 {
+func planBlocks(plan []loadorder.Range, objs map[string]*blockcache.Object, bs int64) map[string][]int64 {
 	seen := map[string]map[int64]bool{}
 	for _, r := range plan {
 		o := objs[r.Path]
@@ -255,20 +256,20 @@ func (p *prefetcher) plannedBlocks(path string) []int64 {
 }
 
 // layerPlan plans the files at paths from their headers.
-func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []prefetch.Range {
-	files := make([]prefetch.File, 0, len(paths))
+func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []loadorder.Range {
+	files := make([]loadorder.File, 0, len(paths))
 	for _, path := range paths {
 		o := p.objs[path]
 		f, direct := p.files[path]
 		direct = direct && p.directHeaders && o.Size() > p.smallFile && !p.headCached(f)
-		files = append(files, prefetch.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) {
+		files = append(files, loadorder.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) {
 			if direct {
 				return &headerReader{ctx: ctx, f: f}, nil
 			}
 			return objectReader{ctx, o}, nil
 		}})
 	}
-	plan, err := prefetch.Plan(files, prefetch.PlanOptions{SmallFile: p.smallFile, Budget: p.headers})
+	plan, err := loadorder.Plan(files, loadorder.PlanOptions{SmallFile: p.smallFile, Budget: p.headers})
 	if err != nil {
 		p.log.Warn("prefetch plan is partial", "err", err)
 	}
@@ -277,25 +278,25 @@ func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []prefetch.R
 
 // profilePlan reads the --profile, keeping the entries of files whose
 // version is still the one mounted.
-func (p *prefetcher) profilePlan() []prefetch.Range {
+func (p *prefetcher) profilePlan() []loadorder.Range {
 	f, err := os.Open(p.profile)
 	if err != nil {
 		p.log.Warn("no profile to replay", "err", err)
 		return nil
 	}
 	defer f.Close()
-	entries, err := prefetch.ReadProfile(bufio.NewReader(f))
+	entries, err := loadorder.ReadProfile(bufio.NewReader(f))
 	if err != nil {
 		p.log.Warn("profile not used", "file", p.profile, "err", err)
 		return nil
 	}
-	kept := prefetch.Filter(entries, p.versions)
+	kept := loadorder.Filter(entries, p.versions)
 	if len(kept) < len(entries) {
 		p.log.Info("profile entries for changed or missing files ignored", "ignored", len(entries)-len(kept))
 	}
-	plan := make([]prefetch.Range, len(kept))
+	plan := make([]loadorder.Range, len(kept))
 	for i, e := range kept {
-		plan[i] = prefetch.Range{Path: e.Path, Off: e.Off, Len: e.Len}
+		plan[i] = loadorder.Range{Path: e.Path, Off: e.Off, Len: e.Len}
 	}
 	return plan
 }
@@ -314,7 +315,7 @@ func (p *prefetcher) saveProfile(path string) error {
 	}
 	defer os.Remove(tmp.Name())
 	w := bufio.NewWriter(tmp)
-	err = prefetch.WriteProfile(w, p.recorder.Entries())
+	err = loadorder.WriteProfile(w, p.recorder.Entries())
 	if err == nil {
 		err = w.Flush()
 	}

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/mount/config"
-	"github.com/modelfs/modelfs/prefetch"
 )
 
 // WarmOptions are what Warm needs besides its settings.
@@ -216,7 +216,7 @@ type warmTask struct {
 func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *slog.Logger) []warmTask {
 	p := &prefetcher{mode: "auto", profile: profile, log: log, smallFile: 1 << 20}
 	p.attach(r)
-	var fromProfile, plan []prefetch.Range
+	var fromProfile, plan []loadorder.Range
 	if profile != "" {
 		fromProfile = p.profilePlan()
 	}

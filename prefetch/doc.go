@@ -6,7 +6,7 @@
 //     doubles with each sequential read up to a cap.
 //   - Plans and profiles: the order a loader reads a model in, from its
 //     headers or a recorded load, is modelformat/loadorder's (Plan,
-//     ReadProfile); this package names its types (File, Range, Entry) and
+//     ReadProfile, Range, Entry); this package follows those plans and
 //     records profiles: a Recorder notes the order blocks were first read
 //     during a load, and a replayed profile is a plan like any other.
 //   - A Follower walks a plan ahead of the reader: each read that lands in

@@ -3,6 +3,8 @@ package prefetch
 import (
 	"slices"
 	"sync"
+
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 // FileBlocks is one file the Follower prefetches into.
@@ -40,7 +42,7 @@ type FollowOptions struct {
 // reader that skips ahead drags the window along, one that goes back is
 // already covered, and no range is requested twice.
 type Follower struct {
-	plan  []Range
+	plan  []loadorder.Range
 	cum   []int64 // cum[i] = bytes of plan[:i]
 	files map[string]FileBlocks
 	opts  FollowOptions
@@ -74,7 +76,7 @@ type fileCursor struct {
 // Range.Group), so a loader that reads tensors in any order finds the ones
 // before its first read coming too, while a reader of one checkpoint gets
 // no window over another. Ranges of files not in files are skipped.
-func NewFollower(plan []Range, files map[string]FileBlocks, opts FollowOptions) *Follower {
+func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts FollowOptions) *Follower {
 	if opts.Window <= 0 {
 		opts.Window = 256 << 20
 	}
@@ -144,7 +146,7 @@ func (w fileWatcher) Observe(off, n int64) {
 
 // advance moves the reader to pos (never back) and tops up the window.
 func (f *Follower) advance(pos int) {
-	var reqs []Range
+	var reqs []loadorder.Range
 	f.mu.Lock()
 	if r := f.plan[pos]; !f.whole && f.isBig(r) {
 		if f.big == "" {
@@ -166,10 +168,10 @@ func (f *Follower) advance(pos int) {
 // isBig tells a checkpoint's file (or, in a profile, a file read in more
 // than one piece) from a small file read whole: reading small files and
 // one big one is still a one-file read.
-func (f *Follower) isBig(r Range) bool { return r.Group > 0 || len(f.byFile[r.Path]) > 1 }
+func (f *Follower) isBig(r loadorder.Range) bool { return r.Group > 0 || len(f.byFile[r.Path]) > 1 }
 
 // followFile tops up the window over the ranges of pos's file only.
-func (f *Follower) followFile(pos int) []Range {
+func (f *Follower) followFile(pos int) []loadorder.Range {
 	path := f.plan[pos].Path
 	list, cum := f.byFile[path], f.fcum[path]
 	c := f.touched[path]
@@ -180,7 +182,7 @@ func (f *Follower) followFile(pos int) []Range {
 	k, _ := slices.BinarySearch(list, pos)
 	c.reader = max(c.reader, k)
 	c.issued = max(c.issued, c.reader)
-	var reqs []Range
+	var reqs []loadorder.Range
 	for c.issued < len(list) && cum[c.issued]-cum[c.reader] < f.opts.Window {
 		if i := list[c.issued]; !f.done[i] {
 			f.early[i] = true
@@ -192,7 +194,7 @@ func (f *Follower) followFile(pos int) []Range {
 }
 
 // followPlan tops up the window over the whole plan.
-func (f *Follower) followPlan(pos int) []Range {
+func (f *Follower) followPlan(pos int) []loadorder.Range {
 	if !f.started {
 		start := pos
 		for start > 0 && f.plan[start-1].Group == f.plan[pos].Group {
@@ -210,7 +212,7 @@ func (f *Follower) followPlan(pos int) []Range {
 			ahead += f.plan[i].Len
 		}
 	}
-	var reqs []Range
+	var reqs []loadorder.Range
 	for f.issued < len(f.plan) && ahead < f.opts.Window {
 		if !f.early[f.issued] {
 			ahead += f.plan[f.issued].Len
@@ -222,7 +224,7 @@ func (f *Follower) followPlan(pos int) []Range {
 }
 
 // request adds plan[i] to reqs unless it was requested before.
-func (f *Follower) request(reqs []Range, i int) []Range {
+func (f *Follower) request(reqs []loadorder.Range, i int) []loadorder.Range {
 	if f.done[i] {
 		return reqs
 	}

@@ -3,6 +3,8 @@ package prefetch
 import (
 	"sync"
 	"testing"
+
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 // fileRecorder records prefetches of one file.
@@ -36,7 +38,7 @@ func TestFollowerKeepsAWindowAheadOfTheReader(t *testing.T) {
 		files[p] = &fileRecorder{path: p, log: &log}
 	}
 	// Plan order interleaves two shards, like a layer split across files.
-	plan := []Range{
+	plan := []loadorder.Range{
 		{Path: "a", Off: 0, Len: mib}, {Path: "b", Off: 0, Len: 2 * mib},
 		{Path: "a", Off: mib, Len: 2 * mib}, {Path: "b", Off: 2 * mib, Len: mib},
 		{Path: "c", Off: 0, Len: mib}, // not mounted: skipped
@@ -106,7 +108,7 @@ func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
 	for _, p := range []string{"config.json", "s1", "s2"} {
 		files[p] = &fileRecorder{path: p, log: &log}
 	}
-	plan := []Range{
+	plan := []loadorder.Range{
 		{Path: "config.json", Off: 0, Len: mib},
 		{Path: "s1", Off: 0, Len: mib, Group: 1}, {Path: "s2", Off: 0, Len: mib, Group: 1},
 		{Path: "s1", Off: mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: mib, Len: 2 * mib, Group: 1},

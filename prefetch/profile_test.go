@@ -7,15 +7,17 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 const profMiB int64 = 1 << 20
 
-func profEntry(path string, off, n int64) Entry {
-	return Entry{Path: path, Version: "v1", Off: off, Len: n}
+func profEntry(path string, off, n int64) loadorder.Entry {
+	return loadorder.Entry{Path: path, Version: "v1", Off: off, Len: n}
 }
 
-func wantEntries(t *testing.T, got, want []Entry) {
+func wantEntries(t *testing.T, got, want []loadorder.Entry) {
 	t.Helper()
 	if !slices.Equal(got, want) {
 		t.Fatalf("entries:\n got %v\nwant %v", got, want)
@@ -37,7 +39,7 @@ func TestRecorderKeepsFirstReadOrderOnce(t *testing.T) {
 	r.Record("c", "v1", -4096, 10)             // and so are negative offsets
 	r.Record("b", "v1", 12*profMiB, 8*profMiB) // b [16,20) follows b's latest entry b [4,12)? no: a new entry
 	r.Record("b", "v1", 20*profMiB, 1)         // b [20,24) follows it
-	wantEntries(t, r.Entries(), []Entry{
+	wantEntries(t, r.Entries(), []loadorder.Entry{
 		profEntry("a", 0, 12*profMiB),
 		profEntry("b", 0, 4*profMiB),
 		profEntry("b", 12*profMiB, 4*profMiB),
@@ -53,17 +55,17 @@ func TestRecorderKeepsFirstReadOrderOnce(t *testing.T) {
 func TestRecorderAlignsToBlocks(t *testing.T) {
 	r := NewRecorder(4 * profMiB)
 	r.Record("f", "v", 5*profMiB, 10)
-	wantEntries(t, r.Entries(), []Entry{{Path: "f", Version: "v", Off: 4 * profMiB, Len: 4 * profMiB}})
+	wantEntries(t, r.Entries(), []loadorder.Entry{{Path: "f", Version: "v", Off: 4 * profMiB, Len: 4 * profMiB}})
 
 	// A read straddling a block boundary takes both blocks.
 	r = NewRecorder(4 * profMiB)
 	r.Record("f", "v", 4*profMiB-1, 2)
-	wantEntries(t, r.Entries(), []Entry{{Path: "f", Version: "v", Off: 0, Len: 8 * profMiB}})
+	wantEntries(t, r.Entries(), []loadorder.Entry{{Path: "f", Version: "v", Off: 0, Len: 8 * profMiB}})
 
 	// A read ending exactly on a boundary does not take the next block.
 	r = NewRecorder(4 * profMiB)
 	r.Record("f", "v", 0, 4*profMiB)
-	wantEntries(t, r.Entries(), []Entry{{Path: "f", Version: "v", Off: 0, Len: 4 * profMiB}})
+	wantEntries(t, r.Entries(), []loadorder.Entry{{Path: "f", Version: "v", Off: 0, Len: 4 * profMiB}})
 }
 
 func TestRecorderFillsGapsBetweenSeenBlocks(t *testing.T) {
@@ -73,7 +75,7 @@ func TestRecorderFillsGapsBetweenSeenBlocks(t *testing.T) {
 	}
 	r.Record("f", "v1", 0, 7*profMiB) // the gaps 0, 2, 4, 6, in order
 	r.Record("f", "v1", 7*profMiB, 1) // follows the latest entry, 6
-	wantEntries(t, r.Entries(), []Entry{
+	wantEntries(t, r.Entries(), []loadorder.Entry{
 		profEntry("f", 1*profMiB, profMiB),
 		profEntry("f", 3*profMiB, profMiB),
 		profEntry("f", 5*profMiB, profMiB),
@@ -101,7 +103,7 @@ func TestRecorderClampsAtTheEndOfInt64(t *testing.T) {
 		t.Fatalf("entries %v", es)
 	}
 	var buf bytes.Buffer
-	if err := WriteProfile(&buf, es); err != nil {
+	if err := loadorder.WriteProfile(&buf, es); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -157,7 +159,7 @@ func TestRecorderStopsAtMaxEntries(t *testing.T) {
 	for b := int64(0); b < 10; b += 2 { // never contiguous: one entry each
 		r.Record("f", "v", b*profMiB, 1)
 	}
-	want := []Entry{profEntry("f", 0, profMiB), profEntry("f", 2*profMiB, profMiB), profEntry("f", 4*profMiB, profMiB)}
+	want := []loadorder.Entry{profEntry("f", 0, profMiB), profEntry("f", 2*profMiB, profMiB), profEntry("f", 4*profMiB, profMiB)}
 	want[0].Version, want[1].Version, want[2].Version = "v", "v", "v"
 	wantEntries(t, r.Entries(), want)
 	if !r.Truncated() {

@@ -36,7 +36,7 @@ type Recorder struct {
 	truncated atomic.Bool
 
 	mu       sync.Mutex
-	entries  []Entry
+	entries  []loadorder.Entry
 	files    map[recKey]*recFile
 	lastKey  recKey // files[lastKey] == lastFile: skips the map for runs of
 	lastFile *recFile
@@ -133,7 +133,7 @@ func (r *Recorder) add(f *recFile, path, version string, start, end int64) bool 
 		r.truncated.Store(true)
 		return false
 	}
-	r.entries = append(r.entries, Entry{Path: path, Version: version, Off: off, Len: stopByte - off})
+	r.entries = append(r.entries, loadorder.Entry{Path: path, Version: version, Off: off, Len: stopByte - off})
 	f.last = len(r.entries) - 1
 	return true
 }
@@ -176,10 +176,10 @@ func (f *recFile) insert(i int, start, end int64) int {
 }
 
 // Entries returns a copy of the entries recorded so far, in order.
-func (r *Recorder) Entries() []Entry {
+func (r *Recorder) Entries() []loadorder.Entry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Entry, len(r.entries))
+	out := make([]loadorder.Entry, len(r.entries))
 	copy(out, r.entries)
 	return out
 }

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/modelfs/modelfs/fetch"
-	"github.com/modelfs/modelfs/prefetch"
+	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
 // countingSource counts the reads that reach the inner source.
@@ -276,21 +276,21 @@ func TestSourceChangedAndDamagedPacks(t *testing.T) {
 func TestSourcePlansLikeThePlainFiles(t *testing.T) {
 	d := newPackedDir(t)
 	objs := d.list(t)
-	var packed, plain []prefetch.File
+	var packed, plain []loadorder.File
 	for name, o := range objs {
-		packed = append(packed, prefetch.File{Path: name, Size: o.Size, Open: func() (io.ReaderAt, error) {
+		packed = append(packed, loadorder.File{Path: name, Size: o.Size, Open: func() (io.ReaderAt, error) {
 			return objectReader{t.Context(), d.src, o}, nil
 		}})
 		data := d.files[name]
-		plain = append(plain, prefetch.File{Path: name, Size: int64(len(data)), Open: func() (io.ReaderAt, error) {
+		plain = append(plain, loadorder.File{Path: name, Size: int64(len(data)), Open: func() (io.ReaderAt, error) {
 			return bytes.NewReader(data), nil
 		}})
 	}
-	got, err := prefetch.Plan(packed, prefetch.PlanOptions{SmallFile: 1 << 10})
+	got, err := loadorder.Plan(packed, loadorder.PlanOptions{SmallFile: 1 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := prefetch.Plan(plain, prefetch.PlanOptions{SmallFile: 1 << 10})
+	want, err := loadorder.Plan(plain, loadorder.PlanOptions{SmallFile: 1 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
