@@ -146,7 +146,7 @@ func parseVolume(attrs map[string]string) (*volume, error) {
 var attrOfFlag = map[string]string{
 	"--endpoint": attrEndpoint, "--hf-endpoint": attrEndpoint, "--region": attrRegion,
 	"--prefetch": attrPrefetch, "--profile": attrProfile, "--mem-cache": attrMemCache,
-	"--block-size": attrBlockSize, "--concurrency": attrConcurrency,
+	"--block-size": attrBlockSize, "--concurrency": attrConcurrency, "--no-sign-request": attrNoSignRequest,
 }
 
 // settingsError is Config.Validate's complaint as an attributeError

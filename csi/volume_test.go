@@ -63,6 +63,8 @@ func TestParseVolumeRejects(t *testing.T) {
 		{map[string]string{"source": "s3://bkt/p", "prefetch": "profile"}, "prefetch"}, // with no profile to replay
 		{map[string]string{"source": "s3://bkt/p", "noSignRequest": "yes please"}, "noSignRequest"},
 		{map[string]string{"source": "s3://bkt/p", "region": "us east"}, "region"},
+		{map[string]string{"source": "gs://models/llama", "region": "us-east-1"}, "region"},
+		{map[string]string{"source": "https://h/m", "noSignRequest": "true"}, "noSignRequest"},
 		{map[string]string{"source": "s3://bkt/p", "endpoint": "minio:9000"}, "endpoint"},
 		{map[string]string{"source": "https://h/m", "endpoint": "http://minio:9000"}, "endpoint"},
 		{map[string]string{"source": "s3://bkt/p", "profile": "../../etc/shadow"}, "profile"},

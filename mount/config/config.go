@@ -147,6 +147,16 @@ func (s *Sources) Validate() error {
 		errs = append(errs, invalid("--manifest and a SOURCE are mutually exclusive"))
 	case s.Source == "" && s.Manifest == "":
 		errs = append(errs, invalid("no source: give SOURCE, %s or --manifest", SourceEnv))
+	case s.Source != "":
+		// A manifest's schemes are known only once it is read: opening
+		// the sources checks those.
+		if loc, err := fetch.ParseLocation(s.Source); err == nil {
+			if err := fetch.CheckApplies([]fetch.Location{loc}, fetch.S3Options{
+				Region: s.Region, Endpoint: s.Endpoint, Profile: s.AWSProfile, NoSignRequest: s.NoSignRequest,
+			}); err != nil {
+				errs = append(errs, invalid("%v", err))
+			}
+		}
 	}
 	if s.BlockSize < 64<<10 || s.BlockSize > 256<<20 {
 		errs = append(errs, invalid("--block-size %s: want 64KiB to 256MiB", units.FormatSize(s.BlockSize)))

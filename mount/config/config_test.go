@@ -50,3 +50,18 @@ func TestMemCacheBytes(t *testing.T) {
 		t.Errorf("set = %d", got)
 	}
 }
+
+// TestValidateRefusesFlagsTheSourceIgnores: an S3 flag on a gs:// source
+// would be dropped in silence; Validate names it before anything starts.
+func TestValidateRefusesFlagsTheSourceIgnores(t *testing.T) {
+	c := Default()
+	c.Source, c.Mountpoint, c.Region = "gs://models/llama", "/m", "us-east-1"
+	var se *SettingError
+	if err := c.Validate(); !errors.As(err, &se) || se.Flag != "--region" {
+		t.Fatalf("gs:// with --region: %v, want a SettingError naming --region", err)
+	}
+	c.Source = "s3://models/llama"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("s3:// with --region: %v", err)
+	}
+}
