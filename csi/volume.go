@@ -400,13 +400,11 @@ func gcsKeyFile(dir string, secrets map[string]string) ([]string, func(), error)
 	return []string{"GOOGLE_APPLICATION_CREDENTIALS=" + f.Name()}, remove, nil
 }
 
-// sourceEnv carries the source to the mount process: a source URL may hold
-// a signature in its query, and arguments are readable by any user in
-// /proc and by anyone who reaches pprof's cmdline.
-const sourceEnv = "MODELFS_SOURCE"
-
-// mountEnv is what v adds to its mount process's environment.
-func (v *volume) mountEnv() []string { return []string{sourceEnv + "=" + v.source} }
+// mountEnv is what v adds to its mount process's environment. The source
+// travels there, never in arguments: a source URL may hold a signature in
+// its query, and arguments are readable by any user in /proc and by anyone
+// who reaches pprof's cmdline.
+func (v *volume) mountEnv() []string { return []string{config.SourceEnv + "=" + v.source} }
 
 // shownSource is the source without userinfo, query or fragment, where
 // credentials and signatures hide: what records and logs may hold.
