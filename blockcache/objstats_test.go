@@ -17,10 +17,13 @@ func TestObjectStatsCountEachObjectApart(t *testing.T) {
 	if _, err := c.Object(a).ReadAt(context.Background(), p, 0); err != nil {
 		t.Fatal(err)
 	}
-	// Read whole, a's blocks are the first reused by b's loads below.
+	// Read whole, a's blocks are the first reused by b's loads below. With
+	// two workers, the read's own later loads may already have reused the
+	// buffers of its first blocks, served whole by then; the last block,
+	// served last, is still cached.
 	stA := c.ObjectStats([]ObjectID{a})[0]
-	if stA.CachedBytes != a.Size || stA.FetchedBytes != a.Size || stA.Loads != 4 || stA.PrefetchBytes != 0 {
-		t.Errorf("a, read whole: %+v; want %d bytes cached and fetched in 4 loads", stA, a.Size)
+	if stA.CachedBytes > a.Size || !stA.Cached.Has(3) || stA.FetchedBytes != a.Size || stA.Loads != 4 || stA.PrefetchBytes != 0 {
+		t.Errorf("a, read whole: %+v; want its last block cached and %d bytes fetched in 4 loads", stA, a.Size)
 	}
 	// Half of b prefetched, then one of those blocks read.
 	c.Object(b).Prefetch(0, 4*bs)
