@@ -186,6 +186,26 @@ func (g volumeGatherer) Gather() ([]*dto.MetricFamily, error) {
 func scrapeVolume(sock string) (map[string]*dto.MetricFamily, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), volumeScrapeTimeout)
 	defer cancel()
+	// Text, which the parser below reads whatever the mount's client
+	// library would prefer.
+	resp, err := volumeGet(ctx, sock, "/metrics", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	if err != nil {
+		return nil, fmt.Errorf("scraping: %w", err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading metrics: %w", err)
+	}
+	return mfs, nil
+}
+
+// volumeGet GETs path from the HTTP server a mount process serves on its
+// own unix socket, never through the FUSE mount, which may be wedged. A
+// status other than 200 is an error; on success the caller closes the
+// body.
+func volumeGet(ctx context.Context, sock, path, accept string) (*http.Response, error) {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -193,27 +213,22 @@ func scrapeVolume(sock string) (map[string]*dto.MetricFamily, error) {
 		},
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://volume/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://volume"+path, nil)
 	if err != nil {
 		return nil, err
 	}
-	// Text, which the parser below reads whatever the mount's client
-	// library would prefer.
-	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scraping: %w", err)
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping: %s", resp.Status)
+		resp.Body.Close()
+		return nil, errors.New(resp.Status)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("reading metrics: %w", err)
-	}
-	return mfs, nil
+	return resp, nil
 }
 
 // podUID is the pod's UID in a kubelet target path

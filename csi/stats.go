@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,25 +180,11 @@ func (st *volumeStats) failedMessage() string {
 func fetchVolumeStats(ctx context.Context, sock string) (*volumeStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, volumeStatsTimeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://volume/stats", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
+	resp, err := volumeGet(ctx, sock, "/stats", "")
 	if err != nil {
 		return nil, fmt.Errorf("asking for stats: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("asking for stats: %s", resp.Status)
-	}
 	var st volumeStats
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatsBytes)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("reading stats: %w", err)
