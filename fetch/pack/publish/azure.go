@@ -2,7 +2,6 @@ package publish
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"fmt"
 	"hash"
 	"strings"
-	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
@@ -62,8 +60,9 @@ func (d *AzureDest) Remove(ctx context.Context, key string) error {
 func (d *AzureDest) Create(ctx context.Context, key string, size int64) (Writer, error) {
 	var id [8]byte
 	rand.Read(id[:])
-	return &azureWriter{ctx: ctx, blob: d.client.NewBlockBlobClient(d.prefix + key), key: key, upload: id,
-		blockSize: partSize(size), sem: make(chan struct{}, d.inflight), free: make(chan []byte, d.inflight+1), sum: md5.New()}, nil
+	w := &azureWriter{ctx: ctx, blob: d.client.NewBlockBlobClient(d.prefix + key), key: key, upload: id, sum: md5.New()}
+	w.p.init(partSize(size), d.inflight)
+	return w, nil
 }
 
 // azureWriter uploads a block blob: one Put Blob if it fits one block,
@@ -72,43 +71,23 @@ func (d *AzureDest) Create(ctx context.Context, key string, size int64) (Writer,
 // blob's content: until the commit nothing is at the key, and blocks never
 // committed are dropped by the service (after a week).
 type azureWriter struct {
-	ctx       context.Context
-	blob      *blockblob.Client
-	key       string
-	upload    [8]byte // tells this upload's block IDs from others'
-	blockSize int
-	buf       []byte
-	sum       hash.Hash // MD5 of the whole, kept as its Content-MD5
-	sem       chan struct{}
-	// free holds the buffers of staged blocks for the next ones: memory
-	// stays at the blocks in flight plus the one being written, with no
-	// garbage for the collector to let the heap grow on.
-	free chan []byte
-	wg   sync.WaitGroup
-
-	mu  sync.Mutex
-	ids []string
-	err error
+	ctx    context.Context
+	blob   *blockblob.Client
+	key    string
+	upload [8]byte   // tells this upload's block IDs from others'
+	p      pieces    // the blocks
+	sum    hash.Hash // MD5 of the whole, kept as its Content-MD5
+	ids    []string  // the blocks staged, in order
 }
 
 func (w *azureWriter) Write(p []byte) (int, error) {
-	n := len(p)
 	w.sum.Write(p)
-	for len(p) > 0 {
-		k := min(len(p), w.blockSize-len(w.buf))
-		w.buf = append(w.buf, p[:k]...)
-		p = p[k:]
-		if len(w.buf) == w.blockSize {
-			if err := w.flush(); err != nil {
-				return 0, err
-			}
-		}
+	if err := w.p.write(p, w.flush); err != nil {
+		return 0, err
 	}
-	return n, nil
+	return len(p), nil
 }
 
-// blockID is the upload's n-th block's ID: IDs of one blob must all be as
-// long, and an upload's own never match another's.
 func (w *azureWriter) blockID(n int) string {
 	b := binary.BigEndian.AppendUint32(w.upload[:len(w.upload):len(w.upload)], uint32(n))
 	return base64.StdEncoding.EncodeToString(b)
@@ -116,37 +95,17 @@ func (w *azureWriter) blockID(n int) string {
 
 // flush starts staging the buffered block.
 func (w *azureWriter) flush() error {
-	w.mu.Lock()
-	err := w.err
+	if err := w.p.failed(); err != nil {
+		return err
+	}
 	id := w.blockID(len(w.ids))
 	w.ids = append(w.ids, id)
 	num := len(w.ids)
-	w.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	body := w.buf
-	w.sem <- struct{}{}
-	select {
-	case b := <-w.free:
-		w.buf = b[:0]
-	default:
-		w.buf = make([]byte, 0, w.blockSize)
-	}
-	w.wg.Go(func() {
-		defer func() {
-			select {
-			case w.free <- body:
-			default:
-			}
-			<-w.sem
-		}()
-		_, err := w.blob.StageBlock(w.ctx, id, streaming.NopCloser(bytes.NewReader(body)), nil)
-		if err != nil {
-			w.mu.Lock()
-			w.err = cmp.Or(w.err, fmt.Errorf("staging block %d of %s: %w", num, w.key, azureErr(err)))
-			w.mu.Unlock()
+	w.p.send(func(body []byte) error {
+		if _, err := w.blob.StageBlock(w.ctx, id, streaming.NopCloser(bytes.NewReader(body)), nil); err != nil {
+			return fmt.Errorf("staging block %d of %s: %w", num, w.key, azureErr(err))
 		}
+		return nil
 	})
 	return nil
 }
@@ -155,22 +114,21 @@ func (w *azureWriter) Commit() error {
 	md5sum := w.sum.Sum(nil)
 	headers := &blob.HTTPHeaders{BlobContentMD5: md5sum}
 	if len(w.ids) == 0 {
-		_, err := w.blob.Upload(w.ctx, streaming.NopCloser(bytes.NewReader(w.buf)), &blockblob.UploadOptions{HTTPHeaders: headers})
+		_, err := w.blob.Upload(w.ctx, streaming.NopCloser(bytes.NewReader(w.p.buf)), &blockblob.UploadOptions{HTTPHeaders: headers})
 		if err != nil {
 			return fmt.Errorf("uploading %s: %w", w.key, azureErr(err))
 		}
 		return nil
 	}
-	if len(w.buf) > 0 {
+	if len(w.p.buf) > 0 {
 		if err := w.flush(); err != nil {
 			w.Abort()
 			return err
 		}
 	}
-	w.wg.Wait()
-	if w.err != nil {
+	if err := w.p.wait(); err != nil {
 		w.Abort()
-		return w.err
+		return err
 	}
 	_, err := w.blob.CommitBlockList(w.ctx, w.ids, &blockblob.CommitBlockListOptions{HTTPHeaders: headers})
 	if err != nil {
@@ -183,7 +141,7 @@ func (w *azureWriter) Commit() error {
 // blocks are left for the service to drop, as Azure has no call that
 // removes uncommitted blocks alone.
 func (w *azureWriter) Abort() {
-	w.wg.Wait()
+	w.p.wait()
 }
 
 // isAzureCode reports whether err is the store's reply with that code.

@@ -236,8 +236,9 @@ func (d *S3Dest) Remove(ctx context.Context, key string) error {
 // Create starts an upload of key, in parts sized for an object about as
 // big as the original.
 func (d *S3Dest) Create(ctx context.Context, key string, size int64) (Writer, error) {
-	return &s3Writer{ctx: ctx, client: d.client, bucket: d.bucket, key: d.prefix + key,
-		partSize: partSize(size), sem: make(chan struct{}, d.inflight), free: make(chan []byte, d.inflight+1)}, nil
+	w := &s3Writer{ctx: ctx, client: d.client, bucket: d.bucket, key: d.prefix + key}
+	w.p.init(partSize(size), d.inflight)
+	return w, nil
 }
 
 // openAzureDest opens az://account/container/prefix with the credentials

@@ -116,7 +116,8 @@ func TestS3WriterUploads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := pattern(tc.size)
-			w := &s3Writer{ctx: ctx, client: c, bucket: testBucket, key: "p/" + tc.name, partSize: 5 << 20, sem: make(chan struct{}, 2)}
+			w := &s3Writer{ctx: ctx, client: c, bucket: testBucket, key: "p/" + tc.name}
+			w.p.init(5<<20, 2)
 			// Odd-sized writes, so that parts are cut across them.
 			for b := want; len(b) > 0; {
 				n := min(len(b), 777777)
@@ -153,7 +154,8 @@ func TestS3WriterFailedPartAborts(t *testing.T) {
 		}
 		return false
 	})
-	w := &s3Writer{ctx: ctx, client: c, bucket: testBucket, key: "p/failed", partSize: 5 << 20, sem: make(chan struct{}, 2)}
+	w := &s3Writer{ctx: ctx, client: c, bucket: testBucket, key: "p/failed"}
+	w.p.init(5<<20, 2)
 	if _, err := w.Write(pattern(3 * (5 << 20))); err != nil && !strings.Contains(err.Error(), "part 2") {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package publish
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -31,33 +30,18 @@ type s3Writer struct {
 	client   *s3.Client
 	bucket   string
 	key      string
-	partSize int
-	buf      []byte
+	p        pieces // the parts
 	uploadID *string
-	sem      chan struct{}
-	// free holds the buffers of uploaded parts for the next ones, so
-	// that memory stays at the parts in flight plus one, with no garbage.
-	free chan []byte
-	wg   sync.WaitGroup
 
-	mu    sync.Mutex
+	mu    sync.Mutex // parts, filled in as uploads finish
 	parts []types.CompletedPart
-	err   error
 }
 
 func (w *s3Writer) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		k := min(len(p), w.partSize-len(w.buf))
-		w.buf = append(w.buf, p[:k]...)
-		p = p[k:]
-		if len(w.buf) == w.partSize {
-			if err := w.flush(); err != nil {
-				return 0, err
-			}
-		}
+	if err := w.p.write(p, w.flush); err != nil {
+		return 0, err
 	}
-	return n, nil
+	return len(p), nil
 }
 
 // flush starts uploading the buffered part.
@@ -69,41 +53,25 @@ func (w *s3Writer) flush() error {
 		}
 		w.uploadID = out.UploadId
 	}
+	if err := w.p.failed(); err != nil {
+		return err
+	}
 	w.mu.Lock()
-	err := w.err
 	num := int32(len(w.parts) + 1)
 	w.parts = append(w.parts, types.CompletedPart{PartNumber: aws.Int32(num)})
 	w.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	body := w.buf
-	w.sem <- struct{}{}
-	select {
-	case b := <-w.free:
-		w.buf = b[:0]
-	default:
-		w.buf = make([]byte, 0, w.partSize)
-	}
-	w.wg.Go(func() {
-		defer func() {
-			select {
-			case w.free <- body:
-			default:
-			}
-			<-w.sem
-		}()
+	w.p.send(func(body []byte) error {
 		out, err := w.client.UploadPart(w.ctx, &s3.UploadPartInput{
 			Bucket: aws.String(w.bucket), Key: aws.String(w.key), UploadId: w.uploadID,
 			PartNumber: aws.Int32(num), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
 		})
-		w.mu.Lock()
-		defer w.mu.Unlock()
 		if err != nil {
-			w.err = cmp.Or(w.err, fmt.Errorf("uploading part %d of %s: %w", num, w.key, err))
-			return
+			return fmt.Errorf("uploading part %d of %s: %w", num, w.key, err)
 		}
+		w.mu.Lock()
 		w.parts[num-1].ETag = out.ETag
+		w.mu.Unlock()
+		return nil
 	})
 	return nil
 }
@@ -112,23 +80,22 @@ func (w *s3Writer) Commit() error {
 	if w.uploadID == nil {
 		_, err := w.client.PutObject(w.ctx, &s3.PutObjectInput{
 			Bucket: aws.String(w.bucket), Key: aws.String(w.key),
-			Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf))),
+			Body: bytes.NewReader(w.p.buf), ContentLength: aws.Int64(int64(len(w.p.buf))),
 		})
 		if err != nil {
 			return fmt.Errorf("uploading %s: %w", w.key, err)
 		}
 		return nil
 	}
-	if len(w.buf) > 0 {
+	if len(w.p.buf) > 0 {
 		if err := w.flush(); err != nil {
 			w.Abort()
 			return err
 		}
 	}
-	w.wg.Wait()
-	if w.err != nil {
+	if err := w.p.wait(); err != nil {
 		w.Abort()
-		return w.err
+		return err
 	}
 	_, err := w.client.CompleteMultipartUpload(w.ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(w.bucket), Key: aws.String(w.key), UploadId: w.uploadID,
@@ -142,7 +109,7 @@ func (w *s3Writer) Commit() error {
 }
 
 func (w *s3Writer) Abort() {
-	w.wg.Wait()
+	w.p.wait()
 	if w.uploadID == nil {
 		return
 	}
