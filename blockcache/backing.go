@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/cespare/xxhash/v2"
-	"golang.org/x/sys/unix"
 )
 
 // Backing is an object's disk-cache data file, complete and verified,
@@ -25,19 +24,6 @@ type Backing struct {
 func (b *Backing) Close() error {
 	b.pin.Close() // closing drops the flock
 	return b.File.Close()
-}
-
-// WillNeed asks the kernel to read [off, off+n) of the file into its page
-// cache in the background. Blocks are written with direct I/O, so after a
-// cold pass the file is not in the page cache, and a passthrough reader
-// that faults pages in (an mmap loader) would read the disk a few pages
-// per fault; read ahead in the order the reader will want, they are
-// resident when it gets there.
-func (b *Backing) WillNeed(off, n int64) error {
-	if err := unix.Fadvise(int(b.File.Fd()), off, n, unix.FADV_WILLNEED); err != nil {
-		return fmt.Errorf("reading ahead %d bytes at %d of a cached file: %w", n, off, err)
-	}
-	return nil
 }
 
 // Backing returns the object's data file when every block is on disk and

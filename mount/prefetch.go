@@ -18,7 +18,6 @@ import (
 	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/prefetch"
-	"golang.org/x/sys/unix"
 )
 
 // prefetcher is one mount's prefetch machinery, as --prefetch chose it:
@@ -44,9 +43,6 @@ type prefetcher struct {
 	versions      map[string]string // by path, for profile replay
 	groups        []*planGroup
 	groupOf       map[string]*planGroup // by path
-	// residentBudget bounds the bytes of complete disk-cache files read
-	// ahead into the page cache at start (see readCachedAhead).
-	residentBudget int64
 	// headers bounds the header bytes all models' plans parse at once, so
 	// the memory of parsing stays bounded however many models a manifest
 	// lists; set by start.
@@ -162,7 +158,6 @@ func (p *prefetcher) start(ctx context.Context) {
 		profile = p.profilePlan()
 	}
 	p.headers = loadorder.NewHeaderBudget(loadorder.DefaultMaxHeader)
-	p.residentBudget = halfTheRAM()
 	var wg sync.WaitGroup
 	for _, g := range p.groups {
 		wg.Go(func() { p.startGroup(ctx, g, profile) })
@@ -175,22 +170,17 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loa
 	// Files complete in the disk cache are read through passthrough or
 	// from disk at local speed: prefetching them into RAM only costs.
 	files := make(map[string]prefetch.FileBlocks, len(g.paths))
-	var paths, complete []string
+	var paths []string
 	for _, path := range g.paths {
 		if o := p.objs[path]; !o.CompleteOnDisk() {
 			files[path] = o
 			paths = append(paths, path)
-		} else {
-			complete = append(complete, path)
 		}
-	}
-	if len(complete) > 0 {
-		p.readCachedAhead(ctx, g, complete, profile)
 	}
 	if len(files) == 0 {
 		return
 	}
-	plan, from := p.groupPlan(ctx, paths, profile, p.mode != "profile", nil)
+	plan, from := p.groupPlan(ctx, paths, profile, p.mode != "profile")
 	if len(plan) == 0 {
 		return
 	}
@@ -210,8 +200,7 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loa
 // groupPlan plans the files at paths: the profile's ranges for them if
 // there are any, else, with layers set, the order from their headers. It
 // returns what the plan came from, for the log.
-// Headers of files in backings are read from those files.
-func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []loadorder.Range, layers bool, backings map[string]*blockcache.Backing) ([]loadorder.Range, string) {
+func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []loadorder.Range, layers bool) ([]loadorder.Range, string) {
 	in := make(map[string]bool, len(paths))
 	for _, path := range paths {
 		in[path] = true
@@ -228,67 +217,7 @@ func (p *prefetcher) groupPlan(ctx context.Context, paths []string, profile []lo
 	if !layers {
 		return nil, ""
 	}
-	return p.layerPlan(ctx, paths, backings), "headers (layer order)"
-}
-
-// readCachedAhead has the kernel read the disk-cache files of paths, all
-// complete on disk and served by passthrough, into its page cache in the
-// order of their plan, ahead of the reader. The cache writes them with
-// direct I/O, so a new mount finds them on disk only, and an mmap loader
-// faulting through passthrough would read them a few pages per fault.
-// The reader's place is not visible (its reads never reach the mount),
-// so what is read ahead is bounded by memory instead: half the node's
-// RAM, so that a model larger than that does not push its own first
-// pages out before they are read.
-func (p *prefetcher) readCachedAhead(ctx context.Context, g *planGroup, paths []string, profile []loadorder.Range) {
-	backings := make(map[string]*blockcache.Backing, len(paths))
-	defer func() {
-		for _, b := range backings {
-			b.Close()
-		}
-	}()
-	var ready []string
-	for _, path := range paths {
-		// Only a file already verified: one that must be verified is
-		// read whole by that check, and handed out after it.
-		if b, ok := p.objs[path].Backing(); ok {
-			backings[path] = b
-			ready = append(ready, path)
-		}
-	}
-	if len(ready) == 0 {
-		return
-	}
-	plan, _ := p.groupPlan(ctx, ready, profile, p.mode != "profile", backings)
-	// Then every byte of the files, for what the plan leaves out.
-	for _, path := range ready {
-		plan = append(plan, loadorder.Range{Path: path, Off: 0, Len: p.objs[path].Size()})
-	}
-	budget := p.residentBudget
-	var asked int64
-	for _, r := range plan {
-		if ctx.Err() != nil {
-			break
-		}
-		b := backings[r.Path]
-		if b == nil || r.Len <= 0 {
-			continue
-		}
-		n := min(r.Len, budget-asked)
-		if n <= 0 {
-			break
-		}
-		if err := b.WillNeed(r.Off, n); err != nil {
-			p.log.Warn("cached files not read ahead", "err", err)
-			return
-		}
-		asked += n
-	}
-	attrs := []any{"files", len(ready), "ranges", len(plan), "bytes_asked", asked}
-	if g.model != "" {
-		attrs = append([]any{"model", g.model}, attrs...)
-	}
-	p.log.Info("cached files read ahead in plan order", attrs...)
+	return p.layerPlan(ctx, paths), "headers (layer order)"
 }
 
 // planBlocks returns the blocks plan covers, by path, ascending.
@@ -327,16 +256,10 @@ func (p *prefetcher) plannedBlocks(path string) []int64 {
 }
 
 // layerPlan plans the files at paths from their headers.
-func (p *prefetcher) layerPlan(ctx context.Context, paths []string, backings map[string]*blockcache.Backing) []loadorder.Range {
+func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []loadorder.Range {
 	files := make([]loadorder.File, 0, len(paths))
 	for _, path := range paths {
 		o := p.objs[path]
-		if b := backings[path]; b != nil {
-			// A section: the planner closes what it opened, and the
-			// file stays open for the read-ahead.
-			files = append(files, loadorder.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) { return io.NewSectionReader(b.File, 0, o.Size()), nil }})
-			continue
-		}
 		f, direct := p.files[path]
 		direct = direct && p.directHeaders && o.Size() > p.smallFile && !p.headCached(f)
 		files = append(files, loadorder.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) {
@@ -481,13 +404,4 @@ func (b *backedStream) PassthroughFd() (int, bool) { return int(b.backing.File.F
 func (b *backedStream) Release() {
 	b.Stream.Release()
 	b.backing.Close()
-}
-
-// halfTheRAM is half the node's memory, or 1 GiB if it cannot be told.
-func halfTheRAM() int64 {
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil || si.Totalram == 0 {
-		return 1 << 30
-	}
-	return int64(si.Totalram) * int64(si.Unit) / 2
 }

@@ -221,7 +221,7 @@ func warmOrder(ctx context.Context, r *remote, profile string, bs int64, log *sl
 		fromProfile = p.profilePlan()
 	}
 	for _, g := range p.groups {
-		gp, _ := p.groupPlan(ctx, g.paths, fromProfile, true, nil)
+		gp, _ := p.groupPlan(ctx, g.paths, fromProfile, true)
 		plan = append(plan, gp...)
 	}
 	seen := map[string]map[int64]bool{}
