@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -149,6 +150,10 @@ type block struct {
 	consumed    *list.Element
 	// onDisk: the disk tier holds the block (read from it, or written back).
 	onDisk bool
+	// fetchStart and deliveredAtStart: when the source load began, and
+	// Cache.link.delivered then (zero time: not loaded from the source).
+	fetchStart       time.Time
+	deliveredAtStart int64
 }
 
 // Cache is a RAM block cache. Create with New; Close stops its workers.
@@ -169,17 +174,19 @@ type Cache struct {
 	used     int64
 	pinned   int64 // bytes of blocks held by Pin
 	// ahead is the bytes of prefetch loads started and not read yet, kept
-	// within aheadLimit: see next.
-	ahead, aheadLimit int64
-	free              [][]byte // reusable full-size buffers
-	closed            bool
-	ctx               context.Context
-	cancel            context.CancelFunc
-	workers           sync.WaitGroup
-	verifyBG          sync.WaitGroup // background checks of complete disk objects
-	closeOnce         sync.Once
-	fillBuf           sync.Pool // *[]byte of BlockSize, for Fill
-	counters          struct {
+	// within aheadLimit: the larger of aheadGrown and what link says the
+	// source needs in flight (see minAhead).
+	ahead, aheadLimit, aheadGrown int64
+	link                          linkEstimate
+	free                          [][]byte // reusable full-size buffers
+	closed                        bool
+	ctx                           context.Context
+	cancel                        context.CancelFunc
+	workers                       sync.WaitGroup
+	verifyBG                      sync.WaitGroup // background checks of complete disk objects
+	closeOnce                     sync.Once
+	fillBuf                       sync.Pool // *[]byte of BlockSize, for Fill
+	counters                      struct {
 		hits, misses, loads, demandLoads, loadErrors, bytesLoaded, prefetches, dropped, evictions atomic.Int64
 		prefetchBytes, prefetchWasted, prefetchUsed                                               atomic.Int64
 		freshBuffers, reusedBuffers                                                               atomic.Int64
@@ -206,7 +213,8 @@ func New(opts Options, loader Loader) *Cache {
 		c.verify = newVerifier(opts.Verifier)
 	}
 	c.wake = sync.NewCond(&c.mu)
-	c.aheadLimit = min(max(minAheadBlocks*opts.BlockSize, minAhead), c.maxAhead())
+	c.aheadGrown = min(max(minAheadBlocks*opts.BlockSize, minAhead), c.maxAhead())
+	c.aheadLimit = c.aheadGrown
 	c.fillBuf.New = func() any { b := make([]byte, opts.BlockSize); return &b }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.workers.Add(opts.Workers)
@@ -529,7 +537,7 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 	case hit:
 		c.lru.MoveToFront(b.elem)
 	default:
-		if count && b.unread {
+		if count && b.unread && b.state == stateQueued {
 			c.aheadCaughtLocked()
 		}
 		if b.state == stateQueued && b.prio == prioPrefetch {
@@ -556,18 +564,29 @@ func (c *Cache) acquireLocked(id ObjectID, index int64, count bool) *block {
 // link needs, rather than as far as the plans and readahead windows ask
 // (hundreds of MiB): every byte prefetched and not yet read holds a
 // buffer, and a buffer first touched costs more than its bytes' copy
-// (docs/benchmarks.md, "CPU per byte"). The bound starts at minAhead and
-// doubles, up to maxAhead, each time a reader reaches a prefetch not
-// ready yet (kept queued, or still loading) while the bound is full:
-// loads then take longer than the reader takes to read what is ahead
-// (the bandwidth-delay product of the link exceeds the bound).
-// It never shrinks. A stream whose source keeps up thus cycles through a
-// few buffers, the ones its reader consumed. Held prefetches stay queued,
-// in order; once the bound reaches maxAhead nothing is held, and the RAM
-// budget alone decides, dropping what has no room, as before.
+// (docs/benchmarks.md, "CPU per byte"). The bound is the larger of two:
+//
+//   - What the link needs in flight to keep its rate: aheadHeadroom
+//     times its bandwidth-delay product, the highest delivery rate seen
+//     recently times the shortest load of a whole block seen (see
+//     linkEstimate). Waits alone cannot tell a link's round trip from a
+//     starved CPU, where loads are slow next to the reader too and more
+//     in flight only costs memory; the shortest load can: it grows with
+//     the round trip, not with queueing.
+//   - aheadGrown: minAhead, doubled each time a reader reaches a
+//     prefetch held queued while the bound is full. That is the order
+//     of reading differing from the plan's (an mmap loader faulting in
+//     header order while the plan runs in layer order), which only more
+//     room ahead makes useful. It never shrinks.
+//
+// A stream whose source keeps up thus cycles through a few buffers, the
+// ones its reader consumed. Held prefetches stay queued, in order; once
+// the bound reaches maxAhead nothing is held, and the RAM budget alone
+// decides, dropping what has no room, as before.
 const (
 	minAhead       = 32 << 20
 	minAheadBlocks = 4
+	aheadHeadroom  = 2
 )
 
 // maxAhead is the most the bound grows to: the RAM budget.
@@ -576,13 +595,63 @@ func (c *Cache) maxAhead() int64 { return c.opts.MemBytes }
 // aheadFull reports whether one more prefetch load would pass the bound.
 func (c *Cache) aheadFull() bool { return c.ahead+c.opts.BlockSize > c.aheadLimit }
 
-// aheadCaughtLocked is a demand read reaching a prefetch not ready yet:
-// if the bound is what limits how much is on its way, double it.
+// aheadCaughtLocked is a demand read reaching a prefetch held queued: if
+// the bound is what held it, double aheadGrown.
 func (c *Cache) aheadCaughtLocked() {
-	if c.aheadFull() && c.aheadLimit < c.maxAhead() {
-		c.aheadLimit = min(2*c.aheadLimit, c.maxAhead())
+	if c.aheadFull() && c.aheadGrown < c.maxAhead() {
+		c.aheadGrown = min(2*c.aheadGrown, c.maxAhead())
+		c.setAheadLimitLocked()
+	}
+}
+
+// setAheadLimitLocked recomputes the bound from its two parts.
+func (c *Cache) setAheadLimitLocked() {
+	limit := min(max(c.aheadGrown, c.link.needed()), c.maxAhead())
+	if limit > c.aheadLimit {
 		c.wake.Broadcast()
 	}
+	c.aheadLimit = limit
+}
+
+// linkEstimate is what the cache has seen of its loads from the source:
+// their delivery rate and their shortest latency, whose product is the
+// bytes the link needs in flight. Only loads from the source count, not
+// the disk tier's.
+type linkEstimate struct {
+	delivered int64 // bytes the loader completed
+	// minLoad is the shortest load of a whole block seen (0: none yet),
+	// over the cache's life: a model's loads run back to back, so a later
+	// window would only see loads queued behind each other.
+	minLoad time.Duration
+	seen    bool
+	// rates are the last delivery-rate samples, bytes/s: the bytes
+	// delivered while one load ran, over its time. Their maximum is the
+	// rate: the link's when the bound lets it run full, the reader's when
+	// the reader is slower.
+	rates [16]float64
+	next  int
+}
+
+// add takes the sample of one load from the source.
+func (l *linkEstimate) add(size int64, whole bool, took time.Duration, deliveredDuring int64) {
+	l.delivered += size
+	if whole && (!l.seen || took < l.minLoad) {
+		l.minLoad, l.seen = took, true
+	}
+	if took > 0 {
+		l.rates[l.next] = float64(deliveredDuring) / took.Seconds()
+		l.next = (l.next + 1) % len(l.rates)
+	}
+}
+
+// needed is the bytes the link needs in flight, with headroom for loads
+// slower than the shortest.
+func (l *linkEstimate) needed() int64 {
+	rate := 0.0
+	for _, r := range l.rates {
+		rate = max(rate, r)
+	}
+	return int64(aheadHeadroom * rate * l.minLoad.Seconds())
 }
 
 // settleAhead takes b out of Cache.ahead once it was read or dropped, so
@@ -731,6 +800,9 @@ func (c *Cache) work() {
 		}
 		c.counters.loads.Add(1)
 		b.stats.loads.Add(1)
+		c.mu.Lock()
+		b.fetchStart, b.deliveredAtStart = time.Now(), c.link.delivered
+		c.mu.Unlock()
 		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
 		claimed := false
 		if err == nil {
@@ -1001,6 +1073,10 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 		b.data = buf[:b.size]
 		b.state = stateReady
 		b.elem = c.lru.PushFront(b)
+		if !b.fetchStart.IsZero() {
+			c.link.add(b.size, b.size == c.opts.BlockSize, time.Since(b.fetchStart), c.link.delivered+b.size-b.deliveredAtStart)
+			c.setAheadLimitLocked()
+		}
 	}
 	close(b.done)
 }

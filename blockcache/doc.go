@@ -31,13 +31,15 @@
 //   - Prefetch never evicts a prefetched block nobody has read yet, nor a
 //     pinned one; when the budget has no room for it, the prefetch is dropped.
 //   - Prefetch runs only so far ahead of readers: the bytes of prefetch
-//     loads under way or not read yet stay within a bound that starts at
-//     32 MiB and doubles (up to the budget) each time a reader reaches a
-//     prefetch not ready yet (held, or loading) while the bound is full.
-//     So a reader the source keeps up with
-//     cycles through a few buffers instead of first-touching a window's
-//     worth; held prefetches stay queued, never dropped, and a reader that
-//     reaches one turns it into a demand load.
+//     loads under way or not read yet stay within a bound, up to the
+//     budget, that is the larger of what the link needs in flight (twice
+//     the highest recent delivery rate times the shortest whole-block
+//     load seen: its bandwidth-delay product) and 32 MiB doubled each
+//     time a reader reaches a prefetch held queued while the bound is
+//     full (reading in another order than the plan's). So a reader the
+//     source keeps up with cycles through a few buffers instead of
+//     first-touching a window's worth; held prefetches stay queued, never
+//     dropped, and a reader that reaches one turns it into a demand load.
 //   - A load lands in used memory before fresh: the buffer of a block
 //     whose every page was served to a reader (consumed) is reused first,
 //     since the reader's page cache, and a disk tier, hold those bytes,

@@ -13,7 +13,9 @@
 //     the plan moves the reader's position there, and the next Window bytes
 //     of the plan are kept requested, each range once. Until a second big
 //     file is read the window stays within the files read, so reading one
-//     file fetches that file and no other.
+//     file fetches that file and no other, and in each file it starts at
+//     StartWindow and grows as the reader moves through the file's plan,
+//     so reading one tensor fetches about that tensor.
 //
 // prefetch does no I/O of its own: it loads through the Blocks and
 // FileBlocks interfaces it declares, which the block cache satisfies. The cache, not this package,

@@ -27,14 +27,24 @@ type FollowOptions struct {
 	// BlockSize is the granularity reads are matched to the plan with
 	// (default 8 MiB; use the cache's block size).
 	BlockSize int64
+	// StartWindow is the window while the reader keeps to one file, before
+	// it has moved through any of that file's plan (default two blocks):
+	// it grows by twice the plan bytes the reader has passed, up to
+	// Window. A reader of one tensor costs the link that tensor and a
+	// little more, not a Window of the shard; one reading the file
+	// through soon has the whole Window.
+	StartWindow int64
 }
 
 // Follower walks a plan (an ordered list of ranges) ahead of the reader.
 //
 // Until the load is evidently of the whole model, the window covers only
-// the files the reader has read: a reader of one shard (a copy, a checksum,
-// one tensor) costs the link that shard and nothing else, although the
-// plan interleaves the checkpoint's shards in layer order. A read of a
+// the files the reader has read: a reader of one shard (a copy, a checksum)
+// costs the link that shard and nothing else, although the plan
+// interleaves the checkpoint's shards in layer order, and within a file
+// the window starts small (StartWindow) and grows as the reader moves
+// through the file's plan, so a reader of one tensor costs about that
+// tensor. A read of a
 // second big file of the plan (isBig) is that evidence: from then on
 // every read that lands in the plan moves the reader's position to that
 // point, and the next Window bytes of the plan are kept requested, across
@@ -83,6 +93,10 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 	if opts.BlockSize <= 0 {
 		opts.BlockSize = 8 << 20
 	}
+	if opts.StartWindow <= 0 {
+		opts.StartWindow = 2 * opts.BlockSize
+	}
+	opts.StartWindow = min(opts.StartWindow, opts.Window)
 	f := &Follower{files: files, opts: opts, at: map[string]map[int64]int{},
 		byFile: map[string][]int{}, fcum: map[string][]int64{}, touched: map[string]*fileCursor{}}
 	for _, r := range plan {
@@ -182,8 +196,9 @@ func (f *Follower) followFile(pos int) []loadorder.Range {
 	k, _ := slices.BinarySearch(list, pos)
 	c.reader = max(c.reader, k)
 	c.issued = max(c.issued, c.reader)
+	window := min(f.opts.Window, f.opts.StartWindow+2*cum[c.reader])
 	var reqs []loadorder.Range
-	for c.issued < len(list) && cum[c.issued]-cum[c.reader] < f.opts.Window {
+	for c.issued < len(list) && cum[c.issued]-cum[c.reader] < window {
 		if i := list[c.issued]; !f.done[i] {
 			f.early[i] = true
 		}

@@ -117,13 +117,15 @@ func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
 	f := NewFollower(plan, files, FollowOptions{Window: 4 * mib, BlockSize: mib})
 	f.ForFile("config.json").Observe(0, 100)
 	f.ForFile("s1").Observe(0, 8)
-	want := []string{"config.json:0+1", "s1:0+1", "s1:1+2", "s1:3+2"}
+	// The window in one file starts at two blocks.
+	want := []string{"config.json:0+1", "s1:0+1", "s1:1+2"}
 	if !equal(log, want) {
 		t.Fatalf("reading config.json and s1: %v, want %v", log, want)
 	}
 	for off := int64(0); off < 5*mib; off += mib / 2 {
 		f.ForFile("s1").Observe(off, mib/2)
 	}
+	want = append(want, "s1:3+2")
 	if !equal(log, want) {
 		t.Fatalf("reading s1 through: %v, want %v", log, want)
 	}
@@ -133,5 +135,38 @@ func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
 	want = append(want, "s2:0+1", "s2:1+2", "s2:3+2")
 	if !equal(log, want) {
 		t.Fatalf("after reading s2: %v, want %v", log, want)
+	}
+}
+
+// A reader of one tensor of a big file (time to first tensor) gets that
+// tensor and the window's start, not a whole window of the file; the
+// window grows as the reader moves through the file's plan.
+func TestFollowerWindowInAFileGrowsWithTheReader(t *testing.T) {
+	var log []string
+	files := map[string]FileBlocks{"s1": &fileRecorder{path: "s1", log: &log}}
+	var plan []loadorder.Range
+	for i := range int64(16) {
+		plan = append(plan, loadorder.Range{Path: "s1", Off: 4 * i * mib, Len: 4 * mib, Group: 1})
+	}
+	f := NewFollower(plan, files, FollowOptions{Window: 32 * mib, BlockSize: mib})
+	f.ForFile("s1").Observe(0, 8)
+	if want := []string{"s1:0+4"}; !equal(log, want) {
+		t.Fatalf("after reading the first tensor's start: %v, want %v", log, want)
+	}
+	// The reader in the second tensor has passed 4 MiB of the plan: the
+	// window is 2 + 2×4 MiB ahead of it.
+	f.ForFile("s1").Observe(4*mib, 8)
+	if want := []string{"s1:0+4", "s1:4+4", "s1:8+4", "s1:12+4"}; !equal(log, want) {
+		t.Fatalf("after reading into the second tensor: %v, want %v", log, want)
+	}
+	// In the fourth tensor, 12 MiB passed: the window is 2 + 24 MiB.
+	f.ForFile("s1").Observe(12*mib, 8)
+	if n := len(log); n != 10 || log[n-1] != "s1:36+4" {
+		t.Fatalf("after reading into the fourth tensor: %v, want the ranges to 36 MiB (a 26 MiB window from 12 MiB)", log)
+	}
+	// Further on it is the whole Window, here the rest of the file.
+	f.ForFile("s1").Observe(40*mib, 8)
+	if n := len(log); n != 16 || log[n-1] != "s1:60+4" {
+		t.Fatalf("after reading into the eleventh tensor: %v, want every range", log)
 	}
 }
