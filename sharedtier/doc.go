@@ -37,7 +37,9 @@
 //     defence against a writer of the shared store: blocks from the tier
 //     count for no more than blocks from the origin, and the cache's
 //     whole-object check against the origin's checksum (blockcache's
-//     Verifier) still runs on them.
+//     Verifier) still runs on them. An object that fails that check has
+//     its shared blocks deleted (PurgeObject, blockcache's Purger), so
+//     later nodes fetch it from the origin again.
 //   - A key is a hash of the identity, never a path: a block can never be
 //     served for another source, object, version or block size, and the
 //     store's listing does not show what it holds. A node only asks for

@@ -123,12 +123,18 @@ type Stats struct {
 	// did not come in time, or the claim was released without one, and
 	// this node read the origin), stale (taken over from a dead node).
 	ClaimsWon, ClaimsLost, ClaimTimeouts, ClaimsStale int64
+	// Purges are objects whose shared blocks were deleted after they
+	// failed their whole-object check; PurgedBlocks, the blocks deleted
+	// (a delete of a block not there counts: S3 does not tell);
+	// PurgeErrors, the deletes that failed.
+	Purges, PurgedBlocks, PurgeErrors int64
 }
 
 type counters struct {
 	hits, hitBytes, misses, damaged, errors, bypassed atomic.Int64
 	writes, writeBytes, writeDrops, writeErrors       atomic.Int64
 	claimsWon, claimsLost, claimTimeouts, claimsStale atomic.Int64
+	purges, purgedBlocks, purgeErrors                 atomic.Int64
 }
 
 // Tier is a blockcache.Loader that serves blocks from a shared S3 store
@@ -195,6 +201,7 @@ func (t *Tier) Stats() Stats {
 		Errors: s.errors.Load(), Bypassed: s.bypassed.Load(),
 		Writes: s.writes.Load(), WriteBytes: s.writeBytes.Load(), WriteDrops: s.writeDrops.Load(), WriteErrors: s.writeErrors.Load(),
 		ClaimsWon: s.claimsWon.Load(), ClaimsLost: s.claimsLost.Load(), ClaimTimeouts: s.claimTimeouts.Load(), ClaimsStale: s.claimsStale.Load(),
+		Purges: s.purges.Load(), PurgedBlocks: s.purgedBlocks.Load(), PurgeErrors: s.purgeErrors.Load(),
 	}
 }
 
