@@ -152,7 +152,7 @@ func run(o options) error {
 			extra = []string{"--shared-cache", "s3://" + cacheBucket + "/blocks", "--shared-cache-endpoint", sharedURL, "--shared-cache-profile", "cache"}
 		}
 		origin.ResetStats()
-		times, err := scenario(o, env, filepath.Join(tmp, name), originURL, extra, sums)
+		times, logs, err := scenario(o, env, filepath.Join(tmp, name), originURL, extra, sums)
 		if shared != nil {
 			shared.Close()
 		}
@@ -168,6 +168,9 @@ func run(o options) error {
 			each[i] = fmt.Sprintf("%.2f", d.Seconds())
 		}
 		fmt.Printf("  (each node, s: %s)\n", strings.Join(each, " "))
+		if withShared {
+			printShared(logs)
+		}
 	}
 	return nil
 }
@@ -215,8 +218,9 @@ func startServer(dir, key, secret, name string) (*s3server.Server, error) {
 }
 
 // scenario runs o.nodes mounts at once, each reading and checking every
-// file, and returns each node's time from its start to its last check.
-func scenario(o options, env []string, dir, originURL string, extra []string, sums map[string]string) ([]time.Duration, error) {
+// file, and returns each node's time from its start to its last check,
+// and its log.
+func scenario(o options, env []string, dir, originURL string, extra []string, sums map[string]string) ([]time.Duration, []string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.scenarioLimit)
 	defer cancel()
 	times := make([]time.Duration, o.nodes)
@@ -232,10 +236,7 @@ func scenario(o options, env []string, dir, originURL string, extra []string, su
 		})
 	}
 	wg.Wait()
-	if len(extra) > 0 {
-		printShared(logs)
-	}
-	return times, errors.Join(errs...)
+	return times, logs, errors.Join(errs...)
 }
 
 // loadOnNode mounts the model with a cache of its own, reads every file
