@@ -549,3 +549,30 @@ func TestClaimWaitFollowsOriginLoads(t *testing.T) {
 		}
 	}
 }
+
+// PurgeObject deletes the shared copy of every block of the object, and
+// only of that object; Close waits for it.
+func TestPurgeObjectDeletesItsBlocks(t *testing.T) {
+	s := newStore(t)
+	o := &origin{}
+	a := s.tier(t, o, nil)
+	other := model
+	other.Version = `"etag-2"`
+	for i := range int64(3) {
+		load(t, a, model, i)
+	}
+	load(t, a, other, 0)
+	a.Close()
+	if got := s.keys(t, "cluster-a/blocks/"); len(got) != 4 {
+		t.Fatalf("blocks written: %q, want 4", got)
+	}
+	b := s.tier(t, o, nil)
+	b.PurgeObject(model)
+	b.Close()
+	if got := s.keys(t, "cluster-a/blocks/"); len(got) != 1 || got[0] != blockKey(other, 0) {
+		t.Fatalf("blocks left after the purge: %q, want only the other version's", got)
+	}
+	if st := b.Stats(); st.Purges != 1 || st.PurgedBlocks != 3 || st.PurgeErrors != 0 {
+		t.Fatalf("stats %+v; want one purge of 3 blocks", st)
+	}
+}
