@@ -23,6 +23,14 @@ type Verifier interface {
 	Check(id ObjectID) ObjectCheck
 }
 
+// Purger is a Loader that keeps copies of blocks beyond this cache, as
+// a cluster-wide tier does. PurgeObject is called once for an object that
+// failed its check, so that its copies, wherever they came from, are
+// removed; it must not block the read that found the failure.
+type Purger interface {
+	PurgeObject(id ObjectID)
+}
+
 // ObjectCheck is the check of one object version.
 type ObjectCheck interface {
 	// Ordered reports whether the check needs the object's bytes in
@@ -526,6 +534,11 @@ func (c *Cache) settle(id ObjectID, ov *objVerify, err error, drop bool) error {
 	if err != nil {
 		c.opts.Logger.Error("object does not match the store's checksum: its cached blocks are dropped and reads of it fail",
 			"file", id.Name, "err", err)
+		// Copies beyond this node (a shared tier) go too, pinned or not:
+		// other nodes would fail on them as well.
+		if p, ok := c.loader.(Purger); ok {
+			p.PurgeObject(id)
+		}
 		if !drop {
 			return err
 		}

@@ -44,6 +44,13 @@ type Options struct {
 	// from a StorageClass) that bring no secrets; inline volumes, which
 	// any pod author writes, and volumes with secrets never get it.
 	NoNodeIdentity bool
+	// SharedCache is the operator's cluster-wide block tier
+	// (s3://bucket/prefix), given to the mount of every volume that runs
+	// with the node's identity, read with the plugin's credentials
+	// (SharedCacheProfile names a profile of its AWS shared credentials,
+	// apart from the origins'). Volumes without the node's identity mount
+	// without it: the plugin's credentials never reach them. Empty: none.
+	SharedCache, SharedCacheEndpoint, SharedCacheRegion, SharedCacheProfile string
 	// InlineSources lists what inline ephemeral volumes may read; the
 	// zero value allows none.
 	InlineSources InlineSources
@@ -160,6 +167,9 @@ func New(opts Options) (*Driver, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", dir, err)
 		}
+	}
+	if err := validateSharedCache(opts); err != nil {
+		return nil, err
 	}
 	if opts.MaxMemCache <= 0 {
 		opts.MaxMemCache = defaultMaxMemCache

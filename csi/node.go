@@ -165,6 +165,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	// Every mount serves its metrics and stats on a socket in the state
 	// dir: NodeGetVolumeStats reads them there.
 	metricsSock := d.mount.metricsSocket(target)
+	vol.nodeIdentity = nodeIdentity
+	if d.opts.SharedCache != "" && !nodeIdentity {
+		d.log.Info("volume mounts without the shared cache: it does not run with the node's identity", "volume_id", req.GetVolumeId())
+	}
 	args := vol.mountArgs(target, metricsSock, &d.opts)
 	env = append(env, vol.mountEnv()...)
 	if podTok != "" {

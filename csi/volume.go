@@ -69,8 +69,11 @@ type volume struct {
 	blockSize     int64 // bytes; 0 for the mount's default
 	concurrency   int
 	ephemeral     bool
-	readahead     int64  // bytes, from the readahead= mount option; 0 for the mount's default
-	roleARN       string // IAM role the pod's service account token assumes (pod identity)
+	// nodeIdentity: the mount runs with the plugin's identity (set at
+	// publish), and so may use the plugin's shared cache.
+	nodeIdentity bool
+	readahead    int64  // bytes, from the readahead= mount option; 0 for the mount's default
+	roleARN      string // IAM role the pod's service account token assumes (pod identity)
 }
 
 // attributeError names the attribute that is wrong; the gRPC layer turns it
@@ -497,5 +500,6 @@ func (v *volume) mountArgs(target, metricsSock string, node *Options) []string {
 	if metricsSock != "" {
 		cfg.MetricsAddr = "unix:" + metricsSock
 	}
+	withSharedCache(&cfg, node, v.nodeIdentity)
 	return cfg.Args()
 }

@@ -123,20 +123,23 @@ type CacheTotals struct {
 	// The shared tier's (--shared-cache); all zero without one. Its hits
 	// count in fetched_bytes too: the origin sent fetched_bytes minus
 	// shared_hit_bytes.
-	SharedHits          int64 `json:"shared_hits"`
-	SharedHitBytes      int64 `json:"shared_hit_bytes"`
-	SharedMisses        int64 `json:"shared_misses"`
-	SharedDamaged       int64 `json:"shared_damaged"`
-	SharedErrors        int64 `json:"shared_errors"`
-	SharedBypassed      int64 `json:"shared_bypassed"`
-	SharedWrites        int64 `json:"shared_writes"`
-	SharedWriteBytes    int64 `json:"shared_write_bytes"`
-	SharedWriteDrops    int64 `json:"shared_write_drops"`
-	SharedWriteErrors   int64 `json:"shared_write_errors"`
-	SharedClaimsWon     int64 `json:"shared_claims_won"`
-	SharedClaimsLost    int64 `json:"shared_claims_lost"`
-	SharedClaimTimeouts int64 `json:"shared_claim_timeouts"`
-	SharedClaimsStale   int64 `json:"shared_claims_stale"`
+	SharedHits           int64 `json:"shared_hits"`
+	SharedHitBytes       int64 `json:"shared_hit_bytes"`
+	SharedMisses         int64 `json:"shared_misses"`
+	SharedDamaged        int64 `json:"shared_damaged"`
+	SharedErrors         int64 `json:"shared_errors"`
+	SharedBypassed       int64 `json:"shared_bypassed"`
+	SharedWrites         int64 `json:"shared_writes"`
+	SharedWriteBytes     int64 `json:"shared_write_bytes"`
+	SharedWriteDrops     int64 `json:"shared_write_drops"`
+	SharedWriteErrors    int64 `json:"shared_write_errors"`
+	SharedClaimsWon      int64 `json:"shared_claims_won"`
+	SharedClaimsLost     int64 `json:"shared_claims_lost"`
+	SharedClaimTimeouts  int64 `json:"shared_claim_timeouts"`
+	SharedClaimsStale    int64 `json:"shared_claims_stale"`
+	SharedClaimRefreshes int64 `json:"shared_claim_refreshes"`
+	SharedPurges         int64 `json:"shared_purges"`
+	SharedPurgedBlocks   int64 `json:"shared_purged_blocks"`
 }
 
 // addShared adds the shared tier's counters.
@@ -145,6 +148,7 @@ func (t *CacheTotals) addShared(s sharedtier.Stats) {
 	t.SharedErrors, t.SharedBypassed = s.Errors, s.Bypassed
 	t.SharedWrites, t.SharedWriteBytes, t.SharedWriteDrops, t.SharedWriteErrors = s.Writes, s.WriteBytes, s.WriteDrops, s.WriteErrors
 	t.SharedClaimsWon, t.SharedClaimsLost, t.SharedClaimTimeouts, t.SharedClaimsStale = s.ClaimsWon, s.ClaimsLost, s.ClaimTimeouts, s.ClaimsStale
+	t.SharedClaimRefreshes, t.SharedPurges, t.SharedPurgedBlocks = s.ClaimRefreshes, s.Purges, s.PurgedBlocks
 }
 
 // cacheTotals names the cache's counters as the snapshot does.
@@ -213,6 +217,9 @@ var cacheCounters = []counter{
 	{"shared_claims_lost", "modelfs_shared_claims_lost_total", "Blocks another node was fetching when this one missed them.", false, func(s *CacheTotals) int64 { return s.SharedClaimsLost }},
 	{"shared_claim_timeouts", "modelfs_shared_claim_timeouts_total", "Lost claims whose block did not come in time (read from the origin).", false, func(s *CacheTotals) int64 { return s.SharedClaimTimeouts }},
 	{"shared_claims_stale", "modelfs_shared_claims_stale_total", "Claims of dead nodes taken over.", false, func(s *CacheTotals) int64 { return s.SharedClaimsStale }},
+	{"shared_claim_refreshes", "modelfs_shared_claim_refreshes_total", "Rewrites of claims this node held while it fetched, keeping their waiters waiting.", false, func(s *CacheTotals) int64 { return s.SharedClaimRefreshes }},
+	{"shared_purges", "modelfs_shared_purges_total", "Objects that failed their check whose shared blocks were deleted.", false, func(s *CacheTotals) int64 { return s.SharedPurges }},
+	{"shared_purged_blocks", "modelfs_shared_purged_blocks_total", "Shared blocks deleted because their object failed its check.", false, func(s *CacheTotals) int64 { return s.SharedPurgedBlocks }},
 }
 
 // FUSETotals count the reads modelfs served itself. In the log line and

@@ -15,10 +15,13 @@
 // On a miss (404, or a copy that fails its check) it PUTs claims/<h> with
 // If-None-Match: *; the one node whose PUT succeeds fetches the block
 // from the origin, hands it to the reader, and writes it back in the
-// background, then deletes the claim. The others (412) poll blocks/<h>
-// with a backoff from 20ms to 500ms for at most ClaimWait in all (or
-// three times this node's average origin load, when longer), and
-// read the origin themselves once it passes. If the claim disappears with
+// background, then deletes the claim; until then it rewrites the claim
+// every ClaimRefresh (If-Match on its own ETag). The others (412) poll
+// blocks/<h> with a backoff from 20ms to 500ms for ClaimWait (or three
+// times this node's average origin load, when longer), and on while the
+// claim is fresh by the store's clock, ClaimTTL at most in all, and read
+// the origin themselves once the wait is over: a slow winner is waited
+// for, a dead one is not. If the claim disappears with
 // no block (the winner failed or dropped its write), they claim the block
 // again (at most 3 rounds), so one of them, not all, reads the origin. A
 // winner GETs the block once more before the origin: another node may
@@ -37,7 +40,9 @@
 //     defence against a writer of the shared store: blocks from the tier
 //     count for no more than blocks from the origin, and the cache's
 //     whole-object check against the origin's checksum (blockcache's
-//     Verifier) still runs on them.
+//     Verifier) still runs on them. An object that fails that check has
+//     its shared blocks deleted (PurgeObject, blockcache's Purger), so
+//     later nodes fetch it from the origin again.
 //   - A key is a hash of the identity, never a path: a block can never be
 //     served for another source, object, version or block size, and the
 //     store's listing does not show what it holds. A node only asks for

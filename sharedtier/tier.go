@@ -53,8 +53,16 @@ type Options struct {
 	// and its write comes after; never past ClaimTTL.
 	ClaimWait time.Duration
 	// ClaimTTL is the age, by the store's clock, past which a claim is
-	// taken to belong to a node that died (default 60s).
+	// taken to belong to a node that died (default 60s). It also bounds
+	// a loser's whole wait, however long the winner keeps its claim
+	// fresh.
 	ClaimTTL time.Duration
+	// ClaimRefresh is how often a winner rewrites its claim while it
+	// fetches and writes the block (default 1s). A loser keeps waiting
+	// past ClaimWait while the claim is younger than three refreshes and
+	// a second (Last-Modified has whole seconds), so a winner that is
+	// slow but alive is waited for, and one that died is not.
+	ClaimRefresh time.Duration
 	// DownFor is how long the store is left alone after a request to it
 	// failed (default 10s), so an unreachable store costs one timeout,
 	// not one per block.
@@ -87,6 +95,7 @@ func (o Options) withDefaults() Options {
 	def(&o.RequestTimeout, 10*time.Second)
 	def(&o.ClaimWait, 5*time.Second)
 	def(&o.ClaimTTL, time.Minute)
+	def(&o.ClaimRefresh, time.Second)
 	def(&o.DownFor, 10*time.Second)
 	def(&o.DrainTimeout, 30*time.Second)
 	if o.QueueBytes <= 0 {
@@ -123,12 +132,22 @@ type Stats struct {
 	// did not come in time, or the claim was released without one, and
 	// this node read the origin), stale (taken over from a dead node).
 	ClaimsWon, ClaimsLost, ClaimTimeouts, ClaimsStale int64
+	// ClaimRefreshes are rewrites of claims this node held while it
+	// fetched, which keep their losers waiting.
+	ClaimRefreshes int64
+	// Purges are objects whose shared blocks were deleted after they
+	// failed their whole-object check; PurgedBlocks, the blocks deleted
+	// (a delete of a block not there counts: S3 does not tell);
+	// PurgeErrors, the deletes that failed.
+	Purges, PurgedBlocks, PurgeErrors int64
 }
 
 type counters struct {
 	hits, hitBytes, misses, damaged, errors, bypassed atomic.Int64
 	writes, writeBytes, writeDrops, writeErrors       atomic.Int64
 	claimsWon, claimsLost, claimTimeouts, claimsStale atomic.Int64
+	purges, purgedBlocks, purgeErrors                 atomic.Int64
+	claimRefreshes                                    atomic.Int64
 }
 
 // Tier is a blockcache.Loader that serves blocks from a shared S3 store
@@ -160,7 +179,8 @@ type Tier struct {
 
 type writeJob struct {
 	key, claim string
-	body       []byte // nil: only release the claim
+	hold       *heldClaim // the claim's refresher, stopped before its release
+	body       []byte     // nil: only release the claim
 	payload    int64
 }
 
@@ -195,6 +215,8 @@ func (t *Tier) Stats() Stats {
 		Errors: s.errors.Load(), Bypassed: s.bypassed.Load(),
 		Writes: s.writes.Load(), WriteBytes: s.writeBytes.Load(), WriteDrops: s.writeDrops.Load(), WriteErrors: s.writeErrors.Load(),
 		ClaimsWon: s.claimsWon.Load(), ClaimsLost: s.claimsLost.Load(), ClaimTimeouts: s.claimTimeouts.Load(), ClaimsStale: s.claimsStale.Load(),
+		ClaimRefreshes: s.claimRefreshes.Load(),
+		Purges:         s.purges.Load(), PurgedBlocks: s.purgedBlocks.Load(), PurgeErrors: s.purgeErrors.Load(),
 	}
 }
 
@@ -248,19 +270,19 @@ func (t *Tier) LoadBlock(ctx context.Context, obj blockcache.ObjectID, off int64
 		t.failUnlessCancelled(ctx, err)
 		return t.loadOrigin(ctx, obj, off, p)
 	}
-	// Waits for other nodes' copies share one deadline, however many
-	// rounds it takes.
-	deadline := time.Now().Add(t.claimWait())
+	// Waits for other nodes' copies share one wait, however many rounds
+	// it takes.
+	w := t.newWait()
 	for range maxClaimRounds {
-		won, err := t.claim(ctx, claimKey)
+		hold, err := t.claim(ctx, claimKey)
 		if err != nil {
 			t.failUnlessCancelled(ctx, err)
 			return t.loadOrigin(ctx, obj, off, p)
 		}
-		if won {
-			return t.fetchAsWinner(ctx, obj, off, p, blockKey, claimKey, id)
+		if hold != nil {
+			return t.fetchAsWinner(ctx, obj, off, p, blockKey, claimKey, id, hold)
 		}
-		switch t.await(ctx, blockKey, claimKey, id, p, deadline) {
+		switch t.await(ctx, blockKey, claimKey, id, p, w) {
 		case gotBlock:
 			return nil
 		case released:
@@ -304,19 +326,19 @@ const maxClaimRounds = 3
 
 // fetchAsWinner loads a block whose claim this node holds, and queues it
 // for the shared store.
-func (t *Tier) fetchAsWinner(ctx context.Context, obj blockcache.ObjectID, off int64, p []byte, blockKey, claimKey, id string) error {
+func (t *Tier) fetchAsWinner(ctx context.Context, obj blockcache.ObjectID, off int64, p []byte, blockKey, claimKey, id string, hold *heldClaim) error {
 	// A node whose miss came just before another's write-back, and whose
 	// claim just after that node released its own, would fetch the block
 	// again: look once more before reading the origin.
 	if err := t.get(ctx, blockKey, id, p, true); err == nil {
-		t.enqueue(writeJob{claim: claimKey})
+		t.release(claimKey, hold)
 		return nil
 	}
 	if err := t.loadOrigin(ctx, obj, off, p); err != nil {
-		t.enqueue(writeJob{claim: claimKey})
+		t.release(claimKey, hold)
 		return err
 	}
-	t.writeBack(ctx, blockKey, claimKey, id, p)
+	t.writeBack(ctx, blockKey, claimKey, id, p, hold)
 	return nil
 }
 
@@ -376,17 +398,17 @@ func (t *Tier) get(ctx context.Context, key, id string, p []byte, recheck bool) 
 // claim tries to take the block's claim: a new claim object, or one
 // older than ClaimTTL by the store's clock. It reports whether this node
 // holds it.
-func (t *Tier) claim(ctx context.Context, key string) (bool, error) {
+func (t *Tier) claim(ctx context.Context, key string) (*heldClaim, error) {
 	// Twice at most: a claim released between the PUT and the HEAD is
 	// tried once more, then taken as lost.
 	for range 2 {
-		err := t.put(ctx, key, []byte("claimed by modelfs node "+t.node+"\n"), func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
+		etag, err := t.put(ctx, key, []byte("claimed by modelfs node "+t.node+"\n"), func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
 		if err == nil {
 			t.st.claimsWon.Add(1)
-			return true, nil
+			return t.holdClaim(key, etag), nil
 		}
 		if !conflict(err) {
-			return false, err
+			return nil, err
 		}
 		hctx, cancel := context.WithTimeout(ctx, t.opts.RequestTimeout)
 		head, err := t.opts.Client.HeadObject(hctx, &s3.HeadObjectInput{Bucket: aws.String(t.opts.Bucket), Key: aws.String(key)})
@@ -395,7 +417,7 @@ func (t *Tier) claim(ctx context.Context, key string) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("shared cache: head claim: %w", err)
+			return nil, fmt.Errorf("shared cache: head claim: %w", err)
 		}
 		now, ok := awsmiddleware.GetServerTime(head.ResultMetadata)
 		if !ok {
@@ -403,25 +425,25 @@ func (t *Tier) claim(ctx context.Context, key string) (bool, error) {
 		}
 		if head.LastModified == nil || now.Sub(*head.LastModified) < t.opts.ClaimTTL || head.ETag == nil {
 			t.st.claimsLost.Add(1)
-			return false, nil
+			return nil, nil
 		}
 		// Stale: its node died or gave up. Take it over only as it is, so
 		// of several nodes that saw it stale one wins.
-		err = t.put(ctx, key, []byte("claimed by modelfs node "+t.node+" (stale claim taken over)\n"), func(in *s3.PutObjectInput) { in.IfMatch = head.ETag })
+		etag, err = t.put(ctx, key, []byte("claimed by modelfs node "+t.node+" (stale claim taken over)\n"), func(in *s3.PutObjectInput) { in.IfMatch = head.ETag })
 		switch {
 		case err == nil:
 			t.st.claimsWon.Add(1)
 			t.st.claimsStale.Add(1)
-			return true, nil
+			return t.holdClaim(key, etag), nil
 		case conflict(err) || httpStatus(err) == http.StatusNotFound:
 			t.st.claimsLost.Add(1)
-			return false, nil
+			return nil, nil
 		default:
-			return false, err
+			return nil, err
 		}
 	}
 	t.st.claimsLost.Add(1)
-	return false, nil
+	return nil, nil
 }
 
 // awaitResult is how a wait for another node's copy ended.
@@ -434,12 +456,13 @@ const (
 )
 
 // await polls for the block another node is fetching, with bounded
-// backoff, until deadline.
-func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byte, deadline time.Time) awaitResult {
-	delay := min(20*time.Millisecond, max(time.Until(deadline), time.Millisecond))
+// backoff, until w's deadline.
+func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byte, w *wait) awaitResult {
+	delay := min(20*time.Millisecond, max(w.left(), time.Millisecond))
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
-	// 160 polls outlast ClaimTTL's default at the longest delay.
+	// 160 polls outlast ClaimTTL's default, a loser's longest wait, at
+	// the longest delay.
 	for range 160 {
 		select {
 		case <-ctx.Done():
@@ -453,17 +476,20 @@ func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byt
 			// Left from before; the winner overwrites it.
 		case errors.Is(err, errNotFound):
 			hctx, cancel := context.WithTimeout(ctx, t.opts.RequestTimeout)
-			_, herr := t.opts.Client.HeadObject(hctx, &s3.HeadObjectInput{Bucket: aws.String(t.opts.Bucket), Key: aws.String(claimKey)})
+			head, herr := t.opts.Client.HeadObject(hctx, &s3.HeadObjectInput{Bucket: aws.String(t.opts.Bucket), Key: aws.String(claimKey)})
 			cancel()
 			if httpStatus(herr) == http.StatusNotFound {
 				// Released with no block: the winner failed or dropped it.
 				return released
 			}
+			if herr == nil {
+				w.seen(head)
+			}
 		default:
 			t.failUnlessCancelled(ctx, err)
 			return gaveUp
 		}
-		left := time.Until(deadline)
+		left := w.left()
 		if left <= 0 {
 			return gaveUp
 		}
@@ -476,7 +502,7 @@ func (t *Tier) await(ctx context.Context, blockKey, claimKey, id string, p []byt
 // writeBack queues p for writing, or drops it (counted) when the queue is
 // full: a reader never waits for the shared store's writes. With
 // WaitForRoom it waits for room, as long as ctx allows.
-func (t *Tier) writeBack(ctx context.Context, key, claim, id string, p []byte) {
+func (t *Tier) writeBack(ctx context.Context, key, claim, id string, p []byte, hold *heldClaim) {
 	n := int64(headerSize + len(id) + len(p))
 	for t.queued.Add(n) > t.opts.QueueBytes {
 		t.queued.Add(-n)
@@ -489,14 +515,15 @@ func (t *Tier) writeBack(ctx context.Context, key, claim, id string, p []byte) {
 			}
 		}
 		t.st.writeDrops.Add(1)
-		t.enqueue(writeJob{claim: claim})
+		t.release(claim, hold)
 		return
 	}
 	body := t.encode(id, p)
-	if !t.enqueue(writeJob{key: key, claim: claim, body: body, payload: int64(len(p))}) {
+	if !t.enqueue(writeJob{key: key, claim: claim, hold: hold, body: body, payload: int64(len(p))}) {
 		t.queued.Add(-n)
 		t.st.writeDrops.Add(1)
 		t.bufs.Put(&body)
+		hold.stop()
 	}
 }
 
@@ -533,7 +560,7 @@ func (t *Tier) enqueue(j writeJob) bool {
 func (t *Tier) writer() {
 	for j := range t.jobs {
 		if j.body != nil {
-			if err := t.put(t.ctx, j.key, j.body, nil); err != nil {
+			if _, err := t.put(t.ctx, j.key, j.body, nil); err != nil {
 				t.st.writeErrors.Add(1)
 				t.opts.Logger.Warn("shared cache: write-back failed", "key", j.key, "err", err)
 			} else {
@@ -548,14 +575,17 @@ func (t *Tier) writer() {
 			}
 		}
 		// Released after the block is there (or will not be), so a
-		// waiting node finds one or the other.
+		// waiting node finds one or the other; the refresher stops
+		// first, so that it cannot write the claim again after.
+		j.hold.stop()
 		ctx, cancel := context.WithTimeout(t.ctx, t.opts.RequestTimeout)
 		_, _ = t.opts.Client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(t.opts.Bucket), Key: aws.String(j.claim)})
 		cancel()
 	}
 }
 
-func (t *Tier) put(ctx context.Context, key string, body []byte, set func(*s3.PutObjectInput)) error {
+// put writes key and returns the new object's ETag.
+func (t *Tier) put(ctx context.Context, key string, body []byte, set func(*s3.PutObjectInput)) (*string, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.opts.RequestTimeout)
 	defer cancel()
 	in := &s3.PutObjectInput{
@@ -565,11 +595,11 @@ func (t *Tier) put(ctx context.Context, key string, body []byte, set func(*s3.Pu
 	if set != nil {
 		set(in)
 	}
-	_, err := t.opts.Client.PutObject(ctx, in)
+	out, err := t.opts.Client.PutObject(ctx, in)
 	if err != nil {
-		return fmt.Errorf("shared cache: put: %w", err)
+		return nil, fmt.Errorf("shared cache: put: %w", err)
 	}
-	return nil
+	return out.ETag, nil
 }
 
 // down reports whether the store is being left alone after a failure.

@@ -244,24 +244,75 @@ func TestClaimLostWaitsForTheWinner(t *testing.T) {
 	}
 }
 
-// A loser whose winner does not deliver within ClaimWait reads the origin.
+// A loser whose winner does not deliver reads the origin once ClaimTTL,
+// the bound of its wait, passes, though the winner keeps its claim fresh.
 func TestClaimWaitTimesOut(t *testing.T) {
 	s := newStore(t)
 	oa := &origin{started: make(chan struct{}, 1), gate: make(chan struct{})}
-	a := s.tier(t, oa, nil)
+	a := s.tier(t, oa, func(o *Options) { o.ClaimRefresh = 100 * time.Millisecond })
 	ob := &origin{}
-	b := s.tier(t, ob, func(o *Options) { o.ClaimWait = 300 * time.Millisecond })
+	// A TTL of 2s: the claim, refreshed each 100ms, is never 2s old by the
+	// store's whole-second clock, so it is waited on, not taken over.
+	b := s.tier(t, ob, func(o *Options) { o.ClaimWait = 300 * time.Millisecond; o.ClaimTTL = 2 * time.Second })
 	aDone := make(chan struct{})
 	go func() {
 		defer close(aDone)
 		load(t, a, model, 0)
 	}()
 	<-oa.started
+	start := time.Now()
 	load(t, b, model, 0) // the winner is held until b is done
+	waited := time.Since(start)
 	close(oa.gate)
 	<-aDone
-	if st := b.Stats(); ob.loads.Load() != 1 || st.ClaimsLost != 1 || st.ClaimTimeouts != 1 {
+	if st := b.Stats(); ob.loads.Load() != 1 || st.ClaimsLost != 1 || st.ClaimTimeouts != 1 || st.ClaimsStale != 0 {
 		t.Fatalf("loser: origin loads %d, stats %+v; want a timeout, then the origin", ob.loads.Load(), st)
+	}
+	if waited < 2*time.Second-100*time.Millisecond {
+		t.Fatalf("loser gave up after %v, before ClaimTTL, while the winner's claim was fresh", waited)
+	}
+}
+
+// A loser waits past ClaimWait while the winner refreshes its claim, and
+// gets the winner's copy.
+func TestLoserWaitsWhileTheClaimIsFresh(t *testing.T) {
+	s := newStore(t)
+	oa := &origin{started: make(chan struct{}, 1), gate: make(chan struct{})}
+	a := s.tier(t, oa, func(o *Options) { o.ClaimRefresh = 100 * time.Millisecond })
+	ob := &origin{}
+	b := s.tier(t, ob, func(o *Options) { o.ClaimWait = 200 * time.Millisecond; o.ClaimRefresh = 100 * time.Millisecond })
+	aDone := make(chan struct{})
+	go func() {
+		defer close(aDone)
+		load(t, a, model, 1)
+	}()
+	<-oa.started
+	bDone := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(bDone)
+		load(t, b, model, 1)
+	}()
+	waitFor(t, "b to lose the claim", func() bool { return b.Stats().ClaimsLost == 1 })
+	// Five refreshes: the winner has held the block past b's ClaimWait.
+	waitFor(t, "the winner to refresh its claim", func() bool { return a.Stats().ClaimRefreshes >= 5 })
+	if time.Since(start) < 200*time.Millisecond {
+		t.Fatal("refreshes came faster than their interval")
+	}
+	select {
+	case <-bDone:
+		t.Fatalf("loser stopped waiting for a live winner: stats %+v", b.Stats())
+	default:
+	}
+	close(oa.gate)
+	<-aDone
+	<-bDone
+	if st := b.Stats(); ob.loads.Load() != 0 || st.Hits != 1 || st.ClaimTimeouts != 0 {
+		t.Fatalf("loser: origin loads %d, stats %+v; want the winner's copy", ob.loads.Load(), st)
+	}
+	a.Close()
+	if got := s.keys(t, "cluster-a/claims/"); len(got) != 0 {
+		t.Fatalf("claims left after the release (a refresh wrote one back?): %q", got)
 	}
 }
 
@@ -310,7 +361,9 @@ func TestFreshClaimIsNotTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := &origin{}
-	a := s.tier(t, o, func(o *Options) { o.ClaimTTL = time.Hour; o.ClaimWait = 200 * time.Millisecond })
+	a := s.tier(t, o, func(o *Options) {
+		o.ClaimTTL, o.ClaimWait, o.ClaimRefresh = time.Hour, 200*time.Millisecond, 100*time.Millisecond
+	})
 	load(t, a, model, 0)
 	if st := a.Stats(); st.ClaimsLost != 1 || st.ClaimsStale != 0 || st.ClaimTimeouts != 1 || o.loads.Load() != 1 {
 		t.Fatalf("origin loads %d, stats %+v; want the claim respected, then a timeout", o.loads.Load(), st)
@@ -494,5 +547,32 @@ func TestClaimWaitFollowsOriginLoads(t *testing.T) {
 		if got := tr.claimWait(); got != tc.want {
 			t.Errorf("origin loads of %s on average: wait %s, want %s", tc.avg, got, tc.want)
 		}
+	}
+}
+
+// PurgeObject deletes the shared copy of every block of the object, and
+// only of that object; Close waits for it.
+func TestPurgeObjectDeletesItsBlocks(t *testing.T) {
+	s := newStore(t)
+	o := &origin{}
+	a := s.tier(t, o, nil)
+	other := model
+	other.Version = `"etag-2"`
+	for i := range int64(3) {
+		load(t, a, model, i)
+	}
+	load(t, a, other, 0)
+	a.Close()
+	if got := s.keys(t, "cluster-a/blocks/"); len(got) != 4 {
+		t.Fatalf("blocks written: %q, want 4", got)
+	}
+	b := s.tier(t, o, nil)
+	b.PurgeObject(model)
+	b.Close()
+	if got := s.keys(t, "cluster-a/blocks/"); len(got) != 1 || got[0] != blockKey(other, 0) {
+		t.Fatalf("blocks left after the purge: %q, want only the other version's", got)
+	}
+	if st := b.Stats(); st.Purges != 1 || st.PurgedBlocks != 3 || st.PurgeErrors != 0 {
+		t.Fatalf("stats %+v; want one purge of 3 blocks", st)
 	}
 }

@@ -42,6 +42,10 @@ so volumes in use survive a plugin crash. See docs/kubernetes.md.`,
 			// Removed: inline volumes never get the node's identity. Kept
 			// so that an old manifest fails with a reason.
 			&cli.BoolFlag{Name: "ephemeral-node-credentials", Hidden: true, EnvVars: env("CSI_EPHEMERAL_NODE_CREDENTIALS")},
+			&cli.StringFlag{Name: "shared-cache", Usage: "cluster-wide block cache, s3://bucket/prefix, for the mounts of volumes that run with the node's identity (--node-identity); read with the plugin's credentials", EnvVars: env("CSI_SHARED_CACHE")},
+			&cli.StringFlag{Name: "shared-cache-endpoint", Usage: "the shared cache's S3-compatible endpoint", EnvVars: env("CSI_SHARED_CACHE_ENDPOINT")},
+			&cli.StringFlag{Name: "shared-cache-region", Usage: "the shared cache's region", EnvVars: env("CSI_SHARED_CACHE_REGION")},
+			&cli.StringFlag{Name: "shared-cache-profile", Usage: "the profile of the plugin's AWS shared credentials the shared cache is read with, apart from the origins'", EnvVars: env("CSI_SHARED_CACHE_PROFILE")},
 			&cli.StringFlag{Name: "inline-sources", Value: "s3,https://huggingface.co", Usage: "what inline volumes may read, comma-separated: * (any), s3 (any AWS bucket), s3://BUCKET, http(s)://HOST[:PORT] (also allows that S3 endpoint), https://*.DOMAIN; none for no inline volumes", EnvVars: env("CSI_INLINE_SOURCES")},
 			&cli.StringFlag{Name: "deny-networks", Usage: "CIDRs no volume may connect to, on top of link-local, loopback and unspecified (always denied)", EnvVars: env("CSI_DENY_NETWORKS")},
 			&cli.StringFlag{Name: "allow-networks", Usage: "CIDRs volumes may connect to even though denied (a store on loopback or link-local)", EnvVars: env("CSI_ALLOW_NETWORKS")},
@@ -126,7 +130,9 @@ func runCSI(c *cli.Context) error {
 	d, err := csi.New(csi.Options{
 		NodeID: c.String("node-id"), Bin: bin, StateDir: c.String("state-dir"),
 		CacheDir: c.String("cache-dir"), ProfileDir: c.String("profile-dir"),
-		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline, DeniedNetworks: deny, AllowedNetworks: allow,
+		NoNodeIdentity: !c.Bool("node-identity"), InlineSources: inline,
+		SharedCache: c.String("shared-cache"), SharedCacheEndpoint: c.String("shared-cache-endpoint"),
+		SharedCacheRegion: c.String("shared-cache-region"), SharedCacheProfile: c.String("shared-cache-profile"), DeniedNetworks: deny, AllowedNetworks: allow,
 		CacheSize: cacheSize, MaxMemCache: maxMem, MemoryHeadroom: headroom,
 		MountTimeout: c.Duration("mount-timeout"), Version: version, Logger: log,
 		Metrics: c.String("metrics-addr") != "", Nodes: nodes, TokenAudience: c.String("token-audience"), MaxRestarts: restarts,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/modelfs/modelfs/tests/linkproxy"
 	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
@@ -278,7 +279,7 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 		return fmt.Errorf("clearing %s: %w", srvDir, err)
 	}
 	defer os.RemoveAll(srvDir)
-	link := linkOptions{RateBitsPerSec: cfg.rateGbit * 1e9, ConnBitsPerSec: cfg.connMbit * 1e6, RTT: time.Duration(cfg.rttMs * float64(time.Millisecond))}
+	link := linkproxy.Options{RateBitsPerSec: cfg.rateGbit * 1e9, ConnBitsPerSec: cfg.connMbit * 1e6, RTT: time.Duration(cfg.rttMs * float64(time.Millisecond))}
 	if cfg.tls {
 		pkiDir := filepath.Join(cache, "tls")
 		if err := os.RemoveAll(pkiDir); err != nil {
@@ -314,7 +315,7 @@ func run(ctx context.Context, cfg config, flags map[string]string) error {
 	logf("uploaded %d files (%s) and pre-read the server's copy (%s hot in the page cache) in %.1fs",
 		len(b.model.Files), fmtBytes(b.model.total()), fmtBytes(hot), time.Since(t0).Seconds())
 	b.endpoint = b.remote.Endpoint
-	if link.enabled() {
+	if link.Enabled() {
 		logf("emulated link: %s, via %s", linkLabel(cfg), b.endpoint)
 	} else {
 		logf("link: loopback, no emulation (S3 server at %s)", b.endpoint)

@@ -19,13 +19,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/modelfs/modelfs/tests/linkproxy"
 	"github.com/modelfs/modelfs/tests/mountproc"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
 
 // tlsServer serves a test S3 server over HTTPS with a fresh bench CA,
 // behind the link proxy when link is enabled, and returns its endpoint.
-func tlsServer(t *testing.T, link linkOptions) (*s3server.Server, *benchPKI, string) {
+func tlsServer(t *testing.T, link linkproxy.Options) (*s3server.Server, *benchPKI, string) {
 	t.Helper()
 	dir := t.TempDir()
 	pki, err := newBenchPKI(filepath.Join(dir, "tls"))
@@ -44,8 +45,13 @@ func tlsServer(t *testing.T, link linkOptions) (*s3server.Server, *benchPKI, str
 	if scheme != "https" {
 		t.Fatalf("scheme %q with a certificate", scheme)
 	}
-	if link.enabled() {
-		addr = proxy(t, addr, link)
+	if link.Enabled() {
+		p, err := linkproxy.Start("127.0.0.1:0", addr, link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		addr = p.Addr()
 	}
 	if err := srv.CreateBucket(bucket); err != nil {
 		t.Fatal(err)
@@ -57,7 +63,7 @@ func tlsServer(t *testing.T, link linkOptions) (*s3server.Server, *benchPKI, str
 // the run's CA reads an object; one trusting only the system's does not
 // get past the handshake; HTTP/2 is not offered, as S3 does not.
 func TestTLSEndpoint(t *testing.T) {
-	srv, pki, ep := tlsServer(t, linkOptions{RTT: 2 * time.Millisecond})
+	srv, pki, ep := tlsServer(t, linkproxy.Options{RTT: 2 * time.Millisecond})
 	want := bytes.Repeat([]byte("modelfs "), 1<<16)
 	if _, err := srv.PutObject(bucket, prefix+"a.bin", want); err != nil {
 		t.Fatal(err)
@@ -98,7 +104,7 @@ func TestPeerMounts(t *testing.T) {
 		t.Skip("peer mounts need root (FUSE without allow_other setup); not root here")
 	}
 	mountproc.SkipWithoutFuse(t)
-	srv, pki, ep := tlsServer(t, linkOptions{})
+	srv, pki, ep := tlsServer(t, linkproxy.Options{})
 	want := make([]byte, 5<<20+12345)
 	for i := range want {
 		want[i] = byte(i*7 + i>>13)

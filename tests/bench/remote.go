@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelfs/modelfs/tests/linkproxy"
 	"github.com/modelfs/modelfs/tests/mountproc"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -67,8 +68,8 @@ func runRemoteChild(args []string) error {
 	}
 	defer stop()
 	ready := remoteReady{S3: scheme + "://" + addr, Endpoint: scheme + "://" + addr}
-	if link := (linkOptions{RateBitsPerSec: *rate, ConnBitsPerSec: *connRate, RTT: *rtt}); link.enabled() {
-		p, err := startLinkProxy("127.0.0.1:0", addr, link)
+	if link := (linkproxy.Options{RateBitsPerSec: *rate, ConnBitsPerSec: *connRate, RTT: *rtt}); link.Enabled() {
+		p, err := linkproxy.Start("127.0.0.1:0", addr, link)
 		if err != nil {
 			return err
 		}
@@ -159,7 +160,7 @@ type remoteProc struct {
 
 // startRemote starts the child serving objects from dir, over HTTPS with
 // pki's certificate when pki is not nil.
-func startRemote(dir string, link linkOptions, pki *benchPKI) (*remoteProc, error) {
+func startRemote(dir string, link linkproxy.Options, pki *benchPKI) (*remoteProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the bench binary: %w", err)

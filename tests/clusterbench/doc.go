@@ -6,9 +6,13 @@
 // origin sent, as a multiple of the model's size, and each node's load
 // time (mount start to every file read and checked by sha256).
 //
-// Both servers run in this process on loopback, so the shared store is
-// as fast as the origin but for the origin's added latency: the load
-// times show what the tier saves when the origin is the far one, and
-// what its claims cost when it is not. Run it with `make cluster-bench`
-// (root, or fusermount3); CLUSTERFLAGS="-nodes 8 -size 1GiB".
+// Both servers run in this process on loopback. The origin sits behind
+// an emulated link that all nodes share (tests/linkproxy; -origin-mbit,
+// 1 Gbit/s by default, and -origin-rtt), as a cluster pulling a model
+// over one WAN link does, and every GET of it costs -origin-latency
+// more; the shared store is reached directly, or through a link of its
+// own (-shared-mbit). It prints each node's load time, their median,
+// and the nodes' summed shared_* counters (claims won, lost, timed out,
+// refreshed). Run it with `make cluster-bench` (root, or fusermount3);
+// CLUSTERFLAGS="-nodes 8 -size 1GiB".
 package main

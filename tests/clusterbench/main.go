@@ -23,6 +23,7 @@ import (
 
 	"github.com/modelfs/modelfs/internal/units"
 	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/tests/linkproxy"
 	"github.com/modelfs/modelfs/tests/modelgen"
 	"github.com/modelfs/modelfs/tests/s3server"
 )
@@ -38,6 +39,8 @@ type options struct {
 	nodes         int
 	size          int64
 	latency       time.Duration
+	originLink    linkproxy.Options
+	sharedLink    linkproxy.Options
 	blockSize     string
 	readyTimeout  time.Duration
 	scenarioLimit time.Duration
@@ -50,6 +53,10 @@ func main() {
 	flag.IntVar(&o.nodes, "nodes", 8, "mounts loading the model at once")
 	flag.StringVar(&size, "size", "512MiB", "model size")
 	flag.DurationVar(&o.latency, "origin-latency", 30*time.Millisecond, "added to every GET of the origin: its distance")
+	var originMbit, sharedMbit float64
+	flag.Float64Var(&originMbit, "origin-mbit", 1000, "the origin's link, shared by every node, in Mbit/s (0: no limit): the WAN link a cluster pulls a model through")
+	flag.DurationVar(&o.originLink.RTT, "origin-rtt", 0, "the origin link's round trip, on top of -origin-latency")
+	flag.Float64Var(&sharedMbit, "shared-mbit", 0, "the shared store's link, shared by every node, in Mbit/s (0: no limit, loopback)")
 	flag.StringVar(&o.blockSize, "block-size", "8MiB", "the mounts' --block-size")
 	flag.DurationVar(&o.scenarioLimit, "timeout", 10*time.Minute, "limit for each scenario")
 	flag.Parse()
@@ -62,6 +69,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "clusterbench: -nodes: want 1 to 64")
 		os.Exit(2)
 	}
+	o.originLink.RateBitsPerSec, o.sharedLink.RateBitsPerSec = originMbit*1e6, sharedMbit*1e6
 	o.readyTimeout = time.Minute
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "clusterbench:", err)
@@ -110,6 +118,11 @@ func run(o options) error {
 			return true
 		})
 	}
+	originURL, stopLink, err := behindLink(origin, o.originLink)
+	if err != nil {
+		return err
+	}
+	defer stopLink()
 	creds := filepath.Join(tmp, "credentials")
 	profile := fmt.Sprintf("[cache]\naws_access_key_id = %s\naws_secret_access_key = %s\n", sharedKey, sharedSecret)
 	if err := os.WriteFile(creds, []byte(profile), 0o600); err != nil {
@@ -118,8 +131,8 @@ func run(o options) error {
 	env := append(os.Environ(), "AWS_ACCESS_KEY_ID="+originKey, "AWS_SECRET_ACCESS_KEY="+originSecret,
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE="+creds)
 
-	fmt.Printf("model: %d files, %s; %d nodes at once; origin GETs +%s each; block size %s\n\n",
-		len(model.Files), units.FormatSize(total), o.nodes, o.latency, o.blockSize)
+	fmt.Printf("model: %d files, %s; %d nodes at once; origin GETs +%s each, origin link %s; shared store link %s; block size %s\n\n",
+		len(model.Files), units.FormatSize(total), o.nodes, o.latency, linkString(o.originLink), linkString(o.sharedLink), o.blockSize)
 	fmt.Printf("%-16s %14s %10s %10s %10s\n", "scenario", "origin/model", "median s", "max s", "min s")
 	for _, withShared := range []bool{false, true} {
 		name, extra := "no shared tier", []string(nil)
@@ -130,10 +143,16 @@ func run(o options) error {
 				return err
 			}
 			name = "shared tier"
-			extra = []string{"--shared-cache", "s3://" + cacheBucket + "/blocks", "--shared-cache-endpoint", shared.URL(), "--shared-cache-profile", "cache"}
+			sharedURL, stopShared, err := behindLink(shared, o.sharedLink)
+			if err != nil {
+				shared.Close()
+				return err
+			}
+			defer stopShared()
+			extra = []string{"--shared-cache", "s3://" + cacheBucket + "/blocks", "--shared-cache-endpoint", sharedURL, "--shared-cache-profile", "cache"}
 		}
 		origin.ResetStats()
-		times, err := scenario(o, env, filepath.Join(tmp, name), origin.URL(), extra, sums)
+		times, logs, err := scenario(o, env, filepath.Join(tmp, name), originURL, extra, sums)
 		if shared != nil {
 			shared.Close()
 		}
@@ -144,8 +163,43 @@ func run(o options) error {
 		ratio := float64(origin.Stats().BytesServed) / float64(total)
 		fmt.Printf("%-16s %13.2fx %10.2f %10.2f %10.2f\n", name, ratio,
 			times[len(times)/2].Seconds(), times[len(times)-1].Seconds(), times[0].Seconds())
+		each := make([]string, len(times))
+		for i, d := range times {
+			each[i] = fmt.Sprintf("%.2f", d.Seconds())
+		}
+		fmt.Printf("  (each node, s: %s)\n", strings.Join(each, " "))
+		if withShared {
+			printShared(logs)
+		}
 	}
 	return nil
+}
+
+// behindLink is srv's endpoint through an emulated link, when link sets
+// one, and a function that closes the link.
+func behindLink(srv *s3server.Server, link linkproxy.Options) (string, func(), error) {
+	if !link.Enabled() {
+		return srv.URL(), func() {}, nil
+	}
+	p, err := linkproxy.Start("127.0.0.1:0", strings.TrimPrefix(srv.URL(), "http://"), link)
+	if err != nil {
+		return "", nil, err
+	}
+	return "http://" + p.Addr(), func() { p.Close() }, nil
+}
+
+func linkString(l linkproxy.Options) string {
+	if !l.Enabled() {
+		return "unlimited"
+	}
+	s := "unlimited"
+	if l.RateBitsPerSec > 0 {
+		s = fmt.Sprintf("%g Mbit/s", l.RateBitsPerSec/1e6)
+	}
+	if l.RTT > 0 {
+		s += fmt.Sprintf(", RTT %s", l.RTT)
+	}
+	return s
 }
 
 func startServer(dir, key, secret, name string) (*s3server.Server, error) {
@@ -164,8 +218,9 @@ func startServer(dir, key, secret, name string) (*s3server.Server, error) {
 }
 
 // scenario runs o.nodes mounts at once, each reading and checking every
-// file, and returns each node's time from its start to its last check.
-func scenario(o options, env []string, dir, originURL string, extra []string, sums map[string]string) ([]time.Duration, error) {
+// file, and returns each node's time from its start to its last check,
+// and its log.
+func scenario(o options, env []string, dir, originURL string, extra []string, sums map[string]string) ([]time.Duration, []string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.scenarioLimit)
 	defer cancel()
 	times := make([]time.Duration, o.nodes)
@@ -181,10 +236,7 @@ func scenario(o options, env []string, dir, originURL string, extra []string, su
 		})
 	}
 	wg.Wait()
-	if len(extra) > 0 {
-		printShared(logs)
-	}
-	return times, errors.Join(errs...)
+	return times, logs, errors.Join(errs...)
 }
 
 // loadOnNode mounts the model with a cache of its own, reads every file

@@ -270,4 +270,17 @@ func TestSharedCacheForgedBlocksFailVerification(t *testing.T) {
 		t.Fatalf("%d forged shared hits, %d files failed their reads, verify_failures %d; want every file read from forged blocks to fail its check",
 			hits, failed, summaryCount(t, logs, "verify_failures"))
 	}
+	// The failing node deleted the forged blocks of every file that
+	// failed (its stop waits for the deletes): a later node reads the
+	// model clean, from the origin, and writes good blocks back.
+	if purges := summaryCount(t, logs, "shared_purges"); purges != failed || summaryCount(t, logs, "shared_purged_blocks") == 0 {
+		t.Fatalf("%d objects purged (%d blocks), want the %d that failed", purges, summaryCount(t, logs, "shared_purged_blocks"), failed)
+	}
+	third := startMountEnv(t, shared.env, "s3://"+bucket+"/llama", append(args, "--cache-dir", t.TempDir())...)
+	readModel(t, third)
+	third.stop(t)
+	if logs := third.Log(); summaryCount(t, logs, "verify_failures") != 0 || summaryCount(t, logs, "shared_writes") == 0 {
+		t.Fatalf("after the purge: verify_failures %d, shared_writes %d; want a clean read that refills the tier",
+			summaryCount(t, logs, "verify_failures"), summaryCount(t, logs, "shared_writes"))
+	}
 }

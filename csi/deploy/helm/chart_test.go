@@ -464,3 +464,38 @@ func TestPodIdentityOff(t *testing.T) {
 		t.Errorf("plugin args %q lack an empty --token-audience", args)
 	}
 }
+
+// The shared cache's flags, and its own credentials mounted from a
+// Secret, appear only when a location is set.
+func TestSharedCacheValues(t *testing.T) {
+	c := loadChart(t)
+	plain := find[*appsv1.DaemonSet](render(t, c, map[string]any{}))[0].Spec.Template.Spec
+	for _, a := range plain.Containers[0].Args {
+		if strings.HasPrefix(a, "--shared-cache") {
+			t.Fatalf("default values give %s", a)
+		}
+	}
+	vals := map[string]any{"node": map[string]any{"sharedCache": map[string]any{
+		"location": "s3://cluster-cache/blocks", "endpoint": "https://store.example", "region": "eu-west-1",
+		"profile": "shared-cache", "credentialsSecret": "modelfs-shared-cache"}}}
+	spec := find[*appsv1.DaemonSet](render(t, c, vals))[0].Spec.Template.Spec
+	plugin := spec.Containers[0]
+	for _, a := range []string{"--shared-cache=s3://cluster-cache/blocks", "--shared-cache-endpoint=https://store.example",
+		"--shared-cache-region=eu-west-1", "--shared-cache-profile=shared-cache"} {
+		if !slices.Contains(plugin.Args, a) {
+			t.Errorf("plugin args %q lack %s", plugin.Args, a)
+		}
+	}
+	if !slices.ContainsFunc(plugin.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "AWS_SHARED_CREDENTIALS_FILE" && e.Value == "/etc/modelfs/shared-cache/credentials"
+	}) {
+		t.Errorf("plugin env %+v lacks the shared cache's credentials file", plugin.Env)
+	}
+	if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool {
+		return v.Secret != nil && v.Secret.SecretName == "modelfs-shared-cache"
+	}) || !slices.ContainsFunc(plugin.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath == "/etc/modelfs/shared-cache" && m.ReadOnly
+	}) {
+		t.Errorf("the credentials Secret is not mounted: volumes %+v, mounts %+v", spec.Volumes, plugin.VolumeMounts)
+	}
+}

@@ -1,4 +1,4 @@
-package main
+package linkproxy
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// linkProxy is a TCP proxy that emulates a network link between the S3
+// Proxy is a TCP proxy that emulates a network link between the S3
 // clients and the loopback S3 server: a bandwidth limit shared by every
 // connection (one token bucket per direction, since links are full duplex),
 // optionally a limit on each connection alone (what one TCP flow to a
@@ -19,7 +19,7 @@ import (
 // holds up to a queue of bytes in flight, like a real one, so the delay
 // costs each request one RTT without capping a connection's throughput the
 // way sleeping before every chunk would.
-type linkProxy struct {
+type Proxy struct {
 	ln     net.Listener
 	target string
 	delay  time.Duration // one way: rtt/2
@@ -35,8 +35,8 @@ type linkProxy struct {
 	wg     sync.WaitGroup
 }
 
-// linkOptions are the emulated link's properties; zero values disable each.
-type linkOptions struct {
+// Options are the emulated link's properties; zero values disable each.
+type Options struct {
 	RateBitsPerSec float64
 	// ConnBitsPerSec caps each connection on its own, on top of the shared
 	// RateBitsPerSec.
@@ -44,13 +44,13 @@ type linkOptions struct {
 	RTT            time.Duration
 }
 
-func (o linkOptions) enabled() bool {
+func (o Options) Enabled() bool {
 	return o.RateBitsPerSec > 0 || o.ConnBitsPerSec > 0 || o.RTT > 0
 }
 
-// startLinkProxy listens on listen (e.g. "127.0.0.1:0") and forwards every
+// Start listens on listen (e.g. "127.0.0.1:0") and forwards every
 // connection to target through the emulated link.
-func startLinkProxy(listen, target string, opts linkOptions) (*linkProxy, error) {
+func Start(listen, target string, opts Options) (*Proxy, error) {
 	if opts.RateBitsPerSec < 0 || opts.ConnBitsPerSec < 0 || opts.RTT < 0 {
 		return nil, fmt.Errorf("link proxy: negative rate or RTT")
 	}
@@ -58,7 +58,7 @@ func startLinkProxy(listen, target string, opts linkOptions) (*linkProxy, error)
 	if err != nil {
 		return nil, fmt.Errorf("link proxy: %w", err)
 	}
-	p := &linkProxy{ln: ln, target: target, delay: opts.RTT / 2, perConn: opts.ConnBitsPerSec / 8, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, delay: opts.RTT / 2, perConn: opts.ConnBitsPerSec / 8, conns: map[net.Conn]struct{}{}}
 	if opts.RateBitsPerSec > 0 {
 		p.up = newTokenBucket(opts.RateBitsPerSec / 8)
 		p.down = newTokenBucket(opts.RateBitsPerSec / 8)
@@ -69,11 +69,11 @@ func startLinkProxy(listen, target string, opts linkOptions) (*linkProxy, error)
 }
 
 // Addr is the address clients should dial.
-func (p *linkProxy) Addr() string { return p.ln.Addr().String() }
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Close stops accepting, closes every proxied connection and waits for the
 // forwarding goroutines.
-func (p *linkProxy) Close() error {
+func (p *Proxy) Close() error {
 	err := p.ln.Close()
 	p.mu.Lock()
 	p.closed = true
@@ -86,7 +86,7 @@ func (p *linkProxy) Close() error {
 }
 
 // track registers c for Close; it reports false once the proxy is closed.
-func (p *linkProxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -96,13 +96,13 @@ func (p *linkProxy) track(c net.Conn) bool {
 	return true
 }
 
-func (p *linkProxy) untrack(c net.Conn) {
+func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
 }
 
-func (p *linkProxy) accept() {
+func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
 		client, err := p.ln.Accept()
@@ -114,7 +114,7 @@ func (p *linkProxy) accept() {
 	}
 }
 
-func (p *linkProxy) serve(client net.Conn) {
+func (p *Proxy) serve(client net.Conn) {
 	defer p.wg.Done()
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
@@ -166,7 +166,7 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, linkChunkSize); re
 // own (conn): each reservation queues it in time, so it leaves when the
 // later of the two allows. At EOF it half-closes dst so that the other
 // direction can finish.
-func (p *linkProxy) pipe(dst, src net.Conn, bucket, conn *tokenBucket) {
+func (p *Proxy) pipe(dst, src net.Conn, bucket, conn *tokenBucket) {
 	q := make(chan linkChunk, linkQueueLen)
 	go func() {
 		defer close(q)

@@ -1,4 +1,4 @@
-package main
+package linkproxy
 
 import (
 	"fmt"
@@ -44,9 +44,9 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-func proxy(t *testing.T, target string, o linkOptions) string {
+func proxy(t *testing.T, target string, o Options) string {
 	t.Helper()
-	p, err := startLinkProxy("127.0.0.1:0", target, o)
+	p, err := Start("127.0.0.1:0", target, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func loadAvg() string {
 // if the limit is shared, half that if each connection had its own.
 func TestProxyRate(t *testing.T) {
 	const rate = 200e6 // bits/s
-	addr := proxy(t, backend(t, source(25e6)), linkOptions{RateBitsPerSec: rate})
+	addr := proxy(t, backend(t, source(25e6)), Options{RateBitsPerSec: rate})
 	bestOf(t, func() ([]string, bool) {
 		n, d := download(t, addr, 2)
 		if n != 50e6 {
@@ -158,7 +158,7 @@ func TestProxyConnRate(t *testing.T) {
 		perConn = 100e6 // bits/s
 		shared  = 400e6
 	)
-	addr := proxy(t, backend(t, source(12.5e6)), linkOptions{RateBitsPerSec: shared, ConnBitsPerSec: perConn})
+	addr := proxy(t, backend(t, source(12.5e6)), Options{RateBitsPerSec: shared, ConnBitsPerSec: perConn})
 	for _, conns := range []int{1, 3} {
 		bestOf(t, func() ([]string, bool) {
 			n, d := download(t, addr, conns)
@@ -176,7 +176,7 @@ func TestProxyConnRate(t *testing.T) {
 func TestProxyRTT(t *testing.T) {
 	const rtt = 100 * time.Millisecond
 	echo := backend(t, func(c net.Conn) { io.Copy(c, c) })
-	c, err := net.Dial("tcp", proxy(t, echo, linkOptions{RTT: rtt}))
+	c, err := net.Dial("tcp", proxy(t, echo, Options{RTT: rtt}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestProxyFirstByte(t *testing.T) {
 			io.Copy(c, io.LimitReader(zeros{}, 25e6))
 		}
 	})
-	addr := proxy(t, srv, linkOptions{RTT: rtt, RateBitsPerSec: rate})
+	addr := proxy(t, srv, Options{RTT: rtt, RateBitsPerSec: rate})
 	bestOf(t, func() ([]string, bool) {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
