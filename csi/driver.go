@@ -45,12 +45,14 @@ type Options struct {
 	// any pod author writes, and volumes with secrets never get it.
 	NoNodeIdentity bool
 	// SharedCache is the operator's cluster-wide block tier
-	// (s3://bucket/prefix), given to the mount of every volume that runs
-	// with the node's identity, read with the plugin's credentials
-	// (SharedCacheProfile names a profile of its AWS shared credentials,
-	// apart from the origins'). Volumes without the node's identity mount
-	// without it: the plugin's credentials never reach them. Empty: none.
+	// (s3://bucket/prefix). With SharedCacheCredentialsFile, the store's
+	// own keys, every volume's mount reads through it with those keys
+	// alone. Without, it is read with the plugin's credentials
+	// (SharedCacheProfile names a profile of them), so only volumes that
+	// run with the node's identity get it: the plugin's credentials never
+	// reach the others. Empty: none.
 	SharedCache, SharedCacheEndpoint, SharedCacheRegion, SharedCacheProfile string
+	SharedCacheCredentialsFile                                              string
 	// InlineSources lists what inline ephemeral volumes may read; the
 	// zero value allows none.
 	InlineSources InlineSources

@@ -166,7 +166,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVo
 	// dir: NodeGetVolumeStats reads them there.
 	metricsSock := d.mount.metricsSocket(target)
 	vol.nodeIdentity = nodeIdentity
-	if d.opts.SharedCache != "" && !nodeIdentity {
+	if d.opts.SharedCache != "" && !sharedCacheFor(&d.opts, nodeIdentity) {
 		d.log.Info("volume mounts without the shared cache: it does not run with the node's identity", "volume_id", req.GetVolumeId())
 	}
 	args := vol.mountArgs(target, metricsSock, &d.opts)

@@ -30,12 +30,27 @@ func TestSharedCacheOnlyWithTheNodeIdentity(t *testing.T) {
 	}
 }
 
+// With keys of its own, the store is every volume's: a tenant's mount
+// reads it with those keys alone, never the plugin's.
+func TestSharedCacheWithItsOwnKeysForEveryVolume(t *testing.T) {
+	o := &Options{SharedCache: "s3://cluster-cache/blocks", SharedCacheCredentialsFile: "/etc/modelfs/shared-cache/credentials"}
+	v := &volume{source: "s3://bkt/p", scheme: "s3", prefetch: "auto", nodeIdentity: false}
+	args := v.mountArgs("/target", "", o)
+	for flag, want := range map[string]string{"--shared-cache": o.SharedCache, "--shared-cache-credentials-file": o.SharedCacheCredentialsFile} {
+		if i := slices.Index(args, flag); i < 0 || args[i+1] != want {
+			t.Fatalf("a tenant's volume: %s not %q in %q", flag, want, args)
+		}
+	}
+}
+
 func TestSharedCacheValidated(t *testing.T) {
 	for _, o := range []Options{
 		{SharedCache: "gs://bucket/p"},
 		{SharedCache: "not a location"},
 		{SharedCacheEndpoint: "http://10.0.0.5:9000"},
 		{SharedCacheProfile: "cache"},
+		{SharedCacheCredentialsFile: "/dev/null"},
+		{SharedCache: "s3://cluster-cache/blocks", SharedCacheCredentialsFile: "/nonexistent/credentials"},
 	} {
 		if validateSharedCache(o) == nil {
 			t.Errorf("%+v accepted", o)

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
@@ -38,6 +40,13 @@ type S3ClientOptions struct {
 	// own budget, so that short bodies and stalls count too).
 	SDKRetries     bool
 	SDKMaxAttempts int
+	// CredentialsFile, when set, is the one place this client's
+	// credentials come from: the profile Profile (or "default") of that
+	// AWS shared credentials file, read once. Neither the environment's
+	// keys nor the node's roles are consulted, so a store with credentials
+	// of its own never borrows another's, and a process without the
+	// node's identity can still reach it.
+	CredentialsFile string
 }
 
 // NewS3Client builds an S3 client from the SDK's default credential chain
@@ -82,6 +91,14 @@ func NewS3Client(ctx context.Context, opts S3ClientOptions) (*s3.Client, error) 
 	}
 	if opts.NoSignRequest {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
+	} else if opts.CredentialsFile != "" {
+		creds, err := fileCredentials(ctx, opts.CredentialsFile, opts.Profile)
+		if err != nil {
+			return nil, err
+		}
+		// The profile, if any, is looked up in that file alone.
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(creds),
+			config.WithSharedCredentialsFiles([]string{opts.CredentialsFile}), config.WithSharedConfigFiles([]string{}))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
@@ -113,4 +130,23 @@ func NewS3Client(ctx context.Context, opts S3ClientOptions) (*s3.Client, error) 
 			o.UsePathStyle = true
 		}
 	}), nil
+}
+
+// fileCredentials reads the keys of profile (or "default") from the AWS
+// shared credentials file at path. Its errors name the file and the
+// profile, never the file's content.
+func fileCredentials(ctx context.Context, path, profile string) (aws.CredentialsProvider, error) {
+	if profile == "" {
+		profile = "default"
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("s3: credentials file: %w", err)
+	}
+	sc, err := config.LoadSharedConfigProfile(ctx, profile, func(o *config.LoadSharedConfigOptions) {
+		o.CredentialsFiles, o.ConfigFiles = []string{path}, []string{}
+	})
+	if err != nil || !sc.Credentials.HasKeys() {
+		return nil, fmt.Errorf("s3: credentials file %s has no keys for profile %q", path, profile)
+	}
+	return credentials.StaticCredentialsProvider{Value: sc.Credentials}, nil
 }

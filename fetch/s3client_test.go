@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -93,5 +94,61 @@ func TestNewS3Client(t *testing.T) {
 	}
 	if b, err := get(retrying); err != nil || !bytes.Equal(b, []byte("hello")) {
 		t.Errorf("GetObject with SDK retries over one 500: %q, %v", b, err)
+	}
+}
+
+// A client given a credentials file signs with that file's keys alone:
+// the environment's keys, which would win in the default chain, are not
+// used, and a file without the profile's keys is refused without quoting
+// it.
+func TestNewS3ClientCredentialsFile(t *testing.T) {
+	const key, secret = "AKIDFILEONLY", "file-only-secret"
+	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: key, SecretKey: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if err := srv.CreateBucket("bucket"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.PutObject("bucket", "k", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDOFTHENODE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "node-secret")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	file := filepath.Join(t.TempDir(), "credentials")
+	body := "[default]\naws_access_key_id = AKIDWRONG\naws_secret_access_key = wrong\n\n[cache]\naws_access_key_id = " + key + "\naws_secret_access_key = " + secret + "\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := NewS3Client(ctx, S3ClientOptions{Endpoint: srv.URL(), Profile: "cache", CredentialsFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bucket"), Key: aws.String("k")})
+	if err != nil {
+		t.Fatalf("GetObject with the file's keys: %v", err)
+	}
+	out.Body.Close()
+
+	// The file's default profile holds other keys: the server refuses them.
+	c, err = NewS3Client(ctx, S3ClientOptions{Endpoint: srv.URL(), CredentialsFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bucket"), Key: aws.String("k")}); err == nil {
+		t.Error("GetObject with the default profile's wrong keys succeeded")
+	}
+
+	_, err = NewS3Client(ctx, S3ClientOptions{Endpoint: srv.URL(), Profile: "absent", CredentialsFile: file})
+	if err == nil || !strings.Contains(err.Error(), `"absent"`) || strings.Contains(err.Error(), secret) {
+		t.Errorf("a profile the file lacks: %v, want an error naming it and quoting nothing of the file", err)
 	}
 }

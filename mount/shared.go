@@ -22,7 +22,7 @@ func openShared(ctx context.Context, cfg config.Sources, o openOptions, origin *
 	}
 	client, err := fetch.NewS3Client(ctx, fetch.S3ClientOptions{
 		Region: cfg.SharedCacheRegion, Endpoint: cfg.SharedCacheEndpoint, Profile: cfg.SharedCacheProfile,
-		NoSignRequest: cfg.SharedCacheNoSignRequest, Logger: o.log, MaxConns: cfg.Concurrency * 2, Net: netPolicy(cfg),
+		NoSignRequest: cfg.SharedCacheNoSignRequest, CredentialsFile: cfg.SharedCacheCredentialsFile, Logger: o.log, MaxConns: cfg.Concurrency * 2, Net: netPolicy(cfg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shared cache: %w", err)

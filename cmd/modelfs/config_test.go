@@ -62,7 +62,7 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 			c.RequestTimeout, c.Retries = 90*time.Second, 3
 			c.DenyNetworks, c.AllowNetworks, c.NoSavedListing = deny, allow, true
 			c.SharedCache, c.SharedCacheEndpoint, c.SharedCacheRegion = "s3://cluster-cache/blocks", "http://127.0.0.1:9100", "eu-west-2"
-			c.SharedCacheProfile = "cache"
+			c.SharedCacheProfile, c.SharedCacheCredentialsFile = "cache", filepath.Join(dir, "cache-credentials")
 			c.MemCache, c.Prefetch = 512<<20, config.PrefetchProfile
 			c.Profile, c.RecordProfile = filepath.Join(dir, "p.profile"), filepath.Join(dir, "rec.profile")
 			c.SmallFile, c.Readahead = 4<<20, 64<<20

@@ -54,6 +54,7 @@ func sourceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "shared-cache-region", Usage: "region of the shared cache (default: the AWS chain, then us-east-1)", EnvVars: env("SHARED_CACHE_REGION")},
 		&cli.StringFlag{Name: "shared-cache-profile", Usage: "AWS shared-config profile for the shared cache (default: the AWS default chain)", EnvVars: env("SHARED_CACHE_PROFILE")},
 		&cli.BoolFlag{Name: "shared-cache-no-sign-request", Usage: "send anonymous requests to the shared cache", EnvVars: env("SHARED_CACHE_NO_SIGN_REQUEST")},
+		&cli.StringFlag{Name: "shared-cache-credentials-file", Usage: "AWS shared credentials file holding the shared cache's own keys (profile: --shared-cache-profile or default); the store then gets no other credentials", EnvVars: env("SHARED_CACHE_CREDENTIALS_FILE")},
 	}
 }
 
@@ -71,7 +72,7 @@ func sourcesConfig(c *cli.Context, source, manifest string) (config.Sources, err
 		NoSavedListing: c.Bool("no-saved-listing"),
 		SharedCache:    c.String("shared-cache"), SharedCacheEndpoint: c.String("shared-cache-endpoint"),
 		SharedCacheRegion: c.String("shared-cache-region"), SharedCacheProfile: c.String("shared-cache-profile"),
-		SharedCacheNoSignRequest: c.Bool("shared-cache-no-sign-request"),
+		SharedCacheNoSignRequest: c.Bool("shared-cache-no-sign-request"), SharedCacheCredentialsFile: c.String("shared-cache-credentials-file"),
 	}
 	var err error
 	if s.BlockSize, err = parseSize(c.String("block-size"), "--block-size"); err != nil {

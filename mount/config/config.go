@@ -86,6 +86,10 @@ type Sources struct {
 	SharedCacheRegion        string
 	SharedCacheProfile       string
 	SharedCacheNoSignRequest bool
+	// SharedCacheCredentialsFile is an AWS shared credentials file the
+	// shared cache's keys are read from, and nothing else's: the store is
+	// then reached with none of the credentials of the sources or the node.
+	SharedCacheCredentialsFile string
 }
 
 // Config is every setting of one mount. Build one from Default(): a zero
@@ -192,7 +196,7 @@ func (s *Sources) SharedCacheQueueBytes(memBytes int64) int64 {
 // hold may carry a credential: they are on the command line.
 func (s *Sources) validateSharedCache() []error {
 	if s.SharedCache == "" {
-		if s.SharedCacheEndpoint != "" || s.SharedCacheRegion != "" || s.SharedCacheProfile != "" || s.SharedCacheNoSignRequest {
+		if s.SharedCacheEndpoint != "" || s.SharedCacheRegion != "" || s.SharedCacheProfile != "" || s.SharedCacheNoSignRequest || s.SharedCacheCredentialsFile != "" {
 			return []error{invalid("--shared-cache-endpoint, -region, -profile and -no-sign-request need --shared-cache")}
 		}
 		return nil
@@ -210,6 +214,9 @@ func (s *Sources) validateSharedCache() []error {
 			// Not echoed: it may hold a secret.
 			errs = append(errs, invalid("--shared-cache-endpoint: credentials do not go in the URL; use the environment or --shared-cache-profile"))
 		}
+	}
+	if s.SharedCacheCredentialsFile != "" && s.SharedCacheNoSignRequest {
+		errs = append(errs, invalid("--shared-cache-credentials-file and --shared-cache-no-sign-request are mutually exclusive"))
 	}
 	if s.SharedCacheProfile != "" && s.SharedCacheNoSignRequest {
 		errs = append(errs, invalid("--shared-cache-profile and --shared-cache-no-sign-request are mutually exclusive"))
@@ -333,6 +340,7 @@ func (c *Config) Args() []string {
 	str("--shared-cache-region", c.SharedCacheRegion)
 	str("--shared-cache-profile", c.SharedCacheProfile)
 	boolean("--shared-cache-no-sign-request", c.SharedCacheNoSignRequest)
+	str("--shared-cache-credentials-file", c.SharedCacheCredentialsFile)
 	str("--metrics-addr", c.MetricsAddr)
 	boolean("--pprof", c.Pprof)
 	boolean("--debug-fuse", c.DebugFUSE)

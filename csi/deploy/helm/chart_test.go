@@ -481,15 +481,16 @@ func TestSharedCacheValues(t *testing.T) {
 	spec := find[*appsv1.DaemonSet](render(t, c, vals))[0].Spec.Template.Spec
 	plugin := spec.Containers[0]
 	for _, a := range []string{"--shared-cache=s3://cluster-cache/blocks", "--shared-cache-endpoint=https://store.example",
-		"--shared-cache-region=eu-west-1", "--shared-cache-profile=shared-cache"} {
+		"--shared-cache-region=eu-west-1", "--shared-cache-profile=shared-cache",
+		"--shared-cache-credentials-file=/etc/modelfs/shared-cache/credentials"} {
 		if !slices.Contains(plugin.Args, a) {
 			t.Errorf("plugin args %q lack %s", plugin.Args, a)
 		}
 	}
-	if !slices.ContainsFunc(plugin.Env, func(e corev1.EnvVar) bool {
-		return e.Name == "AWS_SHARED_CREDENTIALS_FILE" && e.Value == "/etc/modelfs/shared-cache/credentials"
-	}) {
-		t.Errorf("plugin env %+v lacks the shared cache's credentials file", plugin.Env)
+	// The store's keys are its own: they must not become the plugin's
+	// credentials file, which node-identity volumes' origins would read.
+	if slices.ContainsFunc(plugin.Env, func(e corev1.EnvVar) bool { return e.Name == "AWS_SHARED_CREDENTIALS_FILE" }) {
+		t.Errorf("plugin env %+v names the shared cache's keys as every client's credentials file", plugin.Env)
 	}
 	if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool {
 		return v.Secret != nil && v.Secret.SecretName == "modelfs-shared-cache"
