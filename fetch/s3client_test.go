@@ -21,17 +21,7 @@ import (
 // default chain's credentials or not at all, and retries only when told.
 func TestNewS3Client(t *testing.T) {
 	const key, secret = "AKIDCLIENTTEST", "client-test-secret"
-	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: key, SecretKey: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	if err := srv.CreateBucket("bucket"); err != nil {
-		t.Fatal(err)
-	}
+	srv := s3server.StartTest(t, s3server.Options{AccessKey: key, SecretKey: secret}, "bucket")
 	if _, err := srv.PutObject("bucket", "k", []byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -103,17 +93,7 @@ func TestNewS3Client(t *testing.T) {
 // it.
 func TestNewS3ClientCredentialsFile(t *testing.T) {
 	const key, secret = "AKIDFILEONLY", "file-only-secret"
-	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: key, SecretKey: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	if err := srv.CreateBucket("bucket"); err != nil {
-		t.Fatal(err)
-	}
+	srv := s3server.StartTest(t, s3server.Options{AccessKey: key, SecretKey: secret}, "bucket")
 	if _, err := srv.PutObject("bucket", "k", []byte("hello")); err != nil {
 		t.Fatal(err)
 	}

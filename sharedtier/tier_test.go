@@ -34,17 +34,7 @@ type store struct {
 
 func newStore(t *testing.T) *store {
 	t.Helper()
-	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: testKey, SecretKey: testSec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	if err := srv.CreateBucket("shared"); err != nil {
-		t.Fatal(err)
-	}
+	srv := s3server.StartTest(t, s3server.Options{AccessKey: testKey, SecretKey: testSec}, "shared")
 	return &store{srv: srv, client: newClient(t, srv.URL(), testKey, testSec)}
 }
 

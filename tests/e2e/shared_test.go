@@ -38,17 +38,7 @@ type sharedStore struct {
 
 func newSharedStore(t *testing.T) *sharedStore {
 	t.Helper()
-	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: sharedKey, SecretKey: sharedSecret, Region: region})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	if err := srv.CreateBucket(sharedBucket); err != nil {
-		t.Fatal(err)
-	}
+	srv := s3server.StartTest(t, s3server.Options{AccessKey: sharedKey, SecretKey: sharedSecret, Region: region}, sharedBucket)
 	creds := filepath.Join(t.TempDir(), "credentials")
 	body := fmt.Sprintf("[cache]\naws_access_key_id = %s\naws_secret_access_key = %s\n", sharedKey, sharedSecret)
 	if err := os.WriteFile(creds, []byte(body), 0o600); err != nil {

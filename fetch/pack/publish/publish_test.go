@@ -34,17 +34,7 @@ const (
 // points the SDK's default credential chain at its keys.
 func startS3(t *testing.T) *s3server.Server {
 	t.Helper()
-	srv, err := s3server.New(s3server.Options{Dir: t.TempDir(), AccessKey: testKey, SecretKey: testSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	if err := srv.CreateBucket(testBucket); err != nil {
-		t.Fatal(err)
-	}
+	srv := s3server.StartTest(t, s3server.Options{AccessKey: testKey, SecretKey: testSecret}, testBucket)
 	t.Setenv("AWS_ACCESS_KEY_ID", testKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
