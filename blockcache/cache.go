@@ -1,6 +1,7 @@
 package blockcache
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -314,6 +315,24 @@ func (o *Object) Size() int64 { return o.id.Size }
 // ReadAt reads len(p) bytes at off, loading missing blocks in parallel.
 // It returns io.EOF when the read reaches the end of the object.
 func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return o.read(ctx, p, off, true)
+}
+
+// Matches reports whether the object's bytes at off are p, loading its
+// blocks as a read would, for a caller that checks bytes it obtained
+// elsewhere. Unlike a read it serves no reader: the blocks count neither
+// as hits or misses nor as consumed (see allocate).
+func (o *Object) Matches(ctx context.Context, p []byte, off int64) (bool, error) {
+	got := make([]byte, len(p))
+	n, err := o.read(ctx, got, off, false)
+	if err != nil && !(errors.Is(err, io.EOF) && n == len(p)) {
+		return false, err
+	}
+	return bytes.Equal(got[:n], p), nil
+}
+
+// read is ReadAt; served tells a reader's read from Matches.
+func (o *Object) read(ctx context.Context, p []byte, off int64, served bool) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read %s at %d: negative offset", o.id.Name, off)
 	}
@@ -331,9 +350,11 @@ func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	first, last := off/bs, (off+int64(len(p))-1)/bs
 	// Ask for every block first so a read spanning several loads them at once.
 	blocks := make([]*block, 0, last-first+1)
+	o.c.mu.Lock()
 	for i := first; i <= last; i++ {
-		blocks = append(blocks, o.c.acquire(o.id, i))
+		blocks = append(blocks, o.c.acquireLocked(o.id, i, served))
 	}
+	o.c.mu.Unlock()
 	n := 0
 	var err error
 	for _, b := range blocks {
@@ -347,7 +368,11 @@ func (o *Object) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		lo := off + int64(n) - b.off
 		m := copy(p[n:], b.data[lo:])
 		n += m
-		o.c.releaseServed(b, lo, lo+int64(m))
+		if served {
+			o.c.releaseServed(b, lo, lo+int64(m))
+		} else {
+			o.c.release(b)
+		}
 	}
 	if err != nil {
 		return n, err

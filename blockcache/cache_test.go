@@ -99,6 +99,49 @@ func TestReadAtMatchesSource(t *testing.T) {
 	}
 }
 
+func TestMatchesServesNoReader(t *testing.T) {
+	data := randomBytes(256<<10, 5)
+	l := &memLoader{data: map[string][]byte{"fv": data}}
+	c := New(Options{BlockSize: 64 << 10, MemBytes: 4 << 20, Workers: 4}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	same, err := obj.Matches(context.Background(), data[:200<<10], 0)
+	if err != nil || !same {
+		t.Fatalf("Matches of the object's own bytes: %v, %v", same, err)
+	}
+	changed := bytes.Clone(data[64<<10 : 192<<10])
+	changed[100] ^= 1
+	if same, err := obj.Matches(context.Background(), changed, 64<<10); err != nil || same {
+		t.Fatalf("Matches of changed bytes: %v, %v", same, err)
+	}
+	if same, err := obj.Matches(context.Background(), data[200<<10:], 200<<10); err != nil || !same {
+		t.Fatalf("Matches up to the end: %v, %v", same, err)
+	}
+	// Every block was loaded and read whole, yet none counts as served:
+	// none is consumed (so none goes first to make room), and no read was
+	// a hit or a miss.
+	st := c.Stats()
+	if st.Loads != 4 || st.Hits != 0 || st.Misses != 0 {
+		t.Errorf("after Matches: %d loads, %d hits, %d misses; want 4, 0, 0", st.Loads, st.Hits, st.Misses)
+	}
+	c.mu.Lock()
+	consumed := c.consumed.Len()
+	c.mu.Unlock()
+	if consumed != 0 {
+		t.Errorf("%d blocks consumed by Matches, want none", consumed)
+	}
+	// A reader's read of the same blocks does consume them.
+	if _, err := obj.ReadAt(context.Background(), make([]byte, len(data)), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	consumed = c.consumed.Len()
+	c.mu.Unlock()
+	if consumed != 4 {
+		t.Errorf("%d blocks consumed by a read of all of them, want 4", consumed)
+	}
+}
+
 func TestConcurrentMissesMakeOneLoad(t *testing.T) {
 	data := randomBytes(1<<20, 3)
 	l := &memLoader{data: map[string][]byte{"fv": data}, gate: make(chan struct{})}

@@ -163,6 +163,31 @@ func (o *Object) Verification() (VerifyState, error) {
 	return ov.state, ov.err
 }
 
+// Fail marks the object as not what its store holds, for a mismatch found
+// outside the cache: bytes of it served from elsewhere that differ from
+// its blocks. Its blocks are dropped and reads of it fail from now on, as
+// after a failed check, even if its blocks had passed one: a reader may
+// hold the other bytes. It returns the error reads get.
+func (o *Object) Fail(cause error) error {
+	c := o.c
+	if c.verify == nil {
+		return fmt.Errorf("%s: %w: %w", o.id.Name, ErrCorrupt, cause)
+	}
+	vr := c.verify
+	vr.mu.Lock()
+	ov := vr.stateLocked(o.id)
+	switch ov.state {
+	case Verified:
+		vr.counters.verified--
+		ov.state = VerifyPending
+	case Unverified:
+		vr.counters.unverified--
+		ov.state = VerifyPending
+	}
+	vr.mu.Unlock()
+	return c.settle(o.id, ov, cause, true)
+}
+
 // VerifyFailures returns the objects that failed their check, in the
 // order they failed.
 func (c *Cache) VerifyFailures() []ObjectID {
