@@ -107,6 +107,14 @@ func (s *Stream) ReadSlices(ctx context.Context, off int64, n int) ([][]byte, fu
 	return s.b.ReadSlices(ctx, off, n)
 }
 
+// Served tells the stream of a read answered without it, from bytes its
+// owner already held (a header fetched at mount), so that readahead and
+// the watchers see the read as if the stream had served it.
+func (s *Stream) Served(off, n int64) {
+	s.first.Store(true)
+	s.watch(off, n)
+}
+
 // Release ends the stream. Prefetched blocks stay cached for other readers.
 func (s *Stream) Release() {}
 
