@@ -60,7 +60,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Engine, error) 
 	pf := &prefetcher{
 		mode: string(cfg.Prefetch), profile: cfg.Profile, log: log, smallFile: cfg.SmallFile,
 		ra: prefetch.ReadaheadOptions{Max: cfg.Readahead}, blockSize: cfg.BlockSize, window: min(256<<20, memCache/2),
-		directHeaders: true,
+		directHeaders: true, heads: headChunks{log: log},
 	}
 	if cfg.Prefetch == config.PrefetchOff {
 		pf.ra.Disabled = true

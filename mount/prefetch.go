@@ -47,6 +47,9 @@ type prefetcher struct {
 	// the memory of parsing stays bounded however many models a manifest
 	// lists; set by start.
 	headers *loadorder.HeaderBudget
+	// heads are big files' first chunks, for the plans and for readers'
+	// first reads (headers.go).
+	heads headChunks
 }
 
 // planGroup is one model's plan. Each model is followed apart, so that a
@@ -122,7 +125,7 @@ func (o *streamOpener) Open() fs.Handle {
 	if b, ok := o.obj.Backing(); ok {
 		return &backedStream{Stream: s, backing: b}
 	}
-	return s
+	return &headStream{Stream: s, p: o.p, path: o.path, obj: o.obj}
 }
 
 // planWatcher shows reads to the model's plan follower, once there is one.
@@ -264,7 +267,7 @@ func (p *prefetcher) layerPlan(ctx context.Context, paths []string) []loadorder.
 		direct = direct && p.directHeaders && o.Size() > p.smallFile && !p.headCached(f)
 		files = append(files, loadorder.File{Path: path, Size: o.Size(), Open: func() (io.ReaderAt, error) {
 			if direct {
-				return &headerReader{ctx: ctx, f: f}, nil
+				return &headerReader{ctx: ctx, f: f, heads: &p.heads}, nil
 			}
 			return objectReader{ctx, o}, nil
 		}})
@@ -348,11 +351,15 @@ const headerChunk = 256 << 10
 // mount: a reader of one file would pay for all the others' blocks, and a
 // reader's first read would share the link with them. A chunk is what the
 // header costs, and its blocks are loaded when a reader wants them.
+//
+// The first chunk is shared with readers (headChunks): whichever of the
+// planner and a reader's first read asks first fetches it.
 type headerReader struct {
-	ctx context.Context
-	f   remoteFile
-	off int64 // of buf in the file
-	buf []byte
+	ctx   context.Context
+	f     remoteFile
+	off   int64 // of buf in the file
+	buf   []byte
+	heads *headChunks
 }
 
 func (r *headerReader) ReadAt(p []byte, off int64) (int, error) {
@@ -369,8 +376,15 @@ func (r *headerReader) ReadAt(p []byte, off int64) (int, error) {
 		if at < r.off || at >= r.off+int64(len(r.buf)) {
 			start := at - at%headerChunk
 			want := min(int64(max(headerChunk, len(p)-n)), size-start)
-			if cap(r.buf) < int(want) {
-				r.buf = make([]byte, want)
+			if start == 0 && want == min(headerChunk, size) {
+				if data, _, ok := r.heads.fetch(r.ctx, r.f); ok && int64(len(data)) == want {
+					r.buf, r.off = data, 0 // shared: never written
+					n += copy(p[n:], r.buf[at:])
+					continue
+				}
+			}
+			if cap(r.buf) < int(want) || r.off == 0 {
+				r.buf = make([]byte, want) // the first chunk's may be shared
 			}
 			r.buf = r.buf[:want]
 			m, err := r.f.model.src.ReadAt(r.ctx, r.f.obj, r.buf, start)

@@ -1,0 +1,202 @@
+package mount
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/mount/config"
+)
+
+// hookedSource lets a test see and change the source's reads.
+type hookedSource struct {
+	fetch.Source
+	read func(p []byte, off int64) // before the read; may block
+	done func(p []byte, off int64) // after it; may change p
+}
+
+func (s *hookedSource) ReadAt(ctx context.Context, obj fetch.Object, p []byte, off int64) (int, error) {
+	if s.read != nil {
+		s.read(p, off)
+	}
+	n, err := s.Source.ReadAt(ctx, obj, p, off)
+	if s.done != nil {
+		s.done(p[:n], off)
+	}
+	return n, err
+}
+
+// headerTestEngine serves a 768 KiB safetensors file with 64 KiB blocks
+// through src's hooks, its plan made if mode makes one; it returns the
+// file's bytes.
+func headerTestEngine(t *testing.T, src *hookedSource, mode config.Prefetch) (*Engine, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 24<<10)
+	cfg := config.Default()
+	cfg.Source, cfg.Mountpoint = "file://"+dir, filepath.Join(t.TempDir(), "unused")
+	cfg.BlockSize, cfg.MemCache, cfg.Prefetch, cfg.SmallFile = 64<<10, 4<<20, mode, 64<<10
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	wrap := func(ctx context.Context, s fetch.Source, log *slog.Logger) (fetch.Source, error) {
+		src.Source = s
+		return src, nil
+	}
+	e, err := New(t.Context(), cfg, Options{Wrap: wrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	e.StartPrefetch(t.Context())
+	return e, model
+}
+
+// headerLen is the size of a safetensors file's header: its length word
+// and its JSON.
+func headerLen(model []byte) int { return 8 + int(binary.LittleEndian.Uint64(model)) }
+
+// readWithin reads [off, off+n) through h, failing the test if that takes
+// longer than a few seconds.
+func readWithin(t *testing.T, read func(p []byte) (int, error), n int) []byte {
+	t.Helper()
+	type result struct {
+		p   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		p := make([]byte, n)
+		m, err := read(p)
+		ch <- result{p[:m], err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("read: %v", r.err)
+		}
+		return r.p
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read waited for the file's first block")
+		return nil
+	}
+}
+
+func TestHeaderReadServedFromAChunk(t *testing.T) {
+	// The planner fetched the chunk before the reader came; without a
+	// planner, the reader's first read fetches it.
+	for _, mode := range []config.Prefetch{config.PrefetchLayer, config.PrefetchReadahead} {
+		t.Run(string(mode), func(t *testing.T) { testHeaderReadServedFromAChunk(t, mode) })
+	}
+}
+
+func testHeaderReadServedFromAChunk(t *testing.T, mode config.Prefetch) {
+	// The file's first block does not come until the test lets it: a
+	// header read that needed it would wait.
+	gate := make(chan struct{})
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	var blockLoads, chunkReads atomic.Int64
+	src := &hookedSource{read: func(p []byte, off int64) {
+		if off == 0 && len(p) == headerChunk {
+			chunkReads.Add(1)
+		}
+		if off == 0 && len(p) == 64<<10 {
+			blockLoads.Add(1)
+			<-gate
+		}
+	}}
+	e, model := headerTestEngine(t, src, mode)
+	t.Cleanup(open) // runs before the engine's Close, which waits for the loads
+	hl := headerLen(model)
+	h := fileByPath(t, e.Files(), "model.safetensors").Content.Open()
+	defer h.Release()
+
+	// A loader's header reads: the length word, then the JSON, the
+	// second through the in-place path fs uses.
+	got := readWithin(t, func(p []byte) (int, error) { return h.ReadAt(t.Context(), p, 0) }, 8)
+	sr := h.(interface {
+		ReadSlices(ctx context.Context, off int64, n int) ([][]byte, func(), error)
+	})
+	got = append(got, readWithin(t, func(p []byte) (int, error) {
+		s, release, err := sr.ReadSlices(t.Context(), 8, len(p))
+		if release != nil {
+			defer release()
+		}
+		if err != nil || len(s) != 1 {
+			return 0, errors.Join(err, errors.New("not one slice"))
+		}
+		return copy(p, s[0]), nil
+	}, hl-8)...)
+	if !bytes.Equal(got, model[:hl]) {
+		t.Fatalf("header read back as %q, want the file's %d header bytes", got[:min(len(got), 40)], hl)
+	}
+	open()
+	// The chunk is compared with the first block, then let go.
+	waitFor(t, "the header chunk to be checked and let go", func() bool {
+		e.pf.heads.mu.Lock()
+		defer e.pf.heads.mu.Unlock()
+		c := e.pf.heads.m["model.safetensors"]
+		return c != nil && c.checked && c.data == nil && e.pf.heads.bytes == 0
+	})
+	if blockLoads.Load() == 0 {
+		t.Error("the first block was never loaded to check the header against")
+	}
+	if n := chunkReads.Load(); n != 1 {
+		t.Errorf("the header chunk was fetched %d times, want once, shared by any planner and the reader", n)
+	}
+	if got := readAll(t, fileByPath(t, e.Files(), "model.safetensors"), 100_003); !bytes.Equal(got, model) {
+		t.Fatal("the file read back differs")
+	}
+	if st, err := fileByPath(t, e.Files(), "model.safetensors").Content.(*streamOpener).obj.Verification(); st == blockcache.VerifyFailed {
+		t.Fatalf("the file failed its check: %v", err)
+	}
+}
+
+func TestHeaderThatDiffersFromTheBlockFailsTheFile(t *testing.T) {
+	// The planner's fetch of the header gets one byte of the JSON
+	// changed, as a store or proxy that served two reads of one version
+	// differently would: the reader is answered from it, and the
+	// comparison with the first block must catch it.
+	var changed atomic.Bool
+	src := &hookedSource{done: func(p []byte, off int64) {
+		if off == 0 && len(p) == headerChunk && !changed.Swap(true) {
+			p[20] ^= 0x20 // a letter of the first tensor name: still valid JSON
+		}
+	}}
+	e, model := headerTestEngine(t, src, config.PrefetchLayer)
+	if !changed.Load() {
+		t.Fatal("the planner did not fetch the header as a chunk")
+	}
+	f := fileByPath(t, e.Files(), "model.safetensors")
+	h := f.Content.Open()
+	defer h.Release()
+	hl := headerLen(model)
+	p := make([]byte, hl)
+	if _, err := h.ReadAt(t.Context(), p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(p, model[:hl]) {
+		t.Fatal("the header was not served from the planner's (changed) fetch")
+	}
+	obj := f.Content.(*streamOpener).obj
+	waitFor(t, "the file to fail", func() bool {
+		st, _ := obj.Verification()
+		return st == blockcache.VerifyFailed
+	})
+	if _, err := h.ReadAt(t.Context(), make([]byte, 4096), 0); !errors.Is(err, blockcache.ErrCorrupt) {
+		t.Fatalf("a read after the mismatch: %v, want ErrCorrupt", err)
+	}
+	if dmg, ok := f.Content.(interface{ Damaged() bool }); !ok || !dmg.Damaged() {
+		t.Error("the file is not reported damaged, so the kernel would keep its pages")
+	}
+}
