@@ -261,3 +261,17 @@ func TestBestPeer(t *testing.T) {
 		}
 	}
 }
+
+func TestFreshTouchCost(t *testing.T) {
+	for _, huge := range []bool{false, true} {
+		cost, err := freshTouchCost(huge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Faulting in 64 MiB takes some CPU anywhere, and well under a
+		// minute per GiB everywhere.
+		if !(cost > 0 && cost < 60) {
+			t.Errorf("first touch (huge pages %v): %v CPU-s/GiB", huge, cost)
+		}
+	}
+}
