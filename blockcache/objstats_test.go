@@ -74,7 +74,11 @@ func TestObjectStatsSeeTheDiskTier(t *testing.T) {
 	}
 	readAll(t, c2, id)
 	st = c2.ObjectStats([]ObjectID{id})[0]
-	if st.CachedBytes != id.Size || st.MemBytes != id.Size || st.FetchedBytes != 0 {
+	// RAM holds what was read, less the blocks later loads of the same
+	// read already reused: a block served whole goes first (see allocate),
+	// and how many were served before the last loads began depends on the
+	// workers' timing.
+	if st.CachedBytes != id.Size || st.MemBytes == 0 || st.FetchedBytes != 0 {
 		t.Fatalf("after a read from disk: %+v", st)
 	}
 	if s := c2.Stats(); s.BytesLoaded != 0 || s.DiskHits != 6 {

@@ -399,9 +399,14 @@ func TestOrderedCheckRefetchesDroppedBlocks(t *testing.T) {
 		if st, err := c.Object(id).Verification(); st != Verified {
 			t.Fatalf("verification %v (%v), want verified", st, err)
 		}
-		// 13 blocks, and 8 and 9 again.
-		if s := c.Stats(); s.Loads != 15 {
-			t.Fatalf("%d loads, want 15 (%v)", s.Loads, l.loadOrder())
+		// 13 blocks, and 8 and 9 again; 10 too when the hash still held
+		// block 0 as reading 1 needed room, which the scheduling decides.
+		loads := map[int64]int{}
+		for _, off := range l.loadOrder() {
+			loads[off/bs]++
+		}
+		if s := c.Stats(); s.Loads < 15 || s.Loads > 16 || loads[8] != 2 || loads[9] != 2 {
+			t.Fatalf("%d loads, want 15 or 16, blocks 8 and 9 twice (%v)", s.Loads, l.loadOrder())
 		}
 	})
 
@@ -463,5 +468,59 @@ func TestOrderedCheckConcurrentScatteredReads(t *testing.T) {
 	}
 	if st, err := c.Object(id).Verification(); st != Verified {
 		t.Fatalf("verification %v (%v), want verified", st, err)
+	}
+}
+
+// Fail fails an object for bytes found wrong outside the cache, whatever
+// its check said: verified, unverified or still pending. Its blocks go,
+// reads fail, and the counts move from the old state to failed.
+func TestFailAfterAnyState(t *testing.T) {
+	const bs = 64 << 10
+	good, bare, pending := randomBytes(3*bs, 4), randomBytes(2*bs, 5), randomBytes(3*bs, 6)
+	v := &sumVerifier{want: map[string][]byte{"good": blockCRCs(good, bs), "pending": blockCRCs(pending, bs)}}
+	l := &memLoader{data: map[string][]byte{"goodv": good, "barev": bare, "pendingv": pending}}
+	c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: 4, Verifier: v, Disk: &DiskOptions{Dir: t.TempDir(), MaxBytes: 1 << 30}}, l)
+	defer c.Close()
+	id := func(name string, data []byte) ObjectID {
+		return ObjectID{Source: "s", Name: name, Version: "v", Size: int64(len(data))}
+	}
+	for _, o := range []struct {
+		name string
+		data []byte
+	}{{"good", good}, {"bare", bare}} {
+		if _, err := c.Object(id(o.name, o.data)).ReadAt(context.Background(), make([]byte, len(o.data)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Object(id("pending", pending)).ReadAt(context.Background(), make([]byte, 10), 0); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stats(); s.VerifiedObjects != 1 || s.UnverifiedObjects != 1 {
+		t.Fatalf("before: %d verified, %d unverified", s.VerifiedObjects, s.UnverifiedObjects)
+	}
+	for _, o := range []struct {
+		name string
+		data []byte
+	}{{"good", good}, {"bare", bare}, {"pending", pending}} {
+		obj := c.Object(id(o.name, o.data))
+		if err := obj.Fail(errors.New("served bytes differ")); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: Fail returned %v, want ErrCorrupt", o.name, err)
+		}
+		if st, _ := obj.Verification(); st != VerifyFailed {
+			t.Errorf("%s: %v after Fail", o.name, st)
+		}
+		if _, err := obj.ReadAt(context.Background(), make([]byte, 1), 0); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: a read after Fail: %v", o.name, err)
+		}
+		if _, ok := obj.VerifiedBacking(); ok {
+			t.Errorf("%s: handed out for passthrough after Fail", o.name)
+		}
+	}
+	st := c.ObjectStats([]ObjectID{id("good", good), id("bare", bare)})
+	if st[0].MemBytes != 0 || st[0].DiskBytes != 0 || st[1].MemBytes != 0 || st[1].DiskBytes != 0 {
+		t.Errorf("failed objects keep bytes: %+v", st)
+	}
+	if s := c.Stats(); s.VerifiedObjects != 0 || s.UnverifiedObjects != 0 || s.VerifyFailures != 3 {
+		t.Errorf("after: %d verified, %d unverified, %d failed; want 0, 0, 3", s.VerifiedObjects, s.UnverifiedObjects, s.VerifyFailures)
 	}
 }
