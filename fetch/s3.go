@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -164,6 +165,23 @@ func (s *S3) listPrefix(ctx context.Context, dir string) ([]Object, error) {
 		}
 		token = out.NextContinuationToken
 	}
+}
+
+// WarmConns opens up to n connections to the store at once and leaves
+// them idle in the client's pool, so that the first wave of a mount's
+// reads (a loader's header, the planner's headers, the first blocks) does
+// not each pay a TCP and TLS handshake, one or two round trips, while it
+// waits. Each connection carries one HeadBucket, whose answer is ignored:
+// a refusal (a key allowed only a prefix) leaves a warm connection too. It
+// returns when every request has ended.
+func (s *S3) WarmConns(ctx context.Context, n int) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			_, _ = s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)})
+		})
+	}
+	wg.Wait()
 }
 
 // Stat returns the current version of key (relative to the prefix).

@@ -201,6 +201,16 @@ func openRemote(ctx context.Context, cfg config.Sources, o openOptions, specs []
 // objects read (packs shown as the files they hold).
 type WrapFunc func(ctx context.Context, src fetch.Source, log *slog.Logger) (fetch.Source, error)
 
+// connWarmer opens connections to its store ahead of the reads that will
+// need them (fetch.S3).
+type connWarmer interface {
+	WarmConns(ctx context.Context, n int)
+}
+
+// warmConnsTimeout bounds the connection warm-up: past it a store that is
+// slow or unreachable is left to the reads themselves.
+const warmConnsTimeout = 10 * time.Second
+
 // openModel opens one source, with the layers o.wrap adds, and lists it
 // under listCtx. The source itself gets ctx, which outlives the listing.
 func openModel(ctx, listCtx context.Context, cfg config.Sources, o openOptions, spec modelSpec) (*modelSource, error) {
@@ -236,6 +246,15 @@ func openModel(ctx, listCtx context.Context, cfg config.Sources, o openOptions, 
 		return nil, err
 	}
 	parts, _ := src.(partLister)
+	if w, ok := src.(connWarmer); ok {
+		// Beside the listing, which takes a connection of its own: both
+		// are round trips the mount waits for anyway.
+		go func() {
+			warmCtx, cancel := context.WithTimeout(ctx, warmConnsTimeout)
+			defer cancel()
+			w.WarmConns(warmCtx, cfg.Concurrency)
+		}()
+	}
 	if o.wrap != nil {
 		if src, err = o.wrap(ctx, src, log); err != nil {
 			return nil, err
