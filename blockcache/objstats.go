@@ -52,6 +52,10 @@ type ObjectStats struct {
 	PrefetchBytes int64
 	// Cached holds the index of every block counted in CachedBytes.
 	Cached BlockSet
+	// Pending holds the blocks queued or loading: what will be fetched
+	// (or read from disk) without another request. A prefetch held by
+	// the bound on prefetch ahead of readers stays here until it starts.
+	Pending BlockSet
 	// Verify is where the object stands against its store's checksum.
 	Verify VerifyState
 }
@@ -87,10 +91,12 @@ func (c *Cache) ObjectStats(ids []ObjectID) []ObjectStats {
 	}
 	c.mu.Lock()
 	for k, b := range c.blocks {
-		if b.state != stateReady {
-			continue
-		}
-		if i, ok := at[objKey{k.source, k.name, k.version}]; ok {
+		i, ok := at[objKey{k.source, k.name, k.version}]
+		switch {
+		case !ok:
+		case b.state != stateReady:
+			out[i].Pending.add(k.index)
+		default:
 			out[i].MemBytes += b.size
 			out[i].Cached.add(k.index)
 		}

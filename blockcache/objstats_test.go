@@ -85,3 +85,27 @@ func TestObjectStatsSeeTheDiskTier(t *testing.T) {
 		t.Fatalf("loaded %d bytes, %d disk hits; want 0 and 6", s.BytesLoaded, s.DiskHits)
 	}
 }
+
+// Blocks queued or loading are Pending, then Cached once loaded.
+func TestObjectStatsSeePendingBlocks(t *testing.T) {
+	const bs = 64 << 10
+	id := ObjectID{Name: "p", Version: "v", Size: 8 * bs}
+	l := &memLoader{data: map[string][]byte{"pv": randomBytes(int(id.Size), 4)}, gate: make(chan struct{})}
+	c := New(Options{BlockSize: bs, MemBytes: 64 * bs, Workers: 1}, l)
+	defer c.Close()
+	c.Object(id).Prefetch(2*bs, 3*bs) // the worker takes block 2 and waits at the gate
+	st := c.ObjectStats([]ObjectID{id})[0]
+	for i := int64(0); i < 8; i++ {
+		if st.Pending.Has(i) != (i >= 2 && i < 5) || st.Cached.Has(i) {
+			t.Errorf("block %d, held at the loader: pending %v, cached %v; want pending blocks 2–4 only", i, st.Pending.Has(i), st.Cached.Has(i))
+		}
+	}
+	close(l.gate)
+	waitFor(t, "the prefetched blocks", func() bool { return c.ObjectStats([]ObjectID{id})[0].CachedBytes == 3*bs })
+	st = c.ObjectStats([]ObjectID{id})[0]
+	for i := int64(2); i < 5; i++ {
+		if st.Pending.Has(i) || !st.Cached.Has(i) {
+			t.Errorf("block %d, loaded: pending %v, cached %v", i, st.Pending.Has(i), st.Cached.Has(i))
+		}
+	}
+}
