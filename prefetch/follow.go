@@ -34,6 +34,11 @@ type FollowOptions struct {
 	// little more, not a Window of the shard; one reading the file
 	// through soon has the whole Window.
 	StartWindow int64
+	// Overshoot is how far past the first range a reader read in a file
+	// its reads may be the kernel's readahead rather than the reader going
+	// on (default DefaultOvershoot; see ReadaheadOptions.Overshoot):
+	// while confined, reads there do not move the reader.
+	Overshoot int64
 }
 
 // Follower walks a plan (an ordered list of ranges) ahead of the reader.
@@ -62,6 +67,8 @@ type Follower struct {
 	// byte counts (fcum[p][k] = bytes of the file's first k ranges)
 	byFile map[string][]int
 	fcum   map[string][]int64
+	// ends of each file's ranges, ascending (Bound)
+	ends map[string][]int64
 
 	mu      sync.Mutex
 	done    []bool // plan[i] has been requested
@@ -78,6 +85,10 @@ type Follower struct {
 // follower is confined to the files read.
 type fileCursor struct {
 	reader, issued int // indexes into byFile[path]
+	// first is where the reader came in: the window grows with what it
+	// has passed since, not with the ranges before it in the plan, which
+	// it has not read.
+	first int
 }
 
 // NewFollower prepares to follow plan. Nothing is fetched until a read
@@ -97,8 +108,11 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 		opts.StartWindow = 2 * opts.BlockSize
 	}
 	opts.StartWindow = min(opts.StartWindow, opts.Window)
+	if opts.Overshoot <= 0 {
+		opts.Overshoot = DefaultOvershoot
+	}
 	f := &Follower{files: files, opts: opts, at: map[string]map[int64]int{},
-		byFile: map[string][]int{}, fcum: map[string][]int64{}, touched: map[string]*fileCursor{}}
+		byFile: map[string][]int{}, fcum: map[string][]int64{}, ends: map[string][]int64{}, touched: map[string]*fileCursor{}}
 	for _, r := range plan {
 		if _, ok := files[r.Path]; ok && r.Len > 0 {
 			f.plan = append(f.plan, r)
@@ -114,6 +128,7 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 		}
 		f.byFile[r.Path] = append(f.byFile[r.Path], i)
 		f.fcum[r.Path] = append(f.fcum[r.Path], f.fcum[r.Path][len(f.fcum[r.Path])-1]+r.Len)
+		f.ends[r.Path] = append(f.ends[r.Path], r.Off+r.Len)
 		blocks := f.at[r.Path]
 		if blocks == nil {
 			blocks = map[int64]int{}
@@ -125,7 +140,22 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 			}
 		}
 	}
+	for path, e := range f.ends {
+		slices.Sort(e)
+		f.ends[path] = slices.Compact(e)
+	}
 	return f
+}
+
+// Bound returns the end of path's first planned range that ends at or
+// after end: where a reader of the range end is in may stop.
+func (f *Follower) Bound(path string, end int64) (int64, bool) {
+	e := f.ends[path]
+	i, _ := slices.BinarySearch(e, end)
+	if i == len(e) {
+		return 0, false
+	}
+	return e[i], true
 }
 
 // PlannedBytes is the size of the plan.
@@ -154,12 +184,13 @@ func (w fileWatcher) Observe(off, n int64) {
 		}
 	}
 	if pos >= 0 {
-		w.f.advance(pos)
+		w.f.advance(pos, off)
 	}
 }
 
-// advance moves the reader to pos (never back) and tops up the window.
-func (f *Follower) advance(pos int) {
+// advance moves the reader to pos (never back), for a read at off, and
+// tops up the window.
+func (f *Follower) advance(pos int, off int64) {
 	var reqs []loadorder.Range
 	f.mu.Lock()
 	if r := f.plan[pos]; !f.whole && f.isBig(r) {
@@ -171,7 +202,7 @@ func (f *Follower) advance(pos int) {
 	if f.whole {
 		reqs = f.followPlan(pos)
 	} else {
-		reqs = f.followFile(pos)
+		reqs = f.followFile(pos, off)
 	}
 	f.mu.Unlock()
 	for _, r := range reqs {
@@ -185,18 +216,29 @@ func (f *Follower) advance(pos int) {
 func (f *Follower) isBig(r loadorder.Range) bool { return r.Group > 0 || len(f.byFile[r.Path]) > 1 }
 
 // followFile tops up the window over the ranges of pos's file only.
-func (f *Follower) followFile(pos int) []loadorder.Range {
+func (f *Follower) followFile(pos int, off int64) []loadorder.Range {
 	path := f.plan[pos].Path
 	list, cum := f.byFile[path], f.fcum[path]
+	k, _ := slices.BinarySearch(list, pos)
 	c := f.touched[path]
+	if c == nil && f.plan[pos].Header {
+		// A header (or a small file): where the reader goes next, not
+		// the plan's next range, says which tensor it reads.
+		return f.request(nil, pos)
+	}
 	if c == nil {
-		c = &fileCursor{}
+		c = &fileCursor{reader: k, issued: k, first: k}
 		f.touched[path] = c
 	}
-	k, _ := slices.BinarySearch(list, pos)
+	// The kernel reads ahead of a reader that has stopped at the end of
+	// the first range it read (a tensor): reads just past it are no sign
+	// that the reader goes on.
+	if in := f.plan[list[c.first]]; c.reader == c.first && off >= in.Off+in.Len && off < in.Off+in.Len+f.opts.Overshoot {
+		return nil
+	}
 	c.reader = max(c.reader, k)
 	c.issued = max(c.issued, c.reader)
-	window := min(f.opts.Window, f.opts.StartWindow+2*cum[c.reader])
+	window := min(f.opts.Window, f.opts.StartWindow+2*(cum[c.reader]-cum[c.first]))
 	var reqs []loadorder.Range
 	for c.issued < len(list) && cum[c.issued]-cum[c.reader] < window {
 		if i := list[c.issued]; !f.done[i] {

@@ -114,7 +114,9 @@ func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
 		{Path: "s1", Off: mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: mib, Len: 2 * mib, Group: 1},
 		{Path: "s1", Off: 3 * mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: 3 * mib, Len: 2 * mib, Group: 1},
 	}
-	f := NewFollower(plan, files, FollowOptions{Window: 4 * mib, BlockSize: mib})
+	// Shards this small lie within the kernel's readahead: see
+	// TestFollowerIgnoresTheKernelsReadahead.
+	f := NewFollower(plan, files, FollowOptions{Window: 4 * mib, BlockSize: mib, Overshoot: mib / 2})
 	f.ForFile("config.json").Observe(0, 100)
 	f.ForFile("s1").Observe(0, 8)
 	// The window in one file starts at two blocks.
@@ -148,14 +150,16 @@ func TestFollowerWindowInAFileGrowsWithTheReader(t *testing.T) {
 	for i := range int64(16) {
 		plan = append(plan, loadorder.Range{Path: "s1", Off: 4 * i * mib, Len: 4 * mib, Group: 1})
 	}
-	f := NewFollower(plan, files, FollowOptions{Window: 32 * mib, BlockSize: mib})
+	// Overshoot is a block here: reads past the first tensor move the
+	// reader (see TestFollowerIgnoresTheKernelsReadahead).
+	f := NewFollower(plan, files, FollowOptions{Window: 32 * mib, BlockSize: mib, Overshoot: mib})
 	f.ForFile("s1").Observe(0, 8)
 	if want := []string{"s1:0+4"}; !equal(log, want) {
 		t.Fatalf("after reading the first tensor's start: %v, want %v", log, want)
 	}
-	// The reader in the second tensor has passed 4 MiB of the plan: the
-	// window is 2 + 2×4 MiB ahead of it.
-	f.ForFile("s1").Observe(4*mib, 8)
+	// The reader in the second tensor, past the overshoot, has passed
+	// 4 MiB of the plan: the window is 2 + 2×4 MiB ahead of it.
+	f.ForFile("s1").Observe(5*mib, 8)
 	if want := []string{"s1:0+4", "s1:4+4", "s1:8+4", "s1:12+4"}; !equal(log, want) {
 		t.Fatalf("after reading into the second tensor: %v, want %v", log, want)
 	}
@@ -168,5 +172,33 @@ func TestFollowerWindowInAFileGrowsWithTheReader(t *testing.T) {
 	f.ForFile("s1").Observe(40*mib, 8)
 	if n := len(log); n != 16 || log[n-1] != "s1:60+4" {
 		t.Fatalf("after reading into the eleventh tensor: %v, want every range", log)
+	}
+}
+
+// Reads just past the tensor a reader came in on may be the kernel's
+// readahead after the reader stopped: within Overshoot they do not move
+// the reader, so the plan fetches nothing more; a read beyond does.
+func TestFollowerIgnoresTheKernelsReadahead(t *testing.T) {
+	var log []string
+	files := map[string]FileBlocks{"s1": &fileRecorder{path: "s1", log: &log}}
+	plan := []loadorder.Range{{Path: "s1", Off: 0, Len: 8 * mib, Group: 1}}
+	for i := range int64(16) {
+		plan = append(plan, loadorder.Range{Path: "s1", Off: 8*mib + 2*i*mib, Len: 2 * mib, Group: 1})
+	}
+	f := NewFollower(plan, files, FollowOptions{Window: 32 * mib, BlockSize: mib, Overshoot: 4 * mib})
+	w := f.ForFile("s1")
+	w.Observe(0, mib)
+	if want := []string{"s1:0+8"}; !equal(log, want) {
+		t.Fatalf("after reading into the first tensor: %v, want %v", log, want)
+	}
+	for off := int64(mib); off < 12*mib; off += mib {
+		w.Observe(off, mib)
+	}
+	if want := []string{"s1:0+8"}; !equal(log, want) {
+		t.Fatalf("after reads up to 4 MiB past the first tensor: %v, want nothing more", log)
+	}
+	w.Observe(12*mib, mib)
+	if len(log) < 3 || log[1] != "s1:12+2" {
+		t.Fatalf("after a read 4 MiB past the first tensor: %v, want the plan followed from 12 MiB", log)
 	}
 }

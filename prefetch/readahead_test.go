@@ -153,3 +153,40 @@ func TestFirstReadGoesBeforeItsPrefetches(t *testing.T) {
 type watcherFunc func(off, n int64)
 
 func (f watcherFunc) Observe(off, n int64) { f(off, n) }
+
+// units is a Bounder over units (tensors) ending at the given offsets.
+type units []int64
+
+func (u units) Observe(off, n int64) {}
+func (u units) Bound(end int64) (int64, bool) {
+	for _, e := range u {
+		if e >= end {
+			return e, true
+		}
+	}
+	return 0, false
+}
+
+// A reader of one unit (a tensor) gets readahead to the unit's end and no
+// further; reads just past it, as the kernel's readahead makes, add
+// nothing; a reader that goes on past those streams with the window.
+func TestReadaheadStopsAtTheUnitEnd(t *testing.T) {
+	r := &recorder{size: 1 << 40}
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 4 * mib}, units{20 * mib, 22 * mib, 24 * mib, 26 * mib})
+	for off := int64(0); off < 20*mib; off += mib {
+		read(s, off, mib)
+	}
+	if got := r.covered(t, mib); got != 20*mib {
+		t.Fatalf("reading the first unit prefetched to %d MiB, want its end, 20 MiB", got/mib)
+	}
+	for off := int64(20 * mib); off < 24*mib; off += mib {
+		read(s, off, mib)
+	}
+	if got := r.covered(t, mib); got != 20*mib {
+		t.Fatalf("reads within the overshoot prefetched to %d MiB, want nothing past 20 MiB", got/mib)
+	}
+	read(s, 24*mib, mib)
+	if last := r.ranges[len(r.ranges)-1]; last != [2]int64{25 * mib, 25*mib + 32*mib} {
+		t.Fatalf("a read past the overshoot prefetched %v, want the window from 25 MiB", r.ranges)
+	}
+}

@@ -32,6 +32,8 @@ type Range struct {
 	// Tensor names the tensor the range holds: "" for a header or a whole
 	// file.
 	Tensor string
+	// Header marks a checkpoint file's header (from offset 0).
+	Header bool
 	// Group numbers the checkpoint the range belongs to, from 1; 0 for
 	// small files read whole. A Follower starts a reader's window at the
 	// beginning of the checkpoint it first touches.
@@ -213,7 +215,7 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 				fail(big[i], h.err)
 				continue
 			}
-			out = append(out, Range{Path: big[i].Path, Off: 0, Len: h.len, Group: gi + 1})
+			out = append(out, Range{Path: big[i].Path, Off: 0, Len: h.len, Group: gi + 1, Header: true})
 			for _, t := range h.tensors {
 				names = append(names, t.Name)
 				tensors = append(tensors, Range{Path: big[i].Path, Off: t.Offset, Len: t.Length, Tensor: t.Name, Group: gi + 1})
