@@ -59,7 +59,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Engine, error) 
 	memCache := cfg.MemCacheBytes()
 	pf := &prefetcher{
 		mode: string(cfg.Prefetch), profile: cfg.Profile, log: log, smallFile: cfg.SmallFile,
-		ra: prefetch.ReadaheadOptions{Max: cfg.Readahead}, blockSize: cfg.BlockSize, window: min(256<<20, memCache/2),
+		// The kernel's readahead past a read ends within two blocks of the
+		// default size (prefetch.DefaultOvershoot); smaller blocks are
+		// for smaller files, whose reads it overshoots less.
+		ra:        prefetch.ReadaheadOptions{Max: cfg.Readahead, Overshoot: min(prefetch.DefaultOvershoot, 2*cfg.BlockSize)},
+		blockSize: cfg.BlockSize, window: min(256<<20, memCache/2),
 		directHeaders: true, heads: headChunks{log: log},
 	}
 	if cfg.Prefetch == config.PrefetchOff {

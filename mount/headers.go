@@ -1,14 +1,17 @@
 package mount
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/modelformat"
 	"github.com/modelfs/modelfs/prefetch"
 )
 
@@ -41,6 +44,9 @@ type headChunk struct {
 	// before done is closed, cleared under headChunks.mu.
 	data    []byte
 	checked bool // the check against the first block has started
+	// ends are where the file's tensors end, ascending, when its header
+	// fits in the chunk; set before done is closed, kept after release.
+	ends []int64
 }
 
 // started reports whether path's chunk was fetched or is being fetched.
@@ -76,8 +82,9 @@ func (h *headChunks) fetch(ctx context.Context, f remoteFile) ([]byte, *headChun
 		if err != nil && !(errors.Is(err, io.EOF) && int64(n) == want) {
 			buf = nil // readers and the planner go their own way
 		}
+		ends := tensorEnds(f.path, buf, f.obj.Size)
 		h.mu.Lock()
-		c.data = buf
+		c.data, c.ends = buf, ends
 		h.bytes -= headerChunk - int64(len(buf))
 		h.mu.Unlock()
 		close(c.done)
@@ -90,6 +97,46 @@ func (h *headChunks) fetch(ctx context.Context, f remoteFile) ([]byte, *headChun
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return c.data, c, c.data != nil
+}
+
+// tensorEnds returns where the tensors of the weight file at path end,
+// ascending, from chunk, its first bytes; nil unless its header lies
+// within them.
+func tensorEnds(path string, chunk []byte, size int64) []int64 {
+	if len(chunk) == 0 || modelformat.FormatOf(path) == modelformat.Unknown {
+		return nil
+	}
+	hd, err := modelformat.Read(path, bytes.NewReader(chunk), size, modelformat.Options{NoShapes: true})
+	if err != nil {
+		return nil
+	}
+	ends := make([]int64, 0, len(hd.Tensors))
+	for _, t := range hd.Tensors {
+		ends = append(ends, t.Offset+t.Length)
+	}
+	slices.Sort(ends)
+	return slices.Compact(ends)
+}
+
+// bound returns the first tensor end at or after end in path, when its
+// header was read from its chunk: see prefetch.Bounder.
+func (h *headChunks) bound(path string, end int64) (int64, bool) {
+	h.mu.Lock()
+	c := h.m[path]
+	var ends []int64
+	if c != nil {
+		select {
+		case <-c.done:
+			ends = c.ends
+		default:
+		}
+	}
+	h.mu.Unlock()
+	i, _ := slices.BinarySearch(ends, end)
+	if i == len(ends) {
+		return 0, false
+	}
+	return ends[i], true
 }
 
 // check compares data, the chunk c, once, with the first bytes of obj as

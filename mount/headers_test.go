@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fetch"
+	"github.com/modelfs/modelfs/modelformat/formattest"
 	"github.com/modelfs/modelfs/mount/config"
 )
 
@@ -35,13 +37,13 @@ func (s *hookedSource) ReadAt(ctx context.Context, obj fetch.Object, p []byte, o
 	return n, err
 }
 
-// headerTestEngine serves a 768 KiB safetensors file with 64 KiB blocks
-// through src's hooks, its plan made if mode makes one; it returns the
-// file's bytes.
-func headerTestEngine(t *testing.T, src *hookedSource, mode config.Prefetch) (*Engine, []byte) {
+// headerTestEngine serves a safetensors file of 8 tensors of n floats
+// each (768 KiB for n = 24Ki) with 64 KiB blocks through src's hooks, its
+// plan made if mode makes one; it returns the file's bytes.
+func headerTestEngine(t *testing.T, src *hookedSource, mode config.Prefetch, n int) (*Engine, []byte) {
 	t.Helper()
 	dir := t.TempDir()
-	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 24<<10)
+	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, n)
 	cfg := config.Default()
 	cfg.Source, cfg.Mountpoint = "file://"+dir, filepath.Join(t.TempDir(), "unused")
 	cfg.BlockSize, cfg.MemCache, cfg.Prefetch, cfg.SmallFile = 64<<10, 4<<20, mode, 64<<10
@@ -115,7 +117,7 @@ func testHeaderReadServedFromAChunk(t *testing.T, mode config.Prefetch) {
 			<-gate
 		}
 	}}
-	e, model := headerTestEngine(t, src, mode)
+	e, model := headerTestEngine(t, src, mode, 24<<10)
 	t.Cleanup(open) // runs before the engine's Close, which waits for the loads
 	hl := headerLen(model)
 	h := fileByPath(t, e.Files(), "model.safetensors").Content.Open()
@@ -173,7 +175,7 @@ func TestHeaderThatDiffersFromTheBlockFailsTheFile(t *testing.T) {
 			p[20] ^= 0x20 // a letter of the first tensor name: still valid JSON
 		}
 	}}
-	e, model := headerTestEngine(t, src, config.PrefetchLayer)
+	e, model := headerTestEngine(t, src, config.PrefetchLayer, 24<<10)
 	if !changed.Load() {
 		t.Fatal("the planner did not fetch the header as a chunk")
 	}
@@ -198,5 +200,72 @@ func TestHeaderThatDiffersFromTheBlockFailsTheFile(t *testing.T) {
 	}
 	if dmg, ok := f.Content.(interface{ Damaged() bool }); !ok || !dmg.Damaged() {
 		t.Error("the file is not reported damaged, so the kernel would keep its pages")
+	}
+}
+
+// A loader that reads a file's header and its first tensor, and stops,
+// costs the source that tensor: neither readahead nor the plan asks for a
+// block past the tensor's last, with or without a plan, the tensor's end
+// known from the header chunk.
+func TestOneTensorReadFetchesThatTensor(t *testing.T) {
+	for _, mode := range []config.Prefetch{config.PrefetchLayer, config.PrefetchReadahead} {
+		t.Run(string(mode), func(t *testing.T) {
+			e, model := headerTestEngine(t, &hookedSource{}, mode, 256<<10) // 1 MiB tensors
+			f := fileByPath(t, e.Files(), "model.safetensors")
+			h := f.Content.Open()
+			defer h.Release()
+			hl := headerLen(model)
+			if _, err := h.ReadAt(t.Context(), make([]byte, 8), 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.ReadAt(t.Context(), make([]byte, hl-8), 8); err != nil {
+				t.Fatal(err)
+			}
+			end := int64(hl + 1<<20) // the first tensor's, in file order
+			p := make([]byte, 128<<10)
+			for off := int64(hl); off < end; off += int64(len(p)) {
+				got := p[:min(int64(len(p)), end-off)]
+				if _, err := h.ReadAt(t.Context(), got, off); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, model[off:off+int64(len(got))]) {
+					t.Fatalf("the tensor at %d read back differs", off)
+				}
+			}
+			const bs = 64 << 10
+			st := e.r.cache.ObjectStats([]blockcache.ObjectID{e.pf.files["model.safetensors"].cacheID()})[0]
+			for i := end/bs + 1; i <= int64(len(model))/bs; i++ {
+				if st.Cached.Has(i) || st.Pending.Has(i) {
+					t.Errorf("block %d, past the tensor's last (%d), was fetched or asked for", i, end/bs)
+				}
+			}
+		})
+	}
+}
+
+// A header chunk tells where the file's tensors end, for either format,
+// when the header lies within it, and nothing otherwise.
+func TestTensorEndsFromTheChunk(t *testing.T) {
+	st := formattest.WriteSafetensors(t,
+		formattest.SafetensorsTensor{Name: "b", DType: "F32", Shape: []int64{16}},
+		formattest.SafetensorsTensor{Name: "a", DType: "F16", Shape: []int64{8}})
+	size := int64(len(st.Data))
+	if got, want := tensorEnds("m.safetensors", st.Data[:st.Header], size), []int64{st.Offsets["b"][1], st.Offsets["a"][1]}; !slices.Equal(got, want) {
+		t.Errorf("safetensors: ends %v, want %v", got, want)
+	}
+	if got := tensorEnds("m.safetensors", st.Data[:st.Header/2], size); got != nil {
+		t.Errorf("a chunk short of the header: ends %v, want none", got)
+	}
+	if got := tensorEnds("m.bin", st.Data, size); got != nil {
+		t.Errorf("a file of no known format: ends %v, want none", got)
+	}
+	g := formattest.WriteGGUF(t, 32, formattest.LlamaGGUFTensors[0], formattest.LlamaGGUFTensors[4])
+	var want []int64
+	for _, tt := range []formattest.GGUFTensor{formattest.LlamaGGUFTensors[0], formattest.LlamaGGUFTensors[4]} {
+		want = append(want, g.Offsets[tt.Name]+int64(tt.Size))
+	}
+	slices.Sort(want)
+	if got := tensorEnds("m.gguf", g.Data[:g.DataStart], int64(len(g.Data))); !slices.Equal(got, want) {
+		t.Errorf("GGUF: ends %v, want %v", got, want)
 	}
 }

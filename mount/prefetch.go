@@ -117,7 +117,7 @@ func (o *streamOpener) Open() fs.Handle {
 		// Config and tokenizer files are read whole: fetch them in one go.
 		o.obj.Prefetch(0, o.obj.Size())
 	}
-	watchers := []prefetch.Watcher{planWatcher{o.p.groupOf[o.path], o.path}}
+	watchers := []prefetch.Watcher{planWatcher{o.p.groupOf[o.path], o.path, &o.p.heads}}
 	if o.p.recorder != nil {
 		watchers = append(watchers, recordWatcher{o.p.recorder, o.path, o.version})
 	}
@@ -128,10 +128,12 @@ func (o *streamOpener) Open() fs.Handle {
 	return &headStream{Stream: s, p: o.p, path: o.path, obj: o.obj}
 }
 
-// planWatcher shows reads to the model's plan follower, once there is one.
+// planWatcher shows reads to the model's plan follower, once there is
+// one, and tells the stream where the file's tensors end.
 type planWatcher struct {
-	g    *planGroup
-	path string
+	g     *planGroup
+	path  string
+	heads *headChunks
 }
 
 func (w planWatcher) Observe(off, n int64) {
@@ -140,6 +142,19 @@ func (w planWatcher) Observe(off, n int64) {
 			fw.Observe(off, n)
 		}
 	}
+}
+
+// Bound is the end of the tensor a read ending at end stops in, from the
+// file's header chunk, which a loader's first read brings, or else from
+// the plan, once there is one: see prefetch.Bounder.
+func (w planWatcher) Bound(end int64) (int64, bool) {
+	if at, ok := w.heads.bound(w.path, end); ok {
+		return at, true
+	}
+	if f := w.g.follower.Load(); f != nil {
+		return f.Bound(w.path, end)
+	}
+	return 0, false
 }
 
 type recordWatcher struct {
@@ -187,7 +202,7 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loa
 	if len(plan) == 0 {
 		return
 	}
-	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize})
+	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize, Overshoot: p.ra.Overshoot})
 	g.blocks = planBlocks(plan, p.objs, p.blockSize)
 	g.follower.Store(f)
 	// Demand loads so far (headers read for the plan, reads that came
