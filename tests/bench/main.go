@@ -20,6 +20,7 @@ import (
 
 	"github.com/modelfs/modelfs/tests/linkproxy"
 	"github.com/modelfs/modelfs/tests/mountproc"
+	"github.com/modelfs/modelfs/tests/s3server"
 )
 
 const (
@@ -480,6 +481,9 @@ func (b *bench) recordPeer(name, phase, peer, rawRef, localRef string, s sample)
 		line += fmt.Sprintf(" mount %.2f", s.MountCPU)
 	}
 	line += fmt.Sprintf("   GETs %d", s.S3Gets)
+	if l := s.S3Life; l != nil {
+		line += fmt.Sprintf(" (mount's life: %d, %s)", l.Gets, fmtBytes(l.Bytes))
+	}
 	if s.CacheBytes > 0 {
 		line += fmt.Sprintf("   cache dir %s, %.0f%% in page cache", fmtBytes(s.CacheBytes), 100*float64(s.CacheResident)/float64(s.CacheBytes))
 	}
@@ -538,6 +542,17 @@ func (b *bench) measure(ctx context.Context, mp *mountProc, fn func() (int64, er
 	}
 	s.S3Gets, s.S3Bytes = st1.Gets-st0.Gets, st1.BytesServed-st0.BytesServed
 	return s, nil
+}
+
+// lifeStats sets s.S3Life: what the server sent since st0, taken before
+// the mount that s was measured on started, now that it has stopped.
+func (b *bench) lifeStats(ctx context.Context, st0 s3server.Stats, s *sample) error {
+	st1, err := b.remote.stats(ctx)
+	if err != nil {
+		return err
+	}
+	s.S3Life = &s3Count{Gets: st1.Gets - st0.Gets, Bytes: st1.BytesServed - st0.BytesServed}
+	return nil
 }
 
 func (b *bench) runBaselines(ctx context.Context, downloadDir string) error {
@@ -740,10 +755,17 @@ func (b *bench) runScenario(ctx context.Context, name string, env []string) erro
 		defer os.RemoveAll(dir)
 		args = append(args, "--cache-dir", dir)
 	}
-	// passes runs the timed passes named on one new mount, then the spot
-	// check, and stops it.
+	source := "s3://" + bucket + "/" + spec.prefix
+	// passes runs the timed passes named on one new mount and stops it,
+	// then runs the spot check on a mount of its own, so that what the
+	// first mount fetched over its life (see sample.S3LifeBytes) is the
+	// passes' alone.
 	passes := func(names ...string) ([]sample, exitUsage, error) {
-		mp, err := startMount(ctx, b.cfg.modelfs, "s3://"+bucket+"/"+spec.prefix, b.mnt, args, env)
+		st0, err := b.remote.stats(ctx)
+		if err != nil {
+			return nil, exitUsage{}, err
+		}
+		mp, err := startMount(ctx, b.cfg.modelfs, source, b.mnt, args, env)
 		if err != nil {
 			return nil, exitUsage{}, fmt.Errorf("mounting for the %s pass: %w", strings.Join(names, " and "), err)
 		}
@@ -760,14 +782,24 @@ func (b *bench) runScenario(ctx context.Context, name string, env []string) erro
 			}
 			out = append(out, s)
 		}
+		u, err := mp.stop()
+		if err != nil {
+			return nil, exitUsage{}, err
+		}
+		if err := b.lifeStats(ctx, st0, &out[0]); err != nil {
+			return nil, exitUsage{}, err
+		}
 		if b.cfg.verify {
-			if err := spec.verify(b.mnt); err != nil {
-				_, serr := mp.stop()
+			mp, err := startMount(ctx, b.cfg.modelfs, source, b.mnt, args, env)
+			if err != nil {
+				return nil, exitUsage{}, fmt.Errorf("mounting for the spot check: %w", err)
+			}
+			err = spec.verify(b.mnt)
+			if _, serr := mp.stop(); err != nil || serr != nil {
 				return nil, exitUsage{}, errors.Join(err, serr)
 			}
 		}
-		u, err := mp.stop()
-		return out, u, err
+		return out, u, nil
 	}
 	names := []string{"cold"}
 	if b.cfg.warm {

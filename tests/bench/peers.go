@@ -130,6 +130,10 @@ func (b *bench) runPeerScenario(ctx context.Context, mode peerMode, name string)
 	}
 	defer os.RemoveAll(cacheDir)
 	argv, extra := b.peerCommand(mode, spec.prefix, b.mnt, cacheDir)
+	st0, err := b.remote.stats(ctx)
+	if err != nil {
+		return err
+	}
 	mp, err := startPeerMount(ctx, argv, append(slices.Clone(b.env), extra...), b.mnt)
 	if err != nil {
 		return err
@@ -151,15 +155,23 @@ func (b *bench) runPeerScenario(ctx context.Context, mode peerMode, name string)
 		}
 		out = append(out, s)
 	}
-	if b.cfg.verify {
-		if err := spec.verify(b.mnt); err != nil {
-			_, serr := mp.stop()
-			return errors.Join(err, serr)
-		}
-	}
 	u, err := mp.stop()
 	if err != nil {
 		return err
+	}
+	if err := b.lifeStats(ctx, st0, &out[0]); err != nil {
+		return err
+	}
+	// The spot check on a mount of its own, as for modelfs.
+	if b.cfg.verify {
+		mp, err := startPeerMount(ctx, argv, append(slices.Clone(b.env), extra...), b.mnt)
+		if err != nil {
+			return fmt.Errorf("mounting for the spot check: %w", err)
+		}
+		err = spec.verify(b.mnt)
+		if _, serr := mp.stop(); err != nil || serr != nil {
+			return errors.Join(err, serr)
+		}
 	}
 	out[0].MountCPUExit, out[0].MountPeakRSS = u.CPUSeconds, u.MaxRSS
 	b.recordPeer(name, "cold", mode.Name, spec.rawRef, "", out[0])

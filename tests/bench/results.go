@@ -31,6 +31,12 @@ type sample struct {
 	// S3Gets and S3Bytes are what the server served during the pass.
 	S3Gets  int64 `json:"s3_gets"`
 	S3Bytes int64 `json:"s3_bytes"`
+	// S3Life, on the first sample of a modelfs or peer mount (cold,
+	// remount), is what the server served from before the mount started
+	// until it had stopped: its passes (a warm one too) and the prefetch
+	// still running when the reader had its bytes, which S3Bytes misses.
+	// The table shows it where it is set.
+	S3Life *s3Count `json:"s3_life,omitempty"`
 	// Mount is the mount's own account from its unmount summary line
 	// (fuse_reads, fuse_read_bytes, loads, disk_hits, ...), over
 	// its whole life: on a cold sample the cold and warm passes and the
@@ -44,6 +50,21 @@ type sample struct {
 	CacheResident int64 `json:"cache_dir_resident_bytes,omitempty"`
 	// Header holds the header latencies of a ttft pass.
 	Header *headerTimes `json:"header,omitempty"`
+}
+
+// s3Count is what the S3 server served.
+type s3Count struct {
+	Gets  int64 `json:"gets"`
+	Bytes int64 `json:"bytes"`
+}
+
+// s3 is what the table shows of s's requests: over the mount's life
+// where that was taken, else during the pass.
+func (s sample) s3() s3Count {
+	if s.S3Life != nil {
+		return *s.S3Life
+	}
+	return s3Count{Gets: s.S3Gets, Bytes: s.S3Bytes}
 }
 
 // series is every sample of one row of the table.
@@ -151,10 +172,11 @@ type row struct {
 	ServerCPUPerGiB stat `json:"server_cpu_s_per_gib"`
 	// MountPeakRSS is the largest peak RSS over runs, in bytes.
 	MountPeakRSS int64 `json:"mount_peak_rss_bytes,omitempty"`
-	// ReadAmp is S3 bytes served over bytes read (median): above 1 is
-	// over-fetch, below 1 is bytes served from the mount's caches.
+	// ReadAmp is S3 bytes served (sample.s3) over bytes read (median):
+	// above 1 is over-fetch, below 1 is bytes served from the mount's
+	// caches.
 	ReadAmp *float64 `json:"s3_bytes_per_byte_read"`
-	// S3Gets is the GETs the server saw during the pass.
+	// S3Gets is the GETs the server saw (sample.s3).
 	S3Gets stat `json:"s3_gets"`
 	// FuseReads is the fuse_reads of the mount's summary line (see
 	// sample.Mount for what it spans), and FuseReadAvgKiB its
@@ -182,7 +204,7 @@ func reduce(s series) row {
 	var secs, mb, mcpu, rcpu, scpu, amp, gets, freads, hfirst, hparsed []float64
 	var fbytes int64
 	for _, x := range s.Samples {
-		gets = append(gets, float64(x.S3Gets))
+		gets = append(gets, float64(x.s3().Gets))
 		if n, ok := x.Mount["fuse_reads"]; ok {
 			freads = append(freads, float64(n))
 			fbytes += x.Mount["fuse_read_bytes"]
@@ -200,7 +222,7 @@ func reduce(s series) row {
 		}
 		r.MountPeakRSS = max(r.MountPeakRSS, x.MountPeakRSS)
 		if x.Bytes > 0 {
-			amp = append(amp, float64(x.S3Bytes)/float64(x.Bytes))
+			amp = append(amp, float64(x.s3().Bytes)/float64(x.Bytes))
 		}
 	}
 	r.Seconds, r.MBps = summarize(secs), summarize(mb)
