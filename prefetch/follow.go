@@ -232,8 +232,10 @@ func (f *Follower) followFile(pos int, off int64) []loadorder.Range {
 	}
 	// The kernel reads ahead of a reader that has stopped at the end of
 	// the first range it read (a tensor): reads just past it are no sign
-	// that the reader goes on.
-	if in := f.plan[list[c.first]]; c.reader == c.first && off >= in.Off+in.Len && off < in.Off+in.Len+f.opts.Overshoot {
+	// that the reader goes on. It reads less past a shorter read (see
+	// prefetch.Stream.overshootLocked).
+	in := f.plan[list[c.first]]
+	if end := in.Off + in.Len; c.reader == c.first && off >= end && off < end+min(f.opts.Overshoot, in.Len/2) {
 		return nil
 	}
 	c.reader = max(c.reader, k)

@@ -86,12 +86,13 @@ type Stream struct {
 	window int64 // current window; 0 = not sequential yet
 	issued int64 // prefetch requested up to here
 	// Until the reader has gone on past the end of the unit it started
-	// in (see Bounder), the window stops at that end: a loader that reads
-	// one tensor and stops costs that tensor, not a window past it. Reads
-	// within Overshoot past it may be the kernel's readahead and move
-	// nothing; a read beyond is a reader going on, which is streaming,
-	// and the window runs free.
+	// in (see Bounder), the window stops Overshoot past that end: a
+	// loader that reads one tensor and stops costs that tensor and what
+	// the kernel's readahead reads after it, not a window past it. A read
+	// beyond is a reader going on, which is streaming, and the window
+	// runs free.
 	bound    int64 // the end of the unit the sequential run started in; -1 not known
+	start    int64 // where the sequential run started
 	streamed bool
 }
 
@@ -161,7 +162,7 @@ func (s *Stream) observe(off, n int64) {
 		(s.next >= 0 && off >= s.next-s.opts.Slack && off <= s.next+s.opts.Slack)
 	switch {
 	case !sequential:
-		s.window, s.issued, s.next, s.bound = 0, end, end, -1
+		s.window, s.issued, s.next, s.bound, s.start = 0, end, end, -1, off
 	case s.window == 0:
 		s.window, s.next = s.opts.Initial, max(s.next, end)
 	default:
@@ -170,7 +171,7 @@ func (s *Stream) observe(off, n int64) {
 		}
 		s.next = max(s.next, end)
 	}
-	if !s.streamed && s.bound >= 0 && end > s.bound+s.opts.Overshoot {
+	if !s.streamed && s.bound >= 0 && end > s.bound+s.overshootLocked() {
 		s.streamed = true
 	}
 	var from, length int64
@@ -191,8 +192,10 @@ func (s *Stream) observe(off, n int64) {
 	}
 }
 
-// boundLocked stops target at the end of the unit the sequential run
-// started in, or, past it, at end.
+// boundLocked stops target Overshoot past the end of the unit the
+// sequential run started in: the kernel's readahead would have those
+// bytes read anyway, and loaded ahead they do not stall a reader that
+// goes on.
 func (s *Stream) boundLocked(end, target int64) int64 {
 	if s.bound < 0 {
 		for _, b := range s.bounders {
@@ -201,11 +204,17 @@ func (s *Stream) boundLocked(end, target int64) int64 {
 			}
 		}
 	}
-	switch {
-	case s.bound < 0:
+	if s.bound < 0 {
 		return target
-	case end > s.bound:
-		return end
 	}
-	return min(target, s.bound)
+	return min(target, s.bound+s.overshootLocked())
+}
+
+// overshootLocked is how far past the unit the kernel's readahead may
+// read: Overshoot, or half the sequential run to the unit's end when that
+// is less, since the kernel reads less past a shorter read (none past an
+// 8 MiB one, 8 MiB past 32), and a reader that goes on past a small first
+// tensor should stream soon.
+func (s *Stream) overshootLocked() int64 {
+	return min(s.opts.Overshoot, (s.bound-s.start)/2)
 }

@@ -167,26 +167,44 @@ func (u units) Bound(end int64) (int64, bool) {
 	return 0, false
 }
 
-// A reader of one unit (a tensor) gets readahead to the unit's end and no
-// further; reads just past it, as the kernel's readahead makes, add
-// nothing; a reader that goes on past those streams with the window.
+// A reader of one unit (a tensor) gets readahead to the unit's end and
+// the overshoot the kernel's readahead reads anyway, and no further; a
+// reader that goes on past those streams with the window.
 func TestReadaheadStopsAtTheUnitEnd(t *testing.T) {
 	r := &recorder{size: 1 << 40}
 	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 4 * mib}, units{20 * mib, 22 * mib, 24 * mib, 26 * mib})
 	for off := int64(0); off < 20*mib; off += mib {
 		read(s, off, mib)
 	}
-	if got := r.covered(t, mib); got != 20*mib {
-		t.Fatalf("reading the first unit prefetched to %d MiB, want its end, 20 MiB", got/mib)
+	if got := r.covered(t, mib); got != 24*mib {
+		t.Fatalf("reading the first unit prefetched to %d MiB, want its end and the overshoot, 24 MiB", got/mib)
 	}
 	for off := int64(20 * mib); off < 24*mib; off += mib {
 		read(s, off, mib)
 	}
-	if got := r.covered(t, mib); got != 20*mib {
-		t.Fatalf("reads within the overshoot prefetched to %d MiB, want nothing past 20 MiB", got/mib)
+	if got := r.covered(t, mib); got != 24*mib {
+		t.Fatalf("reads within the overshoot prefetched to %d MiB, want nothing past 24 MiB", got/mib)
 	}
 	read(s, 24*mib, mib)
 	if last := r.ranges[len(r.ranges)-1]; last != [2]int64{25 * mib, 25*mib + 32*mib} {
 		t.Fatalf("a read past the overshoot prefetched %v, want the window from 25 MiB", r.ranges)
+	}
+}
+
+// Past a small first unit the kernel reads little: a reader that goes on
+// past half its length again streams.
+func TestReadaheadStreamsSoonAfterASmallFirstUnit(t *testing.T) {
+	r := &recorder{size: 1 << 40}
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 16 * mib}, units{2 * mib, 64 * mib})
+	read(s, 0, mib)
+	read(s, mib, mib)
+	if got := r.covered(t, mib); got != 3*mib {
+		t.Fatalf("reading a 2 MiB first unit prefetched to %d MiB, want 3 MiB (half the run past its end)", got/mib)
+	}
+	read(s, 2*mib, mib)
+	read(s, 3*mib, mib)
+	// The window doubled with each read: 16 MiB by the fourth.
+	if last := r.ranges[len(r.ranges)-1]; last != [2]int64{4 * mib, 20 * mib} {
+		t.Fatalf("a reader 2 MiB past a 2 MiB first unit prefetched %v, want the window from 4 MiB", r.ranges)
 	}
 }

@@ -39,8 +39,9 @@ type sample struct {
 	S3Life *s3Count `json:"s3_life,omitempty"`
 	// Mount is the mount's own account from its unmount summary line
 	// (fuse_reads, fuse_read_bytes, loads, disk_hits, ...), over
-	// its whole life: on a cold sample the cold and warm passes and the
-	// spot check, on a remount sample the remount pass and its spot check.
+	// its whole life: on a cold sample the cold and warm passes, on a
+	// remount sample the remount pass (spot checks have mounts of their
+	// own).
 	Mount map[string]int64 `json:"mount_summary,omitempty"`
 	// CacheBytes and CacheResident are, on a remount sample, the bytes the
 	// files in the mount's --cache-dir hold (allocated: its data files are
