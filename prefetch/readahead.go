@@ -162,7 +162,13 @@ func (s *Stream) observe(off, n int64) {
 		(s.next >= 0 && off >= s.next-s.opts.Slack && off <= s.next+s.opts.Slack)
 	switch {
 	case !sequential:
-		s.window, s.issued, s.next, s.bound, s.start = 0, end, end, -1, off
+		s.window, s.issued, s.next = 0, end, end
+		// Reads of one unit come reordered (the kernel has several in
+		// flight): within the unit and its overshoot, a jump starts no
+		// new run.
+		if s.bound < 0 || off < s.start || end > s.bound+s.overshootLocked() {
+			s.bound, s.start = -1, off
+		}
 	case s.window == 0:
 		s.window, s.next = s.opts.Initial, max(s.next, end)
 	default:
@@ -171,7 +177,7 @@ func (s *Stream) observe(off, n int64) {
 		}
 		s.next = max(s.next, end)
 	}
-	if !s.streamed && s.bound >= 0 && end > s.bound+s.overshootLocked() {
+	if sequential && !s.streamed && s.bound >= 0 && end > s.bound+s.overshootLocked() {
 		s.streamed = true
 	}
 	var from, length int64

@@ -208,3 +208,18 @@ func TestReadaheadStreamsSoonAfterASmallFirstUnit(t *testing.T) {
 		t.Fatalf("a reader 2 MiB past a 2 MiB first unit prefetched %v, want the window from 4 MiB", r.ranges)
 	}
 }
+
+// Reads of one unit that come out of order, as the kernel's parallel
+// reads do, neither end the unit's bound nor make the stream streaming.
+func TestReorderedReadsKeepTheUnitBound(t *testing.T) {
+	r := &recorder{size: 1 << 40}
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Slack: mib, Overshoot: 4 * mib}, units{20 * mib, 40 * mib})
+	for _, off := range []int64{0, 1, 2, 10, 3, 11, 19, 12, 21, 22, 23} {
+		read(s, off*mib, mib)
+	}
+	for _, rg := range r.ranges {
+		if rg[1] > 24*mib {
+			t.Fatalf("reordered reads of the first unit prefetched %v, want nothing past 24 MiB", r.ranges)
+		}
+	}
+}
