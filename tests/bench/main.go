@@ -544,14 +544,20 @@ func (b *bench) measure(ctx context.Context, mp *mountProc, fn func() (int64, er
 	return s, nil
 }
 
-// lifeStats sets s.S3Life: what the server sent since st0, taken before
-// the mount that s was measured on started, now that it has stopped.
-func (b *bench) lifeStats(ctx context.Context, st0 s3server.Stats, s *sample) error {
+// lifeStats sets the S3Life of out[0], the first pass of a mount that has
+// stopped: what the server sent since st0, taken before the mount
+// started, less what it sent during the mount's later passes (a warm
+// pass), which their own rows show.
+func (b *bench) lifeStats(ctx context.Context, st0 s3server.Stats, out []sample) error {
 	st1, err := b.remote.stats(ctx)
 	if err != nil {
 		return err
 	}
-	s.S3Life = &s3Count{Gets: st1.Gets - st0.Gets, Bytes: st1.BytesServed - st0.BytesServed}
+	l := s3Count{Gets: st1.Gets - st0.Gets, Bytes: st1.BytesServed - st0.BytesServed}
+	for _, later := range out[1:] {
+		l.Gets, l.Bytes = l.Gets-later.S3Gets, l.Bytes-later.S3Bytes
+	}
+	out[0].S3Life = &l
 	return nil
 }
 
@@ -786,7 +792,7 @@ func (b *bench) runScenario(ctx context.Context, name string, env []string) erro
 		if err != nil {
 			return nil, exitUsage{}, err
 		}
-		if err := b.lifeStats(ctx, st0, &out[0]); err != nil {
+		if err := b.lifeStats(ctx, st0, out); err != nil {
 			return nil, exitUsage{}, err
 		}
 		if b.cfg.verify {

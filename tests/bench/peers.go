@@ -159,7 +159,7 @@ func (b *bench) runPeerScenario(ctx context.Context, mode peerMode, name string)
 	if err != nil {
 		return err
 	}
-	if err := b.lifeStats(ctx, st0, &out[0]); err != nil {
+	if err := b.lifeStats(ctx, st0, out); err != nil {
 		return err
 	}
 	// The spot check on a mount of its own, as for modelfs.

@@ -33,9 +33,10 @@ type sample struct {
 	S3Bytes int64 `json:"s3_bytes"`
 	// S3Life, on the first sample of a modelfs or peer mount (cold,
 	// remount), is what the server served from before the mount started
-	// until it had stopped: its passes (a warm one too) and the prefetch
-	// still running when the reader had its bytes, which S3Bytes misses.
-	// The table shows it where it is set.
+	// until it had stopped, less the S3Bytes of the mount's later passes
+	// (a warm pass): the pass and the prefetch still running when the
+	// reader had its bytes, which S3Bytes misses. The table shows it
+	// where it is set.
 	S3Life *s3Count `json:"s3_life,omitempty"`
 	// Mount is the mount's own account from its unmount summary line
 	// (fuse_reads, fuse_read_bytes, loads, disk_hits, ...), over

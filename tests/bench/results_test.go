@@ -275,3 +275,20 @@ func TestFreshTouchCost(t *testing.T) {
 		}
 	}
 }
+
+// A sample's S3 counts are its mount's life where that was taken, else
+// its pass's.
+func TestSampleS3PrefersTheMountsLife(t *testing.T) {
+	pass := sample{S3Gets: 3, S3Bytes: 300}
+	if got := pass.s3(); got != (s3Count{Gets: 3, Bytes: 300}) {
+		t.Errorf("without a life: %+v", got)
+	}
+	pass.S3Life = &s3Count{Gets: 5, Bytes: 700}
+	if got := pass.s3(); got != (s3Count{Gets: 5, Bytes: 700}) {
+		t.Errorf("with a life: %+v", got)
+	}
+	r := reduce(series{Name: "ttft", Phase: "cold", Samples: []sample{{Seconds: 1, Bytes: 100, MountCPU: -1, S3Bytes: 150, S3Life: &s3Count{Gets: 2, Bytes: 250}}}})
+	if r.ReadAmp == nil || *r.ReadAmp != 2.5 || r.S3Gets.Median != 2 {
+		t.Errorf("row from a sample with a life: amp %v, GETs %+v; want 2.5 and 2", r.ReadAmp, r.S3Gets)
+	}
+}
