@@ -146,12 +146,17 @@ func (w planWatcher) Observe(off, n int64) {
 
 // Bound is the end of the tensor a read ending at end stops in, from the
 // file's header chunk, which a loader's first read brings, or else from
-// the plan, once there is one: see prefetch.Bounder.
+// the plan, once there is one: see prefetch.Bounder. A load of the whole
+// model reads every tensor: none bounds it.
 func (w planWatcher) Bound(end int64) (int64, bool) {
+	f := w.g.follower.Load()
+	if f != nil && f.Whole() {
+		return 0, false
+	}
 	if at, ok := w.heads.bound(w.path, end); ok {
 		return at, true
 	}
-	if f := w.g.follower.Load(); f != nil {
+	if f != nil {
 		return f.Bound(w.path, end)
 	}
 	return 0, false

@@ -158,6 +158,14 @@ func (f *Follower) Bound(path string, end int64) (int64, bool) {
 	return e[i], true
 }
 
+// Whole reports whether the load is evidently of the whole model (a
+// second big file was read), when the plan is followed across files.
+func (f *Follower) Whole() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.whole
+}
+
 // PlannedBytes is the size of the plan.
 func (f *Follower) PlannedBytes() int64 { return f.cum[len(f.plan)] }
 

@@ -131,8 +131,14 @@ func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
 	if !equal(log, want) {
 		t.Fatalf("reading s1 through: %v, want %v", log, want)
 	}
+	if f.Whole() {
+		t.Fatal("a reader of one shard made the load whole-model")
+	}
 	// The second shard: from here the plan is followed across files.
 	f.ForFile("s2").Observe(0, 8)
+	if !f.Whole() {
+		t.Fatal("a read of a second shard did not make the load whole-model")
+	}
 	// s1, fetched while the window kept to it, does not fill the window.
 	want = append(want, "s2:0+1", "s2:1+2", "s2:3+2")
 	if !equal(log, want) {
