@@ -296,26 +296,45 @@ func TestFaultsUnderPlanPrefetch(t *testing.T) {
 		<-injected
 	}
 
-	// One read deep in a shard, too far from its start for readahead to
-	// call it sequential, starts the plan prefetcher. A fault outside the
-	// read's block (and the next, for the kernel's readahead) hit it.
-	name, off := tensorPast(t, 8<<20)
-	f, err := os.Open(m.path(name))
-	if err != nil {
-		t.Fatal(err)
+	// One read deep in each of two shards, too far from their starts for
+	// readahead to call them sequential, makes the load whole-model and
+	// starts the plan prefetcher across the shards (one read alone costs
+	// about its tensor). A fault outside the reads' blocks (and the next
+	// ones, for the kernel's readahead) hit it.
+	type read struct {
+		name string
+		off  int64
 	}
-	defer f.Close()
-	p := make([]byte, 4096)
-	if _, err := f.ReadAt(p, off); err != nil || hexSum(p) != hexSum(sourceBytes(t, name)[off:off+4096]) {
-		t.Fatalf("first read at %d: %v, or wrong bytes", off, err)
+	var reads []read
+	for range 2 {
+		var except string
+		if len(reads) > 0 {
+			except = reads[0].name
+		}
+		name, off := tensorPast(t, 8<<20, except)
+		f, err := os.Open(m.path(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		p := make([]byte, 4096)
+		if _, err := f.ReadAt(p, off); err != nil || hexSum(p) != hexSum(sourceBytes(t, name)[off:off+4096]) {
+			t.Fatalf("read of %s at %d: %v, or wrong bytes", name, off, err)
+		}
+		reads = append(reads, read{name, off})
 	}
 	giveUp := time.After(30 * time.Second)
 	for prefetchFaulted := false; !prefetchFaulted; {
 		select {
 		case in := <-injected:
-			prefetchFaulted = !strings.HasSuffix(in.path, "/"+name) || in.start>>20 < off>>20 || in.start>>20 > off>>20+1
+			prefetchFaulted = true
+			for _, r := range reads {
+				if strings.HasSuffix(in.path, "/"+r.name) && in.start>>20 >= r.off>>20 && in.start>>20 <= r.off>>20+1 {
+					prefetchFaulted = false
+				}
+			}
 			if prefetchFaulted {
-				t.Logf("read %s at %d; a prefetch of %s at %d was faulted", name, off, in.path, in.start)
+				t.Logf("read %v; a prefetch of %s at %d was faulted", reads, in.path, in.start)
 			}
 		case <-giveUp:
 			t.Fatalf("no fault hit the plan prefetcher in 30s\n%s", m.Log())
@@ -352,12 +371,12 @@ func TestFaultsUnderPlanPrefetch(t *testing.T) {
 	noFailures(t, m, mf)
 }
 
-// tensorPast returns a shard and the offset of a tensor that starts at
-// least atLeast bytes into it.
-func tensorPast(t *testing.T, atLeast int64) (string, int64) {
+// tensorPast returns a shard other than except and the offset of a
+// tensor that starts at least atLeast bytes into it.
+func tensorPast(t *testing.T, atLeast int64, except string) (string, int64) {
 	t.Helper()
 	for _, ts := range model.Tensors {
-		if ts.Begin >= atLeast {
+		if ts.Begin >= atLeast && ts.File != except {
 			return ts.File, ts.Begin
 		}
 	}
