@@ -3,7 +3,11 @@
 //   - Readahead: a Stream wraps one open file, watches its reads, and when
 //     they run forward (allowing for the reordering of concurrent FUSE
 //     requests and small skips) asks for a window ahead of the reader that
-//     doubles with each sequential read up to a cap.
+//     doubles with each sequential read up to a cap. Given a Bounder (the
+//     file's tensor ends), the window stops a little past the end of the
+//     tensor the run started in, as far as the kernel's own readahead
+//     reads anyway, until the reader goes on beyond: a reader of one
+//     tensor costs that tensor.
 //   - Plans and profiles: the order a loader reads a model in, from its
 //     headers or a recorded load, is modelformat/loadorder's (Plan,
 //     ReadProfile, Range, Entry); this package follows those plans and

@@ -230,8 +230,8 @@ func (f *Follower) followFile(pos int, off int64) []loadorder.Range {
 	k, _ := slices.BinarySearch(list, pos)
 	c := f.touched[path]
 	if c == nil && f.plan[pos].Header {
-		// A header (or a small file): where the reader goes next, not
-		// the plan's next range, says which tensor it reads.
+		// A header: where the reader goes next, not the plan's next
+		// range, says which tensor it reads.
 		return f.request(nil, pos)
 	}
 	if c == nil {
@@ -241,7 +241,7 @@ func (f *Follower) followFile(pos int, off int64) []loadorder.Range {
 	// The kernel reads ahead of a reader that has stopped at the end of
 	// the first range it read (a tensor): reads just past it are no sign
 	// that the reader goes on. It reads less past a shorter read (see
-	// prefetch.Stream.overshootLocked).
+	// Stream.overshootLocked).
 	in := f.plan[list[c.first]]
 	if end := in.Off + in.Len; c.reader == c.first && off >= end && off < end+min(f.opts.Overshoot, in.Len/2) {
 		return nil
