@@ -17,14 +17,10 @@ import (
 	"github.com/modelfs/modelfs/tests/s3server"
 )
 
-// NewS3Client reaches an S3-compatible endpoint path-style, signs with the
-// default chain's credentials or not at all, and retries only when told.
-func TestNewS3Client(t *testing.T) {
-	const key, secret = "AKIDCLIENTTEST", "client-test-secret"
-	srv := s3server.StartTest(t, s3server.Options{AccessKey: key, SecretKey: secret}, "bucket")
-	if _, err := srv.PutObject("bucket", "k", []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
+// onlyEnvKeys leaves the SDK's default chain the given keys in the
+// environment and nothing else: no config or credentials file, profile,
+// region or instance metadata of the machine running the test.
+func onlyEnvKeys(t *testing.T, key, secret string) {
 	t.Setenv("AWS_ACCESS_KEY_ID", key)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
@@ -33,6 +29,17 @@ func TestNewS3Client(t *testing.T) {
 	t.Setenv("AWS_REGION", "")
 	t.Setenv("AWS_DEFAULT_REGION", "")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+// NewS3Client reaches an S3-compatible endpoint path-style, signs with the
+// default chain's credentials or not at all, and retries only when told.
+func TestNewS3Client(t *testing.T) {
+	const key, secret = "AKIDCLIENTTEST", "client-test-secret"
+	srv := s3server.StartTest(t, s3server.Options{AccessKey: key, SecretKey: secret}, "bucket")
+	if _, err := srv.PutObject("bucket", "k", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	onlyEnvKeys(t, key, secret)
 	ctx := context.Background()
 	get := func(c *s3.Client) ([]byte, error) {
 		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bucket"), Key: aws.String("k")})

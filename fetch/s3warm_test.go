@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -75,12 +74,7 @@ func TestWarmConnsOpensConnectionsReadsReuse(t *testing.T) {
 	ts.Start()
 	t.Cleanup(ts.Close)
 
-	t.Setenv("AWS_ACCESS_KEY_ID", key)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	onlyEnvKeys(t, key, secret)
 	ctx := context.Background()
 	src, err := NewS3(ctx, S3Options{Bucket: "bucket", Endpoint: ts.URL, MaxConns: 2 * n})
 	if err != nil {
