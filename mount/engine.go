@@ -64,7 +64,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Engine, error) 
 		// for smaller files, whose reads it overshoots less.
 		ra:        prefetch.ReadaheadOptions{Max: cfg.Readahead, Overshoot: min(prefetch.DefaultOvershoot, 2*cfg.BlockSize)},
 		blockSize: cfg.BlockSize, window: min(256<<20, memCache/2),
-		directHeaders: true, heads: headChunks{log: log},
+		directHeaders: true, heads: headChunks{log: log}, primes: make(chan struct{}, maxPrimes),
 	}
 	if cfg.Prefetch == config.PrefetchOff {
 		pf.ra.Disabled = true

@@ -13,6 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
@@ -50,6 +53,8 @@ type prefetcher struct {
 	// heads are big files' first chunks, for the plans and for readers'
 	// first reads (headers.go).
 	heads headChunks
+	// primes holds a place for each cache file being filled (prime).
+	primes chan struct{}
 }
 
 // planGroup is one model's plan. Each model is followed apart, so that a
@@ -104,6 +109,7 @@ type streamOpener struct {
 	version string
 	small   bool
 	opened  atomic.Bool
+	primed  atomic.Bool // the backing file's fill was started
 }
 
 // Damaged reports whether the file failed its store's checksum.
@@ -123,6 +129,9 @@ func (o *streamOpener) Open() fs.Handle {
 	}
 	s := prefetch.NewStream(o.obj, o.p.ra, watchers...)
 	if b, ok := o.obj.Backing(); ok {
+		if o.p.mode != "off" && !o.primed.Swap(true) {
+			o.p.prime(b.File)
+		}
 		return &backedStream{Stream: s, backing: b}
 	}
 	return &headStream{Stream: s, p: o.p, path: o.path, obj: o.obj}
@@ -439,3 +448,73 @@ func (b *backedStream) Release() {
 	b.Stream.Release()
 	b.backing.Close()
 }
+
+// prime fills the page cache of f, a complete cache file handed to
+// passthrough, in the background, front to back. The disk tier writes
+// with O_DIRECT, so after the load that filled it none of the file is in
+// memory, and a loader that faults it in scattered (header order) leaves
+// small folios behind, which every later mapping of the file pays for in
+// faults (6× as many here, docs/benchmarks.md): a sequential fill reads it
+// in large ones. Files are filled maxPrimes at a time, primeChunk mapped
+// at a time, so that the pages mapped add at most their product to the
+// mount's RSS; chunks already cached are only checked.
+func (p *prefetcher) prime(f *os.File) {
+	if p.primes == nil {
+		return // warm's planner serves no reader
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		p.log.Debug("cache file not primed", "err", err)
+		return
+	}
+	go func() {
+		defer unix.Close(fd)
+		p.primes <- struct{}{}
+		defer func() { <-p.primes }()
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return
+		}
+		for off := int64(0); off < st.Size; off += primeChunk {
+			n := int(min(primeChunk, st.Size-off))
+			data, err := unix.Mmap(fd, off, n, unix.PROT_READ, unix.MAP_SHARED)
+			if err != nil {
+				p.log.Debug("cache file not primed", "err", err)
+				return
+			}
+			if !cached(data) {
+				_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+				err = unix.Madvise(data, unix.MADV_POPULATE_READ)
+			}
+			unix.Munmap(data)
+			if err != nil {
+				p.log.Debug("cache file not primed", "err", err)
+				return
+			}
+		}
+	}()
+}
+
+// cached reports whether every page of the mapping data is in the page
+// cache (mincore, which faults nothing in): prime leaves those alone, so
+// that a file a reader already holds costs it nothing but the check.
+func cached(data []byte) bool {
+	page := os.Getpagesize()
+	vec := make([]byte, (len(data)+page-1)/page)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&data[0])), uintptr(len(data)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		return false
+	}
+	for _, v := range vec {
+		if v&1 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// primeChunk is how much of a cache file prime maps at a time, and
+// maxPrimes how many files it fills at once.
+const (
+	primeChunk = 16 << 20
+	maxPrimes  = 2
+)
