@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // tensor is one tensor of a generated safetensors file.
@@ -57,54 +58,8 @@ func testModel(t *testing.T, dir string, tensors []tensor) (offsets map[string]i
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dropCache(t, p)
+	mountproc.DropCache(t, p)
 	return offsets, int64(len(data))
-}
-
-// dropCache writes back and evicts the file's unlocked pages.
-func dropCache(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// resident reports, per page, whether the file's page is in memory.
-func resident(t *testing.T, path string) []bool {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(data)
-	ps := int64(os.Getpagesize())
-	vec := make([]byte, alignUp(st.Size(), ps)/ps)
-	// x/sys has no Mincore wrapper on Linux.
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&data[0])), uintptr(len(data)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		t.Fatal("mincore:", errno)
-	}
-	out := make([]bool, len(vec))
-	for i, v := range vec {
-		out[i] = v&1 != 0
-	}
-	return out
 }
 
 // evictable reports whether dropCache really evicts pages in dir (not on

@@ -11,6 +11,7 @@ import (
 
 	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/tests/modelgen"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 func TestModelFiles(t *testing.T) {
@@ -113,8 +114,8 @@ func TestRunProfileOrder(t *testing.T) {
 		t.Fatalf("pin %+v", rep.Pin)
 	}
 	model := filepath.Join(dir, "model.safetensors")
-	dropCache(t, model)
-	res := resident(t, model)
+	mountproc.DropCache(t, model)
+	res := mountproc.Resident(t, model)
 	if !res[head/ps] || !res[head/ps+tensorPages-1] {
 		t.Error("lm_head not resident")
 	}

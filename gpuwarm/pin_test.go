@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modelfs/modelfs/modelformat/loadorder"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // layeredModel is stored out of layer order, so that pinning in layer
@@ -76,8 +77,8 @@ func TestPinLayerOrderResidency(t *testing.T) {
 	}
 
 	model := filepath.Join(dir, "model.safetensors")
-	dropCache(t, model) // evicts whatever is not locked
-	res := resident(t, model)
+	mountproc.DropCache(t, model) // evicts whatever is not locked
+	res := mountproc.Resident(t, model)
 	page := func(name string) int { return int(offsets[name] / ps) }
 	check := func(name string, want bool) {
 		t.Helper()
@@ -105,8 +106,8 @@ func TestPinLayerOrderResidency(t *testing.T) {
 		t.Fatal("second release:", err)
 	}
 	if evictable(t, dir) {
-		dropCache(t, model)
-		if slices.Contains(resident(t, model), true) {
+		mountproc.DropCache(t, model)
+		if slices.Contains(mountproc.Resident(t, model), true) {
 			t.Error("pages still resident after release")
 		}
 	}
@@ -126,8 +127,8 @@ func TestPinAll(t *testing.T) {
 		t.Fatalf("pinned %d of %d planned, want %d", rep.Bytes, rep.PlannedBytes, size+ps)
 	}
 	model := filepath.Join(dir, "model.safetensors")
-	dropCache(t, model)
-	for i, r := range resident(t, model) {
+	mountproc.DropCache(t, model)
+	for i, r := range mountproc.Resident(t, model) {
 		if !r {
 			t.Fatalf("page %d not resident", i)
 		}
@@ -285,8 +286,8 @@ func TestPinMlockFails(t *testing.T) {
 	}
 	if evictable(t, dir) {
 		model := filepath.Join(dir, "model.safetensors")
-		dropCache(t, model)
-		if slices.Contains(resident(t, model), true) {
+		mountproc.DropCache(t, model)
+		if slices.Contains(mountproc.Resident(t, model), true) {
 			t.Error("pages still resident after a failed pin")
 		}
 	}

@@ -4,12 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/mount/config"
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // A complete cache file handed to passthrough is filled into the page
@@ -27,7 +25,7 @@ func TestPassthroughFileIsPrimed(t *testing.T) {
 	waitFor(t, "the object to be complete on disk", func() bool {
 		return f.Content.(*streamOpener).obj.CompleteOnDisk()
 	})
-	drop(t, data)
+	mountproc.DropCache(t, data)
 	if r := resident(t, data); r == 1 {
 		t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to prime", data)
 	}
@@ -55,46 +53,15 @@ func cacheDataFile(t *testing.T, cache string) string {
 	return found[0]
 }
 
-// drop writes back and drops the page cache of the file at path.
-func drop(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // resident returns the share of the file at path in the page cache.
 func resident(t *testing.T, path string) float64 {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		t.Fatalf("stat %s: %v, size %d", path, err, st.Size())
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatalf("mincore %s: %v", path, e)
-	}
+	pages := mountproc.Resident(t, path)
 	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
+	for _, in := range pages {
+		if in {
+			n++
+		}
 	}
-	return float64(n) / float64(len(vec))
+	return float64(n) / float64(max(len(pages), 1))
 }
