@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 
 	"github.com/modelfs/modelfs/blockcache"
@@ -44,9 +43,9 @@ type headChunk struct {
 	// before done is closed, cleared under headChunks.mu.
 	data    []byte
 	checked bool // the check against the first block has started
-	// ends are where the file's tensors end, ascending, when its header
-	// fits in the chunk; set before done is closed, kept after release.
-	ends []int64
+	// ends are where the file's tensors end, when its header fits in the
+	// chunk; set with data, kept after release.
+	ends prefetch.Ends
 }
 
 // started reports whether path's chunk was fetched or is being fetched.
@@ -100,9 +99,8 @@ func (h *headChunks) fetch(ctx context.Context, f remoteFile) ([]byte, *headChun
 }
 
 // tensorEnds returns where the tensors of the weight file at path end,
-// ascending, from chunk, its first bytes; nil unless its header lies
-// within them.
-func tensorEnds(path string, chunk []byte, size int64) []int64 {
+// from chunk, its first bytes; nil unless its header lies within them.
+func tensorEnds(path string, chunk []byte, size int64) prefetch.Ends {
 	if len(chunk) == 0 || modelformat.FormatOf(path) == modelformat.Unknown {
 		return nil
 	}
@@ -114,29 +112,19 @@ func tensorEnds(path string, chunk []byte, size int64) []int64 {
 	for _, t := range hd.Tensors {
 		ends = append(ends, t.Offset+t.Length)
 	}
-	slices.Sort(ends)
-	return slices.Compact(ends)
+	return prefetch.NewEnds(ends)
 }
 
 // bound returns the first tensor end at or after end in path, when its
 // header was read from its chunk: see prefetch.Bounder.
 func (h *headChunks) bound(path string, end int64) (int64, bool) {
 	h.mu.Lock()
-	c := h.m[path]
-	var ends []int64
-	if c != nil {
-		select {
-		case <-c.done:
-			ends = c.ends
-		default:
-		}
+	var ends prefetch.Ends
+	if c := h.m[path]; c != nil {
+		ends = c.ends
 	}
 	h.mu.Unlock()
-	i, _ := slices.BinarySearch(ends, end)
-	if i == len(ends) {
-		return 0, false
-	}
-	return ends[i], true
+	return ends.Bound(end)
 }
 
 // check compares data, the chunk c, once, with the first bytes of obj as

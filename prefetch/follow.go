@@ -67,8 +67,8 @@ type Follower struct {
 	// byte counts (fcum[p][k] = bytes of the file's first k ranges)
 	byFile map[string][]int
 	fcum   map[string][]int64
-	// ends of each file's ranges, ascending (Bound)
-	ends map[string][]int64
+	// ends of each file's ranges (Bound)
+	ends map[string]Ends
 
 	mu      sync.Mutex
 	done    []bool // plan[i] has been requested
@@ -112,7 +112,7 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 		opts.Overshoot = DefaultOvershoot
 	}
 	f := &Follower{files: files, opts: opts, at: map[string]map[int64]int{},
-		byFile: map[string][]int{}, fcum: map[string][]int64{}, ends: map[string][]int64{}, touched: map[string]*fileCursor{}}
+		byFile: map[string][]int{}, fcum: map[string][]int64{}, ends: map[string]Ends{}, touched: map[string]*fileCursor{}}
 	for _, r := range plan {
 		if _, ok := files[r.Path]; ok && r.Len > 0 {
 			f.plan = append(f.plan, r)
@@ -141,8 +141,7 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 		}
 	}
 	for path, e := range f.ends {
-		slices.Sort(e)
-		f.ends[path] = slices.Compact(e)
+		f.ends[path] = NewEnds(e)
 	}
 	return f
 }
@@ -150,12 +149,7 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 // Bound returns the end of path's first planned range that ends at or
 // after end: where a reader of the range end is in may stop.
 func (f *Follower) Bound(path string, end int64) (int64, bool) {
-	e := f.ends[path]
-	i, _ := slices.BinarySearch(e, end)
-	if i == len(e) {
-		return 0, false
-	}
-	return e[i], true
+	return f.ends[path].Bound(end)
 }
 
 // Whole reports whether the load is evidently of the whole model (a

@@ -2,6 +2,7 @@ package prefetch
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -64,6 +65,25 @@ type Bounder interface {
 	// Bound returns the first unit end at or after end, and false when
 	// none is known there.
 	Bound(end int64) (int64, bool)
+}
+
+// Ends are where a file's units (tensors) end, ascending, without
+// repeats: what a Bounder answers from.
+type Ends []int64
+
+// NewEnds sorts ends and drops repeats, in place.
+func NewEnds(ends []int64) Ends {
+	slices.Sort(ends)
+	return slices.Compact(ends)
+}
+
+// Bound returns the first end at or after end, and false past the last.
+func (e Ends) Bound(end int64) (int64, bool) {
+	i, _ := slices.BinarySearch(e, end)
+	if i == len(e) {
+		return 0, false
+	}
+	return e[i], true
 }
 
 // Stream is one reader of one object with its readahead state. It is safe
