@@ -155,24 +155,16 @@ type watcherFunc func(off, n int64)
 func (f watcherFunc) Observe(off, n int64) { f(off, n) }
 
 // units is a Bounder over units (tensors) ending at the given offsets.
-type units []int64
+type units struct{ Ends }
 
-func (u units) Observe(off, n int64) {}
-func (u units) Bound(end int64) (int64, bool) {
-	for _, e := range u {
-		if e >= end {
-			return e, true
-		}
-	}
-	return 0, false
-}
+func (units) Observe(off, n int64) {}
 
 // A reader of one unit (a tensor) gets readahead to the unit's end and
 // the overshoot the kernel's readahead reads anyway, and no further; a
 // reader that goes on past those streams with the window.
 func TestReadaheadStopsAtTheUnitEnd(t *testing.T) {
 	r := &recorder{size: 1 << 40}
-	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 4 * mib}, units{20 * mib, 22 * mib, 24 * mib, 26 * mib})
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 4 * mib}, units{Ends{20 * mib, 22 * mib, 24 * mib, 26 * mib}})
 	for off := int64(0); off < 20*mib; off += mib {
 		read(s, off, mib)
 	}
@@ -195,7 +187,7 @@ func TestReadaheadStopsAtTheUnitEnd(t *testing.T) {
 // past half its length again streams.
 func TestReadaheadStreamsSoonAfterASmallFirstUnit(t *testing.T) {
 	r := &recorder{size: 1 << 40}
-	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 16 * mib}, units{2 * mib, 64 * mib})
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Overshoot: 16 * mib}, units{Ends{2 * mib, 64 * mib}})
 	read(s, 0, mib)
 	read(s, mib, mib)
 	if got := r.covered(t, mib); got != 3*mib {
@@ -213,7 +205,7 @@ func TestReadaheadStreamsSoonAfterASmallFirstUnit(t *testing.T) {
 // reads do, neither end the unit's bound nor make the stream streaming.
 func TestReorderedReadsKeepTheUnitBound(t *testing.T) {
 	r := &recorder{size: 1 << 40}
-	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Slack: mib, Overshoot: 4 * mib}, units{20 * mib, 40 * mib})
+	s := NewStream(r, ReadaheadOptions{Initial: 2 * mib, Max: 32 * mib, Slack: mib, Overshoot: 4 * mib}, units{Ends{20 * mib, 40 * mib}})
 	for _, off := range []int64{0, 1, 2, 10, 3, 11, 19, 12, 21, 22, 23} {
 		read(s, off*mib, mib)
 	}
