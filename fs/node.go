@@ -265,6 +265,7 @@ func (h *handle) PassthroughFd() (int, bool) {
 	if ok {
 		h.passthrough = true
 		n.passthroughs++
+		n.stats.PassthroughOpens.Add(1)
 	}
 	return fd, ok
 }
@@ -312,6 +313,9 @@ func (n *fileNode) damaged() bool {
 
 // Stats count the reads the filesystem served itself; reads the kernel
 // answered from its page cache or through passthrough never arrive here.
+// PassthroughOpens counts the opens that offered the kernel a backing
+// file; opens while one is registered share it and are not counted.
 type Stats struct {
 	Reads, ReadBytes, ReadErrors atomic.Int64
+	PassthroughOpens             atomic.Int64
 }

@@ -184,6 +184,7 @@ var (
 	fuseReadsDesc      = prometheus.NewDesc("modelfs_fuse_reads_total", "Reads modelfs served itself (not the page cache or passthrough).", nil, nil)
 	fuseReadBytesDesc  = prometheus.NewDesc("modelfs_fuse_read_bytes_total", "Bytes those reads returned.", nil, nil)
 	fuseReadErrorsDesc = prometheus.NewDesc("modelfs_fuse_read_errors_total", "Reads that failed (EIO and the like).", nil, nil)
+	passthroughDesc    = prometheus.NewDesc("modelfs_passthrough_opens_total", "Opens handed a complete cache file for the kernel to read directly.", nil, nil)
 )
 
 func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -194,6 +195,7 @@ func (mc *mountCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- fuseReadsDesc
 	ch <- fuseReadBytesDesc
 	ch <- fuseReadErrorsDesc
+	ch <- passthroughDesc
 }
 
 func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
@@ -218,6 +220,7 @@ func (mc *mountCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(fuseReadsDesc, prometheus.CounterValue, float64(ft.Reads))
 		ch <- prometheus.MustNewConstMetric(fuseReadBytesDesc, prometheus.CounterValue, float64(ft.ReadBytes))
 		ch <- prometheus.MustNewConstMetric(fuseReadErrorsDesc, prometheus.CounterValue, float64(ft.ReadErrors))
+		ch <- prometheus.MustNewConstMetric(passthroughDesc, prometheus.CounterValue, float64(ft.PassthroughOpens))
 	}
 }
 

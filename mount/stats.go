@@ -222,21 +222,25 @@ var cacheCounters = []counter{
 	{"shared_purged_blocks", "modelfs_shared_purged_blocks_total", "Shared blocks deleted because their object failed its check.", false, func(s *CacheTotals) int64 { return s.SharedPurgedBlocks }},
 }
 
-// FUSETotals count the reads modelfs served itself. In the log line and
-// in Prometheus their names start with fuse_.
+// FUSETotals count the reads modelfs served itself, and the opens handed
+// a cache file for the kernel to read directly. In the log line and in
+// Prometheus their names start with fuse_ and passthrough_.
 type FUSETotals struct {
-	Reads      int64 `json:"reads"`
-	ReadBytes  int64 `json:"read_bytes"`
-	ReadErrors int64 `json:"read_errors"`
+	Reads            int64 `json:"reads"`
+	ReadBytes        int64 `json:"read_bytes"`
+	ReadErrors       int64 `json:"read_errors"`
+	PassthroughOpens int64 `json:"passthrough_opens"`
 }
 
 func fuseTotals(f *fs.Stats) FUSETotals {
-	return FUSETotals{Reads: f.Reads.Load(), ReadBytes: f.ReadBytes.Load(), ReadErrors: f.ReadErrors.Load()}
+	return FUSETotals{Reads: f.Reads.Load(), ReadBytes: f.ReadBytes.Load(), ReadErrors: f.ReadErrors.Load(),
+		PassthroughOpens: f.PassthroughOpens.Load()}
 }
 
 // logAttrs are the totals as the unmount log line's key-value pairs.
 func logAttrs(c CacheTotals, f FUSETotals) []any {
-	attrs := []any{"fuse_reads", f.Reads, "fuse_read_bytes", f.ReadBytes, "fuse_read_errors", f.ReadErrors}
+	attrs := []any{"fuse_reads", f.Reads, "fuse_read_bytes", f.ReadBytes, "fuse_read_errors", f.ReadErrors,
+		"passthrough_opens", f.PassthroughOpens}
 	for _, k := range cacheCounters {
 		attrs = append(attrs, k.name, k.value(&c))
 	}

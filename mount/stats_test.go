@@ -39,7 +39,7 @@ func TestSnapshotHasOneSetOfNames(t *testing.T) {
 		}
 		metrics[k.metric] = true
 	}
-	attrs := logAttrs(c, FUSETotals{Reads: 1, ReadBytes: 2, ReadErrors: 3})
+	attrs := logAttrs(c, FUSETotals{Reads: 1, ReadBytes: 2, ReadErrors: 3, PassthroughOpens: 4})
 	logged := map[string]any{}
 	for i := 0; i < len(attrs); i += 2 {
 		logged[attrs[i].(string)] = attrs[i+1]
@@ -49,7 +49,7 @@ func TestSnapshotHasOneSetOfNames(t *testing.T) {
 			t.Errorf("log key %q = %v, want %d as in the JSON", name, logged[name], want)
 		}
 	}
-	for name, want := range map[string]int64{"fuse_reads": 1, "fuse_read_bytes": 2, "fuse_read_errors": 3} {
+	for name, want := range map[string]int64{"fuse_reads": 1, "fuse_read_bytes": 2, "fuse_read_errors": 3, "passthrough_opens": 4} {
 		if logged[name] != want {
 			t.Errorf("log key %q = %v, want %d", name, logged[name], want)
 		}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/modelfs/modelfs/tests/mountproc"
 )
 
 // readModel checks every model file through the mount against the source.
@@ -153,9 +154,7 @@ func diskUsage(t *testing.T, dir string) int64 {
 // Once an object is complete in the disk cache, a new mount hands the
 // kernel the cache file (FUSE passthrough): reads never reach modelfs.
 func TestCompleteObjectsArePassedThrough(t *testing.T) {
-	if reason := passthroughUnsupported(); reason != "" {
-		t.Skip("skipping: " + reason)
-	}
+	mountproc.SkipWithoutPassthrough(t)
 	r := newRemote(t)
 	r.uploadModel(t, "")
 	cacheDir := t.TempDir()
@@ -171,34 +170,12 @@ func TestCompleteObjectsArePassedThrough(t *testing.T) {
 	if !strings.Contains(m.Log(), "fuse_reads=0 ") {
 		t.Fatalf("reads reached modelfs although every object was cached:\n%s", m.Log())
 	}
+	if strings.Contains(m.Log(), "passthrough_opens=0 ") || !strings.Contains(m.Log(), "passthrough_opens=") {
+		t.Fatalf("no open was counted as passed through:\n%s", m.Log())
+	}
 	if gets := r.srv.Stats().Gets; gets != 0 {
 		t.Fatalf("%d GETs from a fully cached remount", gets)
 	}
-}
-
-// passthroughUnsupported says why this kernel or process cannot use FUSE
-// passthrough (Linux 6.9+, CAP_SYS_ADMIN), or "".
-func passthroughUnsupported() string {
-	if os.Geteuid() != 0 {
-		return "FUSE passthrough needs root"
-	}
-	var u syscall.Utsname
-	if err := syscall.Uname(&u); err != nil {
-		return err.Error()
-	}
-	var rel []byte
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		rel = append(rel, byte(c))
-	}
-	var major, minor int
-	fmt.Sscanf(string(rel), "%d.%d", &major, &minor)
-	if major < 6 || major == 6 && minor < 9 {
-		return fmt.Sprintf("kernel %s has no FUSE passthrough (needs 6.9+)", rel)
-	}
-	return ""
 }
 
 func TestCacheCommands(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+
+	"golang.org/x/sys/unix"
 )
 
 // FuseUnavailable says why FUSE mounts cannot run here, or "" when they
@@ -35,6 +37,37 @@ type Skipper interface {
 func SkipWithoutFuse(t Skipper) {
 	t.Helper()
 	if reason := FuseUnavailable(); reason != "" {
+		t.Skip("skipping: " + reason)
+	}
+}
+
+// PassthroughUnavailable says why this kernel or process cannot use FUSE
+// passthrough (Linux 6.9+, CAP_SYS_ADMIN), or "" when it can.
+func PassthroughUnavailable() string {
+	if reason := FuseUnavailable(); reason != "" {
+		return reason
+	}
+	if os.Geteuid() != 0 {
+		return "FUSE passthrough needs root"
+	}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return fmt.Sprintf("uname: %v", err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	var major, minor int
+	fmt.Sscanf(rel, "%d.%d", &major, &minor)
+	if major < 6 || major == 6 && minor < 9 {
+		return fmt.Sprintf("kernel %s has no FUSE passthrough (needs 6.9+)", rel)
+	}
+	return ""
+}
+
+// SkipWithoutPassthrough skips the test, printing why, when FUSE
+// passthrough cannot run here.
+func SkipWithoutPassthrough(t Skipper) {
+	t.Helper()
+	if reason := PassthroughUnavailable(); reason != "" {
 		t.Skip("skipping: " + reason)
 	}
 }
