@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/mount/config"
 	"github.com/modelfs/modelfs/tests/mountproc"
@@ -64,4 +66,43 @@ func resident(t *testing.T, path string) float64 {
 		}
 	}
 	return float64(n) / float64(max(len(pages), 1))
+}
+
+// cached tells a file in the page cache from one that is not, and a
+// range of it from the rest.
+func TestCachedSeesThePageCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(path, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	if _, err := f.ReadAt(make([]byte, 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !cached(fd, 0, 4<<20) {
+		t.Fatal("a file just read is not seen as cached")
+	}
+	mountproc.DropCache(t, path)
+	if r := resident(t, path); r == 1 {
+		t.Skipf("the page cache of %s cannot be dropped on this filesystem", path)
+	}
+	if cached(fd, 0, 4<<20) {
+		t.Fatal("a dropped file is seen as cached")
+	}
+	// No readahead, so that the read brings in that MiB alone.
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(make([]byte, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !cached(fd, 0, 1<<20) || cached(fd, 0, 4<<20) {
+		t.Fatalf("after reading the first MiB: cached(first MiB) %v, cached(all) %v; want true, false",
+			cached(fd, 0, 1<<20), cached(fd, 0, 4<<20))
+	}
 }
