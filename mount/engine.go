@@ -108,6 +108,10 @@ func (e *Engine) Files() []fs.File {
 	return files
 }
 
+// idleTick is how long a mount must see no reads before it fills the page
+// cache of complete cache files (prefetcher.fillWhenIdle).
+const idleTick = 500 * time.Millisecond
+
 // StartPrefetch makes each model's plan and follows it until ctx ends;
 // it returns once the plans are made.
 func (e *Engine) StartPrefetch(ctx context.Context) { e.pf.start(ctx) }
@@ -149,6 +153,17 @@ func (e *Engine) Serve(ctx context.Context) error {
 	}
 	fmt.Fprintf(e.out, "%s%s mounted at %s (%d files, %s)\n", config.ReadyPrefix, e.r, mountpoint, len(shown), formatSize(total))
 	go e.pf.start(ctx)
+	// The fill stops before Serve returns, and so before the cache closes.
+	fillCtx, stopFill := context.WithCancel(ctx)
+	filled := make(chan struct{})
+	go func() {
+		defer close(filled)
+		e.pf.fillWhenIdle(fillCtx, idleTick)
+	}()
+	defer func() {
+		stopFill()
+		<-filled
+	}()
 	defer func() {
 		if rec := cfg.RecordProfile; rec != "" {
 			if err := e.pf.saveProfile(rec); err != nil {

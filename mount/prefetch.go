@@ -52,8 +52,10 @@ type prefetcher struct {
 	// heads are big files' first chunks, for the plans and for readers'
 	// first reads (headers.go).
 	heads headChunks
-	// primes holds a place for each cache file being filled (prime).
+	// primes holds a place for each cache file being filled (prime), and
+	// primed has the paths whose fill was started.
 	primes chan struct{}
+	primed sync.Map
 }
 
 // planGroup is one model's plan. Each model is followed apart, so that a
@@ -108,7 +110,6 @@ type streamOpener struct {
 	version string
 	small   bool
 	opened  atomic.Bool
-	primed  atomic.Bool // the backing file's fill was started
 }
 
 // Damaged reports whether the file failed its store's checksum.
@@ -128,8 +129,8 @@ func (o *streamOpener) Open() fs.Handle {
 	}
 	s := prefetch.NewStream(o.obj, o.p.ra, watchers...)
 	if b, ok := o.obj.Backing(); ok {
-		if o.p.mode != "off" && !o.primed.Swap(true) {
-			o.p.prime(b.File)
+		if o.p.mode != "off" {
+			o.p.prime(o.path, b.File)
 		}
 		return &backedStream{Stream: s, backing: b}
 	}
@@ -457,9 +458,12 @@ func (b *backedStream) Release() {
 // in large ones. Files are filled maxPrimes at a time, primeChunk mapped
 // at a time, so that the pages mapped add at most their product to the
 // mount's RSS; a file or chunk already cached is only checked.
-func (p *prefetcher) prime(f *os.File) {
+func (p *prefetcher) prime(path string, f *os.File) {
 	if p.primes == nil {
 		return // warm's planner serves no reader
+	}
+	if _, done := p.primed.LoadOrStore(path, true); done {
+		return
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil || cached(int(f.Fd()), 0, st.Size) {
@@ -494,6 +498,61 @@ func (p *prefetcher) prime(f *os.File) {
 		}
 	}()
 }
+
+// fillWhenIdle primes the cache files of the objects complete on disk once
+// a tick passed with no read or load through the cache, until each is
+// primed or ctx ends. A reload on this mount or a remount then finds the
+// files in the page cache, filled front to back: the first passthrough
+// open's fill races the loader, whose scattered faults leave small folios
+// that every later mapping pays for (a shuffled mmap touch of a remount
+// took 48 ms per 250 MiB after such a race, 20 ms after a fill alone,
+// docs/benchmarks.md). Waiting for a quiet tick keeps the disk reads off
+// the cold load.
+func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
+	if p.primes == nil || p.mode == "off" || p.cache.Stats().DiskCapacity == 0 {
+		return
+	}
+	paths := make([]string, 0, len(p.objs))
+	for path := range p.objs {
+		paths = append(paths, path)
+	}
+	slices.Sort(paths)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last := activity(p.cache.Stats())
+	for len(paths) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := activity(p.cache.Stats()); now != last {
+			last = now
+			continue
+		}
+		left := paths[:0]
+		for _, path := range paths {
+			if _, done := p.primed.Load(path); done {
+				continue
+			}
+			// Backing is refused until the object is complete and has
+			// passed its store's check, which it starts: a later tick
+			// retries.
+			b, ok := p.objs[path].Backing()
+			if !ok {
+				left = append(left, path)
+				continue
+			}
+			p.prime(path, b.File)
+			b.Close()
+		}
+		paths = left
+	}
+}
+
+// activity sums the counters that move while anything reads or loads
+// through the cache.
+func activity(s blockcache.Stats) int64 { return s.Hits + s.Misses + s.Loads + s.DiskHits }
 
 // cached reports whether the n bytes at off of the file fd are all in the
 // page cache, from cachestat(2) (Linux 6.5+, so wherever passthrough

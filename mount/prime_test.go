@@ -1,9 +1,11 @@
 package mount
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -37,6 +39,40 @@ func TestPassthroughFileIsPrimed(t *testing.T) {
 		t.Fatal("the complete object was not handed out for passthrough")
 	}
 	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
+}
+
+// Once a mount is idle, the cache files of complete objects are filled
+// into the page cache without any open of them.
+func TestIdleMountFillsCompleteCacheFiles(t *testing.T) {
+	dir := t.TempDir()
+	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 64<<10)
+	cache := t.TempDir()
+	e := newTestEngine(t, dir, func(c *config.Config) { c.Prefetch, c.CacheDir = config.PrefetchReadahead, cache })
+	f := fileByPath(t, e.Files(), "model.safetensors")
+	if got := readAll(t, f, 1<<20); len(got) != len(model) {
+		t.Fatalf("read %d bytes, want %d", len(got), len(model))
+	}
+	data := cacheDataFile(t, cache)
+	waitFor(t, "the object to be complete on disk", func() bool {
+		return f.Content.(*streamOpener).obj.CompleteOnDisk()
+	})
+	mountproc.DropCache(t, data)
+	if r := resident(t, data); r == 1 {
+		t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to fill", data)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.pf.fillWhenIdle(ctx, 10*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fill did not stop once every object was filled")
+	}
 }
 
 // cacheDataFile returns the one object data file under a cache dir.
