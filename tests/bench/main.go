@@ -50,6 +50,7 @@ type config struct {
 	warm       bool
 	remount    bool
 	verify     bool
+	settle     time.Duration
 }
 
 var (
@@ -118,6 +119,7 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	fs.BoolVar(&c.warm, "warm", true, "after each cold pass, time a warm pass on the same mount")
 	fs.BoolVar(&c.remount, "remount", true, "give each scenario's mount a fresh --cache-dir and, after its passes, time a remount pass on a new mount with the same --cache-dir (false: no --cache-dir, no remount pass)")
 	fs.BoolVar(&c.verify, "verify", true, "spot-check bytes read through each mount against the source (untimed)")
+	fs.DurationVar(&c.settle, "settle", 0, "leave each modelfs mount idle this long after each timed pass, as a server that loads and then serves does before it restarts (0: the next pass at once)")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
 	}
@@ -787,6 +789,10 @@ func (b *bench) runScenario(ctx context.Context, name string, env []string) erro
 				s.Header = &h
 			}
 			out = append(out, s)
+			if err := settle(ctx, b.cfg.settle); err != nil {
+				_, serr := mp.stop()
+				return nil, exitUsage{}, errors.Join(err, serr)
+			}
 		}
 		u, err := mp.stop()
 		if err != nil {
@@ -845,6 +851,21 @@ func (b *bench) runScenario(ctx context.Context, name string, env []string) erro
 	re.CacheBytes, re.CacheResident = total, resident
 	b.record(name, "remount", "", spec.localRef, re)
 	return nil
+}
+
+// settle waits d, or until ctx ends.
+func settle(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func runCmd(name string, args ...string) (string, error) {
