@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/modelfs/modelfs/internal/cgroups"
 	"github.com/modelfs/modelfs/modelformat/loadorder"
 )
 
@@ -200,7 +201,7 @@ func (p *pinner) pin(ctx context.Context, dir string, plan []loadorder.Range, si
 		files[pc.path] = true
 	}
 	rep.Files = len(files)
-	if room, where, ok := memoryHeadroom(); ok && need > room {
+	if room, where, ok := cgroups.Headroom(); ok && need > room {
 		// mlock would fail, or squeeze everything else out of memory.
 		log.Warn("pinning more than the memory available", "pin", formatBytes(need), "available", formatBytes(room), "per", where)
 	}

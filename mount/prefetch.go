@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelfs/modelfs/blockcache"
 	"github.com/modelfs/modelfs/fs"
+	"github.com/modelfs/modelfs/internal/cgroups"
 	"github.com/modelfs/modelfs/modelformat/loadorder"
 	"github.com/modelfs/modelfs/prefetch"
 )
@@ -52,10 +53,11 @@ type prefetcher struct {
 	// heads are big files' first chunks, for the plans and for readers'
 	// first reads (headers.go).
 	heads headChunks
-	// primes holds a place for each cache file being filled (prime), and
-	// primed has the paths whose fill was started.
-	primes chan struct{}
-	primed sync.Map
+	// primes holds a place for each cache file being filled (prime),
+	// primed has the paths whose fill was started, and opened the paths
+	// opened in this mount.
+	primes         chan struct{}
+	primed, opened sync.Map
 }
 
 // planGroup is one model's plan. Each model is followed apart, so that a
@@ -119,6 +121,7 @@ func (o *streamOpener) Damaged() bool {
 }
 
 func (o *streamOpener) Open() fs.Handle {
+	o.p.opened.Store(o.path, true)
 	if o.small && o.p.mode != "off" && !o.opened.Swap(true) {
 		// Config and tokenizer files are read whole: fetch them in one go.
 		o.obj.Prefetch(0, o.obj.Size())
@@ -499,15 +502,17 @@ func (p *prefetcher) prime(path string, f *os.File) {
 	}()
 }
 
-// fillWhenIdle primes the cache files of the objects complete on disk once
-// a tick passed with no read or load through the cache, until each is
-// primed or ctx ends. A reload on this mount or a remount then finds the
-// files in the page cache, filled front to back: the first passthrough
-// open's fill races the loader, whose scattered faults leave small folios
-// that every later mapping pays for (a shuffled mmap touch of a remount
-// took 48 ms per 250 MiB after such a race, 20 ms after a fill alone,
-// docs/benchmarks.md). Waiting for a quiet tick keeps the disk reads off
-// the cold load.
+// fillWhenIdle primes the cache files of the objects this mount opened
+// that are complete on disk, once a tick passed with no read or load
+// through the cache, until each is primed or ctx ends. A reload on this
+// mount or a remount then finds the files in the page cache, filled front
+// to back: the first passthrough open's fill races the loader, whose
+// scattered faults leave small folios that every later mapping pays for
+// (a shuffled mmap touch of a remount took 48 ms per 250 MiB after such a
+// race, 20 ms after a fill alone, docs/benchmarks.md). Waiting for a
+// quiet tick keeps the disk reads off the cold load; files never opened
+// here are left alone, and so is a file larger than half the memory the
+// process may still use, which would only push out what is cached.
 func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
 	if p.primes == nil || p.mode == "off" || p.cache.Stats().DiskCapacity == 0 {
 		return
@@ -533,6 +538,14 @@ func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
 		left := paths[:0]
 		for _, path := range paths {
 			if _, done := p.primed.Load(path); done {
+				continue
+			}
+			if _, ok := p.opened.Load(path); !ok {
+				left = append(left, path)
+				continue
+			}
+			if room, _, ok := cgroups.Headroom(); ok && p.files[path].obj.Size > room/2 {
+				left = append(left, path)
 				continue
 			}
 			// Backing is refused until the object is complete and has

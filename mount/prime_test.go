@@ -41,38 +41,69 @@ func TestPassthroughFileIsPrimed(t *testing.T) {
 	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
 }
 
-// Once a mount is idle, the cache files of complete objects are filled
-// into the page cache without any open of them.
-func TestIdleMountFillsCompleteCacheFiles(t *testing.T) {
-	dir := t.TempDir()
-	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 64<<10)
-	cache := t.TempDir()
-	e := newTestEngine(t, dir, func(c *config.Config) { c.Prefetch, c.CacheDir = config.PrefetchReadahead, cache })
-	f := fileByPath(t, e.Files(), "model.safetensors")
-	if got := readAll(t, f, 1<<20); len(got) != len(model) {
-		t.Fatalf("read %d bytes, want %d", len(got), len(model))
+// Once a mount is idle, the cache files of the complete objects it opened
+// are filled into the page cache without another open; a complete object
+// it never opened is left alone.
+func TestIdleMountFillsTheCacheFilesItOpened(t *testing.T) {
+	dir, cache := t.TempDir(), t.TempDir()
+	opened := writeSafetensors(t, filepath.Join(dir, "a.safetensors"), 4, 64<<10)
+	other := writeSafetensors(t, filepath.Join(dir, "b.safetensors"), 6, 64<<10)
+	edit := func(c *config.Config) { c.Prefetch, c.CacheDir = config.PrefetchReadahead, cache }
+	// A first mount completes both objects on disk.
+	first := newTestEngine(t, dir, edit)
+	for path, want := range map[string][]byte{"a.safetensors": opened, "b.safetensors": other} {
+		f := fileByPath(t, first.Files(), path)
+		if got := readAll(t, f, 1<<20); len(got) != len(want) {
+			t.Fatalf("%s: read %d bytes, want %d", path, len(got), len(want))
+		}
+		waitFor(t, path+" to be complete on disk", func() bool {
+			return f.Content.(*streamOpener).obj.CompleteOnDisk()
+		})
 	}
-	data := cacheDataFile(t, cache)
-	waitFor(t, "the object to be complete on disk", func() bool {
-		return f.Content.(*streamOpener).obj.CompleteOnDisk()
-	})
-	mountproc.DropCache(t, data)
-	if r := resident(t, data); r == 1 {
-		t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to fill", data)
+	dataA, dataB := cacheDataFileOfSize(t, cache, int64(len(opened))), cacheDataFileOfSize(t, cache, int64(len(other)))
+	// A second mount on the same cache dir opens one of them.
+	e := newTestEngine(t, dir, edit)
+	h := fileByPath(t, e.Files(), "a.safetensors").Content.Open()
+	h.Release()
+	for _, data := range []string{dataA, dataB} {
+		mountproc.DropCache(t, data)
+		if r := resident(t, data); r == 1 {
+			t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to fill", data)
+		}
 	}
+	e.pf.primed.Clear() // the open above started a fill; the idle one is under test
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		e.pf.fillWhenIdle(ctx, 10*time.Millisecond)
 	}()
-	defer func() { cancel(); <-done }()
-	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the fill did not stop once every object was filled")
+	waitFor(t, "the opened object's cache file to be resident", func() bool { return resident(t, dataA) == 1 })
+	cancel()
+	<-done // the pass that filled it has decided on the other one too
+	if _, started := e.pf.primed.Load("b.safetensors"); started {
+		t.Fatal("the idle fill started on an object this mount never opened")
 	}
+}
+
+// cacheDataFileOfSize returns the object data file of size bytes under a
+// cache dir.
+func cacheDataFileOfSize(t *testing.T, cache string, size int64) string {
+	t.Helper()
+	var found []string
+	filepath.WalkDir(cache, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "data" || !d.Type().IsRegular() {
+			return nil
+		}
+		if st, err := os.Stat(path); err == nil && st.Size() == size {
+			found = append(found, path)
+		}
+		return nil
+	})
+	if len(found) != 1 {
+		t.Fatalf("data files of %d bytes under %s: %v, want one", size, cache, found)
+	}
+	return found[0]
 }
 
 // cacheDataFile returns the one object data file under a cache dir.
