@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelfs/modelfs/tests/mountproc"
 )
@@ -21,6 +22,10 @@ type backedContent struct {
 	backing  string
 	complete atomic.Bool
 	reads    atomic.Int64
+	// releases counts Handle releases: the kernel sends RELEASE after
+	// close(2) returns, so an open right after a close may still find
+	// the closed one counted.
+	releases atomic.Int64
 }
 
 func (c *backedContent) Open() Handle {
@@ -45,7 +50,7 @@ func (h *memHandle) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	return n, nil
 }
 
-func (h *memHandle) Release() {}
+func (h *memHandle) Release() { h.c.releases.Add(1) }
 
 type backedHandle struct {
 	*memHandle
@@ -66,6 +71,13 @@ func (h *backedHandle) Release() {
 	if h.f != nil {
 		h.f.Close()
 	}
+	h.memHandle.Release()
+}
+
+// waitReleased waits until n Handles were released.
+func (c *backedContent) waitReleased(t *testing.T, n int64) {
+	t.Helper()
+	mountproc.WaitFor(t, "the kernel to release the closed opens", 10*time.Second, func() bool { return c.releases.Load() >= n })
 }
 
 // mountBacked mounts one file of size bytes named "model.bin".
@@ -118,6 +130,7 @@ func TestNoPassthroughBesideACachedOpen(t *testing.T) {
 		t.Fatalf("%d opens passed through beside a cached open", n)
 	}
 	cached.Close()
+	c.waitReleased(t, 2)
 	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, c.data) {
 		t.Fatalf("read after the cached open closed: %d bytes, %v", len(got), err)
 	}
@@ -139,6 +152,7 @@ func TestPartlyReadFileIsPassedThrough(t *testing.T) {
 		t.Fatalf("header read: %v", err)
 	}
 	f.Close()
+	c.waitReleased(t, 1)
 	c.complete.Store(true)
 	reads := c.reads.Load()
 	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, c.data) {

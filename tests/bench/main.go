@@ -835,7 +835,7 @@ func (b *bench) runScenario(ctx context.Context, name string, env []string) erro
 	// The condition the remount pass starts in: the cache files in the page
 	// cache, as local-read's copy is (see the docs), and how much of them
 	// that left there.
-	if err := readFiles(dir); err != nil {
+	if _, err := warmDir(dir); err != nil {
 		return fmt.Errorf("reading %s into the page cache: %w", dir, err)
 	}
 	resident, total, err := residentBytes(dir)

@@ -275,31 +275,6 @@ func spotCheck(mountRoot, srcRoot string, names []string, perFile int) error {
 	return nil
 }
 
-// readFiles reads every regular file under dir front to back, which
-// leaves them in the page cache unless memory is short.
-func readFiles(dir string) error {
-	buf := make([]byte, 1<<20)
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		for {
-			_, err := f.Read(buf)
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("reading %s: %w", path, err)
-			}
-		}
-	})
-}
-
 // residentBytes returns the bytes the regular files under dir hold (their
 // allocated blocks, not their sizes: a cache's data files are sparse until
 // complete) and how many of those are in the page cache, from mincore on a
