@@ -197,9 +197,10 @@ func dropCache(path string) error {
 	return nil
 }
 
-// warmDir reads every file under dir once, so that the S3 server's objects
-// are in the page cache: the condition the numbers are for is "the remote
-// has the data in memory", isolating modelfs from a disk.
+// warmDir reads every file under dir once, which leaves it in the page
+// cache: the S3 server's objects, as the numbers are for "the remote has
+// the data in memory", isolating modelfs from a disk; and a scenario's
+// cache files before its remount pass.
 func warmDir(dir string) (int64, error) {
 	var total int64
 	buf := make([]byte, 1<<20)
