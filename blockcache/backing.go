@@ -249,7 +249,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 			good = false
 			return false
 		}
-		n, _ := file.readBlock(p, i*o.hdr.BlockSize)
+		n, _, _ := file.readBlock(p, i*o.hdr.BlockSize)
 		good = n == len(p) && xxhash.Sum64(p) == sum
 		return good
 	})

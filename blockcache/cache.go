@@ -96,6 +96,9 @@ type Stats struct {
 	// Disk tier; all zero without one.
 	DiskHits, DiskMisses, DiskCorrupt, DiskWrites, DiskEvictions int64
 	DiskBytes, DiskCapacity                                      int64
+	// DiskPageCacheHits are the DiskHits read from the page cache rather
+	// than the disk.
+	DiskPageCacheHits int64
 	// Objects checked against their store's checksum once complete: those
 	// that matched, those with no usable checksum, those that did not match.
 	VerifiedObjects, UnverifiedObjects, VerifyFailures int64
@@ -292,7 +295,7 @@ func (c *Cache) Stats() Stats {
 	}
 	if d := c.disk; d != nil {
 		s.DiskHits, s.DiskMisses, s.DiskCorrupt = d.hits.Load(), d.misses.Load(), d.corrupt.Load()
-		s.DiskWrites, s.DiskEvictions = d.writes.Load(), d.evictions.Load()
+		s.DiskWrites, s.DiskEvictions, s.DiskPageCacheHits = d.writes.Load(), d.evictions.Load(), d.pageCacheHits.Load()
 		d.mu.Lock()
 		s.DiskBytes, s.DiskCapacity = d.used, d.max
 		d.mu.Unlock()

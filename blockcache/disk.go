@@ -169,6 +169,8 @@ type diskTier struct {
 	bg        sync.WaitGroup
 
 	hits, misses, corrupt, writes, evictions atomic.Int64
+	// pageCacheHits counts the hits read from the page cache.
+	pageCacheHits atomic.Int64
 }
 
 func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, error) {
@@ -457,7 +459,7 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 		t.misses.Add(1)
 		return false
 	}
-	n, err := o.readBlock(p, index*t.bs)
+	n, cached, err := o.readBlock(p, index*t.bs)
 	if n != len(p) || xxhash.Sum64(p) != sum {
 		if now, ok := readRecord(o.meta, index); !ok || now != sum {
 			// Evicted (by this process or another sharing the dir)
@@ -474,6 +476,9 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 		return false
 	}
 	t.hits.Add(1)
+	if cached {
+		t.pageCacheHits.Add(1)
+	}
 	t.mu.Lock()
 	k := diskKey{o.id, index}
 	if e, ok := t.entries[k]; ok {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const testBS = 64 << 10
@@ -371,14 +373,36 @@ func TestDirectWritesReachBufferedReaders(t *testing.T) {
 	if direct == nil || direct.off.Load() {
 		t.Skipf("the file system of %s refuses O_DIRECT: only the buffered path ran", dir)
 	}
-	// And back through direct reads, into a new cache.
-	c2 := newDiskCache(t, dir, &memLoader{data: map[string][]byte{}}, 1<<30)
-	defer c2.Close()
-	if got := readAll(t, c2, id); !bytes.Equal(got, data) {
-		t.Fatal("wrong bytes read back from disk")
+	// And back through direct reads, into a new cache, once the page
+	// cache no longer holds the file; then, with the file in the page
+	// cache again, from there.
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if s := c2.Stats(); s.DiskHits != 4 || s.Loads != 0 {
-		t.Fatalf("disk hits %d, remote loads %d; want 4, 0", s.DiskHits, s.Loads)
+	defer f.Close()
+	// Written back first: dirty pages (the buffered tail) stay cached.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if inPageCache(f, 0, 1) {
+		t.Skipf("the page cache of %s cannot be dropped on this filesystem", path)
+	}
+	for _, want := range []int64{0, 4} {
+		c2 := newDiskCache(t, dir, &memLoader{data: map[string][]byte{}}, 1<<30)
+		if got := readAll(t, c2, id); !bytes.Equal(got, data) {
+			t.Fatal("wrong bytes read back from disk")
+		}
+		c2.Close()
+		if s := c2.Stats(); s.DiskHits != 4 || s.Loads != 0 || s.DiskPageCacheHits != want {
+			t.Fatalf("disk hits %d (%d from the page cache), remote loads %d; want 4 (%d), 0", s.DiskHits, s.DiskPageCacheHits, s.Loads, want)
+		}
+		if _, err := os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

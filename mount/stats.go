@@ -101,6 +101,7 @@ type CacheTotals struct {
 	Misses              int64 `json:"misses"`
 	Evictions           int64 `json:"evictions"`
 	DiskHits            int64 `json:"disk_hits"`
+	DiskPageCacheHits   int64 `json:"disk_page_cache_hits"`
 	DiskMisses          int64 `json:"disk_misses"`
 	DiskEvictions       int64 `json:"disk_evictions"`
 	DiskCorrupt         int64 `json:"disk_corrupt"`
@@ -156,7 +157,7 @@ func cacheTotals(c blockcache.Stats) CacheTotals {
 	return CacheTotals{
 		RAMBytes: c.MemBytes, RAMCapacity: c.MemCapacity, DiskBytes: c.DiskBytes, DiskCapacity: c.DiskCapacity,
 		Hits: c.Hits, Misses: c.Misses, Evictions: c.Evictions,
-		DiskHits: c.DiskHits, DiskMisses: c.DiskMisses, DiskEvictions: c.DiskEvictions, DiskCorrupt: c.DiskCorrupt, DiskWrites: c.DiskWrites,
+		DiskHits: c.DiskHits, DiskPageCacheHits: c.DiskPageCacheHits, DiskMisses: c.DiskMisses, DiskEvictions: c.DiskEvictions, DiskCorrupt: c.DiskCorrupt, DiskWrites: c.DiskWrites,
 		DemandLoads: c.DemandLoads, Loads: c.Loads, LoadErrors: c.LoadErrors, FetchedBytes: c.BytesLoaded,
 		Prefetches: c.Prefetches, PrefetchesDropped: c.PrefetchesDropped,
 		PrefetchBytes: c.PrefetchBytes, PrefetchUsedBytes: c.PrefetchUsed, PrefetchUnusedBytes: c.PrefetchWasted,
@@ -194,6 +195,7 @@ var cacheCounters = []counter{
 	{"ram_bytes", "modelfs_cache_ram_bytes", "Bytes of RAM the cache holds.", true, func(s *CacheTotals) int64 { return s.RAMBytes }},
 	{"ram_capacity_bytes", "modelfs_cache_ram_capacity_bytes", "RAM cache budget.", true, func(s *CacheTotals) int64 { return s.RAMCapacity }},
 	{"disk_hits", "modelfs_cache_disk_hits_total", "Blocks read from the disk cache.", false, func(s *CacheTotals) int64 { return s.DiskHits }},
+	{"disk_page_cache_hits", "modelfs_cache_disk_page_cache_hits_total", "Disk cache hits read from the page cache rather than the disk.", false, func(s *CacheTotals) int64 { return s.DiskPageCacheHits }},
 	{"disk_misses", "modelfs_cache_disk_misses_total", "Blocks looked for in the disk cache and not found.", false, func(s *CacheTotals) int64 { return s.DiskMisses }},
 	{"disk_corrupt", "modelfs_cache_disk_corrupt_total", "Disk cache blocks that failed their checksum.", false, func(s *CacheTotals) int64 { return s.DiskCorrupt }},
 	{"disk_writes", "modelfs_cache_disk_writes_total", "Blocks written to the disk cache.", false, func(s *CacheTotals) int64 { return s.DiskWrites }},
