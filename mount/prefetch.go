@@ -460,16 +460,27 @@ func (b *backedStream) Release() {
 // faults (6× as many here, docs/benchmarks.md): a sequential fill reads it
 // in large ones. Files are filled maxPrimes at a time, primeChunk mapped
 // at a time, so that the pages mapped add at most their product to the
-// mount's RSS; a file or chunk already cached is only checked.
+// mount's RSS; a file or chunk already cached is only checked, and a file
+// that does not fit in memory is left to its readers (see fitsInMemory).
 func (p *prefetcher) prime(path string, f *os.File) {
 	if p.primes == nil {
 		return // warm's planner serves no reader
 	}
-	if _, done := p.primed.LoadOrStore(path, true); done {
+	if _, done := p.primed.Load(path); done {
 		return
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || cached(int(f.Fd()), 0, st.Size) {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return
+	}
+	if cached(int(f.Fd()), 0, st.Size) {
+		p.primed.Store(path, true)
+		return
+	}
+	if !fitsInMemory(st.Size) {
+		return // a later open or idle tick tries again
+	}
+	if _, done := p.primed.LoadOrStore(path, true); done {
 		return
 	}
 	fd, err := unix.Dup(int(f.Fd()))
@@ -511,8 +522,8 @@ func (p *prefetcher) prime(path string, f *os.File) {
 // (a shuffled mmap touch of a remount took 48 ms per 250 MiB after such a
 // race, 20 ms after a fill alone, docs/benchmarks.md). Waiting for a
 // quiet tick keeps the disk reads off the cold load; files never opened
-// here are left alone, and so is a file larger than half the memory the
-// process may still use, which would only push out what is cached.
+// here are left alone, and so is a file that does not fit in memory
+// (fitsInMemory).
 func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
 	if p.primes == nil || p.mode == "off" || p.cache.Stats().DiskCapacity == 0 {
 		return
@@ -544,7 +555,7 @@ func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
 				left = append(left, path)
 				continue
 			}
-			if room, _, ok := cgroups.Headroom(); ok && p.files[path].obj.Size > room/2 {
+			if !fitsInMemory(p.files[path].obj.Size) {
 				left = append(left, path)
 				continue
 			}
@@ -561,6 +572,17 @@ func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
 		}
 		paths = left
 	}
+}
+
+// fitsInMemory reports whether a file of size bytes may be filled into the
+// page cache: at most half of what the process may still use, its cgroup's
+// limit included. The page cache a fill brings in is charged to the
+// mount's cgroup, which for a CSI volume is limited to about its RAM
+// cache: a bigger fill would only push out what it just read, and press
+// the mount's own memory.
+func fitsInMemory(size int64) bool {
+	room, _, ok := cgroups.Headroom()
+	return !ok || size <= room/2
 }
 
 // activity sums the counters that move while anything reads or loads
