@@ -486,8 +486,7 @@ const maxPrefetchBlocks = 1 << 16
 
 // Prefetch asks for the blocks covering [off, off+length) to be loaded in
 // the background, behind any demand load. It never blocks. Blocks a
-// demand read was served from once are skipped when there is no disk
-// tier.
+// reader was served from once are skipped.
 func (o *Object) Prefetch(off, length int64) {
 	if off < 0 {
 		off = 0
@@ -507,15 +506,20 @@ func (o *Object) Prefetch(off, length int64) {
 	if c.closed {
 		return
 	}
-	// Without a disk tier, a block a reader was already served and RAM
-	// has since dropped would come from the source again, while the
-	// reader's page cache most likely still holds it: a second load of a
-	// model larger than RAM must cost the source only what reaches the
-	// mount. With a disk tier the block comes back from disk.
+	// A block a reader was already served and RAM has since dropped is
+	// most likely still in the reader's page cache. Without a disk tier
+	// it would come from the source again: a second load of a model
+	// larger than RAM must cost the source only what reaches the mount.
+	// With one it would come back from disk into a buffer nobody reads:
+	// an mmap loader faulting in header order consumes blocks before a
+	// layer-order plan reaches them, and those reloads held a quarter of
+	// a cold load's buffers and the bound on prefetch ahead of readers
+	// (docs/benchmarks.md). A reader that does come back for the block
+	// loads it on demand.
 	delivered := c.countersLocked(o.id).delivered
 	for i := off / bs; i <= last; i++ {
 		k := key{o.id.Source, o.id.Name, o.id.Version, i}
-		if _, ok := c.blocks[k]; ok || (c.disk == nil && delivered.Has(i)) {
+		if _, ok := c.blocks[k]; ok || delivered.Has(i) {
 			continue
 		}
 		b := c.newBlock(k, o.id, prioPrefetch)

@@ -637,32 +637,53 @@ func TestFreeWorkerServesGroupWithFewestLoads(t *testing.T) {
 	})
 }
 
-// Without a disk tier, a block a reader was served once is not prefetched
-// again after RAM drops it: the reader's page cache holds it, and the
-// source would send it twice. A demand read still loads it.
+// A block a reader was served once is not prefetched again after RAM
+// drops it: the reader's page cache holds it. Without a disk tier the
+// source would send it twice; with one, it would come back from disk into
+// a buffer nobody reads (an mmap loader in header order consumes blocks
+// before a layer-order plan reaches them). A demand read still loads it.
 func TestPrefetchSkipsBlocksAlreadyDelivered(t *testing.T) {
-	const bs = 64 << 10
-	data := randomBytes(8*bs, 7)
-	l := &memLoader{data: map[string][]byte{"fv": data}}
-	c := New(Options{BlockSize: bs, MemBytes: 2 * bs, Workers: 1}, l)
-	defer c.Close()
-	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
-	p := make([]byte, bs)
-	for i := range int64(8) { // a first pass; RAM keeps the last two blocks
-		if _, err := obj.ReadAt(context.Background(), p, i*bs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	loads := c.Stats().Loads
-	obj.Prefetch(0, int64(len(data)))
-	if got := c.Stats(); got.Loads != loads || got.Prefetches != 0 {
-		t.Fatalf("prefetch of blocks already read: %d more loads, %d prefetches; want none", got.Loads-loads, got.Prefetches)
-	}
-	if _, err := obj.ReadAt(context.Background(), p, 0); err != nil || !bytes.Equal(p, data[:bs]) {
-		t.Fatalf("reading an evicted block again: %v", err)
-	}
-	if got := c.Stats().Loads; got != loads+1 {
-		t.Fatalf("%d loads for the demand read of an evicted block, want 1", got-loads)
+	for _, disk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ram", true: "disk"}[disk], func(t *testing.T) {
+			const bs = 64 << 10
+			data := randomBytes(8*bs, 7)
+			l := &memLoader{data: map[string][]byte{"fv": data}}
+			opts := Options{BlockSize: bs, MemBytes: 2 * bs, Workers: 1}
+			if disk {
+				opts.Disk = &DiskOptions{Dir: t.TempDir(), MaxBytes: 1 << 20}
+			}
+			c := New(opts, l)
+			defer c.Close()
+			obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+			p := make([]byte, bs)
+			for i := range int64(8) { // a first pass; RAM keeps the last two blocks
+				if _, err := obj.ReadAt(context.Background(), p, i*bs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if disk {
+				waitFor(t, "every block written back", func() bool { return c.Stats().DiskWrites == 8 })
+			}
+			before := c.Stats()
+			obj.Prefetch(0, int64(len(data)))
+			// A queued block is pending at once, before a worker takes it.
+			pending := c.ObjectStats([]ObjectID{obj.id})[0].Pending
+			for i := range int64(8) {
+				if pending.Has(i) {
+					t.Fatalf("prefetch queued block %d, which the reader was served", i)
+				}
+			}
+			if _, err := obj.ReadAt(context.Background(), p, 0); err != nil || !bytes.Equal(p, data[:bs]) {
+				t.Fatalf("reading an evicted block again: %v", err)
+			}
+			got := c.Stats()
+			if disk && (got.DiskHits != before.DiskHits+1 || got.Loads != before.Loads) {
+				t.Fatalf("demand read of an evicted block: %d disk hits, %d source loads; want 1 and 0", got.DiskHits-before.DiskHits, got.Loads-before.Loads)
+			}
+			if !disk && got.Loads != before.Loads+1 {
+				t.Fatalf("%d loads for the demand read of an evicted block, want 1", got.Loads-before.Loads)
+			}
+		})
 	}
 }
 

@@ -13,9 +13,10 @@
 //     of workers that always take a waiting demand load first (of the
 //     groups under their limit, below), and prefetches never hold the last
 //     quarter of the workers, so a demand miss starts its load at once.
-//   - Without a disk tier, prefetch skips blocks a demand read was already
-//     served from: if RAM dropped them, the reader's page cache most
-//     likely still has them, and the source must not send them again.
+//   - Prefetch skips blocks a reader was already served from: if RAM
+//     dropped them, the reader's page cache most likely still has them,
+//     the source must not send them again, and a disk tier need not read
+//     them back into buffers nobody reads.
 //   - Loads are shared fairly between groups (ObjectID.Group: a mount's
 //     models). A group with loads under way takes another worker only
 //     while one stays free for every other group that has none (at most
