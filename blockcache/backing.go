@@ -26,6 +26,32 @@ func (b *Backing) Close() error {
 	return b.File.Close()
 }
 
+// PassedThrough tells the cache that the object's readers now read its
+// data file through the kernel (FUSE passthrough). Its blocks in RAM that
+// no reader has read yet never will be: a plan that ran ahead of the
+// loader filled them, and the file they were written to serves the reader
+// instead. So they stop counting against the bound on prefetch ahead of
+// readers, where they would hold back other files' prefetches for good,
+// and their buffers are the first to be reused, before fresh memory. The
+// prefetch did its work, so their bytes count as used.
+func (o *Object) PassedThrough() {
+	c := o.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, b := range c.blocks {
+		if k.source != o.id.Source || k.name != o.id.Name || k.version != o.id.Version || b.state != stateReady || !b.unread {
+			continue
+		}
+		b.unread = false
+		c.counters.prefetchUsed.Add(b.size)
+		c.settleAhead(b)
+		if b.consumed == nil {
+			b.consumed = c.consumed.PushBack(b) // reused before any block a reader consumed
+			b.served = nil
+		}
+	}
+}
+
 // Backing returns the object's data file when every block is on disk and
 // the whole file was verified since it last changed, or false. It never
 // blocks on verification: when the file needs it, a background pass is

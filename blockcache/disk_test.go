@@ -465,3 +465,48 @@ func TestWrittenWholeSkipsReadBack(t *testing.T) {
 		})
 	}
 }
+
+// The blocks of a file prefetched ahead of its reader, then opened
+// through passthrough, are never read from RAM: once the file is handed
+// over they stop holding the bound on prefetch ahead of readers, and
+// their buffers are reused before fresh memory.
+func TestPassedThroughBlocksFreeTheirBuffersFirst(t *testing.T) {
+	a := randomBytes(4*testBS, 40)
+	b := randomBytes(2*testBS, 41)
+	ida := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
+	idb := ObjectID{Name: "b", Version: "1", Size: int64(len(b))}
+	l := &memLoader{data: map[string][]byte{"a1": a, "b1": b}}
+	c := newDiskCache(t, t.TempDir(), l, 1<<20)
+	defer c.Close()
+	c.Object(ida).Prefetch(0, ida.Size)
+	waitFor(t, "a prefetched and written back", func() bool {
+		s := c.Stats()
+		return s.Prefetches == 4 && s.DiskWrites == 4 && len(c.ObjectStats([]ObjectID{ida})[0].Pending.words) == 0
+	})
+	c.mu.Lock()
+	ahead := c.ahead
+	c.mu.Unlock()
+	if ahead != ida.Size {
+		t.Fatalf("%d bytes ahead of readers before the hand-over, want %d", ahead, ida.Size)
+	}
+	back, ok := c.Object(ida).VerifiedBacking()
+	if !ok {
+		t.Fatal("no Backing for a complete object")
+	}
+	defer back.Close()
+	c.Object(ida).PassedThrough()
+	c.mu.Lock()
+	ahead = c.ahead
+	c.mu.Unlock()
+	before := c.Stats()
+	if ahead != 0 || before.PrefetchUsed != ida.Size {
+		t.Fatalf("after the hand-over: %d bytes ahead, %d prefetched bytes used; want 0 and %d", ahead, before.PrefetchUsed, ida.Size)
+	}
+	if got := readAll(t, c, idb); !bytes.Equal(got, b) {
+		t.Fatal("b read back other bytes")
+	}
+	after := c.Stats()
+	if fresh, reused := after.FreshBuffers-before.FreshBuffers, after.ReusedBuffers-before.ReusedBuffers; fresh != 0 || reused != 2 {
+		t.Fatalf("reading b took %d fresh and %d reused buffers; want 0 and 2", fresh, reused)
+	}
+}

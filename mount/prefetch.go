@@ -135,7 +135,7 @@ func (o *streamOpener) Open() fs.Handle {
 		if o.p.mode != "off" {
 			o.p.prime(o.path, b.File)
 		}
-		return &backedStream{Stream: s, backing: b}
+		return &backedStream{Stream: s, backing: b, obj: o.obj}
 	}
 	return &headStream{Stream: s, p: o.p, path: o.path, obj: o.obj}
 }
@@ -443,9 +443,16 @@ func (r objectReader) ReadAt(p []byte, off int64) (int, error) { return r.o.Read
 type backedStream struct {
 	*prefetch.Stream
 	backing *blockcache.Backing
+	obj     *blockcache.Object
 }
 
-func (b *backedStream) PassthroughFd() (int, bool) { return int(b.backing.File.Fd()), true }
+// PassthroughFd is called when the file's reads are about to go to the
+// kernel: what the cache holds of it in RAM unread is no longer ahead of
+// any reader.
+func (b *backedStream) PassthroughFd() (int, bool) {
+	b.obj.PassedThrough()
+	return int(b.backing.File.Fd()), true
+}
 
 func (b *backedStream) Release() {
 	b.Stream.Release()
