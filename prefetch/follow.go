@@ -53,7 +53,7 @@ type FollowOptions struct {
 // second big file of the plan (isBig) is that evidence: from then on
 // every read that lands in the plan moves the reader's position to that
 // point, and the next Window bytes of the plan are kept requested, across
-// files. Reads outside the plan leave it alone (readahead covers them), a
+// files but within the reader's checkpoint (see followPlan). Reads outside the plan leave it alone (readahead covers them), a
 // reader that skips ahead drags the window along, one that goes back is
 // already covered, and no range is requested twice.
 type Follower struct {
@@ -254,29 +254,48 @@ func (f *Follower) followFile(pos int, off int64) []loadorder.Range {
 	return reqs
 }
 
-// followPlan tops up the window over the whole plan.
+// followPlan tops up the window over the plan, within the checkpoint the
+// reader is in (Range.Group). A repository may hold a model more than
+// once (sharded and consolidated safetensors, several GGUF
+// quantizations), and a loader reads one: past the end of its checkpoint
+// the window takes only StartWindow of the next, so that a loader that
+// does go on (a pipeline of several single-file components) finds its
+// first reads there loaded, while one that stops costs the link that
+// much, not a Window. A read in another checkpoint moves the window
+// there, from that checkpoint's start.
 func (f *Follower) followPlan(pos int) []loadorder.Range {
-	if !f.started {
+	if !f.started || (pos > f.reader && f.plan[pos].Group != f.plan[f.reader].Group) {
 		start := pos
 		for start > 0 && f.plan[start-1].Group == f.plan[pos].Group {
 			start--
 		}
-		f.started, f.reader, f.issued = true, start, start
+		f.started, f.reader = true, max(f.reader, start)
 	}
 	f.reader = max(f.reader, pos)
 	f.issued = max(f.issued, f.reader)
 	// What was fetched while the window kept to one file does not fill
 	// the window: those ranges are mostly read already.
-	var ahead int64
+	group := f.plan[f.reader].Group
+	var ahead, spill int64
 	for i := f.reader; i < f.issued; i++ {
 		if !f.early[i] {
 			ahead += f.plan[i].Len
 		}
+		if group > 0 && f.plan[i].Group != group {
+			spill += f.plan[i].Len
+		}
 	}
 	var reqs []loadorder.Range
 	for f.issued < len(f.plan) && ahead < f.opts.Window {
+		r := f.plan[f.issued]
+		if group > 0 && r.Group != group {
+			if spill+r.Len > f.opts.StartWindow {
+				break
+			}
+			spill += r.Len
+		}
 		if !f.early[f.issued] {
-			ahead += f.plan[f.issued].Len
+			ahead += r.Len
 		}
 		reqs = f.request(reqs, f.issued)
 		f.issued++

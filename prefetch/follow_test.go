@@ -208,3 +208,37 @@ func TestFollowerIgnoresTheKernelsReadahead(t *testing.T) {
 		t.Fatalf("after a read 4 MiB past the first tensor: %v, want the plan followed from 12 MiB", log)
 	}
 }
+
+// A whole-model load of one checkpoint takes at most StartWindow of
+// another (a repository's other copy of the model) when it reaches its
+// end, however large the window; a read in the other checkpoint moves the
+// window there.
+func TestFollowerStaysInTheCheckpoint(t *testing.T) {
+	var log []string
+	files := map[string]FileBlocks{}
+	for _, p := range []string{"s1", "s2", "q4.gguf"} {
+		files[p] = &fileRecorder{path: p, log: &log}
+	}
+	plan := []loadorder.Range{
+		{Path: "s1", Off: 0, Len: mib, Group: 1, Header: true}, {Path: "s2", Off: 0, Len: mib, Group: 1, Header: true},
+		{Path: "s1", Off: mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: mib, Len: 2 * mib, Group: 1},
+		{Path: "q4.gguf", Off: 0, Len: mib, Group: 2, Header: true},
+		{Path: "q4.gguf", Off: mib, Len: mib, Group: 2}, {Path: "q4.gguf", Off: 2 * mib, Len: 4 * mib, Group: 2},
+		{Path: "q4.gguf", Off: 6 * mib, Len: mib, Group: 2},
+	}
+	f := NewFollower(plan, files, FollowOptions{Window: 64 * mib, BlockSize: mib, StartWindow: 2 * mib, Overshoot: mib / 2})
+	f.ForFile("s1").Observe(mib, 4096)
+	f.ForFile("s2").Observe(mib, 4096) // a second shard: the whole checkpoint
+	f.ForFile("s2").Observe(2*mib, 4096)
+	// The checkpoint, then the other's first 2 MiB: its header and first
+	// tensor, not the 4 MiB one after them.
+	want := []string{"s1:1+2", "s2:1+2", "q4.gguf:0+1", "q4.gguf:1+1"}
+	if !equal(log, want) {
+		t.Fatalf("after reading the first checkpoint: %v, want %v", log, want)
+	}
+	f.ForFile("q4.gguf").Observe(mib, 4096) // the loader goes on
+	want = append(want, "q4.gguf:2+4", "q4.gguf:6+1")
+	if !equal(log, want) {
+		t.Fatalf("after a read in the second checkpoint: %v, want %v", log, want)
+	}
+}
