@@ -261,15 +261,15 @@ func (f *Follower) followFile(pos int, off int64) []loadorder.Range {
 // the window takes only StartWindow of the next, so that a loader that
 // does go on (a pipeline of several single-file components) finds its
 // first reads there loaded, while one that stops costs the link that
-// much, not a Window. A read in another checkpoint moves the window
-// there, from that checkpoint's start.
+// much, not a Window. A read further on in the plan, in another
+// checkpoint, moves the window there.
 func (f *Follower) followPlan(pos int) []loadorder.Range {
-	if !f.started || (pos > f.reader && f.plan[pos].Group != f.plan[f.reader].Group) {
+	if !f.started {
 		start := pos
 		for start > 0 && f.plan[start-1].Group == f.plan[pos].Group {
 			start--
 		}
-		f.started, f.reader = true, max(f.reader, start)
+		f.started, f.reader, f.issued = true, start, start
 	}
 	f.reader = max(f.reader, pos)
 	f.issued = max(f.issued, f.reader)
