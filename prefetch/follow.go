@@ -92,11 +92,12 @@ type fileCursor struct {
 }
 
 // NewFollower prepares to follow plan. Nothing is fetched until a read
-// lands in the plan; the window then starts at the beginning of what that
-// read belongs to (its file while confined, else its checkpoint,
-// Range.Group), so a loader that reads tensors in any order finds the ones
-// before its first read coming too, while a reader of one checkpoint gets
-// no window over another. Ranges of files not in files are skipped.
+// lands in the plan; the window then starts at that read, over its file's
+// ranges while confined, else over its checkpoint's (Range.Group). Ranges
+// before the first read are left to the reader: a loader that reads
+// tensors in an order of its own loads them on demand, with the kernel's
+// readahead. A reader of one checkpoint gets at most StartWindow of
+// another. Ranges of files not in files are skipped.
 func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts FollowOptions) *Follower {
 	if opts.Window <= 0 {
 		opts.Window = 256 << 20
