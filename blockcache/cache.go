@@ -38,6 +38,31 @@ type Loader interface {
 	LoadBlock(ctx context.Context, obj ObjectID, off int64, p []byte) error
 }
 
+// PartLoader is a Loader that can load a block as several requests run at
+// once. The cache asks for parts only where a reader is likely waiting on
+// few loads from a slow source: fewer than splitParts loads under way,
+// and no block large enough to split seen to load, split or not, in less
+// than splitSlowLoad. Behind a
+// link where one connection gets ~100 MB/s and a round trip takes 20 ms,
+// an 8 MiB block takes ~105 ms in one GET and ~45 ms in four; loads run
+// few at a time at a file's first read and where prefetch waits for the
+// reader to go on (past a tensor, a shard, a checkpoint), which is where
+// readers stall (docs/benchmarks.md). With the pipeline full, a block is
+// one request, so a whole-model load does not pay for more of them; on a
+// local or loopback store a block loads in milliseconds, and more
+// requests would only cost CPU.
+type PartLoader interface {
+	Loader
+	// LoadBlockParts is LoadBlock in parts requests at once.
+	LoadBlockParts(ctx context.Context, obj ObjectID, off int64, p []byte, parts int) error
+}
+
+const (
+	splitParts    = 4
+	splitMinPart  = 1 << 20 // the smallest part worth a request of its own
+	splitSlowLoad = 30 * time.Millisecond
+)
+
 // Options sizes the cache.
 type Options struct {
 	// BlockSize is the unit of fetching and caching (default 8 MiB).
@@ -155,9 +180,11 @@ type block struct {
 	// onDisk: the disk tier holds the block (read from it, or written back).
 	onDisk bool
 	// fetchStart and deliveredAtStart: when the source load began, and
-	// Cache.link.delivered then (zero time: not loaded from the source).
+	// Cache.link.delivered then (zero time: not loaded from the source);
+	// parts: how many requests it was split into (see PartLoader).
 	fetchStart       time.Time
 	deliveredAtStart int64
+	parts            int
 }
 
 // Cache is a RAM block cache. Create with New; Close stops its workers.
@@ -182,7 +209,9 @@ type Cache struct {
 	// source needs in flight (see minAhead).
 	ahead, aheadLimit, aheadGrown int64
 	link                          linkEstimate
-	free                          [][]byte // reusable full-size buffers
+	sourceLoads                   int        // loads from the source under way
+	parts                         PartLoader // the loader, when it can split a load
+	free                          [][]byte   // reusable full-size buffers
 	closed                        bool
 	ctx                           context.Context
 	cancel                        context.CancelFunc
@@ -202,6 +231,7 @@ type Cache struct {
 func New(opts Options, loader Loader) *Cache {
 	opts = opts.withDefaults()
 	c := &Cache{opts: opts, loader: loader, blocks: make(map[key]*block), groups: make(map[string]*group)}
+	c.parts, _ = loader.(PartLoader)
 	for _, name := range opts.Groups {
 		c.groupLocked(name) // no worker runs yet
 	}
@@ -656,6 +686,11 @@ type linkEstimate struct {
 	// window would only see loads queued behind each other.
 	minLoad time.Duration
 	seen    bool
+	// minSplittable is the shortest load seen of a block large enough to
+	// split, split or not: under splitSlowLoad, the source is near and
+	// splitting only costs requests (see PartLoader).
+	minSplittable  time.Duration
+	splittableSeen bool
 	// rates are the last delivery-rate samples, bytes/s: the bytes
 	// delivered while one load ran, over its time. Their maximum is the
 	// rate: the link's when the bound lets it run full, the reader's when
@@ -669,6 +704,9 @@ func (l *linkEstimate) add(size int64, whole bool, took time.Duration, delivered
 	l.delivered += size
 	if whole && (!l.seen || took < l.minLoad) {
 		l.minLoad, l.seen = took, true
+	}
+	if size >= splitParts*splitMinPart && (!l.splittableSeen || took < l.minSplittable) {
+		l.minSplittable, l.splittableSeen = took, true
 	}
 	if took > 0 {
 		l.rates[l.next] = float64(deliveredDuring) / took.Seconds()
@@ -834,8 +872,15 @@ func (c *Cache) work() {
 		b.stats.loads.Add(1)
 		c.mu.Lock()
 		b.fetchStart, b.deliveredAtStart = time.Now(), c.link.delivered
+		c.sourceLoads++
+		b.parts = c.partsLocked(b.size)
 		c.mu.Unlock()
-		err := c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
+		var err error
+		if b.parts > 1 {
+			err = c.parts.LoadBlockParts(c.ctx, b.obj, b.off, p, b.parts)
+		} else {
+			err = c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
+		}
 		claimed := false
 		if err == nil {
 			c.counters.bytesLoaded.Add(b.size)
@@ -1090,6 +1135,9 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 		b.refs++
 	}
 	b.grp.loading--
+	if !b.fetchStart.IsZero() {
+		c.sourceLoads--
+	}
 	if len(c.order) > 1 {
 		// A worker left idle by its group's limit may take a load now.
 		c.wake.Signal()
@@ -1106,11 +1154,23 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 		b.state = stateReady
 		b.elem = c.lru.PushFront(b)
 		if !b.fetchStart.IsZero() {
-			c.link.add(b.size, b.size == c.opts.BlockSize, time.Since(b.fetchStart), c.link.delivered+b.size-b.deliveredAtStart)
+			// A split load is no measure of how long a block takes in one
+			// request, which is what the bound's latency is.
+			whole := b.size == c.opts.BlockSize && b.parts <= 1
+			c.link.add(b.size, whole, time.Since(b.fetchStart), c.link.delivered+b.size-b.deliveredAtStart)
 			c.setAheadLimitLocked()
 		}
 	}
 	close(b.done)
+}
+
+// partsLocked is how many requests a source load of size bytes is split
+// into, with c.sourceLoads loads under way, it included: see PartLoader.
+func (c *Cache) partsLocked(size int64) int {
+	if c.parts == nil || c.sourceLoads >= splitParts || (c.link.splittableSeen && c.link.minSplittable < splitSlowLoad) {
+		return 1
+	}
+	return int(max(1, min(splitParts, size/splitMinPart)))
 }
 
 // failQueued ends every queued load when the cache closes.

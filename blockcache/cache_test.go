@@ -941,3 +941,83 @@ func TestAheadBoundSettlesAtTheLinksNeed(t *testing.T) {
 		t.Logf("bound %d MiB, %v, %d fresh buffers, %d demand loads", s.PrefetchAhead>>20, took, s.FreshBuffers, s.DemandLoads)
 	})
 }
+
+// partLoader is a memLoader that can split a load, and records how many
+// parts each load was asked in (1: LoadBlock).
+type partLoader struct {
+	memLoader
+	partsMu sync.Mutex
+	parts   []int
+}
+
+func (l *partLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	return l.LoadBlockParts(ctx, id, off, p, 1)
+}
+
+func (l *partLoader) LoadBlockParts(ctx context.Context, id ObjectID, off int64, p []byte, parts int) error {
+	l.partsMu.Lock()
+	l.parts = append(l.parts, parts)
+	l.partsMu.Unlock()
+	return l.memLoader.LoadBlock(ctx, id, off, p)
+}
+
+func (l *partLoader) asked() []int {
+	l.partsMu.Lock()
+	defer l.partsMu.Unlock()
+	return slices.Clone(l.parts)
+}
+
+// A load with few others under way is split while the source has not
+// shown itself near; one block loaded fast, split or not, ends that; a
+// split load is no sample of how long a block takes in one request.
+func TestLoadsSplitOnlyWhileFewAndTheSourceSlow(t *testing.T) {
+	const bs = 4 << 20
+	data := randomBytes(3*bs, 9)
+	l := &partLoader{memLoader: memLoader{data: map[string][]byte{"fv": data}}}
+	c := New(Options{BlockSize: bs, MemBytes: 8 * bs, Workers: 4}, l)
+	defer c.Close()
+	obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+	p := make([]byte, bs)
+	if _, err := obj.ReadAt(context.Background(), p, 0); err != nil || !bytes.Equal(p, data[:bs]) {
+		t.Fatalf("first block: %v", err)
+	}
+	if got := l.asked(); !slices.Equal(got, []int{splitParts}) {
+		t.Fatalf("a lone first load was asked in %v parts, want [%d]", got, splitParts)
+	}
+	c.mu.Lock()
+	seen := c.link.seen
+	c.mu.Unlock()
+	if seen {
+		t.Fatal("a split load was taken for the time a block takes in one request")
+	}
+	// That load took well under splitSlowLoad: the source is near.
+	if _, err := obj.ReadAt(context.Background(), p, bs); err != nil || !bytes.Equal(p, data[bs:2*bs]) {
+		t.Fatalf("second block: %v", err)
+	}
+	if got := l.asked(); !slices.Equal(got, []int{splitParts, 1}) {
+		t.Fatalf("loads after a fast one were asked in %v parts, want [%d 1]", got, splitParts)
+	}
+}
+
+// With splitParts loads under way, a further load is one request.
+func TestLoadsAreWholeWithThePipelineFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs = 4 << 20
+		data := randomBytes(6*bs, 10)
+		gate := make(chan struct{})
+		l := &partLoader{memLoader: memLoader{data: map[string][]byte{"fv": data}, gate: gate}}
+		c := New(Options{BlockSize: bs, MemBytes: 16 * bs, Workers: 8}, l)
+		obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
+		obj.Prefetch(0, int64(len(data)))
+		synctest.Wait() // every worker that took a load is held at the gate
+		got := l.asked()
+		slices.Sort(got)
+		// Six prefetch loads (a quarter of the workers is kept for demand).
+		want := []int{1, 1, 1, splitParts, splitParts, splitParts}
+		if !slices.Equal(got, want) {
+			t.Errorf("loads started together were asked in %v parts, want %v (split while fewer than %d were under way)", got, want, splitParts)
+		}
+		close(gate)
+		c.Close()
+	})
+}

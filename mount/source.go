@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -357,21 +356,4 @@ func usable(objs []fetch.Object, log *slog.Logger) ([]fetch.Object, error) {
 		return nil, fetch.UsableError(rejected)
 	}
 	return kept, nil
-}
-
-// sourceLoader feeds the block cache from the sources, by pinned object.
-type sourceLoader struct {
-	files map[string]remoteFile // by path; written before the mount, read-only after
-}
-
-func (l *sourceLoader) LoadBlock(ctx context.Context, id blockcache.ObjectID, off int64, p []byte) error {
-	f, ok := l.files[id.Name]
-	if !ok || f.obj.Version() != id.Version {
-		return fmt.Errorf("object %q version %s is not part of this mount", id.Name, id.Version)
-	}
-	n, err := f.model.src.ReadAt(ctx, f.obj, p, off)
-	if err != nil && !(errors.Is(err, io.EOF) && n == len(p)) {
-		return err
-	}
-	return nil
 }
