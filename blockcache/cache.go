@@ -40,16 +40,18 @@ type Loader interface {
 
 // PartLoader is a Loader that can load a block as several requests run at
 // once. The cache asks for parts only where a reader is likely waiting on
-// few loads from a slow source: fewer than splitParts loads under way,
-// and no block large enough to split seen to load, split or not, in less
-// than splitSlowLoad. Behind a
+// a slow source: no block large enough to split seen to load, split or
+// not, in less than splitSlowLoad, and either a demand load (a reader
+// waits on it) or fewer than splitParts loads under way. Behind a
 // link where one connection gets ~100 MB/s and a round trip takes 20 ms,
 // an 8 MiB block takes ~105 ms in one GET and ~45 ms in four; loads run
 // few at a time at a file's first read and where prefetch waits for the
 // reader to go on (past a tensor, a shard, a checkpoint), which is where
-// readers stall (docs/benchmarks.md). With the pipeline full, a block is
-// one request, so a whole-model load does not pay for more of them; on a
-// local or loopback store a block loads in milliseconds, and more
+// readers stall (docs/benchmarks.md). A demand load beside a full
+// pipeline of prefetches shares the link with them: in four requests it
+// takes four shares of it, not one. With the pipeline full, a prefetch
+// is one request, so a whole-model load does not pay for more of them;
+// on a local or loopback store a block loads in milliseconds, and more
 // requests would only cost CPU.
 type PartLoader interface {
 	Loader
@@ -210,6 +212,7 @@ type Cache struct {
 	ahead, aheadLimit, aheadGrown int64
 	link                          linkEstimate
 	sourceLoads                   int        // loads from the source under way
+	demandSourceLoads             int        // the same, of demand loads
 	parts                         PartLoader // the loader, when it can split a load
 	free                          [][]byte   // reusable full-size buffers
 	closed                        bool
@@ -873,7 +876,10 @@ func (c *Cache) work() {
 		c.mu.Lock()
 		b.fetchStart, b.deliveredAtStart = time.Now(), c.link.delivered
 		c.sourceLoads++
-		b.parts = c.partsLocked(b.size)
+		if b.prio != prioPrefetch {
+			c.demandSourceLoads++
+		}
+		b.parts = c.partsLocked(b.size, b.prio != prioPrefetch)
 		c.mu.Unlock()
 		var err error
 		if b.parts > 1 {
@@ -1137,6 +1143,9 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 	b.grp.loading--
 	if !b.fetchStart.IsZero() {
 		c.sourceLoads--
+		if b.prio != prioPrefetch {
+			c.demandSourceLoads--
+		}
 	}
 	if len(c.order) > 1 {
 		// A worker left idle by its group's limit may take a load now.
@@ -1166,8 +1175,13 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 
 // partsLocked is how many requests a source load of size bytes is split
 // into, with c.sourceLoads loads under way, it included: see PartLoader.
-func (c *Cache) partsLocked(size int64) int {
-	if c.parts == nil || c.sourceLoads >= splitParts || (c.link.splittableSeen && c.link.minSplittable < splitSlowLoad) {
+// Demand loads are split while fewer than splitParts of them are under
+// way: one reader or a few waiting gain, while many readers at once keep
+// to a request each, within the connections the mount's store clients
+// keep (twice Workers).
+func (c *Cache) partsLocked(size int64, demand bool) int {
+	few := c.sourceLoads <= splitParts-1 || (demand && c.demandSourceLoads <= splitParts-1)
+	if c.parts == nil || !few || (c.link.splittableSeen && c.link.minSplittable < splitSlowLoad) {
 		return 1
 	}
 	return int(max(1, min(splitParts, size/splitMinPart)))

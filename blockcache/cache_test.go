@@ -999,25 +999,52 @@ func TestLoadsSplitOnlyWhileFewAndTheSourceSlow(t *testing.T) {
 	}
 }
 
-// With splitParts loads under way, a further load is one request.
+// With splitParts loads under way, a further prefetch is one request; a
+// demand load, which a reader waits on, is split beside them, while fewer
+// than splitParts demand loads are under way.
 func TestLoadsAreWholeWithThePipelineFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const bs = 4 << 20
-		data := randomBytes(6*bs, 10)
+		data := randomBytes(12*bs, 10)
 		gate := make(chan struct{})
 		l := &partLoader{memLoader: memLoader{data: map[string][]byte{"fv": data}, gate: gate}}
-		c := New(Options{BlockSize: bs, MemBytes: 16 * bs, Workers: 8}, l)
+		c := New(Options{BlockSize: bs, MemBytes: 32 * bs, Workers: 16}, l)
 		obj := c.Object(ObjectID{Name: "f", Version: "v", Size: int64(len(data))})
-		obj.Prefetch(0, int64(len(data)))
+		obj.Prefetch(0, 8*bs)
 		synctest.Wait() // every worker that took a load is held at the gate
 		got := l.asked()
 		slices.Sort(got)
-		// Six prefetch loads (a quarter of the workers is kept for demand).
-		want := []int{1, 1, 1, splitParts, splitParts, splitParts}
+		// Eight prefetch loads (minAhead); the first three were split.
+		want := []int{1, 1, 1, 1, 1, splitParts, splitParts, splitParts}
 		if !slices.Equal(got, want) {
 			t.Errorf("loads started together were asked in %v parts, want %v (split while fewer than %d were under way)", got, want, splitParts)
 		}
+		read := make(chan error, 4)
+		for i := int64(8); i < 12; i++ {
+			go func() {
+				p := make([]byte, bs)
+				_, err := obj.ReadAt(context.Background(), p, i*bs)
+				if err == nil && !bytes.Equal(p, data[i*bs:(i+1)*bs]) {
+					err = fmt.Errorf("block %d: wrong bytes", i)
+				}
+				read <- err
+			}()
+		}
+		synctest.Wait() // the demand loads are held at the gate too
+		got = l.asked()
+		var demand []int
+		if len(got) > 8 {
+			demand = slices.Sorted(slices.Values(got[8:]))
+		}
+		if want := []int{1, splitParts, splitParts, splitParts}; !slices.Equal(demand, want) {
+			t.Errorf("four demand loads beside eight prefetches were asked in %v parts, want %v", demand, want)
+		}
 		close(gate)
+		for range 4 {
+			if err := <-read; err != nil {
+				t.Errorf("demand read: %v", err)
+			}
+		}
 		c.Close()
 	})
 }
