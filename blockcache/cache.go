@@ -875,11 +875,12 @@ func (c *Cache) work() {
 		b.stats.loads.Add(1)
 		c.mu.Lock()
 		b.fetchStart, b.deliveredAtStart = time.Now(), c.link.delivered
+		demand := b.prio != prioPrefetch
 		c.sourceLoads++
-		if b.prio != prioPrefetch {
+		if demand {
 			c.demandSourceLoads++
 		}
-		b.parts = c.partsLocked(b.size, b.prio != prioPrefetch)
+		b.parts = c.partsLocked(b.size, demand)
 		c.mu.Unlock()
 		var err error
 		if b.parts > 1 {
@@ -1180,7 +1181,7 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 // to a request each, within the connections the mount's store clients
 // keep (twice Workers).
 func (c *Cache) partsLocked(size int64, demand bool) int {
-	few := c.sourceLoads <= splitParts-1 || (demand && c.demandSourceLoads <= splitParts-1)
+	few := c.sourceLoads < splitParts || (demand && c.demandSourceLoads < splitParts)
 	if c.parts == nil || !few || (c.link.splittableSeen && c.link.minSplittable < splitSlowLoad) {
 		return 1
 	}
