@@ -42,7 +42,8 @@ type Loader interface {
 // once. The cache asks for parts only where a reader is likely waiting on
 // a slow source: no block large enough to split seen to load, split or
 // not, in less than splitSlowLoad, and either a demand load (a reader
-// waits on it) or fewer than splitParts loads under way. Behind a
+// waits on it) with fewer than splitParts demand loads under way, or
+// fewer than splitParts loads of any kind under way. Behind a
 // link where one connection gets ~100 MB/s and a round trip takes 20 ms,
 // an 8 MiB block takes ~105 ms in one GET and ~45 ms in four; loads run
 // few at a time at a file's first read and where prefetch waits for the
