@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +26,8 @@ import (
 
 // prefetcher is one mount's prefetch machinery, as --prefetch chose it:
 // readahead per open file, a plan per model (from its headers or a
-// recorded profile) followed ahead of the reader, whole small files on
-// first open, and the profile recorder.
+// recorded profile) followed ahead of the reader, whole small files at
+// mount (with a plan) and on first open, and the profile recorder.
 type prefetcher struct {
 	mode      string // auto, layer, profile, readahead or off
 	profile   string // --profile to replay
@@ -188,6 +189,9 @@ func (p *prefetcher) start(ctx context.Context) {
 	if !p.planned() {
 		return
 	}
+	for _, g := range p.groups {
+		p.fetchSmallFiles(g)
+	}
 	var profile []loadorder.Range
 	if p.profile != "" {
 		profile = p.profilePlan()
@@ -231,6 +235,47 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loa
 	}
 	p.log.Info("prefetch plan", attrs...)
 }
+
+// fetchSmallFiles prefetches the model's small files (config, tokenizer,
+// index), which loaders read first and one at a time: behind a link each
+// is a round trip the loader would wait for in turn (45 ms apiece behind
+// the S3-like link of docs/benchmarks.md, where a cold pass read five).
+// Fetched at mount they arrive at once, beside the plan's header reads.
+// Each takes a block's place in RAM until it is read, so they are capped
+// at maxSmallFiles and an eighth of the RAM budget's blocks; config.json
+// comes first, then the files nearest the model's root.
+func (p *prefetcher) fetchSmallFiles(g *planGroup) {
+	var small []string
+	for _, path := range g.paths {
+		if o := p.objs[path]; o.Size() > 0 && o.Size() <= p.smallFile && !o.CompleteOnDisk() {
+			small = append(small, path)
+		}
+	}
+	slices.SortFunc(small, func(a, b string) int {
+		ac, bc := filepath.Base(a) == "config.json", filepath.Base(b) == "config.json"
+		switch {
+		case ac != bc && ac:
+			return -1
+		case ac != bc:
+			return 1
+		}
+		if d := strings.Count(a, "/") - strings.Count(b, "/"); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	st := p.cache.Stats()
+	n := min(maxSmallFiles, int(st.MemCapacity/p.blockSize/8))
+	for _, path := range small[:min(n, len(small))] {
+		o := p.objs[path]
+		o.Prefetch(0, o.Size())
+	}
+}
+
+// maxSmallFiles bounds the small files of a model fetched at mount: a
+// model's repository holds about ten (config, generation config, tokenizer
+// files, index, README); a dataset's may hold thousands.
+const maxSmallFiles = 16
 
 // groupPlan plans the files at paths: the profile's ranges for them if
 // there are any, else, with layers set, the order from their headers. It

@@ -25,7 +25,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "prefetch", Value: "auto", Usage: "auto, layer, profile, readahead or off (auto: --profile if given and usable, else layer order from the model's headers; readahead always)", EnvVars: env("PREFETCH")},
 			&cli.StringFlag{Name: "profile", Usage: "replay this recorded load profile at mount time", EnvVars: env("PROFILE")},
 			&cli.StringFlag{Name: "record-profile", Usage: "write the order blocks were first read to this file on unmount", EnvVars: env("RECORD_PROFILE")},
-			&cli.StringFlag{Name: "small-file", Value: "1MiB", Usage: "files up to this size are fetched whole on first open", EnvVars: env("SMALL_FILE")},
+			&cli.StringFlag{Name: "small-file", Value: "1MiB", Usage: "files up to this size are fetched whole on first open, and (with a plan) at mount", EnvVars: env("SMALL_FILE")},
 			&cli.StringFlag{Name: "readahead", Value: "128MiB", Usage: "largest readahead window per open file", EnvVars: env("READAHEAD")},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (needs user_allow_other for non-root)", EnvVars: env("ALLOW_OTHER")},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus /metrics on this address, like 127.0.0.1:9090 (port 0: any free port, logged) or unix:/path/to.sock", EnvVars: env("METRICS_ADDR")},

@@ -105,7 +105,8 @@ type Config struct {
 	// to write this mount's on unmount.
 	Profile       string
 	RecordProfile string
-	// SmallFile: files up to this size are fetched whole on first open.
+	// SmallFile: files up to this size are fetched whole on first open,
+	// and with a plan as the mount starts.
 	SmallFile int64
 	// Readahead is the largest readahead window per open file.
 	Readahead   int64

@@ -48,8 +48,8 @@ func exportedNames(mfs map[string]*dto.MetricFamily) map[string]bool {
 // operator's silent dashboard.
 func TestCSIAlertAndDashboardMetrics(t *testing.T) {
 	r, stateDir := csiRemote(t)
-	// Files no read has cached: the store refuses one, and fails the
-	// first GET of the other (retried).
+	// Two small files: the store refuses one, and fails the first GET of
+	// the other (retried).
 	for _, name := range []string{"refused.bin", "retried.bin"} {
 		if _, err := r.srv.PutObject(bucket, "llama/"+name, []byte("bytes of "+name)); err != nil {
 			t.Fatal(err)
@@ -63,11 +63,7 @@ func TestCSIAlertAndDashboardMetrics(t *testing.T) {
 	defer srv.Close()
 	ctx := context.Background()
 	target := filepath.Join(t.TempDir(), "pods", "uid-a", "volumes", "kubernetes.io~csi", "model", "mount")
-	if err := p.publish(ctx, "vol-a", target, r.volumeContext("llama/"), testSecrets()); err != nil {
-		t.Fatal(err)
-	}
-	defer unpublish(t, p, "vol-a", target)
-	checkModel(t, target)
+	// In place before the mount, which fetches small files as it starts.
 	var retried atomic.Bool
 	r.srv.SetHook(func(w http.ResponseWriter, req *http.Request) bool {
 		if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/retried.bin") && retried.CompareAndSwap(false, true) {
@@ -84,6 +80,11 @@ func TestCSIAlertAndDashboardMetrics(t *testing.T) {
 		return true
 	})
 	defer r.srv.SetHook(nil)
+	if err := p.publish(ctx, "vol-a", target, r.volumeContext("llama/"), testSecrets()); err != nil {
+		t.Fatal(err)
+	}
+	defer unpublish(t, p, "vol-a", target)
+	checkModel(t, target)
 	if _, err := os.ReadFile(filepath.Join(target, "refused.bin")); err == nil {
 		t.Fatal("a read the store refused succeeded")
 	}
