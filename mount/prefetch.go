@@ -189,8 +189,11 @@ func (p *prefetcher) start(ctx context.Context) {
 	if !p.planned() {
 		return
 	}
+	// Small files take a block's place in RAM each until read: all
+	// models' together at most an eighth of the budget's blocks.
+	room := int(p.cache.Stats().MemCapacity / p.blockSize / 8)
 	for _, g := range p.groups {
-		p.fetchSmallFiles(g)
+		room -= p.fetchSmallFiles(g, room)
 	}
 	var profile []loadorder.Range
 	if p.profile != "" {
@@ -241,10 +244,9 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loa
 // is a round trip the loader would wait for in turn (45 ms apiece behind
 // the S3-like link of docs/benchmarks.md, where a cold pass read five).
 // Fetched at mount they arrive at once, beside the plan's header reads.
-// Each takes a block's place in RAM until it is read, so they are capped
-// at maxSmallFiles and an eighth of the RAM budget's blocks; config.json
-// comes first, then the files nearest the model's root.
-func (p *prefetcher) fetchSmallFiles(g *planGroup) {
+// At most maxSmallFiles and room are fetched, config.json first, then the
+// files nearest the model's root; it returns how many.
+func (p *prefetcher) fetchSmallFiles(g *planGroup, room int) int {
 	var small []string
 	for _, path := range g.paths {
 		if o := p.objs[path]; o.Size() > 0 && o.Size() <= p.smallFile && !o.CompleteOnDisk() {
@@ -264,12 +266,12 @@ func (p *prefetcher) fetchSmallFiles(g *planGroup) {
 		}
 		return strings.Compare(a, b)
 	})
-	st := p.cache.Stats()
-	n := min(maxSmallFiles, int(st.MemCapacity/p.blockSize/8))
-	for _, path := range small[:min(n, len(small))] {
+	small = small[:max(0, min(maxSmallFiles, room, len(small)))]
+	for _, path := range small {
 		o := p.objs[path]
 		o.Prefetch(0, o.Size())
 	}
+	return len(small)
 }
 
 // maxSmallFiles bounds the small files of a model fetched at mount: a

@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -76,5 +77,45 @@ func TestSmallFilesWaitForReadersWithoutAPlan(t *testing.T) {
 				t.Fatalf("config.json fetched with --prefetch %s and no reader", mode)
 			}
 		})
+	}
+}
+
+// The cap holds across a manifest's models: together their small files
+// take at most an eighth of the RAM budget's blocks.
+func TestSmallFilesOfAllModelsShareOneCap(t *testing.T) {
+	top := t.TempDir()
+	manifest := map[string]any{}
+	for _, name := range []string{"a", "b"} {
+		dir := filepath.Join(top, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.json", i)), []byte(`{}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		manifest[name] = map[string]string{"source": "file://" + dir}
+	}
+	data, err := json.Marshal(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf := filepath.Join(top, "models.json")
+	if err := os.WriteFile(mf, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// 64 KiB blocks in a 4 MiB budget: 64 blocks, an eighth of which is 8.
+	e := newTestEngine(t, top, func(c *config.Config) { c.Source, c.Manifest = "", mf })
+	e.StartPrefetch(t.Context())
+	fetched := map[string]int{}
+	for _, f := range e.pf.files {
+		st := e.r.cache.ObjectStats([]blockcache.ObjectID{f.cacheID()})[0]
+		if st.CachedBytes > 0 || st.Pending.Has(0) {
+			fetched[f.model.spec.Name]++
+		}
+	}
+	if got := []int{fetched["a"], fetched["b"]}; got[0]+got[1] != 8 || max(got[0], got[1]) != 6 {
+		t.Fatalf("small files fetched by model: a %d, b %d; want 8 in all, one model's 6 first", got[0], got[1])
 	}
 }
