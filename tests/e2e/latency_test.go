@@ -225,7 +225,13 @@ func TestLatencySpikes(t *testing.T) {
 	}
 
 	long := func(f s3server.Fault) bool { return f.Delay > timeout }
-	retried := spikes.check(t, long, true)
+	// Every try past the timeout was repeated; that only those were is
+	// the retry counter's check below. Tries per range are not exact: the
+	// RAM tier reuses the buffer of a block whose every page was served
+	// first, and with these four readers the kernel asks for a few such
+	// blocks again, which are then fetched again (1–2 of 17 ranges in
+	// about one run in ten; why the kernel asks again is not known).
+	retried := spikes.check(t, long, false)
 	slow := spikes.byKind()[s3server.FaultLatency]
 	t.Logf("%d GETs spiked: %d past the %v timeout, %d by %v", slow, retried, timeout, slow-retried, short)
 	if retried == 0 || slow-retried == 0 {
