@@ -50,7 +50,8 @@ type FollowOptions struct {
 // the window starts small (StartWindow) and grows as the reader moves
 // through the file's plan, so a reader of one tensor costs about that
 // tensor. A read of a
-// second big file of the plan (isBig) is that evidence: from then on
+// second big file of the plan (isBig), or of a checkpoint's index
+// (Range.Indexes), is that evidence: from then on
 // every read that lands in the plan moves the reader's position to that
 // point, and the next Window bytes of the plan are kept requested, across
 // files but within the reader's checkpoint (see followPlan). Reads outside the plan leave it alone (readahead covers them), a
@@ -69,6 +70,8 @@ type Follower struct {
 	fcum   map[string][]int64
 	// ends of each file's ranges (Bound)
 	ends map[string]Ends
+	// the checkpoint indexes' paths (Range.Indexes)
+	indexes map[string]bool
 
 	mu      sync.Mutex
 	done    []bool // plan[i] has been requested
@@ -113,7 +116,7 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 		opts.Overshoot = DefaultOvershoot
 	}
 	f := &Follower{files: files, opts: opts, at: map[string]map[int64]int{},
-		byFile: map[string][]int{}, fcum: map[string][]int64{}, ends: map[string]Ends{}, touched: map[string]*fileCursor{}}
+		byFile: map[string][]int{}, fcum: map[string][]int64{}, ends: map[string]Ends{}, indexes: map[string]bool{}, touched: map[string]*fileCursor{}}
 	for _, r := range plan {
 		if _, ok := files[r.Path]; ok && r.Len > 0 {
 			f.plan = append(f.plan, r)
@@ -130,6 +133,9 @@ func NewFollower(plan []loadorder.Range, files map[string]FileBlocks, opts Follo
 		f.byFile[r.Path] = append(f.byFile[r.Path], i)
 		f.fcum[r.Path] = append(f.fcum[r.Path], f.fcum[r.Path][len(f.fcum[r.Path])-1]+r.Len)
 		f.ends[r.Path] = append(f.ends[r.Path], r.Off+r.Len)
+		if r.Indexes > 0 {
+			f.indexes[r.Path] = true
+		}
 		blocks := f.at[r.Path]
 		if blocks == nil {
 			blocks = map[int64]int{}
@@ -159,6 +165,19 @@ func (f *Follower) Whole() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.whole
+}
+
+// Opened tells the follower that path was opened. Opening a checkpoint's
+// index (Range.Indexes) is evidence of a whole-model load, as reading it
+// is: its reads may never be seen here (FUSE passthrough serves a file
+// complete in the disk cache).
+func (f *Follower) Opened(path string) {
+	if !f.indexes[path] {
+		return
+	}
+	f.mu.Lock()
+	f.whole = true
+	f.mu.Unlock()
 }
 
 // PlannedBytes is the size of the plan.
@@ -196,7 +215,12 @@ func (w fileWatcher) Observe(off, n int64) {
 func (f *Follower) advance(pos int, off int64) {
 	var reqs []loadorder.Range
 	f.mu.Lock()
-	if r := f.plan[pos]; !f.whole && f.isBig(r) {
+	if r := f.plan[pos]; !f.whole && r.Indexes > 0 {
+		// A loader reads a checkpoint's index to find its shards, and
+		// then loads them all: the load is whole from its first shard,
+		// so the window need not wait at that shard's end for the second.
+		f.whole = true
+	} else if !f.whole && f.isBig(r) {
 		if f.big == "" {
 			f.big = r.Path
 		}

@@ -1,6 +1,8 @@
 package prefetch
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -143,6 +145,49 @@ func TestFollowerStaysInTheFileUntilASecondIsRead(t *testing.T) {
 	want = append(want, "s2:0+1", "s2:1+2", "s2:3+2")
 	if !equal(log, want) {
 		t.Fatalf("after reading s2: %v, want %v", log, want)
+	}
+}
+
+// A reader of a checkpoint's index then loads its shards, all of them:
+// from its first shard the plan is followed across files, so the second
+// shard is under way before the first is read through.
+func TestFollowerGoesWholeAtTheIndex(t *testing.T) {
+	var log []string
+	files := map[string]FileBlocks{}
+	for _, p := range []string{"config.json", "index.json", "s1", "s2"} {
+		files[p] = &fileRecorder{path: p, log: &log}
+	}
+	plan := []loadorder.Range{
+		{Path: "config.json", Off: 0, Len: mib},
+		{Path: "index.json", Off: 0, Len: mib, Indexes: 1},
+		{Path: "s1", Off: 0, Len: mib, Group: 1, Header: true}, {Path: "s2", Off: 0, Len: mib, Group: 1, Header: true},
+		{Path: "s1", Off: mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: mib, Len: 2 * mib, Group: 1},
+		{Path: "s1", Off: 3 * mib, Len: 2 * mib, Group: 1}, {Path: "s2", Off: 3 * mib, Len: 2 * mib, Group: 1},
+	}
+	f := NewFollower(plan, files, FollowOptions{Window: 4 * mib, BlockSize: mib, Overshoot: mib / 2})
+	f.ForFile("config.json").Observe(0, 100)
+	if f.Whole() {
+		t.Fatal("a read of config.json made the load whole-model")
+	}
+	f.ForFile("index.json").Observe(0, 100)
+	if !f.Whole() {
+		t.Fatal("a read of the checkpoint's index did not make the load whole-model")
+	}
+	f.ForFile("s1").Observe(0, 8)
+	if !slices.ContainsFunc(log, func(s string) bool { return strings.HasPrefix(s, "s2:") }) {
+		t.Fatalf("reading the index and s1's header requested %v: nothing of s2", log)
+	}
+
+	// An index served by passthrough is opened but never read here.
+	g := NewFollower(plan, files, FollowOptions{Window: 4 * mib, BlockSize: mib, Overshoot: mib / 2})
+	g.Opened("config.json")
+	g.Opened("s1")
+	if g.Whole() {
+		t.Fatal("opening config.json and a shard made the load whole-model")
+	}
+	g.Opened("index.json")
+	if !g.Whole() {
+		t.Fatal("opening the checkpoint's index did not make the load whole-model")
 	}
 }
 

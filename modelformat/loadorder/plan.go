@@ -38,6 +38,10 @@ type Range struct {
 	// small files read whole. A Follower starts a reader's window at the
 	// beginning of the checkpoint it first touches.
 	Group int
+	// Indexes is, on a safetensors index, the Group of the checkpoint it
+	// lists (0: none, or not an index). Loaders read the index to find
+	// the shards they will load, all of them.
+	Indexes int
 }
 
 // PlanOptions tune Plan; zero values take the defaults.
@@ -203,6 +207,12 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 			groups = append(groups, nil)
 		}
 		groups[g] = append(groups[g], i)
+	}
+
+	for i := range out {
+		if g, ok := groupOf["index:"+out[i].Path]; ok {
+			out[i].Indexes = g + 1
+		}
 	}
 
 	headers := readHeaders(big, opts)

@@ -42,6 +42,16 @@ func rangesString(rs []Range) string {
 
 // checkRanges compares plans without their Group numbers, and checks the
 // groups on their own: never decreasing, one per file.
+// groupOfPath is the Group of path's ranges in plan.
+func groupOfPath(plan []Range, path string) int {
+	for _, r := range plan {
+		if r.Path == path {
+			return r.Group
+		}
+	}
+	return -1
+}
+
 func checkRanges(t *testing.T, got, want []Range) {
 	t.Helper()
 	groupOf := map[string]int{}
@@ -59,7 +69,7 @@ func checkRanges(t *testing.T, got, want []Range) {
 		if want := r.Group > 0 && r.Tensor == ""; r.Header != want || (r.Header && r.Off != 0) {
 			t.Fatalf("%s [%d, +%d) %q: Header %v", r.Path, r.Off, r.Len, r.Tensor, r.Header)
 		}
-		r.Group, r.Header = 0, false
+		r.Group, r.Header, r.Indexes = 0, false, 0
 		bare[i] = r
 	}
 	if !slices.Equal(bare, want) {
@@ -132,6 +142,16 @@ func TestPlanShardedSafetensors(t *testing.T) {
 		tr("w/extra.safetensors", extra, "model.embed_tokens.weight"),
 		tr("w/extra.safetensors", extra, "model.norm.weight"),
 	})
+	// The index names the checkpoint it lists; nothing else is an index.
+	for _, r := range got {
+		want := 0
+		if r.Path == "w/model.safetensors.index.json" {
+			want = groupOfPath(got, "w/a.safetensors")
+		}
+		if r.Indexes != want {
+			t.Errorf("%s: Indexes %d, want %d", r.Path, r.Indexes, want)
+		}
+	}
 	// Whole small files are fetched, not opened; the index and the big
 	// files are opened once each, and closed.
 	if len(opened) != 5 {
