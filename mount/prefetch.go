@@ -70,39 +70,6 @@ type planGroup struct {
 	// covers by path, is written before it and read-only after.
 	follower atomic.Pointer[prefetch.Follower]
 	blocks   map[string][]int64
-	// opened holds the paths opened before the follower was set, for it
-	// to be told of them (Follower.Opened); mu orders the two.
-	mu     sync.Mutex
-	opened map[string]bool
-}
-
-// open tells the group's follower that path was opened, now or once
-// there is one.
-func (g *planGroup) open(path string) {
-	g.mu.Lock()
-	f := g.follower.Load()
-	if f == nil {
-		if g.opened == nil {
-			g.opened = map[string]bool{}
-		}
-		g.opened[path] = true
-	}
-	g.mu.Unlock()
-	if f != nil {
-		f.Opened(path)
-	}
-}
-
-// follow sets the group's follower and tells it of the opens before.
-func (g *planGroup) follow(f *prefetch.Follower) {
-	g.mu.Lock()
-	g.follower.Store(f)
-	opened := g.opened
-	g.opened = nil
-	g.mu.Unlock()
-	for path := range opened {
-		f.Opened(path)
-	}
 }
 
 func (p *prefetcher) planned() bool {
@@ -155,9 +122,13 @@ func (o *streamOpener) Damaged() bool {
 }
 
 func (o *streamOpener) Open() fs.Handle {
+	// Stored before the follower is looked at, and the follower set before
+	// the opens are (startGroup): each open is told to it at least once.
 	o.p.opened.Store(o.path, true)
 	if g := o.p.groupOf[o.path]; g != nil {
-		g.open(o.path)
+		if f := g.follower.Load(); f != nil {
+			f.Opened(o.path)
+		}
 	}
 	if o.small && o.p.mode != "off" && !o.opened.Swap(true) {
 		// Config and tokenizer files are read whole: fetch them in one go.
@@ -264,7 +235,13 @@ func (p *prefetcher) startGroup(ctx context.Context, g *planGroup, profile []loa
 	}
 	f := prefetch.NewFollower(plan, files, prefetch.FollowOptions{Window: p.window, BlockSize: p.blockSize, Overshoot: p.ra.Overshoot})
 	g.blocks = planBlocks(plan, p.objs, p.blockSize)
-	g.follow(f)
+	g.follower.Store(f)
+	// Opens before the plan was made: a loader may open the index while
+	// the headers are read.
+	p.opened.Range(func(path, _ any) bool {
+		f.Opened(path.(string))
+		return true
+	})
 	// Demand loads so far (headers read for the plan, reads that came
 	// first) tell apart what prefetch could not have covered.
 	attrs := []any{"from", from, "ranges", len(plan), "bytes", f.PlannedBytes(),
