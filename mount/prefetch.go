@@ -130,10 +130,6 @@ func (o *streamOpener) Open() fs.Handle {
 			f.Opened(o.path)
 		}
 	}
-	if o.small && o.p.mode != "off" && !o.opened.Swap(true) {
-		// Config and tokenizer files are read whole: fetch them in one go.
-		o.obj.Prefetch(0, o.obj.Size())
-	}
 	watchers := []prefetch.Watcher{planWatcher{o.p.groupOf[o.path], o.path, &o.p.heads}}
 	if o.p.recorder != nil {
 		watchers = append(watchers, recordWatcher{o.p.recorder, o.path, o.version})
@@ -144,6 +140,11 @@ func (o *streamOpener) Open() fs.Handle {
 			o.p.prime(o.path, b.File)
 		}
 		return &backedStream{Stream: s, backing: b, obj: o.obj}
+	}
+	if o.small && o.p.mode != "off" && !o.opened.Swap(true) {
+		// Config and tokenizer files are read whole: fetch them in one go
+		// (not when passed through: the kernel reads the cache file).
+		o.obj.Prefetch(0, o.obj.Size())
 	}
 	return &headStream{Stream: s, p: o.p, path: o.path, obj: o.obj}
 }

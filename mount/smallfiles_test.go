@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/modelfs/modelfs/blockcache"
+	"github.com/modelfs/modelfs/fs"
 	"github.com/modelfs/modelfs/mount/config"
 )
 
@@ -117,5 +118,38 @@ func TestSmallFilesOfAllModelsShareOneCap(t *testing.T) {
 	}
 	if got := []int{fetched["a"], fetched["b"]}; got[0]+got[1] != 8 || max(got[0], got[1]) != 6 {
 		t.Fatalf("small files fetched by model: a %d, b %d; want 8 in all, one model's 6 first", got[0], got[1])
+	}
+}
+
+// A small file complete in the disk cache is handed to passthrough when
+// opened, and its blocks are not also read from disk into RAM: the kernel
+// reads the cache file, and a remount's first opens would otherwise each
+// load their file beside the reader.
+func TestPassedThroughSmallFileIsNotLoaded(t *testing.T) {
+	dir, cache := t.TempDir(), t.TempDir()
+	want := []byte(`{"architectures": ["LlamaForCausalLM"]}`)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	edit := func(c *config.Config) { c.CacheDir = cache }
+	first := newTestEngine(t, dir, edit)
+	f := fileByPath(t, first.Files(), "config.json")
+	if got := readAll(t, f, 1<<20); string(got) != string(want) {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+	waitFor(t, "config.json to be complete on disk", func() bool {
+		return f.Content.(*streamOpener).obj.CompleteOnDisk()
+	})
+	first.Close()
+
+	e := newTestEngine(t, dir, edit)
+	e.StartPrefetch(t.Context())
+	h := fileByPath(t, e.Files(), "config.json").Content.Open()
+	defer h.Release()
+	if _, ok := h.(fs.Passthrougher); !ok {
+		t.Fatal("the complete small file was not handed out for passthrough")
+	}
+	if st := e.r.cache.Stats(); st.DiskHits != 0 || st.Loads != 0 {
+		t.Fatalf("opening a passed-through small file loaded it: %d disk hits, %d loads", st.DiskHits, st.Loads)
 	}
 }
