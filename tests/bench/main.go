@@ -54,10 +54,10 @@ type config struct {
 }
 
 var (
-	allScenarios = []string{"seq", "seq-2g", "mmap-header", "mmap-random", "concurrent-4", "ttft", "pack-seq", "pack-mmap-header"}
+	allScenarios = []string{"seq", "seq-2g", "mmap-header", "load", "mmap-random", "concurrent-4", "ttft", "pack-seq", "pack-mmap-header"}
 	// defaultScenarios leaves out the pack-* ones, which need a pack of
 	// the model first.
-	defaultScenarios = allScenarios[:6]
+	defaultScenarios = allScenarios[:7]
 	allBaselines     = []string{"raw-get", "download-then-read", "local-read", "local-modelfs"}
 	allLinks         = []string{"loopback", "s3"}
 )
@@ -695,6 +695,9 @@ func (b *bench) spec(name string) scenarioSpec {
 		big := []string{m.largest().Name}
 		s.files, s.rawRef, s.localRef = big, "raw-get-largest", "local-read-largest"
 		s.read = func(ctx context.Context, root string) (int64, error) { return readSeq(ctx, root, big) }
+	case "load":
+		s.files = append([]string{"config.json", safetensorsIndex}, m.Shards...)
+		s.read = func(ctx context.Context, root string) (int64, error) { return loadLikeTransformers(ctx, root) }
 	case "mmap-header", "mmap-random":
 		w := m.weightFiles()
 		s.files = w

@@ -23,7 +23,7 @@ var (
 	// peerScenarios are the scenarios peers run: reads any filesystem
 	// serves (concurrent-4, mmap-random and the pack-* ones measure
 	// modelfs's own prefetch and format).
-	peerScenarios = []string{"seq", "seq-2g", "mmap-header", "ttft"}
+	peerScenarios = []string{"seq", "seq-2g", "mmap-header", "load", "ttft"}
 )
 
 // peerMode is one configuration of a peer tool, one set of rows.

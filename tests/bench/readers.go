@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -138,6 +140,48 @@ func mmapTouch(ctx context.Context, root string, names []string, shuffle bool) (
 		}
 	}
 	return total, nil
+}
+
+// safetensorsIndex is a sharded checkpoint's index.
+const safetensorsIndex = "model.safetensors.index.json"
+
+// loadLikeTransformers loads a sharded safetensors checkpoint as
+// transformers and vLLM do: config.json, then the index, which names the
+// shards, then each shard mapped and its tensors touched in header order.
+// It reads no other checkpoint (the GGUF copy).
+func loadLikeTransformers(ctx context.Context, root string) (int64, error) {
+	var total int64
+	var config map[string]any
+	data, err := os.ReadFile(filepath.Join(root, "config.json"))
+	total += int64(len(data))
+	if err != nil {
+		return total, err
+	}
+	if err := json.Unmarshal(data, &config); err != nil {
+		return total, fmt.Errorf("config.json: %w", err)
+	}
+	var index struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	data, err = os.ReadFile(filepath.Join(root, safetensorsIndex))
+	total += int64(len(data))
+	if err != nil {
+		return total, err
+	}
+	if err := json.Unmarshal(data, &index); err != nil {
+		return total, fmt.Errorf("%s: %w", safetensorsIndex, err)
+	}
+	var shards []string
+	for _, shard := range index.WeightMap {
+		shards = append(shards, shard)
+	}
+	slices.Sort(shards)
+	shards = slices.Compact(shards)
+	if len(shards) == 0 {
+		return total, fmt.Errorf("%s names no shards", safetensorsIndex)
+	}
+	n, err := mmapTouch(ctx, root, shards, false)
+	return total + n, err
 }
 
 func mmapTouchFile(path, name string, shuffle bool, seed uint64) (int64, error) {
