@@ -690,6 +690,15 @@ type linkEstimate struct {
 	// window would only see loads queued behind each other.
 	minLoad time.Duration
 	seen    bool
+	// splitLoad stands in for minLoad until a whole block has loaded in
+	// one request: the shortest split load of a whole block seen, times
+	// its parts. A file's first loads are split (few run), and behind a
+	// link the first unsplit one ends only after the bound has held the
+	// reader's stream to minAhead for a round trip or two (four loads in
+	// flight where the link needs twelve). It is at most what one
+	// request would take, for the transfer is at most parts times as
+	// long: the bound it gives errs on the side of a full link.
+	splitLoad time.Duration
 	// minSplittable is the shortest load seen of a block large enough to
 	// split, split or not: under splitSlowLoad, the source is near and
 	// splitting only costs requests (see PartLoader).
@@ -703,11 +712,15 @@ type linkEstimate struct {
 	next  int
 }
 
-// add takes the sample of one load from the source.
-func (l *linkEstimate) add(size int64, whole bool, took time.Duration, deliveredDuring int64) {
+// add takes the sample of one load from the source, of size bytes (full
+// says a whole block) in parts requests.
+func (l *linkEstimate) add(size int64, full bool, parts int, took time.Duration, deliveredDuring int64) {
 	l.delivered += size
-	if whole && (!l.seen || took < l.minLoad) {
+	if full && parts == 1 && (!l.seen || took < l.minLoad) {
 		l.minLoad, l.seen = took, true
+	}
+	if full && parts > 1 && (l.splitLoad == 0 || took*time.Duration(parts) < l.splitLoad) {
+		l.splitLoad = took * time.Duration(parts)
 	}
 	if size >= splitParts*splitMinPart && (!l.splittableSeen || took < l.minSplittable) {
 		l.minSplittable, l.splittableSeen = took, true
@@ -725,7 +738,11 @@ func (l *linkEstimate) needed() int64 {
 	for _, r := range l.rates {
 		rate = max(rate, r)
 	}
-	return int64(aheadHeadroom * rate * l.minLoad.Seconds())
+	latency := l.minLoad
+	if !l.seen {
+		latency = l.splitLoad
+	}
+	return int64(aheadHeadroom * rate * latency.Seconds())
 }
 
 // settleAhead takes b out of Cache.ahead once it was read or dropped, so
@@ -1165,10 +1182,9 @@ func (c *Cache) finish(b *block, buf []byte, err error, hold bool) {
 		b.state = stateReady
 		b.elem = c.lru.PushFront(b)
 		if !b.fetchStart.IsZero() {
-			// A split load is no measure of how long a block takes in one
-			// request, which is what the bound's latency is.
-			whole := b.size == c.opts.BlockSize && b.parts <= 1
-			c.link.add(b.size, whole, time.Since(b.fetchStart), c.link.delivered+b.size-b.deliveredAtStart)
+			// A split load stands in for the bound's latency (a block in
+			// one request) only until an unsplit one ends: see splitLoad.
+			c.link.add(b.size, b.size == c.opts.BlockSize, max(b.parts, 1), time.Since(b.fetchStart), c.link.delivered+b.size-b.deliveredAtStart)
 			c.setAheadLimitLocked()
 		}
 	}

@@ -1048,3 +1048,58 @@ func TestLoadsAreWholeWithThePipelineFull(t *testing.T) {
 		c.Close()
 	})
 }
+
+// connLinkLoader emulates a link like the S3-like one of
+// docs/benchmarks.md: each request waits latency, then its bytes pass at
+// perConn bytes/s (the connection's window is its limit, not the link's
+// rate). It splits loads into requests that run at once, and writes one
+// byte per block.
+type connLinkLoader struct {
+	latency time.Duration
+	perConn float64
+}
+
+func (l connLinkLoader) LoadBlock(ctx context.Context, id ObjectID, off int64, p []byte) error {
+	return l.LoadBlockParts(ctx, id, off, p, 1)
+}
+
+func (l connLinkLoader) LoadBlockParts(ctx context.Context, id ObjectID, off int64, p []byte, parts int) error {
+	part := (len(p) + parts - 1) / parts
+	time.Sleep(l.latency + time.Duration(float64(part)/l.perConn*float64(time.Second)))
+	p[0] = patternByte(off)
+	return nil
+}
+
+// A file's first loads are split (few run, the source is slow), and until
+// a block loads in one request the bound has no latency to go by. A split
+// load gives one (at most its time times its parts): the bound grows
+// from the first split load rather than holding the reader's stream to
+// minAhead until an unsplit load ends (behind the S3-like link, a round
+// trip and more with four loads in flight where the link needs twelve).
+func TestAheadBoundGrowsFromASplitLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const bs, blocks = 8 << 20, 64
+		c := New(Options{BlockSize: bs, MemBytes: 1 << 30, Workers: 16}, connLinkLoader{latency: 20 * time.Millisecond, perConn: 100e6})
+		defer c.Close()
+		id := ObjectID{Name: "w", Version: "v", Size: blocks * bs}
+		obj := c.Object(id)
+		// The reader's first read loads alone, then its stream asks far
+		// ahead.
+		if _, err := obj.ReadAt(context.Background(), make([]byte, 10), 0); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		seen := c.link.seen
+		c.mu.Unlock()
+		if seen {
+			t.Fatal("the first load was not split: nothing to test")
+		}
+		obj.Prefetch(bs, id.Size-bs)
+		synctest.Wait()
+		s := c.Stats()
+		if s.PrefetchAhead <= minAhead || s.Prefetches <= minAhead/bs {
+			t.Fatalf("after a split load: bound %d MiB, %d prefetches started; want more than minAhead (%d MiB, %d blocks)",
+				s.PrefetchAhead>>20, s.Prefetches, minAhead>>20, minAhead/bs)
+		}
+	})
+}
