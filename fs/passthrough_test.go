@@ -165,3 +165,34 @@ func TestPartlyReadFileIsPassedThrough(t *testing.T) {
 		t.Fatalf("%d reads reached the file system through a passthrough open", n)
 	}
 }
+
+// close(2) sends the file system a FLUSH and waits for its answer: a
+// read-only file has nothing to flush, so the first is answered ENOSYS,
+// which tells the kernel to send no more on this mount; every close
+// succeeds.
+func TestCloseSendsNoFlushAfterTheFirst(t *testing.T) {
+	mountproc.SkipWithoutFuse(t)
+	c := &backedContent{data: []byte("{}")}
+	mp := t.TempDir()
+	srv, err := Mount(mp, Options{Files: []File{{Path: "a.json", Size: 2, Content: c}, {Path: "b.json", Size: 2, Content: c}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Error(err)
+		}
+	})
+	for i := range 6 {
+		f, err := os.Open(filepath.Join(mp, []string{"a.json", "b.json"}[i%2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close %d: %v", i, err)
+		}
+	}
+	if n := srv.Stats.flushes.Load(); n != 1 {
+		t.Fatalf("%d FLUSH requests for six closes, want 1", n)
+	}
+}
