@@ -695,9 +695,10 @@ type linkEstimate struct {
 	// its parts. A file's first loads are split (few run), and behind a
 	// link the first unsplit one ends only after the bound has held the
 	// reader's stream to minAhead for a round trip or two (four loads in
-	// flight where the link needs twelve). It is at most what one
-	// request would take, for the transfer is at most parts times as
-	// long: the bound it gives errs on the side of a full link.
+	// flight where the link needs twelve). It is at least what one
+	// request would take (one request pays one round trip, and its
+	// transfer is at most parts times a part's), so the bound it gives
+	// errs on the side of a full link, and only until then.
 	splitLoad time.Duration
 	// minSplittable is the shortest load seen of a block large enough to
 	// split, split or not: under splitSlowLoad, the source is near and
