@@ -148,7 +148,9 @@ const safetensorsIndex = "model.safetensors.index.json"
 // loadLikeTransformers loads a sharded safetensors checkpoint as
 // transformers and vLLM do: config.json, then the index, which names the
 // shards, then each shard mapped and its tensors touched in header order.
-// It reads no other checkpoint (the GGUF copy).
+// It reads no other checkpoint (the GGUF copy). The JSON is parsed whole,
+// as those loaders do, not with modelformat's bounded parser: the reader
+// stands for code modelfs did not write.
 func loadLikeTransformers(ctx context.Context, root string) (int64, error) {
 	var total int64
 	var config map[string]any
