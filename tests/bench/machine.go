@@ -34,6 +34,10 @@ type machineInfo struct {
 	// hypervisor that shadows guest page tables each 4 KiB fault traps.
 	FreshPages4K  float64 `json:"fresh_pages_4k_cpu_s_per_gib,omitempty"`
 	FreshPagesTHP float64 `json:"fresh_pages_thp_cpu_s_per_gib,omitempty"`
+	// PageReporting is how this guest hands freed memory back to its
+	// host (nil: it does not), which decides whether fresh memory is
+	// backed when a pass touches it.
+	PageReporting *pageReporting `json:"page_reporting,omitempty"`
 }
 
 func probeMachine(modelfsBin string) machineInfo {
@@ -56,6 +60,7 @@ func probeMachine(modelfsBin string) machineInfo {
 	}
 	m.FreshPages4K, _ = freshTouchCost(false)
 	m.FreshPagesTHP, _ = freshTouchCost(true)
+	m.PageReporting, _ = readPageReporting(pageReportingDir)
 	return m
 }
 
@@ -119,8 +124,8 @@ func procField(r io.Reader, key string) string {
 
 func (m machineInfo) String() string {
 	return fmt.Sprintf("machine: %d cores, %.1f GiB RAM, Linux %s, %s, %s\n"+
-		"first touch of fresh memory: %.2f CPU-s/GiB in 4 KiB pages, %.2f in huge pages\nmodelfs: %s",
-		m.Cores, float64(m.MemBytes)/(1<<30), m.Kernel, m.Go, m.CPU, m.FreshPages4K, m.FreshPagesTHP, m.Modelfs)
+		"first touch of fresh memory: %.2f CPU-s/GiB in 4 KiB pages, %.2f in huge pages; freed memory reported to the host: %s\nmodelfs: %s",
+		m.Cores, float64(m.MemBytes)/(1<<30), m.Kernel, m.Go, m.CPU, m.FreshPages4K, m.FreshPagesTHP, m.PageReporting, m.Modelfs)
 }
 
 // selfCPU returns this process's user+system CPU seconds (all threads).

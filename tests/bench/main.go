@@ -51,6 +51,7 @@ type config struct {
 	remount    bool
 	verify     bool
 	settle     time.Duration
+	holdFreed  time.Duration
 }
 
 var (
@@ -120,6 +121,7 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	fs.BoolVar(&c.remount, "remount", true, "give each scenario's mount a fresh --cache-dir and, after its passes, time a remount pass on a new mount with the same --cache-dir (false: no --cache-dir, no remount pass)")
 	fs.BoolVar(&c.verify, "verify", true, "spot-check bytes read through each mount against the source (untimed)")
 	fs.DurationVar(&c.settle, "settle", 0, "leave each modelfs mount idle this long after each timed pass, as a server that loads and then serves does before it restarts (0: the next pass at once)")
+	fs.DurationVar(&c.holdFreed, "hold-freed-pages", 0, "on a guest that reports freed memory to its host (/sys/module/page_reporting), keep memory freed at least this long before it is reported, for the run, as a machine without a balloon does (e.g. 60s; 0: leave the guest's setting)")
 	if err := fs.Parse(args); err != nil {
 		return c, nil, err
 	}
@@ -132,6 +134,9 @@ func parseFlags(args []string) (config, map[string]string, error) {
 	}
 	if c.size < 64<<20 {
 		return c, nil, fmt.Errorf("--size %s: want at least 64MiB", size)
+	}
+	if c.holdFreed < 0 {
+		return c, nil, fmt.Errorf("--hold-freed-pages %v: must not be negative", c.holdFreed)
 	}
 	if c.runs < 1 {
 		return c, nil, fmt.Errorf("--runs %d: want at least 1", c.runs)
@@ -229,6 +234,17 @@ func logf(format string, args ...any) {
 
 func run(ctx context.Context, cfg config, flags map[string]string) error {
 	started := time.Now()
+	if cfg.holdFreed > 0 {
+		restore, err := holdFreedPages(pageReportingDir, cfg.holdFreed)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := restore(); err != nil {
+				logf("%v", err)
+			}
+		}()
+	}
 	machine := probeMachine(cfg.modelfs)
 	if machine.Modelfs == "" {
 		return fmt.Errorf("%s --version failed: build it first (make build)", cfg.modelfs)
