@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // Backing is an object's disk-cache data file, complete and verified,
@@ -209,7 +207,7 @@ func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh 
 // bounded chunks and stopping at the first one missing.
 func allRecorded(o *diskObject) bool {
 	all := true
-	err := scanRecords(o, false, func(_ int64, _ uint64, ok bool) bool {
+	err := scanRecords(o, false, func(_ int64, _ blockSum, ok bool) bool {
 		all = ok
 		return ok
 	})
@@ -266,7 +264,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 	}
 	defer file.direct.close()
 	good := true
-	err = scanRecords(o, false, func(i int64, sum uint64, ok bool) bool {
+	err = scanRecords(o, false, func(i int64, sum blockSum, ok bool) bool {
 		if t.verifyHook != nil {
 			t.verifyHook(t.ctx, i)
 		}
@@ -276,7 +274,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 			return false
 		}
 		n, _, _ := file.readBlock(p, i*o.hdr.BlockSize)
-		good = n == len(p) && xxhash.Sum64(p) == sum
+		good = n == len(p) && sum.matches(p)
 		return good
 	})
 	if err != nil || !good {
@@ -337,7 +335,7 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	}
 	c.counters.bytesLoaded.Add(int64(len(p)))
 	oc.fetched.Add(int64(len(p)))
-	if stored, _ := c.disk.put(id, index, p); !stored {
+	if stored, _ := c.disk.put(id, index, p, xxSum(p)); !stored {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}
 	if err := c.verifyBlock(id, index, p); err != nil {

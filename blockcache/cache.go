@@ -819,14 +819,19 @@ func (c *Cache) releaseServed(b *block, lo, hi int64) {
 // servedPage is the unit releaseServed counts a block's coverage in.
 const servedPage = 4096
 
-// writeBack stores a loaded block on disk, unless its object failed its
-// check, also while the block was being written.
+// writeBack stores a loaded block on disk with sum, the CRC its object's
+// check took of it if any (else it is hashed here, outside the disk
+// tier's lock), unless its object failed its check, also while the block
+// was being written.
 // It reports whether the block is on disk.
-func (c *Cache) writeBack(id ObjectID, index int64, p []byte) bool {
+func (c *Cache) writeBack(id ObjectID, index int64, p []byte, sum blockSum) bool {
 	if c.failed(id) != nil {
 		return false
 	}
-	stored, completed := c.disk.put(id, index, p)
+	if !sum.crc {
+		sum = xxSum(p)
+	}
+	stored, completed := c.disk.put(id, index, p, sum)
 	if c.failed(id) != nil {
 		if err := c.disk.dropObject(id); err != nil {
 			c.opts.Logger.Error("could not drop the blocks of a damaged object", "file", id.Name, "err", err)
@@ -885,7 +890,7 @@ func (c *Cache) work() {
 		p := buf[:b.size]
 		if c.disk != nil && c.disk.get(b.obj, b.key.index, p) {
 			b.onDisk = true // published by finish
-			claimed, err := c.verifyLoaded(b, p)
+			claimed, _, err := c.verifyLoaded(b, p)
 			c.finish(b, buf, err, false)
 			c.hashLoaded(b, claimed, err)
 			continue
@@ -908,10 +913,11 @@ func (c *Cache) work() {
 			err = c.loader.LoadBlock(c.ctx, b.obj, b.off, p)
 		}
 		claimed := false
+		var sum blockSum
 		if err == nil {
 			c.counters.bytesLoaded.Add(b.size)
 			b.stats.fetched.Add(b.size)
-			claimed, err = c.verifyLoaded(b, p)
+			claimed, sum, err = c.verifyLoaded(b, p)
 		}
 		writeBack := err == nil && c.disk != nil
 		c.finish(b, buf, err, writeBack)
@@ -919,7 +925,7 @@ func (c *Cache) work() {
 		if writeBack {
 			// Readers are already served from RAM; the reference taken
 			// in finish keeps the buffer from being recycled meanwhile.
-			stored := c.writeBack(b.obj, b.key.index, p)
+			stored := c.writeBack(b.obj, b.key.index, p, sum)
 			c.mu.Lock()
 			b.onDisk = stored
 			c.mu.Unlock()

@@ -50,8 +50,10 @@
 //     only RAM holds them; LRU eviction takes those last, since dropping
 //     one costs a second fetch.
 //   - No byte from disk reaches a reader unverified: every block read from
-//     the disk tier is checked against the xxhash64 recorded when it was
-//     written. A mismatch or short block is dropped and fetched again.
+//     the disk tier is checked against the 64-bit sum recorded when it was
+//     written: the CRC64NVME its object's check took of it where the store
+//     checks with one (BlockCRC; S3's default), else an xxhash64. A
+//     mismatch or short block is dropped and fetched again.
 //   - Whole objects are checked against their store (Options.Verifier,
 //     declared here, implemented by the command that knows the stores):
 //     each block is shown to the object's check once, as a load (demand,
@@ -77,8 +79,8 @@
 //     since it passed.
 //
 // Disk format. One sparse data file per object, with block i at offset
-// i*blockSize, plus a meta file of fixed 16-byte per-block records (hash,
-// state, and a check word tied to the block's index); a record is written
+// i*blockSize, plus a meta file of fixed 16-byte per-block records (sum,
+// a state word that says which sum, and a check word tied to the block's index); a record is written
 // after its data, so it is the atomic commit point, and a process killed in
 // between leaves a block that reads as absent. Eviction punches holes and
 // clears records. Blocks are written and read with direct I/O where the

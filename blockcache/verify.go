@@ -49,6 +49,14 @@ type ObjectCheck interface {
 	Finish(ctx context.Context) error
 }
 
+// BlockCRC is an unordered ObjectCheck that sums each block with
+// CRC64NVME, the sum the disk tier records for a block (see blockSum):
+// BlockCRC64NVME is its Block, returning that sum, and ok false when the
+// check summed the block otherwise.
+type BlockCRC interface {
+	BlockCRC64NVME(ctx context.Context, index int64, p []byte) (sum uint64, ok bool, err error)
+}
+
 var (
 	// ErrCorrupt is what every read of an object that failed its
 	// whole-object check returns, wrapped with the mismatch.
@@ -220,7 +228,7 @@ func (c *Cache) failed(id ObjectID) error {
 // dropped, so that the read that completes a damaged object fails, and
 // every read after it.
 func (c *Cache) verifyBlock(id ObjectID, index int64, p []byte) error {
-	_, err := c.checkBlock(id, index, p, false, true)
+	_, _, err := c.checkBlock(id, index, p, false, true)
 	return err
 }
 
@@ -228,14 +236,14 @@ func (c *Cache) verifyBlock(id ObjectID, index int64, p []byte) error {
 // next: when b is the next block of an ordered check, b is hashed only
 // after it is published (see hashLoaded), off its readers' path, and a
 // reference keeps it in RAM until then.
-func (c *Cache) verifyLoaded(b *block, p []byte) (claimed bool, err error) {
-	claimed, err = c.checkBlock(b.obj, b.key.index, p, true, true)
+func (c *Cache) verifyLoaded(b *block, p []byte) (claimed bool, sum blockSum, err error) {
+	claimed, sum, err = c.checkBlock(b.obj, b.key.index, p, true, true)
 	if claimed {
 		c.mu.Lock()
 		b.refs++ // b is still loading: nothing can evict it yet
 		c.mu.Unlock()
 	}
-	return claimed, err
+	return claimed, sum, err
 }
 
 // hashLoaded runs after a load worker published b: a claimed block is
@@ -278,35 +286,45 @@ func (c *Cache) hashLoaded(b *block, claimed bool, err error) {
 // caller, which then owns the object's ordered check (claimed) and must
 // call feed; drop is false for a caller that pins the object on disk, and
 // drops it itself once it has let go.
-func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, async, drop bool) (claimed bool, err error) {
+func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, async, drop bool) (claimed bool, sum blockSum, err error) {
 	vr := c.verify
 	if vr == nil {
-		return false, nil
+		return false, blockSum{}, nil
 	}
 	vr.mu.Lock()
 	ov := vr.stateLocked(id)
 	if ov.state != VerifyPending || ov.seen.Has(index) {
 		err := ov.err
 		vr.mu.Unlock()
-		return false, err
+		return false, blockSum{}, err
 	}
 	ov.seen.add(index)
 	total := c.blocksOf(id)
 	check := ov.check
 	if !check.Ordered() {
 		vr.mu.Unlock()
-		berr := check.Block(c.ctx, index, p)
+		var berr error
+		if bc, ok := check.(BlockCRC); ok {
+			var crc bool
+			sum.v, crc, berr = bc.BlockCRC64NVME(c.ctx, index, p)
+			sum.crc = crc && berr == nil
+		} else {
+			berr = check.Block(c.ctx, index, p)
+		}
 		vr.mu.Lock()
 		ov.n++
 		last := ov.n == total
 		vr.mu.Unlock()
 		if berr != nil {
-			return false, c.settle(id, ov, berr, drop)
+			return false, blockSum{}, c.settle(id, ov, berr, drop)
+		}
+		if !sum.crc {
+			sum = blockSum{}
 		}
 		if !last {
-			return false, nil
+			return false, sum, nil
 		}
-		return false, c.settle(id, ov, check.Finish(c.ctx), drop)
+		return false, sum, c.settle(id, ov, check.Finish(c.ctx), drop)
 	}
 
 	ov.n++
@@ -320,7 +338,7 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, async, drop bool)
 		if ov.state != VerifyPending {
 			err := ov.err
 			vr.mu.Unlock()
-			return false, err
+			return false, blockSum{}, err
 		}
 		ov.busy = true
 		vr.mu.Unlock()
@@ -333,29 +351,29 @@ func (c *Cache) checkBlock(id ObjectID, index int64, p []byte, async, drop bool)
 		ov.busy = false
 		vr.handoff.Broadcast()
 		vr.mu.Unlock()
-		return false, err
+		return false, blockSum{}, err
 	}
 	if index == ov.next && !ov.busy && !ov.closing {
 		ov.busy = true
 		vr.mu.Unlock()
 		if async {
-			return true, nil
+			return true, blockSum{}, nil
 		}
 		c.feed(id, p, drop)
-		return false, c.failed(id)
+		return false, blockSum{}, c.failed(id)
 	}
 	vr.mu.Unlock()
 	// Hashed later: keep what it was, in case RAM drops it meanwhile.
-	sum := xxhash.Sum64(p)
+	kept := xxhash.Sum64(p)
 	vr.mu.Lock()
 	if ov.orderedLocked() && index >= ov.next {
 		if ov.sums == nil {
 			ov.sums = map[int64]uint64{}
 		}
-		ov.sums[index] = sum
+		ov.sums[index] = kept
 	}
 	vr.mu.Unlock()
-	return false, nil
+	return false, blockSum{}, nil
 }
 
 // blocksOf is the number of blocks of id.
@@ -597,7 +615,7 @@ func (c *Cache) verifyFile(id ObjectID, f io.ReaderAt) bool {
 		if n, _ := f.ReadAt(p, i*bs); n != len(p) {
 			return false
 		}
-		if _, err := c.checkBlock(id, i, p, false, false); err != nil {
+		if _, _, err := c.checkBlock(id, i, p, false, false); err != nil {
 			return false
 		}
 	}

@@ -240,12 +240,19 @@ type crcCheck struct {
 
 func (c *crcCheck) Ordered() bool { return false }
 
-func (c *crcCheck) Block(_ context.Context, i int64, p []byte) error {
+func (c *crcCheck) Block(ctx context.Context, i int64, p []byte) error {
+	_, _, err := c.BlockCRC64NVME(ctx, i, p)
+	return err
+}
+
+// BlockCRC64NVME hands the block's sum to the disk tier when it is a
+// CRC64NVME, which then records it rather than hash the block again.
+func (c *crcCheck) BlockCRC64NVME(_ context.Context, i int64, p []byte) (uint64, bool, error) {
 	sum := c.crc.Sum(p)
 	c.mu.Lock()
 	c.sums[i] = sum
 	c.mu.Unlock()
-	return nil
+	return sum, c.crc.Name == "CRC64NVME", nil
 }
 
 func (c *crcCheck) Finish(ctx context.Context) error {
