@@ -335,6 +335,23 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 	}
 	c.counters.bytesLoaded.Add(int64(len(p)))
 	oc.fetched.Add(int64(len(p)))
+	if c.checksAlone(id) {
+		// A check that takes blocks alone never reads one back: show it
+		// the block first, and the disk records the CRC it took, as a
+		// load's write-back does.
+		_, sum, err := c.checkBlock(id, index, p, false, true)
+		if err != nil {
+			return true, err
+		}
+		if !c.writeBack(id, index, p, sum) {
+			if err := c.failed(id); err != nil {
+				return true, err
+			}
+			return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
+		}
+		return true, nil
+	}
+	// An ordered check may read the block back from disk: write it first.
 	if stored, _ := c.disk.put(id, index, p, xxSum(p)); !stored {
 		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
 	}

@@ -551,66 +551,80 @@ func (crc64Verifier) Check(id ObjectID) ObjectCheck {
 }
 
 // A block whose object's check summed it with CRC64NVME is recorded with
-// that sum rather than hashed a second time; a read back checks it, so a
-// damaged block is still refetched; any other block keeps an xxhash64.
+// that sum rather than hashed a second time, whether a read loaded it or
+// a warm-up filled it; a read back checks it, so a damaged block is still
+// refetched; any other block keeps an xxhash64.
 func TestDiskRecordsTheCheckCRC(t *testing.T) {
 	data := randomBytes(6*testBS+77, 40)
 	id := ObjectID{Name: "w.safetensors", Version: "e:1", Size: int64(len(data))}
 	block := func(i int64) []byte { return data[i*testBS : min(int64(len(data)), (i+1)*testBS)] }
 	for _, crc := range []bool{true, false} {
-		t.Run(fmt.Sprintf("crc=%v", crc), func(t *testing.T) {
-			dir := t.TempDir()
-			var v Verifier = crc64Verifier{}
-			if !crc {
-				v = &sumVerifier{want: map[string][]byte{id.Name: blockCRCs(data, testBS)}}
-			}
-			opts := Options{BlockSize: testBS, MemBytes: 1 << 20, Workers: 4, Verifier: v, Disk: &DiskOptions{Dir: dir, MaxBytes: 1 << 30}}
-			l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
-			c := New(opts, l)
-			if got := readAll(t, c, id); !bytes.Equal(got, data) {
-				t.Fatal("first read: wrong bytes")
-			}
-			c.Close()
-			if st, _ := c.Object(id).Verification(); st != Verified {
-				t.Fatalf("the object was not verified: %v", st)
-			}
-			dataPath, metaPath := objectFiles(t, dir)
-			meta, err := os.ReadFile(metaPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := int64(0); i < 7; i++ {
-				sum, ok := decodeRecord(meta[metaHeaderSize+i*recordSize:metaHeaderSize+(i+1)*recordSize], i)
-				want := xxSum(block(i))
-				if crc {
-					want = blockSum{crc: true, v: crc64nvme.Checksum(block(i))}
-				}
-				if !ok || sum != want {
-					t.Fatalf("record %d: %+v (present %v), want %+v", i, sum, ok, want)
-				}
-			}
+		for _, fill := range []bool{false, true} {
+			t.Run(fmt.Sprintf("crc=%v/fill=%v", crc, fill), func(t *testing.T) {
+				recordsTheCheckCRC(t, id, data, block, crc, fill)
+			})
+		}
+	}
+}
 
-			f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
-			if err != nil {
+// recordsTheCheckCRC is one case of TestDiskRecordsTheCheckCRC.
+func recordsTheCheckCRC(t *testing.T, id ObjectID, data []byte, block func(int64) []byte, crc, fill bool) {
+	dir := t.TempDir()
+	var v Verifier = crc64Verifier{}
+	if !crc {
+		v = &sumVerifier{want: map[string][]byte{id.Name: blockCRCs(data, testBS)}}
+	}
+	opts := Options{BlockSize: testBS, MemBytes: 1 << 20, Workers: 4, Verifier: v, Disk: &DiskOptions{Dir: dir, MaxBytes: 1 << 30}}
+	l := &memLoader{data: map[string][]byte{id.Name + id.Version: data}}
+	c := New(opts, l)
+	if fill {
+		for i := int64(0); i < 7; i++ {
+			if _, err := c.Fill(context.Background(), id, i); err != nil {
 				t.Fatal(err)
 			}
-			b := make([]byte, 1)
-			f.ReadAt(b, 2*testBS+9)
-			b[0] ^= 0x10
-			f.WriteAt(b, 2*testBS+9)
-			f.Close()
-			l2 := &memLoader{data: l.data}
-			c2 := New(opts, l2)
-			defer c2.Close()
-			if got := readAll(t, c2, id); !bytes.Equal(got, data) {
-				t.Fatal("a damaged cache served wrong bytes")
-			}
-			if got := l2.loadOrder(); len(got) != 1 || got[0] != 2*testBS {
-				t.Fatalf("refetched blocks at %v, want the damaged one at %d", got, 2*testBS)
-			}
-			if s := c2.Stats(); s.DiskCorrupt != 1 || s.DiskHits != 6 {
-				t.Fatalf("corrupt %d, disk hits %d; want 1, 6", s.DiskCorrupt, s.DiskHits)
-			}
-		})
+		}
+	} else if got := readAll(t, c, id); !bytes.Equal(got, data) {
+		t.Fatal("first read: wrong bytes")
+	}
+	c.Close()
+	if st, _ := c.Object(id).Verification(); st != Verified {
+		t.Fatalf("the object was not verified: %v", st)
+	}
+	dataPath, metaPath := objectFiles(t, dir)
+	meta, err := os.ReadFile(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(0); i < 7; i++ {
+		sum, ok := decodeRecord(meta[metaHeaderSize+i*recordSize:metaHeaderSize+(i+1)*recordSize], i)
+		want := xxSum(block(i))
+		if crc {
+			want = blockSum{crc: true, v: crc64nvme.Checksum(block(i))}
+		}
+		if !ok || sum != want {
+			t.Fatalf("record %d: %+v (present %v), want %+v", i, sum, ok, want)
+		}
+	}
+
+	f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, 2*testBS+9)
+	b[0] ^= 0x10
+	f.WriteAt(b, 2*testBS+9)
+	f.Close()
+	l2 := &memLoader{data: l.data}
+	c2 := New(opts, l2)
+	defer c2.Close()
+	if got := readAll(t, c2, id); !bytes.Equal(got, data) {
+		t.Fatal("a damaged cache served wrong bytes")
+	}
+	if got := l2.loadOrder(); len(got) != 1 || got[0] != 2*testBS {
+		t.Fatalf("refetched blocks at %v, want the damaged one at %d", got, 2*testBS)
+	}
+	if s := c2.Stats(); s.DiskCorrupt != 1 || s.DiskHits != 6 {
+		t.Fatalf("corrupt %d, disk hits %d; want 1, 6", s.DiskCorrupt, s.DiskHits)
 	}
 }

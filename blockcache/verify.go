@@ -148,6 +148,19 @@ func (vr *verifier) stateLocked(id ObjectID) *objVerify {
 	return ov
 }
 
+// checksAlone reports whether id's check, still under way, takes each
+// block on its own (CRCs) and so never reads one back from disk.
+func (c *Cache) checksAlone(id ObjectID) bool {
+	vr := c.verify
+	if vr == nil {
+		return false
+	}
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	ov := vr.stateLocked(id)
+	return ov.state == VerifyPending && ov.check != nil && !ov.check.Ordered()
+}
+
 // orderedLocked reports whether ov is an ordered check still under way.
 func (ov *objVerify) orderedLocked() bool {
 	return ov.state == VerifyPending && ov.check != nil && ov.check.Ordered()
