@@ -109,10 +109,17 @@ type diskObject struct {
 	// process's write, an eviction's hole) stops the count for good. An
 	// object written whole that way needs no read-back before
 	// passthrough: each block was hashed for its record from the bytes
-	// written. See markWritten.
+	// written. See markWritten. wmu guards the three and orders the
+	// object's writes.
+	wmu      sync.Mutex
 	written  int64
 	ownStamp string
 	foreign  bool
+	// writers counts this process's writes under way, which keep the
+	// files open; gone marks an object forgotten meanwhile, whose last
+	// writer closes them. Both under the tier's lock.
+	writers int
+	gone    bool
 }
 
 func (o *diskObject) closeFiles() {
@@ -148,14 +155,21 @@ type diskTier struct {
 	// verifyHook, when set (tests), runs before each block a
 	// verification reads.
 	verifyHook func(ctx context.Context, index int64)
-	now        func() time.Time
+	// writeHook, when set (tests), runs before each block's write, with
+	// the object's write lock held and the tier's lock not.
+	writeHook func(id ObjectID, index int64)
+	now       func() time.Time
 
 	mu      sync.Mutex
 	objs    map[string]*diskObject
 	lru     list.List // *diskEntry, most recently used at the front
 	entries map[diskKey]*list.Element
 	used    int64
-	closed  bool
+	// pending holds the blocks being written, outside the lock, and
+	// reserved their bytes, which makeRoom counts as held.
+	pending  map[diskKey]bool
+	reserved int64
+	closed   bool
 	// rootID is the device and inode of root when opened: a change means
 	// the directory was deleted (or replaced) under the mount.
 	rootID   [2]uint64
@@ -192,7 +206,8 @@ func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, erro
 	}
 	lock.Chmod(filePerm) // best effort, as above
 	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, now: time.Now,
-		objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}, failed: map[string]bool{}}
+		objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}, failed: map[string]bool{},
+		pending: map[diskKey]bool{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rootID, _ = dirID(root)
 	t.mu.Lock()
@@ -233,7 +248,7 @@ func (t *diskTier) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.objs {
-		o.closeFiles()
+		t.closeObject(o)
 	}
 	t.objs = map[string]*diskObject{}
 	t.lock.Close()
@@ -524,19 +539,92 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 // A failure is the object's alone (EFBIG, EIO: that object is no longer
 // written), or the directory's (full or read-only: write-back pauses and
 // resumes); either way the cache goes on serving from RAM and remote.
+//
+// The tier's lock is held to reserve room and to publish the entry, not
+// through the write: a large block takes milliseconds to reach the disk,
+// and meanwhile hits and other objects' writes go on. One object's
+// writes still go one at a time, which keeps the chain of stamps that
+// markWritten follows.
 func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored, completed bool) {
+	n := int64(len(p))
+	t.mu.Lock()
+	o, k, have, ok := t.reserveLocked(id, index, n)
+	t.mu.Unlock()
+	if !ok {
+		return have, false
+	}
+	o.wmu.Lock()
+	if t.writeHook != nil {
+		t.writeHook(id, index)
+	}
+	before, _ := stampOf(o.data)
+	err := o.writeBlock(p, index*t.bs)
+	if err == nil {
+		_, err = o.meta.WriteAt(encodeRecord(index, sum), metaHeaderSize+index*recordSize)
+	}
+	if err == nil {
+		o.markWritten(before)
+	}
+	o.wmu.Unlock()
+
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if int64(len(p)) > t.max || t.closed {
+	delete(t.pending, k)
+	t.reserved -= n
+	o.writers--
+	if o.gone {
+		// Forgotten meanwhile (removed from the directory, dropped,
+		// closed): the bytes went to files no longer in the cache.
+		if o.writers == 0 {
+			o.closeFiles()
+		}
 		return false, false
 	}
-	k := diskKey{objectDirID(id, t.bs), index}
-	if t.failed[k.id] || (t.paused && t.now().Before(t.retryAt)) {
+	if err != nil {
+		t.writeFailed(k.id, id.Name, err)
 		return false, false
+	}
+	if t.paused {
+		t.paused, t.backoff = false, 0
+		t.log.Info("disk cache: writes succeed again, write-back resumed", "dir", t.root)
+	}
+	t.writes.Add(1)
+	if _, ok := t.entries[k]; !ok { // a rescan or a hit may have found the record first
+		t.addEntry(k, o, n)
+	}
+	if o.present == o.blocks() {
+		// Complete: verify now, so the next open can pass it through,
+		// unless every byte of the file is what this process wrote and
+		// hashed just now, when reading it all back would only hash it
+		// a second time.
+		o.wmu.Lock()
+		stamped := t.stampWritten(o)
+		o.wmu.Unlock()
+		if !stamped {
+			t.verifyInBackground(o)
+		}
+		return true, true
+	}
+	return true, false
+}
+
+// reserveLocked makes room for a block about to be written and marks it
+// pending. It reports whether the block may be written (ok), and else
+// whether it is on disk already (have). Called with t.mu held.
+func (t *diskTier) reserveLocked(id ObjectID, index, n int64) (o *diskObject, k diskKey, have, ok bool) {
+	if n > t.max || t.closed {
+		return nil, k, false, false
+	}
+	k = diskKey{objectDirID(id, t.bs), index}
+	if t.failed[k.id] || (t.paused && t.now().Before(t.retryAt)) {
+		return nil, k, false, false
 	}
 	t.checkRoot()
 	if _, ok := t.entries[k]; ok {
-		return true, false
+		return nil, k, true, false
+	}
+	if t.pending[k] {
+		return nil, k, false, false // the same block, written by another load
 	}
 	o, err := t.object(id, true)
 	if err == nil && t.deleted(o) {
@@ -544,38 +632,15 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored
 	}
 	if err != nil {
 		t.writeFailed(k.id, id.Name, err)
-		return false, false
+		return nil, k, false, false
 	}
-	if !t.makeRoom(int64(len(p))) {
-		return false, false
+	if !t.makeRoom(n) {
+		return nil, k, false, false
 	}
-	before, _ := stampOf(o.data)
-	if err := o.writeBlock(p, index*t.bs); err != nil {
-		t.writeFailed(k.id, id.Name, err)
-		return false, false
-	}
-	if _, err := o.meta.WriteAt(encodeRecord(index, sum), metaHeaderSize+index*recordSize); err != nil {
-		t.writeFailed(k.id, id.Name, err)
-		return false, false
-	}
-	o.markWritten(before)
-	if t.paused {
-		t.paused, t.backoff = false, 0
-		t.log.Info("disk cache: writes succeed again, write-back resumed", "dir", t.root)
-	}
-	t.writes.Add(1)
-	t.addEntry(k, o, int64(len(p)))
-	if o.present == o.blocks() {
-		// Complete: verify now, so the next open can pass it through,
-		// unless every byte of the file is what this process wrote and
-		// hashed just now, when reading it all back would only hash it
-		// a second time.
-		if !t.stampWritten(o) {
-			t.verifyInBackground(o)
-		}
-		return true, true
-	}
-	return true, false
+	t.pending[k] = true
+	t.reserved += n
+	o.writers++
+	return o, k, false, true
 }
 
 // markWritten counts a block just written and recorded, given the data
@@ -599,7 +664,7 @@ func (o *diskObject) markWritten(before string) {
 
 // stampWritten records an object this process wrote whole, unchanged
 // since, as verified (the stamp verifiedWhole reads), and reports whether
-// it did. Called with t.mu held.
+// it did. Called with t.mu and o.wmu held.
 func (t *diskTier) stampWritten(o *diskObject) bool {
 	if o.foreign || o.written != o.blocks() {
 		return false
@@ -731,14 +796,25 @@ func (t *diskTier) forget(o *diskObject) {
 		}
 		e = next
 	}
-	o.closeFiles()
+	t.closeObject(o)
 	delete(t.objs, o.id)
+}
+
+// closeObject closes o's files, or leaves that to its last writer under
+// way. Called with t.mu held.
+func (t *diskTier) closeObject(o *diskObject) {
+	if o.writers > 0 {
+		o.gone = true
+		return
+	}
+	o.closeFiles()
 }
 
 // makeRoom evicts least recently used blocks until n more bytes fit. When
 // this process's view says the cache is full it takes the directory lock
 // and rescans, since other processes fill and evict the same directory.
 func (t *diskTier) makeRoom(n int64) bool {
+	n += t.reserved // blocks being written count as held
 	if t.used+n <= t.max {
 		return true
 	}

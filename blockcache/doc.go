@@ -138,8 +138,15 @@
 // until eviction frees room or a backoff (1 s doubling to 1 min) passes.
 // A directory deleted or replaced under a running cache, or an object
 // removed by another process, is noticed before the next write, logged,
-// and recreated, never written into deleted files. Close cancels the
-// background verifications, so a shutdown never waits on a whole object.
+// and recreated, never written into deleted files; an object forgotten
+// that way while one of its blocks is being written is closed by that
+// write, whose bytes then count for nothing. The tier's lock is held to
+// reserve room and publish an entry, never through a block's write: hits
+// and other objects' write-backs go on meanwhile, and one object's writes
+// go one at a time, each from the ctime stamp the last one left (which
+// lets a file this process wrote whole skip its read-back). Close
+// cancels the background verifications, so a shutdown never waits on a
+// whole object.
 //
 // blockcache knows nothing of S3, file formats or FUSE.
 package blockcache
