@@ -306,6 +306,11 @@ func (t *diskTier) evictionLock(o *diskObject) (*os.File, bool) {
 	return f, true
 }
 
+// notStored is Fill's error for a block the disk tier did not take.
+func notStored(id ObjectID, index int64) error {
+	return fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
+}
+
 // Fill makes sure block index of the object is on disk, verified, without
 // keeping it in RAM: the warm-up path, which must not evict what readers
 // use. It reports whether the block had to be fetched.
@@ -347,13 +352,13 @@ func (c *Cache) Fill(ctx context.Context, id ObjectID, index int64) (fetched boo
 			if err := c.failed(id); err != nil {
 				return true, err
 			}
-			return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
+			return true, notStored(id, index)
 		}
 		return true, nil
 	}
 	// An ordered check may read the block back from disk: write it first.
 	if stored, _ := c.disk.put(id, index, p, xxSum(p)); !stored {
-		return true, fmt.Errorf("block %d of %s: the disk cache is full or failing", index, id.Name)
+		return true, notStored(id, index)
 	}
 	if err := c.verifyBlock(id, index, p); err != nil {
 		return true, err
