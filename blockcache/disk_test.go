@@ -663,14 +663,19 @@ func TestDiskWriteLeavesTheTierFree(t *testing.T) {
 			})
 		}
 	}
-	held := make(chan bool)
-	go func() {
-		stored, _ := d.put(a, 0, block(a, 0), xxSum(block(a, 0)))
-		held <- stored
-	}()
-	within(t, "the write of a's block 0 to start", entered)
+	// put writes a block in the background and reports whether it stored it.
+	put := func(id ObjectID, i int64) <-chan bool {
+		ch := make(chan bool, 1)
+		go func() {
+			stored, _ := d.put(id, i, block(id, i), xxSum(block(id, i)))
+			ch <- stored
+		}()
+		return ch
+	}
+	held := put(a, 0)
+	receive(t, "the write of a's block 0 to start", entered)
 
-	hit := make(chan bool)
+	hit := make(chan bool, 1)
 	go func() {
 		p := make([]byte, testBS)
 		hit <- d.get(b, 0, p) && bytes.Equal(p, block(b, 0))
@@ -678,12 +683,7 @@ func TestDiskWriteLeavesTheTierFree(t *testing.T) {
 	if !receive(t, "a hit on b while a's block is written", hit) {
 		t.Fatal("b's block was not served from disk")
 	}
-	other := make(chan bool)
-	go func() {
-		stored, _ := d.put(c, 0, block(c, 0), xxSum(block(c, 0)))
-		other <- stored
-	}()
-	if !receive(t, "c's write while a's block is written", other) {
+	if !receive(t, "c's write while a's block is written", put(c, 0)) {
 		t.Fatal("c's block was not stored")
 	}
 
@@ -692,12 +692,7 @@ func TestDiskWriteLeavesTheTierFree(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(d.root, objectDirID(a, d.bs))); err != nil {
 		t.Fatal(err)
 	}
-	again := make(chan bool)
-	go func() {
-		stored, _ := d.put(a, 1, block(a, 1), xxSum(block(a, 1)))
-		again <- stored
-	}()
-	if !receive(t, "a's block 1 into the object written afresh", again) {
+	if !receive(t, "a's block 1 into the object written afresh", put(a, 1)) {
 		t.Fatal("a's block 1 not stored after its files were removed")
 	}
 	free()
@@ -723,17 +718,7 @@ func TestDiskWriteLeavesTheTierFree(t *testing.T) {
 	}
 }
 
-// within waits, bounded in time, for ch to close.
-func within(t *testing.T, what string, ch <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
-// receive waits, bounded in time, for a value on ch.
+// receive waits, bounded in time, for a value on ch, or for it to close.
 func receive[T any](t *testing.T, what string, ch <-chan T) T {
 	t.Helper()
 	select {
