@@ -71,10 +71,12 @@ func (o *Object) CompleteOnDisk() bool {
 	if t == nil || o.c.failed(o.id) != nil {
 		return false
 	}
-	t.mu.Lock()
-	obj, err := t.object(o.id, false)
-	t.mu.Unlock()
-	return err == nil && allRecorded(obj)
+	obj, err := t.pin(o.id)
+	if err != nil {
+		return false
+	}
+	defer t.unpin(obj)
+	return allRecorded(obj)
 }
 
 func (o *Object) backing(wait bool) (*Backing, bool) {
@@ -82,10 +84,12 @@ func (o *Object) backing(wait bool) (*Backing, bool) {
 	if t == nil || o.id.Size == 0 {
 		return nil, false
 	}
-	t.mu.Lock()
-	obj, err := t.object(o.id, false)
-	t.mu.Unlock()
-	if err != nil || !allRecorded(obj) {
+	obj, err := t.pin(o.id)
+	if err != nil {
+		return nil, false
+	}
+	defer t.unpin(obj)
+	if !allRecorded(obj) {
 		return nil, false
 	}
 	if o.c.failed(o.id) != nil {
@@ -162,6 +166,7 @@ func (t *diskTier) verifyInBackground(obj *diskObject) {
 	}
 	done := make(chan struct{})
 	t.verifying[obj.id] = done
+	obj.busy++
 	t.bg.Add(1)
 	go func() {
 		defer t.bg.Done()
@@ -170,6 +175,7 @@ func (t *diskTier) verifyInBackground(obj *diskObject) {
 		}
 		t.mu.Lock()
 		delete(t.verifying, obj.id)
+		t.done(obj)
 		t.mu.Unlock()
 		close(done)
 	}()

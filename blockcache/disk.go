@@ -115,11 +115,12 @@ type diskObject struct {
 	written  int64
 	ownStamp string
 	foreign  bool
-	// writers counts this process's writes under way, which keep the
-	// files open; gone marks an object forgotten meanwhile, whose last
-	// writer closes them. Both under the tier's lock.
-	writers int
-	gone    bool
+	// busy counts this process's reads and writes of the files under
+	// way, which keep them open; gone marks an object forgotten
+	// meanwhile, whose files the last of them closes. Both under the
+	// tier's lock.
+	busy int
+	gone bool
 }
 
 func (o *diskObject) closeFiles() {
@@ -491,47 +492,57 @@ func readRecord(meta *os.File, index int64) (blockSum, bool) {
 
 // get fills p with the block from disk if it is there and verifies.
 func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
-	t.mu.Lock()
-	o, err := t.object(id, false)
-	t.mu.Unlock()
+	o, err := t.pin(id)
 	if err != nil {
 		t.misses.Add(1)
 		return false
 	}
-	sum, ok := readRecord(o.meta, index)
-	if !ok {
-		t.misses.Add(1)
-		return false
-	}
-	n, cached, err := o.readBlock(p, index*t.bs)
-	if n != len(p) || !sum.matches(p) {
-		if now, ok := readRecord(o.meta, index); !ok || now != sum {
-			// Evicted (by this process or another sharing the dir)
-			// between the record and the data: a miss, not damage.
-			t.misses.Add(1)
-			return false
-		}
+	hit, damaged, cached, err := t.read(o, index, p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.done(o)
+	if damaged {
 		t.corrupt.Add(1)
-		t.misses.Add(1)
 		t.log.Warn("disk cache: block failed verification, fetching it again", "object", id.Name, "block", index, "read_err", err)
-		t.mu.Lock()
-		t.dropLocked(o, index)
-		t.mu.Unlock()
+		if !o.gone {
+			t.dropLocked(o, index)
+		}
+	}
+	if !hit {
+		t.misses.Add(1)
 		return false
 	}
 	t.hits.Add(1)
 	if cached {
 		t.pageCacheHits.Add(1)
 	}
-	t.mu.Lock()
+	if o.gone {
+		return true // verified bytes of an object forgotten meanwhile
+	}
 	k := diskKey{o.id, index}
 	if e, ok := t.entries[k]; ok {
 		t.lru.MoveToFront(e)
 	} else {
 		t.addEntry(k, o, int64(len(p)))
 	}
-	t.mu.Unlock()
 	return true
+}
+
+// read fills p with block index of o and checks it against its record,
+// outside the tier's lock. A block that does not match a record that is
+// still there is damaged; one whose record went meanwhile was evicted (by
+// this process or another sharing the directory), a miss.
+func (t *diskTier) read(o *diskObject, index int64, p []byte) (hit, damaged, cached bool, err error) {
+	sum, ok := readRecord(o.meta, index)
+	if !ok {
+		return false, false, false, nil
+	}
+	n, cached, err := o.readBlock(p, index*t.bs)
+	if n == len(p) && sum.matches(p) {
+		return true, false, cached, nil
+	}
+	now, ok := readRecord(o.meta, index)
+	return false, ok && now == sum, false, err
 }
 
 // put writes a block through to disk with its sum, and reports whether
@@ -571,13 +582,10 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored
 	defer t.mu.Unlock()
 	delete(t.pending, k)
 	t.reserved -= n
-	o.writers--
+	t.done(o)
 	if o.gone {
 		// Forgotten meanwhile (removed from the directory, dropped,
 		// closed): the bytes went to files no longer in the cache.
-		if o.writers == 0 {
-			o.closeFiles()
-		}
 		return false, false
 	}
 	if err != nil {
@@ -639,7 +647,7 @@ func (t *diskTier) reserveLocked(id ObjectID, index, n int64) (o *diskObject, k 
 	}
 	t.pending[k] = true
 	t.reserved += n
-	o.writers++
+	o.busy++
 	return o, k, false, true
 }
 
@@ -800,14 +808,41 @@ func (t *diskTier) forget(o *diskObject) {
 	delete(t.objs, o.id)
 }
 
-// closeObject closes o's files, or leaves that to its last writer under
-// way. Called with t.mu held.
+// closeObject closes o's files, or leaves that to the last read or
+// write of them under way. Called with t.mu held.
 func (t *diskTier) closeObject(o *diskObject) {
-	if o.writers > 0 {
+	if o.busy > 0 {
 		o.gone = true
 		return
 	}
 	o.closeFiles()
+}
+
+// pin returns the open object for reads of its files outside the
+// tier's lock, which keep them open until unpin.
+func (t *diskTier) pin(id ObjectID) (*diskObject, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o, err := t.object(id, false)
+	if err == nil {
+		o.busy++
+	}
+	return o, err
+}
+
+func (t *diskTier) unpin(o *diskObject) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.done(o)
+}
+
+// done ends a read or write of o's files, closing them if o was
+// forgotten meanwhile and this was the last. Called with t.mu held.
+func (t *diskTier) done(o *diskObject) {
+	o.busy--
+	if o.gone && o.busy == 0 {
+		o.closeFiles()
+	}
 }
 
 // makeRoom evicts least recently used blocks until n more bytes fit. When

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -727,5 +728,72 @@ func receive[T any](t *testing.T, what string, ch <-chan T) T {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
+	}
+}
+
+// Writes, hits, evictions and drops of a few objects from many goroutines
+// at once, in a tier too small for them: every hit has the right bytes,
+// no object is given up for a write into files dropped under it, and
+// once all is done the tier's accounts match its entries.
+func TestDiskTierConcurrentWritesKeepAccounts(t *testing.T) {
+	const objects, blocks, workers, ops = 4, 8, 8, 150
+	cache := newDiskCache(t, t.TempDir(), &memLoader{data: map[string][]byte{}}, 12*testBS)
+	t.Cleanup(cache.Close)
+	d := cache.disk
+	ids := make([]ObjectID, objects)
+	data := make([][]byte, objects)
+	for i := range ids {
+		data[i] = randomBytes(blocks*testBS, uint64(70+i))
+		ids[i] = ObjectID{Name: fmt.Sprint("o", i), Version: "1", Size: int64(len(data[i]))}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			p := make([]byte, testBS)
+			for range ops {
+				o, i := r.IntN(objects), int64(r.IntN(blocks))
+				want := data[o][i*testBS : (i+1)*testBS]
+				switch op := r.IntN(10); {
+				case op < 5:
+					d.put(ids[o], i, want, xxSum(want))
+				case op < 9:
+					if d.get(ids[o], i, p) && !bytes.Equal(p, want) {
+						t.Errorf("object %d block %d: wrong bytes from disk", o, i)
+					}
+				default:
+					if err := d.dropObject(ids[o]); err != nil {
+						t.Errorf("dropping object %d: %v", o, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.failed) != 0 {
+		t.Errorf("objects given up: %v", d.failed)
+	}
+	if d.reserved != 0 || len(d.pending) != 0 {
+		t.Errorf("%d bytes reserved, %d blocks pending after all writes", d.reserved, len(d.pending))
+	}
+	var used int64
+	present := map[*diskObject]int64{}
+	for e := d.lru.Front(); e != nil; e = e.Next() {
+		de := e.Value.(*diskEntry)
+		used += de.n
+		present[de.obj]++
+		if de.obj.gone {
+			t.Errorf("an entry of a forgotten object")
+		}
+	}
+	if used != d.used || used > d.max {
+		t.Errorf("entries hold %d bytes, the tier counts %d, budget %d", used, d.used, d.max)
+	}
+	for _, o := range d.objs {
+		if o.present != present[o] || o.busy != 0 {
+			t.Errorf("object %s counts %d present (entries: %d), %d reads or writes under way", o.hdr.Name, o.present, present[o], o.busy)
+		}
 	}
 }

@@ -139,8 +139,9 @@
 // A directory deleted or replaced under a running cache, or an object
 // removed by another process, is noticed before the next write, logged,
 // and recreated, never written into deleted files; an object forgotten
-// that way while one of its blocks is being written is closed by that
-// write, whose bytes then count for nothing. The tier's lock is held to
+// (or dropped) while its files are being read or written keeps them open
+// until the last of those ends, and a block written meanwhile counts for
+// nothing. The tier's lock is held to
 // reserve room and publish an entry, never through a block's write: hits
 // and other objects' write-backs go on meanwhile, and one object's writes
 // go one at a time, each from the ctime stamp the last one left (which
