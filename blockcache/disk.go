@@ -159,6 +159,9 @@ type diskTier struct {
 	// writeHook, when set (tests), runs before each block's write, with
 	// the object's write lock held and the tier's lock not.
 	writeHook func(id ObjectID, index int64)
+	// awaitHook, when set (tests), runs when a read or write of a block
+	// begins to wait for its write under way.
+	awaitHook func(index int64)
 	now       func() time.Time
 
 	mu      sync.Mutex
@@ -166,9 +169,10 @@ type diskTier struct {
 	lru     list.List // *diskEntry, most recently used at the front
 	entries map[diskKey]*list.Element
 	used    int64
-	// pending holds the blocks being written, outside the lock, and
-	// reserved their bytes, which makeRoom counts as held.
-	pending  map[diskKey]bool
+	// pending holds the blocks being written, outside the lock, each
+	// with a channel closed when its write ends, and reserved their
+	// bytes, which makeRoom counts as held.
+	pending  map[diskKey]chan struct{}
 	reserved int64
 	closed   bool
 	// rootID is the device and inode of root when opened: a change means
@@ -208,7 +212,7 @@ func openDiskTier(opts DiskOptions, bs int64, log *slog.Logger) (*diskTier, erro
 	lock.Chmod(filePerm) // best effort, as above
 	t := &diskTier{root: root, max: opts.MaxBytes, bs: bs, log: log, lock: lock, now: time.Now,
 		objs: map[string]*diskObject{}, verifying: map[string]chan struct{}{}, failed: map[string]bool{},
-		pending: map[diskKey]bool{}}
+		pending: map[diskKey]chan struct{}{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rootID, _ = dirID(root)
 	t.mu.Lock()
@@ -497,6 +501,9 @@ func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
 		t.misses.Add(1)
 		return false
 	}
+	// A block on its way to disk is there in a moment: wait for it
+	// rather than fetch it again.
+	t.awaitWrite(diskKey{o.id, index})
 	hit, damaged, cached, err := t.read(o, index, p)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -558,9 +565,22 @@ func (t *diskTier) read(o *diskObject, index int64, p []byte) (hit, damaged, cac
 // markWritten follows.
 func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored, completed bool) {
 	n := int64(len(p))
-	t.mu.Lock()
-	o, k, have, ok := t.reserveLocked(id, index, n)
-	t.mu.Unlock()
+	k := diskKey{objectDirID(id, t.bs), index}
+	var o *diskObject
+	var have, ok bool
+	for {
+		t.mu.Lock()
+		var writing chan struct{}
+		o, have, ok, writing = t.reserveLocked(id, k, n)
+		t.mu.Unlock()
+		if writing == nil {
+			break
+		}
+		if t.awaitHook != nil {
+			t.awaitHook(index)
+		}
+		<-writing // the same block written by another load: then it is there
+	}
 	if !ok {
 		return have, false
 	}
@@ -580,6 +600,7 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	close(t.pending[k])
 	delete(t.pending, k)
 	t.reserved -= n
 	t.done(o)
@@ -616,23 +637,20 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored
 	return true, false
 }
 
-// reserveLocked makes room for a block about to be written and marks it
-// pending. It reports whether the block may be written (ok), and else
-// whether it is on disk already (have). Called with t.mu held.
-func (t *diskTier) reserveLocked(id ObjectID, index, n int64) (o *diskObject, k diskKey, have, ok bool) {
-	if n > t.max || t.closed {
-		return nil, k, false, false
-	}
-	k = diskKey{objectDirID(id, t.bs), index}
-	if t.failed[k.id] || (t.paused && t.now().Before(t.retryAt)) {
-		return nil, k, false, false
+// reserveLocked makes room for block k of id about to be written and
+// marks it pending. It reports whether the block may be written (ok),
+// and else whether it is on disk already (have), or returns the write of
+// it under way to wait for (writing). Called with t.mu held.
+func (t *diskTier) reserveLocked(id ObjectID, k diskKey, n int64) (o *diskObject, have, ok bool, writing chan struct{}) {
+	if n > t.max || t.closed || t.failed[k.id] || (t.paused && t.now().Before(t.retryAt)) {
+		return nil, false, false, nil
 	}
 	t.checkRoot()
 	if _, ok := t.entries[k]; ok {
-		return nil, k, true, false
+		return nil, true, false, nil
 	}
-	if t.pending[k] {
-		return nil, k, false, false // the same block, written by another load
+	if ch := t.pending[k]; ch != nil {
+		return nil, false, false, ch
 	}
 	o, err := t.object(id, true)
 	if err == nil && t.deleted(o) {
@@ -640,15 +658,28 @@ func (t *diskTier) reserveLocked(id ObjectID, index, n int64) (o *diskObject, k 
 	}
 	if err != nil {
 		t.writeFailed(k.id, id.Name, err)
-		return nil, k, false, false
+		return nil, false, false, nil
 	}
 	if !t.makeRoom(n) {
-		return nil, k, false, false
+		return nil, false, false, nil
 	}
-	t.pending[k] = true
+	t.pending[k] = make(chan struct{})
 	t.reserved += n
 	o.busy++
-	return o, k, false, true
+	return o, false, true, nil
+}
+
+// awaitWrite waits for a write of block k under way, if any, to end.
+func (t *diskTier) awaitWrite(k diskKey) {
+	t.mu.Lock()
+	ch := t.pending[k]
+	t.mu.Unlock()
+	if ch != nil {
+		if t.awaitHook != nil {
+			t.awaitHook(k.index)
+		}
+		<-ch
+	}
 }
 
 // markWritten counts a block just written and recorded, given the data

@@ -797,3 +797,56 @@ func TestDiskTierConcurrentWritesKeepAccounts(t *testing.T) {
 		}
 	}
 }
+
+// A block on its way to disk is waited for, not fetched again: a hit on
+// it and a second write of it (a fill and a load of the same block) both
+// wait for the write under way, and then find it there.
+func TestDiskBlockBeingWrittenIsWaitedFor(t *testing.T) {
+	data := randomBytes(2*testBS, 53)
+	id := ObjectID{Name: "a", Version: "1", Size: int64(len(data))}
+	cache := newDiskCache(t, t.TempDir(), &memLoader{data: map[string][]byte{}}, 1<<30)
+	t.Cleanup(cache.Close)
+	d := cache.disk
+	b0 := data[:testBS]
+	entered, release, waiting := make(chan struct{}), make(chan struct{}), make(chan int64, 2)
+	var holding, released sync.Once
+	free := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	d.writeHook = func(_ ObjectID, i int64) {
+		holding.Do(func() {
+			close(entered)
+			<-release
+		})
+	}
+	d.awaitHook = func(i int64) { waiting <- i }
+	first := make(chan bool, 1)
+	go func() {
+		stored, _ := d.put(id, 0, b0, xxSum(b0))
+		first <- stored
+	}()
+	receive(t, "the first write to start", entered)
+	hit, second := make(chan bool, 1), make(chan bool, 1)
+	go func() {
+		p := make([]byte, testBS)
+		hit <- d.get(id, 0, p) && bytes.Equal(p, b0)
+	}()
+	go func() {
+		stored, _ := d.put(id, 0, b0, xxSum(b0))
+		second <- stored
+	}()
+	for range 2 {
+		if i := receive(t, "the hit and the second write to wait", waiting); i != 0 {
+			t.Fatalf("waited for block %d, want 0", i)
+		}
+	}
+	free()
+	if !receive(t, "the first write", first) || !receive(t, "the second write", second) {
+		t.Fatal("a write of the block reports it not stored")
+	}
+	if !receive(t, "the hit", hit) {
+		t.Fatal("the hit on the block being written missed")
+	}
+	if s := cache.Stats(); s.DiskWrites != 1 || s.DiskHits != 1 || s.DiskMisses != 0 {
+		t.Fatalf("disk writes %d, hits %d, misses %d; want 1, 1, 0", s.DiskWrites, s.DiskHits, s.DiskMisses)
+	}
+}
