@@ -138,15 +138,15 @@
 // until eviction frees room or a backoff (1 s doubling to 1 min) passes.
 // A directory deleted or replaced under a running cache, or an object
 // removed by another process, is noticed before the next write, logged,
-// and recreated, never written into deleted files; an object forgotten
-// (or dropped) while its files are being read or written keeps them open
-// until the last of those ends, and a block written meanwhile counts for
-// nothing. The tier's lock is held to
-// reserve room and publish an entry, never through a block's write: hits
-// and other objects' write-backs go on meanwhile (a hit on the block
-// being written, or a second write of it, waits for that write rather
-// than fetch it again), and one object's writes go one at a time, each from the ctime stamp the last one left (which
-// lets a file this process wrote whole skip its read-back). Close
+// and recreated, never written into deleted files; an object forgotten (or
+// dropped) while its files are being read or written keeps them open until
+// the last of those ends, and a block written meanwhile counts for
+// nothing. The tier's lock is held to reserve room and publish an entry,
+// never through a block's write: hits and other objects' write-backs go on
+// meanwhile (a hit on the block being written, or a second write of it,
+// waits for that write rather than fetch it again), and one object's
+// writes go one at a time, each from the ctime stamp the last one left
+// (which lets a file this process wrote whole skip its read-back). Close
 // cancels the background verifications, so a shutdown never waits on a
 // whole object.
 //
