@@ -576,10 +576,7 @@ func (t *diskTier) put(id ObjectID, index int64, p []byte, sum blockSum) (stored
 		if writing == nil {
 			break
 		}
-		if t.awaitHook != nil {
-			t.awaitHook(index)
-		}
-		<-writing // the same block written by another load: then it is there
+		t.await(writing, index) // the same block written by another load: then it is there
 	}
 	if !ok {
 		return have, false
@@ -675,11 +672,16 @@ func (t *diskTier) awaitWrite(k diskKey) {
 	ch := t.pending[k]
 	t.mu.Unlock()
 	if ch != nil {
-		if t.awaitHook != nil {
-			t.awaitHook(k.index)
-		}
-		<-ch
+		t.await(ch, k.index)
 	}
+}
+
+// await waits for writing, the write of block index under way, to end.
+func (t *diskTier) await(writing chan struct{}, index int64) {
+	if t.awaitHook != nil {
+		t.awaitHook(index)
+	}
+	<-writing
 }
 
 // markWritten counts a block just written and recorded, given the data
