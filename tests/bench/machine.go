@@ -100,13 +100,15 @@ func freshTouchCost(huge bool) (float64, error) {
 	return (t1 - t0) * float64(1<<30) / freshTouchSize, nil
 }
 
-// threadCPU is the calling thread's user+system CPU seconds.
+// threadCPU is the calling thread's CPU seconds from the scheduler's own
+// clock: getrusage counts in ticks on many kernels, and a touch of huge
+// pages can end within one tick and read as no time at all.
 func threadCPU() (float64, error) {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		return 0, fmt.Errorf("getrusage: %w", err)
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0, fmt.Errorf("thread CPU clock: %w", err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds(), nil
+	return time.Duration(ts.Nano()).Seconds(), nil
 }
 
 // procField returns the value of the first "key : value" line of a /proc
