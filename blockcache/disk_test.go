@@ -94,14 +94,11 @@ func TestDiskTierDetectsDamage(t *testing.T) {
 
 	// Flip a bit in block 1, zero block 3's bytes, garble block 5's record,
 	// and leave a foreign file and directory in the cache.
+	flipBits(t, dataPath, 1*testBS+100, 0x04)
 	f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 1)
-	f.ReadAt(b, 1*testBS+100)
-	b[0] ^= 0x04
-	f.WriteAt(b, 1*testBS+100)
 	f.WriteAt(make([]byte, testBS), 3*testBS)
 	f.Close()
 	m, err := os.OpenFile(metaPath, os.O_RDWR, 0)
@@ -608,15 +605,7 @@ func recordsTheCheckCRC(t *testing.T, id ObjectID, data []byte, block func(int64
 		}
 	}
 
-	f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	f.ReadAt(b, 2*testBS+9)
-	b[0] ^= 0x10
-	f.WriteAt(b, 2*testBS+9)
-	f.Close()
+	flipBits(t, dataPath, 2*testBS+9, 0x10)
 	l2 := &memLoader{data: l.data}
 	c2 := New(opts, l2)
 	defer c2.Close()
@@ -848,5 +837,23 @@ func TestDiskBlockBeingWrittenIsWaitedFor(t *testing.T) {
 	}
 	if s := cache.Stats(); s.DiskWrites != 1 || s.DiskHits != 1 || s.DiskMisses != 0 {
 		t.Fatalf("disk writes %d, hits %d, misses %d; want 1, 1, 0", s.DiskWrites, s.DiskHits, s.DiskMisses)
+	}
+}
+
+// flipBits flips the bits of mask in the byte at off of the file at path.
+func flipBits(t *testing.T, path string, off int64, mask byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= mask
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }
