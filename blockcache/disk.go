@@ -496,14 +496,25 @@ func readRecord(meta *os.File, index int64) (blockSum, bool) {
 
 // get fills p with the block from disk if it is there and verifies.
 func (t *diskTier) get(id ObjectID, index int64, p []byte) bool {
-	o, err := t.pin(id)
+	// Pinned (as pin does) and the block's write under way looked up in
+	// one hold of the lock: a hit takes it only once more, to publish.
+	t.mu.Lock()
+	o, err := t.object(id, false)
+	var writing chan struct{}
+	if err == nil {
+		o.busy++
+		writing = t.pending[diskKey{o.id, index}]
+	}
+	t.mu.Unlock()
 	if err != nil {
 		t.misses.Add(1)
 		return false
 	}
-	// A block on its way to disk is there in a moment: wait for it
-	// rather than fetch it again.
-	t.awaitWrite(diskKey{o.id, index})
+	if writing != nil {
+		// On its way to disk, so there in a moment: wait for it rather
+		// than fetch it again.
+		t.await(writing, index)
+	}
 	hit, damaged, cached, err := t.read(o, index, p)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -664,16 +675,6 @@ func (t *diskTier) reserveLocked(id ObjectID, k diskKey, n int64) (o *diskObject
 	t.reserved += n
 	o.busy++
 	return o, false, true, nil
-}
-
-// awaitWrite waits for a write of block k under way, if any, to end.
-func (t *diskTier) awaitWrite(k diskKey) {
-	t.mu.Lock()
-	ch := t.pending[k]
-	t.mu.Unlock()
-	if ch != nil {
-		t.await(ch, k.index)
-	}
 }
 
 // await waits for writing, the write of block index under way, to end.
