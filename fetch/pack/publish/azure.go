@@ -11,9 +11,9 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -102,7 +102,8 @@ func (w *azureWriter) flush() error {
 	w.ids = append(w.ids, id)
 	num := len(w.ids)
 	w.p.send(func(body []byte) error {
-		if _, err := w.blob.StageBlock(w.ctx, id, streaming.NopCloser(bytes.NewReader(body)), nil); err != nil {
+		opts := &blockblob.StageBlockOptions{TransactionalValidation: bodyMD5(body)}
+		if _, err := w.blob.StageBlock(w.ctx, id, newRewindableBody(body), opts); err != nil {
 			return fmt.Errorf("staging block %d of %s: %w", num, w.key, azureErr(err))
 		}
 		return nil
@@ -114,7 +115,7 @@ func (w *azureWriter) Commit() error {
 	md5sum := w.sum.Sum(nil)
 	headers := &blob.HTTPHeaders{BlobContentMD5: md5sum}
 	if len(w.ids) == 0 {
-		_, err := w.blob.Upload(w.ctx, streaming.NopCloser(bytes.NewReader(w.p.buf)), &blockblob.UploadOptions{HTTPHeaders: headers})
+		_, err := w.blob.Upload(w.ctx, newRewindableBody(w.p.buf), &blockblob.UploadOptions{HTTPHeaders: headers, TransactionalValidation: bodyMD5(w.p.buf)})
 		if err != nil {
 			return fmt.Errorf("uploading %s: %w", w.key, azureErr(err))
 		}
@@ -158,4 +159,37 @@ func azureErr(err error) error {
 		return fmt.Errorf("HTTP %d %s", re.StatusCode, re.ErrorCode)
 	}
 	return err
+}
+
+// rewindableBody is a request body the SDK may rewind to send it again.
+// net/http can still be reading a body for an attempt that already
+// failed (an early 503) when the SDK rewinds it for the next
+// (golang/go#51907): the lock keeps those reads and the rewind apart, and
+// the body's MD5, which the store checks (bodyMD5), refuses a request
+// whose bytes such a late read took.
+type rewindableBody struct {
+	mu sync.Mutex
+	r  *bytes.Reader
+}
+
+func newRewindableBody(p []byte) *rewindableBody { return &rewindableBody{r: bytes.NewReader(p)} }
+
+func (b *rewindableBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.r.Read(p)
+}
+
+func (b *rewindableBody) Seek(off int64, whence int) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.r.Seek(off, whence)
+}
+
+func (b *rewindableBody) Close() error { return nil }
+
+// bodyMD5 has the store check a request's body against its MD5.
+func bodyMD5(p []byte) blob.TransferValidationType {
+	sum := md5.Sum(p)
+	return blob.TransferValidationTypeMD5(sum[:])
 }
