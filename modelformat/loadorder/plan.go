@@ -153,27 +153,37 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 	var errs []error
 	fail := func(f File, err error) { errs = append(errs, fmt.Errorf("plan %s: %w", f.Path, err)) }
 
-	var whole, big []File
-	shardOf := map[string]string{} // shard path → its checkpoint's index path
+	var indexes, whole, big []File
 	for _, f := range files {
 		switch {
 		case f.Size <= 0:
 		case strings.HasSuffix(f.Path, ".safetensors.index.json"):
-			shards, err := readIndex(f, opts)
-			if err != nil {
-				fail(f, err)
-				if f.Size > opts.SmallFile {
-					continue
-				}
-			}
-			whole = append(whole, f)
-			for _, s := range shards {
-				shardOf[s] = f.Path
-			}
+			indexes = append(indexes, f)
 		case f.Size <= opts.SmallFile:
 			whole = append(whole, f)
 		case strings.HasSuffix(f.Path, ".safetensors") || strings.HasSuffix(f.Path, ".gguf"):
 			big = append(big, f)
+		}
+	}
+	slices.SortStableFunc(big, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	// The headers do not depend on the indexes, and each is a round trip
+	// to the store: read them while the indexes are read, so that the
+	// plan, and a loader's first header read, wait for neither in turn.
+	read := make(chan []header, 1)
+	go func() { read <- readHeaders(big, opts) }()
+
+	shardOf := map[string]string{} // shard path → its checkpoint's index path
+	for _, f := range indexes {
+		shards, err := readIndex(f, opts)
+		if err != nil {
+			fail(f, err)
+			if f.Size > opts.SmallFile {
+				continue
+			}
+		}
+		whole = append(whole, f)
+		for _, s := range shards {
+			shardOf[s] = f.Path
 		}
 	}
 
@@ -195,7 +205,6 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 
 	// Group the big files into checkpoints, each in path order (which is
 	// shard order), checkpoints ordered by their first file.
-	slices.SortStableFunc(big, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	var groups [][]int // indices into big
 	groupOf := map[string]int{}
 	for i, f := range big {
@@ -215,7 +224,7 @@ func Plan(files []File, opts PlanOptions) ([]Range, error) {
 		}
 	}
 
-	headers := readHeaders(big, opts)
+	headers := <-read
 	for gi, g := range groups {
 		var names []string
 		var tensors []Range

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -13,12 +14,20 @@ import (
 	"github.com/modelfs/modelfs/modelformat/formattest"
 )
 
-// memFile is a File over data; opened records its readers.
-func memFile(tb testing.TB, p string, data []byte, opened *[]*formattest.StrictReader) File {
+// openLog records the readers memFiles opened, from Plan's goroutines.
+type openLog struct {
+	mu      sync.Mutex
+	readers []*formattest.StrictReader
+}
+
+// memFile is a File over data; opened, if not nil, records its readers.
+func memFile(tb testing.TB, p string, data []byte, opened *openLog) File {
 	return File{Path: p, Size: int64(len(data)), Open: func() (io.ReaderAt, error) {
 		r := formattest.NewStrict(tb, data)
 		if opened != nil {
-			*opened = append(*opened, r) // Plan opens in parallel only when Parallel > 1
+			opened.mu.Lock()
+			opened.readers = append(opened.readers, r)
+			opened.mu.Unlock()
 		}
 		return r, nil
 	}}
@@ -101,7 +110,7 @@ func TestPlanShardedSafetensors(t *testing.T) {
 	config := []byte(`{"architectures": ["LlamaForCausalLM"]}`)
 	tokenizer := []byte(`{"model": {"type": "BPE"}}`)
 
-	var opened []*formattest.StrictReader
+	var opened openLog
 	files := []File{
 		memFile(t, "w/extra.safetensors", extra.Data, &opened),
 		memFile(t, "w/c.safetensors", c.Data, &opened),
@@ -154,10 +163,10 @@ func TestPlanShardedSafetensors(t *testing.T) {
 	}
 	// Whole small files are fetched, not opened; the index and the big
 	// files are opened once each, and closed.
-	if len(opened) != 5 {
-		t.Errorf("Plan opened %d readers, want 5 (index and 4 shards)", len(opened))
+	if len(opened.readers) != 5 {
+		t.Errorf("Plan opened %d readers, want 5 (index and 4 shards)", len(opened.readers))
 	}
-	for _, r := range opened {
+	for _, r := range opened.readers {
 		if !r.Closed() {
 			t.Errorf("a reader was not closed")
 		}
@@ -251,6 +260,36 @@ func TestPlanParallelHeaders(t *testing.T) {
 			t.Fatalf("range %d is %+v", 20+i, r)
 		}
 	}
+}
+
+// The shards' headers are read while the index is: each is a round trip
+// to the store, and neither needs the other. The index's read here waits
+// until a shard's header has been opened; read in turn, the plan would
+// never finish.
+func TestPlanReadsHeadersBesideTheIndex(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f32 := formattest.SafetensorsTensor{Name: "model.layers.0.w", DType: "F32", Shape: []int64{4}}
+		shard := formattest.WriteSafetensors(t, f32)
+		index := []byte(`{"weight_map": {"model.layers.0.w": "model-00001-of-00001.safetensors"}}`)
+		headerOpened := make(chan struct{})
+		files := []File{
+			{Path: "model.safetensors.index.json", Size: int64(len(index)), Open: func() (io.ReaderAt, error) {
+				<-headerOpened
+				return formattest.NewStrict(t, index), nil
+			}},
+			{Path: "model-00001-of-00001.safetensors", Size: int64(len(shard.Data)), Open: func() (io.ReaderAt, error) {
+				close(headerOpened)
+				return formattest.NewStrict(t, shard.Data), nil
+			}},
+		}
+		got, err := Plan(files, PlanOptions{SmallFile: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 || got[0].Indexes != got[2].Group || got[2].Tensor != f32.Name {
+			t.Fatalf("plan: %s", rangesString(got))
+		}
+	})
 }
 
 // gatedReader holds a header's first read past the length field until
