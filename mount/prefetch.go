@@ -526,7 +526,7 @@ func (b *backedStream) Release() {
 // memory, and a loader that faults it in scattered (header order) leaves
 // small folios behind, which every later mapping of the file pays for in
 // faults (6× as many here, docs/benchmarks.md): a sequential fill reads it
-// in large ones. Files are filled maxPrimes at a time, primeChunk mapped
+// in large ones, 2 MiB where the filesystem allows. Files are filled maxPrimes at a time, primeChunk mapped
 // at a time, so that the pages mapped add at most their product to the
 // mount's RSS; a file or chunk already cached is only checked, and a file
 // that does not fit in memory is left to its readers (see fitsInMemory).
@@ -570,7 +570,15 @@ func (p *prefetcher) prime(path string, f *os.File) {
 				p.log.Debug("cache file not primed", "err", err)
 				return
 			}
+			// Sequential: the fill's touches do not mark the pages as
+			// used. Huge pages: the fault path reads the file in 2 MiB
+			// folios where its filesystem has them, not in the disk's
+			// readahead size (128 KiB by default), so that later mappings
+			// of the file are mapped 2 MiB at a time; the fill is faster
+			// too (docs/benchmarks.md). Both are hints: kernels without
+			// them fill all the same.
 			_ = unix.Madvise(data, unix.MADV_SEQUENTIAL)
+			_ = unix.Madvise(data, unix.MADV_HUGEPAGE)
 			err = unix.Madvise(data, unix.MADV_POPULATE_READ)
 			unix.Munmap(data)
 			if err != nil {

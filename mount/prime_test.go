@@ -41,6 +41,60 @@ func TestPassthroughFileIsPrimed(t *testing.T) {
 	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
 }
 
+// The fill brings a cache file in as large folios, where the filesystem
+// has them: a later mapping of the file (a reload, a remount) is then
+// mapped 2 MiB at a time rather than faulted in by the page, and the fill
+// itself costs less (docs/benchmarks.md). Readahead through a mapping
+// otherwise goes by the disk's readahead size, 128 KiB by default.
+func TestPrimeFillsInLargeFolios(t *testing.T) {
+	dir, cache := t.TempDir(), t.TempDir()
+	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 1<<20) // 32 MiB of tensors
+	if most := writtenFolioPages(t, cache); most < 512 {
+		t.Skipf("the filesystem of %s keeps a 4 MiB write in folios of at most %d pages: no 2 MiB folios to fill", cache, most)
+	}
+	e := newTestEngine(t, dir, func(c *config.Config) { c.Prefetch, c.CacheDir = config.PrefetchReadahead, cache })
+	f := fileByPath(t, e.Files(), "model.safetensors")
+	if got := readAll(t, f, 1<<20); len(got) != len(model) {
+		t.Fatalf("read %d bytes, want %d", len(got), len(model))
+	}
+	data := cacheDataFile(t, cache)
+	waitFor(t, "the object to be complete on disk", func() bool {
+		return f.Content.(*streamOpener).obj.CompleteOnDisk()
+	})
+	mountproc.DropCache(t, data)
+	if r := resident(t, data); r == 1 {
+		t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to fill", data)
+	}
+	h := f.Content.Open()
+	defer h.Release()
+	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
+	folios, err := mountproc.PageFolios(t, data)
+	if err != nil {
+		t.Skipf("cannot see the page cache's folios: %v", err)
+	}
+	// 16 of the file's 2 MiB ranges, and its tail.
+	if per := folios.PagesPerFolio(); per < 256 {
+		t.Fatalf("the fill left %d pages in %d one-page and %d large folios (%.0f pages per folio), want 2 MiB folios",
+			folios.Resident, folios.Single, folios.Large, per)
+	}
+}
+
+// writtenFolioPages writes 4 MiB in one write to a new file in dir and
+// returns the pages of the largest folio the filesystem keeps it in.
+func writtenFolioPages(t *testing.T, dir string) int {
+	t.Helper()
+	path := filepath.Join(dir, "probe")
+	defer os.Remove(path)
+	if err := os.WriteFile(path, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	folios, err := mountproc.PageFolios(t, path)
+	if err != nil {
+		t.Skipf("cannot see the page cache's folios: %v", err)
+	}
+	return folios.Largest
+}
+
 // Once a mount is idle, the cache files of the complete objects it opened
 // are filled into the page cache without another open; a complete object
 // it never opened is left alone.
