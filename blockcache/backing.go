@@ -186,7 +186,7 @@ func (t *diskTier) verifyInBackground(obj *diskObject) {
 // reports whether verification is what was missing.
 func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh bool, ok bool) {
 	dir := filepath.Join(t.root, obj.id)
-	pin, err := os.OpenFile(filepath.Join(dir, "pin"), os.O_CREATE|os.O_RDONLY, filePerm)
+	pin, err := openFile(filepath.Join(dir, "pin"), os.O_CREATE|os.O_RDONLY, filePerm)
 	if err != nil {
 		return nil, false, false
 	}
@@ -196,7 +196,7 @@ func (t *diskTier) openBacking(obj *diskObject, verify bool) (b *Backing, fresh 
 		pin.Close()
 		return nil, false, false
 	}
-	data, err := os.Open(filepath.Join(dir, "data"))
+	data, err := openFile(filepath.Join(dir, "data"), os.O_RDONLY, 0)
 	if err != nil {
 		pin.Close()
 		return nil, false, false
@@ -245,8 +245,12 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 	if !allRecorded(o) {
 		return false
 	}
+	if seen := o.verified.Load(); seen != nil && *seen == stamp {
+		return true
+	}
 	stampPath := filepath.Join(dir, "verified")
-	if old, err := os.ReadFile(stampPath); err == nil && strings.TrimSpace(string(old)) == stamp {
+	if old, err := readMark(stampPath, maxMark); err == nil && strings.TrimSpace(string(old)) == stamp {
+		o.verified.Store(&stamp)
 		return true
 	}
 	if !verify {
@@ -294,6 +298,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 	if os.WriteFile(tmp, []byte(stamp+"\n"), filePerm) == nil {
 		os.Rename(tmp, stampPath)
 	}
+	o.verified.Store(&stamp)
 	return true
 }
 
@@ -301,7 +306,7 @@ func (t *diskTier) verifiedWhole(o *diskObject, dir string, data *os.File, verif
 // fails while a Backing of the object is open in any process. Held while
 // blocks are dropped, it also stops a Backing from being verified halfway.
 func (t *diskTier) evictionLock(o *diskObject) (*os.File, bool) {
-	f, err := os.OpenFile(filepath.Join(t.root, o.id, "pin"), os.O_CREATE|os.O_RDONLY, filePerm)
+	f, err := openFile(filepath.Join(t.root, o.id, "pin"), os.O_CREATE|os.O_RDONLY, filePerm)
 	if err != nil {
 		return nil, false
 	}

@@ -121,6 +121,10 @@ type diskObject struct {
 	// tier's lock.
 	busy int
 	gone bool
+	// verified is the data file's stamp when this process last found the
+	// object verified whole (verifiedWhole): an open that finds the same
+	// stamp skips reading the mark from disk.
+	verified atomic.Pointer[string]
 }
 
 func (o *diskObject) closeFiles() {

@@ -304,6 +304,39 @@ func TestBackingRejectsCorruptFile(t *testing.T) {
 	}
 }
 
+// An object once handed out is checked again after its file changed:
+// what this process remembers of a verified object is keyed by the data
+// file's stamp (inode, size, ctime), like the mark on disk.
+func TestBackingAfterAChangeChecksAgain(t *testing.T) {
+	dir := t.TempDir()
+	a := randomBytes(3*testBS, 33)
+	id := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
+	c := newDiskCache(t, dir, &memLoader{data: map[string][]byte{"a1": a}}, 1<<20)
+	defer c.Close()
+	readAll(t, c, id)
+	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites == 3 })
+	for range 2 { // the second from what this process remembers
+		b, ok := c.Object(id).VerifiedBacking()
+		if !ok {
+			t.Fatal("no backing for a complete, intact object")
+		}
+		b.Close()
+	}
+	dataPath, _ := objectFiles(t, dir)
+	f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{^a[2*testBS+3]}, 2*testBS+3); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if b, ok := c.Object(id).VerifiedBacking(); ok {
+		b.Close()
+		t.Fatal("Backing handed out a file changed since it was verified")
+	}
+}
+
 // TestDropWaitsForVerification: dropping an object right after its last
 // block landed (which starts its background verification) succeeds, and
 // leaves nothing on disk.

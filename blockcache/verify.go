@@ -674,7 +674,7 @@ func (c *Cache) markedVerified(id ObjectID, f *os.File) bool {
 	if !ok {
 		return false
 	}
-	old, err := os.ReadFile(filepath.Join(c.disk.root, objectDirID(id, c.opts.BlockSize), storeMarkName))
+	old, err := readMark(filepath.Join(c.disk.root, objectDirID(id, c.opts.BlockSize), storeMarkName), maxMark)
 	if err != nil || strings.TrimSpace(string(old)) != stamp {
 		return false
 	}
