@@ -288,33 +288,34 @@ func TestBackingNeedsEveryBlockAndPinsTheObject(t *testing.T) {
 }
 
 func TestBackingRejectsCorruptFile(t *testing.T) {
-	dir := t.TempDir()
-	a := randomBytes(3*testBS, 32)
-	id := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
-	c := newDiskCache(t, dir, &memLoader{data: map[string][]byte{"a1": a}}, 1<<20)
-	defer c.Close()
-	readAll(t, c, id)
-	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites == 3 })
-	dataPath, _ := objectFiles(t, dir)
-	f, _ := os.OpenFile(dataPath, os.O_RDWR, 0)
-	f.WriteAt([]byte{^a[testBS+7]}, testBS+7)
-	f.Close()
+	c, id, dataPath := cachedWhole(t, 32)
+	flipBits(t, dataPath, testBS+7, 0xff)
 	if _, ok := c.Object(id).VerifiedBacking(); ok {
 		t.Fatal("Backing handed out a file with a flipped bit")
 	}
+}
+
+// cachedWhole caches a 3-block object, made from seed, whole in a disk
+// tier of its own, and returns the cache (closed when the test ends), the
+// object and its data file.
+func cachedWhole(t *testing.T, seed uint64) (*Cache, ObjectID, string) {
+	t.Helper()
+	dir := t.TempDir()
+	a := randomBytes(3*testBS, seed)
+	id := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
+	c := newDiskCache(t, dir, &memLoader{data: map[string][]byte{"a1": a}}, 1<<20)
+	t.Cleanup(c.Close)
+	readAll(t, c, id)
+	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites == 3 })
+	dataPath, _ := objectFiles(t, dir)
+	return c, id, dataPath
 }
 
 // An object once handed out is checked again after its file changed:
 // what this process remembers of a verified object is keyed by the data
 // file's stamp (inode, size, ctime), like the mark on disk.
 func TestBackingAfterAChangeChecksAgain(t *testing.T) {
-	dir := t.TempDir()
-	a := randomBytes(3*testBS, 33)
-	id := ObjectID{Name: "a", Version: "1", Size: int64(len(a))}
-	c := newDiskCache(t, dir, &memLoader{data: map[string][]byte{"a1": a}}, 1<<20)
-	defer c.Close()
-	readAll(t, c, id)
-	waitFor(t, "write-backs", func() bool { return c.Stats().DiskWrites == 3 })
+	c, id, dataPath := cachedWhole(t, 33)
 	for range 2 { // the second from what this process remembers
 		b, ok := c.Object(id).VerifiedBacking()
 		if !ok {
@@ -322,15 +323,7 @@ func TestBackingAfterAChangeChecksAgain(t *testing.T) {
 		}
 		b.Close()
 	}
-	dataPath, _ := objectFiles(t, dir)
-	f, err := os.OpenFile(dataPath, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{^a[2*testBS+3]}, 2*testBS+3); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	flipBits(t, dataPath, 2*testBS+3, 0xff)
 	if b, ok := c.Object(id).VerifiedBacking(); ok {
 		b.Close()
 		t.Fatal("Backing handed out a file changed since it was verified")

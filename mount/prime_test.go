@@ -17,24 +17,7 @@ import (
 // A complete cache file handed to passthrough is filled into the page
 // cache in the background, without any read of it through the mount.
 func TestPassthroughFileIsPrimed(t *testing.T) {
-	dir := t.TempDir()
-	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 64<<10) // 2 MiB of tensors
-	cache := t.TempDir()
-	e := newTestEngine(t, dir, func(c *config.Config) { c.Prefetch, c.CacheDir = config.PrefetchReadahead, cache })
-	f := fileByPath(t, e.Files(), "model.safetensors")
-	if got := readAll(t, f, 1<<20); len(got) != len(model) {
-		t.Fatalf("read %d bytes, want %d", len(got), len(model))
-	}
-	data := cacheDataFile(t, cache)
-	waitFor(t, "the object to be complete on disk", func() bool {
-		return f.Content.(*streamOpener).obj.CompleteOnDisk()
-	})
-	mountproc.DropCache(t, data)
-	if r := resident(t, data); r == 1 {
-		t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to prime", data)
-	}
-	h := f.Content.Open()
-	defer h.Release()
+	h, data := reopenDropped(t, t.TempDir(), 64<<10) // 2 MiB of tensors
 	if _, ok := h.(fs.Passthrougher); !ok {
 		t.Fatal("the complete object was not handed out for passthrough")
 	}
@@ -47,11 +30,31 @@ func TestPassthroughFileIsPrimed(t *testing.T) {
 // itself costs less (docs/benchmarks.md). Readahead through a mapping
 // otherwise goes by the disk's readahead size, 128 KiB by default.
 func TestPrimeFillsInLargeFolios(t *testing.T) {
-	dir, cache := t.TempDir(), t.TempDir()
-	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, 1<<20) // 32 MiB of tensors
+	cache := t.TempDir()
 	if most := writtenFolioPages(t, cache); most < 512 {
 		t.Skipf("the filesystem of %s keeps a 4 MiB write in folios of at most %d pages: no 2 MiB folios to fill", cache, most)
 	}
+	_, data := reopenDropped(t, cache, 1<<20) // 32 MiB of tensors
+	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
+	folios, err := mountproc.PageFolios(t, data)
+	if err != nil {
+		t.Skipf("cannot see the page cache's folios: %v", err)
+	}
+	// 16 of the file's 2 MiB ranges, and its tail.
+	if per := folios.PagesPerFolio(); per < 256 {
+		t.Fatalf("the fill left %d pages in %d one-page and %d large folios (%.0f pages per folio), want 2 MiB folios",
+			folios.Resident, folios.Single, folios.Large, per)
+	}
+}
+
+// reopenDropped caches model.safetensors (4 layers of two n-float
+// tensors) whole in a disk tier at cache, drops its cache file from the
+// page cache and opens the file again, which starts the fill; it returns
+// the open handle, released when the test ends, and the cache file.
+func reopenDropped(t *testing.T, cache string, n int) (fs.Handle, string) {
+	t.Helper()
+	dir := t.TempDir()
+	model := writeSafetensors(t, filepath.Join(dir, "model.safetensors"), 4, n)
 	e := newTestEngine(t, dir, func(c *config.Config) { c.Prefetch, c.CacheDir = config.PrefetchReadahead, cache })
 	f := fileByPath(t, e.Files(), "model.safetensors")
 	if got := readAll(t, f, 1<<20); len(got) != len(model) {
@@ -66,17 +69,8 @@ func TestPrimeFillsInLargeFolios(t *testing.T) {
 		t.Skipf("the page cache of %s cannot be dropped on this filesystem: nothing to fill", data)
 	}
 	h := f.Content.Open()
-	defer h.Release()
-	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
-	folios, err := mountproc.PageFolios(t, data)
-	if err != nil {
-		t.Skipf("cannot see the page cache's folios: %v", err)
-	}
-	// 16 of the file's 2 MiB ranges, and its tail.
-	if per := folios.PagesPerFolio(); per < 256 {
-		t.Fatalf("the fill left %d pages in %d one-page and %d large folios (%.0f pages per folio), want 2 MiB folios",
-			folios.Resident, folios.Single, folios.Large, per)
-	}
+	t.Cleanup(h.Release)
+	return h, data
 }
 
 // writtenFolioPages writes 4 MiB in one write to a new file in dir and
