@@ -526,10 +526,11 @@ func (b *backedStream) Release() {
 // memory, and a loader that faults it in scattered (header order) leaves
 // small folios behind, which every later mapping of the file pays for in
 // faults (6× as many here, docs/benchmarks.md): a sequential fill reads it
-// in large ones, 2 MiB where the filesystem allows. Files are filled maxPrimes at a time, primeChunk mapped
-// at a time, so that the pages mapped add at most their product to the
-// mount's RSS; a file or chunk already cached is only checked, and a file
-// that does not fit in memory is left to its readers (see fitsInMemory).
+// in large ones, 2 MiB where the filesystem allows. Files are filled
+// maxPrimes at a time, primeChunk mapped at a time, so that the pages
+// mapped add at most their product to the mount's RSS; a file or chunk
+// already cached is only checked, and a file that does not fit in memory
+// is left to its readers (see fitsInMemory).
 func (p *prefetcher) prime(path string, f *os.File) {
 	if p.primes == nil {
 		return // warm's planner serves no reader
