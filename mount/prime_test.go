@@ -24,6 +24,16 @@ func TestPassthroughFileIsPrimed(t *testing.T) {
 	waitFor(t, "the cache file to be resident", func() bool { return resident(t, data) == 1 })
 }
 
+// A passthrough open of a cache file not in the page cache returns once
+// the file is filled, so that the loader reads it from memory rather than
+// faulting it in from the disk beside the fill.
+func TestPassthroughOpenWaitsForTheFill(t *testing.T) {
+	_, data := reopenDropped(t, t.TempDir(), 1<<20) // 32 MiB of tensors
+	if r := resident(t, data); r != 1 {
+		t.Fatalf("the open returned with %.0f%% of the cache file in the page cache, want all", 100*r)
+	}
+}
+
 // The fill brings a cache file in as large folios, where the filesystem
 // has them: a later mapping of the file (a reload, a remount) is then
 // mapped 2 MiB at a time rather than faulted in by the page, and the fill
