@@ -138,7 +138,7 @@ func (o *streamOpener) Open() fs.Handle {
 	s := prefetch.NewStream(o.obj, o.p.ra, watchers...)
 	if b, ok := o.obj.Backing(); ok {
 		if o.p.mode != "off" {
-			o.p.awaitFill(o.p.prime(o.path, b.File))
+			awaitFill(o.p.prime(o.path, b.File))
 		}
 		return &backedStream{Stream: s, backing: b, obj: o.obj}
 	}
@@ -603,11 +603,11 @@ func (p *prefetcher) prime(path string, f *os.File) <-chan struct{} {
 // prime) has ended, for at most openFillWait. A loader let in at once
 // faults the file in from the disk beside the fill, by the disk's small
 // readahead, and leaves one-page folios wherever it gets ahead of it: a
-// remount's shuffled mmap load of 880 MiB from the disk took 330–390 ms
-// that way, and every later mapping of the files 3–15× the faults,
-// against 200–225 ms with the fill first (docs/benchmarks.md). Past the
+// remount's shuffled mmap load of 880 MiB from the disk took 370–480 ms
+// that way, and every later mapping of the files 9–13× the faults,
+// against 220–235 ms with the open held (docs/benchmarks.md). Past the
 // bound, the loader's reads go on beside the rest of the fill.
-func (p *prefetcher) awaitFill(done <-chan struct{}) {
+func awaitFill(done <-chan struct{}) {
 	if done == nil {
 		return
 	}
@@ -628,10 +628,11 @@ const openFillWait = time.Second
 // that are complete on disk, once a tick passed with no read or load
 // through the cache, until each is primed or ctx ends. A reload on this
 // mount or a remount then finds the files in the page cache, filled front
-// to back: the first passthrough open's fill races the loader, whose
-// scattered faults leave small folios that every later mapping pays for
-// (a shuffled mmap touch of a remount took 48 ms per 250 MiB after such a
-// race, 20 ms after a fill alone, docs/benchmarks.md). Waiting for a
+// to back, and its opens wait for no fill (awaitFill) or race none past
+// the wait's bound, where the loader's scattered faults leave small
+// folios that every later mapping pays for (a shuffled mmap touch of a
+// remount took 48 ms per 250 MiB after such a race, 20 ms after a fill
+// alone, docs/benchmarks.md). Waiting for a
 // quiet tick keeps the disk reads off the cold load; files never opened
 // here are left alone, and so is a file that does not fit in memory
 // (fitsInMemory).
