@@ -3,6 +3,7 @@
 package gpuwarm
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 )
@@ -29,8 +30,13 @@ func TestRealNVML(t *testing.T) {
 		if g.Name == "" || g.UUID == "" || g.MemoryTotal == 0 || g.MemoryFree > g.MemoryTotal {
 			t.Errorf("GPU %+v", g)
 		}
-		t.Logf("GPU %d: %s %s, %s free of %s, persistence %s, health %+v", g.Index, g.Name, g.UUID,
-			formatBytes(int64(g.MemoryFree)), formatBytes(int64(g.MemoryTotal)), g.Persistence, g.Health)
+		// As JSON: the health fields are pointers (nil: not reported).
+		health, err := json.Marshal(g.Health)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("GPU %d: %s %s, %s free of %s, persistence %s, health %s", g.Index, g.Name, g.UUID,
+			formatBytes(int64(g.MemoryFree)), formatBytes(int64(g.MemoryTotal)), g.Persistence, health)
 	}
 	t.Logf("driver %s, CUDA %s", inv.DriverVersion, inv.CUDADriverVersion)
 }
