@@ -632,10 +632,9 @@ const openFillWait = time.Second
 // the wait's bound, where the loader's scattered faults leave small
 // folios that every later mapping pays for (a shuffled mmap touch of a
 // remount took 48 ms per 250 MiB after such a race, 20 ms after a fill
-// alone, docs/benchmarks.md). Waiting for a
-// quiet tick keeps the disk reads off the cold load; files never opened
-// here are left alone, and so is a file that does not fit in memory
-// (fitsInMemory).
+// alone, docs/benchmarks.md). Waiting for a quiet tick keeps the disk
+// reads off the cold load; files never opened here are left alone, and
+// so is a file that does not fit in memory (fitsInMemory).
 func (p *prefetcher) fillWhenIdle(ctx context.Context, tick time.Duration) {
 	if p.primes == nil || p.mode == "off" || p.cache.Stats().DiskCapacity == 0 {
 		return
